@@ -1,0 +1,66 @@
+# pgplex: a thin wrapper over meson. The two commands a newcomer needs, as root on Debian 12:
+#   make demo    install what is missing, build, run a primary + replica with pgplex in front
+#   make check   install what is missing, build, run every test
+BUILD       ?= build
+ASAN_BUILD  ?= build-asan
+FUZZ_BUILD  ?= build-fuzz
+FUZZ_SECONDS ?= 20
+PYTHON      ?= /usr/bin/python3
+KEEP        ?= 0
+
+.PHONY: all deps build check unit tidy integration asan fuzz demo bench deb clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) --buildtype=debugoptimized
+
+build: deps $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+unit: build
+	meson test -C $(BUILD) --suite unit --print-errorlogs
+
+tidy:
+	$(PYTHON) tests/tidy
+
+integration: build
+	PGPLEX_BIN=$(CURDIR)/$(BUILD)/pgplex $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+$(ASAN_BUILD)/build.ninja:
+	meson setup $(ASAN_BUILD) --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
+
+# One run under ASan + UBSan: the unit tests and the integration smoke set.
+asan: deps $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  meson test -C $(ASAN_BUILD) --suite unit --print-errorlogs
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  PGPLEX_BIN=$(CURDIR)/$(ASAN_BUILD)/pgplex $(PYTHON) -m pytest -q -p no:cacheprovider \
+	  -m smoke tests/integration
+
+$(FUZZ_BUILD)/build.ninja:
+	CXX=clang++ meson setup $(FUZZ_BUILD) -Dfuzz=true --buildtype=debug -Dwerror=false
+
+# Every fuzz target for a bounded time, starting from its seed corpus.
+fuzz: deps $(FUZZ_BUILD)/build.ninja
+	ninja -C $(FUZZ_BUILD)
+	tests/fuzz/run $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+check: deps build unit tidy integration asan fuzz
+	@echo "make check: all suites passed"
+
+demo: build
+	KEEP=$(KEEP) scripts/demo.sh $(BUILD)/pgplex
+
+bench: build
+	bench/run.sh $(BUILD)/pgplex
+
+deb: deps
+	dpkg-buildpackage -us -uc -b
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -1,0 +1,58 @@
+// Every fixed limit of pgplex, with its reason. Related limits are tied by static_assert.
+#pragma once
+
+#include <cstdint>
+
+namespace pgplex::limits {
+
+// PostgreSQL's MAX_STARTUP_PACKET_LENGTH (src/include/libpq/pqcomm.h): a longer startup
+// packet is refused by the server too.
+inline constexpr uint32_t startup_packet_bytes_max = 10000;
+
+// PostgreSQL's PQ_LARGE_MESSAGE_LIMIT (src/backend/libpq/pqcomm.c): no message of the v3
+// protocol may be longer, in either direction.
+inline constexpr uint32_t message_bytes_max = 0x3fffffff;
+
+// PostgreSQL's PQ_SMALL_MESSAGE_LIMIT: messages with fixed or small bodies (Sync, Flush,
+// Terminate, Describe, Close, Execute, PasswordMessage...) never need more.
+inline constexpr uint32_t small_message_bytes_max = 10000;
+
+// Messages pgplex assembles to read (authentication, ParameterStatus, ErrorResponse while
+// no client is attached): bounded so a hostile peer cannot make pgplex buffer much.
+inline constexpr uint32_t assembled_message_bytes_max = 16384;
+
+// A role name or database name: PostgreSQL's NAMEDATALEN - 1.
+inline constexpr uint32_t name_bytes_max = 63;
+
+// PgBouncer's MAX_PASSWORD: long enough for a SCRAM secret or a long plain password.
+inline constexpr uint32_t password_bytes_max = 996;
+
+// A CancelRequest is exactly this long (length, code, pid, key).
+inline constexpr uint32_t cancel_request_bytes = 16;
+
+// Chunks one send may gather (iovec entries of one sendmsg).
+inline constexpr uint32_t send_iovecs_max = 32;
+
+// A connection whose peer has this many received buffers queued and not yet sent stops
+// receiving until the peer drains below half of it: the provided buffer ring is shared
+// by every connection of a worker, and one fast producer must not starve the others.
+inline constexpr uint32_t queued_buffers_max = 16;
+
+// Slot indexes are packed in 24 bits of io_uring user_data (see io/user_data.h).
+inline constexpr uint32_t slots_per_worker_max = 1u << 24;
+
+// Workers are packed in the upper bits of the BackendKeyData process id pgplex gives a
+// client (see client/cancel.cc): pid = worker << 22 | slot.
+inline constexpr uint32_t workers_max = 256;
+inline constexpr uint32_t cancel_slot_bits = 22;
+inline constexpr uint32_t client_slots_per_worker_max = 1u << cancel_slot_bits;
+static_assert(client_slots_per_worker_max <= slots_per_worker_max);
+static_assert(workers_max << cancel_slot_bits <= 0x7fffffffu, "pid must stay positive");
+
+// Buffer ids of the provided buffer ring are 16 bits in a CQE.
+inline constexpr uint32_t ring_buffers_max = 32768;
+
+// Housekeeping (timeouts, idle servers, reload pickup) runs at this period on each worker.
+inline constexpr int64_t tick_ms = 200;
+
+}  // namespace pgplex::limits

@@ -1,0 +1,116 @@
+// The immutable configuration snapshot.
+//
+// load() builds a whole Config from one TOML file (and the auth file it names) or returns
+// an error naming file, line and reason; never a partial snapshot. The control thread
+// publishes a new snapshot on reload; the data path only reads snapshots and keeps the one
+// it started a connection with for as long as that connection needs it.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace pgplex::config {
+
+enum class PoolMode : uint8_t { Session, Transaction, Statement };
+enum class AuthType : uint8_t { Trust, Md5, ScramSha256 };
+
+const char* to_string(PoolMode mode);
+const char* to_string(AuthType type);
+
+// A resolved socket address: TCP (IPv4/IPv6) or a Unix socket
+// ("<directory>/.s.PGSQL.<port>" when host starts with '/', as libpq does).
+struct Endpoint {
+    std::string host;
+    uint16_t port = 5432;
+    sockaddr_storage address{};
+    socklen_t address_bytes = 0;
+
+    bool is_unix() const { return !host.empty() && host[0] == '/'; }
+    std::string to_string() const;  // "host:port" or "/dir/.s.PGSQL.port"
+};
+
+// One [databases.NAME] table: what a client-visible database name maps to.
+struct Alias {
+    std::string name;      // the key; "*" is the fallback for any other name
+    uint32_t line = 0;     // where it is defined, for messages
+    Endpoint server;
+    std::string dbname;    // empty: the client's database name
+    std::string user;      // empty: the client's user name
+    std::string password;  // empty: from the auth file
+    // Sent in the server's StartupMessage, in this order: application_name,
+    // client_encoding, DateStyle, TimeZone, options (names as the server expects them).
+    std::vector<std::pair<std::string, std::string>> startup_parameters;
+    int pool_size = -1;        // -1: [pgplex] default_pool_size
+    bool pool_mode_set = false;
+    PoolMode pool_mode = PoolMode::Session;  // valid when pool_mode_set
+};
+
+struct Listen {
+    Endpoint endpoint;  // host:port to bind
+};
+
+struct Config {
+    std::string path;  // the file this was loaded from
+
+    std::vector<Listen> listen;                 // listen = ["127.0.0.1:6432", ...]
+    int workers = 0;                            // 0: one per online CPU
+    int max_client_conn = 10000;
+    PoolMode pool_mode = PoolMode::Session;
+    int default_pool_size = 20;
+    AuthType auth_type = AuthType::ScramSha256;
+    std::string auth_file;                      // resolved relative to the config file
+    // user → secret as written in the auth file: plain text, "md5<32 hex>" or
+    // "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>".
+    std::unordered_map<std::string, std::string> users;
+    std::string server_reset_query = "DISCARD ALL";
+    int64_t server_idle_timeout_ms = 600'000;
+    int64_t server_lifetime_ms = 3'600'000;
+    int64_t query_wait_timeout_ms = 120'000;
+    int64_t client_login_timeout_ms = 60'000;
+    int64_t server_connect_timeout_ms = 15'000;
+    int64_t shutdown_timeout_ms = 30'000;
+    bool log_connections = true;
+    bool log_disconnections = true;
+    std::string log_level = "info";            // error | warning | notice | info | debug
+    uint32_t buffer_size = 16384;              // bytes per provided buffer
+    uint32_t buffer_count = 2048;              // provided buffers per worker (power of two)
+
+    std::vector<Alias> aliases;                // every [databases.X] except "*"
+    std::unique_ptr<Alias> fallback;           // [databases."*"], if present
+
+    // The alias for a client's database name: an exact match, else the fallback, else null.
+    const Alias* find_alias(std::string_view name) const;
+    int pool_size(const Alias& alias) const {
+        return alias.pool_size >= 0 ? alias.pool_size : default_pool_size;
+    }
+    PoolMode pool_mode_of(const Alias& alias) const {
+        return alias.pool_mode_set ? alias.pool_mode : pool_mode;
+    }
+};
+
+// Error text is "file:line: reason" (or "file: reason" when no line applies).
+struct LoadResult {
+    std::shared_ptr<const Config> config;  // null on error
+    std::string error;
+};
+
+// Reads and validates the file (and its auth file). Resolves host names. Never throws.
+LoadResult load(const std::string& path);
+
+// Parses a duration as written in the config: "250ms", "10s", "5m", "1h", or a bare
+// integer of seconds. Returns false on anything else.
+bool parse_duration_ms(std::string_view text, int64_t& out_ms);
+
+// Parses "host:port", "[v6]:port" or "/unix/dir:port" into an Endpoint (resolving the
+// host). On failure returns false and sets reason.
+bool parse_endpoint(std::string_view text, Endpoint& out, std::string& reason);
+bool resolve_endpoint(std::string_view host, uint16_t port, Endpoint& out, std::string& reason);
+
+}  // namespace pgplex::config

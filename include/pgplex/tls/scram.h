@@ -1,0 +1,94 @@
+// SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL speaks it (protocol-flow.html#SASL),
+// both as the server (pgplex authenticating a client) and as the client (pgplex
+// authenticating to a node). Channel binding is not offered ("n,," / SCRAM-SHA-256 only).
+//
+// These run at login only; they may allocate.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace pgplex::tls::scram {
+
+inline constexpr int default_iterations = 4096;  // PostgreSQL's scram_iterations default
+
+using Key = std::array<uint8_t, 32>;
+
+// A stored SCRAM secret, as in pg_authid.rolpassword:
+// "SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>".
+struct Secret {
+    int iterations = 0;
+    std::string salt;  // raw bytes
+    Key stored_key{};
+    Key server_key{};
+};
+
+bool is_secret(std::string_view text);  // starts with "SCRAM-SHA-256$"
+bool parse_secret(std::string_view text, Secret& out);
+// Derives a secret from a plain password (SASLprep is applied only to ASCII input, which
+// it leaves unchanged; other input is used as is, as PostgreSQL does when SASLprep fails).
+Secret make_secret(std::string_view password, std::string_view salt, int iterations);
+std::string format_secret(const Secret& secret);
+
+std::string base64_encode(std::string_view bytes);
+bool base64_decode(std::string_view text, std::string& out);
+
+// pgplex as the SCRAM server. Usage:
+//   ServerExchange exchange(secret);
+//   exchange.handle_client_first(SASLInitialResponse data) → server-first-message, or error
+//   exchange.handle_client_final(SASLResponse data)        → server-final-message, or error
+class ServerExchange {
+public:
+    explicit ServerExchange(Secret secret);
+
+    // Returns false with reason on a malformed message.
+    bool handle_client_first(std::string_view message, std::string& server_first,
+                             std::string& reason);
+    // Returns false when the message is malformed or the proof is wrong (reason says which;
+    // a wrong proof is reason "password authentication failed").
+    bool handle_client_final(std::string_view message, std::string& server_final,
+                             std::string& reason);
+    bool proof_was_wrong() const { return proof_wrong_; }
+
+    // After a successful exchange: the client's ClientKey, recovered from its proof. It
+    // lets pgplex log in to a node holding the same secret without the plain password.
+    const Key& client_key() const { return client_key_; }
+
+private:
+    Secret secret_;
+    std::string client_first_bare_;
+    std::string server_first_;
+    std::string nonce_;  // client nonce + server nonce
+    Key client_key_{};
+    bool proof_wrong_ = false;
+};
+
+// pgplex as the SCRAM client of a node. Either a plain password or a ClientKey (+ the
+// ServerKey when known, to verify the server) is enough.
+class ClientExchange {
+public:
+    static ClientExchange with_password(std::string_view password);
+    static ClientExchange with_keys(const Key& client_key, const Key& server_key);
+
+    // The SASLInitialResponse payload: "n,,n=,r=<nonce>".
+    std::string client_first();
+    // From AuthenticationSASLContinue data; returns the SASLResponse payload.
+    bool handle_server_first(std::string_view message, std::string& client_final,
+                             std::string& reason);
+    // From AuthenticationSASLFinal data: verifies the server signature.
+    bool handle_server_final(std::string_view message, std::string& reason);
+
+private:
+    ClientExchange() = default;
+    std::string password_;
+    bool have_keys_ = false;
+    Key client_key_{};
+    Key server_key_{};
+    std::string client_nonce_;
+    std::string client_first_bare_;
+    std::string expected_server_signature_;  // raw bytes
+};
+
+}  // namespace pgplex::tls::scram

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs, from Debian's packages, whatever this machine lacks to build, test, demo and
+# bench pgplex. Idempotent and non-interactive; needs root only when something is missing.
+set -euo pipefail
+
+packages=(
+  build-essential g++ meson ninja-build pkg-config clang libclang-rt-14-dev
+  liburing-dev libssl-dev libxxhash-dev libtomlplusplus-dev libsystemd-dev
+  libpg-query-dev libpcre2-dev libcriterion-dev
+  postgresql-15 postgresql-client-15 pgbouncer
+  python3 python3-psycopg python3-pytest
+  procps psmisc iproute2 util-linux strace
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "deps: installing ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "deps: missing packages and not root; run as root or install them: ${missing[*]}" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Debian's postgresql-common creates a default cluster on install; pgplex's tests and demo
+# start their own, so stop the packaged one if it was just created and is not wanted.
+if [ -x /usr/bin/pg_lsclusters ] && ! systemctl is-system-running >/dev/null 2>&1; then
+  true
+fi
