@@ -1,1 +1,72 @@
-int main() { return 1; }
+// pgplex: parse the command line, load the configuration, and hand over to the control
+// thread. `pgplex --check CONFIG` only validates.
+#include <sys/resource.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "pgplex/base/log.h"
+#include "pgplex/config/config.h"
+#include "pgplex/control.h"
+
+namespace {
+
+const char* usage =
+    "usage: pgplex [--check] CONFIG\n"
+    "  CONFIG     the TOML configuration file (see pgplex.toml(5))\n"
+    "  --check    validate CONFIG and its auth file, print any error as FILE:LINE: reason,\n"
+    "             and exit 0 when it is good, 1 when it is not\n"
+    "  --version  print the version and exit\n"
+    "  --help     print this and exit\n";
+
+// Clients and servers are fixed files of the rings; the table sizes are bounded by
+// RLIMIT_NOFILE, so take all the hard limit allows.
+void raise_file_limit() {
+    rlimit files{};
+    if (getrlimit(RLIMIT_NOFILE, &files) != 0) return;
+    files.rlim_cur = files.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &files);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    bool check = false;
+    std::string path;
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        if (arg == "--check" || arg == "-c") {
+            check = true;
+        } else if (arg == "--help" || arg == "-h") {
+            fputs(usage, stdout);
+            return 0;
+        } else if (arg == "--version" || arg == "-V") {
+            puts("pgplex " PGPLEX_VERSION);
+            return 0;
+        } else if (!arg.empty() && arg[0] == '-') {
+            fprintf(stderr, "pgplex: unknown option %s\n%s", arg.c_str(), usage);
+            return 2;
+        } else if (path.empty()) {
+            path = arg;
+        } else {
+            fprintf(stderr, "pgplex: more than one CONFIG given\n%s", usage);
+            return 2;
+        }
+    }
+    if (path.empty()) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    pgplex::config::LoadResult loaded = pgplex::config::load(path);
+    if (!loaded.config) {
+        fprintf(stderr, "%s\n", loaded.error.c_str());
+        return 1;
+    }
+    if (check) {
+        printf("%s: ok\n", path.c_str());
+        return 0;
+    }
+    raise_file_limit();
+    return pgplex::run_control(loaded.config);
+}

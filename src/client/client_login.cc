@@ -1,1 +1,462 @@
-// placeholder: being written
+// A client's login: SSLRequest/GSSENCRequest refused with 'N', the StartupMessage read and
+// checked, the alias found, the password or SASL exchange against the auth file, the pool
+// chosen. Mirrors PostgreSQL's ProcessStartupPacket() and ClientAuthentication(), and the
+// messages they send, so clients and tools see what they expect.
+#include <openssl/rand.h>
+
+#include <cstring>
+#include <string>
+
+#include "pgplex/base/limits.h"
+#include "pgplex/base/log.h"
+#include "pgplex/client/client_work.h"
+#include "pgplex/client/login.h"
+#include "pgplex/pool/pool.h"
+#include "pgplex/proto/sqlstate.h"
+#include "pgplex/proto/startup.h"
+#include "pgplex/proto/writer.h"
+#include "pgplex/server/server_work.h"
+#include "pgplex/tls/md5.h"
+
+namespace pgplex::client {
+
+namespace {
+
+using proto::Severity;
+
+// "-c name=value" and "--name=value" words of the options startup parameter, with
+// PostgreSQL's backslash escapes (pg_split_opts). Returns false on any other switch.
+bool parse_options(std::string_view options, std::vector<std::pair<std::string, std::string>>& out,
+                   std::string& bad) {
+    std::vector<std::string> words;
+    std::string word;
+    bool escaped = false;
+    for (char ch : options) {
+        if (escaped) {
+            word += ch;
+            escaped = false;
+        } else if (ch == '\\') {
+            escaped = true;
+        } else if (ch == ' ' || ch == '\t' || ch == '\n') {
+            if (!word.empty()) words.push_back(std::move(word)), word.clear();
+        } else {
+            word += ch;
+        }
+    }
+    if (!word.empty()) words.push_back(word);
+    for (size_t i = 0; i < words.size(); ++i) {
+        std::string setting;
+        if (words[i] == "-c" && i + 1 < words.size()) setting = words[++i];
+        else if (words[i].rfind("-c", 0) == 0 && words[i].size() > 2) setting = words[i].substr(2);
+        else if (words[i].rfind("--", 0) == 0) setting = words[i].substr(2);
+        size_t equals = setting.find('=');
+        if (setting.empty() || equals == std::string::npos || equals == 0) {
+            bad = words[i];
+            return false;
+        }
+        std::string name = setting.substr(0, equals);
+        for (char& ch : name)
+            if (ch == '-') ch = '_';
+        out.emplace_back(name, setting.substr(equals + 1));
+    }
+    return true;
+}
+
+void send_auth_request(io::Worker& worker, Client& client, proto::AuthRequest request,
+                       const void* data, uint32_t size) {
+    uint8_t bytes[512];
+    proto::Writer writer(bytes, sizeof bytes);
+    proto::write_authentication(writer, request, data, size);
+    PGPLEX_ASSERT(writer.ok());
+    queue(worker, client, bytes, writer.size());
+}
+
+void fail_password(io::Worker& worker, Client& client) {
+    std::string message = "password authentication failed for user \"" +
+                          (client.session ? client.session->user : std::string()) + "\"";
+    fail(worker, client, CloseReason::LoginFailed, Severity::Fatal, sqlstate::invalid_password,
+         message);
+}
+
+// The SCRAM secret to check this user's proof against: the stored one, one derived from a
+// plain-text password (cached per worker: PBKDF2 is deliberately slow), or for an unknown
+// user a random one, so the exchange looks the same and fails at the proof.
+tls::scram::Secret scram_secret_for(io::Worker& worker, const Login& login) {
+    tls::scram::Secret secret;
+    if (login.user_known && tls::scram::parse_secret(login.secret, secret)) return secret;
+    if (login.user_known && !tls::md5::is_hash(login.secret)) {
+        auto found = worker.scram_cache.find(login.secret);
+        if (found != worker.scram_cache.end()) return found->second;
+        uint8_t salt[16];
+        RAND_bytes(salt, sizeof salt);
+        secret = tls::scram::make_secret(login.secret,
+                                         std::string_view(reinterpret_cast<char*>(salt), 16),
+                                         tls::scram::default_iterations);
+        worker.scram_cache.emplace(login.secret, secret);
+        return secret;
+    }
+    secret.iterations = tls::scram::default_iterations;
+    secret.salt.resize(16);
+    RAND_bytes(reinterpret_cast<uint8_t*>(secret.salt.data()), 16);
+    RAND_bytes(secret.stored_key.data(), 32);
+    RAND_bytes(secret.server_key.data(), 32);
+    return secret;
+}
+
+void start_scram(io::Worker& worker, Client& client) {
+    Login& login = *client.login;
+    login.scram = std::make_unique<tls::scram::ServerExchange>(scram_secret_for(worker, login));
+    static const char mechanisms[] = "SCRAM-SHA-256\0";  // a list ending with an empty name
+    send_auth_request(worker, client, proto::AuthRequest::SASL, mechanisms, sizeof mechanisms);
+    login.step = AuthStep::ScramFirst;
+    client.state = ClientState::Auth;
+}
+
+void start_md5(io::Worker& worker, Client& client) {
+    Login& login = *client.login;
+    uint32_t salt = worker.random_u32();
+    memcpy(login.md5_salt, &salt, 4);
+    send_auth_request(worker, client, proto::AuthRequest::MD5Password, login.md5_salt, 4);
+    login.step = AuthStep::Md5;
+    client.state = ClientState::Auth;
+}
+
+void authenticated(io::Worker& worker, Client& client);
+
+void begin_auth(io::Worker& worker, Client& client) {
+    const config::Config& config = *worker.config;
+    Login& login = *client.login;
+    auto found = config.users.find(client.session->user);
+    login.user_known = found != config.users.end();
+    if (login.user_known) login.secret = found->second;
+    switch (config.auth_type) {
+        case config::AuthType::Trust: authenticated(worker, client); return;
+        case config::AuthType::Md5:
+            if (login.user_known && tls::scram::is_secret(login.secret))
+                start_scram(worker, client);
+            else
+                start_md5(worker, client);
+            return;
+        case config::AuthType::ScramSha256:
+            if (login.user_known && tls::md5::is_hash(login.secret)) {
+                log_warning("user \"%s\": auth_type is scram-sha-256 but the auth file holds "
+                            "an md5 hash; the login is refused",
+                            client.session->user.c_str());
+                login.user_known = false;  // the exchange runs and fails, as for a stranger
+            }
+            start_scram(worker, client);
+            return;
+    }
+}
+
+// The startup packet is complete: answer SSL/GSS, route a cancel, or begin a login.
+void on_startup_packet(io::Worker& worker, Client& client) {
+    Login& login = *client.login;
+    proto::StartupPacket packet;
+    const char* reason = nullptr;
+    proto::StartupError error =
+        proto::parse_startup(login.packet.data(), uint32_t(login.packet.size()), packet, reason);
+    if (error == proto::StartupError::UnsupportedProtocol) {
+        std::string message = "unsupported frontend protocol " +
+                              std::to_string(packet.protocol_major) + "." +
+                              std::to_string(packet.protocol_minor) +
+                              ": server supports 3.0 to 3.0";
+        fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
+             sqlstate::feature_not_supported, message);
+        return;
+    }
+    if (error != proto::StartupError::None) {
+        fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
+             sqlstate::protocol_violation, reason);
+        return;
+    }
+    switch (packet.kind) {
+        case proto::StartupKind::SSLRequest:
+        case proto::StartupKind::GSSENCRequest: {
+            const uint8_t no = 'N';
+            queue(worker, client, &no, 1);
+            login.packet.clear();
+            return;
+        }
+        case proto::StartupKind::CancelRequest: {
+            uint32_t target_worker = packet.cancel_pid >> limits::cancel_slot_bits;
+            if (target_worker == worker.index)
+                cancel(worker, packet.cancel_pid, packet.cancel_key);
+            else if (target_worker < worker.shared.ring_fds.size())
+                worker.message(target_worker, io::MessageKind::CancelClient, packet.cancel_key,
+                               packet.cancel_pid);
+            close(worker, client, CloseReason::CancelRequest);
+            return;
+        }
+        case proto::StartupKind::Startup: break;
+    }
+    login.packet.clear();
+    if (!packet.replication.empty() && packet.replication != "false" &&
+        packet.replication != "0" && packet.replication != "off" && packet.replication != "no") {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::feature_not_supported, "replication connections are not supported by pgplex");
+        return;
+    }
+    if (packet.user.size() > limits::name_bytes_max ||
+        packet.database.size() > limits::name_bytes_max) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::protocol_violation, "user or database name too long");
+        return;
+    }
+    client.session = std::make_unique<Session>();
+    Session& session = *client.session;
+    session.user = packet.user;
+    session.database = packet.database;
+    for (const auto& [name, value] : packet.parameters)
+        session.parameters.emplace_back(std::string(name), std::string(value));
+    std::string bad;
+    if (!parse_options(packet.options, session.parameters, bad)) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::feature_not_supported,
+             "unsupported startup option \"" + bad + "\": pgplex accepts only -c name=value");
+        return;
+    }
+    if (worker.config->find_alias(session.database) == nullptr) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::invalid_catalog_name,
+             "database \"" + session.database + "\" does not exist",
+             "pgplex has no [databases] entry for it and no \"*\" fallback");
+        return;
+    }
+    begin_auth(worker, client);
+}
+
+uint32_t consume_startup(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+    Login& login = *client.login;
+    uint32_t used = 0;
+    if (login.packet.size() < 4) {
+        uint32_t take = std::min<uint32_t>(4 - uint32_t(login.packet.size()), size);
+        login.packet.insert(login.packet.end(), data, data + take);
+        used += take;
+        if (login.packet.size() < 4) return used;
+        if (proto::startup_length(login.packet.data()) == 0) {
+            fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
+                 sqlstate::protocol_violation, "invalid length of startup packet");
+            return size;
+        }
+    }
+    uint32_t length = proto::read_be32(login.packet.data());
+    uint32_t take = std::min<uint32_t>(length - uint32_t(login.packet.size()), size - used);
+    login.packet.insert(login.packet.end(), data + used, data + used + take);
+    used += take;
+    if (login.packet.size() == length) on_startup_packet(worker, client);
+    return used;
+}
+
+// --- the password / SASL exchange ---------------------------------------------------------
+
+void on_password_message(io::Worker& worker, Client& client, const uint8_t* body,
+                         uint32_t size) {
+    Login& login = *client.login;
+    std::string_view text(reinterpret_cast<const char*>(body), size);
+    switch (login.step) {
+        case AuthStep::Md5: {
+            std::string_view response = text.substr(0, text.find('\0'));
+            std::array<uint8_t, 4> salt;
+            memcpy(salt.data(), login.md5_salt, 4);
+            if (login.user_known && tls::md5::verify(client.session->user, login.secret, salt,
+                                                     response))
+                authenticated(worker, client);
+            else
+                fail_password(worker, client);
+            return;
+        }
+        case AuthStep::ScramFirst: {
+            size_t nul = text.find('\0');
+            if (nul == std::string_view::npos || text.substr(0, nul) != "SCRAM-SHA-256" ||
+                size < nul + 5) {
+                fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+                     sqlstate::protocol_violation,
+                     "client selected an invalid SASL authentication mechanism");
+                return;
+            }
+            uint32_t length = proto::read_be32(body + nul + 1);
+            std::string_view data = text.substr(nul + 5);
+            if (length != data.size()) {
+                fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+                     sqlstate::protocol_violation, "malformed SASLInitialResponse");
+                return;
+            }
+            std::string server_first, reason;
+            if (!login.scram->handle_client_first(data, server_first, reason)) {
+                fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+                     sqlstate::protocol_violation, "malformed SCRAM message: " + reason);
+                return;
+            }
+            send_auth_request(worker, client, proto::AuthRequest::SASLContinue,
+                              server_first.data(), uint32_t(server_first.size()));
+            login.step = AuthStep::ScramFinal;
+            return;
+        }
+        case AuthStep::ScramFinal: {
+            std::string server_final, reason;
+            bool ok = login.scram->handle_client_final(text, server_final, reason);
+            if (!ok || !login.user_known) {
+                if (!ok && !login.scram->proof_was_wrong() && login.user_known)
+                    fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+                         sqlstate::protocol_violation, "malformed SCRAM message: " + reason);
+                else
+                    fail_password(worker, client);
+                return;
+            }
+            send_auth_request(worker, client, proto::AuthRequest::SASLFinal,
+                              server_final.data(), uint32_t(server_final.size()));
+            authenticated(worker, client);
+            return;
+        }
+        case AuthStep::None: break;
+    }
+    fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
+         sqlstate::protocol_violation, "unexpected password message");
+}
+
+struct AuthHandler {
+    io::Worker& worker;
+    Client& client;
+    bool violation = false;
+
+    proto::Fate on_header(uint8_t type, uint32_t length) {
+        if (type != uint8_t(proto::FrontendMessage::PasswordMessage) ||
+            length > limits::assembled_message_bytes_max) {
+            violation = true;
+            return proto::Fate::Hold;
+        }
+        return proto::Fate::Inspect;
+    }
+    void forward(const uint8_t*, uint32_t, bool) {}
+    uint8_t* assembly(uint32_t size) {
+        client.login->assembly.resize(size);
+        return client.login->assembly.data();
+    }
+    proto::Verdict on_message(uint8_t, const uint8_t* body, uint32_t size) {
+        on_password_message(worker, client, body, size);
+        return proto::Verdict::Pause;  // the state may have changed: look again
+    }
+};
+
+uint32_t consume_auth(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+    AuthHandler handler{worker, client};
+    proto::FeedResult result =
+        proto::feed(client.conn.frame, proto::Direction::Frontend, data, size, handler);
+    if (result.status == proto::FeedStatus::Violation || handler.violation) {
+        fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
+             sqlstate::protocol_violation,
+             handler.violation ? "expected password response" : result.reason);
+        return size;
+    }
+    return result.consumed;
+}
+
+// --- after authentication -----------------------------------------------------------------
+
+pool::Target target_for(const config::Config& config, const config::Alias& alias,
+                        const Session& session, const Login& login) {
+    pool::Target target;
+    target.alias = alias.name;
+    target.endpoint = alias.server;
+    target.dbname = alias.dbname.empty() ? session.database : alias.dbname;
+    target.user = alias.user.empty() ? session.user : alias.user;
+    if (!alias.password.empty()) {
+        target.password = alias.password;
+    } else if (alias.user.empty()) {
+        target.password = login.secret;
+    } else {
+        auto found = config.users.find(alias.user);
+        if (found != config.users.end()) target.password = found->second;
+    }
+    target.startup_parameters = alias.startup_parameters;
+    return target;
+}
+
+void authenticated(io::Worker& worker, Client& client) {
+    const config::Config& config = *worker.config;
+    Session& session = *client.session;
+    const config::Alias* alias = config.find_alias(session.database);
+    PGPLEX_ASSERT(alias != nullptr);
+    pool::Target target = target_for(config, *alias, session, *client.login);
+    pool::Pool* pool = worker.shared.pools.find_or_create(target);
+    if (pool == nullptr) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::too_many_connections, "no more pools can be created (pool table full)");
+        return;
+    }
+    pool->size_limit.store(config.pool_size(*alias), std::memory_order_release);
+    Login& login = *client.login;
+    if (login.scram && login.user_known && tls::scram::is_secret(login.secret) &&
+        target.password == login.secret) {
+        tls::scram::Secret secret;
+        if (tls::scram::parse_secret(login.secret, secret))
+            pool->publish_scram_keys(login.scram->client_key(), secret.server_key);
+    }
+    client.pool = pool;
+    if (config.log_connections)
+        log_info("login: user=%s database=%s alias=%s server=%s (worker %u slot %u)",
+                 session.user.c_str(), session.database.c_str(), alias->name.c_str(),
+                 alias->server.to_string().c_str(), worker.index, worker.client_slot(client));
+    request_server(worker, client);
+}
+
+}  // namespace
+
+uint32_t login_consume(io::Worker& worker, Client& client, uint32_t, const uint8_t* data,
+                       uint32_t size) {
+    switch (client.state) {
+        case ClientState::Startup: return consume_startup(worker, client, data, size);
+        case ClientState::Auth: return consume_auth(worker, client, data, size);
+        case ClientState::Free:
+        case ClientState::Waiting:
+        case ClientState::Syncing:
+        case ClientState::Active:
+        case ClientState::Closing: break;
+    }
+    PGPLEX_UNREACHABLE();
+}
+
+void request_server(io::Worker& worker, Client& client) {
+    pool::Pool& pool = *client.pool;
+    client.state = ClientState::Waiting;
+    client.since = worker.now;
+    uint32_t slot = worker.client_slot(client);
+    while (true) {
+        uint32_t idle = pool::idle_pop(worker, pool);
+        if (idle == io::nil) break;
+        server::Server& candidate = worker.server(idle);
+        const config::Config& config = *worker.config;
+        if (config.server_lifetime_ms > 0 &&
+            worker.now - candidate.created > config.server_lifetime_ms) {
+            server::close(worker, candidate, server::CloseReason::Lifetime);
+            continue;
+        }
+        server::link(worker, candidate, client);
+        return;
+    }
+    pool::waiter_push(worker, slot);
+    pool::PoolLocal& local = worker.pools[pool.id];
+    if (local.connecting < local.waiter_count && pool.try_reserve_server())
+        server::connect(worker, pool);
+}
+
+void send_welcome(io::Worker& worker, Client& client) {
+    PGPLEX_ASSERT(client.server != io::nil);
+    const server::Server& server = worker.server(client.server);
+    std::vector<uint8_t> bytes(256);
+    for (const auto& [name, value] : server.parameters) bytes.resize(bytes.size() + name.size() + value.size() + 8);
+    proto::Writer writer(bytes.data(), uint32_t(bytes.size()));
+    proto::write_authentication(writer, proto::AuthRequest::Ok);
+    for (const auto& [name, value] : server.parameters)
+        proto::write_parameter_status(writer, name, value);
+    client.cancel_key = worker.random_u32();
+    proto::write_backend_key_data(writer, cancel_pid(worker.index, worker.client_slot(client)),
+                                  client.cancel_key);
+    proto::write_ready_for_query(writer, proto::TransactionStatus::Idle);
+    PGPLEX_ASSERT(writer.ok());
+    queue(worker, client, writer.data(), writer.size());
+    client.login.reset();
+}
+
+}  // namespace pgplex::client

@@ -1,1 +1,372 @@
-// placeholder: being written
+// A logged-in client's traffic, and the client's lifetime: accept, close, timeouts,
+// shutdown. In session mode a client holds its server from its first ReadyForQuery to its
+// Terminate; every message goes through unchanged, straight from the buffer it arrived in,
+// except Terminate, which ends the client's lease instead of the server's session.
+#include <cstring>
+#include <string>
+
+#include "pgplex/base/limits.h"
+#include "pgplex/base/log.h"
+#include "pgplex/client/client_work.h"
+#include "pgplex/client/login.h"
+#include "pgplex/pool/pool.h"
+#include "pgplex/proto/sqlstate.h"
+#include "pgplex/server/server_work.h"
+
+namespace pgplex::client {
+
+namespace {
+
+using proto::FrontendMessage;
+using proto::Severity;
+
+uint32_t queued_bytes_max(const io::Worker& worker) {
+    return limits::queued_buffers_max * worker.buffers.buffer_size();
+}
+
+// Bytes from an Active client, on their way to its server.
+struct ForwardHandler {
+    io::Worker& worker;
+    server::Server& server;
+    uint32_t buffer;
+    const uint8_t* base;
+    bool terminate = false;
+
+    proto::Fate on_header(uint8_t type, uint32_t) {
+        switch (static_cast<FrontendMessage>(type)) {
+            case FrontendMessage::Terminate: return proto::Fate::Inspect;
+            case FrontendMessage::Query:
+            case FrontendMessage::FunctionCall: ++server.pending_syncs; break;
+            case FrontendMessage::Sync:
+                ++server.pending_syncs;
+                server.unsynced = false;
+                break;
+            case FrontendMessage::Parse:
+            case FrontendMessage::Bind:
+            case FrontendMessage::Execute:
+            case FrontendMessage::Describe:
+            case FrontendMessage::Close:
+            case FrontendMessage::Flush: server.unsynced = true; break;
+            case FrontendMessage::CopyData:
+            case FrontendMessage::CopyDone:
+            case FrontendMessage::CopyFail:
+            case FrontendMessage::PasswordMessage: break;
+        }
+        return proto::Fate::Forward;
+    }
+    void forward(const uint8_t* data, uint32_t size, bool from_stash) {
+        if (from_stash)
+            worker.buffers.append_copy(server.conn.out, data, size);
+        else
+            worker.buffers.append(server.conn.out, buffer, uint32_t(data - base), size);
+    }
+    uint8_t* assembly(uint32_t) { return nullptr; }
+    proto::Verdict on_message(uint8_t, const uint8_t*, uint32_t) {
+        terminate = true;
+        return proto::Verdict::Pause;
+    }
+};
+
+uint32_t consume_active(io::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
+                        uint32_t size) {
+    server::Server& server = worker.server(client.server);
+    ForwardHandler handler{worker, server, buffer, worker.buffers.data(buffer)};
+    proto::FeedResult result =
+        proto::feed(client.conn.frame, proto::Direction::Frontend, data, size, handler);
+    if (server.conn.out.bytes > 0) server::on_client_output(worker, server);
+    if (result.status == proto::FeedStatus::Violation) {
+        fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
+             sqlstate::protocol_violation, result.reason);
+        return size;
+    }
+    if (handler.terminate) {
+        close(worker, client, CloseReason::ClientTerminated);
+        return size;
+    }
+    if (server.conn.out.bytes > queued_bytes_max(worker))
+        worker.pause_recv(client.conn, io::Op::ClientRecv, worker.client_slot(client));
+    return result.consumed;
+}
+
+// Feeds bytes at data (inside `buffer`) to whatever the client's state expects.
+uint32_t consume(io::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
+                 uint32_t size) {
+    uint32_t used = 0;
+    while (used < size) {
+        uint32_t step = 0;
+        switch (client.state) {
+            case ClientState::Startup:
+            case ClientState::Auth:
+                step = login_consume(worker, client, buffer, data + used, size - used);
+                break;
+            case ClientState::Active:
+                step = consume_active(worker, client, buffer, data + used, size - used);
+                break;
+            case ClientState::Waiting:
+            case ClientState::Syncing: return used;  // held until the server is ready
+            case ClientState::Closing:
+            case ClientState::Free: return size;
+        }
+        used += step;
+        if (step == 0) break;
+    }
+    return used;
+}
+
+// Processes bytes held from earlier receives, oldest first, as far as the state allows.
+void consume_held(io::Worker& worker, Client& client) {
+    io::ChunkQueue& held = client.conn.held_in;
+    while (!held.empty() && client.state != ClientState::Closing) {
+        io::Chunk chunk = worker.buffers.chunk(held.head);
+        const uint8_t* data = worker.buffers.data(chunk.buffer) + chunk.offset;
+        uint32_t used = consume(worker, client, chunk.buffer, data, chunk.size);
+        if (client.state == ClientState::Closing) return;
+        worker.buffers.consume(held, used);
+        if (used < chunk.size) break;
+    }
+    if (held.bytes < queued_bytes_max(worker) / 2)
+        worker.resume_recv(client.conn, io::Op::ClientRecv, worker.client_slot(client));
+}
+
+void release(io::Worker& worker, Client& client) {
+    if (client.state == ClientState::Waiting)
+        pool::waiter_remove(worker, worker.client_slot(client));
+    if (client.server != io::nil) {
+        server::Server& server = worker.server(client.server);
+        client.server = io::nil;
+        server::unlink(worker, server);
+    }
+}
+
+}  // namespace
+
+const char* to_string(ClientState state) {
+    switch (state) {
+        case ClientState::Free: return "free";
+        case ClientState::Startup: return "startup";
+        case ClientState::Auth: return "auth";
+        case ClientState::Waiting: return "waiting";
+        case ClientState::Syncing: return "syncing";
+        case ClientState::Active: return "active";
+        case ClientState::Closing: return "closing";
+    }
+    return "unknown";
+}
+
+const char* to_string(CloseReason reason) {
+    switch (reason) {
+        case CloseReason::ClientTerminated: return "client sent Terminate";
+        case CloseReason::ClientGone: return "client closed the connection";
+        case CloseReason::ProtocolViolation: return "protocol violation";
+        case CloseReason::LoginFailed: return "login failed";
+        case CloseReason::LoginTimeout: return "client_login_timeout";
+        case CloseReason::WaitTimeout: return "query_wait_timeout";
+        case CloseReason::ServerFailed: return "server connection failed";
+        case CloseReason::TooManyClients: return "max_client_conn";
+        case CloseReason::Shutdown: return "shutdown";
+        case CloseReason::CancelRequest: return "cancel request";
+    }
+    return "unknown";
+}
+
+uint32_t cancel_pid(uint32_t worker, uint32_t slot) {
+    return worker << limits::cancel_slot_bits | slot;
+}
+
+void queue(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+    worker.buffers.append_copy(client.conn.out, data, size);
+    worker.mark_dirty(client.conn, io::Op::ClientSend, worker.client_slot(client));
+}
+
+void on_accepted(io::Worker& worker, uint32_t slot) {
+    Client& client = worker.client(slot);
+    uint32_t generation = client.conn.generation + 1;
+    client.conn = io::Conn{};
+    client.conn.generation = generation;
+    client.conn.file = slot;
+    client.state = ClientState::Startup;
+    client.since = worker.now;
+    client.login = std::make_unique<Login>();
+    int count = worker.shared.clients.fetch_add(1, std::memory_order_acq_rel) + 1;
+    worker.arm_recv(client.conn, io::Op::ClientRecv, slot);
+    if (count > worker.config->max_client_conn) {
+        log_warning("refusing a client: max_client_conn (%d) reached",
+                    worker.config->max_client_conn);
+        fail(worker, client, CloseReason::TooManyClients, Severity::Fatal,
+             sqlstate::too_many_connections, "no more connections allowed (max_client_conn)");
+    }
+}
+
+void on_recv(io::Worker& worker, Client& client, uint32_t buffer, uint32_t size) {
+    if (client.state == ClientState::Closing) return;
+    if (!client.conn.held_in.empty()) {
+        worker.buffers.append(client.conn.held_in, buffer, 0, size);
+        consume_held(worker, client);
+    } else {
+        const uint8_t* data = worker.buffers.data(buffer);
+        uint32_t used = consume(worker, client, buffer, data, size);
+        if (used < size && client.state != ClientState::Closing)
+            worker.buffers.append(client.conn.held_in, buffer, used, size - used);
+    }
+    if (client.conn.held_in.bytes > queued_bytes_max(worker))
+        worker.pause_recv(client.conn, io::Op::ClientRecv, worker.client_slot(client));
+}
+
+void on_recv_end(io::Worker& worker, Client& client, int result) {
+    client.conn.eof = true;
+    if (client.state == ClientState::Closing) return;
+    if (result < 0)
+        log_debug("client slot %u: %s", worker.client_slot(client), strerror(-result));
+    close(worker, client, CloseReason::ClientGone);
+}
+
+void on_sent(io::Worker& worker, Client& client) {
+    // Flow control: the server may send again once the client has taken most of it.
+    if (client.server == io::nil) return;
+    server::Server& server = worker.server(client.server);
+    if (client.conn.out.bytes < queued_bytes_max(worker) / 2)
+        worker.resume_recv(server.conn, io::Op::ServerRecv, client.server);
+}
+
+void on_server_output(io::Worker& worker, Client& client) {
+    uint32_t slot = worker.client_slot(client);
+    worker.mark_dirty(client.conn, io::Op::ClientSend, slot);
+    if (client.conn.out.bytes > queued_bytes_max(worker))
+        worker.pause_recv(worker.server(client.server).conn, io::Op::ServerRecv, client.server);
+}
+
+void on_server_ready(io::Worker& worker, Client& client) {
+    PGPLEX_ASSERT(client.server != io::nil);
+    if (client.login) send_welcome(worker, client);
+    client.state = ClientState::Active;
+    client.since = worker.now;
+    consume_held(worker, client);
+}
+
+void on_server_failed(io::Worker& worker, Client& client, const uint8_t* error,
+                      uint32_t error_size) {
+    client.server = io::nil;
+    if (error != nullptr && error_size > 0) {
+        // Pass the server's own words on, as a FATAL: the session cannot go on.
+        proto::ErrorFields fields;
+        if (proto::parse_error(error, error_size, fields)) {
+            fail(worker, client, CloseReason::ServerFailed, Severity::Fatal,
+                 std::string(fields.code).c_str(), fields.message);
+            return;
+        }
+    }
+    const char* message = client.state == ClientState::Active
+                              ? "server closed the connection unexpectedly"
+                              : "pgplex could not connect to the server";
+    std::string detail;
+    if (client.pool) detail = "server " + client.pool->target.endpoint.to_string();
+    fail(worker, client, CloseReason::ServerFailed, Severity::Fatal, sqlstate::connection_failure,
+         message, detail);
+}
+
+void fail(io::Worker& worker, Client& client, CloseReason reason, Severity severity,
+          const char* sqlstate, std::string_view message, std::string_view detail,
+          std::string_view hint) {
+    if (client.state == ClientState::Closing) return;
+    uint8_t bytes[2048];
+    proto::Writer writer(bytes, sizeof bytes);
+    proto::write_error(writer, severity, sqlstate, message.substr(0, 1024), detail.substr(0, 400),
+                       hint.substr(0, 400));
+    PGPLEX_ASSERT(writer.ok());
+    queue(worker, client, writer.data(), writer.size());
+    if (reason != CloseReason::TooManyClients)
+        log_info("client slot %u: %s: %.*s", worker.client_slot(client), to_string(reason),
+                 int(message.size()), message.data());
+    release(worker, client);
+    client.state = ClientState::Closing;
+    client.close_reason = reason;
+    uint32_t slot = worker.client_slot(client);
+    worker.pause_recv(client.conn, io::Op::ClientRecv, slot);
+    if (client.conn.out.empty() && !client.conn.send_busy)
+        worker.request_close(client.conn, io::Op::ClientClose, slot);
+    else
+        client.conn.close_when_sent = true;
+}
+
+void close(io::Worker& worker, Client& client, CloseReason reason) {
+    if (client.state == ClientState::Closing) return;
+    if (client.session && worker.config->log_disconnections &&
+        reason != CloseReason::CancelRequest)
+        log_info("closing client: user=%s database=%s: %s", client.session->user.c_str(),
+                 client.session->database.c_str(), to_string(reason));
+    release(worker, client);
+    client.state = ClientState::Closing;
+    client.close_reason = reason;
+    worker.request_close(client.conn, io::Op::ClientClose, worker.client_slot(client));
+}
+
+void on_closed(io::Worker& worker, Client& client) {
+    PGPLEX_ASSERT(client.state == ClientState::Closing && client.server == io::nil);
+    uint32_t generation = client.conn.generation;
+    client.conn = io::Conn{};
+    client.conn.generation = generation;
+    client.state = ClientState::Free;
+    client.login.reset();
+    client.session.reset();
+    client.pool = nullptr;
+    client.cancel_key = 0;
+    worker.shared.clients.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+void on_tick(io::Worker& worker, Client& client) {
+    const config::Config& config = *worker.config;
+    int64_t age = worker.now - client.since;
+    switch (client.state) {
+        case ClientState::Startup:
+        case ClientState::Auth:
+            if (config.client_login_timeout_ms > 0 && age > config.client_login_timeout_ms)
+                fail(worker, client, CloseReason::LoginTimeout, Severity::Fatal,
+                     sqlstate::protocol_violation,
+                     "client_login_timeout: the login did not finish in time");
+            return;
+        case ClientState::Waiting:
+            if (config.query_wait_timeout_ms > 0 && age > config.query_wait_timeout_ms) {
+                std::string message =
+                    "query_wait_timeout: no server connection became free in " +
+                    std::to_string(config.query_wait_timeout_ms) + " ms";
+                std::string detail = "pool of database \"" + client.pool->target.alias +
+                                     "\", user \"" + client.pool->target.user + "\"";
+                fail(worker, client, CloseReason::WaitTimeout, Severity::Fatal,
+                     sqlstate::protocol_violation, message, detail,
+                     "Raise pool_size or query_wait_timeout, or hold connections for less time.");
+            }
+            return;
+        case ClientState::Free:
+        case ClientState::Syncing:
+        case ClientState::Active:
+        case ClientState::Closing: return;
+    }
+}
+
+void on_shutdown(io::Worker& worker, Client& client, bool immediate) {
+    if (client.state == ClientState::Closing || client.state == ClientState::Free) return;
+    bool idle = true;
+    if (client.state == ClientState::Active || client.state == ClientState::Syncing) {
+        const server::Server& server = worker.server(client.server);
+        idle = client.state == ClientState::Active && server.pending_syncs == 0 &&
+               !server.unsynced && server.status == proto::TransactionStatus::Idle &&
+               client.conn.held_in.empty();
+    }
+    if (!idle && !immediate) return;
+    fail(worker, client, CloseReason::Shutdown, Severity::Fatal, sqlstate::admin_shutdown,
+         "terminating connection due to administrator command",
+         "pgplex is shutting down");
+}
+
+void cancel(io::Worker& worker, uint32_t pid, uint32_t key) {
+    uint32_t slot = pid & (limits::client_slots_per_worker_max - 1);
+    if (slot >= worker.client_capacity) return;
+    Client& client = worker.client(slot);
+    // PostgreSQL ignores a cancel with a wrong key without a word; so does pgplex.
+    if (client.cancel_key != key || client.server == io::nil ||
+        (client.state != ClientState::Active && client.state != ClientState::Syncing))
+        return;
+    server::send_cancel(worker, worker.server(client.server));
+}
+
+}  // namespace pgplex::client

@@ -1,1 +1,526 @@
-// placeholder: being written
+// See worker.h. The loop: submit and wait, reap every completion, dispatch each to its
+// side, return recycled buffers, send what the turn queued, repeat.
+#include "pgplex/io/worker.h"
+
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "pgplex/base/assert.h"
+#include "pgplex/base/limits.h"
+#include "pgplex/base/log.h"
+#include "pgplex/client/client_work.h"
+#include "pgplex/server/server_work.h"
+
+namespace pgplex::io {
+
+namespace {
+
+constexpr uint32_t ring_entries = 4096;
+constexpr uint32_t server_slots = 8192;
+
+uint32_t client_slots_for(const config::Config& config) {
+    rlimit files{};
+    getrlimit(RLIMIT_NOFILE, &files);
+    uint64_t wanted = uint64_t(config.max_client_conn) + 256;  // headroom to refuse politely
+    uint64_t room = files.rlim_cur > server_slots + 64 ? files.rlim_cur - server_slots - 64 : 64;
+    if (wanted > room) wanted = room;
+    if (wanted > limits::client_slots_per_worker_max) wanted = limits::client_slots_per_worker_max;
+    return uint32_t(wanted);
+}
+
+}  // namespace
+
+Worker::Worker(uint32_t index_, Shared& shared_, std::shared_ptr<const config::Config> config_,
+               std::vector<base::UniqueFd> listeners)
+    : index(index_),
+      shared(shared_),
+      config(std::move(config_)),
+      ring(ring_entries, client_slots_for(*config) + server_slots, client_slots_for(*config)),
+      buffers(ring.raw(), config->buffer_count, config->buffer_size),
+      client_capacity(client_slots_for(*config)),
+      server_capacity(server_slots),
+      listeners_(std::move(listeners)),
+      random_state_(0x9e3779b97f4a7c15ull ^ (uint64_t(index_) << 32) ^ uint64_t(base::monotonic_ms())) {
+    clients.resize(client_capacity);
+    servers.resize(server_capacity);
+    pools.resize(shared.pools.capacity());
+    accept_armed_.assign(listeners_.size(), false);
+    seen_generation_ = shared.config_generation.load();
+    uint64_t seed = 0;
+    if (getentropy(&seed, sizeof seed) == 0) random_state_ ^= seed;
+    log_info("worker %u: io_uring with %s, %u client slots, %u buffers of %u bytes", index,
+             ring.features().c_str(), client_capacity, config->buffer_count, config->buffer_size);
+}
+
+Worker::~Worker() = default;
+
+uint32_t Worker::random_u32() {
+    // splitmix64: cancel keys and salts need unpredictability, not cryptographic strength;
+    // SCRAM nonces come from OpenSSL.
+    uint64_t z = (random_state_ += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return uint32_t(z ^ (z >> 31));
+}
+
+void Worker::run() {
+    now = base::monotonic_ms();
+    for (uint32_t i = 0; i < listeners_.size(); ++i) arm_accept(i);
+    arm_tick();
+    while (!done_) loop_turn();
+}
+
+void Worker::loop_turn() {
+    int rc = ring.submit_and_wait();
+    if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)
+        log_error("worker %u: io_uring_submit_and_wait: %s", index, strerror(-rc));
+    now = base::monotonic_ms();
+    unsigned head = 0;
+    unsigned seen = 0;
+    io_uring_cqe* cqe = nullptr;
+    io_uring_for_each_cqe(&ring.raw(), head, cqe) {
+        dispatch(cqe);
+        ++seen;
+    }
+    io_uring_cq_advance(&ring.raw(), seen);
+    buffers.flush_recycled();
+    if (!starved_.empty()) rearm_starved();
+    flush_dirty();
+}
+
+void Worker::dispatch(io_uring_cqe* cqe) {
+    uint64_t data = cqe->user_data;
+    Op op = op_of(data);
+    uint32_t slot = slot_of(data);
+    uint32_t generation = generation_of(data);
+    bool has_buffer = (cqe->flags & IORING_CQE_F_BUFFER) != 0;
+    uint32_t buffer = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    switch (op) {
+        case Op::Accept: on_accept(cqe, slot); return;
+        case Op::Tick: on_tick(); return;
+        case Op::Message: on_message(cqe); return;
+        case Op::Ignored: return;
+        case Op::None: return;
+        case Op::ClientRecv: {
+            client::Client& c = clients[slot];
+            if (c.conn.generation != generation || c.state == client::ClientState::Free) {
+                ++counters.stale_completions;
+                if (has_buffer) buffers.received(buffer), buffers.unref(buffer);
+                return;
+            }
+            bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+            if (!more) {
+                c.conn.recv_armed = false;
+                --c.conn.inflight;
+            }
+            if (cqe->res > 0 && has_buffer) {
+                buffers.received(buffer);
+                if (!c.conn.closing) client::on_recv(*this, c, buffer, uint32_t(cqe->res));
+                buffers.unref(buffer);
+            } else if (cqe->res == -ENOBUFS) {
+                c.conn.recv_starved = true;
+                starved_.push_back(pack(Op::ClientRecv, slot, generation));
+            } else if (cqe->res <= 0 && cqe->res != -ECANCELED) {
+                if (!c.conn.closing) client::on_recv_end(*this, c, cqe->res);
+            }
+            if (c.conn.closing) {
+                continue_close(c.conn, Op::ClientClose, slot);
+            } else if (!c.conn.recv_armed && !c.conn.recv_paused && !c.conn.recv_starved &&
+                       !c.conn.eof) {
+                arm_recv(c.conn, Op::ClientRecv, slot);
+            }
+            return;
+        }
+        case Op::ServerRecv: {
+            server::Server& s = servers[slot];
+            if (s.conn.generation != generation || s.state == server::ServerState::Free) {
+                ++counters.stale_completions;
+                if (has_buffer) buffers.received(buffer), buffers.unref(buffer);
+                return;
+            }
+            bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+            if (!more) {
+                s.conn.recv_armed = false;
+                --s.conn.inflight;
+            }
+            if (cqe->res > 0 && has_buffer) {
+                buffers.received(buffer);
+                if (!s.conn.closing) server::on_recv(*this, s, buffer, uint32_t(cqe->res));
+                buffers.unref(buffer);
+            } else if (cqe->res == -ENOBUFS) {
+                s.conn.recv_starved = true;
+                starved_.push_back(pack(Op::ServerRecv, slot, generation));
+            } else if (cqe->res <= 0 && cqe->res != -ECANCELED) {
+                if (!s.conn.closing) server::on_recv_end(*this, s, cqe->res);
+            }
+            if (s.conn.closing) {
+                continue_close(s.conn, Op::ServerClose, slot);
+            } else if (!s.conn.recv_armed && !s.conn.recv_paused && !s.conn.recv_starved &&
+                       !s.conn.eof) {
+                arm_recv(s.conn, Op::ServerRecv, slot);
+            }
+            return;
+        }
+        case Op::ClientSend:
+        case Op::ServerSend: on_send(cqe, op); return;
+        case Op::ClientClose:
+        case Op::ServerClose: on_close(cqe, op); return;
+        case Op::ServerConnect: {
+            server::Server& s = servers[slot];
+            if (s.conn.generation != generation) {
+                ++counters.stale_completions;
+                return;
+            }
+            --s.conn.inflight;
+            if (s.conn.closing) {
+                continue_close(s.conn, Op::ServerClose, slot);
+                return;
+            }
+            server::on_connected(*this, s, cqe->res);
+            return;
+        }
+    }
+    ++counters.stale_completions;
+}
+
+// --- accept -------------------------------------------------------------------------------
+
+void Worker::arm_accept(uint32_t listener) {
+    if (shutting_down_) return;
+    io_uring_sqe* sqe = ring.sqe();
+    io_uring_prep_multishot_accept_direct(sqe, listeners_[listener].get(), nullptr, nullptr,
+                                          SOCK_CLOEXEC);
+    io_uring_sqe_set_data64(sqe, pack(Op::Accept, listener, 0));
+    accept_armed_[listener] = true;
+}
+
+void Worker::on_accept(io_uring_cqe* cqe, uint32_t listener) {
+    bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
+    if (!more) accept_armed_[listener] = false;
+    if (cqe->res >= 0) {
+        uint32_t slot = uint32_t(cqe->res);
+        PGPLEX_ASSERT(slot < client_capacity);
+        PGPLEX_ASSERT(clients[slot].state == client::ClientState::Free);
+        if (slot >= client_high_) client_high_ = slot + 1;
+        ++counters.clients_accepted;
+        client::on_accepted(*this, slot);
+    } else if (cqe->res != -ECANCELED) {
+        // -ENFILE: every client slot is taken; the tick re-arms once some are free.
+        log_warning("worker %u: accept: %s", index, strerror(-cqe->res));
+    }
+    if (!more && !shutting_down_ && cqe->res != -ENFILE && cqe->res != -EMFILE)
+        arm_accept(listener);
+}
+
+// --- recv ---------------------------------------------------------------------------------
+
+void Worker::arm_recv(Conn& conn, Op recv_op, uint32_t slot) {
+    PGPLEX_ASSERT(!conn.recv_armed && !conn.closing);
+    io_uring_sqe* sqe = ring.sqe();
+    io_uring_prep_recv_multishot(sqe, int(conn.file), nullptr, 0, 0);
+    sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
+    sqe->buf_group = buffer_group;
+    io_uring_sqe_set_data64(sqe, pack(recv_op, slot, conn.generation));
+    conn.recv_armed = true;
+    ++conn.inflight;
+}
+
+void Worker::pause_recv(Conn& conn, Op recv_op, uint32_t slot) {
+    if (conn.recv_paused) return;
+    conn.recv_paused = true;
+    if (!conn.recv_armed) return;
+    io_uring_sqe* sqe = ring.sqe();
+    io_uring_prep_cancel64(sqe, pack(recv_op, slot, conn.generation), 0);
+    io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
+}
+
+void Worker::resume_recv(Conn& conn, Op recv_op, uint32_t slot) {
+    if (!conn.recv_paused) return;
+    conn.recv_paused = false;
+    if (!conn.recv_armed && !conn.closing && !conn.eof && !conn.recv_starved)
+        arm_recv(conn, recv_op, slot);
+}
+
+void Worker::rearm_starved() {
+    // Re-arm in arrival order while a reasonable share of the ring is free again.
+    size_t kept = 0;
+    for (size_t i = 0; i < starved_.size(); ++i) {
+        uint64_t data = starved_[i];
+        if (buffers.ring_free() < buffers.ring_count() / 8) {
+            starved_[kept++] = data;
+            continue;
+        }
+        Op op = op_of(data);
+        uint32_t slot = slot_of(data);
+        Conn& conn = op == Op::ClientRecv ? clients[slot].conn : servers[slot].conn;
+        if (conn.generation != generation_of(data) || !conn.recv_starved) continue;
+        conn.recv_starved = false;
+        if (!conn.recv_armed && !conn.recv_paused && !conn.closing && !conn.eof)
+            arm_recv(conn, op, slot);
+    }
+    starved_.resize(kept);
+}
+
+// --- send ---------------------------------------------------------------------------------
+
+void Worker::mark_dirty(Conn& conn, Op send_op, uint32_t slot) {
+    if (conn.dirty || conn.closing) return;
+    conn.dirty = true;
+    dirty_.push_back(pack(send_op, slot, conn.generation));
+}
+
+void Worker::flush_dirty() {
+    // submit_send may mark nothing new, so a plain index loop over a stable vector is safe.
+    for (size_t i = 0; i < dirty_.size(); ++i) {
+        uint64_t data = dirty_[i];
+        Op op = op_of(data);
+        uint32_t slot = slot_of(data);
+        Conn& conn = op == Op::ClientSend ? clients[slot].conn : servers[slot].conn;
+        if (conn.generation != generation_of(data)) continue;
+        conn.dirty = false;
+        if (!conn.send_busy && !conn.out.empty() && !conn.close_submitted)
+            submit_send(conn, op, slot);
+    }
+    dirty_.clear();
+}
+
+void Worker::submit_send(Conn& conn, Op op, uint32_t slot) {
+    if (send_free_ == nil) {
+        send_ops_.emplace_back();
+        send_free_ = uint32_t(send_ops_.size() - 1);
+        send_ops_.back().next_free = nil;
+    }
+    uint32_t index_op = send_free_;
+    SendOp& send = send_ops_[index_op];
+    send_free_ = send.next_free;
+    uint32_t count = 0;
+    for (uint32_t c = conn.out.head; c != nil && count < limits::send_iovecs_max;
+         c = buffers.chunk(c).next) {
+        const Chunk& chunk = buffers.chunk(c);
+        send.vectors[count].iov_base = buffers.data(chunk.buffer) + chunk.offset;
+        send.vectors[count].iov_len = chunk.size;
+        ++count;
+    }
+    send.header = msghdr{};
+    send.header.msg_iov = send.vectors;
+    send.header.msg_iovlen = count;
+    io_uring_sqe* sqe = ring.sqe();
+    io_uring_prep_sendmsg(sqe, int(conn.file), &send.header, MSG_NOSIGNAL | MSG_WAITALL);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, pack(op, slot, conn.generation));
+    conn.send_busy = true;
+    conn.send_op = index_op;
+    ++conn.inflight;
+}
+
+void Worker::on_send(io_uring_cqe* cqe, Op op) {
+    uint32_t slot = slot_of(cqe->user_data);
+    bool client_side = op == Op::ClientSend;
+    Conn& conn = client_side ? clients[slot].conn : servers[slot].conn;
+    if (conn.generation != generation_of(cqe->user_data)) {
+        ++counters.stale_completions;
+        return;
+    }
+    --conn.inflight;
+    conn.send_busy = false;
+    send_ops_[conn.send_op].next_free = send_free_;
+    send_free_ = conn.send_op;
+    conn.send_op = nil;
+    Op close_op = client_side ? Op::ClientClose : Op::ServerClose;
+    if (cqe->res < 0) {
+        // The peer is gone (-EPIPE, -ECONNRESET): what was queued cannot be delivered.
+        buffers.clear(conn.out);
+        conn.eof = true;
+        if (client_side)
+            client::on_recv_end(*this, clients[slot], cqe->res);
+        else
+            server::on_recv_end(*this, servers[slot], cqe->res);
+        if (conn.closing) continue_close(conn, close_op, slot);
+        return;
+    }
+    buffers.consume(conn.out, uint32_t(cqe->res));
+    if (conn.closing) {
+        continue_close(conn, close_op, slot);
+        return;
+    }
+    if (!conn.out.empty()) {
+        submit_send(conn, op, slot);
+    } else if (conn.close_when_sent) {
+        request_close(conn, close_op, slot);
+        return;
+    }
+    if (client_side)
+        client::on_sent(*this, clients[slot]);
+    else
+        server::on_sent(*this, servers[slot]);
+}
+
+// --- close --------------------------------------------------------------------------------
+
+void Worker::request_close(Conn& conn, Op close_op, uint32_t slot) {
+    if (conn.closing) return;
+    conn.closing = true;
+    conn.close_when_sent = false;
+    // Shut the socket down so a live multishot recv and any send complete now; the file is
+    // closed once they have (continue_close), so its index is never reused under them.
+    io_uring_sqe* sqe = ring.sqe();
+    io_uring_prep_shutdown(sqe, int(conn.file), SHUT_RDWR);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
+    if (conn.recv_armed) {
+        sqe = ring.sqe();
+        io_uring_prep_cancel64(sqe, pack(close_op == Op::ClientClose ? Op::ClientRecv
+                                                                     : Op::ServerRecv,
+                                         slot, conn.generation), 0);
+        io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
+    }
+    continue_close(conn, close_op, slot);
+}
+
+void Worker::continue_close(Conn& conn, Op close_op, uint32_t slot) {
+    PGPLEX_ASSERT(conn.closing);
+    if (conn.inflight > 0 || conn.close_submitted) return;
+    buffers.clear(conn.out);
+    buffers.clear(conn.held_in);
+    conn.close_submitted = true;
+    io_uring_sqe* sqe = ring.sqe();
+    io_uring_prep_close_direct(sqe, conn.file);
+    io_uring_sqe_set_data64(sqe, pack(close_op, slot, conn.generation));
+    ++conn.inflight;
+}
+
+void Worker::on_close(io_uring_cqe* cqe, Op op) {
+    uint32_t slot = slot_of(cqe->user_data);
+    if (op == Op::ClientClose) {
+        client::Client& c = clients[slot];
+        PGPLEX_ASSERT(c.conn.generation == generation_of(cqe->user_data));
+        --c.conn.inflight;
+        PGPLEX_ASSERT(c.conn.inflight == 0);
+        client::on_closed(*this, c);
+    } else {
+        server::Server& s = servers[slot];
+        PGPLEX_ASSERT(s.conn.generation == generation_of(cqe->user_data));
+        --s.conn.inflight;
+        PGPLEX_ASSERT(s.conn.inflight == 0);
+        server::on_closed(*this, s);
+    }
+}
+
+// --- server slots -------------------------------------------------------------------------
+
+uint32_t Worker::server_acquire() {
+    if (server_free_ != nil) {
+        uint32_t slot = server_free_;
+        server_free_ = servers[slot].idle_next;
+        servers[slot].idle_next = nil;
+        return slot;
+    }
+    if (server_high_ < server_capacity) return server_high_++;
+    return nil;
+}
+
+void Worker::server_release_slot(uint32_t slot) {
+    servers[slot].idle_next = server_free_;
+    server_free_ = slot;
+}
+
+// --- messages between rings ---------------------------------------------------------------
+
+void Worker::message(uint32_t worker, MessageKind kind, uint32_t payload_high,
+                     uint32_t payload_low) {
+    io_uring_sqe* sqe = ring.sqe();
+    io_uring_prep_msg_ring(sqe, shared.ring_fds[worker], payload_low,
+                           pack(Op::Message, uint32_t(kind), payload_high), 0);
+    io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
+}
+
+void Worker::on_message(io_uring_cqe* cqe) {
+    auto kind = static_cast<MessageKind>(slot_of(cqe->user_data));
+    uint32_t high = generation_of(cqe->user_data);
+    uint32_t low = uint32_t(cqe->res);
+    switch (kind) {
+        case MessageKind::CancelClient: client::cancel(*this, low, high); return;
+        case MessageKind::PoolWake: {
+            pool::Pool* target = shared.pools.by_id(high);
+            if (target == nullptr) return;
+            uint32_t waiter = pool::waiter_front(*this, *target);
+            if (waiter == nil) return;
+            if (pools[target->id].connecting < pools[target->id].waiter_count &&
+                target->try_reserve_server())
+                server::connect(*this, *target);
+            return;
+        }
+        case MessageKind::Wake: return;
+    }
+}
+
+// --- housekeeping -------------------------------------------------------------------------
+
+void Worker::arm_tick() {
+    tick_.tv_sec = 0;
+    tick_.tv_nsec = limits::tick_ms * 1000000;
+    io_uring_sqe* sqe = ring.sqe();
+    io_uring_prep_timeout(sqe, &tick_, 0, 0);
+    io_uring_sqe_set_data64(sqe, pack(Op::Tick, 0, 0));
+}
+
+void Worker::on_tick() {
+    arm_tick();
+    uint64_t generation = shared.config_generation.load(std::memory_order_acquire);
+    if (generation != seen_generation_) {
+        seen_generation_ = generation;
+        config = shared.config_snapshot();
+        scram_cache.clear();
+    }
+    bool immediate = shared.immediate.load(std::memory_order_acquire);
+    if ((shared.shutdown.load(std::memory_order_acquire) || immediate) && !shutting_down_)
+        begin_shutdown();
+    if (shutting_down_ && now >= shared.shutdown_deadline_ms.load()) immediate = true;
+    for (uint32_t i = 0; i < client_high_; ++i) {
+        client::Client& c = clients[i];
+        if (c.state == client::ClientState::Free) continue;
+        if (shutting_down_)
+            client::on_shutdown(*this, c, immediate);
+        else
+            client::on_tick(*this, c);
+    }
+    for (uint32_t i = 0; i < server_high_; ++i) {
+        server::Server& s = servers[i];
+        if (s.state == server::ServerState::Free) continue;
+        if (shutting_down_)
+            server::on_shutdown(*this, s, immediate);
+        else
+            server::on_tick(*this, s);
+    }
+    if (!shutting_down_) {
+        for (uint32_t i = 0; i < listeners_.size(); ++i)
+            if (!accept_armed_[i]) arm_accept(i);
+    }
+    if (shutting_down_ && drained()) done_ = true;
+}
+
+void Worker::begin_shutdown() {
+    shutting_down_ = true;
+    for (uint32_t i = 0; i < listeners_.size(); ++i) {
+        if (!accept_armed_[i]) continue;
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_cancel64(sqe, pack(Op::Accept, i, 0), 0);
+        io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
+    }
+    // New connections must be refused at once, not left in an accept queue nobody reads.
+    for (base::UniqueFd& listener : listeners_) listener.reset();
+    log_info("worker %u: shutting down: no new clients", index);
+}
+
+bool Worker::drained() const {
+    for (uint32_t i = 0; i < client_high_; ++i)
+        if (clients[i].state != client::ClientState::Free) return false;
+    for (uint32_t i = 0; i < server_high_; ++i)
+        if (servers[i].state != server::ServerState::Free) return false;
+    return true;
+}
+
+}  // namespace pgplex::io

@@ -1,1 +1,392 @@
-// placeholder: being written
+// Opening a server connection: socket, connect, StartupMessage, authentication (trust,
+// cleartext, md5, SCRAM-SHA-256), then ParameterStatus and BackendKeyData until the first
+// ReadyForQuery (protocol-flow.html#PROTOCOL-FLOW-START-UP).
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+#include "pgplex/base/limits.h"
+#include "pgplex/base/log.h"
+#include "pgplex/client/client_work.h"
+#include "pgplex/pool/pool.h"
+#include "pgplex/pool/pool_table.h"
+#include "pgplex/proto/error.h"
+#include "pgplex/proto/sqlstate.h"
+#include "pgplex/proto/writer.h"
+#include "pgplex/server/internal.h"
+#include "pgplex/server/server_work.h"
+#include "pgplex/tls/md5.h"
+
+namespace pgplex::server {
+
+namespace {
+
+using proto::AuthRequest;
+using proto::BackendMessage;
+
+// A connected, non-blocking socket of the endpoint's family, installed as a fixed file.
+bool open_socket(io::Worker& worker, Server& server, uint32_t slot, std::string& reason) {
+    const config::Endpoint& endpoint = server.pool->target.endpoint;
+    int fd = socket(endpoint.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        reason = std::string("socket: ") + strerror(errno);
+        return false;
+    }
+    if (endpoint.address.ss_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    }
+    int rc = worker.ring.install_file(worker.server_file(slot), fd);
+    ::close(fd);
+    if (rc < 0) {
+        reason = std::string("registering the socket: ") + strerror(-rc);
+        return false;
+    }
+    server.conn.file = worker.server_file(slot);
+    return true;
+}
+
+void send_startup(io::Worker& worker, Server& server) {
+    const pool::Target& target = server.pool->target;
+    std::vector<uint8_t> bytes(64 + target.user.size() + target.dbname.size());
+    for (const auto& [name, value] : target.startup_parameters)
+        bytes.resize(bytes.size() + name.size() + value.size() + 2);
+    proto::Writer writer(bytes.data(), uint32_t(bytes.size()));
+    writer.begin_untyped();
+    writer.int32(uint32_t(proto::StartupCode::Protocol3));
+    writer.cstring("user");
+    writer.cstring(target.user);
+    writer.cstring("database");
+    writer.cstring(target.dbname);
+    for (const auto& [name, value] : target.startup_parameters) {
+        writer.cstring(name);
+        writer.cstring(value);
+    }
+    writer.int8(0);
+    writer.end();
+    PGPLEX_ASSERT(writer.ok());
+    queue(worker, server, writer.data(), writer.size());
+}
+
+void send_password(io::Worker& worker, Server& server, std::string_view payload) {
+    std::vector<uint8_t> bytes(payload.size() + 16);
+    proto::Writer writer(bytes.data(), uint32_t(bytes.size()));
+    writer.begin(proto::FrontendMessage::PasswordMessage);
+    writer.bytes(payload.data(), uint32_t(payload.size()));
+    writer.end();
+    PGPLEX_ASSERT(writer.ok());
+    queue(worker, server, writer.data(), writer.size());
+}
+
+bool start_scram(io::Worker& worker, Server& server, std::string_view mechanisms,
+                 std::string& why) {
+    bool offered = false;
+    for (size_t at = 0; at < mechanisms.size();) {
+        size_t end = mechanisms.find('\0', at);
+        if (end == std::string_view::npos || end == at) break;
+        if (mechanisms.substr(at, end - at) == "SCRAM-SHA-256") offered = true;
+        at = end + 1;
+    }
+    if (!offered) {
+        why = "the server offers no SASL mechanism pgplex supports";
+        return false;
+    }
+    pool::Pool& pool = *server.pool;
+    const std::string& password = pool.target.password;
+    auto login = std::make_unique<ServerLogin>();
+    if (tls::scram::is_secret(password)) {
+        if (!pool.scram_keys_ready.load(std::memory_order_acquire)) {
+            why = "the auth file holds only a SCRAM secret for user \"" + pool.target.user +
+                  "\", and no client has logged in with it yet to lend its key";
+            return false;
+        }
+        login->scram = std::make_unique<tls::scram::ClientExchange>(
+            tls::scram::ClientExchange::with_keys(pool.scram_client_key, pool.scram_server_key));
+    } else if (tls::md5::is_hash(password)) {
+        why = "the server wants SCRAM but only an md5 hash is known for user \"" +
+              pool.target.user + "\"";
+        return false;
+    } else {
+        login->scram = std::make_unique<tls::scram::ClientExchange>(
+            tls::scram::ClientExchange::with_password(password));
+    }
+    std::string first = login->scram->client_first();
+    std::string payload = "SCRAM-SHA-256";
+    payload.push_back('\0');
+    uint32_t size = uint32_t(first.size());
+    uint8_t length[4] = {uint8_t(size >> 24), uint8_t(size >> 16), uint8_t(size >> 8),
+                         uint8_t(size)};
+    payload.append(reinterpret_cast<char*>(length), 4);
+    payload += first;
+    send_password(worker, server, payload);
+    server.login = std::move(login);
+    return true;
+}
+
+// Answers one Authentication message. Returns false with why on failure.
+bool on_authentication(io::Worker& worker, Server& server, const uint8_t* body, uint32_t size,
+                       std::string& why) {
+    auto request = static_cast<AuthRequest>(proto::read_be32(body));
+    const pool::Target& target = server.pool->target;
+    const std::string& password = target.password;
+    std::string_view data(reinterpret_cast<const char*>(body + 4), size - 4);
+    switch (request) {
+        case AuthRequest::Ok: return true;
+        case AuthRequest::CleartextPassword:
+            if (password.empty() || tls::md5::is_hash(password) ||
+                tls::scram::is_secret(password)) {
+                why = "the server asks for a cleartext password, and pgplex knows none for user \"" +
+                      target.user + "\"";
+                return false;
+            }
+            send_password(worker, server, std::string(password) + '\0');
+            return true;
+        case AuthRequest::MD5Password: {
+            if (data.size() != 4 || password.empty() || tls::scram::is_secret(password)) {
+                why = "the server asks for an md5 password, and pgplex knows none for user \"" +
+                      target.user + "\"";
+                return false;
+            }
+            std::array<uint8_t, 4> salt;
+            memcpy(salt.data(), data.data(), 4);
+            std::string hash = tls::md5::is_hash(password)
+                                   ? password
+                                   : tls::md5::password_hash(target.user, password);
+            send_password(worker, server, tls::md5::response_from_hash(hash, salt) + '\0');
+            return true;
+        }
+        case AuthRequest::SASL: return start_scram(worker, server, data, why);
+        case AuthRequest::SASLContinue: {
+            std::string final_message;
+            if (!server.login || !server.login->scram ||
+                !server.login->scram->handle_server_first(data, final_message, why))
+                return false;
+            send_password(worker, server, final_message);
+            return true;
+        }
+        case AuthRequest::SASLFinal:
+            return server.login && server.login->scram &&
+                   server.login->scram->handle_server_final(data, why);
+        case AuthRequest::KerberosV5:
+        case AuthRequest::GSS:
+        case AuthRequest::GSSContinue:
+        case AuthRequest::SSPI: break;
+    }
+    why = "the server asks for an authentication method pgplex does not support (" +
+          std::to_string(int32_t(request)) + ")";
+    return false;
+}
+
+void login_done(io::Worker& worker, Server& server) {
+    worker.pools[server.pool->id].connecting--;
+    server.login.reset();
+    ++worker.counters.servers_connected;
+    log_info("server %s/%s@%s: logged in (backend pid %u, worker %u)",
+             server.pool->target.dbname.c_str(), server.pool->target.user.c_str(),
+             server.pool->target.endpoint.to_string().c_str(), server.backend_pid, worker.index);
+    make_available(worker, server);
+}
+
+struct LoginHandler {
+    io::Worker& worker;
+    Server& server;
+    std::string why;
+    bool failed = false;
+    bool done = false;
+
+    proto::Fate on_header(uint8_t, uint32_t length) {
+        if (length > limits::assembled_message_bytes_max) {
+            why = "a login message from the server is too long";
+            failed = true;
+            return proto::Fate::Hold;
+        }
+        return proto::Fate::Inspect;
+    }
+    void forward(const uint8_t*, uint32_t, bool) {}
+    uint8_t* assembly(uint32_t size) { return server::assembly(server, size); }
+    proto::Verdict on_message(uint8_t type, const uint8_t* body, uint32_t size) {
+        switch (type) {
+            case uint8_t(BackendMessage::Authentication):
+                if (!on_authentication(worker, server, body, size, why)) failed = true;
+                break;
+            case uint8_t(BackendMessage::ParameterStatus): {
+                const char* name = reinterpret_cast<const char*>(body);
+                size_t name_size = strnlen(name, size);
+                if (name_size + 1 < size)
+                    set_parameter(server, std::string(name, name_size),
+                                  std::string(name + name_size + 1,
+                                              strnlen(name + name_size + 1, size - name_size - 1)));
+                break;
+            }
+            case uint8_t(BackendMessage::BackendKeyData):
+                server.backend_pid = proto::read_be32(body);
+                server.backend_key = proto::read_be32(body + 4);
+                break;
+            case uint8_t(BackendMessage::ErrorResponse):
+                login_failed(worker, server, body, size, "the server refused the login");
+                return proto::Verdict::Pause;
+            case uint8_t(BackendMessage::ReadyForQuery):
+                server.status = static_cast<proto::TransactionStatus>(body[0]);
+                done = true;
+                return proto::Verdict::Pause;
+            case uint8_t(BackendMessage::NoticeResponse):
+            case uint8_t(BackendMessage::NegotiateProtocolVersion): break;
+            default:
+                why = "unexpected message during login";
+                failed = true;
+                break;
+        }
+        return failed ? proto::Verdict::Pause : proto::Verdict::Continue;
+    }
+};
+
+}  // namespace
+
+uint32_t login_consume(io::Worker& worker, Server& server, uint32_t, const uint8_t* data,
+                       uint32_t size) {
+    LoginHandler handler{worker, server};
+    proto::FeedResult result =
+        proto::feed(server.conn.frame, proto::Direction::Backend, data, size, handler);
+    if (server.state == ServerState::Closing) return size;
+    if (result.status == proto::FeedStatus::Violation || handler.failed) {
+        login_failed(worker, server, nullptr, 0,
+                     handler.failed ? handler.why.c_str() : result.reason);
+        return size;
+    }
+    if (handler.done) login_done(worker, server);
+    return result.consumed;
+}
+
+void login_failed(io::Worker& worker, Server& server, const uint8_t* error, uint32_t error_size,
+                  const char* why) {
+    pool::Pool& pool = *server.pool;
+    proto::ErrorFields fields;
+    if (error != nullptr && proto::parse_error(error, error_size, fields))
+        log_warning("server %s/%s@%s: login failed: %s: %.*s", pool.target.dbname.c_str(),
+                    pool.target.user.c_str(), pool.target.endpoint.to_string().c_str(), why,
+                    int(fields.message.size()), fields.message.data());
+    else
+        log_warning("server %s/%s@%s: login failed: %s", pool.target.dbname.c_str(),
+                    pool.target.user.c_str(), pool.target.endpoint.to_string().c_str(), why);
+    pool::PoolLocal& local = worker.pools[pool.id];
+    local.connecting--;
+    close(worker, server, CloseReason::LoginFailed);
+    // Nothing else will serve the waiters soon: tell them now rather than at
+    // query_wait_timeout.
+    if (local.connecting > 0 || local.idle_count > 0) return;
+    std::string message = std::string("pgplex could not log in to the server: ") + why;
+    std::vector<uint8_t> own(message.size() + 64);
+    if (error == nullptr) {
+        proto::Writer writer(own.data(), uint32_t(own.size()));
+        proto::write_error(writer, proto::Severity::Fatal, sqlstate::sqlclient_unable_to_establish_sqlconnection, message);
+        error = own.data() + 5;
+        error_size = writer.size() - 5;
+    }
+    while (true) {
+        uint32_t waiter = pool::waiter_front(worker, pool);
+        if (waiter == io::nil) break;
+        client::on_server_failed(worker, worker.client(waiter), error, error_size);
+    }
+}
+
+bool connect(io::Worker& worker, pool::Pool& pool) {
+    uint32_t slot = worker.server_acquire();
+    if (slot == io::nil) {
+        pool.release_server();
+        log_warning("worker %u: no free server slot", worker.index);
+        return false;
+    }
+    Server& server = worker.server(slot);
+    uint32_t generation = server.conn.generation + 1;
+    server.conn = io::Conn{};
+    server.conn.generation = generation;
+    server.state = ServerState::Connecting;
+    server.pool = &pool;
+    server.created = server.since = worker.now;
+    server.parameters.clear();
+    server.applied.clear();
+    server.pending_syncs = 0;
+    server.unsynced = false;
+    server.status = proto::TransactionStatus::Idle;
+    worker.pools[pool.id].connecting++;
+    std::string reason;
+    if (!open_socket(worker, server, slot, reason)) {
+        server.conn.file = io::nil;
+        login_failed(worker, server, nullptr, 0, reason.c_str());
+        return false;
+    }
+    const config::Endpoint& endpoint = pool.target.endpoint;
+    io_uring_sqe* sqe = worker.ring.sqe();
+    io_uring_prep_connect(sqe, int(server.conn.file),
+                          reinterpret_cast<const sockaddr*>(&endpoint.address),
+                          endpoint.address_bytes);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, io::pack(io::Op::ServerConnect, slot, generation));
+    ++server.conn.inflight;
+    return true;
+}
+
+void on_connected(io::Worker& worker, Server& server, int result) {
+    uint32_t slot = worker.server_slot(server);
+    if (result < 0) {
+        std::string why = std::string("could not connect: ") + strerror(-result);
+        if (server.state == ServerState::Cancelling) {
+            close(worker, server, CloseReason::CancelDone);
+            return;
+        }
+        login_failed(worker, server, nullptr, 0, why.c_str());
+        return;
+    }
+    worker.arm_recv(server.conn, io::Op::ServerRecv, slot);
+    if (server.state == ServerState::Cancelling) {
+        uint8_t packet[16];
+        proto::Writer writer(packet, sizeof packet);
+        writer.begin_untyped();
+        writer.int32(uint32_t(proto::StartupCode::CancelRequest));
+        writer.int32(server.cancel_pid);
+        writer.int32(server.cancel_key);
+        writer.end();
+        queue(worker, server, writer.data(), writer.size());
+        server.conn.close_when_sent = true;
+        return;
+    }
+    server.state = ServerState::Login;
+    send_startup(worker, server);
+}
+
+void send_cancel(io::Worker& worker, const Server& target) {
+    uint32_t slot = worker.server_acquire();
+    if (slot == io::nil) return;
+    Server& server = worker.server(slot);
+    uint32_t generation = server.conn.generation + 1;
+    server.conn = io::Conn{};
+    server.conn.generation = generation;
+    server.state = ServerState::Cancelling;
+    server.pool = target.pool;
+    server.created = server.since = worker.now;
+    server.cancel_pid = target.backend_pid;
+    server.cancel_key = target.backend_key;
+    std::string reason;
+    if (!open_socket(worker, server, slot, reason)) {
+        log_warning("cancel: %s", reason.c_str());
+        server.state = ServerState::Free;
+        worker.server_release_slot(slot);
+        return;
+    }
+    const config::Endpoint& endpoint = target.pool->target.endpoint;
+    io_uring_sqe* sqe = worker.ring.sqe();
+    io_uring_prep_connect(sqe, int(server.conn.file),
+                          reinterpret_cast<const sockaddr*>(&endpoint.address),
+                          endpoint.address_bytes);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, io::pack(io::Op::ServerConnect, slot, generation));
+    ++server.conn.inflight;
+}
+
+}  // namespace pgplex::server

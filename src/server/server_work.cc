@@ -1,1 +1,522 @@
-// placeholder: being written
+// A logged-in server's traffic and lifetime: lent to a client (after a SET that gives it the
+// client's parameters, when they differ), forwarding its responses straight from the
+// buffers they arrived in, watching ReadyForQuery for the transaction state, reset with
+// server_reset_query when the client leaves, and closed when idle or old.
+#include <strings.h>
+
+#include <cstring>
+#include <string>
+
+#include "pgplex/base/limits.h"
+#include "pgplex/base/log.h"
+#include "pgplex/client/client_work.h"
+#include "pgplex/pool/pool.h"
+#include "pgplex/pool/pool_table.h"
+#include "pgplex/proto/error.h"
+#include "pgplex/proto/writer.h"
+#include "pgplex/server/internal.h"
+#include "pgplex/server/server_work.h"
+
+namespace pgplex::server {
+
+namespace {
+
+using proto::BackendMessage;
+
+uint32_t queued_bytes_max(const io::Worker& worker) {
+    return limits::queued_buffers_max * worker.buffers.buffer_size();
+}
+
+void record_parameter(Server& server, const uint8_t* body, uint32_t size) {
+    const char* name = reinterpret_cast<const char*>(body);
+    size_t name_size = strnlen(name, size);
+    if (name_size + 1 >= size) return;
+    const char* value = name + name_size + 1;
+    set_parameter(server, std::string(name, name_size),
+                  std::string(value, strnlen(value, size - name_size - 1)));
+}
+
+// Bytes from an Active server, on their way to its client.
+struct ForwardHandler {
+    io::Worker& worker;
+    Server& server;
+    client::Client& client;
+    uint32_t buffer;
+    const uint8_t* base;
+
+    proto::Fate on_header(uint8_t type, uint32_t length) {
+        switch (type) {
+            case uint8_t(BackendMessage::ReadyForQuery): return proto::Fate::ForwardInspect;
+            case uint8_t(BackendMessage::ParameterStatus):
+                return length <= limits::assembled_message_bytes_max ? proto::Fate::ForwardInspect
+                                                                     : proto::Fate::Forward;
+            default: return proto::Fate::Forward;
+        }
+    }
+    void forward(const uint8_t* data, uint32_t size, bool from_stash) {
+        if (from_stash)
+            worker.buffers.append_copy(client.conn.out, data, size);
+        else
+            worker.buffers.append(client.conn.out, buffer, uint32_t(data - base), size);
+    }
+    uint8_t* assembly(uint32_t size) { return server::assembly(server, size); }
+    proto::Verdict on_message(uint8_t type, const uint8_t* body, uint32_t size) {
+        if (type == uint8_t(BackendMessage::ReadyForQuery)) {
+            server.status = static_cast<proto::TransactionStatus>(body[0]);
+            if (server.pending_syncs > 0) --server.pending_syncs;
+        } else {
+            record_parameter(server, body, size);
+        }
+        return proto::Verdict::Continue;
+    }
+};
+
+// Responses to pgplex's own queries (the parameter SET, the reset query), or anything an
+// idle server says: read, never forwarded.
+struct OwnQueryHandler {
+    Server& server;
+    bool ready = false;
+    bool error = false;
+    std::vector<uint8_t> error_body;
+
+    proto::Fate on_header(uint8_t type, uint32_t length) {
+        switch (type) {
+            case uint8_t(BackendMessage::ReadyForQuery):
+            case uint8_t(BackendMessage::ParameterStatus):
+            case uint8_t(BackendMessage::ErrorResponse):
+                return length <= limits::assembled_message_bytes_max ? proto::Fate::Inspect
+                                                                     : proto::Fate::Drop;
+            default: return proto::Fate::Drop;
+        }
+    }
+    void forward(const uint8_t*, uint32_t, bool) {}
+    uint8_t* assembly(uint32_t size) { return server::assembly(server, size); }
+    proto::Verdict on_message(uint8_t type, const uint8_t* body, uint32_t size) {
+        switch (type) {
+            case uint8_t(BackendMessage::ReadyForQuery):
+                server.status = static_cast<proto::TransactionStatus>(body[0]);
+                if (server.pending_syncs > 0) --server.pending_syncs;
+                ready = server.pending_syncs == 0;
+                return ready ? proto::Verdict::Pause : proto::Verdict::Continue;
+            case uint8_t(BackendMessage::ParameterStatus): record_parameter(server, body, size); break;
+            case uint8_t(BackendMessage::ErrorResponse):
+                error = true;
+                if (error_body.empty()) error_body.assign(body, body + size);
+                break;
+            default: break;
+        }
+        return proto::Verdict::Continue;
+    }
+};
+
+uint32_t consume_active(io::Worker& worker, Server& server, uint32_t buffer, const uint8_t* data,
+                        uint32_t size) {
+    client::Client& client = worker.client(server.client);
+    ForwardHandler handler{worker, server, client, buffer, worker.buffers.data(buffer)};
+    proto::FeedResult result =
+        proto::feed(server.conn.frame, proto::Direction::Backend, data, size, handler);
+    if (client.conn.out.bytes > 0) client::on_server_output(worker, client);
+    if (result.status == proto::FeedStatus::Violation) {
+        log_warning("server %s: protocol violation: %s",
+                    server.pool->target.endpoint.to_string().c_str(), result.reason);
+        close(worker, server, CloseReason::ProtocolViolation);
+        return size;
+    }
+    return result.consumed;
+}
+
+uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
+    OwnQueryHandler handler{server};
+    proto::FeedResult result =
+        proto::feed(server.conn.frame, proto::Direction::Backend, data, size, handler);
+    if (result.status == proto::FeedStatus::Violation) {
+        close(worker, server, CloseReason::ProtocolViolation);
+        return size;
+    }
+    switch (server.state) {
+        case ServerState::Syncing: {
+            if (!handler.ready) {
+                if (handler.error) server.pending_error = std::move(handler.error_body);
+                return result.consumed;
+            }
+            if (handler.error) server.pending_error = std::move(handler.error_body);
+            client::Client& client = worker.client(server.client);
+            if (!server.pending_error.empty()) {
+                std::vector<uint8_t> error = std::move(server.pending_error);
+                server.pending_error.clear();
+                server.client = io::nil;
+                server.applied.clear();
+                client::on_server_failed(worker, client, error.data(), uint32_t(error.size()));
+                make_available(worker, server);
+                return result.consumed;
+            }
+            server.state = ServerState::Active;
+            server.since = worker.now;
+            client::on_server_ready(worker, client);
+            return result.consumed;
+        }
+        case ServerState::Resetting:
+            if (handler.error) {
+                log_warning("server %s: server_reset_query failed; closing it",
+                            server.pool->target.endpoint.to_string().c_str());
+                close(worker, server, CloseReason::Unusable);
+                return size;
+            }
+            if (handler.ready) make_available(worker, server);
+            return result.consumed;
+        case ServerState::Idle:
+            if (handler.error) {
+                close(worker, server, CloseReason::ServerGone);
+                return size;
+            }
+            return result.consumed;
+        case ServerState::Free:
+        case ServerState::Connecting:
+        case ServerState::Login:
+        case ServerState::Active:
+        case ServerState::Cancelling:
+        case ServerState::Closing: break;
+    }
+    return size;
+}
+
+bool reusable(const Server& server) {
+    return server.pending_syncs == 0 && !server.unsynced &&
+           server.status == proto::TransactionStatus::Idle && !server.conn.eof &&
+           !server.conn.closing && server.conn.held_in.empty() && server.conn.frame.between_messages();
+}
+
+// "SET name = E'value'" for each client parameter the server does not have yet.
+std::string parameter_sync_query(const Server& server, const client::Session& session) {
+    std::string query;
+    for (const auto& [name, value] : session.parameters) {
+        std::string lower = name;
+        for (char& ch : lower) ch = char(tolower(static_cast<unsigned char>(ch)));
+        bool have = false;
+        for (const auto& [applied_name, applied_value] : server.applied)
+            if (applied_name == lower) have = applied_value == value;
+        if (!have)
+            for (const auto& [reported_name, reported_value] : server.parameters)
+                if (strcasecmp(reported_name.c_str(), name.c_str()) == 0)
+                    have = reported_value == value;
+        if (have) continue;
+        bool plain_name = !name.empty();
+        for (char ch : name)
+            if (!isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.')
+                plain_name = false;
+        if (!plain_name) continue;  // not a GUC name; PostgreSQL would refuse it too
+        query += "SET ";
+        query += name;
+        query += " = E'";
+        for (char ch : value) {
+            if (ch == '\'' || ch == '\\') query += '\\';
+            query += ch;
+        }
+        query += "';";
+    }
+    return query;
+}
+
+void send_query(io::Worker& worker, Server& server, std::string_view sql) {
+    std::vector<uint8_t> bytes(sql.size() + 16);
+    proto::Writer writer(bytes.data(), uint32_t(bytes.size()));
+    writer.begin(proto::FrontendMessage::Query);
+    writer.cstring(sql);
+    writer.end();
+    PGPLEX_ASSERT(writer.ok());
+    queue(worker, server, writer.data(), writer.size());
+    ++server.pending_syncs;
+}
+
+void record_applied(Server& server, const client::Session& session) {
+    for (const auto& [name, value] : session.parameters) {
+        std::string lower = name;
+        for (char& ch : lower) ch = char(tolower(static_cast<unsigned char>(ch)));
+        bool found = false;
+        for (auto& [applied_name, applied_value] : server.applied)
+            if (applied_name == lower) applied_value = value, found = true;
+        if (!found) server.applied.emplace_back(lower, value);
+    }
+}
+
+}  // namespace
+
+const char* to_string(ServerState state) {
+    switch (state) {
+        case ServerState::Free: return "free";
+        case ServerState::Connecting: return "connecting";
+        case ServerState::Login: return "login";
+        case ServerState::Idle: return "idle";
+        case ServerState::Syncing: return "syncing";
+        case ServerState::Active: return "active";
+        case ServerState::Resetting: return "resetting";
+        case ServerState::Cancelling: return "cancelling";
+        case ServerState::Closing: return "closing";
+    }
+    return "unknown";
+}
+
+const char* to_string(CloseReason reason) {
+    switch (reason) {
+        case CloseReason::ServerGone: return "server closed the connection";
+        case CloseReason::LoginFailed: return "login failed";
+        case CloseReason::ProtocolViolation: return "protocol violation";
+        case CloseReason::Unusable: return "client left it mid-transaction";
+        case CloseReason::IdleTimeout: return "server_idle_timeout";
+        case CloseReason::Lifetime: return "server_lifetime";
+        case CloseReason::PoolWanted: return "a waiter on another worker needs the slot";
+        case CloseReason::ConnectTimeout: return "server_connect_timeout";
+        case CloseReason::Shutdown: return "shutdown";
+        case CloseReason::CancelDone: return "cancel sent";
+    }
+    return "unknown";
+}
+
+const std::string* parameter(const Server& server, const std::string& name) {
+    for (const auto& [key, value] : server.parameters)
+        if (key == name) return &value;
+    return nullptr;
+}
+
+void set_parameter(Server& server, const std::string& name, const std::string& value) {
+    for (auto& [key, current] : server.parameters)
+        if (key == name) {
+            current = value;
+            return;
+        }
+    server.parameters.emplace_back(name, value);
+}
+
+uint8_t* assembly(Server& server, uint32_t size) {
+    if (size > limits::assembled_message_bytes_max) return nullptr;
+    if (!server.assembly)
+        server.assembly = std::make_unique<uint8_t[]>(limits::assembled_message_bytes_max);
+    return server.assembly.get();
+}
+
+void queue(io::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
+    worker.buffers.append_copy(server.conn.out, data, size);
+    worker.mark_dirty(server.conn, io::Op::ServerSend, worker.server_slot(server));
+}
+
+void on_recv(io::Worker& worker, Server& server, uint32_t buffer, uint32_t size) {
+    const uint8_t* data = worker.buffers.data(buffer);
+    uint32_t used = 0;
+    while (used < size && server.state != ServerState::Closing) {
+        uint32_t step = 0;
+        switch (server.state) {
+            case ServerState::Login:
+                step = login_consume(worker, server, buffer, data + used, size - used);
+                break;
+            case ServerState::Active:
+                step = consume_active(worker, server, buffer, data + used, size - used);
+                break;
+            case ServerState::Idle:
+            case ServerState::Syncing:
+            case ServerState::Resetting:
+                step = consume_own(worker, server, data + used, size - used);
+                break;
+            case ServerState::Cancelling: step = size - used; break;
+            case ServerState::Free:
+            case ServerState::Connecting:
+            case ServerState::Closing: return;
+        }
+        if (step == 0) break;
+        used += step;
+    }
+}
+
+void on_recv_end(io::Worker& worker, Server& server, int result) {
+    server.conn.eof = true;
+    if (server.state == ServerState::Closing) return;
+    if (server.state == ServerState::Cancelling) {
+        close(worker, server, CloseReason::CancelDone);
+        return;
+    }
+    if (server.state == ServerState::Login) {
+        std::string why = result < 0 ? std::string("connection lost: ") + strerror(-result)
+                                     : std::string("the server closed the connection");
+        login_failed(worker, server, nullptr, 0, why.c_str());
+        return;
+    }
+    if (server.client != io::nil) {
+        client::Client& client = worker.client(server.client);
+        server.client = io::nil;
+        client::on_server_failed(worker, client, nullptr, 0);
+    }
+    close(worker, server, CloseReason::ServerGone);
+}
+
+void on_sent(io::Worker& worker, Server& server) {
+    if (server.client == io::nil) return;
+    client::Client& client = worker.client(server.client);
+    if (server.conn.out.bytes < queued_bytes_max(worker) / 2)
+        worker.resume_recv(client.conn, io::Op::ClientRecv, server.client);
+}
+
+void on_client_output(io::Worker& worker, Server& server) {
+    worker.mark_dirty(server.conn, io::Op::ServerSend, worker.server_slot(server));
+}
+
+void link(io::Worker& worker, Server& server, client::Client& client) {
+    PGPLEX_ASSERT(server.state == ServerState::Idle && server.client == io::nil);
+    server.client = worker.client_slot(client);
+    client.server = worker.server_slot(server);
+    server.since = worker.now;
+    std::string sync = parameter_sync_query(server, *client.session);
+    if (sync.empty()) {
+        server.state = ServerState::Active;
+        client::on_server_ready(worker, client);
+        return;
+    }
+    server.state = ServerState::Syncing;
+    client.state = client::ClientState::Syncing;
+    server.pending_error.clear();
+    record_applied(server, *client.session);
+    send_query(worker, server, sync);
+}
+
+void unlink(io::Worker& worker, Server& server) {
+    server.client = io::nil;
+    if (server.state == ServerState::Closing) return;
+    if (!reusable(server)) {
+        close(worker, server, CloseReason::Unusable);
+        return;
+    }
+    worker.resume_recv(server.conn, io::Op::ServerRecv, worker.server_slot(server));
+    const std::string& reset = worker.config->server_reset_query;
+    if (reset.empty()) {
+        make_available(worker, server);
+        return;
+    }
+    server.state = ServerState::Resetting;
+    server.since = worker.now;
+    server.applied.clear();
+    send_query(worker, server, reset);
+}
+
+void make_available(io::Worker& worker, Server& server) {
+    pool::Pool& pool = *server.pool;
+    server.client = io::nil;
+    const config::Config& config = *worker.config;
+    if (config.server_lifetime_ms > 0 && worker.now - server.created > config.server_lifetime_ms) {
+        close(worker, server, CloseReason::Lifetime);
+        pool::PoolLocal& local = worker.pools[pool.id];
+        if (local.waiter_count > local.connecting && pool.try_reserve_server())
+            connect(worker, pool);
+        return;
+    }
+    server.state = ServerState::Idle;
+    server.since = worker.now;
+    uint32_t waiter = pool::waiter_front(worker, pool);
+    if (waiter != io::nil) {
+        pool::waiter_remove(worker, waiter);
+        link(worker, server, worker.client(waiter));
+        return;
+    }
+    if (pool.waiting.load(std::memory_order_acquire) > 0) {
+        // A client waits on another worker: free this server's place in the pool so that
+        // worker can open one on its own ring.
+        close(worker, server, CloseReason::PoolWanted);
+        for (uint32_t word = 0; word < pool::waiter_mask_words; ++word) {
+            uint64_t mask = pool.waiter_workers[word].load(std::memory_order_acquire);
+            while (mask != 0) {
+                uint32_t target = word * 64 + uint32_t(__builtin_ctzll(mask));
+                mask &= mask - 1;
+                if (target != worker.index && target < worker.shared.ring_fds.size())
+                    worker.message(target, io::MessageKind::PoolWake, pool.id, 0);
+            }
+        }
+        return;
+    }
+    pool::idle_push(worker, worker.server_slot(server));
+}
+
+void close(io::Worker& worker, Server& server, CloseReason reason) {
+    if (server.state == ServerState::Closing || server.state == ServerState::Free) return;
+    if (server.state == ServerState::Idle) pool::idle_remove(worker, worker.server_slot(server));
+    if (server.state != ServerState::Cancelling) {
+        server.pool->release_server();
+        if (reason != CloseReason::LoginFailed)
+            log_info("server %s/%s@%s: closing: %s", server.pool->target.dbname.c_str(),
+                     server.pool->target.user.c_str(),
+                     server.pool->target.endpoint.to_string().c_str(), to_string(reason));
+    }
+    if (server.client != io::nil) {
+        client::Client& client = worker.client(server.client);
+        server.client = io::nil;
+        client::on_server_failed(worker, client, nullptr, 0);
+    }
+    server.state = ServerState::Closing;
+    server.close_reason = reason;
+    worker.request_close(server.conn, io::Op::ServerClose, worker.server_slot(server));
+}
+
+void on_closed(io::Worker& worker, Server& server) {
+    uint32_t generation = server.conn.generation;
+    server.conn = io::Conn{};
+    server.conn.generation = generation;
+    server.state = ServerState::Free;
+    server.pool = nullptr;
+    server.login.reset();
+    server.parameters.clear();
+    server.applied.clear();
+    server.pending_error.clear();
+    worker.server_release_slot(worker.server_slot(server));
+}
+
+void on_tick(io::Worker& worker, Server& server) {
+    const config::Config& config = *worker.config;
+    int64_t age = worker.now - server.since;
+    switch (server.state) {
+        case ServerState::Idle:
+            if (config.server_idle_timeout_ms > 0 && age > config.server_idle_timeout_ms)
+                close(worker, server, CloseReason::IdleTimeout);
+            else if (config.server_lifetime_ms > 0 &&
+                     worker.now - server.created > config.server_lifetime_ms)
+                close(worker, server, CloseReason::Lifetime);
+            return;
+        case ServerState::Connecting:
+        case ServerState::Login:
+            if (config.server_connect_timeout_ms > 0 && age > config.server_connect_timeout_ms)
+                login_failed(worker, server, nullptr, 0, "server_connect_timeout");
+            return;
+        case ServerState::Cancelling:
+            if (age > 5000) close(worker, server, CloseReason::CancelDone);
+            return;
+        case ServerState::Free:
+        case ServerState::Syncing:
+        case ServerState::Active:
+        case ServerState::Resetting:
+        case ServerState::Closing: return;
+    }
+}
+
+void on_shutdown(io::Worker& worker, Server& server, bool immediate) {
+    switch (server.state) {
+        case ServerState::Idle: {
+            // Say goodbye properly so the backend does not log an unexpected EOF.
+            static const uint8_t terminate[5] = {'X', 0, 0, 0, 4};
+            queue(worker, server, terminate, sizeof terminate);
+            pool::idle_remove(worker, worker.server_slot(server));
+            server.conn.close_when_sent = true;
+            server.pool->release_server();
+            server.state = ServerState::Closing;
+            return;
+        }
+        case ServerState::Connecting:
+        case ServerState::Login:
+        case ServerState::Resetting:
+        case ServerState::Cancelling:
+            if (immediate) close(worker, server, CloseReason::Shutdown);
+            return;
+        case ServerState::Syncing:
+        case ServerState::Active:
+            if (immediate && server.client == io::nil) close(worker, server, CloseReason::Shutdown);
+            return;
+        case ServerState::Free:
+        case ServerState::Closing: return;
+    }
+}
+
+}  // namespace pgplex::server

@@ -1,0 +1,44 @@
+// The client side's entry points, called by the worker's completion dispatch and by the
+// server side when a server becomes available or fails.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "pgplex/client/client.h"
+#include "pgplex/proto/error.h"
+
+namespace pgplex::io {
+class Worker;
+}
+
+namespace pgplex::client {
+
+void on_accepted(io::Worker& worker, uint32_t slot);
+void on_recv(io::Worker& worker, Client& client, uint32_t buffer, uint32_t size);
+void on_recv_end(io::Worker& worker, Client& client, int result);  // EOF (0) or -errno
+void on_sent(io::Worker& worker, Client& client);
+void on_closed(io::Worker& worker, Client& client);
+void on_tick(io::Worker& worker, Client& client);
+void on_shutdown(io::Worker& worker, Client& client, bool immediate);
+
+// A server is linked to this waiting client (server side calls it).
+void on_server_ready(io::Worker& worker, Client& client);
+// The server the client waited for or used failed; `error` is an ErrorResponse body to pass
+// on when the server sent one (empty: pgplex writes its own).
+void on_server_failed(io::Worker& worker, Client& client, const uint8_t* error,
+                      uint32_t error_size);
+// Bytes from the linked server were queued to the client.
+void on_server_output(io::Worker& worker, Client& client);
+
+// Sends an error and closes.
+void fail(io::Worker& worker, Client& client, CloseReason reason, proto::Severity severity,
+          const char* sqlstate, std::string_view message, std::string_view detail = {},
+          std::string_view hint = {});
+void close(io::Worker& worker, Client& client, CloseReason reason);
+
+// A CancelRequest for a client of this worker (maybe forwarded from another worker).
+void cancel(io::Worker& worker, uint32_t pid, uint32_t key);
+uint32_t cancel_pid(uint32_t worker, uint32_t slot);
+
+}  // namespace pgplex::client

@@ -1,0 +1,42 @@
+// What a completion is about: io_uring user_data packs {op, slot, generation}.
+//
+// A slot is reused for a new connection only after every operation on it completed, so a
+// stale generation never happens in normal operation; it is still checked, counted and
+// dropped, as the last line of defence (TigerBeetle io/linux.zig, liburing proxy.c).
+#pragma once
+
+#include <cstdint>
+
+namespace pgplex::io {
+
+enum class Op : uint8_t {
+    None = 0,
+    Accept,         // slot: listener index
+    ClientRecv,
+    ClientSend,
+    ClientClose,
+    ServerConnect,
+    ServerRecv,
+    ServerSend,
+    ServerClose,
+    Tick,           // the worker's housekeeping timeout
+    Message,        // a message from another ring (IORING_OP_MSG_RING)
+    Ignored,        // cancels, shutdowns, messages we sent: nothing to do on completion
+};
+
+inline uint64_t pack(Op op, uint32_t slot, uint32_t generation) {
+    return uint64_t(op) << 56 | uint64_t(slot & 0xffffffu) << 32 | generation;
+}
+inline Op op_of(uint64_t user_data) { return static_cast<Op>(user_data >> 56); }
+inline uint32_t slot_of(uint64_t user_data) { return uint32_t(user_data >> 32) & 0xffffffu; }
+inline uint32_t generation_of(uint64_t user_data) { return uint32_t(user_data); }
+
+// Messages between rings: MSG_RING carries 64 bits of user_data and 32 bits of res.
+// user_data = pack(Op::Message, kind, payload_high); res = payload_low.
+enum class MessageKind : uint8_t {
+    CancelClient = 1,  // slot field: unused; generation field: cancel key; res: client pid
+    PoolWake = 2,      // generation field: pool id; a server of that pool was freed
+    Wake = 3,          // look at shared state now (reload, shutdown)
+};
+
+}  // namespace pgplex::io

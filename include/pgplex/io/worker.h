@@ -1,0 +1,153 @@
+// A worker: one thread, one ring, and the fixed slot tables of the clients and servers it
+// drives. Completions are reaped in batches, handled, and everything they prepared is
+// submitted at once: one io_uring_enter per loop turn.
+//
+// Client slot i is fixed file i (accept picks a free index in [0, client_capacity));
+// server slot j is fixed file client_capacity + j. A slot is free again only when every
+// operation on it has completed and its file is closed, so completions never meet a reused
+// slot (the generation check remains as a defence, counted in stale_completions).
+#pragma once
+
+#include <sys/uio.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "pgplex/base/clock.h"
+#include "pgplex/base/unique_fd.h"
+#include "pgplex/client/client.h"
+#include "pgplex/config/config.h"
+#include "pgplex/io/buffers.h"
+#include "pgplex/io/ring.h"
+#include "pgplex/io/user_data.h"
+#include "pgplex/pool/pool.h"
+#include "pgplex/pool/pool_table.h"
+#include "pgplex/server/server.h"
+#include "pgplex/tls/scram.h"
+
+namespace pgplex::io {
+
+class Worker;
+
+// What all workers and the control thread share. Written by the control thread, read by
+// the workers on their tick.
+struct Shared {
+    explicit Shared(uint32_t pool_capacity) : pools(pool_capacity) {}
+
+    std::shared_ptr<const config::Config> config_snapshot() const;
+    void publish(std::shared_ptr<const config::Config> config);
+    // Derived SCRAM secrets for plain-text auth file passwords, made with the snapshot.
+    std::atomic<uint64_t> config_generation{0};
+
+    pool::PoolTable pools;
+    std::atomic<int> clients{0};             // client connections, all workers
+    std::atomic<bool> shutdown{false};       // SIGTERM: drain then exit
+    std::atomic<bool> immediate{false};      // SIGINT: exit now
+    std::atomic<int64_t> shutdown_deadline_ms{0};
+    std::vector<int> ring_fds;               // index: worker
+    std::atomic<bool> started{false};        // every ring exists: workers may message
+    std::atomic<int> finished_workers{0};
+
+private:
+    mutable std::mutex config_mutex_;        // control-plane only: taken on reload and tick
+    std::shared_ptr<const config::Config> config_;
+};
+
+struct SendOp {
+    msghdr header{};
+    iovec vectors[32];
+    uint32_t next_free = nil;
+};
+
+struct Counters {
+    uint64_t stale_completions = 0;
+    uint64_t clients_accepted = 0;
+    uint64_t servers_connected = 0;
+};
+
+class Worker {
+public:
+    // Must be constructed on the thread that will run it: with SINGLE_ISSUER the ring
+    // belongs to the thread that made it.
+    Worker(uint32_t index, Shared& shared, std::shared_ptr<const config::Config> config,
+           std::vector<base::UniqueFd> listeners);
+    ~Worker();
+
+    // The loop, until shutdown has drained every connection.
+    void run();
+
+    // --- used by client/, server/ and pool/ code ---
+    uint32_t index;
+    Shared& shared;
+    std::shared_ptr<const config::Config> config;  // the newest snapshot this worker saw
+    Ring ring;
+    Buffers buffers;
+    base::Milliseconds now = 0;
+    uint32_t client_capacity;
+    uint32_t server_capacity;
+    std::vector<client::Client> clients;
+    std::vector<server::Server> servers;
+    std::vector<pool::PoolLocal> pools;   // index: Pool::id
+    Counters counters;
+    // SCRAM secrets derived from plain-text auth file passwords (PBKDF2 is slow by design).
+    std::unordered_map<std::string, tls::scram::Secret> scram_cache;
+
+    client::Client& client(uint32_t slot) { return clients[slot]; }
+    server::Server& server(uint32_t slot) { return servers[slot]; }
+    uint32_t client_slot(const client::Client& c) const { return uint32_t(&c - clients.data()); }
+    uint32_t server_slot(const server::Server& s) const { return uint32_t(&s - servers.data()); }
+    uint32_t server_file(uint32_t slot) const { return client_capacity + slot; }
+
+    // Socket operations shared by clients and servers. `recv_op` / `send_op` / `close_op`
+    // name the side, `slot` the slot.
+    void arm_recv(Conn& conn, Op recv_op, uint32_t slot);
+    void pause_recv(Conn& conn, Op recv_op, uint32_t slot);
+    void resume_recv(Conn& conn, Op recv_op, uint32_t slot);
+    void mark_dirty(Conn& conn, Op send_op, uint32_t slot);
+    void request_close(Conn& conn, Op close_op, uint32_t slot);
+    // After an op completed on a closing conn: submits the close when nothing is in flight.
+    void continue_close(Conn& conn, Op close_op, uint32_t slot);
+    // Submits an IORING_OP_MSG_RING to another worker.
+    void message(uint32_t worker, MessageKind kind, uint32_t payload_high, uint32_t payload_low);
+
+    uint32_t server_acquire();          // a free server slot, or nil
+    void server_release_slot(uint32_t slot);
+    uint32_t random_u32();
+
+private:
+    void loop_turn();
+    void dispatch(io_uring_cqe* cqe);
+    void arm_accept(uint32_t listener);
+    void arm_tick();
+    void on_accept(io_uring_cqe* cqe, uint32_t listener);
+    void on_send(io_uring_cqe* cqe, Op op);
+    void on_close(io_uring_cqe* cqe, Op op);
+    void on_message(io_uring_cqe* cqe);
+    void on_tick();
+    void flush_dirty();
+    void submit_send(Conn& conn, Op op, uint32_t slot);
+    void rearm_starved();
+    void begin_shutdown();
+    bool drained() const;
+
+    std::vector<base::UniqueFd> listeners_;
+    std::vector<bool> accept_armed_;
+    std::vector<SendOp> send_ops_;
+    uint32_t send_free_ = nil;
+    std::vector<uint64_t> dirty_;        // packed {op, slot, generation} of conns to send
+    std::vector<uint64_t> starved_;      // packed {op, slot, generation} awaiting buffers
+    uint32_t server_free_ = nil;
+    uint32_t server_high_ = 0;           // slots [0, server_high_) have been used
+    uint32_t client_high_ = 0;
+    __kernel_timespec tick_{};
+    bool shutting_down_ = false;
+    bool done_ = false;
+    uint64_t seen_generation_ = 0;
+    uint64_t random_state_;
+};
+
+}  // namespace pgplex::io

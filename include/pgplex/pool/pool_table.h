@@ -1,0 +1,83 @@
+// The pool table: every pool of the process, shared by all workers, lock-free.
+//
+// A fixed-size open-addressing table of atomic pointers keyed by an xxHash of everything
+// that makes two server connections interchangeable: node, dbname, user, password and the
+// startup parameters. Pools are created on first use by a compare-and-swap into an empty
+// slot and never removed (the table is sized at start and never grows), so a pointer to a
+// pool stays valid for the life of the process and readers need no lock or hazard scheme.
+// Counters shared across workers are atomics on the pool; idle servers and waiting clients
+// live per worker (pool/pool.h) because each belongs to one ring.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pgplex/config/config.h"
+#include "pgplex/tls/scram.h"
+
+namespace pgplex::pool {
+
+inline constexpr uint32_t waiter_mask_words = 4;  // 256 workers
+
+// How to reach and log in to the servers of one pool. Immutable once the pool exists.
+struct Target {
+    std::string alias;  // for logs and errors
+    config::Endpoint endpoint;
+    std::string dbname;
+    std::string user;
+    std::string password;  // plain, "md5..." or a SCRAM secret; may be empty
+    std::vector<std::pair<std::string, std::string>> startup_parameters;
+};
+
+uint64_t target_key(const Target& target);
+
+struct Pool {
+    uint32_t id = 0;
+    uint64_t key = 0;
+    Target target;
+    std::atomic<int> servers{0};      // server connections of any state, all workers
+    std::atomic<int> waiting{0};      // clients waiting for a server, all workers
+    std::atomic<int> size_limit{0};   // pool_size from the newest config seen at login
+    std::array<std::atomic<uint64_t>, waiter_mask_words> waiter_workers{};
+    // SCRAM keys learnt from a client that proved the password of target.user; they let
+    // pgplex log in when the auth file holds only the SCRAM secret.
+    std::atomic<bool> scram_keys_ready{false};
+    tls::scram::Key scram_client_key{};
+    tls::scram::Key scram_server_key{};
+
+    // Takes one server slot if the pool is below its limit.
+    bool try_reserve_server();
+    void release_server() { servers.fetch_sub(1, std::memory_order_acq_rel); }
+    void mark_waiter_worker(uint32_t worker);
+    void clear_waiter_worker(uint32_t worker);
+    void publish_scram_keys(const tls::scram::Key& client_key, const tls::scram::Key& server_key);
+};
+
+class PoolTable {
+public:
+    explicit PoolTable(uint32_t capacity);
+    ~PoolTable();
+    PoolTable(const PoolTable&) = delete;
+    PoolTable& operator=(const PoolTable&) = delete;
+
+    // The pool for this target, created if new; null when the table is full.
+    Pool* find_or_create(const Target& target);
+    Pool* by_id(uint32_t id) const {
+        return id < capacity_ ? by_id_[id].load(std::memory_order_acquire) : nullptr;
+    }
+    uint32_t capacity() const { return capacity_; }
+    uint32_t count() const { return next_id_.load(std::memory_order_acquire); }
+
+private:
+    uint32_t capacity_;
+    std::unique_ptr<std::atomic<Pool*>[]> slots_;
+    std::unique_ptr<std::atomic<Pool*>[]> by_id_;
+    std::atomic<uint32_t> next_id_{0};
+};
+
+}  // namespace pgplex::pool

@@ -1,0 +1,21 @@
+// Internal to server/: shared between server_login.cc and server_work.cc.
+#pragma once
+
+#include <cstdint>
+
+#include "pgplex/io/worker.h"
+#include "pgplex/server/server.h"
+
+namespace pgplex::server {
+
+// Consumes bytes from a server in the Login state.
+uint32_t login_consume(io::Worker& worker, Server& server, uint32_t buffer, const uint8_t* data,
+                       uint32_t size);
+// Login failed: waiters of this pool on this worker hear of it when no other server of the
+// pool can serve them; the server is closed.
+void login_failed(io::Worker& worker, Server& server, const uint8_t* error, uint32_t error_size,
+                  const char* why);
+void queue(io::Worker& worker, Server& server, const uint8_t* data, uint32_t size);
+uint8_t* assembly(Server& server, uint32_t size);
+
+}  // namespace pgplex::server

@@ -1,0 +1,85 @@
+// A server connection: pgplex's session with one PostgreSQL node, lent to clients.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "pgplex/base/clock.h"
+#include "pgplex/io/conn.h"
+#include "pgplex/proto/message.h"
+#include "pgplex/tls/scram.h"
+
+namespace pgplex::pool {
+struct Pool;
+}
+
+namespace pgplex::server {
+
+enum class ServerState : uint8_t {
+    Free,        // slot unused: no file, no op in flight
+    Connecting,  // connect submitted; pool reserved a place for it
+    Login,       // StartupMessage sent; authenticating, then ParameterStatus until ReadyForQuery
+    Idle,        // logged in, in its pool's idle list on this worker; client == nil
+    Syncing,     // linked to a client; running the SET for the client's parameters
+    Active,      // linked to a client; bytes flow both ways
+    Resetting,   // client gone; server_reset_query runs; client == nil
+    Cancelling,  // a one-off connection carrying a CancelRequest; no pool
+    Closing,     // close requested; becomes Free when every op has completed
+};
+
+const char* to_string(ServerState state);
+
+enum class CloseReason : uint8_t {
+    ServerGone,        // EOF or reset from the server
+    LoginFailed,       // error or protocol trouble during login
+    ProtocolViolation,
+    Unusable,          // client left mid-transaction or mid-query
+    IdleTimeout,       // server_idle_timeout
+    Lifetime,          // server_lifetime
+    PoolWanted,        // closed so another worker's waiter can connect
+    ConnectTimeout,
+    Shutdown,
+    CancelDone,
+};
+
+const char* to_string(CloseReason reason);
+
+struct ServerLogin {
+    std::unique_ptr<tls::scram::ClientExchange> scram;
+    std::vector<uint8_t> assembly;
+};
+
+struct Server {
+    io::Conn conn;
+    ServerState state = ServerState::Free;
+    CloseReason close_reason = CloseReason::ServerGone;
+    uint32_t client = io::nil;       // linked client slot (Syncing, Active)
+    uint32_t idle_next = io::nil;    // idle list link (Idle) / free list link (Free)
+    uint32_t idle_prev = io::nil;
+    pool::Pool* pool = nullptr;
+    uint32_t backend_pid = 0;
+    uint32_t backend_key = 0;
+    uint32_t pending_syncs = 0;      // Query, Sync and FunctionCall sent, ReadyForQuery to come
+    bool unsynced = false;           // extended-protocol messages sent after the last Sync
+    proto::TransactionStatus status = proto::TransactionStatus::Idle;
+    base::Milliseconds created = 0;
+    base::Milliseconds since = 0;    // when the current state began
+    uint32_t cancel_pid = 0;         // Cancelling: what to send
+    uint32_t cancel_key = 0;
+    // Every ParameterStatus the server reported.
+    std::vector<std::pair<std::string, std::string>> parameters;
+    // What pgplex SET on it since its last reset, as the client asked (names lowercased).
+    std::vector<std::pair<std::string, std::string>> applied;
+    std::vector<uint8_t> pending_error;  // Syncing: the ErrorResponse body the SET got
+    std::unique_ptr<ServerLogin> login;
+    std::unique_ptr<uint8_t[]> assembly;  // an inspected message split across buffers
+};
+
+// A value from parameters, or null.
+const std::string* parameter(const Server& server, const std::string& name);
+void set_parameter(Server& server, const std::string& name, const std::string& value);
+
+}  // namespace pgplex::server

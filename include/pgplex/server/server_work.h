@@ -1,0 +1,44 @@
+// The server side's entry points.
+#pragma once
+
+#include <cstdint>
+
+#include "pgplex/server/server.h"
+
+namespace pgplex::io {
+class Worker;
+}
+
+namespace pgplex::client {
+struct Client;
+}
+
+namespace pgplex::server {
+
+// Opens a new server connection for the pool (the caller has reserved its place).
+// Returns false when no slot is free (the reservation is given back).
+bool connect(io::Worker& worker, pool::Pool& pool);
+// Opens a one-off connection to send a CancelRequest for the server's backend.
+void send_cancel(io::Worker& worker, const Server& target);
+
+void on_connected(io::Worker& worker, Server& server, int result);
+void on_recv(io::Worker& worker, Server& server, uint32_t buffer, uint32_t size);
+void on_recv_end(io::Worker& worker, Server& server, int result);
+void on_sent(io::Worker& worker, Server& server);
+void on_closed(io::Worker& worker, Server& server);
+void on_tick(io::Worker& worker, Server& server);
+void on_shutdown(io::Worker& worker, Server& server, bool immediate);
+
+// Lends an idle server to a client: Syncing (when parameters differ) or straight Active.
+void link(io::Worker& worker, Server& server, client::Client& client);
+// The client is done with the server (it left, or the session ended): reset and reuse it,
+// or close it when it is not reusable.
+void unlink(io::Worker& worker, Server& server);
+// The linked client has new bytes queued for this server.
+void on_client_output(io::Worker& worker, Server& server);
+// The server is logged in and free: give it to a waiter or put it in the idle list.
+void make_available(io::Worker& worker, Server& server);
+
+void close(io::Worker& worker, Server& server, CloseReason reason);
+
+}  // namespace pgplex::server
