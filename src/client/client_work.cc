@@ -214,7 +214,11 @@ void on_recv(io::Worker& worker, Client& client, uint32_t buffer, uint32_t size)
 
 void on_recv_end(io::Worker& worker, Client& client, int result) {
     client.conn.eof = true;
-    if (client.state == ClientState::Closing) return;
+    if (client.state == ClientState::Closing) {
+        // An error was on its way out; the client will never read it now.
+        worker.request_close(client.conn, io::Op::ClientClose, worker.client_slot(client));
+        return;
+    }
     if (result < 0)
         log_debug("client slot %u: %s", worker.client_slot(client), strerror(-result));
     close(worker, client, CloseReason::ClientGone);

@@ -1,1 +1,617 @@
-// placeholder: being written
+// Loading the configuration (see config.h): TOML through toml++, then every setting checked
+// against its type and range, host names resolved and the auth file read, so a Config that
+// comes out of load() is whole and usable. Any problem becomes one "file:line: reason"
+// string; toml++ throws, and this file is the boundary where that is caught.
+//
+// Each section is a table of named settings, each with a small function that checks one
+// value and stores it; an unknown name is an error, never silently ignored.
+#include "pgplex/config/config.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <thread>
+#include <toml++/toml.h>
+
+#include "pgplex/base/limits.h"
+#include "pgplex/config/auth_file.h"
+
+namespace pgplex::config {
+
+namespace {
+
+// A config file is a few kilobytes; the bound only stops a mistyped path (a log, a device)
+// from being read whole.
+constexpr std::uintmax_t config_file_bytes_max = 1 << 20;
+// An auth file may list many users, each line at most a name and a MAX_PASSWORD secret.
+constexpr std::uintmax_t auth_file_bytes_max = 64 << 20;
+// PgBouncer's default unix_socket_dir for servers, where Debian's PostgreSQL listens.
+constexpr std::string_view default_server_host = "/var/run/postgresql";
+
+// Reads a regular file whole. On failure sets reason (without the path).
+bool read_whole_file(const std::string& path, std::uintmax_t bytes_max, std::string& text,
+                     std::string& reason) {
+    struct stat status {};
+    if (stat(path.c_str(), &status) != 0) {
+        reason = std::strerror(errno);
+        return false;
+    }
+    if (!S_ISREG(status.st_mode)) {
+        reason = "not a regular file";
+        return false;
+    }
+    if (std::uintmax_t(status.st_size) > bytes_max) {
+        reason = "larger than " + std::to_string(bytes_max) + " bytes";
+        return false;
+    }
+    std::ifstream file(path, std::ios::binary);
+    std::ostringstream contents;
+    contents << file.rdbuf();
+    if (!file.good() && !file.eof()) {
+        reason = "read error";
+        return false;
+    }
+    text = std::move(contents).str();
+    return true;
+}
+
+// Holds the path for messages, the setting being read (so each check below can name it
+// and its line) and the first error met.
+struct Loader {
+    std::string path;
+    std::string error;
+    std::string_view name;             // the setting being read
+    const toml::node* node = nullptr;  // its value
+
+    bool fail_at(uint32_t line, std::string_view reason) {
+        error = path + ":" + std::to_string(line) + ": " + std::string(reason);
+        return false;
+    }
+    bool fail_on(const toml::node& at, std::string_view reason) {
+        return fail_at(at.source().begin.line, reason);
+    }
+    bool fail(std::string_view reason) { return fail_on(*node, std::string(name) + " " +
+                                                                   std::string(reason)); }
+
+    bool integer(int64_t min, int64_t max, int64_t& out);
+    template <typename T>
+    bool integer_as(int64_t min, int64_t max, T& out) {
+        int64_t value = 0;
+        if (!integer(min, max, value)) return false;
+        out = T(value);
+        return true;
+    }
+    bool power_of_two(int64_t min, int64_t max, uint32_t& out);
+    bool string(std::string& out);
+    bool optional_string(std::optional<std::string>& out);
+    bool boolean(bool& out);
+    bool duration(int64_t& out_ms);
+    bool one_of(std::initializer_list<std::string_view> allowed, std::string& out);
+    bool pool_mode(PoolMode& out);
+    bool auth_type(AuthType& out);
+};
+
+bool Loader::integer(int64_t min, int64_t max, int64_t& out) {
+    const toml::value<int64_t>* value = node->as_integer();
+    if (value == nullptr) return fail("must be an integer");
+    if (value->get() < min || value->get() > max)
+        return fail("must be between " + std::to_string(min) + " and " + std::to_string(max));
+    out = value->get();
+    return true;
+}
+
+bool Loader::power_of_two(int64_t min, int64_t max, uint32_t& out) {
+    int64_t value = 0;
+    if (!integer(INT64_MIN, INT64_MAX, value)) return false;
+    if (value < min || value > max || (value & (value - 1)) != 0) {
+        return fail("must be a power of two between " + std::to_string(min) + " and " +
+                    std::to_string(max));
+    }
+    out = uint32_t(value);
+    return true;
+}
+
+bool Loader::string(std::string& out) {
+    const toml::value<std::string>* value = node->as_string();
+    if (value == nullptr) return fail("must be a string");
+    out = value->get();
+    return true;
+}
+
+bool Loader::optional_string(std::optional<std::string>& out) {
+    std::string value;
+    if (!string(value)) return false;
+    out = std::move(value);
+    return true;
+}
+
+bool Loader::boolean(bool& out) {
+    const toml::value<bool>* value = node->as_boolean();
+    if (value == nullptr) return fail("must be true or false");
+    out = value->get();
+    return true;
+}
+
+bool Loader::duration(int64_t& out_ms) {
+    if (const toml::value<int64_t>* seconds = node->as_integer()) {
+        if (seconds->get() < 0) return fail("must not be negative");
+        return parse_duration_ms(std::to_string(seconds->get()), out_ms) || fail("is too long");
+    }
+    const toml::value<std::string>* text = node->as_string();
+    if (text != nullptr && parse_duration_ms(text->get(), out_ms)) return true;
+    return fail("must be a duration such as \"250ms\", \"600s\", \"10m\" or \"1h\", or a "
+                "whole number of seconds");
+}
+
+bool Loader::one_of(std::initializer_list<std::string_view> allowed, std::string& out) {
+    std::string value;
+    if (!string(value)) return false;
+    if (std::find(allowed.begin(), allowed.end(), value) != allowed.end()) {
+        out = value;
+        return true;
+    }
+    std::string list;
+    for (std::string_view word : allowed)
+        list += (list.empty() ? "\"" : ", \"") + std::string(word) + "\"";
+    return fail("must be one of " + list);
+}
+
+bool Loader::pool_mode(PoolMode& out) {
+    std::string mode;
+    if (!one_of({"session", "transaction", "statement"}, mode)) return false;
+    if (mode != "session")
+        return fail_on(*node, "pool_mode \"" + mode +
+                                  "\" is not available yet in this version; use \"session\"");
+    out = PoolMode::Session;
+    return true;
+}
+
+bool Loader::auth_type(AuthType& out) {
+    std::string type;
+    if (!one_of({"trust", "md5", "scram-sha-256"}, type)) return false;
+    out = type == "trust" ? AuthType::Trust : type == "md5" ? AuthType::Md5
+                                                             : AuthType::ScramSha256;
+    return true;
+}
+
+bool same_address(const Endpoint& a, const Endpoint& b) {
+    return a.address_bytes == b.address_bytes &&
+           std::memcmp(&a.address, &b.address, a.address_bytes) == 0;
+}
+
+bool add_listen(Loader& loader, const toml::node& node, Config& config) {
+    const toml::value<std::string>* text = node.as_string();
+    if (text == nullptr)
+        return loader.fail_on(node, "listen must be a string or an array of strings");
+    Listen listen;
+    std::string reason;
+    if (!parse_endpoint(text->get(), listen.endpoint, reason))
+        return loader.fail_on(node, "bad listen address \"" + text->get() + "\": " + reason);
+    for (const Listen& earlier : config.listen) {
+        if (same_address(earlier.endpoint, listen.endpoint))
+            return loader.fail_on(node, "listen address \"" + text->get() + "\" is given twice");
+    }
+    config.listen.push_back(std::move(listen));
+    return true;
+}
+
+bool set_listen(Loader& loader, Config& config) {
+    config.listen.clear();
+    const toml::array* list = loader.node->as_array();
+    if (list == nullptr) return add_listen(loader, *loader.node, config);
+    if (list->empty()) return loader.fail("must name at least one address");
+    for (const toml::node& element : *list) {
+        if (!add_listen(loader, element, config)) return false;
+    }
+    return true;
+}
+
+// A setting of a section: its name and the function that checks and stores it.
+template <typename Target>
+struct Setting {
+    std::string_view name;
+    bool (*apply)(Loader&, Target&);
+};
+
+constexpr Setting<Config> pgplex_settings[] = {
+    {"listen", set_listen},
+    {"workers", [](Loader& loader, Config& config) {
+         return loader.integer_as(0, limits::workers_max, config.workers); }},
+    {"max_client_conn", [](Loader& loader, Config& config) {
+         return loader.integer_as(1, 1'000'000, config.max_client_conn); }},
+    {"pool_mode", [](Loader& loader, Config& config) {
+         return loader.pool_mode(config.pool_mode); }},
+    {"default_pool_size", [](Loader& loader, Config& config) {
+         return loader.integer_as(1, 10'000, config.default_pool_size); }},
+    {"auth_type", [](Loader& loader, Config& config) {
+         return loader.auth_type(config.auth_type); }},
+    {"auth_file", [](Loader& loader, Config& config) {
+         return loader.string(config.auth_file); }},
+    {"server_reset_query", [](Loader& loader, Config& config) {
+         return loader.string(config.server_reset_query); }},
+    {"server_idle_timeout", [](Loader& loader, Config& config) {
+         return loader.duration(config.server_idle_timeout_ms); }},
+    {"server_lifetime", [](Loader& loader, Config& config) {
+         return loader.duration(config.server_lifetime_ms); }},
+    {"query_wait_timeout", [](Loader& loader, Config& config) {
+         return loader.duration(config.query_wait_timeout_ms); }},
+    {"client_login_timeout", [](Loader& loader, Config& config) {
+         return loader.duration(config.client_login_timeout_ms); }},
+    {"server_connect_timeout", [](Loader& loader, Config& config) {
+         return loader.duration(config.server_connect_timeout_ms); }},
+    {"shutdown_timeout", [](Loader& loader, Config& config) {
+         return loader.duration(config.shutdown_timeout_ms); }},
+    {"log_connections", [](Loader& loader, Config& config) {
+         return loader.boolean(config.log_connections); }},
+    {"log_disconnections", [](Loader& loader, Config& config) {
+         return loader.boolean(config.log_disconnections); }},
+    {"log_level", [](Loader& loader, Config& config) {
+         return loader.one_of({"error", "warning", "notice", "info", "debug"},
+                              config.log_level); }},
+    {"buffer_size", [](Loader& loader, Config& config) {
+         return loader.power_of_two(4096, 1 << 20, config.buffer_size); }},
+    {"buffer_count", [](Loader& loader, Config& config) {
+         return loader.power_of_two(64, limits::ring_buffers_max, config.buffer_count); }},
+};
+
+// An alias while its table is read: the settings that need checking together afterwards.
+struct AliasDraft {
+    Alias alias;
+    std::string host{default_server_host};
+    uint32_t host_line = 0;      // 0: host not given
+    uint32_t password_line = 0;  // 0: password not given
+    std::optional<std::string> application_name, client_encoding, datestyle, timezone, options;
+};
+
+constexpr Setting<AliasDraft> alias_settings[] = {
+    {"host", [](Loader& loader, AliasDraft& draft) {
+         draft.host_line = loader.node->source().begin.line;
+         return loader.string(draft.host); }},
+    {"port", [](Loader& loader, AliasDraft& draft) {
+         return loader.integer_as(1, 65535, draft.alias.server.port); }},
+    {"dbname", [](Loader& loader, AliasDraft& draft) {
+         return loader.string(draft.alias.dbname); }},
+    {"user", [](Loader& loader, AliasDraft& draft) { return loader.string(draft.alias.user); }},
+    {"password", [](Loader& loader, AliasDraft& draft) {
+         draft.password_line = loader.node->source().begin.line;
+         return loader.string(draft.alias.password); }},
+    {"application_name", [](Loader& loader, AliasDraft& draft) {
+         return loader.optional_string(draft.application_name); }},
+    {"client_encoding", [](Loader& loader, AliasDraft& draft) {
+         return loader.optional_string(draft.client_encoding); }},
+    {"datestyle", [](Loader& loader, AliasDraft& draft) {
+         return loader.optional_string(draft.datestyle); }},
+    {"timezone", [](Loader& loader, AliasDraft& draft) {
+         return loader.optional_string(draft.timezone); }},
+    {"options", [](Loader& loader, AliasDraft& draft) {
+         return loader.optional_string(draft.options); }},
+    {"pool_size", [](Loader& loader, AliasDraft& draft) {
+         return loader.integer_as(0, 10'000, draft.alias.pool_size); }},
+    {"pool_mode", [](Loader& loader, AliasDraft& draft) {
+         draft.alias.pool_mode_set = true;
+         return loader.pool_mode(draft.alias.pool_mode); }},
+};
+
+// Applies each key of `table` through the setting of that name.
+template <typename Target, size_t count>
+bool apply_settings(Loader& loader, const toml::table& table, std::string_view section,
+                    const Setting<Target> (&settings)[count], Target& target) {
+    for (auto&& [key, node] : table) {
+        const Setting<Target>* setting = std::find_if(
+            settings, settings + count, [&](const Setting<Target>& s) { return s.name == key.str(); });
+        if (setting == settings + count) {
+            return loader.fail_at(key.source().begin.line, "unknown setting \"" +
+                                  std::string(key.str()) + "\" in [" + std::string(section) +
+                                  "]");
+        }
+        loader.name = key.str();
+        loader.node = &node;
+        if (!setting->apply(loader, target)) return false;
+    }
+    return true;
+}
+
+// "databases.name", quoting the name as TOML needs when it is not a bare key.
+std::string section_name(std::string_view name) {
+    bool bare = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+    });
+    return "databases." + (bare ? std::string(name) : "\"" + std::string(name) + "\"");
+}
+
+void add_startup_parameters(AliasDraft& draft) {
+    const std::pair<const char*, std::optional<std::string>*> in_order[] = {
+        {"application_name", &draft.application_name},
+        {"client_encoding", &draft.client_encoding},
+        {"DateStyle", &draft.datestyle},
+        {"TimeZone", &draft.timezone},
+        {"options", &draft.options},
+    };
+    for (auto& [name, value] : in_order) {
+        if (value->has_value()) draft.alias.startup_parameters.emplace_back(name, **value);
+    }
+}
+
+bool parse_alias(Loader& loader, std::string_view name, const toml::node& node,
+                 Alias& out) {
+    const toml::table* table = node.as_table();
+    std::string section = section_name(name);
+    if (table == nullptr) return loader.fail_on(node, "[" + section + "] must be a table");
+    if (name.empty() || name.size() > limits::name_bytes_max) {
+        return loader.fail_on(node, "database name must be 1 to " +
+                                     std::to_string(limits::name_bytes_max) + " bytes long");
+    }
+    AliasDraft draft;
+    draft.alias.name = std::string(name);
+    draft.alias.line = table->source().begin.line;
+    if (!apply_settings(loader, *table, section, alias_settings, draft)) return false;
+    if (draft.password_line != 0 && draft.alias.user.empty())
+        return loader.fail_at(draft.password_line, "password is given without user");
+    std::string reason;
+    if (!resolve_endpoint(draft.host, draft.alias.server.port, draft.alias.server, reason))
+        return loader.fail_at(draft.host_line ? draft.host_line : draft.alias.line, reason);
+    add_startup_parameters(draft);
+    out = std::move(draft.alias);
+    return true;
+}
+
+bool parse_databases(Loader& loader, const toml::node& node, Config& config) {
+    const toml::table* table = node.as_table();
+    if (table == nullptr) return loader.fail_on(node, "databases must be a table");
+    for (auto&& [key, value] : *table) {
+        Alias alias;
+        if (!parse_alias(loader, key.str(), value, alias)) return false;
+        if (alias.name == "*") {
+            config.fallback = std::make_unique<Alias>(std::move(alias));
+        } else {
+            config.aliases.push_back(std::move(alias));
+        }
+    }
+    std::sort(config.aliases.begin(), config.aliases.end(),
+              [](const Alias& a, const Alias& b) { return a.line < b.line; });
+    return true;
+}
+
+// Reads the auth file named in [pgplex], relative to the config file's directory.
+bool load_auth_file(Loader& loader, const toml::table& section, Config& config) {
+    const toml::node* node = section.get("auth_file");
+    if (node == nullptr) {
+        if (config.auth_type == AuthType::Trust) return true;
+        return loader.fail_on(section, std::string("auth_file is required when auth_type is \"") +
+                                        to_string(config.auth_type) + "\"");
+    }
+    std::filesystem::path file(config.auth_file);
+    if (file.is_relative()) file = std::filesystem::path(config.path).parent_path() / file;
+    config.auth_file = file.string();
+    std::string text;
+    std::string reason;
+    if (!read_whole_file(config.auth_file, auth_file_bytes_max, text, reason))
+        return loader.fail_on(*node, "cannot read auth_file \"" + config.auth_file + "\": " + reason);
+    return parse_auth_file(config.auth_file, text, config.users, loader.error);
+}
+
+bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
+    const toml::table* table = node.as_table();
+    if (table == nullptr) return loader.fail_on(node, "[pgplex] must be a table");
+    if (!apply_settings(loader, *table, "pgplex", pgplex_settings, config)) return false;
+    if (config.listen.empty()) return loader.fail_on(*table, "listen is required in [pgplex]");
+    if (config.workers == 0) {
+        unsigned cpus = std::thread::hardware_concurrency();
+        config.workers = int(std::clamp(cpus, 1u, limits::workers_max));
+    }
+    return load_auth_file(loader, *table, config);
+}
+
+bool parse_root(Loader& loader, const toml::table& root, Config& config) {
+    for (auto&& [key, node] : root) {
+        if (key.str() == "pgplex" || key.str() == "databases") continue;
+        std::string what = node.is_table() ? "unknown section [" + std::string(key.str()) + "]"
+                                           : "unknown setting \"" + std::string(key.str()) +
+                                                 "\" outside any section";
+        return loader.fail_at(key.source().begin.line, what);
+    }
+    const toml::node* pgplex = root.get("pgplex");
+    if (pgplex == nullptr) return loader.fail_at(1, "no [pgplex] section");
+    if (!parse_pgplex(loader, *pgplex, config)) return false;
+    const toml::node* databases = root.get("databases");
+    return databases == nullptr || parse_databases(loader, *databases, config);
+}
+
+LoadResult load_unguarded(const std::string& path) {
+    LoadResult result;
+    std::string text;
+    std::string reason;
+    if (!read_whole_file(path, config_file_bytes_max, text, reason)) {
+        result.error = path + ": cannot read: " + reason;
+        return result;
+    }
+    Loader loader{path, {}, {}, nullptr};
+    toml::table root;
+    try {
+        root = toml::parse(text, path);
+    } catch (const toml::parse_error& error) {
+        loader.fail_at(error.source().begin.line, error.description());
+        result.error = loader.error;
+        return result;
+    }
+    auto config = std::make_shared<Config>();
+    config->path = path;
+    if (!parse_root(loader, root, *config)) {
+        result.error = loader.error;
+        return result;
+    }
+    result.config = std::move(config);
+    return result;
+}
+
+bool parse_port(std::string_view text, uint16_t& out) {
+    if (text.empty() || text.size() > 5) return false;
+    uint32_t value = 0;
+    for (char c : text) {
+        if (c < '0' || c > '9') return false;
+        value = value * 10 + uint32_t(c - '0');
+    }
+    if (value == 0 || value > 65535) return false;
+    out = uint16_t(value);
+    return true;
+}
+
+bool resolve_unix(std::string_view directory, uint16_t port, Endpoint& out,
+                  std::string& reason) {
+    std::string socket_path =
+        std::string(directory) + "/.s.PGSQL." + std::to_string(port);
+    sockaddr_un address{};
+    if (socket_path.size() >= sizeof address.sun_path) {
+        reason = "Unix socket path \"" + socket_path + "\" is too long";
+        return false;
+    }
+    address.sun_family = AF_UNIX;
+    std::memcpy(address.sun_path, socket_path.data(), socket_path.size());
+    std::memcpy(&out.address, &address, sizeof address);
+    out.address_bytes = socklen_t(offsetof(sockaddr_un, sun_path) + socket_path.size() + 1);
+    return true;
+}
+
+void resolve_any(uint16_t port, Endpoint& out) {
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(port);
+    address.sin_addr.s_addr = htonl(INADDR_ANY);
+    std::memcpy(&out.address, &address, sizeof address);
+    out.address_bytes = sizeof address;
+}
+
+bool resolve_host(const std::string& host, uint16_t port, Endpoint& out, std::string& reason) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    addrinfo* found = nullptr;
+    int status = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
+    if (status != 0 || found == nullptr) {
+        reason = "could not resolve host \"" + host + "\": " + gai_strerror(status);
+        return false;
+    }
+    std::memcpy(&out.address, found->ai_addr, found->ai_addrlen);
+    out.address_bytes = found->ai_addrlen;
+    freeaddrinfo(found);
+    return true;
+}
+
+}  // namespace
+
+const char* to_string(PoolMode mode) {
+    switch (mode) {
+        case PoolMode::Session: return "session";
+        case PoolMode::Transaction: return "transaction";
+        case PoolMode::Statement: return "statement";
+    }
+    return "session";
+}
+
+const char* to_string(AuthType type) {
+    switch (type) {
+        case AuthType::Trust: return "trust";
+        case AuthType::Md5: return "md5";
+        case AuthType::ScramSha256: return "scram-sha-256";
+    }
+    return "scram-sha-256";
+}
+
+std::string Endpoint::to_string() const {
+    std::string port_text = std::to_string(port);
+    if (is_unix()) return host + "/.s.PGSQL." + port_text;
+    if (host.find(':') != std::string::npos) return "[" + host + "]:" + port_text;
+    return host + ":" + port_text;
+}
+
+const Alias* Config::find_alias(std::string_view name) const {
+    for (const Alias& alias : aliases) {
+        if (alias.name == name) return &alias;
+    }
+    return fallback.get();
+}
+
+LoadResult load(const std::string& path) {
+    try {
+        return load_unguarded(path);
+    } catch (const std::exception& error) {
+        return {nullptr, path + ": " + error.what()};
+    } catch (...) {
+        return {nullptr, path + ": unexpected error while loading"};
+    }
+}
+
+// Digits, then a unit: "ms", "s", "m", "h", or none (seconds). Rejects anything that would
+// not fit in int64 milliseconds.
+bool parse_duration_ms(std::string_view text, int64_t& out_ms) {
+    size_t digits = 0;
+    while (digits < text.size() && text[digits] >= '0' && text[digits] <= '9') digits++;
+    if (digits == 0 || digits > 15) return false;  // 10^15 s still fits in int64 ms
+    int64_t value = 0;
+    for (size_t i = 0; i < digits; i++) value = value * 10 + (text[i] - '0');
+    std::string_view unit = text.substr(digits);
+    int64_t factor = 0;
+    if (unit == "ms") factor = 1;
+    if (unit == "s" || unit.empty()) factor = 1000;
+    if (unit == "m") factor = 60'000;
+    if (unit == "h") factor = 3'600'000;
+    if (factor == 0 || value > INT64_MAX / factor) return false;
+    out_ms = value * factor;
+    return true;
+}
+
+bool parse_endpoint(std::string_view text, Endpoint& out, std::string& reason) {
+    size_t colon = text.rfind(':');
+    if (colon == std::string_view::npos) {
+        reason = "expected host:port";
+        return false;
+    }
+    std::string_view host = text.substr(0, colon);
+    uint16_t port = 0;
+    if (!parse_port(text.substr(colon + 1), port)) {
+        reason = "port must be a number from 1 to 65535";
+        return false;
+    }
+    if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+        host = host.substr(1, host.size() - 2);
+    return resolve_endpoint(host, port, out, reason);
+}
+
+bool resolve_endpoint(std::string_view host, uint16_t port, Endpoint& out,
+                      std::string& reason) {
+    Endpoint endpoint;
+    endpoint.host = std::string(host);
+    endpoint.port = port;
+    if (host.empty()) {
+        reason = "host is empty";
+        return false;
+    }
+    if (host.find('\0') != std::string_view::npos) {
+        reason = "host contains a NUL byte";
+        return false;
+    }
+    if (endpoint.is_unix()) {
+        if (!resolve_unix(host, port, endpoint, reason)) return false;
+    } else if (host == "*") {
+        resolve_any(port, endpoint);
+    } else if (!resolve_host(endpoint.host, port, endpoint, reason)) {
+        return false;
+    }
+    out = std::move(endpoint);
+    return true;
+}
+
+}  // namespace pgplex::config

@@ -191,8 +191,9 @@ void Worker::dispatch(io_uring_cqe* cqe) {
 void Worker::arm_accept(uint32_t listener) {
     if (shutting_down_) return;
     io_uring_sqe* sqe = ring.sqe();
-    io_uring_prep_multishot_accept_direct(sqe, listeners_[listener].get(), nullptr, nullptr,
-                                          SOCK_CLOEXEC);
+    // No SOCK_CLOEXEC: a direct descriptor has no fd-table entry to close on exec, and the
+    // kernel refuses the flag with EINVAL.
+    io_uring_prep_multishot_accept_direct(sqe, listeners_[listener].get(), nullptr, nullptr, 0);
     io_uring_sqe_set_data64(sqe, pack(Op::Accept, listener, 0));
     accept_armed_[listener] = true;
 }
@@ -207,12 +208,14 @@ void Worker::on_accept(io_uring_cqe* cqe, uint32_t listener) {
         if (slot >= client_high_) client_high_ = slot + 1;
         ++counters.clients_accepted;
         client::on_accepted(*this, slot);
-    } else if (cqe->res != -ECANCELED) {
-        // -ENFILE: every client slot is taken; the tick re-arms once some are free.
+    } else if (cqe->res != -ECANCELED && now - accept_error_logged_ms_ > 10000) {
+        // -ENFILE: every client slot is taken. Logged at most every 10 s.
+        accept_error_logged_ms_ = now;
         log_warning("worker %u: accept: %s", index, strerror(-cqe->res));
     }
-    if (!more && !shutting_down_ && cqe->res != -ENFILE && cqe->res != -EMFILE)
-        arm_accept(listener);
+    // A multishot accept that ended on an error is re-armed by the tick, not here: an error
+    // that repeats must not spin the loop.
+    if (!more && !shutting_down_ && cqe->res >= 0) arm_accept(listener);
 }
 
 // --- recv ---------------------------------------------------------------------------------
@@ -289,12 +292,11 @@ void Worker::flush_dirty() {
 
 void Worker::submit_send(Conn& conn, Op op, uint32_t slot) {
     if (send_free_ == nil) {
-        send_ops_.emplace_back();
+        send_ops_.push_back(std::make_unique<SendOp>());
         send_free_ = uint32_t(send_ops_.size() - 1);
-        send_ops_.back().next_free = nil;
     }
     uint32_t index_op = send_free_;
-    SendOp& send = send_ops_[index_op];
+    SendOp& send = *send_ops_[index_op];
     send_free_ = send.next_free;
     uint32_t count = 0;
     for (uint32_t c = conn.out.head; c != nil && count < limits::send_iovecs_max;
@@ -326,7 +328,7 @@ void Worker::on_send(io_uring_cqe* cqe, Op op) {
     }
     --conn.inflight;
     conn.send_busy = false;
-    send_ops_[conn.send_op].next_free = send_free_;
+    send_ops_[conn.send_op]->next_free = send_free_;
     send_free_ = conn.send_op;
     conn.send_op = nil;
     Op close_op = client_side ? Op::ClientClose : Op::ServerClose;
@@ -370,11 +372,12 @@ void Worker::request_close(Conn& conn, Op close_op, uint32_t slot) {
     io_uring_prep_shutdown(sqe, int(conn.file), SHUT_RDWR);
     sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
-    if (conn.recv_armed) {
+    if (conn.inflight > 0) {
+        // A connect to an unreachable host or a send to a peer that stopped reading would
+        // otherwise hold the slot for minutes: cancel everything on the file.
         sqe = ring.sqe();
-        io_uring_prep_cancel64(sqe, pack(close_op == Op::ClientClose ? Op::ClientRecv
-                                                                     : Op::ServerRecv,
-                                         slot, conn.generation), 0);
+        io_uring_prep_cancel_fd(sqe, int(conn.file),
+                                IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_FD_FIXED);
         io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
     }
     continue_close(conn, close_op, slot);

@@ -328,7 +328,10 @@ void on_recv(io::Worker& worker, Server& server, uint32_t buffer, uint32_t size)
 
 void on_recv_end(io::Worker& worker, Server& server, int result) {
     server.conn.eof = true;
-    if (server.state == ServerState::Closing) return;
+    if (server.state == ServerState::Closing) {
+        worker.request_close(server.conn, io::Op::ServerClose, worker.server_slot(server));
+        return;
+    }
     if (server.state == ServerState::Cancelling) {
         close(worker, server, CloseReason::CancelDone);
         return;
@@ -339,6 +342,9 @@ void on_recv_end(io::Worker& worker, Server& server, int result) {
         login_failed(worker, server, nullptr, 0, why.c_str());
         return;
     }
+    if (result < 0)
+        log_warning("server %s: %s", server.pool->target.endpoint.to_string().c_str(),
+                    strerror(-result));
     if (server.client != io::nil) {
         client::Client& client = worker.client(server.client);
         server.client = io::nil;

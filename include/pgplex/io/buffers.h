@@ -54,7 +54,11 @@ public:
     bool is_ring(uint32_t buffer) const { return buffer < ring_count_; }
 
     // A buffer the kernel filled: the caller holds one reference.
-    void received(uint32_t buffer) { refs_[buffer] = 1; }
+    void received(uint32_t buffer) {
+        PGPLEX_ASSERT(buffer < ring_count_ && refs_[buffer] == 0 && ring_free_ > 0);
+        refs_[buffer] = 1;
+        --ring_free_;
+    }
     void ref(uint32_t buffer) { ++refs_[buffer]; }
     void unref(uint32_t buffer);
     // An out buffer with one reference, for pgplex's own messages.

@@ -136,7 +136,9 @@ private:
 
     std::vector<base::UniqueFd> listeners_;
     std::vector<bool> accept_armed_;
-    std::vector<SendOp> send_ops_;
+    // The kernel reads a SendOp's msghdr and iovecs while the send is in flight, so each
+    // lives at a fixed address: the vector holds owners, never the ops themselves.
+    std::vector<std::unique_ptr<SendOp>> send_ops_;
     uint32_t send_free_ = nil;
     std::vector<uint64_t> dirty_;        // packed {op, slot, generation} of conns to send
     std::vector<uint64_t> starved_;      // packed {op, slot, generation} awaiting buffers
@@ -144,6 +146,7 @@ private:
     uint32_t server_high_ = 0;           // slots [0, server_high_) have been used
     uint32_t client_high_ = 0;
     __kernel_timespec tick_{};
+    base::Milliseconds accept_error_logged_ms_ = -100000;
     bool shutting_down_ = false;
     bool done_ = false;
     uint64_t seen_generation_ = 0;

@@ -98,8 +98,6 @@ FeedResult feed(FrameState& state, Direction direction, const uint8_t* data, uin
             bool assembles = state.fate == Fate::Inspect || state.fate == Fate::ForwardInspect;
             const uint8_t* body = nullptr;
             if (take > 0) {
-                if (state.fate == Fate::Forward || state.fate == Fate::ForwardInspect)
-                    handler.forward(data + at, take, false);
                 if (assembles) {
                     uint32_t offset = state.body_size - state.body_left;
                     bool whole_here = offset == 0 && take == state.body_size;
@@ -114,6 +112,10 @@ FeedResult feed(FrameState& state, Direction direction, const uint8_t* data, uin
                         memcpy(state.assembly + offset, data + at, take);
                     }
                 }
+                // After the assembly is granted, so a refused one forwards nothing past
+                // `consumed`.
+                if (state.fate == Fate::Forward || state.fate == Fate::ForwardInspect)
+                    handler.forward(data + at, take, false);
                 state.body_left -= take;
                 at += take;
             }
@@ -130,7 +132,8 @@ FeedResult feed(FrameState& state, Direction direction, const uint8_t* data, uin
             }
             continue;
         }
-        if (at == size) return {FeedStatus::Done, at, nullptr};
+        // A held header (header_have 5) is decided again even when no new byte came.
+        if (at == size && state.header_have < 5) return {FeedStatus::Done, at, nullptr};
         // Collect the 5-byte header, possibly across buffers.
         uint32_t header_start = at;
         bool straddled = state.header_have > 0;

@@ -35,6 +35,12 @@ std::string format_secret(const Secret& secret);
 std::string base64_encode(std::string_view bytes);
 bool base64_decode(std::string_view text, std::string& out);
 
+// Test only (tests/unit/tls/scram_test.cc replays RFC 7677's example exchange): while set,
+// nonces made on this thread are `nonce` instead of random ones, and a ClientExchange names
+// `user` in its client-first-message instead of an empty name. Empty strings restore the
+// normal behaviour.
+void set_nonce_for_test(std::string_view nonce, std::string_view user = {});
+
 // pgplex as the SCRAM server. Usage:
 //   ServerExchange exchange(secret);
 //   exchange.handle_client_first(SASLInitialResponse data) → server-first-message, or error
@@ -57,7 +63,15 @@ public:
     const Key& client_key() const { return client_key_; }
 
 private:
+    // Where the exchange stands; each handler runs in exactly one step.
+    enum class Step : uint8_t {
+        AwaitingClientFirst,  // nothing received yet
+        AwaitingClientFinal,  // server_first_ sent; gs2_header_, nonce_ hold the client's
+        Finished,             // client_final handled (successfully or not); nothing more
+    };
+    Step step_ = Step::AwaitingClientFirst;
     Secret secret_;
+    std::string gs2_header_;  // "n,," or "y,,": c= in client-final must encode it
     std::string client_first_bare_;
     std::string server_first_;
     std::string nonce_;  // client nonce + server nonce
