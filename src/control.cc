@@ -57,8 +57,8 @@ bool open_listeners(const config::Config& config, uint32_t worker,
 void warn_restart_only(const config::Config& old_config, const config::Config& fresh) {
     bool listen_changed = old_config.listen.size() != fresh.listen.size();
     for (size_t i = 0; !listen_changed && i < fresh.listen.size(); ++i)
-        listen_changed = old_config.listen[i].endpoint.to_string() !=
-                         fresh.listen[i].endpoint.to_string();
+        listen_changed =
+            old_config.listen[i].endpoint.to_string() != fresh.listen[i].endpoint.to_string();
     if (listen_changed) log_warning("reload: listen changed; it takes effect at restart");
     if (old_config.workers != fresh.workers)
         log_warning("reload: workers changed; it takes effect at restart");
@@ -82,6 +82,42 @@ void reload(io::Shared& shared) {
     log_info("reload: %s loaded (%zu aliases)", result.config->path.c_str(),
              result.config->aliases.size() + (result.config->fallback ? 1 : 0));
     sd_notify(0, "READY=1\nSTATUS=serving");
+}
+
+// Turns signals into reloads and shutdowns until every worker has finished.
+void wait_for_signals(io::Shared& shared, const std::string& path, bool failed, int running) {
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGHUP);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    uint64_t watchdog_usec = 0;
+    bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+    bool stopping = failed;
+    while (true) {
+        timespec wait{0, 200 * 1000 * 1000};
+        siginfo_t info{};
+        int sig = sigtimedwait(&signals, &info, &wait);
+        if (watchdog) sd_notify(0, "WATCHDOG=1");
+        if (sig == SIGHUP && !stopping) {
+            log_info("SIGHUP: reloading %s", path.c_str());
+            reload(shared);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            bool immediate = sig == SIGINT || shared.shutdown.load();
+            std::shared_ptr<const config::Config> current = shared.config_snapshot();
+            int64_t timeout = current->shutdown_timeout_ms > 0 ? current->shutdown_timeout_ms : 0;
+            if (!stopping) {
+                shared.shutdown_deadline_ms.store(base::monotonic_ms() + timeout);
+                log_info("%s: shutting down%s", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                         immediate ? " now" : ", letting transactions finish");
+                sd_notify(0, "STOPPING=1");
+            }
+            stopping = true;
+            shared.shutdown.store(true, std::memory_order_release);
+            if (immediate) shared.immediate.store(true, std::memory_order_release);
+        }
+        if (stopping && shared.finished_workers.load(std::memory_order_acquire) == running) break;
+    }
 }
 
 }  // namespace
@@ -121,23 +157,23 @@ int run_control(std::shared_ptr<const config::Config> config) {
         if (!open_listeners(*config, i, listeners)) return 1;
         auto entry = std::make_unique<WorkerThread>();
         WorkerThread* slot = entry.get();
-        entry->thread = std::thread([&shared, config, i, slot,
-                                     fds = std::move(listeners)]() mutable {
-            std::unique_ptr<io::Worker> worker;
-            try {
-                worker = std::make_unique<io::Worker>(i, shared, config, std::move(fds));
-            } catch (const std::exception& error) {
-                slot->error = error.what();
-                slot->state.store(-1);
-                return;
-            }
-            shared.ring_fds[i] = worker->ring.fd();
-            slot->state.store(1, std::memory_order_release);
-            while (!shared.started.load(std::memory_order_acquire)) std::this_thread::yield();
-            worker->run();
-            worker.reset();
-            shared.finished_workers.fetch_add(1, std::memory_order_acq_rel);
-        });
+        entry->thread =
+            std::thread([&shared, config, i, slot, fds = std::move(listeners)]() mutable {
+                std::unique_ptr<io::Worker> worker;
+                try {
+                    worker = std::make_unique<io::Worker>(i, shared, config, std::move(fds));
+                } catch (const std::exception& error) {
+                    slot->error = error.what();
+                    slot->state.store(-1);
+                    return;
+                }
+                shared.ring_fds[i] = worker->ring.fd();
+                slot->state.store(1, std::memory_order_release);
+                while (!shared.started.load(std::memory_order_acquire)) std::this_thread::yield();
+                worker->run();
+                worker.reset();
+                shared.finished_workers.fetch_add(1, std::memory_order_acq_rel);
+            });
         threads.push_back(std::move(entry));
     }
     bool failed = false;
@@ -162,34 +198,7 @@ int run_control(std::shared_ptr<const config::Config> config) {
         sd_notify(0, "READY=1\nSTATUS=serving");
     }
 
-    uint64_t watchdog_usec = 0;
-    bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
-    bool stopping = failed;
-    while (true) {
-        timespec wait{0, 200 * 1000 * 1000};
-        siginfo_t info{};
-        int sig = sigtimedwait(&signals, &info, &wait);
-        if (watchdog) sd_notify(0, "WATCHDOG=1");
-        if (sig == SIGHUP && !stopping) {
-            log_info("SIGHUP: reloading %s", config->path.c_str());
-            reload(shared);
-        } else if (sig == SIGTERM || sig == SIGINT) {
-            bool immediate = sig == SIGINT || shared.shutdown.load();
-            std::shared_ptr<const config::Config> current = shared.config_snapshot();
-            int64_t timeout = current->shutdown_timeout_ms > 0 ? current->shutdown_timeout_ms : 0;
-            if (!stopping) {
-                shared.shutdown_deadline_ms.store(base::monotonic_ms() + timeout);
-                log_info("%s: shutting down%s", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                         immediate ? " now" : ", letting transactions finish");
-                sd_notify(0, "STOPPING=1");
-            }
-            stopping = true;
-            shared.shutdown.store(true, std::memory_order_release);
-            if (immediate) shared.immediate.store(true, std::memory_order_release);
-        }
-        if (stopping && shared.finished_workers.load(std::memory_order_acquire) == running)
-            break;
-    }
+    wait_for_signals(shared, config->path, failed, running);
     for (auto& entry : threads)
         if (entry->thread.joinable()) entry->thread.join();
     log_info("pgplex stopped");

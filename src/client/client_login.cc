@@ -46,9 +46,12 @@ bool parse_options(std::string_view options, std::vector<std::pair<std::string, 
     if (!word.empty()) words.push_back(word);
     for (size_t i = 0; i < words.size(); ++i) {
         std::string setting;
-        if (words[i] == "-c" && i + 1 < words.size()) setting = words[++i];
-        else if (words[i].rfind("-c", 0) == 0 && words[i].size() > 2) setting = words[i].substr(2);
-        else if (words[i].rfind("--", 0) == 0) setting = words[i].substr(2);
+        if (words[i] == "-c" && i + 1 < words.size())
+            setting = words[++i];
+        else if (words[i].rfind("-c", 0) == 0 && words[i].size() > 2)
+            setting = words[i].substr(2);
+        else if (words[i].rfind("--", 0) == 0)
+            setting = words[i].substr(2);
         size_t equals = setting.find('=');
         if (setting.empty() || equals == std::string::npos || equals == 0) {
             bad = words[i];
@@ -130,7 +133,9 @@ void begin_auth(io::Worker& worker, Client& client) {
     login.user_known = found != config.users.end();
     if (login.user_known) login.secret = found->second;
     switch (config.auth_type) {
-        case config::AuthType::Trust: authenticated(worker, client); return;
+        case config::AuthType::Trust:
+            authenticated(worker, client);
+            return;
         case config::AuthType::Md5:
             if (login.user_known && tls::scram::is_secret(login.secret))
                 start_scram(worker, client);
@@ -139,14 +144,52 @@ void begin_auth(io::Worker& worker, Client& client) {
             return;
         case config::AuthType::ScramSha256:
             if (login.user_known && tls::md5::is_hash(login.secret)) {
-                log_warning("user \"%s\": auth_type is scram-sha-256 but the auth file holds "
-                            "an md5 hash; the login is refused",
-                            client.session->user.c_str());
+                log_warning(
+                    "user \"%s\": auth_type is scram-sha-256 but the auth file holds "
+                    "an md5 hash; the login is refused",
+                    client.session->user.c_str());
                 login.user_known = false;  // the exchange runs and fails, as for a stranger
             }
             start_scram(worker, client);
             return;
     }
+}
+
+// A StartupMessage: check what PostgreSQL would check, record the session, authenticate.
+void begin_session(io::Worker& worker, Client& client, const proto::StartupPacket& packet) {
+    if (!packet.replication.empty() && packet.replication != "false" && packet.replication != "0" &&
+        packet.replication != "off" && packet.replication != "no") {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::feature_not_supported,
+             "replication connections are not supported by pgplex");
+        return;
+    }
+    if (packet.user.size() > limits::name_bytes_max ||
+        packet.database.size() > limits::name_bytes_max) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::protocol_violation, "user or database name too long");
+        return;
+    }
+    client.session = std::make_unique<Session>();
+    Session& session = *client.session;
+    session.user = packet.user;
+    session.database = packet.database;
+    for (const auto& [name, value] : packet.parameters)
+        session.parameters.emplace_back(std::string(name), std::string(value));
+    std::string bad;
+    if (!parse_options(packet.options, session.parameters, bad)) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::feature_not_supported,
+             "unsupported startup option \"" + bad + "\": pgplex accepts only -c name=value");
+        return;
+    }
+    if (worker.config->find_alias(session.database) == nullptr) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::invalid_catalog_name, "database \"" + session.database + "\" does not exist",
+             "pgplex has no [databases] entry for it and no \"*\" fallback");
+        return;
+    }
+    begin_auth(worker, client);
 }
 
 // The startup packet is complete: answer SSL/GSS, route a cancel, or begin a login.
@@ -157,10 +200,9 @@ void on_startup_packet(io::Worker& worker, Client& client) {
     proto::StartupError error =
         proto::parse_startup(login.packet.data(), uint32_t(login.packet.size()), packet, reason);
     if (error == proto::StartupError::UnsupportedProtocol) {
-        std::string message = "unsupported frontend protocol " +
-                              std::to_string(packet.protocol_major) + "." +
-                              std::to_string(packet.protocol_minor) +
-                              ": server supports 3.0 to 3.0";
+        std::string message =
+            "unsupported frontend protocol " + std::to_string(packet.protocol_major) + "." +
+            std::to_string(packet.protocol_minor) + ": server supports 3.0 to 3.0";
         fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
              sqlstate::feature_not_supported, message);
         return;
@@ -188,42 +230,11 @@ void on_startup_packet(io::Worker& worker, Client& client) {
             close(worker, client, CloseReason::CancelRequest);
             return;
         }
-        case proto::StartupKind::Startup: break;
+        case proto::StartupKind::Startup:
+            break;
     }
     login.packet.clear();
-    if (!packet.replication.empty() && packet.replication != "false" &&
-        packet.replication != "0" && packet.replication != "off" && packet.replication != "no") {
-        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
-             sqlstate::feature_not_supported, "replication connections are not supported by pgplex");
-        return;
-    }
-    if (packet.user.size() > limits::name_bytes_max ||
-        packet.database.size() > limits::name_bytes_max) {
-        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
-             sqlstate::protocol_violation, "user or database name too long");
-        return;
-    }
-    client.session = std::make_unique<Session>();
-    Session& session = *client.session;
-    session.user = packet.user;
-    session.database = packet.database;
-    for (const auto& [name, value] : packet.parameters)
-        session.parameters.emplace_back(std::string(name), std::string(value));
-    std::string bad;
-    if (!parse_options(packet.options, session.parameters, bad)) {
-        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
-             sqlstate::feature_not_supported,
-             "unsupported startup option \"" + bad + "\": pgplex accepts only -c name=value");
-        return;
-    }
-    if (worker.config->find_alias(session.database) == nullptr) {
-        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
-             sqlstate::invalid_catalog_name,
-             "database \"" + session.database + "\" does not exist",
-             "pgplex has no [databases] entry for it and no \"*\" fallback");
-        return;
-    }
-    begin_auth(worker, client);
+    begin_session(worker, client, packet);
 }
 
 uint32_t consume_startup(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
@@ -250,8 +261,7 @@ uint32_t consume_startup(io::Worker& worker, Client& client, const uint8_t* data
 
 // --- the password / SASL exchange ---------------------------------------------------------
 
-void on_password_message(io::Worker& worker, Client& client, const uint8_t* body,
-                         uint32_t size) {
+void on_password_message(io::Worker& worker, Client& client, const uint8_t* body, uint32_t size) {
     Login& login = *client.login;
     std::string_view text(reinterpret_cast<const char*>(body), size);
     switch (login.step) {
@@ -259,8 +269,8 @@ void on_password_message(io::Worker& worker, Client& client, const uint8_t* body
             std::string_view response = text.substr(0, text.find('\0'));
             std::array<uint8_t, 4> salt;
             memcpy(salt.data(), login.md5_salt, 4);
-            if (login.user_known && tls::md5::verify(client.session->user, login.secret, salt,
-                                                     response))
+            if (login.user_known &&
+                tls::md5::verify(client.session->user, login.secret, salt, response))
                 authenticated(worker, client);
             else
                 fail_password(worker, client);
@@ -288,8 +298,8 @@ void on_password_message(io::Worker& worker, Client& client, const uint8_t* body
                      sqlstate::protocol_violation, "malformed SCRAM message: " + reason);
                 return;
             }
-            send_auth_request(worker, client, proto::AuthRequest::SASLContinue,
-                              server_first.data(), uint32_t(server_first.size()));
+            send_auth_request(worker, client, proto::AuthRequest::SASLContinue, server_first.data(),
+                              uint32_t(server_first.size()));
             login.step = AuthStep::ScramFinal;
             return;
         }
@@ -304,12 +314,13 @@ void on_password_message(io::Worker& worker, Client& client, const uint8_t* body
                     fail_password(worker, client);
                 return;
             }
-            send_auth_request(worker, client, proto::AuthRequest::SASLFinal,
-                              server_final.data(), uint32_t(server_final.size()));
+            send_auth_request(worker, client, proto::AuthRequest::SASLFinal, server_final.data(),
+                              uint32_t(server_final.size()));
             authenticated(worker, client);
             return;
         }
-        case AuthStep::None: break;
+        case AuthStep::None:
+            break;
     }
     fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
          sqlstate::protocol_violation, "unexpected password message");
@@ -406,13 +417,16 @@ void authenticated(io::Worker& worker, Client& client) {
 uint32_t login_consume(io::Worker& worker, Client& client, uint32_t, const uint8_t* data,
                        uint32_t size) {
     switch (client.state) {
-        case ClientState::Startup: return consume_startup(worker, client, data, size);
-        case ClientState::Auth: return consume_auth(worker, client, data, size);
+        case ClientState::Startup:
+            return consume_startup(worker, client, data, size);
+        case ClientState::Auth:
+            return consume_auth(worker, client, data, size);
         case ClientState::Free:
         case ClientState::Waiting:
         case ClientState::Syncing:
         case ClientState::Active:
-        case ClientState::Closing: break;
+        case ClientState::Closing:
+            break;
     }
     PGPLEX_UNREACHABLE();
 }
@@ -445,7 +459,8 @@ void send_welcome(io::Worker& worker, Client& client) {
     PGPLEX_ASSERT(client.server != io::nil);
     const server::Server& server = worker.server(client.server);
     std::vector<uint8_t> bytes(256);
-    for (const auto& [name, value] : server.parameters) bytes.resize(bytes.size() + name.size() + value.size() + 8);
+    for (const auto& [name, value] : server.parameters)
+        bytes.resize(bytes.size() + name.size() + value.size() + 8);
     proto::Writer writer(bytes.data(), uint32_t(bytes.size()));
     proto::write_authentication(writer, proto::AuthRequest::Ok);
     for (const auto& [name, value] : server.parameters)

@@ -34,9 +34,12 @@ struct ForwardHandler {
 
     proto::Fate on_header(uint8_t type, uint32_t) {
         switch (static_cast<FrontendMessage>(type)) {
-            case FrontendMessage::Terminate: return proto::Fate::Inspect;
+            case FrontendMessage::Terminate:
+                return proto::Fate::Inspect;
             case FrontendMessage::Query:
-            case FrontendMessage::FunctionCall: ++server.pending_syncs; break;
+            case FrontendMessage::FunctionCall:
+                ++server.pending_syncs;
+                break;
             case FrontendMessage::Sync:
                 ++server.pending_syncs;
                 server.unsynced = false;
@@ -46,11 +49,14 @@ struct ForwardHandler {
             case FrontendMessage::Execute:
             case FrontendMessage::Describe:
             case FrontendMessage::Close:
-            case FrontendMessage::Flush: server.unsynced = true; break;
+            case FrontendMessage::Flush:
+                server.unsynced = true;
+                break;
             case FrontendMessage::CopyData:
             case FrontendMessage::CopyDone:
             case FrontendMessage::CopyFail:
-            case FrontendMessage::PasswordMessage: break;
+            case FrontendMessage::PasswordMessage:
+                break;
         }
         return proto::Fate::Forward;
     }
@@ -103,9 +109,11 @@ uint32_t consume(io::Worker& worker, Client& client, uint32_t buffer, const uint
                 step = consume_active(worker, client, buffer, data + used, size - used);
                 break;
             case ClientState::Waiting:
-            case ClientState::Syncing: return used;  // held until the server is ready
+            case ClientState::Syncing:
+                return used;  // held until the server is ready
             case ClientState::Closing:
-            case ClientState::Free: return size;
+            case ClientState::Free:
+                return size;
         }
         used += step;
         if (step == 0) break;
@@ -142,29 +150,46 @@ void release(io::Worker& worker, Client& client) {
 
 const char* to_string(ClientState state) {
     switch (state) {
-        case ClientState::Free: return "free";
-        case ClientState::Startup: return "startup";
-        case ClientState::Auth: return "auth";
-        case ClientState::Waiting: return "waiting";
-        case ClientState::Syncing: return "syncing";
-        case ClientState::Active: return "active";
-        case ClientState::Closing: return "closing";
+        case ClientState::Free:
+            return "free";
+        case ClientState::Startup:
+            return "startup";
+        case ClientState::Auth:
+            return "auth";
+        case ClientState::Waiting:
+            return "waiting";
+        case ClientState::Syncing:
+            return "syncing";
+        case ClientState::Active:
+            return "active";
+        case ClientState::Closing:
+            return "closing";
     }
     return "unknown";
 }
 
 const char* to_string(CloseReason reason) {
     switch (reason) {
-        case CloseReason::ClientTerminated: return "client sent Terminate";
-        case CloseReason::ClientGone: return "client closed the connection";
-        case CloseReason::ProtocolViolation: return "protocol violation";
-        case CloseReason::LoginFailed: return "login failed";
-        case CloseReason::LoginTimeout: return "client_login_timeout";
-        case CloseReason::WaitTimeout: return "query_wait_timeout";
-        case CloseReason::ServerFailed: return "server connection failed";
-        case CloseReason::TooManyClients: return "max_client_conn";
-        case CloseReason::Shutdown: return "shutdown";
-        case CloseReason::CancelRequest: return "cancel request";
+        case CloseReason::ClientTerminated:
+            return "client sent Terminate";
+        case CloseReason::ClientGone:
+            return "client closed the connection";
+        case CloseReason::ProtocolViolation:
+            return "protocol violation";
+        case CloseReason::LoginFailed:
+            return "login failed";
+        case CloseReason::LoginTimeout:
+            return "client_login_timeout";
+        case CloseReason::WaitTimeout:
+            return "query_wait_timeout";
+        case CloseReason::ServerFailed:
+            return "server connection failed";
+        case CloseReason::TooManyClients:
+            return "max_client_conn";
+        case CloseReason::Shutdown:
+            return "shutdown";
+        case CloseReason::CancelRequest:
+            return "cancel request";
     }
     return "unknown";
 }
@@ -219,8 +244,7 @@ void on_recv_end(io::Worker& worker, Client& client, int result) {
         worker.request_close(client.conn, io::Op::ClientClose, worker.client_slot(client));
         return;
     }
-    if (result < 0)
-        log_debug("client slot %u: %s", worker.client_slot(client), strerror(-result));
+    if (result < 0) log_debug("client slot %u: %s", worker.client_slot(client), strerror(-result));
     close(worker, client, CloseReason::ClientGone);
 }
 
@@ -294,8 +318,7 @@ void fail(io::Worker& worker, Client& client, CloseReason reason, Severity sever
 
 void close(io::Worker& worker, Client& client, CloseReason reason) {
     if (client.state == ClientState::Closing) return;
-    if (client.session && worker.config->log_disconnections &&
-        reason != CloseReason::CancelRequest)
+    if (client.session && worker.config->log_disconnections && reason != CloseReason::CancelRequest)
         log_info("closing client: user=%s database=%s: %s", client.session->user.c_str(),
                  client.session->database.c_str(), to_string(reason));
     release(worker, client);
@@ -330,9 +353,8 @@ void on_tick(io::Worker& worker, Client& client) {
             return;
         case ClientState::Waiting:
             if (config.query_wait_timeout_ms > 0 && age > config.query_wait_timeout_ms) {
-                std::string message =
-                    "query_wait_timeout: no server connection became free in " +
-                    std::to_string(config.query_wait_timeout_ms) + " ms";
+                std::string message = "query_wait_timeout: no server connection became free in " +
+                                      std::to_string(config.query_wait_timeout_ms) + " ms";
                 std::string detail = "pool of database \"" + client.pool->target.alias +
                                      "\", user \"" + client.pool->target.user + "\"";
                 fail(worker, client, CloseReason::WaitTimeout, Severity::Fatal,
@@ -343,7 +365,8 @@ void on_tick(io::Worker& worker, Client& client) {
         case ClientState::Free:
         case ClientState::Syncing:
         case ClientState::Active:
-        case ClientState::Closing: return;
+        case ClientState::Closing:
+            return;
     }
 }
 
@@ -358,8 +381,7 @@ void on_shutdown(io::Worker& worker, Client& client, bool immediate) {
     }
     if (!idle && !immediate) return;
     fail(worker, client, CloseReason::Shutdown, Severity::Fatal, sqlstate::admin_shutdown,
-         "terminating connection due to administrator command",
-         "pgplex is shutting down");
+         "terminating connection due to administrator command", "pgplex is shutting down");
 }
 
 void cancel(io::Worker& worker, uint32_t pid, uint32_t key) {

@@ -14,13 +14,13 @@ Buffers::Buffers(io_uring& ring, uint32_t ring_count, uint32_t buffer_size)
     : ring_(ring), ring_count_(ring_count), buffer_size_(buffer_size) {
     PGPLEX_ASSERT(ring_count > 0 && (ring_count & (ring_count - 1)) == 0);
     buf_ring_bytes_ = sizeof(io_uring_buf) * ring_count;
-    void* ring_memory = mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE,
-                             MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    void* ring_memory =
+        mmap(nullptr, buf_ring_bytes_, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (ring_memory == MAP_FAILED) throw std::runtime_error("mmap of the buffer ring failed");
     buf_ring_ = static_cast<io_uring_buf_ring*>(ring_memory);
     size_t data_bytes = size_t(ring_count) * buffer_size;
-    void* data = mmap(nullptr, data_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE,
-                      -1, 0);
+    void* data =
+        mmap(nullptr, data_bytes, PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (data == MAP_FAILED) throw std::runtime_error("mmap of the receive buffers failed");
     ring_data_ = static_cast<uint8_t*>(data);
 
@@ -34,7 +34,8 @@ Buffers::Buffers(io_uring& ring, uint32_t ring_count, uint32_t buffer_size)
     io_uring_buf_ring_init(buf_ring_);
     uint32_t mask = io_uring_buf_ring_mask(ring_count);
     for (uint32_t i = 0; i < ring_count; ++i)
-        io_uring_buf_ring_add(buf_ring_, ring_data_ + size_t(i) * buffer_size, buffer_size, uint16_t(i), mask, i);
+        io_uring_buf_ring_add(buf_ring_, ring_data_ + size_t(i) * buffer_size, buffer_size,
+                              uint16_t(i), mask, i);
     io_uring_buf_ring_advance(buf_ring_, ring_count);
     ring_free_ = ring_count;
     refs_.assign(ring_count, 0);

@@ -27,8 +27,10 @@ Ring::Ring(uint32_t entries, uint32_t files, uint32_t files_for_accept) {
     int rc = try_setup(ring_, entries, best);
     features_ = "SINGLE_ISSUER|DEFER_TASKRUN";
     if (rc < 0) {
-        log_warning("io_uring: SINGLE_ISSUER|DEFER_TASKRUN not available (%s); "
-                    "falling back to COOP_TASKRUN", strerror(-rc));
+        log_warning(
+            "io_uring: SINGLE_ISSUER|DEFER_TASKRUN not available (%s); "
+            "falling back to COOP_TASKRUN",
+            strerror(-rc));
         rc = try_setup(ring_, entries, IORING_SETUP_COOP_TASKRUN);
         features_ = "COOP_TASKRUN";
     }
@@ -42,8 +44,7 @@ Ring::Ring(uint32_t entries, uint32_t files, uint32_t files_for_accept) {
     rc = io_uring_register_files_sparse(&ring_, files);
     if (rc < 0) {
         io_uring_queue_exit(&ring_);
-        throw std::runtime_error(std::string("io_uring_register_files_sparse: ") +
-                                 strerror(-rc));
+        throw std::runtime_error(std::string("io_uring_register_files_sparse: ") + strerror(-rc));
     }
     rc = io_uring_register_file_alloc_range(&ring_, 0, files_for_accept);
     if (rc < 0) {
@@ -56,7 +57,9 @@ Ring::Ring(uint32_t entries, uint32_t files, uint32_t files_for_accept) {
         log_debug("io_uring: could not register the ring fd; continuing");
 }
 
-Ring::~Ring() { io_uring_queue_exit(&ring_); }
+Ring::~Ring() {
+    io_uring_queue_exit(&ring_);
+}
 
 io_uring_sqe* Ring::sqe() {
     io_uring_sqe* entry = io_uring_get_sqe(&ring_);
@@ -67,7 +70,9 @@ io_uring_sqe* Ring::sqe() {
     return entry;
 }
 
-int Ring::submit_and_wait() { return io_uring_submit_and_wait(&ring_, 1); }
+int Ring::submit_and_wait() {
+    return io_uring_submit_and_wait(&ring_, 1);
+}
 
 int Ring::install_file(uint32_t index, int fd) {
     return io_uring_register_files_update(&ring_, index, &fd, 1);

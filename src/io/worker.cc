@@ -43,7 +43,8 @@ Worker::Worker(uint32_t index_, Shared& shared_, std::shared_ptr<const config::C
       client_capacity(client_slots_for(*config)),
       server_capacity(server_slots),
       listeners_(std::move(listeners)),
-      random_state_(0x9e3779b97f4a7c15ull ^ (uint64_t(index_) << 32) ^ uint64_t(base::monotonic_ms())) {
+      random_state_(0x9e3779b97f4a7c15ull ^ (uint64_t(index_) << 32) ^
+                    uint64_t(base::monotonic_ms())) {
     clients.resize(client_capacity);
     servers.resize(server_capacity);
     pools.resize(shared.pools.capacity());
@@ -96,78 +97,32 @@ void Worker::dispatch(io_uring_cqe* cqe) {
     Op op = op_of(data);
     uint32_t slot = slot_of(data);
     uint32_t generation = generation_of(data);
-    bool has_buffer = (cqe->flags & IORING_CQE_F_BUFFER) != 0;
-    uint32_t buffer = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
     switch (op) {
-        case Op::Accept: on_accept(cqe, slot); return;
-        case Op::Tick: on_tick(); return;
-        case Op::Message: on_message(cqe); return;
-        case Op::Ignored: return;
-        case Op::None: return;
-        case Op::ClientRecv: {
-            client::Client& c = clients[slot];
-            if (c.conn.generation != generation || c.state == client::ClientState::Free) {
-                ++counters.stale_completions;
-                if (has_buffer) buffers.received(buffer), buffers.unref(buffer);
-                return;
-            }
-            bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
-            if (!more) {
-                c.conn.recv_armed = false;
-                --c.conn.inflight;
-            }
-            if (cqe->res > 0 && has_buffer) {
-                buffers.received(buffer);
-                if (!c.conn.closing) client::on_recv(*this, c, buffer, uint32_t(cqe->res));
-                buffers.unref(buffer);
-            } else if (cqe->res == -ENOBUFS) {
-                c.conn.recv_starved = true;
-                starved_.push_back(pack(Op::ClientRecv, slot, generation));
-            } else if (cqe->res <= 0 && cqe->res != -ECANCELED) {
-                if (!c.conn.closing) client::on_recv_end(*this, c, cqe->res);
-            }
-            if (c.conn.closing) {
-                continue_close(c.conn, Op::ClientClose, slot);
-            } else if (!c.conn.recv_armed && !c.conn.recv_paused && !c.conn.recv_starved &&
-                       !c.conn.eof) {
-                arm_recv(c.conn, Op::ClientRecv, slot);
-            }
+        case Op::Accept:
+            on_accept(cqe, slot);
             return;
-        }
-        case Op::ServerRecv: {
-            server::Server& s = servers[slot];
-            if (s.conn.generation != generation || s.state == server::ServerState::Free) {
-                ++counters.stale_completions;
-                if (has_buffer) buffers.received(buffer), buffers.unref(buffer);
-                return;
-            }
-            bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
-            if (!more) {
-                s.conn.recv_armed = false;
-                --s.conn.inflight;
-            }
-            if (cqe->res > 0 && has_buffer) {
-                buffers.received(buffer);
-                if (!s.conn.closing) server::on_recv(*this, s, buffer, uint32_t(cqe->res));
-                buffers.unref(buffer);
-            } else if (cqe->res == -ENOBUFS) {
-                s.conn.recv_starved = true;
-                starved_.push_back(pack(Op::ServerRecv, slot, generation));
-            } else if (cqe->res <= 0 && cqe->res != -ECANCELED) {
-                if (!s.conn.closing) server::on_recv_end(*this, s, cqe->res);
-            }
-            if (s.conn.closing) {
-                continue_close(s.conn, Op::ServerClose, slot);
-            } else if (!s.conn.recv_armed && !s.conn.recv_paused && !s.conn.recv_starved &&
-                       !s.conn.eof) {
-                arm_recv(s.conn, Op::ServerRecv, slot);
-            }
+        case Op::Tick:
+            on_tick();
             return;
-        }
+        case Op::Message:
+            on_message(cqe);
+            return;
+        case Op::Ignored:
+            return;
+        case Op::None:
+            return;
+        case Op::ClientRecv:
+        case Op::ServerRecv:
+            on_recv(cqe, op);
+            return;
         case Op::ClientSend:
-        case Op::ServerSend: on_send(cqe, op); return;
+        case Op::ServerSend:
+            on_send(cqe, op);
+            return;
         case Op::ClientClose:
-        case Op::ServerClose: on_close(cqe, op); return;
+        case Op::ServerClose:
+            on_close(cqe, op);
+            return;
         case Op::ServerConnect: {
             server::Server& s = servers[slot];
             if (s.conn.generation != generation) {
@@ -219,6 +174,46 @@ void Worker::on_accept(io_uring_cqe* cqe, uint32_t listener) {
 }
 
 // --- recv ---------------------------------------------------------------------------------
+
+void Worker::on_recv(io_uring_cqe* cqe, Op op) {
+    uint32_t slot = slot_of(cqe->user_data);
+    uint32_t generation = generation_of(cqe->user_data);
+    bool client_side = op == Op::ClientRecv;
+    bool has_buffer = (cqe->flags & IORING_CQE_F_BUFFER) != 0;
+    uint32_t buffer = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    Conn& conn = client_side ? clients[slot].conn : servers[slot].conn;
+    bool free = client_side ? clients[slot].state == client::ClientState::Free
+                            : servers[slot].state == server::ServerState::Free;
+    if (conn.generation != generation || free) {
+        ++counters.stale_completions;
+        if (has_buffer) buffers.received(buffer), buffers.unref(buffer);
+        return;
+    }
+    if ((cqe->flags & IORING_CQE_F_MORE) == 0) {
+        conn.recv_armed = false;
+        --conn.inflight;
+    }
+    if (cqe->res > 0 && has_buffer) {
+        buffers.received(buffer);
+        if (!conn.closing && client_side)
+            client::on_recv(*this, clients[slot], buffer, uint32_t(cqe->res));
+        else if (!conn.closing)
+            server::on_recv(*this, servers[slot], buffer, uint32_t(cqe->res));
+        buffers.unref(buffer);
+    } else if (cqe->res == -ENOBUFS) {
+        conn.recv_starved = true;
+        starved_.push_back(pack(op, slot, generation));
+    } else if (cqe->res <= 0 && cqe->res != -ECANCELED && !conn.closing) {
+        if (client_side)
+            client::on_recv_end(*this, clients[slot], cqe->res);
+        else
+            server::on_recv_end(*this, servers[slot], cqe->res);
+    }
+    if (conn.closing)
+        continue_close(conn, client_side ? Op::ClientClose : Op::ServerClose, slot);
+    else if (!conn.recv_armed && !conn.recv_paused && !conn.recv_starved && !conn.eof)
+        arm_recv(conn, op, slot);
+}
 
 void Worker::arm_recv(Conn& conn, Op recv_op, uint32_t slot) {
     PGPLEX_ASSERT(!conn.recv_armed && !conn.closing);
@@ -445,7 +440,9 @@ void Worker::on_message(io_uring_cqe* cqe) {
     uint32_t high = generation_of(cqe->user_data);
     uint32_t low = uint32_t(cqe->res);
     switch (kind) {
-        case MessageKind::CancelClient: client::cancel(*this, low, high); return;
+        case MessageKind::CancelClient:
+            client::cancel(*this, low, high);
+            return;
         case MessageKind::PoolWake: {
             pool::Pool* target = shared.pools.by_id(high);
             if (target == nullptr) return;
@@ -456,7 +453,8 @@ void Worker::on_message(io_uring_cqe* cqe) {
                 server::connect(*this, *target);
             return;
         }
-        case MessageKind::Wake: return;
+        case MessageKind::Wake:
+            return;
     }
 }
 

@@ -137,12 +137,14 @@ bool on_authentication(io::Worker& worker, Server& server, const uint8_t* body, 
     const std::string& password = target.password;
     std::string_view data(reinterpret_cast<const char*>(body + 4), size - 4);
     switch (request) {
-        case AuthRequest::Ok: return true;
+        case AuthRequest::Ok:
+            return true;
         case AuthRequest::CleartextPassword:
             if (password.empty() || tls::md5::is_hash(password) ||
                 tls::scram::is_secret(password)) {
-                why = "the server asks for a cleartext password, and pgplex knows none for user \"" +
-                      target.user + "\"";
+                why =
+                    "the server asks for a cleartext password, and pgplex knows none for user \"" +
+                    target.user + "\"";
                 return false;
             }
             send_password(worker, server, std::string(password) + '\0');
@@ -161,7 +163,8 @@ bool on_authentication(io::Worker& worker, Server& server, const uint8_t* body, 
             send_password(worker, server, tls::md5::response_from_hash(hash, salt) + '\0');
             return true;
         }
-        case AuthRequest::SASL: return start_scram(worker, server, data, why);
+        case AuthRequest::SASL:
+            return start_scram(worker, server, data, why);
         case AuthRequest::SASLContinue: {
             std::string final_message;
             if (!server.login || !server.login->scram ||
@@ -176,7 +179,8 @@ bool on_authentication(io::Worker& worker, Server& server, const uint8_t* body, 
         case AuthRequest::KerberosV5:
         case AuthRequest::GSS:
         case AuthRequest::GSSContinue:
-        case AuthRequest::SSPI: break;
+        case AuthRequest::SSPI:
+            break;
     }
     why = "the server asks for an authentication method pgplex does not support (" +
           std::to_string(int32_t(request)) + ")";
@@ -236,7 +240,8 @@ struct LoginHandler {
                 done = true;
                 return proto::Verdict::Pause;
             case uint8_t(BackendMessage::NoticeResponse):
-            case uint8_t(BackendMessage::NegotiateProtocolVersion): break;
+            case uint8_t(BackendMessage::NegotiateProtocolVersion):
+                break;
             default:
                 why = "unexpected message during login";
                 failed = true;
@@ -284,7 +289,8 @@ void login_failed(io::Worker& worker, Server& server, const uint8_t* error, uint
     std::vector<uint8_t> own(message.size() + 64);
     if (error == nullptr) {
         proto::Writer writer(own.data(), uint32_t(own.size()));
-        proto::write_error(writer, proto::Severity::Fatal, sqlstate::sqlclient_unable_to_establish_sqlconnection, message);
+        proto::write_error(writer, proto::Severity::Fatal,
+                           sqlstate::sqlclient_unable_to_establish_sqlconnection, message);
         error = own.data() + 5;
         error_size = writer.size() - 5;
     }

@@ -46,11 +46,13 @@ struct ForwardHandler {
 
     proto::Fate on_header(uint8_t type, uint32_t length) {
         switch (type) {
-            case uint8_t(BackendMessage::ReadyForQuery): return proto::Fate::ForwardInspect;
+            case uint8_t(BackendMessage::ReadyForQuery):
+                return proto::Fate::ForwardInspect;
             case uint8_t(BackendMessage::ParameterStatus):
                 return length <= limits::assembled_message_bytes_max ? proto::Fate::ForwardInspect
                                                                      : proto::Fate::Forward;
-            default: return proto::Fate::Forward;
+            default:
+                return proto::Fate::Forward;
         }
     }
     void forward(const uint8_t* data, uint32_t size, bool from_stash) {
@@ -86,7 +88,8 @@ struct OwnQueryHandler {
             case uint8_t(BackendMessage::ErrorResponse):
                 return length <= limits::assembled_message_bytes_max ? proto::Fate::Inspect
                                                                      : proto::Fate::Drop;
-            default: return proto::Fate::Drop;
+            default:
+                return proto::Fate::Drop;
         }
     }
     void forward(const uint8_t*, uint32_t, bool) {}
@@ -98,12 +101,15 @@ struct OwnQueryHandler {
                 if (server.pending_syncs > 0) --server.pending_syncs;
                 ready = server.pending_syncs == 0;
                 return ready ? proto::Verdict::Pause : proto::Verdict::Continue;
-            case uint8_t(BackendMessage::ParameterStatus): record_parameter(server, body, size); break;
+            case uint8_t(BackendMessage::ParameterStatus):
+                record_parameter(server, body, size);
+                break;
             case uint8_t(BackendMessage::ErrorResponse):
                 error = true;
                 if (error_body.empty()) error_body.assign(body, body + size);
                 break;
-            default: break;
+            default:
+                break;
         }
         return proto::Verdict::Continue;
     }
@@ -175,7 +181,8 @@ uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, ui
         case ServerState::Login:
         case ServerState::Active:
         case ServerState::Cancelling:
-        case ServerState::Closing: break;
+        case ServerState::Closing:
+            break;
     }
     return size;
 }
@@ -183,7 +190,8 @@ uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, ui
 bool reusable(const Server& server) {
     return server.pending_syncs == 0 && !server.unsynced &&
            server.status == proto::TransactionStatus::Idle && !server.conn.eof &&
-           !server.conn.closing && server.conn.held_in.empty() && server.conn.frame.between_messages();
+           !server.conn.closing && server.conn.held_in.empty() &&
+           server.conn.frame.between_messages();
 }
 
 // "SET name = E'value'" for each client parameter the server does not have yet.
@@ -243,31 +251,50 @@ void record_applied(Server& server, const client::Session& session) {
 
 const char* to_string(ServerState state) {
     switch (state) {
-        case ServerState::Free: return "free";
-        case ServerState::Connecting: return "connecting";
-        case ServerState::Login: return "login";
-        case ServerState::Idle: return "idle";
-        case ServerState::Syncing: return "syncing";
-        case ServerState::Active: return "active";
-        case ServerState::Resetting: return "resetting";
-        case ServerState::Cancelling: return "cancelling";
-        case ServerState::Closing: return "closing";
+        case ServerState::Free:
+            return "free";
+        case ServerState::Connecting:
+            return "connecting";
+        case ServerState::Login:
+            return "login";
+        case ServerState::Idle:
+            return "idle";
+        case ServerState::Syncing:
+            return "syncing";
+        case ServerState::Active:
+            return "active";
+        case ServerState::Resetting:
+            return "resetting";
+        case ServerState::Cancelling:
+            return "cancelling";
+        case ServerState::Closing:
+            return "closing";
     }
     return "unknown";
 }
 
 const char* to_string(CloseReason reason) {
     switch (reason) {
-        case CloseReason::ServerGone: return "server closed the connection";
-        case CloseReason::LoginFailed: return "login failed";
-        case CloseReason::ProtocolViolation: return "protocol violation";
-        case CloseReason::Unusable: return "client left it mid-transaction";
-        case CloseReason::IdleTimeout: return "server_idle_timeout";
-        case CloseReason::Lifetime: return "server_lifetime";
-        case CloseReason::PoolWanted: return "a waiter on another worker needs the slot";
-        case CloseReason::ConnectTimeout: return "server_connect_timeout";
-        case CloseReason::Shutdown: return "shutdown";
-        case CloseReason::CancelDone: return "cancel sent";
+        case CloseReason::ServerGone:
+            return "server closed the connection";
+        case CloseReason::LoginFailed:
+            return "login failed";
+        case CloseReason::ProtocolViolation:
+            return "protocol violation";
+        case CloseReason::Unusable:
+            return "client left it mid-transaction";
+        case CloseReason::IdleTimeout:
+            return "server_idle_timeout";
+        case CloseReason::Lifetime:
+            return "server_lifetime";
+        case CloseReason::PoolWanted:
+            return "a waiter on another worker needs the slot";
+        case CloseReason::ConnectTimeout:
+            return "server_connect_timeout";
+        case CloseReason::Shutdown:
+            return "shutdown";
+        case CloseReason::CancelDone:
+            return "cancel sent";
     }
     return "unknown";
 }
@@ -316,10 +343,13 @@ void on_recv(io::Worker& worker, Server& server, uint32_t buffer, uint32_t size)
             case ServerState::Resetting:
                 step = consume_own(worker, server, data + used, size - used);
                 break;
-            case ServerState::Cancelling: step = size - used; break;
+            case ServerState::Cancelling:
+                step = size - used;
+                break;
             case ServerState::Free:
             case ServerState::Connecting:
-            case ServerState::Closing: return;
+            case ServerState::Closing:
+                return;
         }
         if (step == 0) break;
         used += step;
@@ -494,7 +524,8 @@ void on_tick(io::Worker& worker, Server& server) {
         case ServerState::Syncing:
         case ServerState::Active:
         case ServerState::Resetting:
-        case ServerState::Closing: return;
+        case ServerState::Closing:
+            return;
     }
 }
 
@@ -521,7 +552,8 @@ void on_shutdown(io::Worker& worker, Server& server, bool immediate) {
             if (immediate && server.client == io::nil) close(worker, server, CloseReason::Shutdown);
             return;
         case ServerState::Free:
-        case ServerState::Closing: return;
+        case ServerState::Closing:
+            return;
     }
 }
 

@@ -18,14 +18,14 @@ struct Pool;
 namespace pgplex::client {
 
 enum class ClientState : uint8_t {
-    Free,      // slot unused: no file, no op in flight, login and session null
-    Startup,   // reading the startup packet (an SSLRequest/GSSENCRequest may come first);
-               // login != null
-    Auth,      // a password or SASL exchange is under way; login != null, pool set
-    Waiting,   // authenticated; queued for a server in the pool's waiter list on this worker
-    Syncing,   // server linked; pgplex's SET that gives it the client's parameters runs
-    Active,    // server linked for the session; bytes flow both ways
-    Closing,   // close requested; becomes Free when every op has completed
+    Free,     // slot unused: no file, no op in flight, login and session null
+    Startup,  // reading the startup packet (an SSLRequest/GSSENCRequest may come first);
+              // login != null
+    Auth,     // a password or SASL exchange is under way; login != null, pool set
+    Waiting,  // authenticated; queued for a server in the pool's waiter list on this worker
+    Syncing,  // server linked; pgplex's SET that gives it the client's parameters runs
+    Active,   // server linked for the session; bytes flow both ways
+    Closing,  // close requested; becomes Free when every op has completed
 };
 
 const char* to_string(ClientState state);
@@ -36,11 +36,11 @@ enum class CloseReason : uint8_t {
     ProtocolViolation,  // 08P01 sent
     LoginFailed,        // an authentication or startup error sent
     LoginTimeout,
-    WaitTimeout,        // query_wait_timeout
-    ServerFailed,       // the linked server closed or broke
-    TooManyClients,     // max_client_conn
+    WaitTimeout,     // query_wait_timeout
+    ServerFailed,    // the linked server closed or broke
+    TooManyClients,  // max_client_conn
     Shutdown,
-    CancelRequest,      // a cancel connection, done
+    CancelRequest,  // a cancel connection, done
 };
 
 const char* to_string(CloseReason reason);
@@ -52,7 +52,7 @@ struct Login {
     std::vector<uint8_t> packet;  // startup packet bytes gathered so far
     AuthStep step = AuthStep::None;
     uint8_t md5_salt[4] = {};
-    std::string secret;           // the auth file's secret for this user
+    std::string secret;  // the auth file's secret for this user
     bool user_known = false;
     std::unique_ptr<tls::scram::ServerExchange> scram;
     std::vector<uint8_t> assembly;  // a PasswordMessage split across buffers
@@ -70,12 +70,12 @@ struct Client {
     io::Conn conn;
     ClientState state = ClientState::Free;
     CloseReason close_reason = CloseReason::ClientGone;
-    uint32_t server = io::nil;       // linked server slot (Syncing, Active)
-    uint32_t wait_prev = io::nil;    // waiter list links (Waiting)
+    uint32_t server = io::nil;     // linked server slot (Syncing, Active)
+    uint32_t wait_prev = io::nil;  // waiter list links (Waiting)
     uint32_t wait_next = io::nil;
     pool::Pool* pool = nullptr;
     uint32_t cancel_key = 0;
-    base::Milliseconds since = 0;    // when the current state began
+    base::Milliseconds since = 0;  // when the current state began
     std::unique_ptr<Login> login;
     std::unique_ptr<Session> session;
 };

@@ -39,7 +39,7 @@ struct ChunkQueue {
 };
 
 class Buffers {
-public:
+  public:
     // ring_count: power of two; buffer_size: bytes per buffer (ring and out alike).
     Buffers(io_uring& ring, uint32_t ring_count, uint32_t buffer_size);
     ~Buffers();
@@ -78,7 +78,7 @@ public:
     uint32_t ring_free() const { return ring_free_; }
     uint32_t ring_count() const { return ring_count_; }
 
-private:
+  private:
     uint32_t chunk_acquire();
     void chunk_release(uint32_t index);
 

@@ -22,11 +22,11 @@ struct Conn {
     bool closing = false;       // close requested: no new ops but shutdown and close
     bool close_submitted = false;
     bool close_when_sent = false;  // close once the send queue is empty
-    bool eof = false;           // the peer closed or reset its side
-    uint32_t send_op = nil;     // index of the SendOp carrying the send in flight
-    ChunkQueue out;             // bytes to send to this socket
-    ChunkQueue held_in;         // bytes received from it, not yet processed
-    proto::FrameState frame;    // framing of the bytes received from it
+    bool eof = false;              // the peer closed or reset its side
+    uint32_t send_op = nil;        // index of the SendOp carrying the send in flight
+    ChunkQueue out;                // bytes to send to this socket
+    ChunkQueue held_in;            // bytes received from it, not yet processed
+    proto::FrameState frame;       // framing of the bytes received from it
 };
 
 }  // namespace pgplex::io

@@ -11,7 +11,7 @@
 namespace pgplex::io {
 
 class Ring {
-public:
+  public:
     // entries: submission queue size; the completion queue is 8x (multishot ops post many).
     // files: size of the registered (fixed) file table; files_for_accept: the first
     // files_for_accept entries are where accept puts new clients.
@@ -30,7 +30,7 @@ public:
     // Registers a plain fd at a fixed-file index (the fd may be closed afterwards).
     int install_file(uint32_t index, int fd);
 
-private:
+  private:
     io_uring ring_{};
     std::string features_;
 };

@@ -11,7 +11,7 @@ namespace pgplex::io {
 
 enum class Op : uint8_t {
     None = 0,
-    Accept,         // slot: listener index
+    Accept,  // slot: listener index
     ClientRecv,
     ClientSend,
     ClientClose,
@@ -19,17 +19,23 @@ enum class Op : uint8_t {
     ServerRecv,
     ServerSend,
     ServerClose,
-    Tick,           // the worker's housekeeping timeout
-    Message,        // a message from another ring (IORING_OP_MSG_RING)
-    Ignored,        // cancels, shutdowns, messages we sent: nothing to do on completion
+    Tick,     // the worker's housekeeping timeout
+    Message,  // a message from another ring (IORING_OP_MSG_RING)
+    Ignored,  // cancels, shutdowns, messages we sent: nothing to do on completion
 };
 
 inline uint64_t pack(Op op, uint32_t slot, uint32_t generation) {
     return uint64_t(op) << 56 | uint64_t(slot & 0xffffffu) << 32 | generation;
 }
-inline Op op_of(uint64_t user_data) { return static_cast<Op>(user_data >> 56); }
-inline uint32_t slot_of(uint64_t user_data) { return uint32_t(user_data >> 32) & 0xffffffu; }
-inline uint32_t generation_of(uint64_t user_data) { return uint32_t(user_data); }
+inline Op op_of(uint64_t user_data) {
+    return static_cast<Op>(user_data >> 56);
+}
+inline uint32_t slot_of(uint64_t user_data) {
+    return uint32_t(user_data >> 32) & 0xffffffu;
+}
+inline uint32_t generation_of(uint64_t user_data) {
+    return uint32_t(user_data);
+}
 
 // Messages between rings: MSG_RING carries 64 bits of user_data and 32 bits of res.
 // user_data = pack(Op::Message, kind, payload_high); res = payload_low.

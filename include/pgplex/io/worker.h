@@ -8,8 +8,8 @@
 // slot (the generation check remains as a defence, counted in stale_completions).
 #pragma once
 
-#include <sys/uio.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <atomic>
 #include <memory>
@@ -44,16 +44,16 @@ struct Shared {
     std::atomic<uint64_t> config_generation{0};
 
     pool::PoolTable pools;
-    std::atomic<int> clients{0};             // client connections, all workers
-    std::atomic<bool> shutdown{false};       // SIGTERM: drain then exit
-    std::atomic<bool> immediate{false};      // SIGINT: exit now
+    std::atomic<int> clients{0};         // client connections, all workers
+    std::atomic<bool> shutdown{false};   // SIGTERM: drain then exit
+    std::atomic<bool> immediate{false};  // SIGINT: exit now
     std::atomic<int64_t> shutdown_deadline_ms{0};
-    std::vector<int> ring_fds;               // index: worker
-    std::atomic<bool> started{false};        // every ring exists: workers may message
+    std::vector<int> ring_fds;         // index: worker
+    std::atomic<bool> started{false};  // every ring exists: workers may message
     std::atomic<int> finished_workers{0};
 
-private:
-    mutable std::mutex config_mutex_;        // control-plane only: taken on reload and tick
+  private:
+    mutable std::mutex config_mutex_;  // control-plane only: taken on reload and tick
     std::shared_ptr<const config::Config> config_;
 };
 
@@ -70,7 +70,7 @@ struct Counters {
 };
 
 class Worker {
-public:
+  public:
     // Must be constructed on the thread that will run it: with SINGLE_ISSUER the ring
     // belongs to the thread that made it.
     Worker(uint32_t index, Shared& shared, std::shared_ptr<const config::Config> config,
@@ -91,7 +91,7 @@ public:
     uint32_t server_capacity;
     std::vector<client::Client> clients;
     std::vector<server::Server> servers;
-    std::vector<pool::PoolLocal> pools;   // index: Pool::id
+    std::vector<pool::PoolLocal> pools;  // index: Pool::id
     Counters counters;
     // SCRAM secrets derived from plain-text auth file passwords (PBKDF2 is slow by design).
     std::unordered_map<std::string, tls::scram::Secret> scram_cache;
@@ -114,16 +114,17 @@ public:
     // Submits an IORING_OP_MSG_RING to another worker.
     void message(uint32_t worker, MessageKind kind, uint32_t payload_high, uint32_t payload_low);
 
-    uint32_t server_acquire();          // a free server slot, or nil
+    uint32_t server_acquire();  // a free server slot, or nil
     void server_release_slot(uint32_t slot);
     uint32_t random_u32();
 
-private:
+  private:
     void loop_turn();
     void dispatch(io_uring_cqe* cqe);
     void arm_accept(uint32_t listener);
     void arm_tick();
     void on_accept(io_uring_cqe* cqe, uint32_t listener);
+    void on_recv(io_uring_cqe* cqe, Op op);
     void on_send(io_uring_cqe* cqe, Op op);
     void on_close(io_uring_cqe* cqe, Op op);
     void on_message(io_uring_cqe* cqe);
@@ -140,10 +141,10 @@ private:
     // lives at a fixed address: the vector holds owners, never the ops themselves.
     std::vector<std::unique_ptr<SendOp>> send_ops_;
     uint32_t send_free_ = nil;
-    std::vector<uint64_t> dirty_;        // packed {op, slot, generation} of conns to send
-    std::vector<uint64_t> starved_;      // packed {op, slot, generation} awaiting buffers
+    std::vector<uint64_t> dirty_;    // packed {op, slot, generation} of conns to send
+    std::vector<uint64_t> starved_;  // packed {op, slot, generation} awaiting buffers
     uint32_t server_free_ = nil;
-    uint32_t server_high_ = 0;           // slots [0, server_high_) have been used
+    uint32_t server_high_ = 0;  // slots [0, server_high_) have been used
     uint32_t client_high_ = 0;
     __kernel_timespec tick_{};
     base::Milliseconds accept_error_logged_ms_ = -100000;

@@ -15,12 +15,12 @@ namespace pgplex::pool {
 struct Pool;
 
 struct PoolLocal {
-    uint32_t idle_head = io::nil;   // most recently released first (LIFO keeps caches warm)
+    uint32_t idle_head = io::nil;  // most recently released first (LIFO keeps caches warm)
     uint32_t idle_count = 0;
-    uint32_t waiter_head = io::nil; // FIFO: first come, first served
+    uint32_t waiter_head = io::nil;  // FIFO: first come, first served
     uint32_t waiter_tail = io::nil;
     uint32_t waiter_count = 0;
-    uint32_t connecting = 0;        // servers this worker is bringing up for this pool
+    uint32_t connecting = 0;  // servers this worker is bringing up for this pool
 };
 
 // Idle list.

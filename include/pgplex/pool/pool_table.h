@@ -40,9 +40,9 @@ struct Pool {
     uint32_t id = 0;
     uint64_t key = 0;
     Target target;
-    std::atomic<int> servers{0};      // server connections of any state, all workers
-    std::atomic<int> waiting{0};      // clients waiting for a server, all workers
-    std::atomic<int> size_limit{0};   // pool_size from the newest config seen at login
+    std::atomic<int> servers{0};     // server connections of any state, all workers
+    std::atomic<int> waiting{0};     // clients waiting for a server, all workers
+    std::atomic<int> size_limit{0};  // pool_size from the newest config seen at login
     std::array<std::atomic<uint64_t>, waiter_mask_words> waiter_workers{};
     // SCRAM keys learnt from a client that proved the password of target.user; they let
     // pgplex log in when the auth file holds only the SCRAM secret.
@@ -59,7 +59,7 @@ struct Pool {
 };
 
 class PoolTable {
-public:
+  public:
     explicit PoolTable(uint32_t capacity);
     ~PoolTable();
     PoolTable(const PoolTable&) = delete;
@@ -73,7 +73,7 @@ public:
     uint32_t capacity() const { return capacity_; }
     uint32_t count() const { return next_id_.load(std::memory_order_acquire); }
 
-private:
+  private:
     uint32_t capacity_;
     std::unique_ptr<std::atomic<Pool*>[]> slots_;
     std::unique_ptr<std::atomic<Pool*>[]> by_id_;

@@ -33,13 +33,13 @@ enum class ServerState : uint8_t {
 const char* to_string(ServerState state);
 
 enum class CloseReason : uint8_t {
-    ServerGone,        // EOF or reset from the server
-    LoginFailed,       // error or protocol trouble during login
+    ServerGone,   // EOF or reset from the server
+    LoginFailed,  // error or protocol trouble during login
     ProtocolViolation,
-    Unusable,          // client left mid-transaction or mid-query
-    IdleTimeout,       // server_idle_timeout
-    Lifetime,          // server_lifetime
-    PoolWanted,        // closed so another worker's waiter can connect
+    Unusable,     // client left mid-transaction or mid-query
+    IdleTimeout,  // server_idle_timeout
+    Lifetime,     // server_lifetime
+    PoolWanted,   // closed so another worker's waiter can connect
     ConnectTimeout,
     Shutdown,
     CancelDone,
@@ -56,18 +56,18 @@ struct Server {
     io::Conn conn;
     ServerState state = ServerState::Free;
     CloseReason close_reason = CloseReason::ServerGone;
-    uint32_t client = io::nil;       // linked client slot (Syncing, Active)
-    uint32_t idle_next = io::nil;    // idle list link (Idle) / free list link (Free)
+    uint32_t client = io::nil;     // linked client slot (Syncing, Active)
+    uint32_t idle_next = io::nil;  // idle list link (Idle) / free list link (Free)
     uint32_t idle_prev = io::nil;
     pool::Pool* pool = nullptr;
     uint32_t backend_pid = 0;
     uint32_t backend_key = 0;
-    uint32_t pending_syncs = 0;      // Query, Sync and FunctionCall sent, ReadyForQuery to come
-    bool unsynced = false;           // extended-protocol messages sent after the last Sync
+    uint32_t pending_syncs = 0;  // Query, Sync and FunctionCall sent, ReadyForQuery to come
+    bool unsynced = false;       // extended-protocol messages sent after the last Sync
     proto::TransactionStatus status = proto::TransactionStatus::Idle;
     base::Milliseconds created = 0;
-    base::Milliseconds since = 0;    // when the current state began
-    uint32_t cancel_pid = 0;         // Cancelling: what to send
+    base::Milliseconds since = 0;  // when the current state began
+    uint32_t cancel_pid = 0;       // Cancelling: what to send
     uint32_t cancel_key = 0;
     // Every ParameterStatus the server reported.
     std::vector<std::pair<std::string, std::string>> parameters;

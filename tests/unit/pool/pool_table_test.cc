@@ -53,7 +53,8 @@ Test(pool_table, targets_that_differ_in_any_field_get_their_own_pools) {
 Test(pool_table, a_full_table_refuses_new_pools_but_still_finds_old_ones) {
     PoolTable table(4);
     std::vector<Pool*> made;
-    for (int i = 0; i < 4; ++i) made.push_back(table.find_or_create(target("u" + std::to_string(i))));
+    for (int i = 0; i < 4; ++i)
+        made.push_back(table.find_or_create(target("u" + std::to_string(i))));
     for (Pool* pool : made) cr_assert_not_null(pool);
     cr_assert_null(table.find_or_create(target("one-too-many")));
     cr_assert_eq(table.find_or_create(target("u2")), made[2]);
