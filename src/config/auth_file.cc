@@ -9,7 +9,9 @@ namespace pgplex::config {
 
 namespace {
 
-bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f'; }
+bool is_space(char c) {
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
 
 void skip_spaces(std::string_view& rest) {
     while (!rest.empty() && is_space(rest.front())) rest.remove_prefix(1);

@@ -7,11 +7,14 @@
 // value and stores it; an unknown name is an error, never silently ignored.
 #include "pgplex/config/config.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
@@ -19,13 +22,11 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <optional>
-#include <sstream>
 #include <thread>
-#include <toml++/toml.h>
 
 #include "pgplex/base/limits.h"
+#include "pgplex/base/unique_fd.h"
 #include "pgplex/config/auth_file.h"
 
 namespace pgplex::config {
@@ -40,11 +41,13 @@ constexpr std::uintmax_t auth_file_bytes_max = 64 << 20;
 // PgBouncer's default unix_socket_dir for servers, where Debian's PostgreSQL listens.
 constexpr std::string_view default_server_host = "/var/run/postgresql";
 
-// Reads a regular file whole. On failure sets reason (without the path).
+// Reads a regular file whole, refusing more than bytes_max. On failure sets reason (without
+// the path).
 bool read_whole_file(const std::string& path, std::uintmax_t bytes_max, std::string& text,
                      std::string& reason) {
+    base::UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
     struct stat status {};
-    if (stat(path.c_str(), &status) != 0) {
+    if (!fd.valid() || fstat(fd.get(), &status) != 0) {
         reason = std::strerror(errno);
         return false;
     }
@@ -52,19 +55,22 @@ bool read_whole_file(const std::string& path, std::uintmax_t bytes_max, std::str
         reason = "not a regular file";
         return false;
     }
-    if (std::uintmax_t(status.st_size) > bytes_max) {
-        reason = "larger than " + std::to_string(bytes_max) + " bytes";
-        return false;
+    text.clear();
+    char chunk[65536];
+    for (;;) {
+        ssize_t got = read(fd.get(), chunk, sizeof chunk);
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) {
+            reason = std::strerror(errno);
+            return false;
+        }
+        if (got == 0) return true;
+        if (text.size() + size_t(got) > bytes_max) {
+            reason = "larger than " + std::to_string(bytes_max) + " bytes";
+            return false;
+        }
+        text.append(chunk, size_t(got));
     }
-    std::ifstream file(path, std::ios::binary);
-    std::ostringstream contents;
-    contents << file.rdbuf();
-    if (!file.good() && !file.eof()) {
-        reason = "read error";
-        return false;
-    }
-    text = std::move(contents).str();
-    return true;
 }
 
 // Holds the path for messages, the setting being read (so each check below can name it
@@ -82,8 +88,9 @@ struct Loader {
     bool fail_on(const toml::node& at, std::string_view reason) {
         return fail_at(at.source().begin.line, reason);
     }
-    bool fail(std::string_view reason) { return fail_on(*node, std::string(name) + " " +
-                                                                   std::string(reason)); }
+    bool fail(std::string_view reason) {
+        return fail_on(*node, std::string(name) + " " + std::string(reason));
+    }
 
     bool integer(int64_t min, int64_t max, int64_t& out);
     template <typename T>
@@ -151,8 +158,9 @@ bool Loader::duration(int64_t& out_ms) {
     }
     const toml::value<std::string>* text = node->as_string();
     if (text != nullptr && parse_duration_ms(text->get(), out_ms)) return true;
-    return fail("must be a duration such as \"250ms\", \"600s\", \"10m\" or \"1h\", or a "
-                "whole number of seconds");
+    return fail(
+        "must be a duration such as \"250ms\", \"600s\", \"10m\" or \"1h\", or a "
+        "whole number of seconds");
 }
 
 bool Loader::one_of(std::initializer_list<std::string_view> allowed, std::string& out) {
@@ -181,8 +189,7 @@ bool Loader::pool_mode(PoolMode& out) {
 bool Loader::auth_type(AuthType& out) {
     std::string type;
     if (!one_of({"trust", "md5", "scram-sha-256"}, type)) return false;
-    out = type == "trust" ? AuthType::Trust : type == "md5" ? AuthType::Md5
-                                                             : AuthType::ScramSha256;
+    out = type == "trust" ? AuthType::Trust : type == "md5" ? AuthType::Md5 : AuthType::ScramSha256;
     return true;
 }
 
@@ -227,43 +234,57 @@ struct Setting {
 
 constexpr Setting<Config> pgplex_settings[] = {
     {"listen", set_listen},
-    {"workers", [](Loader& loader, Config& config) {
-         return loader.integer_as(0, limits::workers_max, config.workers); }},
-    {"max_client_conn", [](Loader& loader, Config& config) {
-         return loader.integer_as(1, 1'000'000, config.max_client_conn); }},
-    {"pool_mode", [](Loader& loader, Config& config) {
-         return loader.pool_mode(config.pool_mode); }},
-    {"default_pool_size", [](Loader& loader, Config& config) {
-         return loader.integer_as(1, 10'000, config.default_pool_size); }},
-    {"auth_type", [](Loader& loader, Config& config) {
-         return loader.auth_type(config.auth_type); }},
-    {"auth_file", [](Loader& loader, Config& config) {
-         return loader.string(config.auth_file); }},
-    {"server_reset_query", [](Loader& loader, Config& config) {
-         return loader.string(config.server_reset_query); }},
-    {"server_idle_timeout", [](Loader& loader, Config& config) {
-         return loader.duration(config.server_idle_timeout_ms); }},
-    {"server_lifetime", [](Loader& loader, Config& config) {
-         return loader.duration(config.server_lifetime_ms); }},
-    {"query_wait_timeout", [](Loader& loader, Config& config) {
-         return loader.duration(config.query_wait_timeout_ms); }},
-    {"client_login_timeout", [](Loader& loader, Config& config) {
-         return loader.duration(config.client_login_timeout_ms); }},
-    {"server_connect_timeout", [](Loader& loader, Config& config) {
-         return loader.duration(config.server_connect_timeout_ms); }},
-    {"shutdown_timeout", [](Loader& loader, Config& config) {
-         return loader.duration(config.shutdown_timeout_ms); }},
-    {"log_connections", [](Loader& loader, Config& config) {
-         return loader.boolean(config.log_connections); }},
-    {"log_disconnections", [](Loader& loader, Config& config) {
-         return loader.boolean(config.log_disconnections); }},
-    {"log_level", [](Loader& loader, Config& config) {
-         return loader.one_of({"error", "warning", "notice", "info", "debug"},
-                              config.log_level); }},
-    {"buffer_size", [](Loader& loader, Config& config) {
-         return loader.power_of_two(4096, 1 << 20, config.buffer_size); }},
-    {"buffer_count", [](Loader& loader, Config& config) {
-         return loader.power_of_two(64, limits::ring_buffers_max, config.buffer_count); }},
+    {"workers",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, limits::workers_max, config.workers);
+     }},
+    {"max_client_conn",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(1, 1'000'000, config.max_client_conn);
+     }},
+    {"pool_mode",
+     [](Loader& loader, Config& config) { return loader.pool_mode(config.pool_mode); }},
+    {"default_pool_size",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(1, 10'000, config.default_pool_size);
+     }},
+    {"auth_type",
+     [](Loader& loader, Config& config) { return loader.auth_type(config.auth_type); }},
+    {"auth_file", [](Loader& loader, Config& config) { return loader.string(config.auth_file); }},
+    {"server_reset_query",
+     [](Loader& loader, Config& config) { return loader.string(config.server_reset_query); }},
+    {"server_idle_timeout",
+     [](Loader& loader, Config& config) { return loader.duration(config.server_idle_timeout_ms); }},
+    {"server_lifetime",
+     [](Loader& loader, Config& config) { return loader.duration(config.server_lifetime_ms); }},
+    {"query_wait_timeout",
+     [](Loader& loader, Config& config) { return loader.duration(config.query_wait_timeout_ms); }},
+    {"client_login_timeout",
+     [](Loader& loader, Config& config) {
+         return loader.duration(config.client_login_timeout_ms);
+     }},
+    {"server_connect_timeout",
+     [](Loader& loader, Config& config) {
+         return loader.duration(config.server_connect_timeout_ms);
+     }},
+    {"shutdown_timeout",
+     [](Loader& loader, Config& config) { return loader.duration(config.shutdown_timeout_ms); }},
+    {"log_connections",
+     [](Loader& loader, Config& config) { return loader.boolean(config.log_connections); }},
+    {"log_disconnections",
+     [](Loader& loader, Config& config) { return loader.boolean(config.log_disconnections); }},
+    {"log_level",
+     [](Loader& loader, Config& config) {
+         return loader.one_of({"error", "warning", "notice", "info", "debug"}, config.log_level);
+     }},
+    {"buffer_size",
+     [](Loader& loader, Config& config) {
+         return loader.power_of_two(4096, 1 << 20, config.buffer_size);
+     }},
+    {"buffer_count",
+     [](Loader& loader, Config& config) {
+         return loader.power_of_two(64, limits::ring_buffers_max, config.buffer_count);
+     }},
 };
 
 // An alias while its table is read: the settings that need checking together afterwards.
@@ -276,32 +297,45 @@ struct AliasDraft {
 };
 
 constexpr Setting<AliasDraft> alias_settings[] = {
-    {"host", [](Loader& loader, AliasDraft& draft) {
+    {"host",
+     [](Loader& loader, AliasDraft& draft) {
          draft.host_line = loader.node->source().begin.line;
-         return loader.string(draft.host); }},
-    {"port", [](Loader& loader, AliasDraft& draft) {
-         return loader.integer_as(1, 65535, draft.alias.server.port); }},
-    {"dbname", [](Loader& loader, AliasDraft& draft) {
-         return loader.string(draft.alias.dbname); }},
+         return loader.string(draft.host);
+     }},
+    {"port",
+     [](Loader& loader, AliasDraft& draft) {
+         return loader.integer_as(1, 65535, draft.alias.server.port);
+     }},
+    {"dbname", [](Loader& loader, AliasDraft& draft) { return loader.string(draft.alias.dbname); }},
     {"user", [](Loader& loader, AliasDraft& draft) { return loader.string(draft.alias.user); }},
-    {"password", [](Loader& loader, AliasDraft& draft) {
+    {"password",
+     [](Loader& loader, AliasDraft& draft) {
          draft.password_line = loader.node->source().begin.line;
-         return loader.string(draft.alias.password); }},
-    {"application_name", [](Loader& loader, AliasDraft& draft) {
-         return loader.optional_string(draft.application_name); }},
-    {"client_encoding", [](Loader& loader, AliasDraft& draft) {
-         return loader.optional_string(draft.client_encoding); }},
-    {"datestyle", [](Loader& loader, AliasDraft& draft) {
-         return loader.optional_string(draft.datestyle); }},
-    {"timezone", [](Loader& loader, AliasDraft& draft) {
-         return loader.optional_string(draft.timezone); }},
-    {"options", [](Loader& loader, AliasDraft& draft) {
-         return loader.optional_string(draft.options); }},
-    {"pool_size", [](Loader& loader, AliasDraft& draft) {
-         return loader.integer_as(0, 10'000, draft.alias.pool_size); }},
-    {"pool_mode", [](Loader& loader, AliasDraft& draft) {
+         return loader.string(draft.alias.password);
+     }},
+    {"application_name",
+     [](Loader& loader, AliasDraft& draft) {
+         return loader.optional_string(draft.application_name);
+     }},
+    {"client_encoding",
+     [](Loader& loader, AliasDraft& draft) {
+         return loader.optional_string(draft.client_encoding);
+     }},
+    {"datestyle",
+     [](Loader& loader, AliasDraft& draft) { return loader.optional_string(draft.datestyle); }},
+    {"timezone",
+     [](Loader& loader, AliasDraft& draft) { return loader.optional_string(draft.timezone); }},
+    {"options",
+     [](Loader& loader, AliasDraft& draft) { return loader.optional_string(draft.options); }},
+    {"pool_size",
+     [](Loader& loader, AliasDraft& draft) {
+         return loader.integer_as(0, 10'000, draft.alias.pool_size);
+     }},
+    {"pool_mode",
+     [](Loader& loader, AliasDraft& draft) {
          draft.alias.pool_mode_set = true;
-         return loader.pool_mode(draft.alias.pool_mode); }},
+         return loader.pool_mode(draft.alias.pool_mode);
+     }},
 };
 
 // Applies each key of `table` through the setting of that name.
@@ -309,14 +343,16 @@ template <typename Target, size_t count>
 bool apply_settings(Loader& loader, const toml::table& table, std::string_view section,
                     const Setting<Target> (&settings)[count], Target& target) {
     for (auto&& [key, node] : table) {
-        const Setting<Target>* setting = std::find_if(
-            settings, settings + count, [&](const Setting<Target>& s) { return s.name == key.str(); });
+        std::string_view name = key.str();
+        const Setting<Target>* setting =
+            std::find_if(settings, settings + count,
+                         [name](const Setting<Target>& s) { return s.name == name; });
         if (setting == settings + count) {
-            return loader.fail_at(key.source().begin.line, "unknown setting \"" +
-                                  std::string(key.str()) + "\" in [" + std::string(section) +
-                                  "]");
+            return loader.fail_at(
+                key.source().begin.line,
+                "unknown setting \"" + std::string(name) + "\" in [" + std::string(section) + "]");
         }
-        loader.name = key.str();
+        loader.name = name;
         loader.node = &node;
         if (!setting->apply(loader, target)) return false;
     }
@@ -344,14 +380,13 @@ void add_startup_parameters(AliasDraft& draft) {
     }
 }
 
-bool parse_alias(Loader& loader, std::string_view name, const toml::node& node,
-                 Alias& out) {
+bool parse_alias(Loader& loader, std::string_view name, const toml::node& node, Alias& out) {
     const toml::table* table = node.as_table();
     std::string section = section_name(name);
     if (table == nullptr) return loader.fail_on(node, "[" + section + "] must be a table");
     if (name.empty() || name.size() > limits::name_bytes_max) {
         return loader.fail_on(node, "database name must be 1 to " +
-                                     std::to_string(limits::name_bytes_max) + " bytes long");
+                                        std::to_string(limits::name_bytes_max) + " bytes long");
     }
     AliasDraft draft;
     draft.alias.name = std::string(name);
@@ -390,7 +425,7 @@ bool load_auth_file(Loader& loader, const toml::table& section, Config& config) 
     if (node == nullptr) {
         if (config.auth_type == AuthType::Trust) return true;
         return loader.fail_on(section, std::string("auth_file is required when auth_type is \"") +
-                                        to_string(config.auth_type) + "\"");
+                                           to_string(config.auth_type) + "\"");
     }
     std::filesystem::path file(config.auth_file);
     if (file.is_relative()) file = std::filesystem::path(config.path).parent_path() / file;
@@ -398,7 +433,8 @@ bool load_auth_file(Loader& loader, const toml::table& section, Config& config) 
     std::string text;
     std::string reason;
     if (!read_whole_file(config.auth_file, auth_file_bytes_max, text, reason))
-        return loader.fail_on(*node, "cannot read auth_file \"" + config.auth_file + "\": " + reason);
+        return loader.fail_on(*node,
+                              "cannot read auth_file \"" + config.auth_file + "\": " + reason);
     return parse_auth_file(config.auth_file, text, config.users, loader.error);
 }
 
@@ -468,10 +504,8 @@ bool parse_port(std::string_view text, uint16_t& out) {
     return true;
 }
 
-bool resolve_unix(std::string_view directory, uint16_t port, Endpoint& out,
-                  std::string& reason) {
-    std::string socket_path =
-        std::string(directory) + "/.s.PGSQL." + std::to_string(port);
+bool resolve_unix(std::string_view directory, uint16_t port, Endpoint& out, std::string& reason) {
+    std::string socket_path = std::string(directory) + "/.s.PGSQL." + std::to_string(port);
     sockaddr_un address{};
     if (socket_path.size() >= sizeof address.sun_path) {
         reason = "Unix socket path \"" + socket_path + "\" is too long";
@@ -514,18 +548,24 @@ bool resolve_host(const std::string& host, uint16_t port, Endpoint& out, std::st
 
 const char* to_string(PoolMode mode) {
     switch (mode) {
-        case PoolMode::Session: return "session";
-        case PoolMode::Transaction: return "transaction";
-        case PoolMode::Statement: return "statement";
+        case PoolMode::Session:
+            return "session";
+        case PoolMode::Transaction:
+            return "transaction";
+        case PoolMode::Statement:
+            return "statement";
     }
     return "session";
 }
 
 const char* to_string(AuthType type) {
     switch (type) {
-        case AuthType::Trust: return "trust";
-        case AuthType::Md5: return "md5";
-        case AuthType::ScramSha256: return "scram-sha-256";
+        case AuthType::Trust:
+            return "trust";
+        case AuthType::Md5:
+            return "md5";
+        case AuthType::ScramSha256:
+            return "scram-sha-256";
     }
     return "scram-sha-256";
 }
@@ -590,8 +630,7 @@ bool parse_endpoint(std::string_view text, Endpoint& out, std::string& reason) {
     return resolve_endpoint(host, port, out, reason);
 }
 
-bool resolve_endpoint(std::string_view host, uint16_t port, Endpoint& out,
-                      std::string& reason) {
+bool resolve_endpoint(std::string_view host, uint16_t port, Endpoint& out, std::string& reason) {
     Endpoint endpoint;
     endpoint.host = std::string(host);
     endpoint.port = port;

@@ -47,8 +47,7 @@ std::string password_hash(std::string_view user, std::string_view password) {
 }
 
 bool is_hash(std::string_view text) {
-    if (text.size() != prefix.size() + digest_hex_chars || !text.starts_with(prefix))
-        return false;
+    if (text.size() != prefix.size() + digest_hex_chars || !text.starts_with(prefix)) return false;
     for (char c : text.substr(prefix.size())) {
         bool hex_digit = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
         if (!hex_digit) return false;

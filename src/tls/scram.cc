@@ -38,10 +38,9 @@ std::string_view as_chars(const Key& key) {
 Key hmac(std::string_view key, std::string_view data) {
     Key out{};
     unsigned int out_bytes = 0;
-    const unsigned char* done =
-        HMAC(EVP_sha256(), key.data(), int(key.size()),
-             reinterpret_cast<const unsigned char*>(data.data()), data.size(), out.data(),
-             &out_bytes);
+    const unsigned char* done = HMAC(EVP_sha256(), key.data(), int(key.size()),
+                                     reinterpret_cast<const unsigned char*>(data.data()),
+                                     data.size(), out.data(), &out_bytes);
     PGPLEX_ASSERT(done != nullptr && out_bytes == out.size());
     return out;
 }
@@ -58,10 +57,9 @@ Key sha256(const Key& data) {
 Key salted_password(std::string_view password, std::string_view salt, int iterations) {
     PGPLEX_ASSERT(iterations > 0);
     Key out{};
-    int ok = PKCS5_PBKDF2_HMAC(password.data(), int(password.size()),
-                               reinterpret_cast<const unsigned char*>(salt.data()),
-                               int(salt.size()), iterations, EVP_sha256(), int(out.size()),
-                               out.data());
+    int ok = PKCS5_PBKDF2_HMAC(
+        password.data(), int(password.size()), reinterpret_cast<const unsigned char*>(salt.data()),
+        int(salt.size()), iterations, EVP_sha256(), int(out.size()), out.data());
     PGPLEX_ASSERT(ok == 1);
     return out;
 }
@@ -132,14 +130,17 @@ bool is_any_attribute(std::string_view attribute) {
     return letter && is_attribute(attribute, name);
 }
 
-std::string_view value_of(std::string_view attribute) { return attribute.substr(2); }
+std::string_view value_of(std::string_view attribute) {
+    return attribute.substr(2);
+}
 
 // Cuts "<cbind-flag>,<authzid>," off a client-first-message. Only "n,," and "y,," are
 // accepted: pgplex offers neither channel binding nor authorization identities.
 bool take_gs2_header(std::string_view& message, std::string& header, std::string& reason) {
     if (message.starts_with("p=")) {
-        reason = "the client requires channel binding, which pgplex does not offer "
-                 "(use SCRAM-SHA-256 without channel binding)";
+        reason =
+            "the client requires channel binding, which pgplex does not offer "
+            "(use SCRAM-SHA-256 without channel binding)";
         return false;
     }
     if (!message.starts_with("n,") && !message.starts_with("y,")) {
@@ -161,8 +162,7 @@ bool take_gs2_header(std::string_view& message, std::string& header, std::string
 
 // client-first-message-bare: "n=<user>,r=<nonce>[,<extension>...]". The user name is
 // ignored, as PostgreSQL does: the startup packet names the user.
-bool read_client_first_bare(std::string_view bare, std::string& client_nonce,
-                            std::string& reason) {
+bool read_client_first_bare(std::string_view bare, std::string& client_nonce, std::string& reason) {
     std::vector<std::string_view> attributes = split_attributes(bare);
     if (is_attribute(attributes[0], 'm')) {
         reason = "client requires an unsupported SCRAM extension";
@@ -192,7 +192,7 @@ bool read_client_first_bare(std::string_view bare, std::string& client_nonce,
 struct ClientFinal {
     std::string_view channel_binding;  // base64, as sent
     std::string_view nonce;
-    std::string_view without_proof;    // everything before ",p="
+    std::string_view without_proof;  // everything before ",p="
     Key proof{};
 };
 
@@ -201,8 +201,9 @@ bool read_client_final(std::string_view message, ClientFinal& out, std::string& 
     std::vector<std::string_view> attributes = split_attributes(message);
     if (attributes.size() < 3 || !is_attribute(attributes[0], 'c') ||
         !is_attribute(attributes[1], 'r') || !is_attribute(attributes.back(), 'p')) {
-        reason = "malformed SCRAM message: expected \"c=\", \"r=\" and a final \"p=\" in "
-                 "client-final-message";
+        reason =
+            "malformed SCRAM message: expected \"c=\", \"r=\" and a final \"p=\" in "
+            "client-final-message";
         return false;
     }
     for (size_t i = 2; i + 1 < attributes.size(); i++) {
@@ -229,13 +230,14 @@ struct ServerFirst {
 };
 
 // "r=<nonce>,s=<base64 salt>,i=<iterations>", nothing else (as libpq requires).
-bool read_server_first(std::string_view message, std::string_view client_nonce,
-                       ServerFirst& out, std::string& reason) {
+bool read_server_first(std::string_view message, std::string_view client_nonce, ServerFirst& out,
+                       std::string& reason) {
     std::vector<std::string_view> attributes = split_attributes(message);
     if (attributes.size() != 3 || !is_attribute(attributes[0], 'r') ||
         !is_attribute(attributes[1], 's') || !is_attribute(attributes[2], 'i')) {
-        reason = "malformed SCRAM message: expected exactly \"r=\", \"s=\", \"i=\" in "
-                 "server-first-message";
+        reason =
+            "malformed SCRAM message: expected exactly \"r=\", \"s=\", \"i=\" in "
+            "server-first-message";
         return false;
     }
     out.nonce = value_of(attributes[0]);
@@ -322,7 +324,9 @@ bool base64_decode(std::string_view text, std::string& out) {
     return true;
 }
 
-bool is_secret(std::string_view text) { return text.starts_with(secret_prefix); }
+bool is_secret(std::string_view text) {
+    return text.starts_with(secret_prefix);
+}
 
 // "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>", as PostgreSQL's
 // parse_scram_secret reads it.
@@ -407,8 +411,8 @@ bool ServerExchange::handle_client_final(std::string_view message, std::string& 
         return false;
     }
 
-    std::string auth_message = client_first_bare_ + "," + server_first_ + "," +
-                               std::string(final_message.without_proof);
+    std::string auth_message =
+        client_first_bare_ + "," + server_first_ + "," + std::string(final_message.without_proof);
     Key client_signature = hmac(as_chars(secret_.stored_key), auth_message);
     Key client_key = xor_keys(final_message.proof, client_signature);
     if (!keys_equal(sha256(client_key), secret_.stored_key)) {
@@ -417,8 +421,7 @@ bool ServerExchange::handle_client_final(std::string_view message, std::string& 
         return false;
     }
     client_key_ = client_key;
-    server_final = "v=" + base64_encode(as_chars(hmac(as_chars(secret_.server_key),
-                                                       auth_message)));
+    server_final = "v=" + base64_encode(as_chars(hmac(as_chars(secret_.server_key), auth_message)));
     return true;
 }
 
@@ -476,8 +479,7 @@ bool ClientExchange::handle_server_final(std::string_view message, std::string& 
         return false;
     }
     if (message.starts_with("e=")) {
-        reason = "error received from server in SCRAM exchange: " +
-                 std::string(message.substr(2));
+        reason = "error received from server in SCRAM exchange: " + std::string(message.substr(2));
         return false;
     }
     Key signature{};

@@ -1,0 +1,468 @@
+// Loading pgplex.toml: the documented example loads with every field right, defaults fill
+// what is left out, and each kind of mistake is reported as exactly "file:line: reason".
+// Each test writes its files into a fresh directory under /tmp.
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include "pgplex/config/config.h"
+
+using pgplex::config::AuthType;
+using pgplex::config::Config;
+using pgplex::config::LoadResult;
+using pgplex::config::PoolMode;
+namespace config = pgplex::config;
+
+// Criterion's string assertions keep only the pointers they are given; these copies keep
+// the text of a temporary std::string alive for the check.
+#define assert_text(actual, expected)                                 \
+    do {                                                              \
+        const std::string actual_text = (actual);                     \
+        const std::string expected_text = (expected);                 \
+        cr_assert_str_eq(actual_text.c_str(), expected_text.c_str()); \
+    } while (0)
+
+namespace {
+
+constexpr const char* example = R"([pgplex]
+listen = ["127.0.0.1:6432"]
+workers = 2
+max_client_conn = 10000
+pool_mode = "session"
+default_pool_size = 20
+auth_type = "scram-sha-256"
+auth_file = "userlist.txt"
+server_reset_query = "DISCARD ALL"
+server_idle_timeout = "600s"
+server_lifetime = "3600s"
+query_wait_timeout = "120s"
+
+[databases.payam_dw]
+host = "127.0.0.1"
+port = 5432
+dbname = "payam_db"
+user = "dataplatform_ro"
+password = "secret"
+application_name = "readonly_client"
+options = "-c default_transaction_read_only=on"
+client_encoding = "UNICODE"
+datestyle = "ISO"
+pool_size = 10
+
+[databases."*"]
+host = "127.0.0.1"
+port = 5432
+)";
+
+// The smallest valid [pgplex]: two lines, so settings added after it start at line 3.
+constexpr const char* minimal = "[pgplex]\nlisten = \"127.0.0.1:6432\"\nauth_type = \"trust\"\n";
+
+// A fresh directory under /tmp, removed with everything in it at the end of the test.
+class TempDir {
+  public:
+    TempDir() {
+        char pattern[] = "/tmp/pgplex-load-test-XXXXXX";
+        cr_assert_not_null(mkdtemp(pattern));
+        path_ = pattern;
+    }
+    ~TempDir() { std::filesystem::remove_all(path_); }
+    std::string write(const std::string& name, const std::string& text) const {
+        std::string file = path_ + "/" + name;
+        std::filesystem::create_directories(std::filesystem::path(file).parent_path());
+        std::ofstream(file) << text;
+        return file;
+    }
+    const std::string& path() const { return path_; }
+
+  private:
+    std::string path_;
+};
+
+LoadResult load_text(const TempDir& dir, const std::string& text) {
+    return config::load(dir.write("pgplex.toml", text));
+}
+
+const Config& loaded(const LoadResult& result) {
+    cr_assert_not_null(result.config.get(), "%s", result.error.c_str());
+    return *result.config;
+}
+
+// Loads `text` expecting failure; returns the error with the directory replaced by "DIR".
+std::string refused(const std::string& text, const TempDir& dir = TempDir()) {
+    LoadResult result = load_text(dir, text);
+    cr_assert_null(result.config.get(), "loaded:\n%s", text.c_str());
+    std::string error = result.error;
+    for (size_t at; (at = error.find(dir.path())) != std::string::npos;)
+        error.replace(at, dir.path().size(), "DIR");
+    return error;
+}
+
+void assert_refused(const std::string& text, const char* expected) {
+    std::string error = refused(text);
+    assert_text(error, expected);
+}
+
+}  // namespace
+
+Test(config_load, the_example_config_loads_with_every_field_right) {
+    TempDir dir;
+    dir.write("userlist.txt",
+              "\"dataplatform_ro\" \"secret\"\n\"alice\" \"md5"
+              "3175bce1d3201d16594cebf9d7eb3f9d\"\n");
+    LoadResult result = load_text(dir, example);
+    const Config& c = loaded(result);
+    assert_text(c.path, (dir.path() + "/pgplex.toml"));
+    cr_assert_eq(c.listen.size(), 1u);
+    assert_text(c.listen[0].endpoint.to_string(), "127.0.0.1:6432");
+    cr_assert_eq(c.listen[0].endpoint.address.ss_family, AF_INET);
+    cr_assert_eq(c.workers, 2);
+    cr_assert_eq(c.max_client_conn, 10000);
+    cr_assert_eq(c.pool_mode, PoolMode::Session);
+    cr_assert_eq(c.default_pool_size, 20);
+    cr_assert_eq(c.auth_type, AuthType::ScramSha256);
+    assert_text(c.auth_file, (dir.path() + "/userlist.txt"));
+    cr_assert_eq(c.users.size(), 2u);
+    assert_text(c.users.at("dataplatform_ro"), "secret");
+    assert_text(c.server_reset_query, "DISCARD ALL");
+    cr_assert_eq(c.server_idle_timeout_ms, 600'000);
+    cr_assert_eq(c.server_lifetime_ms, 3'600'000);
+    cr_assert_eq(c.query_wait_timeout_ms, 120'000);
+}
+
+Test(config_load, settings_left_out_of_the_example_keep_their_defaults) {
+    TempDir dir;
+    dir.write("userlist.txt", "");
+    const Config& c = loaded(load_text(dir, example));
+    cr_assert_eq(c.client_login_timeout_ms, 60'000);
+    cr_assert_eq(c.server_connect_timeout_ms, 15'000);
+    cr_assert_eq(c.shutdown_timeout_ms, 30'000);
+    cr_assert(c.log_connections);
+    cr_assert(c.log_disconnections);
+    assert_text(c.log_level, "info");
+    cr_assert_eq(c.buffer_size, 16384u);
+    cr_assert_eq(c.buffer_count, 2048u);
+}
+
+Test(config_load, the_example_alias_has_every_field_right) {
+    TempDir dir;
+    dir.write("userlist.txt", "");
+    LoadResult result = load_text(dir, example);
+    const Config& c = loaded(result);
+    cr_assert_eq(c.aliases.size(), 1u);
+    const config::Alias& a = c.aliases[0];
+    assert_text(a.name, "payam_dw");
+    cr_assert_eq(a.line, 14u);
+    assert_text(a.server.to_string(), "127.0.0.1:5432");
+    cr_assert_eq(a.server.address.ss_family, AF_INET);
+    assert_text(a.dbname, "payam_db");
+    assert_text(a.user, "dataplatform_ro");
+    assert_text(a.password, "secret");
+    cr_assert_eq(a.pool_size, 10);
+    cr_assert_eq(c.pool_size(a), 10);
+    cr_assert_not(a.pool_mode_set);
+    const std::vector<std::pair<std::string, std::string>> expected = {
+        {"application_name", "readonly_client"},
+        {"client_encoding", "UNICODE"},
+        {"DateStyle", "ISO"},
+        {"options", "-c default_transaction_read_only=on"},
+    };
+    cr_assert(a.startup_parameters == expected);
+}
+
+Test(config_load, the_star_database_becomes_the_fallback) {
+    TempDir dir;
+    dir.write("userlist.txt", "");
+    LoadResult result = load_text(dir, example);
+    const Config& c = loaded(result);
+    cr_assert_not_null(c.fallback.get());
+    assert_text(c.fallback->name, "*");
+    cr_assert_eq(c.fallback->line, 26u);
+    assert_text(c.fallback->server.to_string(), "127.0.0.1:5432");
+    cr_assert(c.fallback->startup_parameters.empty());
+    cr_assert_eq(c.fallback->pool_size, -1);
+    cr_assert_eq(c.pool_size(*c.fallback), 20);
+}
+
+Test(config_load, find_alias_prefers_an_exact_name_then_the_fallback) {
+    TempDir dir;
+    dir.write("userlist.txt", "");
+    LoadResult with_fallback = load_text(dir, example);
+    const Config& c = loaded(with_fallback);
+    cr_assert_eq(c.find_alias("payam_dw"), &c.aliases[0]);
+    cr_assert_eq(c.find_alias("other"), c.fallback.get());
+    cr_assert_eq(c.find_alias("PAYAM_DW"), c.fallback.get());
+
+    LoadResult without = load_text(dir, std::string(minimal) + "[databases.app]\n");
+    const Config& d = loaded(without);
+    cr_assert_not_null(d.find_alias("app"));
+    cr_assert_null(d.find_alias("other"));
+}
+
+Test(config_load, a_database_without_host_uses_the_default_unix_socket) {
+    TempDir dir;
+    LoadResult result = load_text(dir, std::string(minimal) + "[databases.app]\nport = 5433\n");
+    const config::Alias& a = loaded(result).aliases.at(0);
+    cr_assert(a.server.is_unix());
+    assert_text(a.server.to_string(), "/var/run/postgresql/.s.PGSQL.5433");
+    const auto* address = reinterpret_cast<const sockaddr_un*>(&a.server.address);
+    cr_assert_eq(address->sun_family, AF_UNIX);
+    assert_text(address->sun_path, "/var/run/postgresql/.s.PGSQL.5433");
+}
+
+Test(config_load, a_database_pool_mode_of_session_is_recorded) {
+    TempDir dir;
+    LoadResult result =
+        load_text(dir, std::string(minimal) + "[databases.app]\npool_mode = \"session\"\n");
+    const config::Alias& a = loaded(result).aliases.at(0);
+    cr_assert(a.pool_mode_set);
+    cr_assert_eq(a.pool_mode, PoolMode::Session);
+}
+
+Test(config_load, workers_zero_means_one_per_cpu) {
+    TempDir dir;
+    LoadResult result = load_text(dir, std::string(minimal) + "workers = 0\n");
+    unsigned cpus = std::thread::hardware_concurrency();
+    cr_assert_eq(loaded(result).workers, int(cpus == 0 ? 1 : cpus > 256 ? 256 : cpus));
+}
+
+Test(config_load, listen_accepts_several_addresses_a_star_and_ipv6) {
+    TempDir dir;
+    LoadResult result =
+        load_text(dir, "[pgplex]\nauth_type = \"trust\"\nlisten = [\"*:6432\", \"[::1]:6433\"]\n");
+    const Config& c = loaded(result);
+    cr_assert_eq(c.listen.size(), 2u);
+    const auto* any = reinterpret_cast<const sockaddr_in*>(&c.listen[0].endpoint.address);
+    cr_assert_eq(any->sin_family, AF_INET);
+    cr_assert_eq(any->sin_addr.s_addr, htonl(INADDR_ANY));
+    cr_assert_eq(ntohs(any->sin_port), 6432);
+    cr_assert_eq(c.listen[1].endpoint.address.ss_family, AF_INET6);
+    assert_text(c.listen[1].endpoint.to_string(), "[::1]:6433");
+}
+
+Test(config_load, durations_accept_units_and_whole_seconds) {
+    TempDir dir;
+    LoadResult result = load_text(dir, std::string(minimal) +
+                                           "server_idle_timeout = \"250ms\"\n"
+                                           "server_lifetime = \"10m\"\n"
+                                           "query_wait_timeout = \"1h\"\n"
+                                           "client_login_timeout = 5\n"
+                                           "server_connect_timeout = \"0\"\n"
+                                           "shutdown_timeout = 0\n");
+    const Config& c = loaded(result);
+    cr_assert_eq(c.server_idle_timeout_ms, 250);
+    cr_assert_eq(c.server_lifetime_ms, 600'000);
+    cr_assert_eq(c.query_wait_timeout_ms, 3'600'000);
+    cr_assert_eq(c.client_login_timeout_ms, 5'000);
+    cr_assert_eq(c.server_connect_timeout_ms, 0);
+    cr_assert_eq(c.shutdown_timeout_ms, 0);
+}
+
+Test(config_load, parse_duration_ms_accepts_only_digits_and_a_known_unit) {
+    int64_t ms = -1;
+    cr_assert(config::parse_duration_ms("600s", ms) && ms == 600'000);
+    cr_assert(config::parse_duration_ms("250ms", ms) && ms == 250);
+    cr_assert(config::parse_duration_ms("10m", ms) && ms == 600'000);
+    cr_assert(config::parse_duration_ms("1h", ms) && ms == 3'600'000);
+    cr_assert(config::parse_duration_ms("42", ms) && ms == 42'000);
+    cr_assert(config::parse_duration_ms("0", ms) && ms == 0);
+    for (const char* bad : {"", "s", "-1s", "1.5s", "10 s", "10S", "10d", "1e3", " 1s", "1s ",
+                            "999999999999999999h"}) {
+        cr_assert_not(config::parse_duration_ms(bad, ms), "accepted \"%s\"", bad);
+    }
+}
+
+Test(config_load, a_relative_auth_file_is_found_beside_the_config_file) {
+    TempDir dir;
+    dir.write("secrets/users.txt", "\"alice\" \"pw\"\n");
+    LoadResult result =
+        load_text(dir, std::string(minimal) + "auth_file = \"secrets/users.txt\"\n");
+    const Config& c = loaded(result);
+    assert_text(c.auth_file, (dir.path() + "/secrets/users.txt"));
+    assert_text(c.users.at("alice"), "pw");
+}
+
+Test(config_load, an_absolute_auth_file_is_used_as_is) {
+    TempDir dir, other;
+    std::string users = other.write("users.txt", "\"bob\" \"pw\"\n");
+    LoadResult result = load_text(dir, std::string(minimal) + "auth_file = \"" + users + "\"\n");
+    const Config& c = loaded(result);
+    assert_text(c.auth_file, users);
+    cr_assert_eq(c.users.count("bob"), 1u);
+}
+
+Test(config_load, auth_file_errors_carry_the_auth_file_name_and_line) {
+    TempDir dir;
+    dir.write("userlist.txt", "\"alice\" \"pw\"\n; comment\n\"bob\" \"unterminated\n");
+    assert_text(refused(std::string(minimal) + "auth_file = \"userlist.txt\"\n", dir),
+                "DIR/userlist.txt:3: unterminated quoted string");
+}
+
+Test(config_load, a_missing_auth_file_is_an_error_on_its_line) {
+    TempDir dir;
+    assert_text(refused(std::string(minimal) + "auth_file = \"nope.txt\"\n", dir),
+                "DIR/pgplex.toml:4: cannot read auth_file \"DIR/nope.txt\": No such file "
+                "or directory");
+}
+
+Test(config_load, an_auth_file_that_is_not_a_regular_file_is_an_error) {
+    TempDir dir;
+    dir.write("users.d/placeholder", "");
+    assert_text(refused(std::string(minimal) + "auth_file = \"users.d\"\n", dir),
+                "DIR/pgplex.toml:4: cannot read auth_file \"DIR/users.d\": not a regular file");
+}
+
+Test(config_load, auth_file_is_required_unless_auth_type_is_trust) {
+    TempDir dir;
+    assert_text(refused("\n[pgplex]\nlisten = \"127.0.0.1:6432\"\nauth_type = \"md5\"\n", dir),
+                "DIR/pgplex.toml:2: auth_file is required when auth_type is \"md5\"");
+    assert_text(refused("[pgplex]\nlisten = \"127.0.0.1:6432\"\n", dir),
+                "DIR/pgplex.toml:1: auth_file is required when auth_type is "
+                "\"scram-sha-256\"");
+}
+
+Test(config_load, an_unknown_setting_names_its_section_and_line) {
+    assert_refused(std::string(minimal) + "foo = 1\n",
+                   "DIR/pgplex.toml:4: unknown setting \"foo\" in [pgplex]");
+    assert_refused(std::string(minimal) +
+                       "\n[databases.payam_dw]\nhost = \"127.0.0.1\"\n"
+                       "hots = \"x\"\n",
+                   "DIR/pgplex.toml:7: unknown setting \"hots\" in [databases.payam_dw]");
+    assert_refused(std::string(minimal) + "[databases.\"*\"]\nbar = 1\n",
+                   "DIR/pgplex.toml:5: unknown setting \"bar\" in [databases.\"*\"]");
+}
+
+Test(config_load, an_unknown_section_or_top_level_key_is_an_error) {
+    assert_refused(std::string(minimal) + "[pgbouncer]\nlisten_port = 6432\n",
+                   "DIR/pgplex.toml:4: unknown section [pgbouncer]");
+    assert_refused(std::string("verbose = true\n") + minimal,
+                   "DIR/pgplex.toml:1: unknown setting \"verbose\" outside any section");
+}
+
+Test(config_load, a_value_of_the_wrong_type_is_an_error) {
+    assert_refused(std::string(minimal) + "max_client_conn = \"many\"\n",
+                   "DIR/pgplex.toml:4: max_client_conn must be an integer");
+    assert_refused(std::string(minimal) + "log_connections = \"yes\"\n",
+                   "DIR/pgplex.toml:4: log_connections must be true or false");
+    assert_refused(std::string(minimal) + "server_reset_query = 1\n",
+                   "DIR/pgplex.toml:4: server_reset_query must be a string");
+    assert_refused(std::string(minimal) + "[databases.app]\nport = \"5432\"\n",
+                   "DIR/pgplex.toml:5: port must be an integer");
+    assert_refused(std::string(minimal) + "[databases]\napp = 1\n",
+                   "DIR/pgplex.toml:5: [databases.app] must be a table");
+}
+
+Test(config_load, a_value_out_of_range_is_an_error) {
+    assert_refused(std::string(minimal) + "workers = 257\n",
+                   "DIR/pgplex.toml:4: workers must be between 0 and 256");
+    assert_refused(std::string(minimal) + "max_client_conn = 0\n",
+                   "DIR/pgplex.toml:4: max_client_conn must be between 1 and 1000000");
+    assert_refused(std::string(minimal) + "buffer_size = 5000\n",
+                   "DIR/pgplex.toml:4: buffer_size must be a power of two between 4096 and "
+                   "1048576");
+    assert_refused(std::string(minimal) + "buffer_count = 65536\n",
+                   "DIR/pgplex.toml:4: buffer_count must be a power of two between 64 and 32768");
+    assert_refused(std::string(minimal) + "[databases.app]\nport = 0\n",
+                   "DIR/pgplex.toml:5: port must be between 1 and 65535");
+}
+
+Test(config_load, an_unknown_word_lists_the_accepted_ones) {
+    assert_refused(std::string(minimal) + "log_level = \"verbose\"\n",
+                   "DIR/pgplex.toml:4: log_level must be one of \"error\", \"warning\", "
+                   "\"notice\", \"info\", \"debug\"");
+    assert_refused("[pgplex]\nlisten = \"127.0.0.1:6432\"\nauth_type = \"password\"\n",
+                   "DIR/pgplex.toml:3: auth_type must be one of \"trust\", \"md5\", "
+                   "\"scram-sha-256\"");
+}
+
+Test(config_load, a_bad_duration_is_an_error) {
+    const char* reason =
+        " must be a duration such as \"250ms\", \"600s\", \"10m\" or \"1h\", "
+        "or a whole number of seconds";
+    assert_refused(std::string(minimal) + "server_lifetime = \"1 hour\"\n",
+                   (std::string("DIR/pgplex.toml:4: server_lifetime") + reason).c_str());
+    assert_refused(std::string(minimal) + "query_wait_timeout = true\n",
+                   (std::string("DIR/pgplex.toml:4: query_wait_timeout") + reason).c_str());
+    assert_refused(std::string(minimal) + "shutdown_timeout = -5\n",
+                   "DIR/pgplex.toml:4: shutdown_timeout must not be negative");
+}
+
+Test(config_load, pool_mode_transaction_is_refused_for_now) {
+    assert_refused(std::string(minimal) + "pool_mode = \"transaction\"\n",
+                   "DIR/pgplex.toml:4: pool_mode \"transaction\" is not available yet in this "
+                   "version; use \"session\"");
+    assert_refused(std::string(minimal) + "[databases.app]\npool_mode = \"statement\"\n",
+                   "DIR/pgplex.toml:5: pool_mode \"statement\" is not available yet in this "
+                   "version; use \"session\"");
+}
+
+Test(config_load, a_bad_listen_address_is_an_error) {
+    assert_refused("[pgplex]\nauth_type = \"trust\"\nlisten = \"127.0.0.1\"\n",
+                   "DIR/pgplex.toml:3: bad listen address \"127.0.0.1\": expected host:port");
+    assert_refused("[pgplex]\nauth_type = \"trust\"\nlisten = \"127.0.0.1:65536\"\n",
+                   "DIR/pgplex.toml:3: bad listen address \"127.0.0.1:65536\": port must be a "
+                   "number from 1 to 65535");
+    assert_refused("[pgplex]\nauth_type = \"trust\"\nlisten = []\n",
+                   "DIR/pgplex.toml:3: listen must name at least one address");
+    assert_refused("[pgplex]\nauth_type = \"trust\"\nlisten = [6432]\n",
+                   "DIR/pgplex.toml:3: listen must be a string or an array of strings");
+    assert_refused("[pgplex]\nauth_type = \"trust\"\n",
+                   "DIR/pgplex.toml:1: listen is required in [pgplex]");
+}
+
+Test(config_load, the_same_listen_address_twice_is_an_error) {
+    assert_refused(
+        "[pgplex]\nauth_type = \"trust\"\n"
+        "listen = [\"127.0.0.1:6432\",\n  \"127.0.0.1:6432\"]\n",
+        "DIR/pgplex.toml:4: listen address \"127.0.0.1:6432\" is given twice");
+}
+
+Test(config_load, an_unresolvable_host_is_an_error_on_the_host_line) {
+    std::string error = refused(std::string(minimal) +
+                                "[databases.app]\nport = 5432\nhost = \"no-such-host.invalid\"\n");
+    // The resolver's own words follow (they differ with and without a network).
+    const char* expected = "DIR/pgplex.toml:6: could not resolve host \"no-such-host.invalid\": ";
+    cr_assert(error.starts_with(expected), "%s", error.c_str());
+}
+
+Test(config_load, a_password_without_a_user_is_an_error) {
+    assert_refused(std::string(minimal) + "[databases.app]\npassword = \"pw\"\n",
+                   "DIR/pgplex.toml:5: password is given without user");
+}
+
+Test(config_load, a_missing_pgplex_section_is_an_error) {
+    assert_refused("", "DIR/pgplex.toml:1: no [pgplex] section");
+    assert_refused("[databases.app]\nhost = \"127.0.0.1\"\n",
+                   "DIR/pgplex.toml:1: no [pgplex] section");
+}
+
+Test(config_load, a_toml_syntax_error_reports_its_line) {
+    std::string error = refused(std::string(minimal) + "\nworkers = = 2\n");
+    cr_assert(error.starts_with("DIR/pgplex.toml:5: "), "%s", error.c_str());
+    error = refused("[pgplex]\nlisten = \"127.0.0.1:6432\nauth_type = \"trust\"\n");
+    cr_assert(error.starts_with("DIR/pgplex.toml:2: "), "%s", error.c_str());
+}
+
+Test(config_load, a_missing_config_file_is_an_error) {
+    LoadResult result = config::load("/tmp/pgplex-no-such-dir/pgplex.toml");
+    cr_assert_null(result.config.get());
+    assert_text(result.error,
+                "/tmp/pgplex-no-such-dir/pgplex.toml: cannot read: No such file or "
+                "directory");
+}
+
+Test(config_load, names_of_modes_and_auth_types_read_as_in_the_config) {
+    assert_text(config::to_string(PoolMode::Session), "session");
+    assert_text(config::to_string(PoolMode::Transaction), "transaction");
+    assert_text(config::to_string(PoolMode::Statement), "statement");
+    assert_text(config::to_string(AuthType::Trust), "trust");
+    assert_text(config::to_string(AuthType::Md5), "md5");
+    assert_text(config::to_string(AuthType::ScramSha256), "scram-sha-256");
+}
