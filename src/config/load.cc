@@ -7,6 +7,7 @@
 // value and stores it; an unknown name is an error, never silently ignored.
 #include "pgplex/config/config.h"
 
+#include <strings.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -376,7 +377,15 @@ void add_startup_parameters(AliasDraft& draft) {
         {"options", &draft.options},
     };
     for (auto& [name, value] : in_order) {
-        if (value->has_value()) draft.alias.startup_parameters.emplace_back(name, **value);
+        if (!value->has_value()) continue;
+        std::string text = **value;
+        // PostgreSQL reports a client_encoding back as it was asked for, and some drivers
+        // (psycopg) know "UTF8" but not its alias "UNICODE", which PgBouncer configs use.
+        if (std::string_view(name) == "client_encoding" &&
+            (strcasecmp(text.c_str(), "unicode") == 0 || strcasecmp(text.c_str(), "utf-8") == 0 ||
+             strcasecmp(text.c_str(), "utf8") == 0))
+            text = "UTF8";
+        draft.alias.startup_parameters.emplace_back(name, text);
     }
 }
 

@@ -123,6 +123,10 @@ void Worker::dispatch(io_uring_cqe* cqe) {
         case Op::ServerClose:
             on_close(cqe, op);
             return;
+        case Op::ClientShutdown:
+        case Op::ServerShutdown:
+            on_shutdown_done(cqe, op);
+            return;
         case Op::ServerConnect: {
             server::Server& s = servers[slot];
             if (s.conn.generation != generation) {
@@ -361,21 +365,33 @@ void Worker::request_close(Conn& conn, Op close_op, uint32_t slot) {
     if (conn.closing) return;
     conn.closing = true;
     conn.close_when_sent = false;
-    // Shut the socket down so a live multishot recv and any send complete now; the file is
-    // closed once they have (continue_close), so its index is never reused under them.
+    // Shut the socket down so a live multishot recv and any send complete now, and cancel
+    // whatever is left (a connect to an unreachable host, a send to a peer that stopped
+    // reading). Both address the fixed-file index, so both are counted in flight: the file
+    // is closed only after they completed (continue_close), or a late one could hit the
+    // next connection given the same index.
+    Op shutdown_op = close_op == Op::ClientClose ? Op::ClientShutdown : Op::ServerShutdown;
     io_uring_sqe* sqe = ring.sqe();
     io_uring_prep_shutdown(sqe, int(conn.file), SHUT_RDWR);
     sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
-    if (conn.inflight > 0) {
-        // A connect to an unreachable host or a send to a peer that stopped reading would
-        // otherwise hold the slot for minutes: cancel everything on the file.
+    io_uring_sqe_set_data64(sqe, pack(shutdown_op, slot, conn.generation));
+    ++conn.inflight;
+    if (conn.inflight > 1) {
         sqe = ring.sqe();
         io_uring_prep_cancel_fd(sqe, int(conn.file),
                                 IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_FD_FIXED);
-        io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
+        io_uring_sqe_set_data64(sqe, pack(shutdown_op, slot, conn.generation));
+        ++conn.inflight;
     }
-    continue_close(conn, close_op, slot);
+}
+
+void Worker::on_shutdown_done(io_uring_cqe* cqe, Op op) {
+    uint32_t slot = slot_of(cqe->user_data);
+    bool client_side = op == Op::ClientShutdown;
+    Conn& conn = client_side ? clients[slot].conn : servers[slot].conn;
+    PGPLEX_ASSERT(conn.generation == generation_of(cqe->user_data) && conn.closing);
+    --conn.inflight;
+    continue_close(conn, client_side ? Op::ClientClose : Op::ServerClose, slot);
 }
 
 void Worker::continue_close(Conn& conn, Op close_op, uint32_t slot) {

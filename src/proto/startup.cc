@@ -83,6 +83,12 @@ StartupError parse_startup(const uint8_t* packet, uint32_t size, StartupPacket& 
     out.kind = StartupKind::Startup;
     out.protocol_major = uint16_t(code >> 16);
     out.protocol_minor = uint16_t(code & 0xffff);
+    if (out.protocol_major == 0 || out.protocol_major >= 1234) {
+        // Majors from 1234 up are request codes (SSLRequest...); none other is known, and
+        // a major of 0 is no protocol at all: garbage, not an old or future client.
+        reason = "invalid startup packet: unknown protocol version or request code";
+        return StartupError::Malformed;
+    }
     if (out.protocol_major != 3) {
         reason = "unsupported frontend protocol: pgplex supports 3.0";
         return StartupError::UnsupportedProtocol;

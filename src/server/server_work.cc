@@ -122,6 +122,11 @@ uint32_t consume_active(io::Worker& worker, Server& server, uint32_t buffer, con
     proto::FeedResult result =
         proto::feed(server.conn.frame, proto::Direction::Backend, data, size, handler);
     if (client.conn.out.bytes > 0) client::on_server_output(worker, client);
+    // Shutting down: a client is let go at the ReadyForQuery that ends its transaction,
+    // before it can start another.
+    if (worker.shutting_down() && result.status != proto::FeedStatus::Violation)
+        client::on_shutdown(worker, client, false);
+    if (server.state == ServerState::Closing) return size;
     if (result.status == proto::FeedStatus::Violation) {
         log_warning("server %s: protocol violation: %s",
                     server.pool->target.endpoint.to_string().c_str(), result.reason);
@@ -244,6 +249,26 @@ void record_applied(Server& server, const client::Session& session) {
         for (auto& [applied_name, applied_value] : server.applied)
             if (applied_name == lower) applied_value = value, found = true;
         if (!found) server.applied.emplace_back(lower, value);
+    }
+}
+
+// A place in the pool was given up: a waiter here gets a new server; waiters on other
+// workers are woken to open one on their own rings.
+void place_freed(io::Worker& worker, pool::Pool& pool) {
+    pool::PoolLocal& local = worker.pools[pool.id];
+    if (local.waiter_count > local.connecting) {
+        if (pool.try_reserve_server()) connect(worker, pool);
+        return;
+    }
+    if (pool.waiting.load(std::memory_order_acquire) == 0) return;
+    for (uint32_t word = 0; word < pool::waiter_mask_words; ++word) {
+        uint64_t mask = pool.waiter_workers[word].load(std::memory_order_acquire);
+        while (mask != 0) {
+            uint32_t target = word * 64 + uint32_t(__builtin_ctzll(mask));
+            mask &= mask - 1;
+            if (target != worker.index && target < worker.shared.ring_fds.size())
+                worker.message(target, io::MessageKind::PoolWake, pool.id, 0);
+        }
     }
 }
 
@@ -437,34 +462,24 @@ void make_available(io::Worker& worker, Server& server) {
     const config::Config& config = *worker.config;
     if (config.server_lifetime_ms > 0 && worker.now - server.created > config.server_lifetime_ms) {
         close(worker, server, CloseReason::Lifetime);
-        pool::PoolLocal& local = worker.pools[pool.id];
-        if (local.waiter_count > local.connecting && pool.try_reserve_server())
-            connect(worker, pool);
         return;
     }
-    server.state = ServerState::Idle;
-    server.since = worker.now;
     uint32_t waiter = pool::waiter_front(worker, pool);
     if (waiter != io::nil) {
         pool::waiter_remove(worker, waiter);
+        server.state = ServerState::Idle;
+        server.since = worker.now;
         link(worker, server, worker.client(waiter));
         return;
     }
     if (pool.waiting.load(std::memory_order_acquire) > 0) {
-        // A client waits on another worker: free this server's place in the pool so that
-        // worker can open one on its own ring.
+        // A client waits on another worker: give up this server's place in the pool so that
+        // worker can open one on its own ring (close() wakes it).
         close(worker, server, CloseReason::PoolWanted);
-        for (uint32_t word = 0; word < pool::waiter_mask_words; ++word) {
-            uint64_t mask = pool.waiter_workers[word].load(std::memory_order_acquire);
-            while (mask != 0) {
-                uint32_t target = word * 64 + uint32_t(__builtin_ctzll(mask));
-                mask &= mask - 1;
-                if (target != worker.index && target < worker.shared.ring_fds.size())
-                    worker.message(target, io::MessageKind::PoolWake, pool.id, 0);
-            }
-        }
         return;
     }
+    server.state = ServerState::Idle;
+    server.since = worker.now;
     pool::idle_push(worker, worker.server_slot(server));
 }
 
@@ -477,6 +492,8 @@ void close(io::Worker& worker, Server& server, CloseReason reason) {
             log_info("server %s/%s@%s: closing: %s", server.pool->target.dbname.c_str(),
                      server.pool->target.user.c_str(),
                      server.pool->target.endpoint.to_string().c_str(), to_string(reason));
+        // A failed login is not retried at once: login_failed() tells the waiters instead.
+        if (reason != CloseReason::LoginFailed) place_freed(worker, *server.pool);
     }
     if (server.client != io::nil) {
         client::Client& client = worker.client(server.client);

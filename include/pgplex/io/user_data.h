@@ -15,10 +15,12 @@ enum class Op : uint8_t {
     ClientRecv,
     ClientSend,
     ClientClose,
+    ClientShutdown,  // the shutdown and the cancel that open a close: counted in flight
     ServerConnect,
     ServerRecv,
     ServerSend,
     ServerClose,
+    ServerShutdown,
     Tick,     // the worker's housekeeping timeout
     Message,  // a message from another ring (IORING_OP_MSG_RING)
     Ignored,  // cancels, shutdowns, messages we sent: nothing to do on completion

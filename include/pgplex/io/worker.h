@@ -111,6 +111,7 @@ class Worker {
     void request_close(Conn& conn, Op close_op, uint32_t slot);
     // After an op completed on a closing conn: submits the close when nothing is in flight.
     void continue_close(Conn& conn, Op close_op, uint32_t slot);
+    bool shutting_down() const { return shutting_down_; }
     // Submits an IORING_OP_MSG_RING to another worker.
     void message(uint32_t worker, MessageKind kind, uint32_t payload_high, uint32_t payload_low);
 
@@ -127,6 +128,7 @@ class Worker {
     void on_recv(io_uring_cqe* cqe, Op op);
     void on_send(io_uring_cqe* cqe, Op op);
     void on_close(io_uring_cqe* cqe, Op op);
+    void on_shutdown_done(io_uring_cqe* cqe, Op op);
     void on_message(io_uring_cqe* cqe);
     void on_tick();
     void flush_dirty();

@@ -170,7 +170,7 @@ Test(config_load, the_example_alias_has_every_field_right) {
     cr_assert_not(a.pool_mode_set);
     const std::vector<std::pair<std::string, std::string>> expected = {
         {"application_name", "readonly_client"},
-        {"client_encoding", "UNICODE"},
+        {"client_encoding", "UTF8"},  // "UNICODE" is sent as its canonical name
         {"DateStyle", "ISO"},
         {"options", "-c default_transaction_read_only=on"},
     };

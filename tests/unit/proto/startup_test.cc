@@ -172,10 +172,19 @@ Test(startup, cancel_request_is_exactly_sixteen_bytes_and_gives_pid_and_key) {
 }
 
 Test(startup, protocol_versions_other_than_3_are_unsupported) {
-    for (uint32_t code : {2u << 16, 4u << 16, 1u << 16, 0u, 1234u << 16 | 5681}) {
+    for (uint32_t code : {2u << 16, 4u << 16, 1u << 16}) {
         Parsed parsed = parse(packet(code, "user\0alice\0\0"sv));
         cr_assert_eq(parsed.error, StartupError::UnsupportedProtocol, "code %u", code);
         cr_assert_str_eq(parsed.reason, "unsupported frontend protocol: pgplex supports 3.0");
+    }
+}
+
+Test(startup, unknown_request_codes_and_a_zero_protocol_are_malformed) {
+    for (uint32_t code : {0u, 1234u << 16 | 5681, 0xdeadbeefu}) {
+        Parsed parsed = parse(packet(code, "user\0alice\0\0"sv));
+        cr_assert_eq(parsed.error, StartupError::Malformed, "code %u", code);
+        cr_assert_str_eq(parsed.reason,
+                         "invalid startup packet: unknown protocol version or request code");
     }
 }
 

@@ -1,0 +1,172 @@
+"""Limits a user runs into: max_client_conn, pool sizes, query_wait_timeout, and what a
+session leaves behind on a pooled server connection."""
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import connect, login_error, psql
+
+
+class Background:
+    """Runs fn in a thread; records its result or exception and when it finished."""
+
+    def __init__(self, fn):
+        self.result = self.error = self.finished_at = None
+        self.started_at = time.monotonic()
+        self.thread = threading.Thread(target=self.run, args=(fn,), daemon=True)
+        self.thread.start()
+
+    def run(self, fn):
+        try:
+            self.result = fn()
+        except BaseException as error:  # noqa: B902 - reported to the test
+            self.error = error
+        self.finished_at = time.monotonic()
+
+    def done(self):
+        return self.finished_at is not None
+
+    def join(self, timeout):
+        self.thread.join(timeout)
+        return self.done()
+
+    def elapsed(self):
+        return self.finished_at - self.started_at
+
+
+def query_once(port, sql="SELECT 1", **kwargs):
+    with connect(port, **kwargs) as conn:
+        return conn.execute(sql).fetchone()
+
+
+@pytest.mark.smoke
+def test_client_over_max_client_conn_gets_53300_and_earlier_clients_keep_working(make_pgplex):
+    pgplex = make_pgplex(max_client_conn=5)
+    clients = [connect(pgplex.port, autocommit=True) for _ in range(5)]
+    try:
+        for conn in clients:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        error = login_error(pgplex.port, "payam", "payam_db")
+        assert error is not None and error.sqlstate == "53300", error
+        for i, conn in enumerate(clients):
+            assert conn.execute("SELECT %s::int", (i,)).fetchone() == (i,)
+    finally:
+        for conn in clients:
+            conn.close()
+
+
+def test_slot_freed_by_a_closed_client_admits_a_new_one(make_pgplex):
+    pgplex = make_pgplex(max_client_conn=2)
+    first, second = connect(pgplex.port), connect(pgplex.port)
+    try:
+        error = login_error(pgplex.port, "payam", "payam_db")
+        assert error is not None and error.sqlstate == "53300", error
+        first.close()
+        deadline = time.monotonic() + 5
+        while login_error(pgplex.port, "payam", "payam_db") is not None:
+            assert time.monotonic() < deadline, "closed client's slot was never freed"
+            time.sleep(0.1)
+        assert second.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_third_session_waits_for_a_pool_of_two_and_is_served_when_one_closes(make_pgplex):
+    pgplex = make_pgplex(pool_size=2)
+    first = connect(pgplex.port, autocommit=True)
+    second = connect(pgplex.port, autocommit=True)
+    try:
+        pids = {conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+                for conn in (first, second)}
+        assert len(pids) == 2
+        third = Background(lambda: query_once(pgplex.port, "SELECT pg_backend_pid()"))
+        assert not third.join(1.5), f"third session was served past the pool: {third.result}"
+        first.close()
+        assert third.join(10), "third session was not served after a pool slot freed"
+        assert third.error is None, third.error
+        # It got the server connection the first session gave back.
+        assert third.result[0] in pids
+        assert second.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_waiting_past_query_wait_timeout_gives_an_error(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, query_wait_timeout="1s")
+    holder = connect(pgplex.port, autocommit=True)
+    try:
+        holder.execute("SELECT 1")
+        waiter = Background(lambda: query_once(pgplex.port))
+        assert waiter.join(10), "waiting client got no answer at all"
+        assert isinstance(waiter.error, psycopg.Error), \
+            f"expected an error, got {waiter.result!r} / {waiter.error!r}"
+        assert "query_wait_timeout" in str(waiter.error), str(waiter.error)
+        assert 0.8 <= waiter.elapsed() <= 3.5, waiter.elapsed()
+        # The holder is unaffected, and once it leaves a new client is served.
+        assert holder.execute("SELECT 2").fetchone() == (2,)
+        holder.close()
+        assert query_once(pgplex.port) == (1,)
+    finally:
+        holder.close()
+
+
+def test_server_connection_is_reused_after_a_client_disconnects(make_pgplex, cluster):
+    pgplex = make_pgplex(pool_size=2)
+    since = cluster.server_now()
+    pids = set()
+    for _ in range(10):
+        pids.add(query_once(pgplex.port, "SELECT pg_backend_pid()")[0])
+    # Each session's server goes back to the pool (after server_reset_query) and is lent
+    # again; a new one may open only while the pool is below its size.
+    assert len(pids) <= 2, f"10 sequential sessions used {len(pids)} server connections"
+    for _ in range(3):
+        a, b = connect(pgplex.port), connect(pgplex.port)
+        pids.add(a.execute("SELECT pg_backend_pid()").fetchone()[0])
+        pids.add(b.execute("SELECT pg_backend_pid()").fetchone()[0])
+        a.close()
+        b.close()
+    assert len(pids) <= 2
+    assert cluster.backends("payam", since=since, dbname="payam_db") <= 2
+
+
+def test_pool_never_opens_more_server_connections_than_pool_size(make_pgplex, cluster):
+    pgplex = make_pgplex(pool_size=3)
+    since = cluster.server_now()
+    workers = [Background(lambda: query_once(pgplex.port, "SELECT pg_sleep(0.3)"))
+               for _ in range(9)]
+    for worker in workers:
+        assert worker.join(20)
+        assert worker.error is None, worker.error
+    assert cluster.backends("payam", since=since, dbname="payam_db") <= 3
+
+
+def test_session_settings_and_temp_tables_do_not_leak_to_the_next_session(make_pgplex):
+    pgplex = make_pgplex(pool_size=1)
+    with connect(pgplex.port, autocommit=True) as conn:
+        pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+        conn.execute("SET search_path = leaked_schema, public")
+        conn.execute("CREATE TEMP TABLE leaked_temp (x int)")
+        conn.execute("PREPARE leaked_statement AS SELECT 1")
+        conn.execute("SET statement_timeout = '4321ms'")
+    with connect(pgplex.port, autocommit=True) as conn:
+        assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] == pid, \
+            "pool of 1 did not hand the same server connection to the next session"
+        assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
+        assert conn.execute("SHOW statement_timeout").fetchone() == ("0",)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_class WHERE relname = 'leaked_temp'").fetchone() == (0,)
+        assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() == (0,)
+
+
+def test_session_left_inside_a_transaction_is_rolled_back_for_the_next(make_pgplex):
+    pgplex = make_pgplex(pool_size=1)
+    conn = connect(pgplex.port)
+    conn.execute("INSERT INTO orders VALUES (7001, 'never committed')")
+    conn.close()  # mid-transaction
+    assert psql(pgplex.port, "SELECT count(*) FROM orders WHERE id = 7001") == "0"
+    assert psql(pgplex.port, "SELECT 1") == "1"
