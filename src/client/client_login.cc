@@ -450,9 +450,7 @@ void request_server(io::Worker& worker, Client& client) {
         return;
     }
     pool::waiter_push(worker, slot);
-    pool::PoolLocal& local = worker.pools[pool.id];
-    if (local.connecting < local.waiter_count && pool.try_reserve_server())
-        server::connect(worker, pool);
+    server::want_server(worker, pool);
 }
 
 void send_welcome(io::Worker& worker, Client& client) {

@@ -142,6 +142,8 @@ void release(io::Worker& worker, Client& client) {
     if (client.server != io::nil) {
         server::Server& server = worker.server(client.server);
         client.server = io::nil;
+        // Part of a message went to the server and the rest never will: it cannot be reused.
+        if (!client.conn.frame.between_messages()) server.unsynced = true;
         server::unlink(worker, server);
     }
 }
@@ -352,6 +354,10 @@ void on_tick(io::Worker& worker, Client& client) {
                      "client_login_timeout: the login did not finish in time");
             return;
         case ClientState::Waiting:
+            // The head of the line asks again each tick: a message to another worker can
+            // find it between two states, and nothing else would ask twice.
+            if (pool::waiter_front(worker, *client.pool) == worker.client_slot(client))
+                server::want_server(worker, *client.pool);
             if (config.query_wait_timeout_ms > 0 && age > config.query_wait_timeout_ms) {
                 std::string message = "query_wait_timeout: no server connection became free in " +
                                       std::to_string(config.query_wait_timeout_ms) + " ms";

@@ -127,6 +127,17 @@ void Worker::dispatch(io_uring_cqe* cqe) {
         case Op::ServerShutdown:
             on_shutdown_done(cqe, op);
             return;
+        case Op::Adopt:
+            server::adopt(*this, static_cast<server::Transfer*>(pointer_of(data)));
+            return;
+        case Op::ServerYieldSent: {
+            server::Server& s = servers[slot];
+            PGPLEX_ASSERT(s.conn.generation == generation &&
+                          s.state == server::ServerState::Yielding);
+            --s.conn.inflight;
+            server::on_yield_sent(*this, s, cqe->res);
+            return;
+        }
         case Op::ServerConnect: {
             server::Server& s = servers[slot];
             if (s.conn.generation != generation) {
@@ -213,6 +224,9 @@ void Worker::on_recv(io_uring_cqe* cqe, Op op) {
         else
             server::on_recv_end(*this, servers[slot], cqe->res);
     }
+    if (!client_side && !conn.closing && !conn.recv_armed &&
+        servers[slot].state == server::ServerState::Yielding)
+        server::continue_yield(*this, servers[slot]);
     if (conn.closing)
         continue_close(conn, client_side ? Op::ClientClose : Op::ServerClose, slot);
     else if (!conn.recv_armed && !conn.recv_paused && !conn.recv_starved && !conn.eof)
@@ -459,16 +473,19 @@ void Worker::on_message(io_uring_cqe* cqe) {
         case MessageKind::CancelClient:
             client::cancel(*this, low, high);
             return;
-        case MessageKind::PoolWake: {
+        case MessageKind::PoolWake:
+        case MessageKind::PoolYield: {
             pool::Pool* target = shared.pools.by_id(high);
             if (target == nullptr) return;
-            uint32_t waiter = pool::waiter_front(*this, *target);
-            if (waiter == nil) return;
-            if (pools[target->id].connecting < pools[target->id].waiter_count &&
-                target->try_reserve_server())
-                server::connect(*this, *target);
+            if (kind == MessageKind::PoolWake)
+                server::want_server(*this, *target);
+            else
+                server::yield_idle(*this, *target, low);
             return;
         }
+        case MessageKind::HandoffFailed:
+            server::handoff_failed(*this, low);
+            return;
         case MessageKind::Wake:
             return;
     }

@@ -13,7 +13,7 @@ void idle_push(io::Worker& worker, uint32_t slot) {
     s.idle_next = local.idle_head;
     if (local.idle_head != io::nil) worker.server(local.idle_head).idle_prev = slot;
     local.idle_head = slot;
-    ++local.idle_count;
+    if (local.idle_count++ == 0) s.pool->mark_idle_worker(worker.index);
 }
 
 void idle_remove(io::Worker& worker, uint32_t slot) {
@@ -26,7 +26,7 @@ void idle_remove(io::Worker& worker, uint32_t slot) {
         local.idle_head = s.idle_next;
     if (s.idle_next != io::nil) worker.server(s.idle_next).idle_prev = s.idle_prev;
     s.idle_prev = s.idle_next = io::nil;
-    --local.idle_count;
+    if (--local.idle_count == 0) s.pool->clear_idle_worker(worker.index);
 }
 
 uint32_t idle_pop(io::Worker& worker, Pool& pool) {

@@ -53,6 +53,15 @@ void Pool::clear_waiter_worker(uint32_t worker) {
                                           std::memory_order_acq_rel);
 }
 
+void Pool::mark_idle_worker(uint32_t worker) {
+    idle_workers[worker / 64].fetch_or(uint64_t(1) << (worker % 64), std::memory_order_acq_rel);
+}
+
+void Pool::clear_idle_worker(uint32_t worker) {
+    idle_workers[worker / 64].fetch_and(~(uint64_t(1) << (worker % 64)),
+                                        std::memory_order_acq_rel);
+}
+
 void Pool::publish_scram_keys(const tls::scram::Key& client_key,
                               const tls::scram::Key& server_key) {
     // First writer wins; the keys for one secret are always the same, so a lost race is

@@ -176,6 +176,7 @@ uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, ui
             if (handler.ready) make_available(worker, server);
             return result.consumed;
         case ServerState::Idle:
+        case ServerState::Yielding:
             if (handler.error) {
                 close(worker, server, CloseReason::ServerGone);
                 return size;
@@ -186,15 +187,18 @@ uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, ui
         case ServerState::Login:
         case ServerState::Active:
         case ServerState::Cancelling:
+        case ServerState::Adopting:
         case ServerState::Closing:
             break;
     }
     return size;
 }
 
+// Whether a server a client left can be brought back to a clean state: nothing of the
+// client's is still running or half sent. An open transaction is fine: it is rolled back,
+// as PostgreSQL does when a client disconnects.
 bool reusable(const Server& server) {
-    return server.pending_syncs == 0 && !server.unsynced &&
-           server.status == proto::TransactionStatus::Idle && !server.conn.eof &&
+    return server.pending_syncs == 0 && !server.unsynced && !server.conn.eof &&
            !server.conn.closing && server.conn.held_in.empty() &&
            server.conn.frame.between_messages();
 }
@@ -252,6 +256,8 @@ void record_applied(Server& server, const client::Session& session) {
     }
 }
 
+void wake_waiters(io::Worker& worker, pool::Pool& pool);
+
 // A place in the pool was given up: a waiter here gets a new server; waiters on other
 // workers are woken to open one on their own rings.
 void place_freed(io::Worker& worker, pool::Pool& pool) {
@@ -260,7 +266,11 @@ void place_freed(io::Worker& worker, pool::Pool& pool) {
         if (pool.try_reserve_server()) connect(worker, pool);
         return;
     }
-    if (pool.waiting.load(std::memory_order_acquire) == 0) return;
+    if (pool.waiting.load(std::memory_order_acquire) > 0) wake_waiters(worker, pool);
+}
+
+// Tells every other worker with clients waiting for the pool to look again.
+void wake_waiters(io::Worker& worker, pool::Pool& pool) {
     for (uint32_t word = 0; word < pool::waiter_mask_words; ++word) {
         uint64_t mask = pool.waiter_workers[word].load(std::memory_order_acquire);
         while (mask != 0) {
@@ -292,6 +302,10 @@ const char* to_string(ServerState state) {
             return "resetting";
         case ServerState::Cancelling:
             return "cancelling";
+        case ServerState::Adopting:
+            return "adopting";
+        case ServerState::Yielding:
+            return "yielding";
         case ServerState::Closing:
             return "closing";
     }
@@ -320,6 +334,8 @@ const char* to_string(CloseReason reason) {
             return "shutdown";
         case CloseReason::CancelDone:
             return "cancel sent";
+        case CloseReason::HandedOver:
+            return "handed over to another worker";
     }
     return "unknown";
 }
@@ -364,6 +380,7 @@ void on_recv(io::Worker& worker, Server& server, uint32_t buffer, uint32_t size)
                 step = consume_active(worker, server, buffer, data + used, size - used);
                 break;
             case ServerState::Idle:
+            case ServerState::Yielding:
             case ServerState::Syncing:
             case ServerState::Resetting:
                 step = consume_own(worker, server, data + used, size - used);
@@ -373,6 +390,7 @@ void on_recv(io::Worker& worker, Server& server, uint32_t buffer, uint32_t size)
                 break;
             case ServerState::Free:
             case ServerState::Connecting:
+            case ServerState::Adopting:
             case ServerState::Closing:
                 return;
         }
@@ -446,14 +464,20 @@ void unlink(io::Worker& worker, Server& server) {
     }
     worker.resume_recv(server.conn, io::Op::ServerRecv, worker.server_slot(server));
     const std::string& reset = worker.config->server_reset_query;
-    if (reset.empty()) {
+    bool in_transaction = server.status != proto::TransactionStatus::Idle;
+    if (reset.empty() && !in_transaction) {
         make_available(worker, server);
         return;
     }
     server.state = ServerState::Resetting;
     server.since = worker.now;
-    server.applied.clear();
-    send_query(worker, server, reset);
+    // Two messages: DISCARD ALL may not run inside a transaction block, nor in the implicit
+    // one a multi-statement Query makes.
+    if (in_transaction) send_query(worker, server, "ROLLBACK");
+    if (!reset.empty()) {
+        server.applied.clear();
+        send_query(worker, server, reset);
+    }
 }
 
 void make_available(io::Worker& worker, Server& server) {
@@ -472,20 +496,26 @@ void make_available(io::Worker& worker, Server& server) {
         link(worker, server, worker.client(waiter));
         return;
     }
-    if (pool.waiting.load(std::memory_order_acquire) > 0) {
-        // A client waits on another worker: give up this server's place in the pool so that
-        // worker can open one on its own ring (close() wakes it).
-        close(worker, server, CloseReason::PoolWanted);
-        return;
-    }
     server.state = ServerState::Idle;
     server.since = worker.now;
     pool::idle_push(worker, worker.server_slot(server));
+    // Clients wait on other workers: they borrow this server through the hand-off
+    // (server_handoff.cc) rather than open one of their own.
+    if (pool.waiting.load(std::memory_order_acquire) > 0) wake_waiters(worker, pool);
 }
 
 void close(io::Worker& worker, Server& server, CloseReason reason) {
     if (server.state == ServerState::Closing || server.state == ServerState::Free) return;
     if (server.state == ServerState::Idle) pool::idle_remove(worker, worker.server_slot(server));
+    if (server.state == ServerState::Yielding) {
+        PGPLEX_ASSERT(server.transfer == nullptr);  // never closed while its file is in flight
+        worker.message(server.yield_worker, io::MessageKind::HandoffFailed, server.pool->id,
+                       server.yield_file);
+    }
+    if (server.state == ServerState::Adopting) {
+        handoff_failed(worker, worker.server_file(worker.server_slot(server)));
+        return;
+    }
     if (server.state != ServerState::Cancelling) {
         server.pool->release_server();
         if (reason != CloseReason::LoginFailed)
@@ -537,6 +567,12 @@ void on_tick(io::Worker& worker, Server& server) {
         case ServerState::Cancelling:
             if (age > 5000) close(worker, server, CloseReason::CancelDone);
             return;
+        case ServerState::Adopting:
+            // The other worker never answered: stop holding the slot. A late arrival is
+            // closed by adopt().
+            if (age > 5000) handoff_failed(worker, worker.server_file(worker.server_slot(server)));
+            return;
+        case ServerState::Yielding:
         case ServerState::Free:
         case ServerState::Syncing:
         case ServerState::Active:
@@ -567,6 +603,13 @@ void on_shutdown(io::Worker& worker, Server& server, bool immediate) {
         case ServerState::Syncing:
         case ServerState::Active:
             if (immediate && server.client == io::nil) close(worker, server, CloseReason::Shutdown);
+            return;
+        case ServerState::Adopting:
+            handoff_failed(worker, worker.server_file(worker.server_slot(server)));
+            return;
+        case ServerState::Yielding:
+            if (immediate && server.transfer == nullptr)
+                close(worker, server, CloseReason::Shutdown);
             return;
         case ServerState::Free:
         case ServerState::Closing:

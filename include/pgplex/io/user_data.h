@@ -21,9 +21,12 @@ enum class Op : uint8_t {
     ServerSend,
     ServerClose,
     ServerShutdown,
-    Tick,     // the worker's housekeeping timeout
-    Message,  // a message from another ring (IORING_OP_MSG_RING)
-    Ignored,  // cancels, shutdowns, messages we sent: nothing to do on completion
+    ServerYieldSent,  // our MSG_RING that handed a server's file to another worker
+    Adopt,            // another worker handed us a server: user_data's low 56 bits point to its
+                      // server::Transfer
+    Tick,             // the worker's housekeeping timeout
+    Message,          // a message from another ring (IORING_OP_MSG_RING)
+    Ignored,          // cancels, shutdowns, messages we sent: nothing to do on completion
 };
 
 inline uint64_t pack(Op op, uint32_t slot, uint32_t generation) {
@@ -39,12 +42,23 @@ inline uint32_t generation_of(uint64_t user_data) {
     return uint32_t(user_data);
 }
 
+// Op::Adopt carries a pointer: user-space addresses fit in 56 bits on Linux.
+inline uint64_t pack_pointer(Op op, const void* pointer) {
+    return uint64_t(op) << 56 | (reinterpret_cast<uintptr_t>(pointer) & ((uint64_t(1) << 56) - 1));
+}
+inline void* pointer_of(uint64_t user_data) {
+    return reinterpret_cast<void*>(uintptr_t(user_data & ((uint64_t(1) << 56) - 1)));
+}
+
 // Messages between rings: MSG_RING carries 64 bits of user_data and 32 bits of res.
 // user_data = pack(Op::Message, kind, payload_high); res = payload_low.
 enum class MessageKind : uint8_t {
-    CancelClient = 1,  // slot field: unused; generation field: cancel key; res: client pid
-    PoolWake = 2,      // generation field: pool id; a server of that pool was freed
-    Wake = 3,          // look at shared state now (reload, shutdown)
+    CancelClient = 1,   // slot field: unused; generation field: cancel key; res: client pid
+    PoolWake = 2,       // generation field: pool id; a server of that pool was freed
+    Wake = 3,           // look at shared state now (reload, shutdown)
+    PoolYield = 4,      // generation field: pool id; res: requester << 24 | its file index.
+                        // Hand an idle server of that pool over, if there is one
+    HandoffFailed = 5,  // generation field: pool id; res: the file index that stays empty
 };
 
 }  // namespace pgplex::io

@@ -44,6 +44,7 @@ struct Pool {
     std::atomic<int> waiting{0};     // clients waiting for a server, all workers
     std::atomic<int> size_limit{0};  // pool_size from the newest config seen at login
     std::array<std::atomic<uint64_t>, waiter_mask_words> waiter_workers{};
+    std::array<std::atomic<uint64_t>, waiter_mask_words> idle_workers{};  // idle servers there
     // SCRAM keys learnt from a client that proved the password of target.user; they let
     // pgplex log in when the auth file holds only the SCRAM secret.
     std::atomic<bool> scram_keys_ready{false};
@@ -55,6 +56,8 @@ struct Pool {
     void release_server() { servers.fetch_sub(1, std::memory_order_acq_rel); }
     void mark_waiter_worker(uint32_t worker);
     void clear_waiter_worker(uint32_t worker);
+    void mark_idle_worker(uint32_t worker);
+    void clear_idle_worker(uint32_t worker);
     void publish_scram_keys(const tls::scram::Key& client_key, const tls::scram::Key& server_key);
 };
 

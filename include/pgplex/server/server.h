@@ -27,6 +27,10 @@ enum class ServerState : uint8_t {
     Active,      // linked to a client; bytes flow both ways
     Resetting,   // client gone; server_reset_query runs; client == nil
     Cancelling,  // a one-off connection carrying a CancelRequest; no pool
+    Adopting,    // a slot kept for a server another worker hands over; no file yet;
+                 // counted in the pool's connecting
+    Yielding,    // was Idle; being handed to another worker (recv stopping, then the file
+                 // sent); not in the idle list
     Closing,     // close requested; becomes Free when every op has completed
 };
 
@@ -43,6 +47,7 @@ enum class CloseReason : uint8_t {
     ConnectTimeout,
     Shutdown,
     CancelDone,
+    HandedOver,  // given to another worker, which now owns the socket
 };
 
 const char* to_string(CloseReason reason);
@@ -74,8 +79,21 @@ struct Server {
     // What pgplex SET on it since its last reset, as the client asked (names lowercased).
     std::vector<std::pair<std::string, std::string>> applied;
     std::vector<uint8_t> pending_error;  // Syncing: the ErrorResponse body the SET got
+    uint32_t yield_worker = 0;           // Yielding: who gets it, and at which file index
+    uint32_t yield_file = 0;
+    struct Transfer* transfer = nullptr;  // Yielding: sent, not yet known to have arrived
     std::unique_ptr<ServerLogin> login;
     std::unique_ptr<uint8_t[]> assembly;  // an inspected message split across buffers
+};
+
+// What travels with a server's file from one worker to another (server_handoff.cc).
+struct Transfer {
+    uint32_t file_index = 0;  // where the receiving worker's table holds the file
+    uint32_t backend_pid = 0;
+    uint32_t backend_key = 0;
+    base::Milliseconds created = 0;
+    std::vector<std::pair<std::string, std::string>> parameters;
+    std::vector<std::pair<std::string, std::string>> applied;
 };
 
 // A value from parameters, or null.

@@ -41,4 +41,19 @@ void make_available(io::Worker& worker, Server& server);
 
 void close(io::Worker& worker, Server& server, CloseReason reason);
 
+// This worker has clients waiting for the pool: open a server if the pool has room, else
+// ask a worker holding an idle one to give its place up.
+void want_server(io::Worker& worker, pool::Pool& pool);
+// Another worker asked for an idle server of the pool (request: requester << 24 | file
+// index): hand one over, or say there is none.
+void yield_idle(io::Worker& worker, pool::Pool& pool, uint32_t request);
+// The yielding server's recv has stopped: send its file.
+void continue_yield(io::Worker& worker, Server& server);
+// Our MSG_RING carrying the file completed.
+void on_yield_sent(io::Worker& worker, Server& server, int result);
+// Another worker's server arrived in our table.
+void adopt(io::Worker& worker, Transfer* transfer);
+// The worker we asked had none to give.
+void handoff_failed(io::Worker& worker, uint32_t file_index);
+
 }  // namespace pgplex::server

@@ -1,0 +1,536 @@
+#!/usr/bin/env bash
+# bench/run.sh PATH_TO_PGPLEX
+#
+# Runs pgbench straight at PostgreSQL, through PgBouncer and through pgplex, in one
+# invocation and against the same PostgreSQL 15 instance, so the three figures of a row
+# come from the same machine, the same data and the same minute. For each run it also
+# reads the CPU time each proxy process used (utime + stime from /proc/PID/stat, all
+# threads) and reports it per 1000 transactions: on a small machine where PostgreSQL,
+# pgbench and the proxy share the cores, that is the figure that decides throughput.
+#
+# Environment overrides (defaults in brackets):
+#   DURATION    seconds per pgbench run                      [15]
+#   CLIENTS     client counts to run                         ["16 128 512"]
+#   ROUNDS      rounds of each (mode, clients)               [2]
+#   MODES       "select" (pgbench -S) and/or "tpcb" (TPC-B)  ["select tpcb"]
+#   SCALE       pgbench scale factor                         [10]
+#   THREADS     pgbench -j                                   [2]
+#   BENCH_PORT  first of the four loopback ports used        [26432]
+#               (PostgreSQL, PgBouncer, pgplex, spare)
+#   BENCH_KEEP  1: keep the temporary directory (logs, configs) after the run
+#
+# Runs as root (it starts PostgreSQL and PgBouncer as the postgres user). Everything it
+# starts is stopped on exit, by PID. A target that fails to start or to run is reported as
+# FAILED in the table, with the reason on stderr; the other targets still run.
+set -uo pipefail
+
+DURATION=${DURATION:-15}
+CLIENTS=${CLIENTS:-"16 128 512"}
+ROUNDS=${ROUNDS:-2}
+MODES=${MODES:-"select tpcb"}
+SCALE=${SCALE:-10}
+THREADS=${THREADS:-2}
+BENCH_PORT=${BENCH_PORT:-26432}
+BENCH_KEEP=${BENCH_KEEP:-0}
+
+PG_BIN=/usr/lib/postgresql/15/bin
+PGBOUNCER_BIN=/usr/sbin/pgbouncer
+BENCH_USER=bench
+BENCH_PASSWORD=bench-$RANDOM$RANDOM
+BENCH_DB=bench
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+results_dir=$repo/bench/results
+
+die() { echo "bench: $*" >&2; exit 1; }
+note() { echo "bench: $*" >&2; }
+
+[ $# -eq 1 ] || die "usage: bench/run.sh PATH_TO_PGPLEX"
+pgplex_bin=$1
+case $pgplex_bin in /*) ;; *) pgplex_bin=$PWD/$pgplex_bin ;; esac
+# The postgres user runs initdb, pg_ctl and PgBouncer; a cwd it cannot read makes them warn.
+cd /
+[ "$(id -u)" -eq 0 ] || die "run as root (PostgreSQL and PgBouncer are started as postgres)"
+id postgres >/dev/null 2>&1 || die "no postgres user; install postgresql-15 (scripts/deps.sh)"
+[ -x "$PG_BIN/initdb" ] || die "$PG_BIN/initdb missing; install postgresql-15"
+command -v pgbench >/dev/null || die "pgbench missing; install postgresql-client-15"
+for n in $DURATION $ROUNDS $SCALE $THREADS $BENCH_PORT $CLIENTS; do
+  [[ $n =~ ^[0-9]+$ ]] && [ "$n" -gt 0 ] || die "not a positive integer: '$n'"
+done
+for m in $MODES; do
+  [ "$m" = select ] || [ "$m" = tpcb ] || die "unknown mode '$m' (select, tpcb)"
+done
+
+pg_port=$BENCH_PORT
+pgbouncer_port=$((BENCH_PORT + 1))
+pgplex_port=$((BENCH_PORT + 2))
+for p in $pg_port $pgbouncer_port $pgplex_port; do
+  if ss -Hltn "sport = :$p" | grep -q .; then die "port $p is in use; set BENCH_PORT"; fi
+done
+
+clients_max=0
+for c in $CLIENTS; do [ "$c" -gt "$clients_max" ] && clients_max=$c; done
+# Session pooling needs one server connection per client, so each proxy's pool is as large
+# as the largest client count. PostgreSQL must take one proxy's full pool at a time (the
+# script waits for the previous target's servers to go before the next run) plus room.
+pool_size=$clients_max
+max_connections=$(( clients_max + 20 > 700 ? clients_max + 20 : 700 ))
+max_client_conn=$(( clients_max + 100 > 1000 ? clients_max + 100 : 1000 ))
+
+# Every proxy client holds a socket and so does its server connection.
+want_files=10000
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $want_files ]; then
+  ulimit -n $want_files 2>/dev/null || note "could not raise ulimit -n to $want_files"
+fi
+
+tmp=$(mktemp -d /tmp/pgplex-bench.XXXXXX) || die "mktemp failed"
+chmod 755 "$tmp"
+chown postgres: "$tmp"
+pg_dir=$tmp/pg
+pg_started_by=""        # "pgcluster" or "pg_ctl"
+pgbouncer_pid=""
+pgplex_pid=""
+declare -A failed=()    # target -> reason it cannot run at all
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_pid "$pgplex_pid" pgplex
+  stop_pid "$pgbouncer_pid" pgbouncer
+  case $pg_started_by in
+    pgcluster) "$repo/scripts/pgcluster.sh" stop "$pg_dir" >/dev/null 2>&1 ;;
+    pg_ctl) runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$pg_dir/data" -m fast -w stop \
+              >/dev/null 2>&1 ;;
+  esac
+  if [ "$BENCH_KEEP" = 1 ]; then
+    note "kept $tmp"
+  else
+    rm -rf "$tmp"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# stop_pid PID NAME: SIGTERM, then SIGKILL after 10 s. Only ever a PID this script started.
+stop_pid() {
+  local pid=$1 name=$2 i
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  note "$name (pid $pid) did not stop in 10 s; SIGKILL"
+  kill -KILL "$pid" 2>/dev/null
+}
+
+# ---- PostgreSQL ---------------------------------------------------------------------------
+
+pg_socket_dir=""
+
+# Superuser psql over the Unix socket (local trust); bounded like every wait here.
+pg_admin() {
+  timeout 60 psql -X -q -At -v ON_ERROR_STOP=1 -h "$pg_socket_dir" -p "$pg_port" -U postgres \
+    -d postgres "$@"
+}
+
+start_postgres() {
+  if [ -x "$repo/scripts/pgcluster.sh" ]; then
+    note "starting PostgreSQL 15 on 127.0.0.1:$pg_port with scripts/pgcluster.sh"
+    "$repo/scripts/pgcluster.sh" start "$pg_dir" "$pg_port" 0 >"$tmp/pgcluster.log" 2>&1 ||
+      { cat "$tmp/pgcluster.log" >&2; die "scripts/pgcluster.sh start failed"; }
+    pg_started_by=pgcluster
+    local s
+    s=$(find "$pg_dir" -maxdepth 3 -name ".s.PGSQL.$pg_port" -print -quit 2>/dev/null)
+    [ -n "$s" ] || die "no Unix socket .s.PGSQL.$pg_port under $pg_dir"
+    pg_socket_dir=$(dirname "$s")
+  else
+    note "starting PostgreSQL 15 on 127.0.0.1:$pg_port (own initdb)"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$pg_dir/data" -U postgres -E UTF8 \
+      --auth-local=trust --auth-host=scram-sha-256 >"$tmp/initdb.log" 2>&1 ||
+      { cat "$tmp/initdb.log" >&2; die "initdb failed"; }
+    cat >>"$pg_dir/data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$pg_dir'
+max_connections = $max_connections
+password_encryption = 'scram-sha-256'
+logging_collector = off
+EOF
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$pg_dir/data" -l "$tmp/postgresql.log" \
+      -w -t 60 start >/dev/null ||
+      { tail -20 "$tmp/postgresql.log" >&2; die "pg_ctl start failed"; }
+    pg_started_by=pg_ctl
+    pg_socket_dir=$pg_dir
+  fi
+  configure_postgres
+}
+
+# The same settings whichever way PostgreSQL was started: enough connection slots for one
+# proxy's full pool, and commits that do not wait for the disk (synchronous_commit and
+# fsync off, as scripts/pgcluster.sh sets them), so the figures show the cost of the path
+# to PostgreSQL rather than the disk's latency.
+configure_postgres() {
+  local current data_dir owner
+  pg_admin -c "ALTER SYSTEM SET synchronous_commit = off" -c "ALTER SYSTEM SET fsync = off" \
+           -c "ALTER SYSTEM SET max_connections = $max_connections" ||
+    die "could not configure PostgreSQL"
+  current=$(pg_admin -c "SHOW max_connections")
+  if [ "$current" -lt "$max_connections" ]; then
+    data_dir=$(pg_admin -c "SHOW data_directory")
+    owner=$(stat -c %U "$data_dir")
+    note "restarting PostgreSQL for max_connections = $max_connections"
+    runuser -u "$owner" -- "$PG_BIN/pg_ctl" -D "$data_dir" -m fast -w -t 60 restart \
+      -l "$tmp/postgresql-restart.log" >/dev/null || die "pg_ctl restart failed"
+  else
+    pg_admin -c "SELECT pg_reload_conf()" >/dev/null
+  fi
+  pg_admin -c "CREATE ROLE $BENCH_USER LOGIN PASSWORD '$BENCH_PASSWORD'" \
+           -c "CREATE DATABASE $BENCH_DB OWNER $BENCH_USER" >/dev/null ||
+    die "could not create the bench role and database"
+  note "initialising pgbench data (scale $SCALE)"
+  pgbench -i -q -s "$SCALE" -h "$pg_socket_dir" -p "$pg_port" -U "$BENCH_USER" "$BENCH_DB" \
+    >"$tmp/pgbench-init.log" 2>&1 ||
+    { tail -20 "$tmp/pgbench-init.log" >&2; die "pgbench -i failed"; }
+}
+
+# Server connections of the bench role still open (a proxy's pool, or a run's leftovers).
+bench_backends() {
+  pg_admin -c "SELECT count(*) FROM pg_stat_activity WHERE usename = '$BENCH_USER'"
+}
+
+# Waits (at most 60 s) until the previous target's server connections are gone: both
+# proxies close idle servers after 2 s (server_idle_timeout), so PostgreSQL never has to
+# hold two full pools at once.
+wait_backends_drained() {
+  local n deadline=$((SECONDS + 60))
+  while [ $SECONDS -lt $deadline ]; do
+    n=$(bench_backends 2>/dev/null) || n=unknown
+    [ "$n" = 0 ] && return 0
+    sleep 0.1
+  done
+  note "warning: $n server connections of $BENCH_USER still open after 60 s"
+}
+
+# ---- proxies ------------------------------------------------------------------------------
+
+write_userlist() {
+  printf '"%s" "%s"\n' "$BENCH_USER" "$BENCH_PASSWORD" >"$tmp/userlist.txt"
+  chown postgres: "$tmp/userlist.txt"
+  chmod 600 "$tmp/userlist.txt"
+}
+
+# Both proxies get the same settings where they have the same setting: session pooling,
+# SCRAM to clients from the same auth file, pool size = largest client count, connection
+# logging off, idle servers closed after 2 s, server over TCP to 127.0.0.1.
+write_pgbouncer_ini() {
+  cat >"$tmp/pgbouncer.ini" <<EOF
+[databases]
+$BENCH_DB = host=127.0.0.1 port=$pg_port dbname=$BENCH_DB
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $pgbouncer_port
+unix_socket_dir =
+pidfile = $tmp/pgbouncer.pid
+auth_type = scram-sha-256
+auth_file = $tmp/userlist.txt
+pool_mode = session
+default_pool_size = $pool_size
+max_client_conn = $max_client_conn
+server_idle_timeout = 2
+server_reset_query = DISCARD ALL
+log_connections = 0
+log_disconnections = 0
+listen_backlog = 1024
+ignore_startup_parameters = extra_float_digits
+EOF
+  chown postgres: "$tmp/pgbouncer.ini"
+}
+
+write_pgplex_toml() {
+  cat >"$tmp/pgplex.toml" <<EOF
+[pgplex]
+listen = ["127.0.0.1:$pgplex_port"]
+workers = 2
+max_client_conn = $max_client_conn
+pool_mode = "session"
+default_pool_size = $pool_size
+auth_type = "scram-sha-256"
+auth_file = "userlist.txt"
+server_reset_query = "DISCARD ALL"
+server_idle_timeout = "2s"
+log_connections = false
+log_disconnections = false
+
+[databases.$BENCH_DB]
+host = "127.0.0.1"
+port = $pg_port
+dbname = "$BENCH_DB"
+EOF
+}
+
+# wait_ready NAME PID PORT: true when a real query goes through the proxy within 20 s.
+wait_ready() {
+  local name=$1 pid=$2 port=$3
+  local deadline=$((SECONDS + 20))
+  while [ $SECONDS -lt $deadline ]; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      failed[$name]="exited during startup"
+      return 1
+    fi
+    if PGPASSWORD=$BENCH_PASSWORD PGCONNECT_TIMEOUT=2 timeout 3 psql -X -At -h 127.0.0.1 \
+         -p "$port" -U "$BENCH_USER" -d "$BENCH_DB" -c "SELECT 1" >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  failed[$name]="no working connection through 127.0.0.1:$port within 20 s"
+  return 1
+}
+
+# show_log NAME LOG: why a target failed, with the start and the end of its log (a
+# process that fails in a loop can write the same line thousands of times).
+show_log() {
+  local name=$1 log=$2 lines
+  lines=$(wc -l <"$log" 2>/dev/null || echo 0)
+  note "$name failed: ${failed[$name]}; its log ($lines lines) begins and ends:"
+  head -n 10 "$log" 2>/dev/null | sed 's/^/    /' >&2
+  if [ "$lines" -gt 20 ]; then
+    echo "    ..." >&2
+    tail -n 5 "$log" 2>/dev/null | sed 's/^/    /' >&2
+  elif [ "$lines" -gt 10 ]; then
+    tail -n $((lines - 10)) "$log" 2>/dev/null | sed 's/^/    /' >&2
+  fi
+}
+
+start_pgbouncer() {
+  local runner i
+  write_pgbouncer_ini
+  # PgBouncer refuses to run as root. runuser keeps a parent process for the PAM session,
+  # so the PID to measure is PgBouncer's own, from its pidfile.
+  runuser -u postgres -- "$PGBOUNCER_BIN" "$tmp/pgbouncer.ini" >"$tmp/pgbouncer.log" 2>&1 &
+  runner=$!
+  for ((i = 0; i < 100; i++)); do
+    [ -s "$tmp/pgbouncer.pid" ] && break
+    kill -0 "$runner" 2>/dev/null || break
+    sleep 0.1
+  done
+  pgbouncer_pid=$(cat "$tmp/pgbouncer.pid" 2>/dev/null)
+  if [ -z "$pgbouncer_pid" ] || [ "$(cat "/proc/$pgbouncer_pid/comm" 2>/dev/null)" != pgbouncer ]
+  then
+    pgbouncer_pid=""
+    failed[pgbouncer]="did not start"
+    show_log pgbouncer "$tmp/pgbouncer.log"
+    return
+  fi
+  if ! wait_ready pgbouncer "$pgbouncer_pid" "$pgbouncer_port"; then
+    show_log pgbouncer "$tmp/pgbouncer.log"
+    # A proxy that does not work must not keep taking CPU from the other targets' runs.
+    stop_pid "$pgbouncer_pid" pgbouncer
+    pgbouncer_pid=""
+  fi
+}
+
+start_pgplex() {
+  if [ ! -x "$pgplex_bin" ]; then
+    failed[pgplex]="$pgplex_bin is not an executable (run 'make build' first)"
+    note "pgplex failed: ${failed[pgplex]}"
+    return
+  fi
+  write_pgplex_toml
+  if ! "$pgplex_bin" --check "$tmp/pgplex.toml" >"$tmp/pgplex-check.log" 2>&1; then
+    failed[pgplex]="--check refused the generated config: $(head -1 "$tmp/pgplex-check.log")"
+    note "pgplex failed: ${failed[pgplex]}"
+    return
+  fi
+  "$pgplex_bin" "$tmp/pgplex.toml" >"$tmp/pgplex.log" 2>&1 &
+  pgplex_pid=$!
+  if ! wait_ready pgplex "$pgplex_pid" "$pgplex_port"; then
+    show_log pgplex "$tmp/pgplex.log"
+    # A proxy that does not work must not keep taking CPU from the other targets' runs.
+    stop_pid "$pgplex_pid" pgplex
+    pgplex_pid=""
+  fi
+}
+
+# ---- measuring ----------------------------------------------------------------------------
+
+clock_ticks=$(getconf CLK_TCK)
+
+# cpu_ticks PID: utime + stime of the whole process (every thread), in clock ticks.
+# Fields are counted after the last ')' because the command name may hold spaces.
+cpu_ticks() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo ""; return; }
+  stat=${stat##*\) }
+  # After "pid (comm) ", field 3 (state) is the first: utime is field 14, stime 15.
+  awk '{ print $12 + $13 }' <<<"$stat"
+}
+
+declare -A tps=() latency=() transactions=() cpu_s=()
+
+# run_pgbench TARGET PORT MODE CLIENTS KEY: one pgbench run; results into the arrays.
+run_pgbench() {
+  local target=$1 port=$2 mode=$3 clients=$4 key=$5 pid="" before="" after="" out rc
+  local -a mode_args=()
+  [ "$mode" = select ] && mode_args=(-S)
+  case $target in
+    pgbouncer) pid=$pgbouncer_pid ;;
+    pgplex) pid=$pgplex_pid ;;
+  esac
+  if [ -n "${failed[$target]:-}" ]; then
+    tps[$key]=FAILED
+    return
+  fi
+  if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+    failed[$target]="process $pid is gone"
+    note "$target failed: ${failed[$target]}"
+    tps[$key]=FAILED
+    return
+  fi
+  wait_backends_drained
+  [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  out=$(PGPASSWORD=$BENCH_PASSWORD timeout $((DURATION + 120)) pgbench "${mode_args[@]}" \
+          -j "$THREADS" -c "$clients" -T "$DURATION" -h 127.0.0.1 -p "$port" \
+          -U "$BENCH_USER" "$BENCH_DB" 2>&1)
+  rc=$?
+  [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  printf '%s\n' "$out" >>"$tmp/pgbench-$target.log"
+  tps[$key]=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | tail -1)
+  latency[$key]=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out" | tail -1)
+  transactions[$key]=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' \
+                         <<<"$out" | tail -1)
+  if [ "${transactions[$key]:-}" = 0 ]; then
+    note "$target: pgbench $mode -c $clients completed no transaction (with many clients," \
+         "logging them all in can take longer than DURATION=$DURATION s)"
+    tps[$key]=FAILED
+    return
+  fi
+  if [ $rc -ne 0 ] || [ -z "${tps[$key]}" ] || [ -z "${transactions[$key]}" ]; then
+    note "$target: pgbench $mode -c $clients failed (exit $rc):"
+    tail -n 5 <<<"$out" | sed 's/^/    /' >&2
+    tps[$key]=FAILED
+    return
+  fi
+  if [ -n "$pid" ] && [ -n "$before" ] && [ -n "$after" ]; then
+    cpu_s[$key]=$(awk -v t=$((after - before)) -v hz="$clock_ticks" -v n="${transactions[$key]}" \
+                    'BEGIN { if (n > 0) printf "%.4f", (t / hz) / (n / 1000); }')
+  fi
+  note "$target $mode c=$clients: tps ${tps[$key]}, latency ${latency[$key]} ms" \
+       "${cpu_s[$key]:+(proxy CPU ${cpu_s[$key]} s per 1000 transactions)}"
+}
+
+# ---- report -------------------------------------------------------------------------------
+
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN {
+    if (a == "" || b == "" || a == "FAILED" || b == "FAILED" || b + 0 == 0) print "-";
+    else printf "%.2f", a / b; }'
+}
+
+# cell VALUE DECIMALS: a number rounded for the table, FAILED as is, "-" when missing.
+cell() {
+  awk -v v="${1:-}" -v d="$2" 'BEGIN {
+    if (v == "") print "-"; else if (v !~ /^[0-9.]+$/) print v; else printf "%.*f\n", d, v; }'
+}
+
+row() {
+  local mode=$1 clients=$2 round=$3 d=$4 b=$5 p=$6
+  printf '%-6s %7s %5s | %10s %7s | %10s %7s | %10s %7s | %8s %8s | %9s %9s\n' \
+    "$mode" "$clients" "$round" \
+    "$(cell "${tps[$d]:-}" 1)" "$(cell "${latency[$d]:-}" 3)" \
+    "$(cell "${tps[$b]:-}" 1)" "$(cell "${latency[$b]:-}" 3)" \
+    "$(cell "${tps[$p]:-}" 1)" "$(cell "${latency[$p]:-}" 3)" \
+    "$(ratio "${tps[$p]:-}" "${tps[$b]:-}")" "$(ratio "${tps[$p]:-}" "${tps[$d]:-}")" \
+    "$(cell "${cpu_s[$b]:-}" 4)" "$(cell "${cpu_s[$p]:-}" 4)"
+}
+
+# mean_into ARRAY OUT_KEY KEY...: ARRAY[OUT_KEY] = mean of ARRAY over the keys whose run
+# succeeded (tps, latency or cpu_s); a tps mean with no successful run is FAILED.
+mean_into() {
+  local array=$1 out=$2; shift 2
+  local -n values_of=$array
+  local values="" k
+  for k in "$@"; do
+    [ -n "${values_of[$k]:-}" ] && [ "${tps[$k]:-}" != FAILED ] && values+="${values_of[$k]} "
+  done
+  values_of[$out]=$(awk -v v="$values" 'BEGIN { n = split(v, a, " "); if (n == 0) exit;
+    s = 0; for (i = 1; i <= n; i++) s += a[i]; printf "%.6f", s / n; }')
+  if [ -z "${values_of[$out]}" ]; then
+    if [ "$array" = tps ]; then values_of[$out]=FAILED; else unset "values_of[$out]"; fi
+  fi
+}
+
+header() {
+  echo "pgplex benchmark, $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "machine: $(nproc) CPUs, $(uname -r)," \
+       "$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)"
+  echo "PostgreSQL $(pg_admin -c 'SHOW server_version' 2>/dev/null | cut -d' ' -f1)" \
+       "(max_connections $max_connections, fsync and synchronous_commit off)," \
+       "$("$PGBOUNCER_BIN" --version 2>/dev/null | head -1)," \
+       "$("$pgplex_bin" --version 2>/dev/null || echo 'pgplex (version unknown)')"
+  echo "pgbench -j $THREADS -T $DURATION, scale $SCALE; all targets over TCP 127.0.0.1;" \
+       "proxies: session pooling, pool size $pool_size, SCRAM to clients and PostgreSQL"
+  echo "tps: transactions/s (without connection time); lat: average latency in ms;"
+  echo "ratios: pgplex tps / PgBouncer tps and pgplex tps / direct tps;"
+  echo "cpu/1k: proxy CPU seconds (utime+stime from /proc) per 1000 transactions"
+  for t in pgbouncer pgplex; do
+    [ -n "${failed[$t]:-}" ] && echo "FAILED target $t: ${failed[$t]}"
+  done
+  echo
+  printf '%-6s %7s %5s | %10s %7s | %10s %7s | %10s %7s | %8s %8s | %9s %9s\n' \
+    mode clients round "direct tps" lat "bouncer tps" lat "pgplex tps" lat \
+    plex/bnc plex/dir "bnc cpu/1k" "plex cpu/1k"
+}
+
+# ---- main ---------------------------------------------------------------------------------
+
+start_postgres
+write_userlist
+start_pgbouncer
+start_pgplex
+
+runs=0
+for mode in $MODES; do for c in $CLIENTS; do runs=$((runs + 3 * ROUNDS)); done; done
+note "$runs pgbench runs of ${DURATION}s (about $((runs * (DURATION + 5) / 60)) min)"
+
+for mode in $MODES; do
+  for clients in $CLIENTS; do
+    for ((round = 1; round <= ROUNDS; round++)); do
+      # Targets alternate within each round so that drift (caches, thermal, autovacuum)
+      # spreads over all three instead of favouring whichever ran first.
+      run_pgbench direct "$pg_port" "$mode" "$clients" "direct/$mode/$clients/$round"
+      run_pgbench pgbouncer "$pgbouncer_port" "$mode" "$clients" "pgbouncer/$mode/$clients/$round"
+      run_pgbench pgplex "$pgplex_port" "$mode" "$clients" "pgplex/$mode/$clients/$round"
+    done
+  done
+done
+
+mkdir -p "$results_dir"
+{
+  header
+  for mode in $MODES; do
+    for clients in $CLIENTS; do
+      for ((round = 1; round <= ROUNDS; round++)); do
+        row "$mode" "$clients" "$round" "direct/$mode/$clients/$round" \
+          "pgbouncer/$mode/$clients/$round" "pgplex/$mode/$clients/$round"
+      done
+      if [ "$ROUNDS" -gt 1 ]; then
+        for t in direct pgbouncer pgplex; do
+          keys=()
+          for ((round = 1; round <= ROUNDS; round++)); do keys+=("$t/$mode/$clients/$round"); done
+          mean_into latency "$t/$mode/$clients/mean" "${keys[@]}"
+          mean_into cpu_s "$t/$mode/$clients/mean" "${keys[@]}"
+          mean_into tps "$t/$mode/$clients/mean" "${keys[@]}"
+        done
+        row "$mode" "$clients" mean "direct/$mode/$clients/mean" \
+          "pgbouncer/$mode/$clients/mean" "pgplex/$mode/$clients/mean"
+      fi
+    done
+  done
+} | tee "$results_dir/latest.txt"
+note "table written to bench/results/latest.txt"
