@@ -90,6 +90,8 @@ LoadResult load_text(const TempDir& dir, const std::string& text) {
     return config::load(dir.write("pgplex.toml", text));
 }
 
+// The result must outlive the reference: pass a named LoadResult, never a temporary.
+const Config& loaded(const LoadResult&& result) = delete;
 const Config& loaded(const LoadResult& result) {
     cr_assert_not_null(result.config.get(), "%s", result.error.c_str());
     return *result.config;
@@ -140,7 +142,8 @@ Test(config_load, the_example_config_loads_with_every_field_right) {
 Test(config_load, settings_left_out_of_the_example_keep_their_defaults) {
     TempDir dir;
     dir.write("userlist.txt", "");
-    const Config& c = loaded(load_text(dir, example));
+    LoadResult result = load_text(dir, example);
+    const Config& c = loaded(result);
     cr_assert_eq(c.client_login_timeout_ms, 60'000);
     cr_assert_eq(c.server_connect_timeout_ms, 15'000);
     cr_assert_eq(c.shutdown_timeout_ms, 30'000);
