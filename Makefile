@@ -51,7 +51,6 @@ fuzz: deps $(FUZZ_BUILD)/build.ninja
 	tests/fuzz/run $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 check: deps build unit tidy integration asan fuzz
-	@echo "make check: all suites passed"
 
 demo: build
 	KEEP=$(KEEP) scripts/demo.sh $(BUILD)/pgplex
