@@ -11,6 +11,7 @@
 #include "pgplex/base/log.h"
 #include "pgplex/io/worker.h"
 #include "pgplex/pool/pool.h"
+#include "pgplex/server/internal.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::server {
@@ -32,13 +33,7 @@ uint32_t worker_with_idle(io::Worker& worker, pool::Pool& pool) {
 void ask_for_handoff(io::Worker& worker, pool::Pool& pool, uint32_t target) {
     uint32_t slot = worker.server_acquire();
     if (slot == io::nil) return;
-    Server& server = worker.server(slot);
-    uint32_t generation = server.conn.generation + 1;
-    server.conn = io::Conn{};
-    server.conn.generation = generation;
-    server.state = ServerState::Adopting;
-    server.pool = &pool;
-    server.since = worker.now;
+    claim(worker, slot, ServerState::Adopting, pool);
     worker.pools[pool.id].connecting++;
     worker.message(target, io::MessageKind::PoolYield, pool.id,
                    worker.index << 24 | worker.server_file(slot));

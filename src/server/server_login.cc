@@ -52,6 +52,18 @@ bool open_socket(io::Worker& worker, Server& server, uint32_t slot, std::string&
     return true;
 }
 
+void submit_connect(io::Worker& worker, Server& server) {
+    const config::Endpoint& endpoint = server.pool->target.endpoint;
+    io_uring_sqe* sqe = worker.ring.sqe();
+    io_uring_prep_connect(sqe, int(server.conn.file),
+                          reinterpret_cast<const sockaddr*>(&endpoint.address),
+                          endpoint.address_bytes);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    uint32_t slot = worker.server_slot(server);
+    io_uring_sqe_set_data64(sqe, io::pack(io::Op::ServerConnect, slot, server.conn.generation));
+    ++server.conn.inflight;
+}
+
 void send_startup(io::Worker& worker, Server& server) {
     const pool::Target& target = server.pool->target;
     std::vector<uint8_t> bytes(64 + target.user.size() + target.dbname.size());
@@ -308,18 +320,7 @@ bool connect(io::Worker& worker, pool::Pool& pool) {
         log_warning("worker %u: no free server slot", worker.index);
         return false;
     }
-    Server& server = worker.server(slot);
-    uint32_t generation = server.conn.generation + 1;
-    server.conn = io::Conn{};
-    server.conn.generation = generation;
-    server.state = ServerState::Connecting;
-    server.pool = &pool;
-    server.created = server.since = worker.now;
-    server.parameters.clear();
-    server.applied.clear();
-    server.pending_syncs = 0;
-    server.unsynced = false;
-    server.status = proto::TransactionStatus::Idle;
+    Server& server = claim(worker, slot, ServerState::Connecting, pool);
     worker.pools[pool.id].connecting++;
     std::string reason;
     if (!open_socket(worker, server, slot, reason)) {
@@ -327,14 +328,7 @@ bool connect(io::Worker& worker, pool::Pool& pool) {
         login_failed(worker, server, nullptr, 0, reason.c_str());
         return false;
     }
-    const config::Endpoint& endpoint = pool.target.endpoint;
-    io_uring_sqe* sqe = worker.ring.sqe();
-    io_uring_prep_connect(sqe, int(server.conn.file),
-                          reinterpret_cast<const sockaddr*>(&endpoint.address),
-                          endpoint.address_bytes);
-    sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64(sqe, io::pack(io::Op::ServerConnect, slot, generation));
-    ++server.conn.inflight;
+    submit_connect(worker, server);
     return true;
 }
 
@@ -369,13 +363,7 @@ void on_connected(io::Worker& worker, Server& server, int result) {
 void send_cancel(io::Worker& worker, const Server& target) {
     uint32_t slot = worker.server_acquire();
     if (slot == io::nil) return;
-    Server& server = worker.server(slot);
-    uint32_t generation = server.conn.generation + 1;
-    server.conn = io::Conn{};
-    server.conn.generation = generation;
-    server.state = ServerState::Cancelling;
-    server.pool = target.pool;
-    server.created = server.since = worker.now;
+    Server& server = claim(worker, slot, ServerState::Cancelling, *target.pool);
     server.cancel_pid = target.backend_pid;
     server.cancel_key = target.backend_key;
     std::string reason;
@@ -385,14 +373,24 @@ void send_cancel(io::Worker& worker, const Server& target) {
         worker.server_release_slot(slot);
         return;
     }
-    const config::Endpoint& endpoint = target.pool->target.endpoint;
-    io_uring_sqe* sqe = worker.ring.sqe();
-    io_uring_prep_connect(sqe, int(server.conn.file),
-                          reinterpret_cast<const sockaddr*>(&endpoint.address),
-                          endpoint.address_bytes);
-    sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64(sqe, io::pack(io::Op::ServerConnect, slot, generation));
-    ++server.conn.inflight;
+    submit_connect(worker, server);
+}
+
+Server& claim(io::Worker& worker, uint32_t slot, ServerState state, pool::Pool& pool) {
+    Server& server = worker.server(slot);
+    PGPLEX_ASSERT(server.state == ServerState::Free);
+    uint32_t generation = server.conn.generation + 1;
+    server.conn = io::Conn{};
+    server.conn.generation = generation;
+    server.state = state;
+    server.pool = &pool;
+    server.created = server.since = worker.now;
+    server.parameters.clear();
+    server.applied.clear();
+    server.pending_syncs = 0;
+    server.unsynced = false;
+    server.status = proto::TransactionStatus::Idle;
+    return server;
 }
 
 }  // namespace pgplex::server

@@ -17,5 +17,7 @@ void login_failed(io::Worker& worker, Server& server, const uint8_t* error, uint
                   const char* why);
 void queue(io::Worker& worker, Server& server, const uint8_t* data, uint32_t size);
 uint8_t* assembly(Server& server, uint32_t size);
+// Takes a free slot into `state` for the pool, with a fresh generation and no history.
+Server& claim(io::Worker& worker, uint32_t slot, ServerState state, pool::Pool& pool);
 
 }  // namespace pgplex::server
