@@ -33,14 +33,15 @@ integration: build
 $(ASAN_BUILD)/build.ninja:
 	meson setup $(ASAN_BUILD) --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
 
-# One run under ASan + UBSan: the unit tests and the integration smoke set.
+# One run under ASan + UBSan (leak checks on): the unit tests and every integration test.
+# `make asan SMOKE=1` runs only the integration tests marked smoke.
 asan: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  meson test -C $(ASAN_BUILD) --suite unit --print-errorlogs
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  PGPLEX_BIN=$(CURDIR)/$(ASAN_BUILD)/pgplex $(PYTHON) -m pytest -q -p no:cacheprovider \
-	  -m smoke tests/integration
+	  $(if $(SMOKE),-m smoke) tests/integration
 
 $(FUZZ_BUILD)/build.ninja:
 	CXX=clang++ meson setup $(FUZZ_BUILD) -Dfuzz=true --buildtype=debug -Dwerror=false
