@@ -155,6 +155,29 @@ void begin_auth(io::Worker& worker, Client& client) {
     }
 }
 
+// A startup parameter as a setting: "SET name = E'value'", kept under its lower-case name.
+bool add_startup_setting(Session& session, const std::string& name, const std::string& value) {
+    if (name.empty()) return false;
+    for (char ch : name)
+        if (!isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.') return false;
+    pool::Setting setting;
+    for (char ch : name) setting.name += char(tolower(static_cast<unsigned char>(ch)));
+    setting.sql = "SET " + name + " = E'";
+    for (char ch : value) {
+        if (ch == '\'' || ch == '\\') setting.sql += '\\';
+        setting.sql += ch;
+    }
+    setting.sql += "'";
+    setting.value = value;
+    for (pool::Setting& existing : session.settings)
+        if (existing.name == setting.name) {
+            existing = std::move(setting);
+            return true;
+        }
+    session.settings.push_back(std::move(setting));
+    return true;
+}
+
 // A StartupMessage: check what PostgreSQL would check, record the session, authenticate.
 void begin_session(io::Worker& worker, Client& client, const proto::StartupPacket& packet) {
     if (!packet.replication.empty() && packet.replication != "false" && packet.replication != "0" &&
@@ -174,21 +197,31 @@ void begin_session(io::Worker& worker, Client& client, const proto::StartupPacke
     Session& session = *client.session;
     session.user = packet.user;
     session.database = packet.database;
+    std::vector<std::pair<std::string, std::string>> parameters;
     for (const auto& [name, value] : packet.parameters)
-        session.parameters.emplace_back(std::string(name), std::string(value));
+        parameters.emplace_back(std::string(name), std::string(value));
     std::string bad;
-    if (!parse_options(packet.options, session.parameters, bad)) {
+    if (!parse_options(packet.options, parameters, bad)) {
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
              sqlstate::feature_not_supported,
              "unsupported startup option \"" + bad + "\": pgplex accepts only -c name=value");
         return;
     }
-    if (worker.config->find_alias(session.database) == nullptr) {
+    for (const auto& [name, value] : parameters) {
+        if (!add_startup_setting(session, name, value)) {
+            fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+                 sqlstate::protocol_violation, "invalid startup parameter name \"" + name + "\"");
+            return;
+        }
+    }
+    const config::Alias* alias = worker.config->find_alias(session.database);
+    if (alias == nullptr) {
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
              sqlstate::invalid_catalog_name, "database \"" + session.database + "\" does not exist",
              "pgplex has no [databases] entry for it and no \"*\" fallback");
         return;
     }
+    session.mode = worker.config->pool_mode_of(*alias);
     begin_auth(worker, client);
 }
 
@@ -422,6 +455,7 @@ uint32_t login_consume(io::Worker& worker, Client& client, uint32_t, const uint8
         case ClientState::Auth:
             return consume_auth(worker, client, data, size);
         case ClientState::Free:
+        case ClientState::Idle:
         case ClientState::Waiting:
         case ClientState::Syncing:
         case ClientState::Active:

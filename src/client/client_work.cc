@@ -27,16 +27,22 @@ uint32_t queued_bytes_max(const io::Worker& worker) {
 // Bytes from an Active client, on their way to its server.
 struct ForwardHandler {
     io::Worker& worker;
+    Client& client;
     server::Server& server;
     uint32_t buffer;
     const uint8_t* base;
+    bool track_sets;  // transaction pooling: SET/RESET must follow the client
     bool terminate = false;
 
-    proto::Fate on_header(uint8_t type, uint32_t) {
+    proto::Fate on_header(uint8_t type, uint32_t length) {
         switch (static_cast<FrontendMessage>(type)) {
             case FrontendMessage::Terminate:
                 return proto::Fate::Inspect;
             case FrontendMessage::Query:
+                ++server.pending_syncs;
+                if (track_sets && length <= limits::assembled_message_bytes_max)
+                    return proto::Fate::ForwardInspect;
+                break;
             case FrontendMessage::FunctionCall:
                 ++server.pending_syncs;
                 break;
@@ -66,17 +72,32 @@ struct ForwardHandler {
         else
             worker.buffers.append(server.conn.out, buffer, uint32_t(data - base), size);
     }
-    uint8_t* assembly(uint32_t) { return nullptr; }
-    proto::Verdict on_message(uint8_t, const uint8_t*, uint32_t) {
-        terminate = true;
-        return proto::Verdict::Pause;
+    uint8_t* assembly(uint32_t size) {
+        if (size > limits::assembled_message_bytes_max) return nullptr;
+        if (!client.assembly)
+            client.assembly = std::make_unique<uint8_t[]>(limits::assembled_message_bytes_max);
+        return client.assembly.get();
+    }
+    proto::Verdict on_message(uint8_t type, const uint8_t* body, uint32_t size) {
+        if (type == uint8_t(FrontendMessage::Terminate)) {
+            terminate = true;
+            return proto::Verdict::Pause;
+        }
+        // A Query: note its SETs; they count once its transaction commits.
+        std::string_view text(reinterpret_cast<const char*>(body), size > 0 ? size - 1 : 0);
+        if (pool::may_set(text))
+            for (pool::SetChange& change : pool::parse_set_statements(text))
+                client.session->pending.push_back(std::move(change));
+        client.assembly.reset();  // an idle client holds no buffer
+        return proto::Verdict::Continue;
     }
 };
 
 uint32_t consume_active(io::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
                         uint32_t size) {
     server::Server& server = worker.server(client.server);
-    ForwardHandler handler{worker, server, buffer, worker.buffers.data(buffer)};
+    bool track = client.session && client.session->mode == config::PoolMode::Transaction;
+    ForwardHandler handler{worker, client, server, buffer, worker.buffers.data(buffer), track};
     proto::FeedResult result =
         proto::feed(client.conn.frame, proto::Direction::Frontend, data, size, handler);
     if (server.conn.out.bytes > 0) server::on_client_output(worker, server);
@@ -108,6 +129,14 @@ uint32_t consume(io::Worker& worker, Client& client, uint32_t buffer, const uint
             case ClientState::Active:
                 step = consume_active(worker, client, buffer, data + used, size - used);
                 break;
+            case ClientState::Idle:
+                // A transaction begins: a Terminate needs no server, anything else does.
+                if (data[used] == uint8_t(FrontendMessage::Terminate)) {
+                    close(worker, client, CloseReason::ClientTerminated);
+                    return size;
+                }
+                request_server(worker, client);
+                continue;
             case ClientState::Waiting:
             case ClientState::Syncing:
                 return used;  // held until the server is ready
@@ -123,15 +152,26 @@ uint32_t consume(io::Worker& worker, Client& client, uint32_t buffer, const uint
 
 // Processes bytes held from earlier receives, oldest first, as far as the state allows.
 void consume_held(io::Worker& worker, Client& client) {
+    // A server found while consuming (request_server → link → on_server_ready) would come
+    // back here: the loop below carries on with the new state instead.
+    if (client.consuming) return;
+    client.consuming = true;
     io::ChunkQueue& held = client.conn.held_in;
     while (!held.empty() && client.state != ClientState::Closing) {
         io::Chunk chunk = worker.buffers.chunk(held.head);
         const uint8_t* data = worker.buffers.data(chunk.buffer) + chunk.offset;
         uint32_t used = consume(worker, client, chunk.buffer, data, chunk.size);
-        if (client.state == ClientState::Closing) return;
+        if (client.state == ClientState::Closing) break;
         worker.buffers.consume(held, used);
         if (used < chunk.size) break;
     }
+    client.consuming = false;
+    if (client.state == ClientState::Closing) return;
+    // Transaction pooling: a login that just got its welcome, or a client whose held bytes
+    // are all out and answered, gives its server back.
+    if (client.state == ClientState::Active && client.server != io::nil)
+        server::release_if_done(worker, worker.server(client.server));
+    if (client.state == ClientState::Closing) return;
     if (held.bytes < queued_bytes_max(worker) / 2)
         worker.resume_recv(client.conn, io::Op::ClientRecv, worker.client_slot(client));
 }
@@ -144,7 +184,8 @@ void release(io::Worker& worker, Client& client) {
         client.server = io::nil;
         // Part of a message went to the server and the rest never will: it cannot be reused.
         if (!client.conn.frame.between_messages()) server.unsynced = true;
-        server::unlink(worker, server);
+        bool session = !client.session || client.session->mode == config::PoolMode::Session;
+        server::unlink(worker, server, session);
     }
 }
 
@@ -158,6 +199,8 @@ const char* to_string(ClientState state) {
             return "startup";
         case ClientState::Auth:
             return "auth";
+        case ClientState::Idle:
+            return "idle";
         case ClientState::Waiting:
             return "waiting";
         case ClientState::Syncing:
@@ -226,15 +269,11 @@ void on_accepted(io::Worker& worker, uint32_t slot) {
 
 void on_recv(io::Worker& worker, Client& client, uint32_t buffer, uint32_t size) {
     if (client.state == ClientState::Closing) return;
-    if (!client.conn.held_in.empty()) {
-        worker.buffers.append(client.conn.held_in, buffer, 0, size);
-        consume_held(worker, client);
-    } else {
-        const uint8_t* data = worker.buffers.data(buffer);
-        uint32_t used = consume(worker, client, buffer, data, size);
-        if (used < size && client.state != ClientState::Closing)
-            worker.buffers.append(client.conn.held_in, buffer, used, size - used);
-    }
+    // Through the held queue, always: consume_held() is the one place that feeds a client's
+    // bytes, so a server lent in the middle of them cannot be given back under its feet.
+    worker.buffers.append(client.conn.held_in, buffer, 0, size);
+    consume_held(worker, client);
+    if (client.state == ClientState::Closing) return;
     if (client.conn.held_in.bytes > queued_bytes_max(worker))
         worker.pause_recv(client.conn, io::Op::ClientRecv, worker.client_slot(client));
 }
@@ -269,6 +308,12 @@ void on_server_ready(io::Worker& worker, Client& client) {
     PGPLEX_ASSERT(client.server != io::nil);
     if (client.login) send_welcome(worker, client);
     client.state = ClientState::Active;
+    client.since = worker.now;
+    consume_held(worker, client);
+}
+
+void on_released(io::Worker& worker, Client& client) {
+    client.state = ClientState::Idle;
     client.since = worker.now;
     consume_held(worker, client);
 }
@@ -369,6 +414,7 @@ void on_tick(io::Worker& worker, Client& client) {
             }
             return;
         case ClientState::Free:
+        case ClientState::Idle:
         case ClientState::Syncing:
         case ClientState::Active:
         case ClientState::Closing:

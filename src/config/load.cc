@@ -180,10 +180,10 @@ bool Loader::one_of(std::initializer_list<std::string_view> allowed, std::string
 bool Loader::pool_mode(PoolMode& out) {
     std::string mode;
     if (!one_of({"session", "transaction", "statement"}, mode)) return false;
-    if (mode != "session")
-        return fail_on(*node, "pool_mode \"" + mode +
-                                  "\" is not available yet in this version; use \"session\"");
-    out = PoolMode::Session;
+    if (mode == "statement")
+        return fail_on(*node, "pool_mode \"statement\" is not available yet in this version; "
+                              "use \"session\" or \"transaction\"");
+    out = mode == "transaction" ? PoolMode::Transaction : PoolMode::Session;
     return true;
 }
 

@@ -58,8 +58,7 @@ void Pool::mark_idle_worker(uint32_t worker) {
 }
 
 void Pool::clear_idle_worker(uint32_t worker) {
-    idle_workers[worker / 64].fetch_and(~(uint64_t(1) << (worker % 64)),
-                                        std::memory_order_acq_rel);
+    idle_workers[worker / 64].fetch_and(~(uint64_t(1) << (worker % 64)), std::memory_order_acq_rel);
 }
 
 void Pool::publish_scram_keys(const tls::scram::Key& client_key,

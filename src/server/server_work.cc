@@ -36,6 +36,21 @@ void record_parameter(Server& server, const uint8_t* body, uint32_t size) {
                   std::string(value, strnlen(value, size - name_size - 1)));
 }
 
+// A transaction ended (ReadyForQuery idle): the SETs it made now belong to the session,
+// unless it failed or rolled back, in which case PostgreSQL undid them too. Either way the
+// server's settings are the client's again.
+void settle_settings(Server& server, client::Session& session) {
+    if (!session.pending.empty() && !session.transaction_failed &&
+        !session.transaction_rolled_back) {
+        for (const pool::SetChange& change : session.pending)
+            pool::apply_change(session.settings, change);
+        server.applied = session.settings;
+    }
+    session.pending.clear();
+    session.transaction_failed = false;
+    session.transaction_rolled_back = false;
+}
+
 // Bytes from an Active server, on their way to its client.
 struct ForwardHandler {
     io::Worker& worker;
@@ -51,6 +66,14 @@ struct ForwardHandler {
             case uint8_t(BackendMessage::ParameterStatus):
                 return length <= limits::assembled_message_bytes_max ? proto::Fate::ForwardInspect
                                                                      : proto::Fate::Forward;
+            case uint8_t(BackendMessage::CommandComplete):
+                // Only its tag is read: a ROLLBACK drops the SETs of the transaction.
+                return client.session && !client.session->pending.empty()
+                           ? proto::Fate::ForwardInspect
+                           : proto::Fate::Forward;
+            case uint8_t(BackendMessage::ErrorResponse):
+                if (client.session) client.session->transaction_failed = true;
+                return proto::Fate::Forward;
             default:
                 return proto::Fate::Forward;
         }
@@ -66,6 +89,11 @@ struct ForwardHandler {
         if (type == uint8_t(BackendMessage::ReadyForQuery)) {
             server.status = static_cast<proto::TransactionStatus>(body[0]);
             if (server.pending_syncs > 0) --server.pending_syncs;
+            if (server.status == proto::TransactionStatus::Idle && client.session)
+                settle_settings(server, *client.session);
+        } else if (type == uint8_t(BackendMessage::CommandComplete)) {
+            std::string_view tag(reinterpret_cast<const char*>(body), size);
+            if (tag.substr(0, 8) == "ROLLBACK") client.session->transaction_rolled_back = true;
         } else {
             record_parameter(server, body, size);
         }
@@ -127,6 +155,7 @@ uint32_t consume_active(io::Worker& worker, Server& server, uint32_t buffer, con
     if (worker.shutting_down() && result.status != proto::FeedStatus::Violation)
         client::on_shutdown(worker, client, false);
     if (server.state == ServerState::Closing) return size;
+    if (result.status != proto::FeedStatus::Violation) release_if_done(worker, server);
     if (result.status == proto::FeedStatus::Violation) {
         log_warning("server %s: protocol violation: %s",
                     server.pool->target.endpoint.to_string().c_str(), result.reason);
@@ -203,35 +232,14 @@ bool reusable(const Server& server) {
            server.conn.frame.between_messages();
 }
 
-// "SET name = E'value'" for each client parameter the server does not have yet.
+// What brings the server to the client's settings (session_state.h).
 std::string parameter_sync_query(const Server& server, const client::Session& session) {
-    std::string query;
-    for (const auto& [name, value] : session.parameters) {
-        std::string lower = name;
-        for (char& ch : lower) ch = char(tolower(static_cast<unsigned char>(ch)));
-        bool have = false;
-        for (const auto& [applied_name, applied_value] : server.applied)
-            if (applied_name == lower) have = applied_value == value;
-        if (!have)
-            for (const auto& [reported_name, reported_value] : server.parameters)
-                if (strcasecmp(reported_name.c_str(), name.c_str()) == 0)
-                    have = reported_value == value;
-        if (have) continue;
-        bool plain_name = !name.empty();
-        for (char ch : name)
-            if (!isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.')
-                plain_name = false;
-        if (!plain_name) continue;  // not a GUC name; PostgreSQL would refuse it too
-        query += "SET ";
-        query += name;
-        query += " = E'";
-        for (char ch : value) {
-            if (ch == '\'' || ch == '\\') query += '\\';
-            query += ch;
-        }
-        query += "';";
-    }
-    return query;
+    auto reported = [&server](const std::string& name) -> const std::string* {
+        for (const auto& [key, value] : server.parameters)
+            if (strcasecmp(key.c_str(), name.c_str()) == 0) return &value;
+        return nullptr;
+    };
+    return pool::sync_sql(session.settings, server.applied, reported);
 }
 
 void send_query(io::Worker& worker, Server& server, std::string_view sql) {
@@ -246,14 +254,7 @@ void send_query(io::Worker& worker, Server& server, std::string_view sql) {
 }
 
 void record_applied(Server& server, const client::Session& session) {
-    for (const auto& [name, value] : session.parameters) {
-        std::string lower = name;
-        for (char& ch : lower) ch = char(tolower(static_cast<unsigned char>(ch)));
-        bool found = false;
-        for (auto& [applied_name, applied_value] : server.applied)
-            if (applied_name == lower) applied_value = value, found = true;
-        if (!found) server.applied.emplace_back(lower, value);
-    }
+    server.applied = session.settings;
 }
 
 void wake_waiters(io::Worker& worker, pool::Pool& pool);
@@ -455,7 +456,7 @@ void link(io::Worker& worker, Server& server, client::Client& client) {
     send_query(worker, server, sync);
 }
 
-void unlink(io::Worker& worker, Server& server) {
+void unlink(io::Worker& worker, Server& server, bool reset_session) {
     server.client = io::nil;
     if (server.state == ServerState::Closing) return;
     if (!reusable(server)) {
@@ -463,7 +464,8 @@ void unlink(io::Worker& worker, Server& server) {
         return;
     }
     worker.resume_recv(server.conn, io::Op::ServerRecv, worker.server_slot(server));
-    const std::string& reset = worker.config->server_reset_query;
+    static const std::string no_reset;
+    const std::string& reset = reset_session ? worker.config->server_reset_query : no_reset;
     bool in_transaction = server.status != proto::TransactionStatus::Idle;
     if (reset.empty() && !in_transaction) {
         make_available(worker, server);
@@ -478,6 +480,20 @@ void unlink(io::Worker& worker, Server& server) {
         server.applied.clear();
         send_query(worker, server, reset);
     }
+}
+
+void release_if_done(io::Worker& worker, Server& server) {
+    if (server.state != ServerState::Active || server.client == io::nil) return;
+    client::Client& client = worker.client(server.client);
+    if (!client.session || client.session->mode != config::PoolMode::Transaction) return;
+    bool done = server.pending_syncs == 0 && !server.unsynced &&
+                server.status == proto::TransactionStatus::Idle &&
+                server.conn.frame.between_messages() && client.conn.frame.between_messages();
+    if (!done) return;
+    client.server = io::nil;
+    server.client = io::nil;
+    make_available(worker, server);
+    client::on_released(worker, client);
 }
 
 void make_available(io::Worker& worker, Server& server) {

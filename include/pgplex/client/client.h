@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "pgplex/base/clock.h"
+#include "pgplex/config/config.h"
 #include "pgplex/io/conn.h"
+#include "pgplex/pool/session_state.h"
 #include "pgplex/tls/scram.h"
 
 namespace pgplex::pool {
@@ -22,6 +24,8 @@ enum class ClientState : uint8_t {
     Startup,  // reading the startup packet (an SSLRequest/GSSENCRequest may come first);
               // login != null
     Auth,     // a password or SASL exchange is under way; login != null, pool set
+    Idle,     // transaction pooling, between transactions: no server; the next message puts
+              // the client in line for one
     Waiting,  // authenticated; queued for a server in the pool's waiter list on this worker
     Syncing,  // server linked; pgplex's SET that gives it the client's parameters runs
     Active,   // server linked for the session; bytes flow both ways
@@ -58,12 +62,18 @@ struct Login {
     std::vector<uint8_t> assembly;  // a PasswordMessage split across buffers
 };
 
-// For the whole session: who the client is and the parameters it asked for.
+// For the whole session: who the client is and the state it expects on any server.
 struct Session {
     std::string user;
     std::string database;
-    // Startup parameters and "-c name=value" options to be in force on the server.
-    std::vector<std::pair<std::string, std::string>> parameters;
+    config::PoolMode mode = config::PoolMode::Session;
+    // Startup parameters, "-c name=value" options and (transaction pooling) the SETs that
+    // took effect: what every server lent to this client must have in force.
+    std::vector<pool::Setting> settings;
+    // SET/RESET sent in the transaction under way; kept when it commits.
+    std::vector<pool::SetChange> pending;
+    bool transaction_failed = false;       // an ErrorResponse since the last idle
+    bool transaction_rolled_back = false;  // a ROLLBACK since the last idle
 };
 
 struct Client {
@@ -76,8 +86,10 @@ struct Client {
     pool::Pool* pool = nullptr;
     uint32_t cancel_key = 0;
     base::Milliseconds since = 0;  // when the current state began
+    bool consuming = false;        // inside consume_held(): no re-entry
     std::unique_ptr<Login> login;
     std::unique_ptr<Session> session;
+    std::unique_ptr<uint8_t[]> assembly;  // an inspected Query split across buffers
 };
 
 }  // namespace pgplex::client

@@ -28,6 +28,8 @@ void on_server_ready(io::Worker& worker, Client& client);
 // on when the server sent one (empty: pgplex writes its own).
 void on_server_failed(io::Worker& worker, Client& client, const uint8_t* error,
                       uint32_t error_size);
+// Transaction pooling: the server was given back at the end of a transaction.
+void on_released(io::Worker& worker, Client& client);
 // Bytes from the linked server were queued to the client.
 void on_server_output(io::Worker& worker, Client& client);
 

@@ -9,6 +9,7 @@
 
 #include "pgplex/base/clock.h"
 #include "pgplex/io/conn.h"
+#include "pgplex/pool/session_state.h"
 #include "pgplex/proto/message.h"
 #include "pgplex/tls/scram.h"
 
@@ -76,8 +77,8 @@ struct Server {
     uint32_t cancel_key = 0;
     // Every ParameterStatus the server reported.
     std::vector<std::pair<std::string, std::string>> parameters;
-    // What pgplex SET on it since its last reset, as the client asked (names lowercased).
-    std::vector<std::pair<std::string, std::string>> applied;
+    // What pgplex and its clients SET on it since its last reset.
+    std::vector<pool::Setting> applied;
     std::vector<uint8_t> pending_error;  // Syncing: the ErrorResponse body the SET got
     uint32_t yield_worker = 0;           // Yielding: who gets it, and at which file index
     uint32_t yield_file = 0;
@@ -93,7 +94,7 @@ struct Transfer {
     uint32_t backend_key = 0;
     base::Milliseconds created = 0;
     std::vector<std::pair<std::string, std::string>> parameters;
-    std::vector<std::pair<std::string, std::string>> applied;
+    std::vector<pool::Setting> applied;
 };
 
 // A value from parameters, or null.

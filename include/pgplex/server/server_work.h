@@ -33,7 +33,11 @@ void on_shutdown(io::Worker& worker, Server& server, bool immediate);
 void link(io::Worker& worker, Server& server, client::Client& client);
 // The client is done with the server (it left, or the session ended): reset and reuse it,
 // or close it when it is not reusable.
-void unlink(io::Worker& worker, Server& server);
+// `reset`: session pooling runs server_reset_query; transaction pooling keeps the
+// server's settings, which the next client's sync brings to its own.
+void unlink(io::Worker& worker, Server& server, bool reset);
+// Transaction pooling: gives the server back when the client's transaction is over.
+void release_if_done(io::Worker& worker, Server& server);
 // The linked client has new bytes queued for this server.
 void on_client_output(io::Worker& worker, Server& server);
 // The server is logged in and free: give it to a waiter or put it in the idle list.

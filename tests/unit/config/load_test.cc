@@ -397,13 +397,21 @@ Test(config_load, a_bad_duration_is_an_error) {
                    "DIR/pgplex.toml:4: shutdown_timeout must not be negative");
 }
 
-Test(config_load, pool_mode_transaction_is_refused_for_now) {
-    assert_refused(std::string(minimal) + "pool_mode = \"transaction\"\n",
-                   "DIR/pgplex.toml:4: pool_mode \"transaction\" is not available yet in this "
-                   "version; use \"session\"");
+Test(config_load, pool_mode_transaction_is_taken_globally_and_per_alias) {
+    TempDir dir;
+    LoadResult result = load_text(dir, std::string(minimal) + "pool_mode = \"transaction\"\n" +
+                                           "[databases.app]\npool_mode = \"session\"\n" +
+                                           "[databases.other]\n");
+    const Config& c = loaded(result);
+    cr_assert_eq(c.pool_mode, PoolMode::Transaction);
+    cr_assert_eq(c.pool_mode_of(c.aliases.at(0)), PoolMode::Session);
+    cr_assert_eq(c.pool_mode_of(c.aliases.at(1)), PoolMode::Transaction);
+}
+
+Test(config_load, pool_mode_statement_is_refused_for_now) {
     assert_refused(std::string(minimal) + "[databases.app]\npool_mode = \"statement\"\n",
                    "DIR/pgplex.toml:5: pool_mode \"statement\" is not available yet in this "
-                   "version; use \"session\"");
+                   "version; use \"session\" or \"transaction\"");
 }
 
 Test(config_load, a_bad_listen_address_is_an_error) {

@@ -1,0 +1,72 @@
+// Session state that follows a client from server to server in transaction pooling.
+//
+// pgplex reads the SET and RESET statements a client sends in simple Query messages and
+// keeps, per GUC, the statement that put the client's value in force. Before a server is
+// lent, the difference between the client's settings and the server's is replayed (one
+// Query, pipelined ahead of the client's own messages), so the client always finds its
+// settings, and never another client's. SET LOCAL, SET TRANSACTION and SET CONSTRAINTS
+// live and die with their transaction and are not kept.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace pgplex::pool {
+
+struct Setting {
+    std::string name;   // the GUC, lower case ("search_path", "timezone", "role")
+    std::string sql;    // the statement that puts it in force, replayed as is
+    std::string value;  // for startup parameters: the value, to compare with ParameterStatus
+};
+
+enum class SetKind : uint8_t {
+    Set,       // name = sql
+    Reset,     // RESET name / SET name TO DEFAULT
+    ResetAll,  // RESET ALL / DISCARD ALL
+};
+
+struct SetChange {
+    SetKind kind = SetKind::Set;
+    std::string name;
+    std::string sql;
+};
+
+// The session-level SET/RESET statements in a simple Query's text, in order. Other
+// statements are skipped; quotes, dollar quotes and comments are honoured when the text is
+// split at semicolons.
+std::vector<SetChange> parse_set_statements(std::string_view query);
+
+// Whether a query's text may contain one (a cheap first look, on every Query).
+bool may_set(std::string_view query);
+
+// Applies a change to a list of settings.
+void apply_change(std::vector<Setting>& settings, const SetChange& change);
+
+// The SQL that takes a server whose pgplex-applied settings are `server` to the client's
+// `client` settings: SETs the server lacks, RESETs of what it has and the client does not.
+// `reported(name)` gives the server's ParameterStatus value, or null, so a startup
+// parameter the server already reports at that value needs no SET.
+template <typename Reported>
+std::string sync_sql(const std::vector<Setting>& client, const std::vector<Setting>& server,
+                     Reported reported) {
+    std::string out;
+    for (const Setting& want : client) {
+        bool have = false;
+        for (const Setting& got : server)
+            if (got.name == want.name) have = got.sql == want.sql;
+        if (!have && !want.value.empty()) {
+            const std::string* current = reported(want.name);
+            have = current != nullptr && *current == want.value;
+        }
+        if (!have) out += want.sql + ";";
+    }
+    for (const Setting& got : server) {
+        bool wanted = false;
+        for (const Setting& want : client) wanted = wanted || want.name == got.name;
+        if (!wanted) out += "RESET " + got.name + ";";
+    }
+    return out;
+}
+
+}  // namespace pgplex::pool

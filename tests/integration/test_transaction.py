@@ -1,0 +1,211 @@
+"""pool_mode = "transaction": many clients share a few server connections, a server is lent
+for one transaction at a time, and each client's session settings follow it from server to
+server."""
+
+import time
+
+import psycopg
+import pytest
+
+from conftest import assert_pgbench_clean, connect, run_pgbench
+from test_limits import Background
+
+TRANSACTION = {"pool_mode": "transaction"}
+
+
+def plain(port, **kwargs):
+    """A psycopg connection that uses no named prepared statements (not pooled yet)."""
+    return connect(port, autocommit=True, prepare_threshold=None, **kwargs)
+
+
+def one(conn, sql):
+    return conn.execute(sql).fetchone()[0]
+
+
+@pytest.mark.smoke
+def test_sixty_four_pgbench_clients_share_five_server_connections(make_pgplex, cluster):
+    pgplex = make_pgplex(default_pool_size=5, settings=TRANSACTION)
+    since = cluster.server_now()
+    assert_pgbench_clean(run_pgbench(pgplex.port, ["-n", "-S", "-T", "4", "-c", "64", "-j", "2"]))
+    assert_pgbench_clean(run_pgbench(pgplex.port, ["-n", "-T", "3", "-c", "32", "-j", "2"]))
+    assert cluster.backends("app", since=since, dbname="appdb") <= 5
+
+
+def test_idle_clients_hold_no_server_connection(make_pgplex, cluster):
+    pgplex = make_pgplex(pool_size=2, settings=TRANSACTION)
+    since = cluster.server_now()
+    clients = [plain(pgplex.port) for _ in range(12)]
+    try:
+        for round_ in range(2):
+            for index, conn in enumerate(clients):
+                assert one(conn, f"SELECT {index} + {round_}") == index + round_
+        assert cluster.backends("payam", since=since, dbname="payam_db") <= 2
+    finally:
+        for conn in clients:
+            conn.close()
+
+
+def test_settings_of_one_client_are_never_seen_by_another_on_the_same_server(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    a, b = plain(pgplex.port), plain(pgplex.port)
+    try:
+        assert one(a, "SELECT pg_backend_pid()") == one(b, "SELECT pg_backend_pid()")
+        defaults = [one(b, f"SHOW {name}") for name in ("search_path", "statement_timeout",
+                                                       "TimeZone")]
+        a.execute("SET search_path TO pg_catalog")
+        a.execute("SET statement_timeout = '4321ms'")
+        a.execute("SET TIME ZONE 'Asia/Tehran'")
+        for _ in range(3):
+            assert [one(a, "SHOW search_path"), one(a, "SHOW statement_timeout"),
+                    one(a, "SHOW TimeZone")] == ["pg_catalog", "4321ms", "Asia/Tehran"]
+            assert [one(b, "SHOW search_path"), one(b, "SHOW statement_timeout"),
+                    one(b, "SHOW TimeZone")] == defaults
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_clients_statement_timeout_is_in_force_for_it_alone(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    a, b = plain(pgplex.port), plain(pgplex.port)
+    try:
+        a.execute("SET statement_timeout = '200ms'")
+        b.execute("SELECT pg_sleep(0.4)")
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            a.execute("SELECT pg_sleep(2)")
+        b.execute("SELECT pg_sleep(0.4)")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_set_local_and_rolled_back_sets_do_not_outlive_their_transaction(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    a, b = plain(pgplex.port), plain(pgplex.port)
+    try:
+        default_work_mem = one(b, "SHOW work_mem")
+        with a.transaction():
+            a.execute("SET LOCAL work_mem = '7MB'")
+            assert one(a, "SHOW work_mem") == "7MB"
+        assert one(a, "SHOW work_mem") == default_work_mem
+        a.execute("SET statement_timeout = '1234ms'")
+        a.execute("BEGIN")
+        a.execute("SET statement_timeout = '999ms'")
+        a.execute("ROLLBACK")
+        assert one(b, "SHOW statement_timeout") == "0"
+        assert one(a, "SHOW statement_timeout") == "1234ms"
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            a.execute("SET statement_timeout = '888ms'; SELECT 1/0")
+        assert one(a, "SHOW statement_timeout") == "1234ms"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_reset_and_set_to_default_follow_the_client(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    a, b = plain(pgplex.port), plain(pgplex.port)
+    try:
+        a.execute("SET statement_timeout = '5s'; SET search_path = pg_catalog")
+        b.execute("SET statement_timeout = '7s'")
+        a.execute("RESET statement_timeout")
+        assert one(a, "SHOW statement_timeout") == "0"
+        assert one(a, "SHOW search_path") == "pg_catalog"
+        assert one(b, "SHOW statement_timeout") == "7s"
+        a.execute("SET search_path TO DEFAULT")
+        assert one(a, "SHOW search_path") == '"$user", public'
+        b.execute("RESET ALL")
+        assert one(b, "SHOW statement_timeout") == "0"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_explicit_transaction_keeps_its_server_until_commit(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    a, b = plain(pgplex.port), plain(pgplex.port)
+    try:
+        a.execute("CREATE TABLE IF NOT EXISTS tx_hold (n int)")
+        a.execute("BEGIN")
+        a.execute("INSERT INTO tx_hold VALUES (1)")
+        waiter = Background(lambda: one(b, "SELECT count(*) FROM tx_hold"))
+        assert not waiter.join(1.0), "another client got the server inside a transaction"
+        a.execute("COMMIT")
+        assert waiter.join(10) and waiter.error is None, waiter.error
+        assert waiter.result >= 1
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_error_inside_a_transaction_holds_the_server_until_rollback(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    a, b = plain(pgplex.port), plain(pgplex.port)
+    try:
+        a.execute("BEGIN")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            a.execute("SELECT 1/0")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            a.execute("SELECT 1")
+        waiter = Background(lambda: one(b, "SELECT 2"))
+        assert not waiter.join(1.0)
+        a.execute("ROLLBACK")
+        assert waiter.join(10) and waiter.result == 2
+        assert one(a, "SELECT 3") == 3
+    finally:
+        a.close()
+        b.close()
+
+
+def test_pipelines_with_several_syncs_and_multi_statement_queries(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    a, b = plain(pgplex.port), plain(pgplex.port)
+    try:
+        with a.pipeline() as pipeline:
+            cursors = [a.execute("SELECT %s::int * 2", (n,), prepare=False) for n in range(5)]
+            pipeline.sync()
+            cursors += [a.execute("SELECT %s::int * 3", (n,), prepare=False) for n in range(5)]
+        assert [c.fetchone()[0] for c in cursors] == [0, 2, 4, 6, 8, 0, 3, 6, 9, 12]
+        assert one(b, "SELECT 'b'") == "b"
+        result = a.execute("SELECT 1; SELECT 2; SELECT 3")
+        values = [result.fetchone()[0]]
+        while result.nextset():
+            values.append(result.fetchone()[0])
+        assert values == [1, 2, 3]
+    finally:
+        a.close()
+        b.close()
+
+
+def test_copy_inside_a_transaction(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    a, b = plain(pgplex.port), plain(pgplex.port)
+    try:
+        a.execute("CREATE TABLE IF NOT EXISTS tx_copy (n int)")
+        a.execute("TRUNCATE tx_copy")
+        with a.transaction():
+            with a.cursor().copy("COPY tx_copy FROM STDIN") as copy:
+                for n in range(20000):
+                    copy.write_row((n,))
+        assert one(b, "SELECT count(*) FROM tx_copy") == 20000
+        with a.cursor().copy("COPY tx_copy TO STDOUT") as copy:
+            rows = sum(1 for _ in copy.rows())
+        assert rows == 20000
+    finally:
+        a.close()
+        b.close()
+
+
+def test_cancel_reaches_the_server_running_the_clients_query(make_pgplex):
+    pgplex = make_pgplex(pool_size=2, settings=TRANSACTION)
+    a = plain(pgplex.port)
+    try:
+        canceller = Background(lambda: (time.sleep(0.7), a.cancel()))
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            a.execute("SELECT pg_sleep(20)")
+        assert time.monotonic() - started < 10
+        canceller.join(5)
+        assert one(a, "SELECT 5") == 5
+    finally:
+        a.close()

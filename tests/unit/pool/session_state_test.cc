@@ -1,0 +1,108 @@
+// Reading SET and RESET from a client's queries, and the SQL that brings a server to the
+// client's settings.
+#include <criterion/criterion.h>
+
+#include <string>
+
+#include "pgplex/pool/session_state.h"
+
+using namespace pgplex::pool;
+
+namespace {
+
+const std::string* none(const std::string&) {
+    return nullptr;
+}
+
+}  // namespace
+
+Test(session_state, a_plain_set_is_kept_with_its_statement) {
+    auto changes = parse_set_statements("SET search_path TO app, public");
+    cr_assert_eq(changes.size(), 1u);
+    cr_assert_eq(changes[0].kind, SetKind::Set);
+    cr_assert_str_eq(changes[0].name.c_str(), "search_path");
+    cr_assert_str_eq(changes[0].sql.c_str(), "SET search_path TO app, public");
+}
+
+Test(session_state, set_local_transaction_and_constraints_are_not_session_state) {
+    cr_assert(parse_set_statements("SET LOCAL statement_timeout = 5").empty());
+    cr_assert(parse_set_statements("set transaction isolation level serializable").empty());
+    cr_assert(parse_set_statements("SET CONSTRAINTS ALL DEFERRED").empty());
+}
+
+Test(session_state, time_zone_session_and_default_forms_are_understood) {
+    auto changes = parse_set_statements(
+        "SET TIME ZONE 'UTC'; set session statement_timeout = '5s'; SET work_mem TO DEFAULT;"
+        "SET SESSION AUTHORIZATION alice; RESET TIME ZONE");
+    cr_assert_eq(changes.size(), 5u);
+    cr_assert_str_eq(changes[0].name.c_str(), "timezone");
+    cr_assert_str_eq(changes[1].name.c_str(), "statement_timeout");
+    cr_assert_eq(changes[1].kind, SetKind::Set);
+    cr_assert_eq(changes[2].kind, SetKind::Reset);
+    cr_assert_str_eq(changes[2].name.c_str(), "work_mem");
+    cr_assert_str_eq(changes[3].name.c_str(), "session authorization");
+    cr_assert_eq(changes[4].kind, SetKind::Reset);
+    cr_assert_str_eq(changes[4].name.c_str(), "timezone");
+}
+
+Test(session_state, semicolons_in_quotes_and_comments_do_not_split_statements) {
+    auto changes = parse_set_statements(
+        "SELECT 'a;SET x.y = 1' /* ; SET a.b = 2 */; SELECT $q$;SET c.d = 3$q$; -- SET e.f = 4\n"
+        "SET app.name = 'x;y'");
+    cr_assert_eq(changes.size(), 1u);
+    cr_assert_str_eq(changes[0].name.c_str(), "app.name");
+    cr_assert_str_eq(changes[0].sql.c_str(), "SET app.name = 'x;y'");
+}
+
+Test(session_state, reset_all_and_discard_all_forget_everything) {
+    std::vector<Setting> settings;
+    for (const auto& change : parse_set_statements("SET a.b = 1; SET c.d = 2"))
+        apply_change(settings, change);
+    cr_assert_eq(settings.size(), 2u);
+    apply_change(settings, parse_set_statements("RESET a.b")[0]);
+    cr_assert_eq(settings.size(), 1u);
+    cr_assert_str_eq(settings[0].name.c_str(), "c.d");
+    apply_change(settings, parse_set_statements("DISCARD ALL")[0]);
+    cr_assert(settings.empty());
+    apply_change(settings, parse_set_statements("SET a.b = 1")[0]);
+    apply_change(settings, parse_set_statements("RESET ALL")[0]);
+    cr_assert(settings.empty());
+}
+
+Test(session_state, a_later_set_of_the_same_name_replaces_the_earlier) {
+    std::vector<Setting> settings;
+    apply_change(settings, parse_set_statements("SET statement_timeout = 1000")[0]);
+    apply_change(settings, parse_set_statements("SET Statement_Timeout = 2000")[0]);
+    cr_assert_eq(settings.size(), 1u);
+    cr_assert_str_eq(settings[0].sql.c_str(), "SET Statement_Timeout = 2000");
+}
+
+Test(session_state, sync_sets_what_the_server_lacks_and_resets_what_the_client_lacks) {
+    std::vector<Setting> client = {{"search_path", "SET search_path = a", {}},
+                                   {"timezone", "SET TIME ZONE 'UTC'", {}}};
+    std::vector<Setting> server = {{"search_path", "SET search_path = a", {}},
+                                   {"statement_timeout", "SET statement_timeout = 5", {}}};
+    std::string sql = sync_sql(client, server, none);
+    cr_assert_str_eq(sql.c_str(), "SET TIME ZONE 'UTC';RESET statement_timeout;");
+    std::string nothing = sync_sql(client, client, none);
+    cr_assert_str_eq(nothing.c_str(), "");
+}
+
+Test(session_state, a_startup_parameter_the_server_reports_at_that_value_needs_no_set) {
+    std::vector<Setting> client = {{"client_encoding", "SET client_encoding = E'UTF8'", "UTF8"}};
+    std::string utf8 = "UTF8";
+    auto reports_utf8 = [&](const std::string& name) -> const std::string* {
+        return name == "client_encoding" ? &utf8 : nullptr;
+    };
+    std::string reported = sync_sql(client, {}, reports_utf8);
+    cr_assert_str_eq(reported.c_str(), "");
+    std::string unknown = sync_sql(client, {}, none);
+    cr_assert_str_eq(unknown.c_str(), "SET client_encoding = E'UTF8';");
+}
+
+Test(session_state, may_set_is_a_cheap_superset) {
+    cr_assert(may_set("SELECT 1; set x.y = 1"));
+    cr_assert(may_set("RESET ALL"));
+    cr_assert(may_set("discard all"));
+    cr_assert_not(may_set("SELECT abalance FROM pgbench_accounts WHERE aid = 1"));
+}
