@@ -14,6 +14,8 @@
 #   ROUNDS      rounds of each (mode, clients)               [2]
 #   MODES       "select" (pgbench -S) and/or "tpcb" (TPC-B)  ["select tpcb"]
 #   SCALE       pgbench scale factor                         [10]
+#   POOL_MODE   "session" or "transaction", for both proxies ["session"]
+#   POOL_SIZE   server connections per pool   [largest CLIENTS in session mode, else 20]
 #   THREADS     pgbench -j                                   [2]
 #   BENCH_PORT  first of the four loopback ports used        [26432]
 #               (PostgreSQL, PgBouncer, pgplex, spare)
@@ -29,6 +31,8 @@ CLIENTS=${CLIENTS:-"16 128 512"}
 ROUNDS=${ROUNDS:-2}
 MODES=${MODES:-"select tpcb"}
 SCALE=${SCALE:-10}
+POOL_MODE=${POOL_MODE:-session}
+case "$POOL_MODE" in session|transaction) ;; *) echo "bench: POOL_MODE must be session or transaction" >&2; exit 2 ;; esac
 THREADS=${THREADS:-2}
 BENCH_PORT=${BENCH_PORT:-26432}
 BENCH_KEEP=${BENCH_KEEP:-0}
@@ -74,6 +78,9 @@ for c in $CLIENTS; do [ "$c" -gt "$clients_max" ] && clients_max=$c; done
 # as the largest client count. PostgreSQL must take one proxy's full pool at a time (the
 # script waits for the previous target's servers to go before the next run) plus room.
 pool_size=$clients_max
+# Transaction pooling shares a few server connections among all clients.
+[ "$POOL_MODE" = transaction ] && pool_size=20
+pool_size=${POOL_SIZE:-$pool_size}
 max_connections=$(( clients_max + 20 > 700 ? clients_max + 20 : 700 ))
 max_client_conn=$(( clients_max + 100 > 1000 ? clients_max + 100 : 1000 ))
 
@@ -238,7 +245,7 @@ unix_socket_dir =
 pidfile = $tmp/pgbouncer.pid
 auth_type = scram-sha-256
 auth_file = $tmp/userlist.txt
-pool_mode = session
+pool_mode = $POOL_MODE
 default_pool_size = $pool_size
 max_client_conn = $max_client_conn
 server_idle_timeout = 2
@@ -257,7 +264,7 @@ write_pgplex_toml() {
 listen = ["127.0.0.1:$pgplex_port"]
 workers = 2
 max_client_conn = $max_client_conn
-pool_mode = "session"
+pool_mode = "$POOL_MODE"
 default_pool_size = $pool_size
 auth_type = "scram-sha-256"
 auth_file = "userlist.txt"
@@ -474,7 +481,7 @@ header() {
        "$("$PGBOUNCER_BIN" --version 2>/dev/null | head -1)," \
        "$("$pgplex_bin" --version 2>/dev/null || echo 'pgplex (version unknown)')"
   echo "pgbench -j $THREADS -T $DURATION, scale $SCALE; all targets over TCP 127.0.0.1;" \
-       "proxies: session pooling, pool size $pool_size, SCRAM to clients and PostgreSQL"
+       "proxies: $POOL_MODE pooling, pool size $pool_size, SCRAM to clients and PostgreSQL"
   echo "tps: transactions/s (without connection time); lat: average latency in ms;"
   echo "ratios: pgplex tps / PgBouncer tps and pgplex tps / direct tps;"
   echo "cpu/1k: proxy CPU seconds (utime+stime from /proc) per 1000 transactions"
