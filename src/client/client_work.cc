@@ -51,6 +51,11 @@ struct ForwardHandler {
                 server.unsynced = false;
                 break;
             case FrontendMessage::Parse:
+                // JDBC and other drivers send SET through the extended protocol too.
+                server.unsynced = true;
+                if (track_sets && length <= limits::assembled_message_bytes_max)
+                    return proto::Fate::ForwardInspect;
+                break;
             case FrontendMessage::Bind:
             case FrontendMessage::Execute:
             case FrontendMessage::Describe:
@@ -83,8 +88,14 @@ struct ForwardHandler {
             terminate = true;
             return proto::Verdict::Pause;
         }
-        // A Query: note its SETs; they count once its transaction commits.
-        std::string_view text(reinterpret_cast<const char*>(body), size > 0 ? size - 1 : 0);
+        // A Query or a Parse: note its SETs; they count once its transaction commits.
+        std::string_view text(reinterpret_cast<const char*>(body), size);
+        if (type == uint8_t(FrontendMessage::Parse)) {
+            size_t name_end = text.find('\0');  // the statement name, then the query
+            text = name_end == std::string_view::npos ? std::string_view{}
+                                                      : text.substr(name_end + 1);
+        }
+        text = text.substr(0, text.find('\0'));
         if (pool::may_set(text))
             for (pool::SetChange& change : pool::parse_set_statements(text))
                 client.session->pending.push_back(std::move(change));

@@ -209,3 +209,17 @@ def test_cancel_reaches_the_server_running_the_clients_query(make_pgplex):
         assert one(a, "SELECT 5") == 5
     finally:
         a.close()
+
+
+def test_a_set_sent_through_the_extended_protocol_follows_the_client(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    a, b = plain(pgplex.port), plain(pgplex.port)
+    try:
+        # In a pipeline psycopg sends every statement as Parse/Bind/Execute, as JDBC does.
+        with a.pipeline():
+            a.execute("SET statement_timeout = '2345ms'", prepare=False)
+        assert one(b, "SHOW statement_timeout") == "0"
+        assert one(a, "SHOW statement_timeout") == "2345ms"
+    finally:
+        a.close()
+        b.close()
