@@ -2,6 +2,7 @@
 for one transaction at a time, and each client's session settings follow it from server to
 server."""
 
+import contextlib
 import time
 
 import psycopg
@@ -20,6 +21,17 @@ def plain(port, **kwargs):
 
 def one(conn, sql):
     return conn.execute(sql).fetchone()[0]
+
+
+@contextlib.contextmanager
+def two_clients(port):
+    """Clients a and b, closed at the end whatever happens."""
+    a, b = plain(port), plain(port)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
 
 
 @pytest.mark.smoke
@@ -47,8 +59,7 @@ def test_idle_clients_hold_no_server_connection(make_pgplex, cluster):
 
 def test_settings_of_one_client_are_never_seen_by_another_on_the_same_server(make_pgplex):
     pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
-    a, b = plain(pgplex.port), plain(pgplex.port)
-    try:
+    with two_clients(pgplex.port) as (a, b):
         assert one(a, "SELECT pg_backend_pid()") == one(b, "SELECT pg_backend_pid()")
         defaults = [one(b, f"SHOW {name}") for name in ("search_path", "statement_timeout",
                                                        "TimeZone")]
@@ -60,29 +71,21 @@ def test_settings_of_one_client_are_never_seen_by_another_on_the_same_server(mak
                     one(a, "SHOW TimeZone")] == ["pg_catalog", "4321ms", "Asia/Tehran"]
             assert [one(b, "SHOW search_path"), one(b, "SHOW statement_timeout"),
                     one(b, "SHOW TimeZone")] == defaults
-    finally:
-        a.close()
-        b.close()
 
 
 def test_a_clients_statement_timeout_is_in_force_for_it_alone(make_pgplex):
     pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
-    a, b = plain(pgplex.port), plain(pgplex.port)
-    try:
+    with two_clients(pgplex.port) as (a, b):
         a.execute("SET statement_timeout = '200ms'")
         b.execute("SELECT pg_sleep(0.4)")
         with pytest.raises(psycopg.errors.QueryCanceled):
             a.execute("SELECT pg_sleep(2)")
         b.execute("SELECT pg_sleep(0.4)")
-    finally:
-        a.close()
-        b.close()
 
 
 def test_set_local_and_rolled_back_sets_do_not_outlive_their_transaction(make_pgplex):
     pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
-    a, b = plain(pgplex.port), plain(pgplex.port)
-    try:
+    with two_clients(pgplex.port) as (a, b):
         default_work_mem = one(b, "SHOW work_mem")
         with a.transaction():
             a.execute("SET LOCAL work_mem = '7MB'")
@@ -97,15 +100,11 @@ def test_set_local_and_rolled_back_sets_do_not_outlive_their_transaction(make_pg
         with pytest.raises(psycopg.errors.DivisionByZero):
             a.execute("SET statement_timeout = '888ms'; SELECT 1/0")
         assert one(a, "SHOW statement_timeout") == "1234ms"
-    finally:
-        a.close()
-        b.close()
 
 
 def test_reset_and_set_to_default_follow_the_client(make_pgplex):
     pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
-    a, b = plain(pgplex.port), plain(pgplex.port)
-    try:
+    with two_clients(pgplex.port) as (a, b):
         a.execute("SET statement_timeout = '5s'; SET search_path = pg_catalog")
         b.execute("SET statement_timeout = '7s'")
         a.execute("RESET statement_timeout")
@@ -116,15 +115,11 @@ def test_reset_and_set_to_default_follow_the_client(make_pgplex):
         assert one(a, "SHOW search_path") == '"$user", public'
         b.execute("RESET ALL")
         assert one(b, "SHOW statement_timeout") == "0"
-    finally:
-        a.close()
-        b.close()
 
 
 def test_an_explicit_transaction_keeps_its_server_until_commit(make_pgplex):
     pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
-    a, b = plain(pgplex.port), plain(pgplex.port)
-    try:
+    with two_clients(pgplex.port) as (a, b):
         a.execute("CREATE TABLE IF NOT EXISTS tx_hold (n int)")
         a.execute("BEGIN")
         a.execute("INSERT INTO tx_hold VALUES (1)")
@@ -133,15 +128,11 @@ def test_an_explicit_transaction_keeps_its_server_until_commit(make_pgplex):
         a.execute("COMMIT")
         assert waiter.join(10) and waiter.error is None, waiter.error
         assert waiter.result >= 1
-    finally:
-        a.close()
-        b.close()
 
 
 def test_an_error_inside_a_transaction_holds_the_server_until_rollback(make_pgplex):
     pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
-    a, b = plain(pgplex.port), plain(pgplex.port)
-    try:
+    with two_clients(pgplex.port) as (a, b):
         a.execute("BEGIN")
         with pytest.raises(psycopg.errors.DivisionByZero):
             a.execute("SELECT 1/0")
@@ -152,15 +143,11 @@ def test_an_error_inside_a_transaction_holds_the_server_until_rollback(make_pgpl
         a.execute("ROLLBACK")
         assert waiter.join(10) and waiter.result == 2
         assert one(a, "SELECT 3") == 3
-    finally:
-        a.close()
-        b.close()
 
 
 def test_pipelines_with_several_syncs_and_multi_statement_queries(make_pgplex):
     pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
-    a, b = plain(pgplex.port), plain(pgplex.port)
-    try:
+    with two_clients(pgplex.port) as (a, b):
         with a.pipeline() as pipeline:
             cursors = [a.execute("SELECT %s::int * 2", (n,), prepare=False) for n in range(5)]
             pipeline.sync()
@@ -172,15 +159,11 @@ def test_pipelines_with_several_syncs_and_multi_statement_queries(make_pgplex):
         while result.nextset():
             values.append(result.fetchone()[0])
         assert values == [1, 2, 3]
-    finally:
-        a.close()
-        b.close()
 
 
 def test_copy_inside_a_transaction(make_pgplex):
     pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
-    a, b = plain(pgplex.port), plain(pgplex.port)
-    try:
+    with two_clients(pgplex.port) as (a, b):
         a.execute("CREATE TABLE IF NOT EXISTS tx_copy (n int)")
         a.execute("TRUNCATE tx_copy")
         with a.transaction():
@@ -191,9 +174,6 @@ def test_copy_inside_a_transaction(make_pgplex):
         with a.cursor().copy("COPY tx_copy TO STDOUT") as copy:
             rows = sum(1 for _ in copy.rows())
         assert rows == 20000
-    finally:
-        a.close()
-        b.close()
 
 
 def test_cancel_reaches_the_server_running_the_clients_query(make_pgplex):
@@ -213,13 +193,9 @@ def test_cancel_reaches_the_server_running_the_clients_query(make_pgplex):
 
 def test_a_set_sent_through_the_extended_protocol_follows_the_client(make_pgplex):
     pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
-    a, b = plain(pgplex.port), plain(pgplex.port)
-    try:
+    with two_clients(pgplex.port) as (a, b):
         # In a pipeline psycopg sends every statement as Parse/Bind/Execute, as JDBC does.
         with a.pipeline():
             a.execute("SET statement_timeout = '2345ms'", prepare=False)
         assert one(b, "SHOW statement_timeout") == "0"
         assert one(a, "SHOW statement_timeout") == "2345ms"
-    finally:
-        a.close()
-        b.close()

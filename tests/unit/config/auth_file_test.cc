@@ -2,6 +2,8 @@
 // other lines skipped, and every error naming the file and line it is on.
 #include <criterion/criterion.h>
 
+#include "../support.h"
+
 #include <string>
 #include <unordered_map>
 
@@ -10,14 +12,6 @@
 using pgplex::config::parse_auth_file;
 using Users = std::unordered_map<std::string, std::string>;
 
-// Criterion's string assertions keep only the pointers they are given; these copies keep
-// the text of a temporary std::string alive for the check.
-#define assert_text(actual, expected)                                 \
-    do {                                                              \
-        const std::string actual_text = (actual);                     \
-        const std::string expected_text = (expected);                 \
-        cr_assert_str_eq(actual_text.c_str(), expected_text.c_str()); \
-    } while (0)
 
 namespace {
 

@@ -3,6 +3,8 @@
 // Each test writes its files into a fresh directory under /tmp.
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+
+#include "../support.h"
 #include <netinet/in.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -21,14 +23,6 @@ using pgplex::config::LoadResult;
 using pgplex::config::PoolMode;
 namespace config = pgplex::config;
 
-// Criterion's string assertions keep only the pointers they are given; these copies keep
-// the text of a temporary std::string alive for the check.
-#define assert_text(actual, expected)                                 \
-    do {                                                              \
-        const std::string actual_text = (actual);                     \
-        const std::string expected_text = (expected);                 \
-        cr_assert_str_eq(actual_text.c_str(), expected_text.c_str()); \
-    } while (0)
 
 namespace {
 

@@ -2,6 +2,8 @@
 // client's settings.
 #include <criterion/criterion.h>
 
+#include "../support.h"
+
 #include <string>
 
 #include "pgplex/pool/session_state.h"
@@ -84,8 +86,7 @@ Test(session_state, sync_sets_what_the_server_lacks_and_resets_what_the_client_l
                                    {"statement_timeout", "SET statement_timeout = 5", {}}};
     std::string sql = sync_sql(client, server, none);
     cr_assert_str_eq(sql.c_str(), "SET TIME ZONE 'UTC';RESET statement_timeout;");
-    std::string nothing = sync_sql(client, client, none);
-    cr_assert_str_eq(nothing.c_str(), "");
+    assert_text(sync_sql(client, client, none), "");
 }
 
 Test(session_state, a_startup_parameter_the_server_reports_at_that_value_needs_no_set) {
@@ -94,10 +95,8 @@ Test(session_state, a_startup_parameter_the_server_reports_at_that_value_needs_n
     auto reports_utf8 = [&](const std::string& name) -> const std::string* {
         return name == "client_encoding" ? &utf8 : nullptr;
     };
-    std::string reported = sync_sql(client, {}, reports_utf8);
-    cr_assert_str_eq(reported.c_str(), "");
-    std::string unknown = sync_sql(client, {}, none);
-    cr_assert_str_eq(unknown.c_str(), "SET client_encoding = E'UTF8';");
+    assert_text(sync_sql(client, {}, reports_utf8), "");
+    assert_text(sync_sql(client, {}, none), "SET client_encoding = E'UTF8';");
 }
 
 Test(session_state, may_set_is_a_cheap_superset) {

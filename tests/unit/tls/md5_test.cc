@@ -4,6 +4,8 @@
 // Python's hashlib, not from this code.
 #include <criterion/criterion.h>
 
+#include "../support.h"
+
 #include <array>
 #include <string>
 
@@ -11,14 +13,6 @@
 
 namespace md5 = pgplex::tls::md5;
 
-// Criterion's string assertions keep only the pointers they are given; these copies keep
-// the text of a temporary std::string alive for the check.
-#define assert_text(actual, expected)                                 \
-    do {                                                              \
-        const std::string actual_text = (actual);                     \
-        const std::string expected_text = (expected);                 \
-        cr_assert_str_eq(actual_text.c_str(), expected_text.c_str()); \
-    } while (0)
 
 namespace {
 

@@ -4,6 +4,8 @@
 // keys, and every kind of malformed message refused with a reason.
 #include <criterion/criterion.h>
 
+#include "../support.h"
+
 #include <string>
 
 #include "pgplex/tls/scram.h"
@@ -16,14 +18,6 @@ using pgplex::tls::scram::Secret;
 using pgplex::tls::scram::ServerExchange;
 namespace scram = pgplex::tls::scram;
 
-// Criterion's string assertions keep only the pointers they are given; these copies keep
-// the text of a temporary std::string alive for the check.
-#define assert_text(actual, expected)                                 \
-    do {                                                              \
-        const std::string actual_text = (actual);                     \
-        const std::string expected_text = (expected);                 \
-        cr_assert_str_eq(actual_text.c_str(), expected_text.c_str()); \
-    } while (0)
 
 namespace {
 
