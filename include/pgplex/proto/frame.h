@@ -18,8 +18,14 @@
 //       storage for a body being assembled across buffers; null refuses (a violation).
 //   Verdict on_message(uint8_t type, const uint8_t* body, uint32_t body_size);
 //       a complete Inspect or ForwardInspect message. Pause stops feed() after it.
+//   Fate on_head(uint8_t type, const uint8_t* head, uint32_t head_size, uint32_t body_size);
+//       a Head message's first head_size bytes (head_bytes_max, or the whole body when
+//       shorter). The handler passes on its own bytes for the header and the head (nothing
+//       of them was forwarded); the rest of the body is then forwarded (Forward) or
+//       dropped (Drop). Renaming a statement in a Bind of any size costs only this copy.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <cstring>
 
@@ -34,7 +40,12 @@ enum class Fate : uint8_t {
     Inspect,         // assemble it and give it to on_message; nothing is passed on
     ForwardInspect,  // pass it on, and give a copy to on_message when complete
     Hold,            // do not consume it now: feed() stops before it (see FeedResult)
+    Head,            // assemble the start of its body, give it to on_head (see above)
 };
+
+// The most of a Head message's body assembled for on_head: room for a Bind's portal and
+// statement names, or a Parse's statement name, of any sensible length.
+inline constexpr uint32_t head_bytes_max = 1024;
 
 enum class Verdict : uint8_t { Continue, Pause };
 
@@ -46,17 +57,18 @@ enum class FeedStatus : uint8_t {
 
 struct FeedResult {
     FeedStatus status;
-    uint32_t consumed;           // bytes of this buffer used; the rest is to be fed again
-    const char* reason;          // for Violation: a sentence for the ErrorResponse / log
+    uint32_t consumed;   // bytes of this buffer used; the rest is to be fed again
+    const char* reason;  // for Violation: a sentence for the ErrorResponse / log
 };
 
 // Per direction, per connection. Zero-initialised is "between messages".
 struct FrameState {
-    uint32_t body_left = 0;    // body bytes of the current message still to come
-    uint32_t body_size = 0;    // of the current message
+    uint32_t body_left = 0;  // body bytes of the current message still to come
+    uint32_t body_size = 0;  // of the current message
+    uint32_t head_size = 0;  // Head: body bytes to assemble for on_head
     uint8_t* assembly = nullptr;
     uint8_t header[5] = {};
-    uint8_t header_have = 0;   // 5 with in_body false: a held header awaiting a decision
+    uint8_t header_have = 0;  // 5 with in_body false: a held header awaiting a decision
     bool in_body = false;
     Fate fate = Fate::Forward;
 
@@ -69,20 +81,57 @@ enum class Direction : uint8_t { Frontend, Backend };
 inline uint32_t read_be32(const uint8_t* p) {
     return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
 }
-inline uint16_t read_be16(const uint8_t* p) { return uint16_t((p[0] << 8) | p[1]); }
+inline uint16_t read_be16(const uint8_t* p) {
+    return uint16_t((p[0] << 8) | p[1]);
+}
 
 namespace detail {
 
 inline const char* check_length(Direction direction, uint8_t type, uint32_t length) {
-    uint32_t max = direction == Direction::Frontend ? frontend_length_max(type)
-                                                    : backend_length_max(type);
-    uint32_t min = direction == Direction::Frontend ? frontend_length_min(type)
-                                                    : backend_length_min(type);
-    if (max == 0) return direction == Direction::Frontend ? "invalid frontend message type"
-                                                          : "invalid backend message type";
+    uint32_t max =
+        direction == Direction::Frontend ? frontend_length_max(type) : backend_length_max(type);
+    uint32_t min =
+        direction == Direction::Frontend ? frontend_length_min(type) : backend_length_min(type);
+    if (max == 0)
+        return direction == Direction::Frontend ? "invalid frontend message type"
+                                                : "invalid backend message type";
     if (length < min) return "invalid message length";
     if (length > max) return "message too long for its type";
     return nullptr;
+}
+
+template <typename Handler>
+concept HandlesHead = requires(Handler& handler, const uint8_t* head) {
+    { handler.on_head(uint8_t{}, head, uint32_t{}, uint32_t{}) } -> std::same_as<Fate>;
+};
+
+// Head fate: gathers the head from data[at..size); once whole, on_head decides the fate of
+// the rest. False when the handler refused storage for a head split across buffers.
+template <typename Handler>
+bool feed_head(FrameState& state, const uint8_t* data, uint32_t size, uint32_t& at,
+               Handler& handler) {
+    uint32_t have = state.body_size - state.body_left;
+    uint32_t want = state.head_size - have;
+    uint32_t take = want < size - at ? want : size - at;
+    const uint8_t* head = nullptr;
+    if (have == 0 && take == state.head_size) {
+        head = data + at;
+    } else if (take > 0) {
+        if (state.assembly == nullptr) {
+            state.assembly = handler.assembly(state.head_size);
+            if (state.assembly == nullptr) return false;
+        }
+        memcpy(state.assembly + have, data + at, take);
+    }
+    state.body_left -= take;
+    at += take;
+    if (have + take < state.head_size) return true;
+    if (head == nullptr) head = state.assembly;
+    state.assembly = nullptr;
+    Fate rest = handler.on_head(state.header[0], head, state.head_size, state.body_size);
+    PGPLEX_ASSERT(rest == Fate::Forward || rest == Fate::Drop);
+    state.fate = rest;
+    return true;
 }
 
 }  // namespace detail
@@ -93,6 +142,18 @@ FeedResult feed(FrameState& state, Direction direction, const uint8_t* data, uin
                 Handler& handler) {
     uint32_t at = 0;
     while (true) {
+        if constexpr (detail::HandlesHead<Handler>) {
+            if (state.in_body && state.fate == Fate::Head) {
+                if (!detail::feed_head(state, data, size, at, handler))
+                    return {FeedStatus::Violation, at, "message too large"};
+                if (state.fate == Fate::Head) return {FeedStatus::Done, at, nullptr};
+                if (state.body_left == 0) {
+                    state.in_body = false;
+                    state.header_have = 0;
+                }
+                continue;
+            }
+        }
         if (state.in_body) {
             uint32_t take = state.body_left < size - at ? state.body_left : size - at;
             bool assembles = state.fate == Fate::Inspect || state.fate == Fate::ForwardInspect;
@@ -160,6 +221,7 @@ FeedResult feed(FrameState& state, Direction direction, const uint8_t* data, uin
         state.fate = fate;
         state.body_size = length - 4;
         state.body_left = state.body_size;
+        state.head_size = state.body_size < head_bytes_max ? state.body_size : head_bytes_max;
         state.assembly = nullptr;
         state.in_body = true;
     }

@@ -79,6 +79,20 @@ struct Recorder {
         return pause_after[type] ? Verdict::Pause : Verdict::Continue;
     }
 
+    // Head: what on_head saw, and what it says of the rest. It forwards '#', the type
+    // byte and the head, standing in for a rewritten header.
+    Fate head_rest = Fate::Forward;
+    std::vector<Message> heads;
+    uint32_t head_body_size = 0;
+    Fate on_head(uint8_t type, const uint8_t* head, uint32_t head_size, uint32_t body_size) {
+        heads.push_back({type, Bytes(head, head + head_size)});
+        head_body_size = body_size;
+        forwarded.push_back('#');
+        forwarded.push_back(type);
+        forwarded.insert(forwarded.end(), head, head + head_size);
+        return head_rest;
+    }
+
     void set(uint8_t type, Fate fate) { fates[type] = fate; }
 };
 
@@ -649,4 +663,75 @@ Test(frame, dropped_and_inspected_bytes_are_consumed_but_not_forwarded) {
     cr_assert_eq(result.consumed, stream.size());
     cr_assert(recorder.forwarded.empty());
     cr_assert(recorder.messages.empty());
+}
+
+namespace {
+
+// A Bind whose body is `size` bytes: names first, then filler.
+Bytes long_bind(uint32_t size) {
+    std::string body("portal\0stmt\0"sv);
+    while (body.size() < size) body.push_back(char('a' + body.size() % 26));
+    return message(t(FrontendMessage::Bind), body);
+}
+
+}  // namespace
+
+Test(frame, head_of_a_short_message_is_its_whole_body) {
+    Bytes stream = concat({long_bind(40), message(t(FrontendMessage::Sync), ""sv)});
+    Recorder recorder;
+    recorder.set(t(FrontendMessage::Bind), Fate::Head);
+    FeedResult result = feed_alone(Direction::Frontend, stream, recorder);
+    cr_assert_eq(result.status, FeedStatus::Done);
+    cr_assert_eq(recorder.heads.size(), 1);
+    cr_assert_eq(recorder.heads[0].body.size(), 40);
+    cr_assert_eq(recorder.head_body_size, 40);
+    Bytes expected{'#', t(FrontendMessage::Bind)};
+    expected.insert(expected.end(), stream.begin() + 5, stream.begin() + 45);
+    expected.insert(expected.end(), stream.begin() + 45, stream.end());  // the Sync
+    cr_assert(recorder.forwarded == expected);
+}
+
+Test(frame, head_of_a_long_message_is_cut_and_the_rest_forwarded_however_split) {
+    Bytes bind = long_bind(3000);
+    Bytes stream = concat({bind, message(t(FrontendMessage::Sync), ""sv)});
+    Bytes expected{'#', t(FrontendMessage::Bind)};
+    expected.insert(expected.end(), bind.begin() + 5, bind.end());
+    expected.insert(expected.end(), stream.begin() + long(bind.size()), stream.end());
+    for (uint32_t cut = 0; cut <= stream.size(); cut += 7) {
+        FrameState state;
+        Recorder recorder;
+        recorder.set(t(FrontendMessage::Bind), Fate::Head);
+        feed_pieces(state, Direction::Frontend, stream, {cut}, recorder);
+        cr_assert_eq(recorder.heads.size(), 1, "cut %u", cut);
+        cr_assert_eq(recorder.heads[0].body.size(), pgplex::proto::head_bytes_max);
+        cr_assert(recorder.forwarded == expected, "cut %u", cut);
+        cr_assert(state.between_messages());
+    }
+}
+
+Test(frame, rest_of_a_head_message_may_be_dropped) {
+    Bytes bind = long_bind(5000);
+    Bytes stream = concat({bind, message(t(FrontendMessage::Sync), ""sv)});
+    for (uint32_t cut : {3u, 700u, 1029u, 1030u, 4000u}) {
+        FrameState state;
+        Recorder recorder;
+        recorder.set(t(FrontendMessage::Bind), Fate::Head);
+        recorder.head_rest = Fate::Drop;
+        feed_pieces(state, Direction::Frontend, stream, {cut}, recorder);
+        Bytes expected{'#', t(FrontendMessage::Bind)};
+        expected.insert(expected.end(), bind.begin() + 5, bind.begin() + 5 + 1024);
+        expected.insert(expected.end(), stream.end() - 5, stream.end());
+        cr_assert(recorder.forwarded == expected, "cut %u", cut);
+    }
+}
+
+Test(frame, head_split_across_buffers_refused_storage_is_a_violation) {
+    Bytes bind = long_bind(100);
+    Recorder recorder;
+    recorder.set(t(FrontendMessage::Bind), Fate::Head);
+    recorder.refuse_assembly = true;
+    FrameState state;
+    FeedResult first = pgplex::proto::feed(state, Direction::Frontend, bind.data(), 20, recorder);
+    cr_assert_eq(first.status, FeedStatus::Violation);
+    cr_assert(recorder.forwarded.empty());
 }
