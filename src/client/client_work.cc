@@ -8,9 +8,11 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
+#include "pgplex/client/extended.h"
 #include "pgplex/client/login.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/proto/sqlstate.h"
+#include "pgplex/server/internal.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::client {
@@ -24,44 +26,69 @@ uint32_t queued_bytes_max(const io::Worker& worker) {
     return limits::queued_buffers_max * worker.buffers.buffer_size();
 }
 
-// Bytes from an Active client, on their way to its server.
+// Bytes from an Active client, on their way to its server. Every message that gets a
+// reply is noted with the server (server_expect.cc) so replies can be told apart.
 struct ForwardHandler {
-    io::Worker& worker;
-    Client& client;
-    server::Server& server;
-    uint32_t buffer;
-    const uint8_t* base;
+    Outbound out;
     bool track_sets;  // transaction pooling: SET/RESET must follow the client
+    bool renames;     // transaction pooling: named statements are renamed (extended.h)
     bool terminate = false;
 
+    void expect(server::Expect what) {
+        server::Pending pending;
+        pending.expect = what;
+        server::expect(out.worker, out.server, std::move(pending));
+    }
     proto::Fate on_header(uint8_t type, uint32_t length) {
+        Session& session = *out.client.session;
+        if (session.discarding && type != uint8_t(FrontendMessage::Sync) &&
+            type != uint8_t(FrontendMessage::Terminate))
+            return proto::Fate::Drop;
+        bool inspectable = length <= limits::assembled_message_bytes_max;
         switch (static_cast<FrontendMessage>(type)) {
             case FrontendMessage::Terminate:
                 return proto::Fate::Inspect;
             case FrontendMessage::Query:
-                ++server.pending_syncs;
-                if (track_sets && length <= limits::assembled_message_bytes_max)
-                    return proto::Fate::ForwardInspect;
+                if (track_sets && inspectable) return proto::Fate::Inspect;
+                expect(server::Expect::Query);
                 break;
             case FrontendMessage::FunctionCall:
-                ++server.pending_syncs;
+                expect(server::Expect::FunctionCall);
                 break;
             case FrontendMessage::Sync:
-                ++server.pending_syncs;
-                server.unsynced = false;
+                session.discarding = false;
+                on_sync(out.client);
+                out.server.unsynced = false;
+                expect(server::Expect::Sync);
                 break;
             case FrontendMessage::Parse:
                 // JDBC and other drivers send SET through the extended protocol too.
-                server.unsynced = true;
-                if (track_sets && length <= limits::assembled_message_bytes_max)
-                    return proto::Fate::ForwardInspect;
+                out.server.unsynced = true;
+                if (renames)
+                    return length <= limits::kept_statement_bytes_max ? proto::Fate::Inspect
+                                                                      : proto::Fate::Head;
+                expect(server::Expect::Parse);
+                if (track_sets && inspectable) return proto::Fate::ForwardInspect;
                 break;
             case FrontendMessage::Bind:
-            case FrontendMessage::Execute:
+                out.server.unsynced = true;
+                if (renames && has_statements(out.client)) return proto::Fate::Head;
+                expect(server::Expect::Bind);
+                break;
             case FrontendMessage::Describe:
             case FrontendMessage::Close:
+                out.server.unsynced = true;
+                if (renames) return proto::Fate::Inspect;
+                expect(type == uint8_t(FrontendMessage::Close) ? server::Expect::Close
+                                                               : server::Expect::Describe);
+                break;
+            case FrontendMessage::Execute:
+                out.server.unsynced = true;
+                if (renames && has_local_portal(out.client)) return proto::Fate::Inspect;
+                expect(server::Expect::Execute);
+                break;
             case FrontendMessage::Flush:
-                server.unsynced = true;
+                out.server.unsynced = true;
                 break;
             case FrontendMessage::CopyData:
             case FrontendMessage::CopyDone:
@@ -73,34 +100,69 @@ struct ForwardHandler {
     }
     void forward(const uint8_t* data, uint32_t size, bool from_stash) {
         if (from_stash)
-            worker.buffers.append_copy(server.conn.out, data, size);
+            out.copy(data, size);
         else
-            worker.buffers.append(server.conn.out, buffer, uint32_t(data - base), size);
+            out.worker.buffers.append(out.server.conn.out, out.buffer, uint32_t(data - out.base),
+                                      size);
     }
     uint8_t* assembly(uint32_t size) {
-        if (size > limits::assembled_message_bytes_max) return nullptr;
-        if (!client.assembly)
-            client.assembly = std::make_unique<uint8_t[]>(limits::assembled_message_bytes_max);
-        return client.assembly.get();
+        out.client.assembly = std::make_unique<uint8_t[]>(size);
+        return out.client.assembly.get();
+    }
+    proto::Fate on_head(uint8_t type, const uint8_t* head, uint32_t head_size, uint32_t size) {
+        proto::Fate rest = type == uint8_t(FrontendMessage::Bind)
+                               ? on_bind_head(out, head, head_size, size)
+                               : on_parse_head(out, head, head_size, size);
+        out.client.assembly.reset();
+        return rest;
     }
     proto::Verdict on_message(uint8_t type, const uint8_t* body, uint32_t size) {
         if (type == uint8_t(FrontendMessage::Terminate)) {
             terminate = true;
             return proto::Verdict::Pause;
         }
-        // A Query or a Parse: note its SETs; they count once its transaction commits.
         std::string_view text(reinterpret_cast<const char*>(body), size);
-        if (type == uint8_t(FrontendMessage::Parse)) {
-            size_t name_end = text.find('\0');  // the statement name, then the query
-            text = name_end == std::string_view::npos ? std::string_view{}
-                                                      : text.substr(name_end + 1);
+        switch (type) {
+            case uint8_t(FrontendMessage::Query):
+                on_query(body, size);
+                break;
+            case uint8_t(FrontendMessage::Parse): {
+                if (renames) on_parse(out, body, size);
+                size_t name_end = text.find('\0');  // the statement name, then the query
+                text = name_end == std::string_view::npos ? std::string_view{}
+                                                          : text.substr(name_end + 1);
+                break;
+            }
+            case uint8_t(FrontendMessage::Describe):
+                on_describe(out, body, size);
+                break;
+            case uint8_t(FrontendMessage::Close):
+                on_close(out, body, size);
+                break;
+            case uint8_t(FrontendMessage::Execute):
+                on_execute(out, body, size);
+                break;
+            default:
+                break;
         }
-        text = text.substr(0, text.find('\0'));
-        if (pool::may_set(text))
-            for (pool::SetChange& change : pool::parse_set_statements(text))
-                client.session->pending.push_back(std::move(change));
-        client.assembly.reset();  // an idle client holds no buffer
+        if (track_sets &&
+            (type == uint8_t(FrontendMessage::Query) || type == uint8_t(FrontendMessage::Parse)))
+            note_sets(text.substr(0, text.find('\0')));
+        out.client.assembly.reset();  // an idle client holds no buffer
         return proto::Verdict::Continue;
+    }
+    void on_query(const uint8_t* body, uint32_t size) {
+        std::string_view query(reinterpret_cast<const char*>(body), size);
+        query = query.substr(0, query.find('\0'));
+        if (renames && on_deallocate(out, query)) return;
+        out.pass(uint8_t(FrontendMessage::Query), body, size);
+        expect(server::Expect::Query);
+    }
+    // A Query or a Parse: its SETs count once its transaction commits.
+    void note_sets(std::string_view text) {
+        if (!pool::may_set(text)) return;
+        for (pool::SetChange& change : pool::parse_set_statements(text))
+            out.client.session->pending.push_back(std::move(change));
     }
 };
 
@@ -108,7 +170,9 @@ uint32_t consume_active(io::Worker& worker, Client& client, uint32_t buffer, con
                         uint32_t size) {
     server::Server& server = worker.server(client.server);
     bool track = client.session && client.session->mode == config::PoolMode::Transaction;
-    ForwardHandler handler{worker, client, server, buffer, worker.buffers.data(buffer), track};
+    ForwardHandler handler{{worker, client, server, buffer, worker.buffers.data(buffer)},
+                           track,
+                           renames_statements(worker, client)};
     proto::FeedResult result =
         proto::feed(client.conn.frame, proto::Direction::Frontend, data, size, handler);
     if (server.conn.out.bytes > 0) server::on_client_output(worker, server);
@@ -146,6 +210,8 @@ uint32_t consume(io::Worker& worker, Client& client, uint32_t buffer, const uint
                     close(worker, client, CloseReason::ClientTerminated);
                     return size;
                 }
+                step = answer_between_transactions(worker, client, data + used, size - used);
+                if (step > 0) break;
                 request_server(worker, client);
                 continue;
             case ClientState::Waiting:
@@ -392,6 +458,7 @@ void on_closed(io::Worker& worker, Client& client) {
     client.conn.generation = generation;
     client.state = ClientState::Free;
     client.login.reset();
+    drop_statements(worker, client);
     client.session.reset();
     client.pool = nullptr;
     client.cancel_key = 0;

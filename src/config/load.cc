@@ -249,6 +249,10 @@ constexpr Setting<Config> pgplex_settings[] = {
      [](Loader& loader, Config& config) {
          return loader.integer_as(1, 10'000, config.default_pool_size);
      }},
+    {"max_prepared_statements",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, 100'000, config.max_prepared_statements);
+     }},
     {"auth_type",
      [](Loader& loader, Config& config) { return loader.auth_type(config.auth_type); }},
     {"auth_file", [](Loader& loader, Config& config) { return loader.string(config.auth_file); }},

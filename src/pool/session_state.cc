@@ -186,6 +186,50 @@ std::vector<SetChange> parse_set_statements(std::string_view query) {
     return changes;
 }
 
+bool parse_deallocate(std::string_view query, std::string& name, bool& all) {
+    size_t begin = skip_blank(query, 0);
+    size_t end = statement_end(query, begin);
+    if (skip_blank(query, end < query.size() ? end + 1 : end) != query.size()) return false;
+    std::string_view statement = query.substr(begin, end - begin);
+    size_t cursor = 0;
+    if (next_word(statement, cursor) != "deallocate") return false;
+    size_t after = cursor;
+    std::string word = next_word(statement, after);
+    if (word == "prepare") {
+        cursor = after;
+        after = cursor;
+        word = next_word(statement, after);
+    }
+    if (word.empty() || skip_blank(statement, after) != statement.size()) return false;
+    // A quoted "all" is a name; next_word keeps quoted identifiers as they are.
+    all = word == "all" && statement[skip_blank(statement, cursor)] != '"';
+    name = all ? std::string() : word;
+    return true;
+}
+
+bool may_deallocate(std::string_view query) {
+    size_t at = skip_blank(query, 0);
+    return query.size() - at >= 10 && (query[at] == 'd' || query[at] == 'D');
+}
+
+bool drops_prepared(std::string_view query) {
+    size_t at = 0;
+    while (at < query.size()) {
+        size_t begin = skip_blank(query, at);
+        size_t end = statement_end(query, begin);
+        std::string_view statement = query.substr(begin, end - begin);
+        size_t cursor = 0;
+        std::string head = next_word(statement, cursor);
+        if (head == "discard" || head == "deallocate") {
+            std::string word = next_word(statement, cursor);
+            if (head == "deallocate" && word == "prepare") word = next_word(statement, cursor);
+            if (word == "all") return true;
+        }
+        at = end + 1;
+    }
+    return false;
+}
+
 void apply_change(std::vector<Setting>& settings, const SetChange& change) {
     switch (change.kind) {
         case SetKind::ResetAll:

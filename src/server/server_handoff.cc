@@ -86,6 +86,7 @@ void continue_yield(io::Worker& worker, Server& server) {
     transfer->created = server.created;
     transfer->parameters = std::move(server.parameters);
     transfer->applied = std::move(server.applied);
+    transfer->prepared = std::move(server.prepared);
     server.transfer = transfer;
     io_uring_sqe* sqe = worker.ring.sqe();
     io_uring_prep_rw(IORING_OP_MSG_RING, sqe, worker.shared.ring_fds[server.yield_worker],
@@ -138,6 +139,7 @@ void adopt(io::Worker& worker, Transfer* transfer) {
     server.created = transfer->created;
     server.parameters = std::move(transfer->parameters);
     server.applied = std::move(transfer->applied);
+    server.prepared = std::move(transfer->prepared);
     server.status = proto::TransactionStatus::Idle;
     server.pending_syncs = 0;
     server.unsynced = false;

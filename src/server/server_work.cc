@@ -10,6 +10,7 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
+#include "pgplex/client/extended.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/proto/error.h"
@@ -60,6 +61,7 @@ struct ForwardHandler {
     const uint8_t* base;
 
     proto::Fate on_header(uint8_t type, uint32_t length) {
+        if (on_reply(worker, server, type) == proto::Fate::Drop) return proto::Fate::Drop;
         switch (type) {
             case uint8_t(BackendMessage::ReadyForQuery):
                 return proto::Fate::ForwardInspect;
@@ -67,8 +69,10 @@ struct ForwardHandler {
                 return length <= limits::assembled_message_bytes_max ? proto::Fate::ForwardInspect
                                                                      : proto::Fate::Forward;
             case uint8_t(BackendMessage::CommandComplete):
-                // Only its tag is read: a ROLLBACK drops the SETs of the transaction.
-                return client.session && !client.session->pending.empty()
+                // Only its tag is read: a ROLLBACK drops the SETs of the transaction, a
+                // DISCARD ALL every prepared statement.
+                return client.session &&
+                               (!client.session->pending.empty() || client.session->statements)
                            ? proto::Fate::ForwardInspect
                            : proto::Fate::Forward;
             case uint8_t(BackendMessage::ErrorResponse):
@@ -88,12 +92,15 @@ struct ForwardHandler {
     proto::Verdict on_message(uint8_t type, const uint8_t* body, uint32_t size) {
         if (type == uint8_t(BackendMessage::ReadyForQuery)) {
             server.status = static_cast<proto::TransactionStatus>(body[0]);
-            if (server.pending_syncs > 0) --server.pending_syncs;
             if (server.status == proto::TransactionStatus::Idle && client.session)
                 settle_settings(server, *client.session);
         } else if (type == uint8_t(BackendMessage::CommandComplete)) {
             std::string_view tag(reinterpret_cast<const char*>(body), size);
             if (tag.substr(0, 8) == "ROLLBACK") client.session->transaction_rolled_back = true;
+            if (tag.substr(0, 11) == "DISCARD ALL" || tag.substr(0, 14) == "DEALLOCATE ALL") {
+                server.prepared.clear();
+                client::drop_statements(worker, client);
+            }
         } else {
             record_parameter(server, body, size);
         }
@@ -149,6 +156,7 @@ uint32_t consume_active(io::Worker& worker, Server& server, uint32_t buffer, con
     ForwardHandler handler{worker, server, client, buffer, worker.buffers.data(buffer)};
     proto::FeedResult result =
         proto::feed(server.conn.frame, proto::Direction::Backend, data, size, handler);
+    emit_due(worker, server);
     if (client.conn.out.bytes > 0) client::on_server_output(worker, client);
     // Shutting down: a client is let go at the ReadyForQuery that ends its transaction,
     // before it can start another.
@@ -227,9 +235,9 @@ uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, ui
 // client's is still running or half sent. An open transaction is fine: it is rolled back,
 // as PostgreSQL does when a client disconnects.
 bool reusable(const Server& server) {
-    return server.pending_syncs == 0 && !server.unsynced && !server.conn.eof &&
-           !server.conn.closing && server.conn.held_in.empty() &&
-           server.conn.frame.between_messages();
+    return server.pending_syncs == 0 && !server.unsynced && server.expected.empty() &&
+           !server.skipping && !server.conn.eof && !server.conn.closing &&
+           server.conn.held_in.empty() && server.conn.frame.between_messages();
 }
 
 // What brings the server to the client's settings (session_state.h).
@@ -443,6 +451,7 @@ void link(io::Worker& worker, Server& server, client::Client& client) {
     server.client = worker.client_slot(client);
     client.server = worker.server_slot(server);
     server.since = worker.now;
+    ++server.epoch;
     std::string sync = parameter_sync_query(server, *client.session);
     if (sync.empty()) {
         server.state = ServerState::Active;
@@ -458,6 +467,9 @@ void link(io::Worker& worker, Server& server, client::Client& client) {
 
 void unlink(io::Worker& worker, Server& server, bool reset_session) {
     server.client = io::nil;
+    bool answered = server.expected.empty();
+    forget_expected(worker, server);
+    if (!answered) server.unsynced = true;  // replies are still to come: not reusable
     if (server.state == ServerState::Closing) return;
     if (!reusable(server)) {
         close(worker, server, CloseReason::Unusable);
@@ -479,6 +491,10 @@ void unlink(io::Worker& worker, Server& server, bool reset_session) {
     if (!reset.empty()) {
         server.applied.clear();
         send_query(worker, server, reset);
+        // Statements transaction-pooled clients prepared (a pool may serve both modes).
+        if (server.prepared.size() > 0 && !pool::drops_prepared(reset))
+            send_query(worker, server, "DEALLOCATE ALL");
+        server.prepared.clear();
     }
 }
 
@@ -486,7 +502,7 @@ void release_if_done(io::Worker& worker, Server& server) {
     if (server.state != ServerState::Active || server.client == io::nil) return;
     client::Client& client = worker.client(server.client);
     if (!client.session || client.session->mode != config::PoolMode::Transaction) return;
-    bool done = server.pending_syncs == 0 && !server.unsynced &&
+    bool done = server.pending_syncs == 0 && !server.unsynced && server.expected.empty() &&
                 server.status == proto::TransactionStatus::Idle &&
                 server.conn.frame.between_messages() && client.conn.frame.between_messages();
     if (!done) return;
@@ -561,6 +577,9 @@ void on_closed(io::Worker& worker, Server& server) {
     server.parameters.clear();
     server.applied.clear();
     server.pending_error.clear();
+    forget_expected(worker, server);
+    server.prepared.clear();
+    server.epoch = 0;
     worker.server_release_slot(worker.server_slot(server));
 }
 

@@ -21,6 +21,11 @@ inline constexpr uint32_t small_message_bytes_max = 10000;
 // no client is attached): bounded so a hostile peer cannot make pgplex buffer much.
 inline constexpr uint32_t assembled_message_bytes_max = 16384;
 
+// The longest Parse whose statement pgplex keeps to prepare again on other servers
+// (transaction pooling renames named statements). A longer named Parse is refused with
+// 54000; unnamed ones of any length pass through.
+inline constexpr uint32_t kept_statement_bytes_max = 1u << 20;
+
 // A role name or database name: PostgreSQL's NAMEDATALEN - 1.
 inline constexpr uint32_t name_bytes_max = 63;
 

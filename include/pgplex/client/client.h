@@ -10,6 +10,7 @@
 #include "pgplex/base/clock.h"
 #include "pgplex/config/config.h"
 #include "pgplex/io/conn.h"
+#include "pgplex/pool/prepared.h"
 #include "pgplex/pool/session_state.h"
 #include "pgplex/tls/scram.h"
 
@@ -74,6 +75,11 @@ struct Session {
     std::vector<pool::SetChange> pending;
     bool transaction_failed = false;       // an ErrorResponse since the last idle
     bool transaction_rolled_back = false;  // a ROLLBACK since the last idle
+    // pgplex answered a message with an error: the client's messages up to its Sync are
+    // ignored, as PostgreSQL ignores them after an error.
+    bool discarding = false;
+    // Transaction pooling: its named prepared statements (client/client_extended.cc).
+    std::unique_ptr<pool::ClientStatements> statements;
 };
 
 struct Client {

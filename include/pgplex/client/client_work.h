@@ -33,6 +33,10 @@ void on_released(io::Worker& worker, Client& client);
 // Bytes from the linked server were queued to the client.
 void on_server_output(io::Worker& worker, Client& client);
 
+// A Parse of the client's failed or was skipped: it does not own `name` after all.
+void forget_statement(io::Worker& worker, Client& client, std::string_view name,
+                      const pool::Statement* statement);
+
 // Sends an error and closes.
 void fail(io::Worker& worker, Client& client, CloseReason reason, proto::Severity severity,
           const char* sqlstate, std::string_view message, std::string_view detail = {},

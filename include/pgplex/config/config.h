@@ -64,6 +64,9 @@ struct Config {
     int max_client_conn = 10000;
     PoolMode pool_mode = PoolMode::Session;
     int default_pool_size = 20;
+    // Transaction pooling: named statements each server keeps prepared (least recently
+    // used go first); 0 passes named statements through unchanged, as PgBouncer does.
+    int max_prepared_statements = 200;
     AuthType auth_type = AuthType::ScramSha256;
     std::string auth_file;                      // resolved relative to the config file
     // user → secret as written in the auth file: plain text, "md5<32 hex>" or

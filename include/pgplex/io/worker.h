@@ -26,6 +26,7 @@
 #include "pgplex/io/user_data.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/pool/pool_table.h"
+#include "pgplex/pool/prepared.h"
 #include "pgplex/server/server.h"
 #include "pgplex/tls/scram.h"
 
@@ -95,6 +96,8 @@ class Worker {
     Counters counters;
     // SCRAM secrets derived from plain-text auth file passwords (PBKDF2 is slow by design).
     std::unordered_map<std::string, tls::scram::Secret> scram_cache;
+    // Named statements of this worker's clients (transaction pooling), interned.
+    pool::StatementCache statements;
 
     client::Client& client(uint32_t slot) { return clients[slot]; }
     server::Server& server(uint32_t slot) { return servers[slot]; }

@@ -40,6 +40,17 @@ std::vector<SetChange> parse_set_statements(std::string_view query);
 // Whether a query's text may contain one (a cheap first look, on every Query).
 bool may_set(std::string_view query);
 
+// A query that is one DEALLOCATE [PREPARE] {name | ALL} and nothing else (a trailing
+// semicolon aside), as drivers send to drop a statement they prepared: its name, or
+// `all`. False for anything else.
+bool parse_deallocate(std::string_view query, std::string& name, bool& all);
+// A cheap first look: whether the text may start with DEALLOCATE.
+bool may_deallocate(std::string_view query);
+
+// Whether a query drops every prepared statement of the session (DISCARD ALL, DEALLOCATE
+// ALL among its statements).
+bool drops_prepared(std::string_view query);
+
 // Applies a change to a list of settings.
 void apply_change(std::vector<Setting>& settings, const SetChange& change);
 

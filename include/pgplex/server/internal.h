@@ -20,4 +20,14 @@ uint8_t* assembly(Server& server, uint32_t size);
 // Takes a free slot into `state` for the pool, with a fresh generation and no history.
 Server& claim(io::Worker& worker, uint32_t slot, ServerState state, pool::Pool& pool);
 
+// The reply a message of the linked client (or pgplex's own, for it) will get
+// (server_expect.cc). pgplex's own replies that are due are written at once.
+void expect(io::Worker& worker, Server& server, Pending pending);
+// A reply's header: whether it goes to the client, and what it settles.
+proto::Fate on_reply(io::Worker& worker, Server& server, uint8_t type);
+// Writes pgplex's own replies that are now due (the server is between replies).
+void emit_due(io::Worker& worker, Server& server);
+// Drops every owed reply, undoing unanswered Parses.
+void forget_expected(io::Worker& worker, Server& server);
+
 }  // namespace pgplex::server

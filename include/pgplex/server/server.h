@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <utility>
@@ -9,6 +10,7 @@
 
 #include "pgplex/base/clock.h"
 #include "pgplex/io/conn.h"
+#include "pgplex/pool/prepared.h"
 #include "pgplex/pool/session_state.h"
 #include "pgplex/proto/message.h"
 #include "pgplex/tls/scram.h"
@@ -53,6 +55,29 @@ enum class CloseReason : uint8_t {
 
 const char* to_string(CloseReason reason);
 
+// What the server owes for one message pgplex sent it (or answered for it), oldest first:
+// how its reply ends and what to do with it. Replies come in the order of the messages, so
+// pgplex can drop the replies to its own messages and put its own replies, for messages it
+// did not send, exactly where the server's would have been (server_expect.cc).
+enum class Expect : uint8_t { Parse, Bind, Close, Describe, Execute, Sync, Query, FunctionCall };
+
+enum class Reply : uint8_t {
+    Forward,     // the server's reply goes to the client
+    Swallow,     // pgplex's own message (a lazy Parse, an eviction Close): reply dropped
+    Synthesize,  // not sent: pgplex answers ParseComplete / CloseComplete / DEALLOCATE
+    Fail,        // not sent: pgplex answers with the ErrorResponse in `text`
+};
+
+struct Pending {
+    Expect expect = Expect::Sync;
+    Reply reply = Reply::Forward;
+    bool prepares = false;  // a Parse that prepares `statement` on the server
+    pool::Statement* statement = nullptr;  // Parse: holds a reference
+    // A client's named Parse: its name, forgotten again if the Parse fails or is skipped.
+    // Fail: the ErrorResponse body.
+    std::string text;
+};
+
 struct ServerLogin {
     std::unique_ptr<tls::scram::ClientExchange> scram;
     std::vector<uint8_t> assembly;
@@ -80,6 +105,11 @@ struct Server {
     // What pgplex and its clients SET on it since its last reset.
     std::vector<pool::Setting> applied;
     std::vector<uint8_t> pending_error;  // Syncing: the ErrorResponse body the SET got
+    std::deque<Pending> expected;        // replies owed for the linked client's messages
+    // An extended-protocol error: the server ignores everything until the next Sync.
+    bool skipping = false;
+    uint32_t epoch = 0;              // counts lendings; what this one used is not evicted
+    pool::ServerStatements prepared;  // named statements it holds (transaction pooling)
     uint32_t yield_worker = 0;           // Yielding: who gets it, and at which file index
     uint32_t yield_file = 0;
     struct Transfer* transfer = nullptr;  // Yielding: sent, not yet known to have arrived
@@ -95,6 +125,7 @@ struct Transfer {
     base::Milliseconds created = 0;
     std::vector<std::pair<std::string, std::string>> parameters;
     std::vector<pool::Setting> applied;
+    pool::ServerStatements prepared;
 };
 
 // A value from parameters, or null.

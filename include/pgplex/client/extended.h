@@ -1,0 +1,65 @@
+// Internal to client/: a pooled client's extended-protocol messages on their way to its
+// server, with its named statements renamed to the server's (client_extended.cc).
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+#include "pgplex/client/client.h"
+#include "pgplex/io/worker.h"
+#include "pgplex/proto/frame.h"
+#include "pgplex/server/server.h"
+
+namespace pgplex::client {
+
+// A message from the client on its way to its server, and the buffer it arrived in.
+struct Outbound {
+    io::Worker& worker;
+    Client& client;
+    server::Server& server;
+    uint32_t buffer;
+    const uint8_t* base;
+
+    // Passes one whole message on unchanged: from the buffer when it lies there whole,
+    // else copied.
+    void pass(uint8_t type, const uint8_t* body, uint32_t size);
+    void copy(const uint8_t* data, uint32_t size);
+};
+
+// Whether this client's named statements are renamed (transaction or statement pooling
+// with max_prepared_statements > 0).
+bool renames_statements(const io::Worker& worker, const Client& client);
+// Whether it has named statements (or pgplex's own unnamed one) a Bind may refer to.
+bool has_statements(const Client& client);
+// Whether an Execute may be of a portal pgplex answers for.
+bool has_local_portal(const Client& client);
+
+// The messages a renaming client's handler inspects (Parse up to
+// limits::kept_statement_bytes_max, Describe, Close, Query) or cuts the head of (Bind,
+// longer Parse).
+void on_parse(Outbound& out, const uint8_t* body, uint32_t size);
+proto::Fate on_parse_head(Outbound& out, const uint8_t* head, uint32_t head_size,
+                          uint32_t body_size);
+proto::Fate on_bind_head(Outbound& out, const uint8_t* head, uint32_t head_size,
+                         uint32_t body_size);
+void on_describe(Outbound& out, const uint8_t* body, uint32_t size);
+void on_close(Outbound& out, const uint8_t* body, uint32_t size);
+// A Query that is a DEALLOCATE of one of the client's protocol-level statements (drivers
+// send one when their statement cache is full): answered by pgplex. False: not one.
+bool on_deallocate(Outbound& out, std::string_view query);
+
+void on_execute(Outbound& out, const uint8_t* body, uint32_t size);
+void on_sync(Client& client);
+
+// Between transactions: answers, without a server, a run of Parses of statements a server
+// already accepted (and Closes) ended by a Sync, as drivers send to prepare (pgbench and
+// psycopg wait for the answer before anything else, so a client that had to wait for a
+// server here could hold up the very clients that would free one). Returns the bytes
+// answered, 0 when the head of `data` needs a server.
+uint32_t answer_between_transactions(io::Worker& worker, Client& client, const uint8_t* data,
+                                     uint32_t size);
+
+// Drops every name the client holds (it is closing).
+void drop_statements(io::Worker& worker, Client& client);
+
+}  // namespace pgplex::client

@@ -1,0 +1,222 @@
+"""Named prepared statements in transaction pooling: any number of clients, each with its own
+statement names, share a few server connections. pgplex renames each statement for the
+server, prepares it lazily where it runs, keeps at most max_prepared_statements per server,
+and answers the client as if its own names existed."""
+
+import struct
+import threading
+
+import psycopg
+import pytest
+
+from conftest import RawClient, assert_pgbench_clean, connect, message, parse_error_fields
+from conftest import run_pgbench
+
+TRANSACTION = {"pool_mode": "transaction"}
+
+
+def prepared(port, **kwargs):
+    """A psycopg connection that prepares every statement on the server at once."""
+    return connect(port, autocommit=True, prepare_threshold=0, **kwargs)
+
+
+def server_statements(conn):
+    """Names the serving connection has prepared (that server's, for one transaction)."""
+    return [row[0] for row in conn.execute(
+        "SELECT name FROM pg_prepared_statements", prepare=False).fetchall()]
+
+
+# --- raw extended protocol ---------------------------------------------------------------
+
+
+def parse(name, sql, types=()):
+    body = name.encode() + b"\0" + sql.encode() + b"\0" + struct.pack("!H", len(types))
+    body += b"".join(struct.pack("!I", oid) for oid in types)
+    return message(b"P", body)
+
+
+def bind(statement, values=(), portal=""):
+    body = portal.encode() + b"\0" + statement.encode() + b"\0" + struct.pack("!H", 0)
+    body += struct.pack("!H", len(values))
+    for value in values:
+        body += struct.pack("!I", len(value)) + value.encode()
+    return message(b"B", body + struct.pack("!H", 0))
+
+
+def describe(kind, name):
+    return message(b"D", kind + name.encode() + b"\0")
+
+
+def close(kind, name):
+    return message(b"C", kind + name.encode() + b"\0")
+
+
+def execute(portal=""):
+    return message(b"E", portal.encode() + b"\0" + struct.pack("!I", 0))
+
+
+SYNC = message(b"S")
+
+
+def exchange(client, data):
+    """Sends, then reads up to ReadyForQuery: [(type, body)], error bodies parsed."""
+    client.send(data)
+    replies = []
+    while True:
+        kind, body = client.read_message()
+        assert kind is not None, f"closed after {replies}"
+        replies.append((kind, parse_error_fields(body) if kind == b"E" else body))
+        if kind == b"Z":
+            return replies
+
+
+def kinds(replies):
+    return b"".join(kind for kind, _ in replies)
+
+
+def raw(port):
+    client = RawClient(port)
+    client.login("payam", "payam_db")
+    return client
+
+
+# --- tests -------------------------------------------------------------------------------
+
+
+@pytest.mark.smoke
+def test_statements_prepared_once_are_bound_on_any_server(make_pgplex):
+    pgplex = make_pgplex(pool_size=2, settings=TRANSACTION)
+    with raw(pgplex.port) as a, raw(pgplex.port) as b:
+        assert kinds(exchange(a, parse("s1", "SELECT $1::int * 2") + SYNC)) == b"1Z"
+        assert kinds(exchange(b, parse("s1", "SELECT $1::text || '!'") + SYNC)) == b"1Z"
+        # Two transactions at once: each client's s1 is its own, whatever server it gets.
+        a.send(message(b"Q", b"BEGIN\0"))
+        b.send(message(b"Q", b"BEGIN\0"))
+        a.results(), b.results()
+        for _ in range(3):
+            rows_a = exchange(a, bind("s1", ["21"]) + execute() + SYNC)
+            rows_b = exchange(b, bind("s1", ["hi"]) + execute() + SYNC)
+            assert kinds(rows_a) == b"2DCZ" and rows_a[1][1].endswith(b"42")
+            assert kinds(rows_b) == b"2DCZ" and rows_b[1][1].endswith(b"hi!")
+        assert a.query("COMMIT") == [] and b.query("COMMIT") == []
+        for _ in range(4):  # now each transaction may land on either server
+            assert exchange(a, bind("s1", ["5"]) + execute() + SYNC)[1][1].endswith(b"10")
+            assert exchange(b, bind("s1", ["x"]) + execute() + SYNC)[1][1].endswith(b"x!")
+
+
+def test_describe_close_and_errors_answer_as_postgresql_does(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    with raw(pgplex.port) as client:
+        replies = exchange(client, parse("q", "SELECT $1::int AS n") + describe(b"S", "q") + SYNC)
+        assert kinds(replies) == b"1tTZ"
+        assert b"n\0" in replies[2][1]
+        # The same name again: 42P05, and the rest up to Sync is ignored, as PostgreSQL does.
+        replies = exchange(client, parse("q", "SELECT 1") + bind("q", ["1"]) + execute() + SYNC)
+        assert kinds(replies) == b"EZ"
+        assert replies[0][1]["C"] == "42P05" and '"q"' in replies[0][1]["M"]
+        # Still the first statement.
+        replies = exchange(client, bind("q", ["7"]) + execute() + SYNC)
+        assert kinds(replies) == b"2DCZ" and replies[1][1].endswith(b"7")
+        assert kinds(exchange(client, close(b"S", "q") + SYNC)) == b"3Z"
+        replies = exchange(client, bind("q", ["7"]) + execute() + SYNC)
+        assert kinds(replies) == b"EZ" and replies[0][1]["C"] == "26000"
+        # Closing what does not exist is not an error; the name is free again.
+        assert kinds(exchange(client, close(b"S", "q") + SYNC)) == b"3Z"
+        assert kinds(exchange(client, parse("q", "SELECT 2") + SYNC)) == b"1Z"
+
+
+def test_a_failed_parse_leaves_no_name_behind(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    with raw(pgplex.port) as client:
+        replies = exchange(client, parse("bad", "SELEC 1") + SYNC)
+        assert kinds(replies) == b"EZ" and replies[0][1]["C"] == "42601"
+        # Skipped after an earlier error in the same pipeline: not created either.
+        replies = exchange(client, parse("x", "SELECT 1/g FROM generate_series(0, 0) g") + bind("x") + execute()
+                           + parse("later", "SELECT 3") + SYNC)
+        assert kinds(replies) == b"12EZ" and replies[2][1]["C"] == "22012"
+        replies = exchange(client, parse("bad", "SELECT 1") + parse("later", "SELECT 3")
+                           + bind("later") + execute() + SYNC)
+        assert kinds(replies) == b"112DCZ"
+
+
+def test_two_hundred_psycopg_clients_with_their_own_statements_over_five_servers(
+        make_pgplex, cluster):
+    pgplex = make_pgplex(pool_size=5, max_client_conn=300,
+                         settings={**TRANSACTION, "max_prepared_statements": 20})
+    since = cluster.server_now()
+    clients = [prepared(pgplex.port) for _ in range(200)]
+    errors = []
+
+    def work(first):
+        try:
+            for index in range(first, 200, 4):
+                conn = clients[index]
+                for round_ in range(3):
+                    # Its own statement text, and one every client shares.
+                    value = conn.execute(f"SELECT %s::int + {index}", (round_,)).fetchone()[0]
+                    assert value == round_ + index
+                    assert conn.execute("SELECT %s::text", (str(index),)).fetchone()[0] == str(
+                        index)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(first,)) for first in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    try:
+        assert not errors, errors[:3]
+        assert cluster.backends("payam", since=since, dbname="payam_db") <= 5
+        # 201 distinct statements over 5 servers: each keeps at most 20 (plus what the
+        # transaction under way uses).
+        for conn in clients[:10]:
+            assert len(server_statements(conn)) <= 21
+    finally:
+        for conn in clients:
+            conn.close()
+
+
+def test_psycopg_deallocates_through_its_cache_rotation(make_pgplex):
+    pgplex = make_pgplex(pool_size=2, settings=TRANSACTION)
+    with prepared(pgplex.port) as conn:
+        conn.prepared_max = 4  # psycopg sends DEALLOCATE for the fifth and later
+        for round_ in range(3):
+            for index in range(12):
+                assert conn.execute(f"SELECT {index} + %s", (round_,)).fetchone()[0] == (
+                    index + round_)
+
+
+def test_pgbench_prepared_and_extended_with_many_clients_over_a_small_pool(
+        make_pgplex, cluster):
+    pgplex = make_pgplex(default_pool_size=5, max_client_conn=300, settings=TRANSACTION)
+    since = cluster.server_now()
+    for mode in ("prepared", "extended"):
+        assert_pgbench_clean(run_pgbench(
+            pgplex.port, ["-n", "-S", "-M", mode, "-T", "3", "-c", "200", "-j", "2"]))
+        assert_pgbench_clean(run_pgbench(
+            pgplex.port, ["-n", "-M", mode, "-T", "3", "-c", "32", "-j", "2"]))
+    assert cluster.backends("app", since=since, dbname="appdb") <= 5
+
+
+def test_eviction_keeps_each_server_within_max_prepared_statements(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings={**TRANSACTION, "max_prepared_statements": 3})
+    with prepared(pgplex.port) as conn:
+        for round_ in range(2):
+            for index in range(10):
+                assert conn.execute(f"SELECT {index} * %s", (round_,)).fetchone()[0] == (
+                    index * round_)
+        names = server_statements(conn)
+        assert 1 <= len(names) <= 3, names
+        assert all(name.startswith("_pgplex_") for name in names)
+
+
+def test_discard_all_drops_the_clients_statements_as_postgresql_does(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    with raw(pgplex.port) as client:
+        assert kinds(exchange(client, parse("d", "SELECT 1") + SYNC)) == b"1Z"
+        client.query("DISCARD ALL")
+        replies = exchange(client, bind("d") + execute() + SYNC)
+        assert kinds(replies) == b"EZ" and replies[0][1]["C"] == "26000"
+        assert kinds(exchange(client, parse("d", "SELECT 1") + bind("d") + execute()
+                              + SYNC)) == b"12DCZ"
