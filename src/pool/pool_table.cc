@@ -35,13 +35,28 @@ uint64_t target_key(const Target& target) {
     return key == 0 ? 1 : key;
 }
 
+void Pool::set_size_limit(int limit) {
+    PGPLEX_ASSERT(limit >= 0);
+    uint64_t word = places_.load(std::memory_order_acquire);
+    // Logins store the limit all the time; most find it unchanged and need not write.
+    while (int(word >> 32) != limit) {
+        uint64_t wanted = uint64_t(uint32_t(limit)) << 32 | uint32_t(word);
+        if (places_.compare_exchange_weak(word, wanted, std::memory_order_acq_rel)) return;
+    }
+}
+
 bool Pool::try_reserve_server() {
-    int current = servers.load(std::memory_order_acquire);
-    while (current < size_limit.load(std::memory_order_acquire)) {
-        if (servers.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel))
-            return true;
+    uint64_t word = places_.load(std::memory_order_acquire);
+    // servers < size_limit <= INT_MAX, so the increment never carries into the limit.
+    while (uint32_t(word) < uint32_t(word >> 32)) {
+        if (places_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) return true;
     }
     return false;
+}
+
+void Pool::release_server() {
+    uint64_t before = places_.fetch_sub(1, std::memory_order_acq_rel);
+    PGPLEX_ASSERT(uint32_t(before) > 0);
 }
 
 void Pool::mark_waiter_worker(uint32_t worker) {

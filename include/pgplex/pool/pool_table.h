@@ -40,9 +40,7 @@ struct Pool {
     uint32_t id = 0;
     uint64_t key = 0;
     Target target;
-    std::atomic<int> servers{0};     // server connections of any state, all workers
-    std::atomic<int> waiting{0};     // clients waiting for a server, all workers
-    std::atomic<int> size_limit{0};  // pool_size from the newest config seen at login
+    std::atomic<int> waiting{0};  // clients waiting for a server, all workers
     std::array<std::atomic<uint64_t>, waiter_mask_words> waiter_workers{};
     std::array<std::atomic<uint64_t>, waiter_mask_words> idle_workers{};  // idle servers there
     // SCRAM keys learnt from a client that proved the password of target.user; they let
@@ -51,14 +49,27 @@ struct Pool {
     tls::scram::Key scram_client_key{};
     tls::scram::Key scram_server_key{};
 
-    // Takes one server slot if the pool is below its limit.
-    bool try_reserve_server();
-    void release_server() { servers.fetch_sub(1, std::memory_order_acq_rel); }
+    // Server connections of any state, all workers.
+    int servers() const { return int(uint32_t(places_.load(std::memory_order_acquire))); }
+    // pool_size from the newest config seen at login.
+    int size_limit() const { return int(places_.load(std::memory_order_acquire) >> 32); }
+    // Lowering the limit closes no server: places above it are given back as their servers
+    // close, and no new one is granted until the pool is below the limit.
+    void set_size_limit(int limit);
+    // Takes one server place if the pool is below its limit at that instant.
+    [[nodiscard]] bool try_reserve_server();
+    void release_server();
     void mark_waiter_worker(uint32_t worker);
     void clear_waiter_worker(uint32_t worker);
     void mark_idle_worker(uint32_t worker);
     void clear_idle_worker(uint32_t worker);
     void publish_scram_keys(const tls::scram::Key& client_key, const tls::scram::Key& server_key);
+
+  private:
+    // size_limit in the high half, servers in the low: one word, so a reservation is checked
+    // against the limit in force when it is granted. With two words, a reservation that read
+    // the limit just before a reload lowered it was still granted after, above the new limit.
+    std::atomic<uint64_t> places_{0};
 };
 
 class PoolTable {
