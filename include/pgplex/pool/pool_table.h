@@ -5,6 +5,8 @@
 // startup parameters. Pools are created on first use by a compare-and-swap into an empty
 // slot and never removed (the table is sized at start and never grows), so a pointer to a
 // pool stays valid for the life of the process and readers need no lock or hazard scheme.
+// A pool's id is its slot: fixed before the pool is published, never taken by another pool,
+// and below the capacity that sizes each worker's per-pool state.
 // Counters shared across workers are atomics on the pool; idle servers and waiting clients
 // live per worker (pool/pool.h) because each belongs to one ring.
 #pragma once
@@ -79,19 +81,20 @@ class PoolTable {
     PoolTable(const PoolTable&) = delete;
     PoolTable& operator=(const PoolTable&) = delete;
 
-    // The pool for this target, created if new; null when the table is full.
+    // The pool for this target, created if new; null only when every slot holds another
+    // pool, and then for good.
     Pool* find_or_create(const Target& target);
+    // A pool's id is the slot it was created in, below capacity(); ids are not dense.
     Pool* by_id(uint32_t id) const {
-        return id < capacity_ ? by_id_[id].load(std::memory_order_acquire) : nullptr;
+        return id < capacity_ ? slots_[id].load(std::memory_order_acquire) : nullptr;
     }
     uint32_t capacity() const { return capacity_; }
-    uint32_t count() const { return next_id_.load(std::memory_order_acquire); }
+    uint32_t count() const { return count_.load(std::memory_order_acquire); }  // pools made
 
   private:
     uint32_t capacity_;
     std::unique_ptr<std::atomic<Pool*>[]> slots_;
-    std::unique_ptr<std::atomic<Pool*>[]> by_id_;
-    std::atomic<uint32_t> next_id_{0};
+    std::atomic<uint32_t> count_{0};
 };
 
 }  // namespace pgplex::pool

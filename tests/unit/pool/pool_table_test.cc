@@ -80,6 +80,30 @@ Test(pool_table, threads_racing_to_create_one_target_share_one_pool) {
     }
 }
 
+Test(pool_table, threads_racing_to_create_pools_fill_every_slot) {
+    for (int round = 0; round < 200; ++round) {
+        PoolTable table(4);
+        std::atomic<bool> go{false};
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 8; ++t)
+            threads.emplace_back([&, t] {
+                while (!go.load()) {
+                }
+                for (int i = 0; i < 4; ++i)
+                    table.find_or_create(target("u" + std::to_string((t + i) % 4)));
+            });
+        go.store(true);
+        for (auto& thread : threads) thread.join();
+        cr_assert_eq(table.count(), 4u);
+        for (int i = 0; i < 4; ++i) {
+            Pool* pool = table.find_or_create(target("u" + std::to_string(i)));
+            cr_assert_not_null(pool, "round %d: u%d was refused with a slot free", round, i);
+            cr_assert_eq(table.by_id(pool->id), pool);
+        }
+        cr_assert_null(table.find_or_create(target("one-too-many")));
+    }
+}
+
 Test(pool_table, a_shrunk_pool_grants_no_server_until_it_is_below_the_new_limit) {
     PoolTable table(64);
     Pool* pool = table.find_or_create(target("app"));
