@@ -429,7 +429,7 @@ void authenticated(io::Worker& worker, Client& client) {
              sqlstate::too_many_connections, "no more pools can be created (pool table full)");
         return;
     }
-    pool->size_limit.store(config.pool_size(*alias), std::memory_order_release);
+    pool->set_size_limit(config.pool_size(*alias));
     Login& login = *client.login;
     if (login.scram && login.user_known && tls::scram::is_secret(login.secret) &&
         target.password == login.secret) {

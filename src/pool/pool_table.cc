@@ -35,13 +35,28 @@ uint64_t target_key(const Target& target) {
     return key == 0 ? 1 : key;
 }
 
+void Pool::set_size_limit(int limit) {
+    PGPLEX_ASSERT(limit >= 0);
+    uint64_t word = places_.load(std::memory_order_acquire);
+    // Logins store the limit all the time; most find it unchanged and need not write.
+    while (int(word >> 32) != limit) {
+        uint64_t wanted = uint64_t(uint32_t(limit)) << 32 | uint32_t(word);
+        if (places_.compare_exchange_weak(word, wanted, std::memory_order_acq_rel)) return;
+    }
+}
+
 bool Pool::try_reserve_server() {
-    int current = servers.load(std::memory_order_acquire);
-    while (current < size_limit.load(std::memory_order_acquire)) {
-        if (servers.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel))
-            return true;
+    uint64_t word = places_.load(std::memory_order_acquire);
+    // servers < size_limit <= INT_MAX, so the increment never carries into the limit.
+    while (uint32_t(word) < uint32_t(word >> 32)) {
+        if (places_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) return true;
     }
     return false;
+}
+
+void Pool::release_server() {
+    uint64_t before = places_.fetch_sub(1, std::memory_order_acq_rel);
+    PGPLEX_ASSERT(uint32_t(before) > 0);
 }
 
 void Pool::mark_waiter_worker(uint32_t worker) {
@@ -78,14 +93,9 @@ void Pool::publish_scram_keys(const tls::scram::Key& client_key,
 }
 
 PoolTable::PoolTable(uint32_t capacity)
-    : capacity_(capacity),
-      slots_(new std::atomic<Pool*>[capacity]),
-      by_id_(new std::atomic<Pool*>[capacity]) {
+    : capacity_(capacity), slots_(new std::atomic<Pool*>[capacity]) {
     PGPLEX_ASSERT(capacity > 0 && (capacity & (capacity - 1)) == 0);
-    for (uint32_t i = 0; i < capacity; ++i) {
-        slots_[i].store(nullptr, std::memory_order_relaxed);
-        by_id_[i].store(nullptr, std::memory_order_relaxed);
-    }
+    for (uint32_t i = 0; i < capacity; ++i) slots_[i].store(nullptr, std::memory_order_relaxed);
 }
 
 PoolTable::~PoolTable() {
@@ -97,31 +107,24 @@ Pool* PoolTable::find_or_create(const Target& target) {
     uint32_t mask = capacity_ - 1;
     std::unique_ptr<Pool> fresh;
     for (uint32_t probe = 0; probe < capacity_; ++probe) {
-        std::atomic<Pool*>& slot = slots_[(key + probe) & mask];
+        uint32_t index = uint32_t(key + probe) & mask;
+        std::atomic<Pool*>& slot = slots_[index];
         Pool* existing = slot.load(std::memory_order_acquire);
-        if (existing != nullptr) {
-            if (existing->key == key) return existing;
-            continue;
+        if (existing == nullptr) {
+            if (!fresh) {
+                fresh = std::make_unique<Pool>();
+                fresh->key = key;
+                fresh->target = target;
+            }
+            // The id is the slot, set before the pool is visible: a lost race costs no id.
+            fresh->id = index;
+            if (slot.compare_exchange_strong(existing, fresh.get(), std::memory_order_acq_rel)) {
+                count_.fetch_add(1, std::memory_order_acq_rel);
+                return fresh.release();
+            }
         }
-        if (!fresh) {
-            // The id is taken before the pool is visible, so no reader sees it unset; an
-            // id lost to a race that another thread won stays unused.
-            uint32_t id = next_id_.fetch_add(1, std::memory_order_acq_rel);
-            if (id >= capacity_) return nullptr;
-            fresh = std::make_unique<Pool>();
-            fresh->id = id;
-            fresh->key = key;
-            fresh->target = target;
-            by_id_[id].store(fresh.get(), std::memory_order_release);
-        }
-        if (slot.compare_exchange_strong(existing, fresh.get(), std::memory_order_acq_rel))
-            return fresh.release();
-        if (existing->key == key) {
-            by_id_[fresh->id].store(nullptr, std::memory_order_release);
-            return existing;
-        }
+        if (existing->key == key) return existing;
     }
-    if (fresh) by_id_[fresh->id].store(nullptr, std::memory_order_release);
     return nullptr;
 }
 

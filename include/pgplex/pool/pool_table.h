@@ -5,6 +5,8 @@
 // startup parameters. Pools are created on first use by a compare-and-swap into an empty
 // slot and never removed (the table is sized at start and never grows), so a pointer to a
 // pool stays valid for the life of the process and readers need no lock or hazard scheme.
+// A pool's id is its slot: fixed before the pool is published, never taken by another pool,
+// and below the capacity that sizes each worker's per-pool state.
 // Counters shared across workers are atomics on the pool; idle servers and waiting clients
 // live per worker (pool/pool.h) because each belongs to one ring.
 #pragma once
@@ -40,9 +42,7 @@ struct Pool {
     uint32_t id = 0;
     uint64_t key = 0;
     Target target;
-    std::atomic<int> servers{0};     // server connections of any state, all workers
-    std::atomic<int> waiting{0};     // clients waiting for a server, all workers
-    std::atomic<int> size_limit{0};  // pool_size from the newest config seen at login
+    std::atomic<int> waiting{0};  // clients waiting for a server, all workers
     std::array<std::atomic<uint64_t>, waiter_mask_words> waiter_workers{};
     std::array<std::atomic<uint64_t>, waiter_mask_words> idle_workers{};  // idle servers there
     // SCRAM keys learnt from a client that proved the password of target.user; they let
@@ -51,14 +51,27 @@ struct Pool {
     tls::scram::Key scram_client_key{};
     tls::scram::Key scram_server_key{};
 
-    // Takes one server slot if the pool is below its limit.
-    bool try_reserve_server();
-    void release_server() { servers.fetch_sub(1, std::memory_order_acq_rel); }
+    // Server connections of any state, all workers.
+    int servers() const { return int(uint32_t(places_.load(std::memory_order_acquire))); }
+    // pool_size from the newest config seen at login.
+    int size_limit() const { return int(places_.load(std::memory_order_acquire) >> 32); }
+    // Lowering the limit closes no server: places above it are given back as their servers
+    // close, and no new one is granted until the pool is below the limit.
+    void set_size_limit(int limit);
+    // Takes one server place if the pool is below its limit at that instant.
+    [[nodiscard]] bool try_reserve_server();
+    void release_server();
     void mark_waiter_worker(uint32_t worker);
     void clear_waiter_worker(uint32_t worker);
     void mark_idle_worker(uint32_t worker);
     void clear_idle_worker(uint32_t worker);
     void publish_scram_keys(const tls::scram::Key& client_key, const tls::scram::Key& server_key);
+
+  private:
+    // size_limit in the high half, servers in the low: one word, so a reservation is checked
+    // against the limit in force when it is granted. With two words, a reservation that read
+    // the limit just before a reload lowered it was still granted after, above the new limit.
+    std::atomic<uint64_t> places_{0};
 };
 
 class PoolTable {
@@ -68,19 +81,20 @@ class PoolTable {
     PoolTable(const PoolTable&) = delete;
     PoolTable& operator=(const PoolTable&) = delete;
 
-    // The pool for this target, created if new; null when the table is full.
+    // The pool for this target, created if new; null only when every slot holds another
+    // pool, and then for good.
     Pool* find_or_create(const Target& target);
+    // A pool's id is the slot it was created in, below capacity(); ids are not dense.
     Pool* by_id(uint32_t id) const {
-        return id < capacity_ ? by_id_[id].load(std::memory_order_acquire) : nullptr;
+        return id < capacity_ ? slots_[id].load(std::memory_order_acquire) : nullptr;
     }
     uint32_t capacity() const { return capacity_; }
-    uint32_t count() const { return next_id_.load(std::memory_order_acquire); }
+    uint32_t count() const { return count_.load(std::memory_order_acquire); }  // pools made
 
   private:
     uint32_t capacity_;
     std::unique_ptr<std::atomic<Pool*>[]> slots_;
-    std::unique_ptr<std::atomic<Pool*>[]> by_id_;
-    std::atomic<uint32_t> next_id_{0};
+    std::atomic<uint32_t> count_{0};
 };
 
 }  // namespace pgplex::pool

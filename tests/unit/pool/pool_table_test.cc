@@ -3,6 +3,7 @@
 #include <criterion/criterion.h>
 
 #include <atomic>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -79,10 +80,55 @@ Test(pool_table, threads_racing_to_create_one_target_share_one_pool) {
     }
 }
 
+Test(pool_table, threads_racing_to_create_pools_fill_every_slot) {
+    for (int round = 0; round < 200; ++round) {
+        PoolTable table(4);
+        std::atomic<bool> go{false};
+        std::vector<std::thread> threads;
+        for (int t = 0; t < 8; ++t)
+            threads.emplace_back([&, t] {
+                while (!go.load()) {
+                }
+                for (int i = 0; i < 4; ++i)
+                    table.find_or_create(target("u" + std::to_string((t + i) % 4)));
+            });
+        go.store(true);
+        for (auto& thread : threads) thread.join();
+        cr_assert_eq(table.count(), 4u);
+        for (int i = 0; i < 4; ++i) {
+            Pool* pool = table.find_or_create(target("u" + std::to_string(i)));
+            cr_assert_not_null(pool, "round %d: u%d was refused with a slot free", round, i);
+            cr_assert_eq(table.by_id(pool->id), pool);
+        }
+        cr_assert_null(table.find_or_create(target("one-too-many")));
+    }
+}
+
+Test(pool_table, a_shrunk_pool_grants_no_server_until_it_is_below_the_new_limit) {
+    PoolTable table(64);
+    Pool* pool = table.find_or_create(target("app"));
+    pool->set_size_limit(5);
+    for (int i = 0; i < 5; ++i) cr_assert(pool->try_reserve_server());
+    pool->set_size_limit(2);
+    cr_assert_eq(pool->servers(), 5, "a shrink closes nothing");
+    for (int held = 5; held > 2; --held) {
+        cr_assert_not(pool->try_reserve_server(), "%d servers, limit 2", held);
+        pool->release_server();
+    }
+    cr_assert_not(pool->try_reserve_server(), "2 servers, limit 2");
+    pool->release_server();
+    cr_assert(pool->try_reserve_server(), "1 server, limit 2");
+    pool->set_size_limit(3);
+    cr_assert(pool->try_reserve_server(), "2 servers, limit grown to 3");
+    cr_assert_not(pool->try_reserve_server());
+    cr_assert_eq(pool->servers(), 3);
+    cr_assert_eq(pool->size_limit(), 3);
+}
+
 Test(pool_table, server_reservations_never_exceed_the_pool_size_across_threads) {
     PoolTable table(64);
     Pool* pool = table.find_or_create(target("app"));
-    pool->size_limit.store(20);
+    pool->set_size_limit(20);
     std::atomic<int> granted{0};
     std::atomic<int> peak{0};
     std::vector<std::thread> threads;
@@ -100,5 +146,5 @@ Test(pool_table, server_reservations_never_exceed_the_pool_size_across_threads) 
         });
     for (auto& thread : threads) thread.join();
     cr_assert_leq(peak.load(), 20);
-    cr_assert_eq(pool->servers.load(), 0);
+    cr_assert_eq(pool->servers(), 0);
 }
