@@ -146,6 +146,21 @@ void send_parse(Outbound& out, pool::Statement* statement, Reply reply,
     server::expect(out.worker, out.server, std::move(pending));
 }
 
+// A Bind of a renamed statement outside a transaction, with nothing of the client's
+// before it still unanswered but Parses: what follows, to the Sync, is recorded so it can
+// be sent again if the server's cached plan went stale (server_expect.cc).
+bool begins_replay(Outbound& out) {
+    server::Server& server = out.server;
+    if (server.status != proto::TransactionStatus::Idle ||
+        server.replay_record == server::ReplayRecord::Recording)
+        return false;
+    for (const Pending& pending : server.expected)
+        if (pending.expect != Expect::Parse && pending.expect != Expect::Close) return false;
+    server.replay_record = server::ReplayRecord::Recording;
+    server.replay.clear();
+    return true;
+}
+
 // The server must hold the statement before a message that uses it.
 void ensure_prepared(Outbound& out, pool::Statement* statement) {
     if (out.server.prepared.contains(statement->id)) {
@@ -221,6 +236,7 @@ void Outbound::pass(uint8_t type, const uint8_t* body, uint32_t size) {
     // fewer than 5 bytes in).
     if (at >= start + 5 && at + size <= start + worker.buffers.buffer_size()) {
         worker.buffers.append(server.conn.out, buffer, uint32_t(at - start - 5), size + 5);
+        record(body - 5, size + 5);
         return;
     }
     write_header(*this, type, size + 4);
@@ -229,6 +245,17 @@ void Outbound::pass(uint8_t type, const uint8_t* body, uint32_t size) {
 
 void Outbound::copy(const uint8_t* data, uint32_t size) {
     worker.buffers.append_copy(server.conn.out, data, size);
+    record(data, size);
+}
+
+void Outbound::record(const uint8_t* data, uint32_t size) {
+    if (server.replay_record != server::ReplayRecord::Recording) return;
+    if (server.replay.size() + size > limits::replay_bytes_max) {
+        server.replay_record = server::ReplayRecord::Off;  // too much to keep: no retry
+        server.replay.clear();
+        return;
+    }
+    server.replay.append(reinterpret_cast<const char*>(data), size);
 }
 
 bool renames_statements(const io::Worker& worker, const Client& client) {
@@ -294,6 +321,7 @@ proto::Fate on_bind_head(Outbound& out, const uint8_t* head, uint32_t head_size,
                          uint32_t body_size) {
     std::string_view portal, name;
     pool::Statement* statement = nullptr;
+    Pending retry_pending;
     if (read_cstring(head, head_size, 0, portal) &&
         read_cstring(head, head_size, uint32_t(portal.size() + 1), name)) {
         if (bind_locally(out, portal, name)) return proto::Fate::Drop;
@@ -304,6 +332,14 @@ proto::Fate on_bind_head(Outbound& out, const uint8_t* head, uint32_t head_size,
         out.copy(head, head_size);
     } else {
         ensure_prepared(out, statement);
+        if (begins_replay(out)) {
+            pool::StatementCache::ref(statement);
+            Pending pending;
+            pending.expect = Expect::Bind;
+            pending.retry = true;
+            pending.statement = statement;
+            retry_pending = std::move(pending);
+        }
         uint32_t names_end = uint32_t(portal.size() + 1 + name.size() + 1);
         write_header(out, type_of(FrontendMessage::Bind),
                      uint32_t(4 + body_size - name.size() - 1 + pool::server_name_bytes));
@@ -311,7 +347,10 @@ proto::Fate on_bind_head(Outbound& out, const uint8_t* head, uint32_t head_size,
         write_name(out, statement->server_name);
         out.copy(head + names_end, head_size - names_end);
     }
-    expect(out, Expect::Bind);
+    if (retry_pending.retry)
+        server::expect(out.worker, out.server, std::move(retry_pending));
+    else
+        expect(out, Expect::Bind);
     return proto::Fate::Forward;
 }
 

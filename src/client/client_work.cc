@@ -60,6 +60,12 @@ struct ForwardHandler {
                 on_sync(out.client);
                 out.server.unsynced = false;
                 expect(server::Expect::Sync);
+                if (out.server.replay_record == server::ReplayRecord::Recording) {
+                    static const uint8_t sync[5] = {'S', 0, 0, 0, 4};
+                    out.record(sync, sizeof sync);
+                    out.server.replay_record = server::ReplayRecord::Complete;
+                    return proto::Fate::Forward;  // forward() records no more
+                }
                 break;
             case FrontendMessage::Parse:
                 // JDBC and other drivers send SET through the extended protocol too.
@@ -99,11 +105,12 @@ struct ForwardHandler {
         return proto::Fate::Forward;
     }
     void forward(const uint8_t* data, uint32_t size, bool from_stash) {
-        if (from_stash)
+        if (from_stash) {
             out.copy(data, size);
-        else
-            out.worker.buffers.append(out.server.conn.out, out.buffer, uint32_t(data - out.base),
-                                      size);
+            return;
+        }
+        out.worker.buffers.append(out.server.conn.out, out.buffer, uint32_t(data - out.base), size);
+        out.record(data, size);
     }
     uint8_t* assembly(uint32_t size) {
         out.client.assembly = std::make_unique<uint8_t[]>(size);

@@ -9,8 +9,11 @@
 // exactly where the server's would have been. A Parse that fails, or is skipped after an
 // error, is undone: the server does not hold the statement, the client does not own the
 // name.
+#include "pgplex/base/limits.h"
+#include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/io/worker.h"
+#include "pgplex/proto/error.h"
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/internal.h"
 
@@ -62,6 +65,10 @@ void settle(io::Worker& worker, Server& server, bool ok) {
                                          head.statement);
         }
         worker.statements.unref(head.statement);
+    }
+    if (head.retry && server.replay_record == ReplayRecord::Complete) {
+        server.replay_record = ReplayRecord::Off;  // answered: nothing to send again
+        server.replay.clear();
     }
     server.expected.pop_front();
 }
@@ -127,7 +134,119 @@ void write_reply(io::Worker& worker, Server& server, client::Client& client) {
     worker.buffers.append_copy(client.conn.out, writer.data(), writer.size());
 }
 
+// What a message of the replay record will be answered with, or false for none.
+bool expect_of(uint8_t type, Expect& out) {
+    switch (type) {
+        case uint8_t(proto::FrontendMessage::Bind):
+            out = Expect::Bind;
+            return true;
+        case uint8_t(proto::FrontendMessage::Describe):
+            out = Expect::Describe;
+            return true;
+        case uint8_t(proto::FrontendMessage::Execute):
+            out = Expect::Execute;
+            return true;
+        case uint8_t(proto::FrontendMessage::Sync):
+            out = Expect::Sync;
+            return true;
+        default:
+            return false;
+    }
+}
+
+// Whether the record holds only Bind, Describe, Execute, Flush and the Sync: messages that
+// can go again without pgplex's bookkeeping of statements and names.
+bool replayable(std::string_view record) {
+    size_t at = 0;
+    while (record.size() - at >= 5) {
+        uint8_t type = uint8_t(record[at]);
+        Expect expect;
+        if (!expect_of(type, expect) && type != uint8_t(proto::FrontendMessage::Flush))
+            return false;
+        at += 1 + proto::read_be32(reinterpret_cast<const uint8_t*>(record.data()) + at + 1);
+    }
+    return at == record.size();
+}
+
+// The head is a retry Bind whose record is complete, and its Sync is the last message the
+// server has: sending the record again keeps every reply in order.
+bool may_retry(const Server& server) {
+    const Pending& head = server.expected.front();
+    if (!head.retry || server.replay_record != ReplayRecord::Complete) return false;
+    uint32_t syncs = 0;
+    for (const Pending& pending : server.expected) syncs += pending.expect == Expect::Sync;
+    return syncs == 1 && server.expected.back().expect == Expect::Sync && replayable(server.replay);
+}
+
+// The statement went stale on this server: prepare it again and send the record again.
+// The failed run's replies, down to its ReadyForQuery, never reach the client.
+void replay(io::Worker& worker, Server& server) {
+    pool::Statement* statement = server.expected.front().statement;
+    pool::StatementCache::ref(statement);
+    std::string record = std::move(server.replay);
+    server.replay.clear();
+    server.replay_record = ReplayRecord::Off;
+    while (server.expected.front().expect != Expect::Sync) settle(worker, server, false);
+    server.expected.front().reply = Reply::Swallow;
+    uint8_t bytes[128];
+    proto::Writer writer(bytes, sizeof bytes);
+    writer.begin(proto::FrontendMessage::Close);
+    writer.int8('S');
+    writer.cstring(statement->server_name);
+    writer.end();
+    // The Parse's header and name; its tail (query and types) follows as it is kept.
+    const std::string& tail = statement->parse_tail;
+    writer.int8(uint8_t(proto::FrontendMessage::Parse));
+    writer.int32(uint32_t(4 + pool::server_name_bytes + tail.size()));
+    writer.cstring(statement->server_name);
+    PGPLEX_ASSERT(writer.ok());
+    queue(worker, server, writer.data(), writer.size());
+    queue(worker, server, reinterpret_cast<const uint8_t*>(tail.data()), uint32_t(tail.size()));
+    Pending close;
+    close.expect = Expect::Close;
+    close.reply = Reply::Swallow;
+    expect(worker, server, std::move(close));
+    Pending parse;
+    parse.expect = Expect::Parse;
+    parse.reply = Reply::Swallow;
+    parse.prepares = true;
+    parse.statement = statement;  // the reference taken above
+    expect(worker, server, std::move(parse));
+    server.prepared.add(statement->id, server.epoch);
+    queue(worker, server, reinterpret_cast<const uint8_t*>(record.data()), uint32_t(record.size()));
+    for (size_t at = 0; at < record.size();) {
+        Pending again;
+        if (expect_of(uint8_t(record[at]), again.expect)) expect(worker, server, std::move(again));
+        at += 1 + proto::read_be32(reinterpret_cast<const uint8_t*>(record.data()) + at + 1);
+    }
+    log_info(
+        "server %s: prepared statement %s went stale (cached plan must not change result "
+        "type); prepared again and retried once",
+        server.pool->target.endpoint.to_string().c_str(), statement->server_name);
+}
+
 }  // namespace
+
+void on_held_error(io::Worker& worker, Server& server, const uint8_t* body, uint32_t size) {
+    proto::ErrorFields fields;
+    bool stale = proto::parse_error(body, size, fields) && fields.code == "0A000" &&
+                 fields.message == "cached plan must not change result type";
+    if (stale) {
+        replay(worker, server);
+        return;
+    }
+    if (server.client != io::nil) {
+        client::Client& client = worker.client(server.client);
+        uint8_t header[5] = {uint8_t(BackendMessage::ErrorResponse), 0, 0, 0, 0};
+        uint32_t length = size + 4;
+        for (int i = 0; i < 4; ++i) header[1 + i] = uint8_t(length >> (24 - 8 * i));
+        worker.buffers.append_copy(client.conn.out, header, sizeof header);
+        worker.buffers.append_copy(client.conn.out, body, size);
+        if (client.session) client.session->transaction_failed = true;
+    }
+    settle(worker, server, false);
+    skip_to_sync(worker, server);
+}
 
 void expect(io::Worker& worker, Server& server, Pending pending) {
     if (server.skipping) {
@@ -159,7 +278,7 @@ void emit_due(io::Worker& worker, Server& server) {
     if (wrote) client::on_server_output(worker, client);
 }
 
-proto::Fate on_reply(io::Worker& worker, Server& server, uint8_t type) {
+proto::Fate on_reply(io::Worker& worker, Server& server, uint8_t type, uint32_t length) {
     emit_due(worker, server);  // a new header: the previous reply is complete
     if (server.expected.empty() || type == uint8_t(BackendMessage::NoticeResponse) ||
         type == uint8_t(BackendMessage::NotificationResponse) ||
@@ -167,10 +286,12 @@ proto::Fate on_reply(io::Worker& worker, Server& server, uint8_t type) {
         return proto::Fate::Forward;
     Expect expect = server.expected.front().expect;
     if (type == uint8_t(BackendMessage::ErrorResponse)) {
-        if (extended(expect)) {
-            settle(worker, server, false);
-            skip_to_sync(worker, server);
-        }
+        if (!extended(expect)) return proto::Fate::Forward;
+        // Held back to read: the Bind may be retried (on_held_error).
+        if (may_retry(server) && length <= limits::assembled_message_bytes_max)
+            return proto::Fate::Inspect;
+        settle(worker, server, false);
+        skip_to_sync(worker, server);
         return proto::Fate::Forward;
     }
     if (type == uint8_t(BackendMessage::ReadyForQuery) && extended(expect)) {

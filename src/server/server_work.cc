@@ -61,7 +61,8 @@ struct ForwardHandler {
     const uint8_t* base;
 
     proto::Fate on_header(uint8_t type, uint32_t length) {
-        if (on_reply(worker, server, type) == proto::Fate::Drop) return proto::Fate::Drop;
+        proto::Fate fate = on_reply(worker, server, type, length);
+        if (fate != proto::Fate::Forward) return fate;  // dropped, or an error held back
         switch (type) {
             case uint8_t(BackendMessage::ReadyForQuery):
                 return proto::Fate::ForwardInspect;
@@ -90,7 +91,9 @@ struct ForwardHandler {
     }
     uint8_t* assembly(uint32_t size) { return server::assembly(server, size); }
     proto::Verdict on_message(uint8_t type, const uint8_t* body, uint32_t size) {
-        if (type == uint8_t(BackendMessage::ReadyForQuery)) {
+        if (type == uint8_t(BackendMessage::ErrorResponse)) {
+            on_held_error(worker, server, body, size);
+        } else if (type == uint8_t(BackendMessage::ReadyForQuery)) {
             server.status = static_cast<proto::TransactionStatus>(body[0]);
             if (server.status == proto::TransactionStatus::Idle && client.session)
                 settle_settings(server, *client.session);

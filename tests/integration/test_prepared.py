@@ -220,3 +220,54 @@ def test_discard_all_drops_the_clients_statements_as_postgresql_does(make_pgplex
         assert kinds(replies) == b"EZ" and replies[0][1]["C"] == "26000"
         assert kinds(exchange(client, parse("d", "SELECT 1") + bind("d") + execute()
                               + SYNC)) == b"12DCZ"
+
+
+def test_schema_change_under_a_prepared_workload_is_retried_transparently(make_pgplex, cluster):
+    pgplex = make_pgplex(pool_size=3, settings=TRANSACTION)
+    setup = connect(pgplex.port, autocommit=True, prepare_threshold=None)
+    setup.execute("DROP TABLE IF EXISTS stale_plan")
+    setup.execute("CREATE TABLE stale_plan (id int PRIMARY KEY, a int)")
+    setup.execute("INSERT INTO stale_plan SELECT g, g FROM generate_series(1, 100) g")
+    # Straight at PostgreSQL the same thing fails: the test can tell.
+    direct = connect(cluster.port, autocommit=True, prepare_threshold=0)
+    try:
+        direct.execute("SELECT * FROM stale_plan WHERE id = %s", (1,)).fetchall()
+        setup.execute("ALTER TABLE stale_plan ADD COLUMN before_test int")
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="cached plan"):
+            direct.execute("SELECT * FROM stale_plan WHERE id = %s", (1,)).fetchall()
+    finally:
+        direct.close()
+
+    clients = [prepared(pgplex.port) for _ in range(8)]
+    errors, widths = [], set()
+    stop = threading.Event()
+
+    def work(conn):
+        try:
+            for count in range(5000):
+                if stop.is_set() and count > 0:
+                    return
+                row = conn.execute("SELECT * FROM stale_plan WHERE id = %s",
+                                   (count % 100 + 1,)).fetchone()
+                widths.add(len(row))
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(conn,)) for conn in clients]
+    for thread in threads:
+        thread.start()
+    try:
+        for index in range(4):
+            threading.Event().wait(0.3)
+            setup.execute(f"ALTER TABLE stale_plan ADD COLUMN added_{index} int DEFAULT {index}")
+        threading.Event().wait(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        for conn in clients:
+            conn.close()
+        setup.close()
+    assert not errors, errors[:3]
+    assert max(widths) == 7  # id, a, before_test and four added columns: seen by the clients
+    assert pgplex.wait_log(r"went stale .*retried once", timeout=1)

@@ -26,6 +26,10 @@ inline constexpr uint32_t assembled_message_bytes_max = 16384;
 // 54000; unnamed ones of any length pass through.
 inline constexpr uint32_t kept_statement_bytes_max = 1u << 20;
 
+// The most of a Bind-to-Sync run pgplex keeps to send again when the server's cached plan
+// of a prepared statement went stale after a schema change; beyond it, no retry.
+inline constexpr uint32_t replay_bytes_max = 65536;
+
 // A role name or database name: PostgreSQL's NAMEDATALEN - 1.
 inline constexpr uint32_t name_bytes_max = 63;
 

@@ -24,6 +24,8 @@ struct Outbound {
     // else copied.
     void pass(uint8_t type, const uint8_t* body, uint32_t size);
     void copy(const uint8_t* data, uint32_t size);
+    // Keeps what was sent while a replay is being recorded (server.h, ReplayRecord).
+    void record(const uint8_t* data, uint32_t size);
 };
 
 // Whether this client's named statements are renamed (transaction or statement pooling

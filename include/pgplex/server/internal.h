@@ -24,7 +24,11 @@ Server& claim(io::Worker& worker, uint32_t slot, ServerState state, pool::Pool& 
 // (server_expect.cc). pgplex's own replies that are due are written at once.
 void expect(io::Worker& worker, Server& server, Pending pending);
 // A reply's header: whether it goes to the client, and what it settles.
-proto::Fate on_reply(io::Worker& worker, Server& server, uint8_t type);
+// Inspect: an ErrorResponse to hold for on_held_error.
+proto::Fate on_reply(io::Worker& worker, Server& server, uint8_t type, uint32_t length);
+// The ErrorResponse on_reply held back: passed on, or (a stale cached plan) the statement
+// is prepared again and the Bind-to-Sync run sent again, once.
+void on_held_error(io::Worker& worker, Server& server, const uint8_t* body, uint32_t size);
 // Writes pgplex's own replies that are now due (the server is between replies).
 void emit_due(io::Worker& worker, Server& server);
 // Drops every owed reply, undoing unanswered Parses.

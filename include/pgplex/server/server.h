@@ -68,11 +68,16 @@ enum class Reply : uint8_t {
     Fail,        // not sent: pgplex answers with the ErrorResponse in `text`
 };
 
+enum class ReplayRecord : uint8_t { Off, Recording, Complete };
+
 struct Pending {
     Expect expect = Expect::Sync;
     Reply reply = Reply::Forward;
     bool prepares = false;  // a Parse that prepares `statement` on the server
-    pool::Statement* statement = nullptr;  // Parse: holds a reference
+    // A Bind of `statement` that began the replay record: if it fails with "cached plan
+    // must not change result type", pgplex prepares the statement again and replays.
+    bool retry = false;
+    pool::Statement* statement = nullptr;  // Parse, retry Bind: holds a reference
     // A client's named Parse: its name, forgotten again if the Parse fails or is skipped.
     // Fail: the ErrorResponse body.
     std::string text;
@@ -109,6 +114,9 @@ struct Server {
     // An extended-protocol error: the server ignores everything until the next Sync.
     bool skipping = false;
     uint32_t epoch = 0;              // counts lendings; what this one used is not evicted
+    // The bytes from a retry Bind to its Sync, kept to send again (server_expect.cc).
+    ReplayRecord replay_record = ReplayRecord::Off;
+    std::string replay;
     pool::ServerStatements prepared;  // named statements it holds (transaction pooling)
     uint32_t yield_worker = 0;           // Yielding: who gets it, and at which file index
     uint32_t yield_file = 0;
