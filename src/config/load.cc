@@ -7,10 +7,10 @@
 // value and stores it; an unknown name is an error, never silently ignored.
 #include "pgplex/config/config.h"
 
-#include <strings.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -181,8 +181,9 @@ bool Loader::pool_mode(PoolMode& out) {
     std::string mode;
     if (!one_of({"session", "transaction", "statement"}, mode)) return false;
     if (mode == "statement")
-        return fail_on(*node, "pool_mode \"statement\" is not available yet in this version; "
-                              "use \"session\" or \"transaction\"");
+        return fail_on(*node,
+                       "pool_mode \"statement\" is not available yet in this version; "
+                       "use \"session\" or \"transaction\"");
     out = mode == "transaction" ? PoolMode::Transaction : PoolMode::Session;
     return true;
 }
@@ -248,6 +249,14 @@ constexpr Setting<Config> pgplex_settings[] = {
     {"default_pool_size",
      [](Loader& loader, Config& config) {
          return loader.integer_as(1, 10'000, config.default_pool_size);
+     }},
+    {"reserve_pool_size",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, 10'000, config.reserve_pool_size);
+     }},
+    {"reserve_pool_timeout",
+     [](Loader& loader, Config& config) {
+         return loader.duration(config.reserve_pool_timeout_ms);
      }},
     {"auth_type",
      [](Loader& loader, Config& config) { return loader.auth_type(config.auth_type); }},
@@ -331,6 +340,10 @@ constexpr Setting<AliasDraft> alias_settings[] = {
     {"pool_size",
      [](Loader& loader, AliasDraft& draft) {
          return loader.integer_as(0, 10'000, draft.alias.pool_size);
+     }},
+    {"reserve_pool_size",
+     [](Loader& loader, AliasDraft& draft) {
+         return loader.integer_as(0, 10'000, draft.alias.reserve_pool_size);
      }},
     {"pool_mode",
      [](Loader& loader, AliasDraft& draft) {

@@ -35,9 +35,9 @@ uint64_t target_key(const Target& target) {
     return key == 0 ? 1 : key;
 }
 
-bool Pool::try_reserve_server() {
+bool Pool::try_reserve_below(int limit) {
     int current = servers.load(std::memory_order_acquire);
-    while (current < size_limit.load(std::memory_order_acquire)) {
+    while (current < limit) {
         if (servers.compare_exchange_weak(current, current + 1, std::memory_order_acq_rel))
             return true;
     }

@@ -40,9 +40,10 @@ struct Pool {
     uint32_t id = 0;
     uint64_t key = 0;
     Target target;
-    std::atomic<int> servers{0};     // server connections of any state, all workers
-    std::atomic<int> waiting{0};     // clients waiting for a server, all workers
-    std::atomic<int> size_limit{0};  // pool_size from the newest config seen at login
+    std::atomic<int> servers{0};        // server connections of any state, all workers
+    std::atomic<int> waiting{0};        // clients waiting for a server, all workers
+    std::atomic<int> size_limit{0};     // pool_size from the newest config seen at login
+    std::atomic<int> reserve_limit{0};  // reserve_pool_size, likewise
     std::array<std::atomic<uint64_t>, waiter_mask_words> waiter_workers{};
     std::array<std::atomic<uint64_t>, waiter_mask_words> idle_workers{};  // idle servers there
     // SCRAM keys learnt from a client that proved the password of target.user; they let
@@ -51,8 +52,19 @@ struct Pool {
     tls::scram::Key scram_client_key{};
     tls::scram::Key scram_server_key{};
 
-    // Takes one server slot if the pool is below its limit.
-    bool try_reserve_server();
+    // Takes one server slot if fewer than `limit` servers exist, with a compare-and-swap on
+    // `servers`, so no number of threads racing can take the pool past the limit.
+    bool try_reserve_below(int limit);
+    // Takes one server slot if the pool is below pool_size.
+    bool try_reserve_server() {
+        return try_reserve_below(size_limit.load(std::memory_order_acquire));
+    }
+    // Takes one of the reserve_pool_size slots past pool_size; the caller has decided that a
+    // client waited long enough to deserve it.
+    bool try_reserve_extra() {
+        return try_reserve_below(size_limit.load(std::memory_order_acquire) +
+                                 reserve_limit.load(std::memory_order_acquire));
+    }
     void release_server() { servers.fetch_sub(1, std::memory_order_acq_rel); }
     void mark_waiter_worker(uint32_t worker);
     void clear_waiter_worker(uint32_t worker);

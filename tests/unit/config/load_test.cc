@@ -4,10 +4,10 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 
-#include "../support.h"
 #include <netinet/in.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include "../support.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -22,7 +22,6 @@ using pgplex::config::Config;
 using pgplex::config::LoadResult;
 using pgplex::config::PoolMode;
 namespace config = pgplex::config;
-
 
 namespace {
 
@@ -146,6 +145,9 @@ Test(config_load, settings_left_out_of_the_example_keep_their_defaults) {
     assert_text(c.log_level, "info");
     cr_assert_eq(c.buffer_size, 16384u);
     cr_assert_eq(c.buffer_count, 2048u);
+    cr_assert_eq(c.reserve_pool_size, 0);
+    cr_assert_eq(c.reserve_pool_timeout_ms, 5'000);
+    cr_assert_eq(c.reserve_pool_size_of(c.aliases.at(0)), 0);
 }
 
 Test(config_load, the_example_alias_has_every_field_right) {
@@ -393,9 +395,9 @@ Test(config_load, a_bad_duration_is_an_error) {
 
 Test(config_load, pool_mode_transaction_is_taken_globally_and_per_alias) {
     TempDir dir;
-    LoadResult result = load_text(dir, std::string(minimal) + "pool_mode = \"transaction\"\n" +
-                                           "[databases.app]\npool_mode = \"session\"\n" +
-                                           "[databases.other]\n");
+    LoadResult result =
+        load_text(dir, std::string(minimal) + "pool_mode = \"transaction\"\n" +
+                           "[databases.app]\npool_mode = \"session\"\n" + "[databases.other]\n");
     const Config& c = loaded(result);
     cr_assert_eq(c.pool_mode, PoolMode::Transaction);
     cr_assert_eq(c.pool_mode_of(c.aliases.at(0)), PoolMode::Session);
@@ -406,6 +408,35 @@ Test(config_load, pool_mode_statement_is_refused_for_now) {
     assert_refused(std::string(minimal) + "[databases.app]\npool_mode = \"statement\"\n",
                    "DIR/pgplex.toml:5: pool_mode \"statement\" is not available yet in this "
                    "version; use \"session\" or \"transaction\"");
+}
+
+Test(config_load, reserve_pool_size_is_taken_globally_and_per_alias) {
+    TempDir dir;
+    std::string text = std::string(minimal) +
+                       "reserve_pool_size = 3\n"
+                       "reserve_pool_timeout = \"1500ms\"\n"
+                       "[databases.app]\nreserve_pool_size = 0\n"
+                       "[databases.other]\n";
+    LoadResult result = load_text(dir, text);
+    const Config& c = loaded(result);
+    cr_assert_eq(c.reserve_pool_size, 3);
+    cr_assert_eq(c.reserve_pool_timeout_ms, 1'500);
+    cr_assert_eq(c.reserve_pool_size_of(c.aliases.at(0)), 0);
+    cr_assert_eq(c.reserve_pool_size_of(c.aliases.at(1)), 3);
+}
+
+Test(config_load, a_bad_reserve_pool_setting_is_an_error) {
+    assert_refused(std::string(minimal) + "reserve_pool_size = -1\n",
+                   "DIR/pgplex.toml:4: reserve_pool_size must be between 0 and 10000");
+    assert_refused(std::string(minimal) + "[databases.app]\nreserve_pool_size = \"2\"\n",
+                   "DIR/pgplex.toml:5: reserve_pool_size must be an integer");
+    assert_refused(std::string(minimal) + "[databases.app]\nreserve_pool_size = 10001\n",
+                   "DIR/pgplex.toml:5: reserve_pool_size must be between 0 and 10000");
+    assert_refused(std::string(minimal) + "reserve_pool_timeout = \"5 s\"\n",
+                   "DIR/pgplex.toml:4: reserve_pool_timeout must be a duration such as "
+                   "\"250ms\", \"600s\", \"10m\" or \"1h\", or a whole number of seconds");
+    assert_refused(std::string(minimal) + "reserve_pool_timeout = -1\n",
+                   "DIR/pgplex.toml:4: reserve_pool_timeout must not be negative");
 }
 
 Test(config_load, a_bad_listen_address_is_an_error) {

@@ -102,3 +102,26 @@ Test(pool_table, server_reservations_never_exceed_the_pool_size_across_threads) 
     cr_assert_leq(peak.load(), 20);
     cr_assert_eq(pool->servers.load(), 0);
 }
+
+Test(pool_table, the_reserve_adds_exactly_reserve_pool_size_places_across_threads) {
+    PoolTable table(64);
+    Pool* pool = table.find_or_create(target("app"));
+    pool->size_limit.store(5);
+    pool->reserve_limit.store(2);
+    std::atomic<int> ordinary{0};
+    std::atomic<int> extra{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 1000; ++i) {
+                if (t % 2 == 0 && pool->try_reserve_server()) ordinary.fetch_add(1);
+                if (t % 2 == 1 && pool->try_reserve_extra()) extra.fetch_add(1);
+            }
+        });
+    for (auto& thread : threads) thread.join();
+    cr_assert_eq(pool->servers.load(), 7);
+    cr_assert_eq(ordinary.load() + extra.load(), 7);
+    cr_assert_leq(ordinary.load(), 5);
+    cr_assert_not(pool->try_reserve_server());
+    cr_assert_not(pool->try_reserve_extra());
+}

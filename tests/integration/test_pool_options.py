@@ -1,0 +1,57 @@
+"""Pool options PgBouncer users know: reserve_pool_size / reserve_pool_timeout,
+min_pool_size, per-user settings ([users.NAME]) and pool_mode = "statement"."""
+
+import time
+
+from conftest import connect
+from test_limits import Background
+
+
+def wait_until(predicate, timeout, step=0.1):
+    """True as soon as predicate() is, False if it still is not after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
+
+
+def open_session(port):
+    """A session-mode client that has its server: (connection, backend pid)."""
+    conn = connect(port, autocommit=True)
+    return conn, conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def close_all(connections):
+    for conn in connections:
+        conn.close()
+
+
+def test_reserve_pool_opens_after_reserve_pool_timeout_and_never_past_its_size(
+        make_pgplex, cluster):
+    pgplex = make_pgplex(pool_size=2, settings={"reserve_pool_size": 1,
+                                                "reserve_pool_timeout": "1s"})
+    since = cluster.server_now()
+    holders = [open_session(pgplex.port)[0] for _ in range(2)]
+    waiters = [Background(lambda: open_session(pgplex.port)) for _ in range(2)]
+    try:
+        assert not waiters[0].join(0.7) and not waiters[1].done(), \
+            "a client was served past pool_size before reserve_pool_timeout"
+        assert wait_until(lambda: any(w.done() for w in waiters), 4), "reserve never used"
+        first = next(w for w in waiters if w.done())
+        second = next(w for w in waiters if w is not first)
+        assert first.error is None, first.error
+        assert first.elapsed() >= 0.9, first.elapsed()
+        assert pgplex.wait_log(r"taking connection from reserve_pool"), pgplex.log()
+        # The reserve holds one server: the other client keeps waiting.
+        assert not second.join(1.5), "a second reserve server was opened"
+        assert cluster.backends("payam", since=since, dbname="payam_db") == 3
+        holders.pop().close()
+        assert second.join(5) and second.error is None, second.error
+        assert cluster.backends("payam", since=since, dbname="payam_db") <= 3
+    finally:
+        for waiter in waiters:
+            waiter.join(10)
+        close_all(holders + [w.result[0] for w in waiters if w.result])
