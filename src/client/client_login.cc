@@ -431,6 +431,7 @@ void authenticated(io::Worker& worker, Client& client) {
     }
     pool->size_limit.store(config.pool_size(*alias), std::memory_order_release);
     pool->reserve_limit.store(config.reserve_pool_size_of(*alias), std::memory_order_release);
+    pool->min_size.store(config.min_pool_size_of(*alias), std::memory_order_release);
     Login& login = *client.login;
     if (login.scram && login.user_known && tls::scram::is_secret(login.secret) &&
         target.password == login.secret) {

@@ -250,6 +250,10 @@ constexpr Setting<Config> pgplex_settings[] = {
      [](Loader& loader, Config& config) {
          return loader.integer_as(1, 10'000, config.default_pool_size);
      }},
+    {"min_pool_size",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, 10'000, config.min_pool_size);
+     }},
     {"reserve_pool_size",
      [](Loader& loader, Config& config) {
          return loader.integer_as(0, 10'000, config.reserve_pool_size);
@@ -340,6 +344,10 @@ constexpr Setting<AliasDraft> alias_settings[] = {
     {"pool_size",
      [](Loader& loader, AliasDraft& draft) {
          return loader.integer_as(0, 10'000, draft.alias.pool_size);
+     }},
+    {"min_pool_size",
+     [](Loader& loader, AliasDraft& draft) {
+         return loader.integer_as(0, 10'000, draft.alias.min_pool_size);
      }},
     {"reserve_pool_size",
      [](Loader& loader, AliasDraft& draft) {

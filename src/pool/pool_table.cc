@@ -44,6 +44,15 @@ bool Pool::try_reserve_below(int limit) {
     return false;
 }
 
+bool Pool::try_release_above(int floor) {
+    int current = servers.load(std::memory_order_acquire);
+    while (current > floor) {
+        if (servers.compare_exchange_weak(current, current - 1, std::memory_order_acq_rel))
+            return true;
+    }
+    return false;
+}
+
 void Pool::mark_waiter_worker(uint32_t worker) {
     waiter_workers[worker / 64].fetch_or(uint64_t(1) << (worker % 64), std::memory_order_acq_rel);
 }

@@ -520,7 +520,19 @@ void make_available(io::Worker& worker, Server& server) {
     if (pool.waiting.load(std::memory_order_acquire) > 0) wake_waiters(worker, pool);
 }
 
+// The close itself; `release_place`: give the server's place in its pool back (false when
+// the caller already did).
+void close_server(io::Worker& worker, Server& server, CloseReason reason, bool release_place);
+
 void close(io::Worker& worker, Server& server, CloseReason reason) {
+    close_server(worker, server, reason, true);
+}
+
+void close_released(io::Worker& worker, Server& server, CloseReason reason) {
+    close_server(worker, server, reason, false);
+}
+
+void close_server(io::Worker& worker, Server& server, CloseReason reason, bool release_place) {
     if (server.state == ServerState::Closing || server.state == ServerState::Free) return;
     if (server.state == ServerState::Idle) pool::idle_remove(worker, worker.server_slot(server));
     if (server.state == ServerState::Yielding) {
@@ -533,7 +545,7 @@ void close(io::Worker& worker, Server& server, CloseReason reason) {
         return;
     }
     if (server.state != ServerState::Cancelling) {
-        server.pool->release_server();
+        if (release_place) server.pool->release_server();
         if (reason != CloseReason::LoginFailed)
             log_info("server %s/%s@%s: closing: %s", server.pool->target.dbname.c_str(),
                      server.pool->target.user.c_str(),
@@ -569,8 +581,9 @@ void on_tick(io::Worker& worker, Server& server) {
     int64_t age = worker.now - server.since;
     switch (server.state) {
         case ServerState::Idle:
-            if (config.server_idle_timeout_ms > 0 && age > config.server_idle_timeout_ms)
-                close(worker, server, CloseReason::IdleTimeout);
+            if (config.server_idle_timeout_ms > 0 && age > config.server_idle_timeout_ms &&
+                leave_above_min_pool_size(*server.pool))
+                close_released(worker, server, CloseReason::IdleTimeout);
             else if (config.server_lifetime_ms > 0 &&
                      worker.now - server.created > config.server_lifetime_ms)
                 close(worker, server, CloseReason::Lifetime);

@@ -55,3 +55,50 @@ def test_reserve_pool_opens_after_reserve_pool_timeout_and_never_past_its_size(
         for waiter in waiters:
             waiter.join(10)
         close_all(holders + [w.result[0] for w in waiters if w.result])
+
+
+def backend_pids(cluster, user="payam", dbname="payam_db"):
+    rows = cluster.admin_psql("SELECT pid FROM pg_stat_activity WHERE usename = "
+                              f"'{user}' AND datname = '{dbname}' "
+                              "AND backend_type = 'client backend' ORDER BY pid")
+    return set(rows.split())
+
+
+def test_min_pool_size_servers_open_without_clients_and_outlive_server_idle_timeout(
+        make_pgplex, cluster):
+    pgplex = make_pgplex(databases={"payam_db": {"min_pool_size": 3}},
+                         settings={"server_idle_timeout": "1s"})
+    before = backend_pids(cluster)
+    # A pool exists once a client has used it; from then on it is kept at min_pool_size.
+    with connect(pgplex.port) as conn:
+        conn.execute("SELECT 1")
+    assert wait_until(lambda: len(backend_pids(cluster) - before) == 3, 3), \
+        f"{len(backend_pids(cluster) - before)} servers, not min_pool_size 3"
+    warm = backend_pids(cluster) - before
+    assert pgplex.wait_log(r"to keep min_pool_size 3"), pgplex.log()
+    time.sleep(2)  # twice server_idle_timeout, no client
+    assert backend_pids(cluster) - before == warm, "server_idle_timeout went below the minimum"
+
+
+def test_server_idle_timeout_closes_servers_down_to_min_pool_size_and_no_further(
+        make_pgplex, cluster):
+    pgplex = make_pgplex(databases={"payam_db": {"min_pool_size": 2}},
+                         settings={"server_idle_timeout": "1s"})
+    since = cluster.server_now()
+    sessions = [open_session(pgplex.port)[0] for _ in range(5)]
+    assert cluster.backends("payam", since=since, dbname="payam_db") == 5
+    close_all(sessions)
+    assert wait_until(lambda: cluster.backends("payam", since=since, dbname="payam_db") == 2,
+                      4), "idle servers above min_pool_size were not closed"
+    time.sleep(1.5)
+    assert cluster.backends("payam", since=since, dbname="payam_db") == 2
+
+
+def test_min_pool_size_never_opens_past_pool_size(make_pgplex, cluster):
+    pgplex = make_pgplex(pool_size=2, databases={"payam_db": {"min_pool_size": 5}})
+    before = backend_pids(cluster)
+    with connect(pgplex.port) as conn:
+        conn.execute("SELECT 1")
+    assert wait_until(lambda: len(backend_pids(cluster) - before) == 2, 3)
+    time.sleep(0.6)  # three more ticks
+    assert len(backend_pids(cluster) - before) == 2

@@ -49,6 +49,7 @@ struct Alias {
     std::vector<std::pair<std::string, std::string>> startup_parameters;
     int pool_size = -1;          // -1: [pgplex] default_pool_size
     int reserve_pool_size = -1;  // -1: [pgplex] reserve_pool_size
+    int min_pool_size = -1;      // -1: [pgplex] min_pool_size
     bool pool_mode_set = false;
     PoolMode pool_mode = PoolMode::Session;  // valid when pool_mode_set
 };
@@ -65,6 +66,7 @@ struct Config {
     int max_client_conn = 10000;
     PoolMode pool_mode = PoolMode::Session;
     int default_pool_size = 20;
+    int min_pool_size = 0;                    // servers each pool keeps open, used or not
     int reserve_pool_size = 0;                // extra servers for a pool whose clients wait
     int64_t reserve_pool_timeout_ms = 5'000;  // ... this long; 0: the reserve is never used
     AuthType auth_type = AuthType::ScramSha256;
@@ -92,6 +94,11 @@ struct Config {
     const Alias* find_alias(std::string_view name) const;
     int pool_size(const Alias& alias) const {
         return alias.pool_size >= 0 ? alias.pool_size : default_pool_size;
+    }
+    // Capped at the pool size, as PgBouncer does.
+    int min_pool_size_of(const Alias& alias) const {
+        int min = alias.min_pool_size >= 0 ? alias.min_pool_size : min_pool_size;
+        return min < pool_size(alias) ? min : pool_size(alias);
     }
     int reserve_pool_size_of(const Alias& alias) const {
         return alias.reserve_pool_size >= 0 ? alias.reserve_pool_size : reserve_pool_size;

@@ -40,10 +40,12 @@ struct Pool {
     uint32_t id = 0;
     uint64_t key = 0;
     Target target;
-    std::atomic<int> servers{0};        // server connections of any state, all workers
-    std::atomic<int> waiting{0};        // clients waiting for a server, all workers
-    std::atomic<int> size_limit{0};     // pool_size from the newest config seen at login
-    std::atomic<int> reserve_limit{0};  // reserve_pool_size, likewise
+    std::atomic<int> servers{0};              // server connections of any state, all workers
+    std::atomic<int> waiting{0};              // clients waiting for a server, all workers
+    std::atomic<int> size_limit{0};           // pool_size from the newest config seen at login
+    std::atomic<int> reserve_limit{0};        // reserve_pool_size, likewise
+    std::atomic<int> min_size{0};             // min_pool_size (at most size_limit), likewise
+    std::atomic<int64_t> login_failed_ms{0};  // when a server login last failed; 0: never
     std::array<std::atomic<uint64_t>, waiter_mask_words> waiter_workers{};
     std::array<std::atomic<uint64_t>, waiter_mask_words> idle_workers{};  // idle servers there
     // SCRAM keys learnt from a client that proved the password of target.user; they let
@@ -66,6 +68,9 @@ struct Pool {
                                  reserve_limit.load(std::memory_order_acquire));
     }
     void release_server() { servers.fetch_sub(1, std::memory_order_acq_rel); }
+    // Gives one server slot back if more than `floor` servers exist (compare-and-swap, so
+    // racing threads cannot take the pool below the floor together).
+    bool try_release_above(int floor);
     void mark_waiter_worker(uint32_t worker);
     void clear_waiter_worker(uint32_t worker);
     void mark_idle_worker(uint32_t worker);

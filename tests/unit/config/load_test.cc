@@ -148,6 +148,8 @@ Test(config_load, settings_left_out_of_the_example_keep_their_defaults) {
     cr_assert_eq(c.reserve_pool_size, 0);
     cr_assert_eq(c.reserve_pool_timeout_ms, 5'000);
     cr_assert_eq(c.reserve_pool_size_of(c.aliases.at(0)), 0);
+    cr_assert_eq(c.min_pool_size, 0);
+    cr_assert_eq(c.min_pool_size_of(c.aliases.at(0)), 0);
 }
 
 Test(config_load, the_example_alias_has_every_field_right) {
@@ -437,6 +439,32 @@ Test(config_load, a_bad_reserve_pool_setting_is_an_error) {
                    "\"250ms\", \"600s\", \"10m\" or \"1h\", or a whole number of seconds");
     assert_refused(std::string(minimal) + "reserve_pool_timeout = -1\n",
                    "DIR/pgplex.toml:4: reserve_pool_timeout must not be negative");
+}
+
+Test(config_load, min_pool_size_is_taken_globally_and_per_alias_and_capped_at_the_pool_size) {
+    TempDir dir;
+    std::string text = std::string(minimal) +
+                       "min_pool_size = 4\n"
+                       "default_pool_size = 10\n"
+                       "[databases.app]\nmin_pool_size = 0\n"
+                       "[databases.other]\n"
+                       "[databases.small]\npool_size = 2\n";
+    LoadResult result = load_text(dir, text);
+    const Config& c = loaded(result);
+    cr_assert_eq(c.min_pool_size, 4);
+    cr_assert_eq(c.min_pool_size_of(c.aliases.at(0)), 0);
+    cr_assert_eq(c.min_pool_size_of(c.aliases.at(1)), 4);
+    cr_assert_eq(c.aliases.at(2).min_pool_size, -1);
+    cr_assert_eq(c.min_pool_size_of(c.aliases.at(2)), 2);  // PgBouncer caps it too
+}
+
+Test(config_load, a_bad_min_pool_size_is_an_error) {
+    assert_refused(std::string(minimal) + "min_pool_size = -1\n",
+                   "DIR/pgplex.toml:4: min_pool_size must be between 0 and 10000");
+    assert_refused(std::string(minimal) + "min_pool_size = 1.5\n",
+                   "DIR/pgplex.toml:4: min_pool_size must be an integer");
+    assert_refused(std::string(minimal) + "[databases.app]\nmin_pool_size = 20000\n",
+                   "DIR/pgplex.toml:5: min_pool_size must be between 0 and 10000");
 }
 
 Test(config_load, a_bad_listen_address_is_an_error) {

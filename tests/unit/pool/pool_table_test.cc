@@ -125,3 +125,21 @@ Test(pool_table, the_reserve_adds_exactly_reserve_pool_size_places_across_thread
     cr_assert_not(pool->try_reserve_server());
     cr_assert_not(pool->try_reserve_extra());
 }
+
+Test(pool_table, releases_above_a_floor_never_take_the_pool_below_it_across_threads) {
+    PoolTable table(64);
+    Pool* pool = table.find_or_create(target("app"));
+    pool->servers.store(40);
+    std::atomic<int> released{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&] {
+            for (int i = 0; i < 1000; ++i)
+                if (pool->try_release_above(3)) released.fetch_add(1);
+        });
+    for (auto& thread : threads) thread.join();
+    cr_assert_eq(pool->servers.load(), 3);
+    cr_assert_eq(released.load(), 37);
+    cr_assert_not(pool->try_release_above(3));
+    cr_assert(pool->try_release_above(2));
+}
