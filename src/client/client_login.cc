@@ -221,7 +221,7 @@ void begin_session(io::Worker& worker, Client& client, const proto::StartupPacke
              "pgplex has no [databases] entry for it and no \"*\" fallback");
         return;
     }
-    session.mode = worker.config->pool_mode_of(*alias);
+    session.mode = worker.config->pool_mode_of(*alias, session.user);
     begin_auth(worker, client);
 }
 

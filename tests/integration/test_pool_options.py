@@ -18,10 +18,19 @@ def wait_until(predicate, timeout, step=0.1):
         time.sleep(step)
 
 
-def open_session(port):
+def open_session(port, **kwargs):
     """A session-mode client that has its server: (connection, backend pid)."""
-    conn = connect(port, autocommit=True)
+    conn = connect(port, autocommit=True, **kwargs)
     return conn, conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+
+def plain(port, **kwargs):
+    """A client for transaction and statement pooling: no named prepared statements."""
+    return connect(port, autocommit=True, prepare_threshold=None, **kwargs)
+
+
+def backend_pid(conn):
+    return conn.execute("SELECT pg_backend_pid()").fetchone()[0]
 
 
 def close_all(connections):
@@ -102,3 +111,25 @@ def test_min_pool_size_never_opens_past_pool_size(make_pgplex, cluster):
     assert wait_until(lambda: len(backend_pids(cluster) - before) == 2, 3)
     time.sleep(0.6)  # three more ticks
     assert len(backend_pids(cluster) - before) == 2
+
+
+def test_a_users_pool_mode_wins_over_its_aliases(make_pgplex):
+    pgplex = make_pgplex(pool_size=1, databases={"payam_db": {"pool_mode": "session"},
+                                                 "payam_dw": {"pool_mode": "session"}},
+                         user_settings={"payam": {"pool_mode": "transaction"}})
+    # payam_db's pool logs in as payam, whose [users] table says transaction: two clients
+    # share its one server.
+    a, b = plain(pgplex.port), plain(pgplex.port)
+    holder = None
+    try:
+        assert backend_pid(a) == backend_pid(b)
+        # payam_dw's pool logs in as dataplatform_ro, who has no [users] table: the alias's
+        # session mode holds, and a second client waits for the first to leave.
+        holder = open_session(pgplex.port, dbname="payam_dw", user="dataplatform_ro")[0]
+        waiter = Background(lambda: open_session(pgplex.port, dbname="payam_dw",
+                                                 user="dataplatform_ro")[0].close())
+        assert not waiter.join(1.0), "payam_dw was not in session mode"
+        holder.close()
+        assert waiter.join(5) and waiter.error is None, waiter.error
+    finally:
+        close_all([a, b] + ([holder] if holder else []))

@@ -54,6 +54,16 @@ struct Alias {
     PoolMode pool_mode = PoolMode::Session;  // valid when pool_mode_set
 };
 
+// One [users.NAME] table: settings for the pools whose server user is NAME (PgBouncer's
+// [users] section, which applies to the user a pool logs in as: the alias's user when it
+// names one, else the client's).
+struct UserSettings {
+    std::string name;
+    uint32_t line = 0;  // where it is defined, for messages
+    bool pool_mode_set = false;
+    PoolMode pool_mode = PoolMode::Session;  // valid when pool_mode_set
+};
+
 struct Listen {
     Endpoint endpoint;  // host:port to bind
 };
@@ -87,8 +97,9 @@ struct Config {
     uint32_t buffer_size = 16384;    // bytes per provided buffer
     uint32_t buffer_count = 2048;    // provided buffers per worker (power of two)
 
-    std::vector<Alias> aliases;       // every [databases.X] except "*"
-    std::unique_ptr<Alias> fallback;  // [databases."*"], if present
+    std::vector<Alias> aliases;                                   // every [databases.X] except "*"
+    std::unique_ptr<Alias> fallback;                              // [databases."*"], if present
+    std::unordered_map<std::string, UserSettings> user_settings;  // [users.NAME], by name
 
     // The alias for a client's database name: an exact match, else the fallback, else null.
     const Alias* find_alias(std::string_view name) const;
@@ -103,7 +114,12 @@ struct Config {
     int reserve_pool_size_of(const Alias& alias) const {
         return alias.reserve_pool_size >= 0 ? alias.reserve_pool_size : reserve_pool_size;
     }
-    PoolMode pool_mode_of(const Alias& alias) const {
+    // The pool mode of a client of `alias` logged in as `client_user`: [users.NAME] of the
+    // user the pool logs in as, else the alias's, else [pgplex]'s, as PgBouncer decides.
+    PoolMode pool_mode_of(const Alias& alias, const std::string& client_user) const {
+        auto user = user_settings.find(alias.user.empty() ? client_user : alias.user);
+        if (user != user_settings.end() && user->second.pool_mode_set)
+            return user->second.pool_mode;
         return alias.pool_mode_set ? alias.pool_mode : pool_mode;
     }
 };

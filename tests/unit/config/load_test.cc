@@ -402,8 +402,8 @@ Test(config_load, pool_mode_transaction_is_taken_globally_and_per_alias) {
                            "[databases.app]\npool_mode = \"session\"\n" + "[databases.other]\n");
     const Config& c = loaded(result);
     cr_assert_eq(c.pool_mode, PoolMode::Transaction);
-    cr_assert_eq(c.pool_mode_of(c.aliases.at(0)), PoolMode::Session);
-    cr_assert_eq(c.pool_mode_of(c.aliases.at(1)), PoolMode::Transaction);
+    cr_assert_eq(c.pool_mode_of(c.aliases.at(0), "alice"), PoolMode::Session);
+    cr_assert_eq(c.pool_mode_of(c.aliases.at(1), "alice"), PoolMode::Transaction);
 }
 
 Test(config_load, pool_mode_statement_is_refused_for_now) {
@@ -465,6 +465,52 @@ Test(config_load, a_bad_min_pool_size_is_an_error) {
                    "DIR/pgplex.toml:4: min_pool_size must be an integer");
     assert_refused(std::string(minimal) + "[databases.app]\nmin_pool_size = 20000\n",
                    "DIR/pgplex.toml:5: min_pool_size must be between 0 and 10000");
+}
+
+// PgBouncer's precedence: [users] over the database over [pgbouncer], where the user is the
+// one the pool logs in as (the alias's forced user, else the client's).
+Test(config_load, a_users_pool_mode_wins_over_the_alias_and_pgplex_ones) {
+    TempDir dir;
+    std::string text = std::string(minimal) +
+                       "pool_mode = \"session\"\n"
+                       "[databases.app]\npool_mode = \"session\"\n"
+                       "[databases.forced]\nuser = \"etl\"\npool_mode = \"transaction\"\n"
+                       "[users.alice]\npool_mode = \"transaction\"\n"
+                       "[users.etl]\npool_mode = \"session\"\n"
+                       "[users.\"bob.smith\"]\n";
+    LoadResult result = load_text(dir, text);
+    const Config& c = loaded(result);
+    const config::Alias& app = c.aliases.at(0);
+    const config::Alias& forced = c.aliases.at(1);
+    cr_assert_eq(c.user_settings.size(), 3u);
+    cr_assert_eq(c.user_settings.at("alice").line, 10u);
+    cr_assert_not(c.user_settings.at("bob.smith").pool_mode_set);
+    cr_assert_eq(c.pool_mode_of(app, "alice"), PoolMode::Transaction);
+    cr_assert_eq(c.pool_mode_of(app, "bob.smith"), PoolMode::Session);
+    cr_assert_eq(c.pool_mode_of(app, "carol"), PoolMode::Session);
+    cr_assert_eq(c.pool_mode_of(forced, "alice"), PoolMode::Session);
+    cr_assert_eq(c.pool_mode_of(forced, "carol"), PoolMode::Session);
+}
+
+Test(config_load, a_bad_users_table_is_an_error) {
+    assert_refused(std::string(minimal) + "[users]\nalice = \"pool_mode=session\"\n",
+                   "DIR/pgplex.toml:5: [users.alice] must be a table");
+    assert_refused(std::string(minimal) + "[users.alice]\nmax_user_connections = 5\n",
+                   "DIR/pgplex.toml:5: unknown setting \"max_user_connections\" in "
+                   "[users.alice]");
+    assert_refused(std::string(minimal) + "[users.\"a b\"]\npool_size = 5\n",
+                   "DIR/pgplex.toml:5: unknown setting \"pool_size\" in [users.\"a b\"]");
+    assert_refused(std::string(minimal) + "[users.alice]\npool_mode = \"batch\"\n",
+                   "DIR/pgplex.toml:5: pool_mode must be one of \"session\", \"transaction\", "
+                   "\"statement\"");
+    assert_refused(std::string(minimal) + "[users.alice]\npool_mode = 1\n",
+                   "DIR/pgplex.toml:5: pool_mode must be a string");
+    assert_refused(std::string("users = 1\n") + minimal,
+                   "DIR/pgplex.toml:1: users must be a table");
+    assert_refused(std::string(minimal) + "[users.\"\"]\n",
+                   "DIR/pgplex.toml:4: user name must be 1 to 63 bytes long");
+    assert_refused(std::string(minimal) + "[users." + std::string(64, 'u') + "]\n",
+                   "DIR/pgplex.toml:4: user name must be 1 to 63 bytes long");
 }
 
 Test(config_load, a_bad_listen_address_is_an_error) {
