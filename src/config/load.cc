@@ -180,11 +180,9 @@ bool Loader::one_of(std::initializer_list<std::string_view> allowed, std::string
 bool Loader::pool_mode(PoolMode& out) {
     std::string mode;
     if (!one_of({"session", "transaction", "statement"}, mode)) return false;
-    if (mode == "statement")
-        return fail_on(*node,
-                       "pool_mode \"statement\" is not available yet in this version; "
-                       "use \"session\" or \"transaction\"");
-    out = mode == "transaction" ? PoolMode::Transaction : PoolMode::Session;
+    out = mode == "transaction" ? PoolMode::Transaction
+          : mode == "statement" ? PoolMode::Statement
+                                : PoolMode::Session;
     return true;
 }
 

@@ -3,7 +3,11 @@ min_pool_size, per-user settings ([users.NAME]) and pool_mode = "statement"."""
 
 import time
 
-from conftest import connect
+import psycopg
+import pytest
+
+from conftest import (RawClient, assert_pgbench_clean, connect, message, parse_error_fields,
+                      run_pgbench)
 from test_limits import Background
 
 
@@ -133,3 +137,80 @@ def test_a_users_pool_mode_wins_over_its_aliases(make_pgplex):
         assert waiter.join(5) and waiter.error is None, waiter.error
     finally:
         close_all([a, b] + ([holder] if holder else []))
+
+
+STATEMENT = {"pool_mode": "statement"}
+
+
+def test_statement_mode_pools_autocommit_statements_and_implicit_transactions(
+        make_pgplex, cluster):
+    pgplex = make_pgplex(pool_size=1, default_pool_size=2, settings=STATEMENT)
+    since = cluster.server_now()
+    clients = [plain(pgplex.port) for _ in range(4)]
+    try:
+        pids = {backend_pid(conn) for conn in clients for _ in range(2)}
+        assert len(pids) == 1, "statement pooling did not share the one server"
+        # A multi-statement Query is one implicit transaction, ending idle: allowed.
+        cursor = clients[0].execute("SELECT 1; SELECT 2")
+        assert cursor.fetchone() == (1,)
+        assert cursor.nextset() and cursor.fetchone() == (2,)
+        assert clients[1].execute("SELECT 3").fetchone() == (3,)
+        assert cluster.backends("payam", since=since, dbname="payam_db") == 1
+    finally:
+        close_all(clients)
+    since = cluster.server_now()
+    assert_pgbench_clean(run_pgbench(pgplex.port, ["-n", "-S", "-M", "extended", "-T", "2",
+                                                   "-c", "8", "-j", "2"]))
+    assert cluster.backends("app", since=since, dbname="appdb") <= 2
+
+
+REFUSAL = "transaction blocks not allowed in statement pooling mode"
+
+
+def assert_refused_transaction_block(error):
+    """libpq reads the FATAL error and the close together, so psycopg reports it as a lost
+    connection whose message carries pgplex's words (as it does behind PgBouncer)."""
+    assert isinstance(error, psycopg.OperationalError), repr(error)
+    assert REFUSAL in str(error), str(error)
+
+
+def test_statement_mode_answers_begin_with_fatal_08p01_and_closes_the_client(make_pgplex):
+    pgplex = make_pgplex(settings=STATEMENT)
+    with RawClient(pgplex.port) as client:
+        client.login("payam", "payam_db")
+        client.send(message(b"Q", b"BEGIN\0"))
+        messages = client.read_until_closed()
+    kinds = [kind for kind, _ in messages]
+    assert kinds == [b"C", b"E"], messages  # no ReadyForQuery: the client never idles in it
+    fields = parse_error_fields(messages[1][1])
+    assert (fields["S"], fields["C"], fields["M"]) == ("FATAL", "08P01", REFUSAL), fields
+
+
+def test_statement_mode_refuses_a_transaction_block_and_reuses_the_server(
+        make_pgplex, cluster):
+    pgplex = make_pgplex(pool_size=1, settings=STATEMENT)
+    since = cluster.server_now()
+    other = plain(pgplex.port)
+    try:
+        pid = backend_pid(other)
+        for begin in ("BEGIN", "SELECT 1; BEGIN", "START TRANSACTION READ ONLY"):
+            client = plain(pgplex.port)
+            with pytest.raises(psycopg.Error) as refused:
+                client.execute(begin)
+            assert_refused_transaction_block(refused.value)
+            assert client.closed or client.broken
+            client.close()
+            # The server was rolled back and lent again, not closed: the next statement runs
+            # outside any transaction block on the same backend.
+            assert backend_pid(other) == pid
+            assert other.execute("SELECT 4").fetchone() == (4,)
+        # psycopg outside autocommit opens every transaction with BEGIN.
+        with pytest.raises(psycopg.Error) as refused:
+            with connect(pgplex.port, prepare_threshold=None) as client:
+                client.execute("SELECT 1")
+        assert_refused_transaction_block(refused.value)
+        assert pgplex.wait_log(r"transaction block in statement pooling mode"), pgplex.log()
+        assert backend_pid(other) == pid
+        assert cluster.backends("payam", since=since, dbname="payam_db") == 1
+    finally:
+        other.close()

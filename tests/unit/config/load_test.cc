@@ -406,10 +406,27 @@ Test(config_load, pool_mode_transaction_is_taken_globally_and_per_alias) {
     cr_assert_eq(c.pool_mode_of(c.aliases.at(1), "alice"), PoolMode::Transaction);
 }
 
-Test(config_load, pool_mode_statement_is_refused_for_now) {
-    assert_refused(std::string(minimal) + "[databases.app]\npool_mode = \"statement\"\n",
-                   "DIR/pgplex.toml:5: pool_mode \"statement\" is not available yet in this "
-                   "version; use \"session\" or \"transaction\"");
+Test(config_load, pool_mode_statement_is_taken_everywhere_a_pool_mode_is) {
+    TempDir dir;
+    std::string text = std::string(minimal) +
+                       "pool_mode = \"statement\"\n"
+                       "[databases.app]\npool_mode = \"statement\"\n"
+                       "[databases.other]\n"
+                       "[users.alice]\npool_mode = \"statement\"\n";
+    LoadResult result = load_text(dir, text);
+    const Config& c = loaded(result);
+    cr_assert_eq(c.pool_mode, PoolMode::Statement);
+    cr_assert_eq(c.aliases.at(0).pool_mode, PoolMode::Statement);
+    cr_assert_eq(c.pool_mode_of(c.aliases.at(1), "bob"), PoolMode::Statement);
+    cr_assert_eq(c.user_settings.at("alice").pool_mode, PoolMode::Statement);
+}
+
+Test(config_load, a_bad_pool_mode_is_an_error) {
+    const char* reason = " must be one of \"session\", \"transaction\", \"statement\"";
+    assert_refused(std::string(minimal) + "pool_mode = \"statements\"\n",
+                   (std::string("DIR/pgplex.toml:4: pool_mode") + reason).c_str());
+    assert_refused(std::string(minimal) + "[databases.app]\npool_mode = \"Statement\"\n",
+                   (std::string("DIR/pgplex.toml:5: pool_mode") + reason).c_str());
 }
 
 Test(config_load, reserve_pool_size_is_taken_globally_and_per_alias) {
