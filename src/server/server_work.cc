@@ -106,7 +106,7 @@ struct ForwardHandler {
 // held back instead of forwarded. One that reports idle goes on to the client unchanged; any
 // other means the client's statement left the server inside a transaction block (a BEGIN,
 // or a Query ending in one), so feeding stops there and the client is refused before it
-// hears that its transaction began (PgBouncer's server_proto).
+// hears that its transaction began (PgBouncer's handle_server_work).
 template <typename Inner>
 struct StatementHandler {
     Inner& inner;
