@@ -221,7 +221,7 @@ void begin_session(io::Worker& worker, Client& client, const proto::StartupPacke
              "pgplex has no [databases] entry for it and no \"*\" fallback");
         return;
     }
-    session.mode = worker.config->pool_mode_of(*alias);
+    session.mode = worker.config->pool_mode_of(*alias, session.user);
     begin_auth(worker, client);
 }
 
@@ -430,6 +430,8 @@ void authenticated(io::Worker& worker, Client& client) {
         return;
     }
     pool->set_size_limit(config.pool_size(*alias));
+    pool->reserve_limit.store(config.reserve_pool_size_of(*alias), std::memory_order_release);
+    pool->min_size.store(config.min_pool_size_of(*alias), std::memory_order_release);
     Login& login = *client.login;
     if (login.scram && login.user_known && tls::scram::is_secret(login.secret) &&
         target.password == login.secret) {

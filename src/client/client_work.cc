@@ -176,7 +176,7 @@ struct ForwardHandler {
 uint32_t consume_active(io::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
                         uint32_t size) {
     server::Server& server = worker.server(client.server);
-    bool track = client.session && client.session->mode == config::PoolMode::Transaction;
+    bool track = client.session && client.session->mode != config::PoolMode::Session;
     ForwardHandler handler{{worker, client, server, buffer, worker.buffers.data(buffer)},
                            track,
                            renames_statements(worker, client)};
@@ -319,6 +319,8 @@ const char* to_string(CloseReason reason) {
             return "shutdown";
         case CloseReason::CancelRequest:
             return "cancel request";
+        case CloseReason::TransactionBlock:
+            return "transaction block in statement pooling mode";
     }
     return "unknown";
 }

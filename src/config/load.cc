@@ -7,10 +7,10 @@
 // value and stores it; an unknown name is an error, never silently ignored.
 #include "pgplex/config/config.h"
 
-#include <strings.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -180,10 +180,9 @@ bool Loader::one_of(std::initializer_list<std::string_view> allowed, std::string
 bool Loader::pool_mode(PoolMode& out) {
     std::string mode;
     if (!one_of({"session", "transaction", "statement"}, mode)) return false;
-    if (mode == "statement")
-        return fail_on(*node, "pool_mode \"statement\" is not available yet in this version; "
-                              "use \"session\" or \"transaction\"");
-    out = mode == "transaction" ? PoolMode::Transaction : PoolMode::Session;
+    out = mode == "transaction" ? PoolMode::Transaction
+          : mode == "statement" ? PoolMode::Statement
+                                : PoolMode::Session;
     return true;
 }
 
@@ -252,6 +251,18 @@ constexpr Setting<Config> pgplex_settings[] = {
     {"max_prepared_statements",
      [](Loader& loader, Config& config) {
          return loader.integer_as(0, 100'000, config.max_prepared_statements);
+     }},
+    {"min_pool_size",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, 10'000, config.min_pool_size);
+     }},
+    {"reserve_pool_size",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, 10'000, config.reserve_pool_size);
+     }},
+    {"reserve_pool_timeout",
+     [](Loader& loader, Config& config) {
+         return loader.duration(config.reserve_pool_timeout_ms);
      }},
     {"auth_type",
      [](Loader& loader, Config& config) { return loader.auth_type(config.auth_type); }},
@@ -336,6 +347,14 @@ constexpr Setting<AliasDraft> alias_settings[] = {
      [](Loader& loader, AliasDraft& draft) {
          return loader.integer_as(0, 10'000, draft.alias.pool_size);
      }},
+    {"min_pool_size",
+     [](Loader& loader, AliasDraft& draft) {
+         return loader.integer_as(0, 10'000, draft.alias.min_pool_size);
+     }},
+    {"reserve_pool_size",
+     [](Loader& loader, AliasDraft& draft) {
+         return loader.integer_as(0, 10'000, draft.alias.reserve_pool_size);
+     }},
     {"pool_mode",
      [](Loader& loader, AliasDraft& draft) {
          draft.alias.pool_mode_set = true;
@@ -364,12 +383,13 @@ bool apply_settings(Loader& loader, const toml::table& table, std::string_view s
     return true;
 }
 
-// "databases.name", quoting the name as TOML needs when it is not a bare key.
-std::string section_name(std::string_view name) {
+// "databases.name" or "users.name", quoting the name as TOML needs when it is not a bare
+// key.
+std::string section_name(std::string_view name, std::string_view parent = "databases") {
     bool bare = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
         return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
     });
-    return "databases." + (bare ? std::string(name) : "\"" + std::string(name) + "\"");
+    return std::string(parent) + "." + (bare ? std::string(name) : "\"" + std::string(name) + "\"");
 }
 
 void add_startup_parameters(AliasDraft& draft) {
@@ -451,6 +471,39 @@ bool load_auth_file(Loader& loader, const toml::table& section, Config& config) 
     return parse_auth_file(config.auth_file, text, config.users, loader.error);
 }
 
+constexpr Setting<UserSettings> user_settings[] = {
+    {"pool_mode",
+     [](Loader& loader, UserSettings& user) {
+         user.pool_mode_set = true;
+         return loader.pool_mode(user.pool_mode);
+     }},
+};
+
+bool parse_user(Loader& loader, std::string_view name, const toml::node& node, Config& config) {
+    const toml::table* table = node.as_table();
+    std::string section = section_name(name, "users");
+    if (table == nullptr) return loader.fail_on(node, "[" + section + "] must be a table");
+    if (name.empty() || name.size() > limits::name_bytes_max) {
+        return loader.fail_on(node, "user name must be 1 to " +
+                                        std::to_string(limits::name_bytes_max) + " bytes long");
+    }
+    UserSettings user;
+    user.name = std::string(name);
+    user.line = table->source().begin.line;
+    if (!apply_settings(loader, *table, section, user_settings, user)) return false;
+    config.user_settings[user.name] = std::move(user);
+    return true;
+}
+
+bool parse_users(Loader& loader, const toml::node& node, Config& config) {
+    const toml::table* table = node.as_table();
+    if (table == nullptr) return loader.fail_on(node, "users must be a table");
+    for (auto&& [key, value] : *table) {
+        if (!parse_user(loader, key.str(), value, config)) return false;
+    }
+    return true;
+}
+
 bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
     const toml::table* table = node.as_table();
     if (table == nullptr) return loader.fail_on(node, "[pgplex] must be a table");
@@ -465,7 +518,7 @@ bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
 
 bool parse_root(Loader& loader, const toml::table& root, Config& config) {
     for (auto&& [key, node] : root) {
-        if (key.str() == "pgplex" || key.str() == "databases") continue;
+        if (key.str() == "pgplex" || key.str() == "databases" || key.str() == "users") continue;
         std::string what = node.is_table() ? "unknown section [" + std::string(key.str()) + "]"
                                            : "unknown setting \"" + std::string(key.str()) +
                                                  "\" outside any section";
@@ -475,7 +528,9 @@ bool parse_root(Loader& loader, const toml::table& root, Config& config) {
     if (pgplex == nullptr) return loader.fail_at(1, "no [pgplex] section");
     if (!parse_pgplex(loader, *pgplex, config)) return false;
     const toml::node* databases = root.get("databases");
-    return databases == nullptr || parse_databases(loader, *databases, config);
+    if (databases != nullptr && !parse_databases(loader, *databases, config)) return false;
+    const toml::node* users = root.get("users");
+    return users == nullptr || parse_users(loader, *users, config);
 }
 
 LoadResult load_unguarded(const std::string& path) {

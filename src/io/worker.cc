@@ -530,6 +530,7 @@ void Worker::on_tick() {
             server::on_tick(*this, s);
     }
     if (!shutting_down_) {
+        server::keep_pools_warm(*this);
         for (uint32_t i = 0; i < listeners_.size(); ++i)
             if (!accept_armed_[i]) arm_accept(i);
     }

@@ -54,6 +54,31 @@ bool Pool::try_reserve_server() {
     return false;
 }
 
+bool Pool::try_reserve_below(int limit) {
+    uint64_t word = places_.load(std::memory_order_acquire);
+    while (int64_t(uint32_t(word)) < limit && uint32_t(word) < uint32_t(word >> 32)) {
+        if (places_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) return true;
+    }
+    return false;
+}
+
+bool Pool::try_reserve_extra() {
+    uint64_t word = places_.load(std::memory_order_acquire);
+    int64_t extra = reserve_limit.load(std::memory_order_acquire);
+    while (int64_t(uint32_t(word)) < int64_t(word >> 32) + extra) {
+        if (places_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) return true;
+    }
+    return false;
+}
+
+bool Pool::try_release_above(int floor) {
+    uint64_t word = places_.load(std::memory_order_acquire);
+    while (int64_t(uint32_t(word)) > int64_t(floor)) {
+        if (places_.compare_exchange_weak(word, word - 1, std::memory_order_acq_rel)) return true;
+    }
+    return false;
+}
+
 void Pool::release_server() {
     uint64_t before = places_.fetch_sub(1, std::memory_order_acq_rel);
     PGPLEX_ASSERT(uint32_t(before) > 0);

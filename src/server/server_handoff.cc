@@ -51,7 +51,7 @@ void want_server(io::Worker& worker, pool::Pool& pool) {
         ask_for_handoff(worker, pool, target);
         return;
     }
-    if (pool.try_reserve_server()) connect(worker, pool);
+    if (pool.try_reserve_server() || take_from_reserve(worker, pool)) connect(worker, pool);
 }
 
 void yield_idle(io::Worker& worker, pool::Pool& pool, uint32_t request) {

@@ -201,6 +201,7 @@ bool on_authentication(io::Worker& worker, Server& server, const uint8_t* body, 
 
 void login_done(io::Worker& worker, Server& server) {
     worker.pools[server.pool->id].connecting--;
+    server.pool->login_failed_ms.store(0, std::memory_order_release);
     server.login.reset();
     ++worker.counters.servers_connected;
     log_info("server %s/%s@%s: logged in (backend pid %u, worker %u)",
@@ -291,6 +292,7 @@ void login_failed(io::Worker& worker, Server& server, const uint8_t* error, uint
     else
         log_warning("server %s/%s@%s: login failed: %s", pool.target.dbname.c_str(),
                     pool.target.user.c_str(), pool.target.endpoint.to_string().c_str(), why);
+    pool.login_failed_ms.store(worker.now, std::memory_order_release);
     pool::PoolLocal& local = worker.pools[pool.id];
     local.connecting--;
     close(worker, server, CloseReason::LoginFailed);

@@ -14,6 +14,7 @@
 #include "pgplex/pool/pool.h"
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/proto/error.h"
+#include "pgplex/proto/sqlstate.h"
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/internal.h"
 #include "pgplex/server/server_work.h"
@@ -111,6 +112,63 @@ struct ForwardHandler {
     }
 };
 
+// Statement pooling wraps ForwardHandler to refuse transaction blocks: each ReadyForQuery is
+// held back instead of forwarded. One that reports idle goes on to the client unchanged; any
+// other means the client's statement left the server inside a transaction block (a BEGIN,
+// or a Query ending in one), so feeding stops there and the client is refused before it
+// hears that its transaction began (PgBouncer's handle_server_work).
+template <typename Inner>
+struct StatementHandler {
+    Inner& inner;
+    bool refused = false;
+
+    proto::Fate on_header(uint8_t type, uint32_t length) {
+        proto::Fate fate = inner.on_header(type, length);
+        bool ready = type == uint8_t(BackendMessage::ReadyForQuery);
+        return ready && fate == proto::Fate::ForwardInspect ? proto::Fate::Inspect : fate;
+    }
+    void forward(const uint8_t* data, uint32_t size, bool from_stash) {
+        inner.forward(data, size, from_stash);
+    }
+    uint8_t* assembly(uint32_t size) { return inner.assembly(size); }
+    proto::Verdict on_message(uint8_t type, const uint8_t* body, uint32_t size) {
+        proto::Verdict verdict = inner.on_message(type, body, size);
+        if (type != uint8_t(BackendMessage::ReadyForQuery)) return verdict;
+        if (static_cast<proto::TransactionStatus>(body[0]) != proto::TransactionStatus::Idle) {
+            refused = true;
+            return proto::Verdict::Pause;
+        }
+        const uint8_t ready[6] = {type, 0, 0, 0, 5, body[0]};
+        inner.forward(ready, sizeof ready, true);  // copied: `ready` is gone after this
+        return verdict;
+    }
+};
+
+// An Active server's bytes go to its client through ForwardHandler, or, for a client in
+// statement pooling, through StatementHandler, which sets `refused` on a transaction block.
+proto::FeedResult feed_active(Server& server, const client::Client& client, ForwardHandler& handler,
+                              const uint8_t* data, uint32_t size, bool& refused) {
+    if (!client.session || client.session->mode != config::PoolMode::Statement)
+        return proto::feed(server.conn.frame, proto::Direction::Backend, data, size, handler);
+    StatementHandler<ForwardHandler> statement{handler};
+    proto::FeedResult result =
+        proto::feed(server.conn.frame, proto::Direction::Backend, data, size, statement);
+    refused = statement.refused;
+    return result;
+}
+
+// A statement-pooling client opened a transaction block. PgBouncer closes client and server
+// with "transaction blocks not allowed in statement pooling mode" (FATAL, 08P01); pgplex
+// tells the client the same words and closes it, but keeps the server: unlink() rolls the
+// transaction back and returns the server to the pool.
+void refuse_transaction_block(io::Worker& worker, client::Client& client) {
+    client::fail(worker, client, client::CloseReason::TransactionBlock, proto::Severity::Fatal,
+                 sqlstate::protocol_violation,
+                 "transaction blocks not allowed in statement pooling mode", {},
+                 "Run each statement on its own (autocommit), or use pool_mode \"transaction\" "
+                 "for this client.");
+}
+
 // Responses to pgplex's own queries (the parameter SET, the reset query), or anything an
 // idle server says: read, never forwarded.
 struct OwnQueryHandler {
@@ -157,10 +215,14 @@ uint32_t consume_active(io::Worker& worker, Server& server, uint32_t buffer, con
                         uint32_t size) {
     client::Client& client = worker.client(server.client);
     ForwardHandler handler{worker, server, client, buffer, worker.buffers.data(buffer)};
-    proto::FeedResult result =
-        proto::feed(server.conn.frame, proto::Direction::Backend, data, size, handler);
+    bool refused = false;
+    proto::FeedResult result = feed_active(server, client, handler, data, size, refused);
     emit_due(worker, server);
     if (client.conn.out.bytes > 0) client::on_server_output(worker, client);
+    if (refused) {
+        refuse_transaction_block(worker, client);
+        return result.consumed;
+    }
     // Shutting down: a client is let go at the ReadyForQuery that ends its transaction,
     // before it can start another.
     if (worker.shutting_down() && result.status != proto::FeedStatus::Violation)
@@ -504,7 +566,7 @@ void unlink(io::Worker& worker, Server& server, bool reset_session) {
 void release_if_done(io::Worker& worker, Server& server) {
     if (server.state != ServerState::Active || server.client == io::nil) return;
     client::Client& client = worker.client(server.client);
-    if (!client.session || client.session->mode != config::PoolMode::Transaction) return;
+    if (!client.session || client.session->mode == config::PoolMode::Session) return;
     bool done = server.pending_syncs == 0 && !server.unsynced && server.expected.empty() &&
                 server.status == proto::TransactionStatus::Idle &&
                 server.conn.frame.between_messages() && client.conn.frame.between_messages();
@@ -539,7 +601,19 @@ void make_available(io::Worker& worker, Server& server) {
     if (pool.waiting.load(std::memory_order_acquire) > 0) wake_waiters(worker, pool);
 }
 
+// The close itself; `release_place`: give the server's place in its pool back (false when
+// the caller already did).
+void close_server(io::Worker& worker, Server& server, CloseReason reason, bool release_place);
+
 void close(io::Worker& worker, Server& server, CloseReason reason) {
+    close_server(worker, server, reason, true);
+}
+
+void close_released(io::Worker& worker, Server& server, CloseReason reason) {
+    close_server(worker, server, reason, false);
+}
+
+void close_server(io::Worker& worker, Server& server, CloseReason reason, bool release_place) {
     if (server.state == ServerState::Closing || server.state == ServerState::Free) return;
     if (server.state == ServerState::Idle) pool::idle_remove(worker, worker.server_slot(server));
     if (server.state == ServerState::Yielding) {
@@ -552,7 +626,7 @@ void close(io::Worker& worker, Server& server, CloseReason reason) {
         return;
     }
     if (server.state != ServerState::Cancelling) {
-        server.pool->release_server();
+        if (release_place) server.pool->release_server();
         if (reason != CloseReason::LoginFailed)
             log_info("server %s/%s@%s: closing: %s", server.pool->target.dbname.c_str(),
                      server.pool->target.user.c_str(),
@@ -591,8 +665,9 @@ void on_tick(io::Worker& worker, Server& server) {
     int64_t age = worker.now - server.since;
     switch (server.state) {
         case ServerState::Idle:
-            if (config.server_idle_timeout_ms > 0 && age > config.server_idle_timeout_ms)
-                close(worker, server, CloseReason::IdleTimeout);
+            if (config.server_idle_timeout_ms > 0 && age > config.server_idle_timeout_ms &&
+                leave_above_min_pool_size(*server.pool))
+                close_released(worker, server, CloseReason::IdleTimeout);
             else if (config.server_lifetime_ms > 0 &&
                      worker.now - server.created > config.server_lifetime_ms)
                 close(worker, server, CloseReason::Lifetime);

@@ -555,6 +555,7 @@ class Pgplex:
         self.settings = settings      # the [pgplex] table
         self.databases = databases    # alias → its table; None removes an alias
         self.secrets = secrets        # user → what the auth file holds
+        self.user_settings = {}       # user → its [users.NAME] table
         self.config_path = self.dir / "config.toml"
         self.log_path = self.dir / "pgplex.stderr"
         self.process = None
@@ -567,6 +568,9 @@ class Pgplex:
             if table is None:
                 continue
             lines += ["", f"[databases.{toml_key(name)}]"]
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+        for name, table in self.user_settings.items():
+            lines += ["", f"[users.{toml_key(name)}]"]
             lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
         return "\n".join(lines) + "\n"
 
@@ -654,7 +658,8 @@ def make_pgplex(cluster, tmp_path, request):
     default_pool_size, pool_size (for payam_db and payam_dw), query_wait_timeout,
     shutdown_timeout, server_reset_query, workers, fallback (keep the "*" alias),
     databases (alias → table, merged over the defaults; None drops one), users (the auth
-    file's user → secret, replacing the derived ones), settings (extra [pgplex] keys).
+    file's user → secret, replacing the derived ones), settings (extra [pgplex] keys),
+    user_settings (user → its [users.NAME] table).
     """
     binary = pgplex_binary()
     instances = []
@@ -663,7 +668,8 @@ def make_pgplex(cluster, tmp_path, request):
     def start(auth_type="scram-sha-256", secrets="plain", max_client_conn=100,
               default_pool_size=20, pool_size=None, query_wait_timeout="120s",
               shutdown_timeout="10s", server_reset_query="DISCARD ALL", workers=2,
-              fallback=True, databases=None, users=None, settings=None, start=True):
+              fallback=True, databases=None, users=None, settings=None, user_settings=None,
+              start=True):
         port = next_free_port()
         all_settings = {
             "listen": [f"{HOST}:{port}"],
@@ -697,6 +703,7 @@ def make_pgplex(cluster, tmp_path, request):
         directory.mkdir()
         instance = Pgplex(binary, directory, cluster, port, all_settings, all_databases,
                           dict(users))
+        instance.user_settings = dict(user_settings or {})
         instances.append(instance)
         if start:
             instance.start()

@@ -64,4 +64,9 @@ inline constexpr uint32_t ring_buffers_max = 32768;
 // Housekeeping (timeouts, idle servers, reload pickup) runs at this period on each worker.
 inline constexpr int64_t tick_ms = 200;
 
+// After a server login of a pool fails, min_pool_size opens no server for it for this long
+// (PgBouncer's server_login_retry default), so a server that is down is not asked again on
+// every tick.
+inline constexpr int64_t min_pool_retry_ms = 15'000;
+
 }  // namespace pgplex::limits

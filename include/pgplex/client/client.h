@@ -45,7 +45,8 @@ enum class CloseReason : uint8_t {
     ServerFailed,    // the linked server closed or broke
     TooManyClients,  // max_client_conn
     Shutdown,
-    CancelRequest,  // a cancel connection, done
+    CancelRequest,     // a cancel connection, done
+    TransactionBlock,  // statement pooling: the client opened a transaction block
 };
 
 const char* to_string(CloseReason reason);

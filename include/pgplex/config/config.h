@@ -38,8 +38,8 @@ struct Endpoint {
 
 // One [databases.NAME] table: what a client-visible database name maps to.
 struct Alias {
-    std::string name;      // the key; "*" is the fallback for any other name
-    uint32_t line = 0;     // where it is defined, for messages
+    std::string name;   // the key; "*" is the fallback for any other name
+    uint32_t line = 0;  // where it is defined, for messages
     Endpoint server;
     std::string dbname;    // empty: the client's database name
     std::string user;      // empty: the client's user name
@@ -47,7 +47,19 @@ struct Alias {
     // Sent in the server's StartupMessage, in this order: application_name,
     // client_encoding, DateStyle, TimeZone, options (names as the server expects them).
     std::vector<std::pair<std::string, std::string>> startup_parameters;
-    int pool_size = -1;        // -1: [pgplex] default_pool_size
+    int pool_size = -1;          // -1: [pgplex] default_pool_size
+    int reserve_pool_size = -1;  // -1: [pgplex] reserve_pool_size
+    int min_pool_size = -1;      // -1: [pgplex] min_pool_size
+    bool pool_mode_set = false;
+    PoolMode pool_mode = PoolMode::Session;  // valid when pool_mode_set
+};
+
+// One [users.NAME] table: settings for the pools whose server user is NAME (PgBouncer's
+// [users] section, which applies to the user a pool logs in as: the alias's user when it
+// names one, else the client's).
+struct UserSettings {
+    std::string name;
+    uint32_t line = 0;  // where it is defined, for messages
     bool pool_mode_set = false;
     PoolMode pool_mode = PoolMode::Session;  // valid when pool_mode_set
 };
@@ -59,16 +71,19 @@ struct Listen {
 struct Config {
     std::string path;  // the file this was loaded from
 
-    std::vector<Listen> listen;                 // listen = ["127.0.0.1:6432", ...]
-    int workers = 0;                            // 0: one per online CPU
+    std::vector<Listen> listen;  // listen = ["127.0.0.1:6432", ...]
+    int workers = 0;             // 0: one per online CPU
     int max_client_conn = 10000;
     PoolMode pool_mode = PoolMode::Session;
     int default_pool_size = 20;
     // Transaction pooling: named statements each server keeps prepared (least recently
     // used go first); 0 passes named statements through unchanged, as PgBouncer does.
     int max_prepared_statements = 200;
+    int min_pool_size = 0;                    // servers each pool keeps open, used or not
+    int reserve_pool_size = 0;                // extra servers for a pool whose clients wait
+    int64_t reserve_pool_timeout_ms = 5'000;  // ... this long; 0: the reserve is never used
     AuthType auth_type = AuthType::ScramSha256;
-    std::string auth_file;                      // resolved relative to the config file
+    std::string auth_file;  // resolved relative to the config file
     // user → secret as written in the auth file: plain text, "md5<32 hex>" or
     // "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>".
     std::unordered_map<std::string, std::string> users;
@@ -81,19 +96,33 @@ struct Config {
     int64_t shutdown_timeout_ms = 30'000;
     bool log_connections = true;
     bool log_disconnections = true;
-    std::string log_level = "info";            // error | warning | notice | info | debug
-    uint32_t buffer_size = 16384;              // bytes per provided buffer
-    uint32_t buffer_count = 2048;              // provided buffers per worker (power of two)
+    std::string log_level = "info";  // error | warning | notice | info | debug
+    uint32_t buffer_size = 16384;    // bytes per provided buffer
+    uint32_t buffer_count = 2048;    // provided buffers per worker (power of two)
 
-    std::vector<Alias> aliases;                // every [databases.X] except "*"
-    std::unique_ptr<Alias> fallback;           // [databases."*"], if present
+    std::vector<Alias> aliases;                                   // every [databases.X] except "*"
+    std::unique_ptr<Alias> fallback;                              // [databases."*"], if present
+    std::unordered_map<std::string, UserSettings> user_settings;  // [users.NAME], by name
 
     // The alias for a client's database name: an exact match, else the fallback, else null.
     const Alias* find_alias(std::string_view name) const;
     int pool_size(const Alias& alias) const {
         return alias.pool_size >= 0 ? alias.pool_size : default_pool_size;
     }
-    PoolMode pool_mode_of(const Alias& alias) const {
+    // Capped at the pool size, as PgBouncer does.
+    int min_pool_size_of(const Alias& alias) const {
+        int min = alias.min_pool_size >= 0 ? alias.min_pool_size : min_pool_size;
+        return min < pool_size(alias) ? min : pool_size(alias);
+    }
+    int reserve_pool_size_of(const Alias& alias) const {
+        return alias.reserve_pool_size >= 0 ? alias.reserve_pool_size : reserve_pool_size;
+    }
+    // The pool mode of a client of `alias` logged in as `client_user`: [users.NAME] of the
+    // user the pool logs in as, else the alias's, else [pgplex]'s, as PgBouncer decides.
+    PoolMode pool_mode_of(const Alias& alias, const std::string& client_user) const {
+        auto user = user_settings.find(alias.user.empty() ? client_user : alias.user);
+        if (user != user_settings.end() && user->second.pool_mode_set)
+            return user->second.pool_mode;
         return alias.pool_mode_set ? alias.pool_mode : pool_mode;
     }
 };

@@ -43,6 +43,9 @@ struct Pool {
     uint64_t key = 0;
     Target target;
     std::atomic<int> waiting{0};  // clients waiting for a server, all workers
+    std::atomic<int> reserve_limit{0};        // reserve_pool_size, as size_limit
+    std::atomic<int> min_size{0};             // min_pool_size (at most size_limit), likewise
+    std::atomic<int64_t> login_failed_ms{0};  // when a server login last failed; 0: never
     std::array<std::atomic<uint64_t>, waiter_mask_words> waiter_workers{};
     std::array<std::atomic<uint64_t>, waiter_mask_words> idle_workers{};  // idle servers there
     // SCRAM keys learnt from a client that proved the password of target.user; they let
@@ -61,6 +64,14 @@ struct Pool {
     // Takes one server place if the pool is below its limit at that instant.
     [[nodiscard]] bool try_reserve_server();
     void release_server();
+    // Takes one place if fewer than `limit` servers exist (and the pool is below its size).
+    [[nodiscard]] bool try_reserve_below(int limit);
+    // Takes one of the reserve_pool_size places past pool_size; the caller has decided that
+    // a client waited long enough to deserve it.
+    [[nodiscard]] bool try_reserve_extra();
+    // Gives one place back if more than `floor` servers exist (one compare-and-swap, so
+    // racing threads cannot take the pool below the floor together).
+    [[nodiscard]] bool try_release_above(int floor);
     void mark_waiter_worker(uint32_t worker);
     void clear_waiter_worker(uint32_t worker);
     void mark_idle_worker(uint32_t worker);

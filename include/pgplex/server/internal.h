@@ -17,6 +17,14 @@ void login_failed(io::Worker& worker, Server& server, const uint8_t* error, uint
                   const char* why);
 void queue(io::Worker& worker, Server& server, const uint8_t* data, uint32_t size);
 uint8_t* assembly(Server& server, uint32_t size);
+// A client of the pool on this worker has waited reserve_pool_timeout and the pool is at
+// pool_size: takes one of its reserve_pool_size places (logged), or returns false.
+bool take_from_reserve(io::Worker& worker, pool::Pool& pool);
+// Closes a server whose place in the pool the caller has already given back.
+void close_released(io::Worker& worker, Server& server, CloseReason reason);
+// An idle server timed out: gives its place in the pool back and returns true, unless that
+// would leave the pool below min_pool_size.
+bool leave_above_min_pool_size(pool::Pool& pool);
 // Takes a free slot into `state` for the pool, with a fresh generation and no history.
 Server& claim(io::Worker& worker, uint32_t slot, ServerState state, pool::Pool& pool);
 

@@ -45,6 +45,9 @@ void make_available(io::Worker& worker, Server& server);
 
 void close(io::Worker& worker, Server& server, CloseReason reason);
 
+// Tick: opens servers for the pools this worker keeps at min_pool_size (each pool is kept by
+// exactly one worker).
+void keep_pools_warm(io::Worker& worker);
 // This worker has clients waiting for the pool: open a server if the pool has room, else
 // ask a worker holding an idle one to give its place up.
 void want_server(io::Worker& worker, pool::Pool& pool);

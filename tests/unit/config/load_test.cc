@@ -4,10 +4,10 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 
-#include "../support.h"
 #include <netinet/in.h>
 #include <sys/un.h>
 #include <unistd.h>
+#include "../support.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -22,7 +22,6 @@ using pgplex::config::Config;
 using pgplex::config::LoadResult;
 using pgplex::config::PoolMode;
 namespace config = pgplex::config;
-
 
 namespace {
 
@@ -146,6 +145,11 @@ Test(config_load, settings_left_out_of_the_example_keep_their_defaults) {
     assert_text(c.log_level, "info");
     cr_assert_eq(c.buffer_size, 16384u);
     cr_assert_eq(c.buffer_count, 2048u);
+    cr_assert_eq(c.reserve_pool_size, 0);
+    cr_assert_eq(c.reserve_pool_timeout_ms, 5'000);
+    cr_assert_eq(c.reserve_pool_size_of(c.aliases.at(0)), 0);
+    cr_assert_eq(c.min_pool_size, 0);
+    cr_assert_eq(c.min_pool_size_of(c.aliases.at(0)), 0);
 }
 
 Test(config_load, the_example_alias_has_every_field_right) {
@@ -393,19 +397,137 @@ Test(config_load, a_bad_duration_is_an_error) {
 
 Test(config_load, pool_mode_transaction_is_taken_globally_and_per_alias) {
     TempDir dir;
-    LoadResult result = load_text(dir, std::string(minimal) + "pool_mode = \"transaction\"\n" +
-                                           "[databases.app]\npool_mode = \"session\"\n" +
-                                           "[databases.other]\n");
+    LoadResult result =
+        load_text(dir, std::string(minimal) + "pool_mode = \"transaction\"\n" +
+                           "[databases.app]\npool_mode = \"session\"\n" + "[databases.other]\n");
     const Config& c = loaded(result);
     cr_assert_eq(c.pool_mode, PoolMode::Transaction);
-    cr_assert_eq(c.pool_mode_of(c.aliases.at(0)), PoolMode::Session);
-    cr_assert_eq(c.pool_mode_of(c.aliases.at(1)), PoolMode::Transaction);
+    cr_assert_eq(c.pool_mode_of(c.aliases.at(0), "alice"), PoolMode::Session);
+    cr_assert_eq(c.pool_mode_of(c.aliases.at(1), "alice"), PoolMode::Transaction);
 }
 
-Test(config_load, pool_mode_statement_is_refused_for_now) {
-    assert_refused(std::string(minimal) + "[databases.app]\npool_mode = \"statement\"\n",
-                   "DIR/pgplex.toml:5: pool_mode \"statement\" is not available yet in this "
-                   "version; use \"session\" or \"transaction\"");
+Test(config_load, pool_mode_statement_is_taken_everywhere_a_pool_mode_is) {
+    TempDir dir;
+    std::string text = std::string(minimal) +
+                       "pool_mode = \"statement\"\n"
+                       "[databases.app]\npool_mode = \"statement\"\n"
+                       "[databases.other]\n"
+                       "[users.alice]\npool_mode = \"statement\"\n";
+    LoadResult result = load_text(dir, text);
+    const Config& c = loaded(result);
+    cr_assert_eq(c.pool_mode, PoolMode::Statement);
+    cr_assert_eq(c.aliases.at(0).pool_mode, PoolMode::Statement);
+    cr_assert_eq(c.pool_mode_of(c.aliases.at(1), "bob"), PoolMode::Statement);
+    cr_assert_eq(c.user_settings.at("alice").pool_mode, PoolMode::Statement);
+}
+
+Test(config_load, a_bad_pool_mode_is_an_error) {
+    const char* reason = " must be one of \"session\", \"transaction\", \"statement\"";
+    assert_refused(std::string(minimal) + "pool_mode = \"statements\"\n",
+                   (std::string("DIR/pgplex.toml:4: pool_mode") + reason).c_str());
+    assert_refused(std::string(minimal) + "[databases.app]\npool_mode = \"Statement\"\n",
+                   (std::string("DIR/pgplex.toml:5: pool_mode") + reason).c_str());
+}
+
+Test(config_load, reserve_pool_size_is_taken_globally_and_per_alias) {
+    TempDir dir;
+    std::string text = std::string(minimal) +
+                       "reserve_pool_size = 3\n"
+                       "reserve_pool_timeout = \"1500ms\"\n"
+                       "[databases.app]\nreserve_pool_size = 0\n"
+                       "[databases.other]\n";
+    LoadResult result = load_text(dir, text);
+    const Config& c = loaded(result);
+    cr_assert_eq(c.reserve_pool_size, 3);
+    cr_assert_eq(c.reserve_pool_timeout_ms, 1'500);
+    cr_assert_eq(c.reserve_pool_size_of(c.aliases.at(0)), 0);
+    cr_assert_eq(c.reserve_pool_size_of(c.aliases.at(1)), 3);
+}
+
+Test(config_load, a_bad_reserve_pool_setting_is_an_error) {
+    assert_refused(std::string(minimal) + "reserve_pool_size = -1\n",
+                   "DIR/pgplex.toml:4: reserve_pool_size must be between 0 and 10000");
+    assert_refused(std::string(minimal) + "[databases.app]\nreserve_pool_size = \"2\"\n",
+                   "DIR/pgplex.toml:5: reserve_pool_size must be an integer");
+    assert_refused(std::string(minimal) + "[databases.app]\nreserve_pool_size = 10001\n",
+                   "DIR/pgplex.toml:5: reserve_pool_size must be between 0 and 10000");
+    assert_refused(std::string(minimal) + "reserve_pool_timeout = \"5 s\"\n",
+                   "DIR/pgplex.toml:4: reserve_pool_timeout must be a duration such as "
+                   "\"250ms\", \"600s\", \"10m\" or \"1h\", or a whole number of seconds");
+    assert_refused(std::string(minimal) + "reserve_pool_timeout = -1\n",
+                   "DIR/pgplex.toml:4: reserve_pool_timeout must not be negative");
+}
+
+Test(config_load, min_pool_size_is_taken_globally_and_per_alias_and_capped_at_the_pool_size) {
+    TempDir dir;
+    std::string text = std::string(minimal) +
+                       "min_pool_size = 4\n"
+                       "default_pool_size = 10\n"
+                       "[databases.app]\nmin_pool_size = 0\n"
+                       "[databases.other]\n"
+                       "[databases.small]\npool_size = 2\n";
+    LoadResult result = load_text(dir, text);
+    const Config& c = loaded(result);
+    cr_assert_eq(c.min_pool_size, 4);
+    cr_assert_eq(c.min_pool_size_of(c.aliases.at(0)), 0);
+    cr_assert_eq(c.min_pool_size_of(c.aliases.at(1)), 4);
+    cr_assert_eq(c.aliases.at(2).min_pool_size, -1);
+    cr_assert_eq(c.min_pool_size_of(c.aliases.at(2)), 2);  // PgBouncer caps it too
+}
+
+Test(config_load, a_bad_min_pool_size_is_an_error) {
+    assert_refused(std::string(minimal) + "min_pool_size = -1\n",
+                   "DIR/pgplex.toml:4: min_pool_size must be between 0 and 10000");
+    assert_refused(std::string(minimal) + "min_pool_size = 1.5\n",
+                   "DIR/pgplex.toml:4: min_pool_size must be an integer");
+    assert_refused(std::string(minimal) + "[databases.app]\nmin_pool_size = 20000\n",
+                   "DIR/pgplex.toml:5: min_pool_size must be between 0 and 10000");
+}
+
+// PgBouncer's precedence: [users] over the database over [pgbouncer], where the user is the
+// one the pool logs in as (the alias's forced user, else the client's).
+Test(config_load, a_users_pool_mode_wins_over_the_alias_and_pgplex_ones) {
+    TempDir dir;
+    std::string text = std::string(minimal) +
+                       "pool_mode = \"session\"\n"
+                       "[databases.app]\npool_mode = \"session\"\n"
+                       "[databases.forced]\nuser = \"etl\"\npool_mode = \"transaction\"\n"
+                       "[users.alice]\npool_mode = \"transaction\"\n"
+                       "[users.etl]\npool_mode = \"session\"\n"
+                       "[users.\"bob.smith\"]\n";
+    LoadResult result = load_text(dir, text);
+    const Config& c = loaded(result);
+    const config::Alias& app = c.aliases.at(0);
+    const config::Alias& forced = c.aliases.at(1);
+    cr_assert_eq(c.user_settings.size(), 3u);
+    cr_assert_eq(c.user_settings.at("alice").line, 10u);
+    cr_assert_not(c.user_settings.at("bob.smith").pool_mode_set);
+    cr_assert_eq(c.pool_mode_of(app, "alice"), PoolMode::Transaction);
+    cr_assert_eq(c.pool_mode_of(app, "bob.smith"), PoolMode::Session);
+    cr_assert_eq(c.pool_mode_of(app, "carol"), PoolMode::Session);
+    cr_assert_eq(c.pool_mode_of(forced, "alice"), PoolMode::Session);
+    cr_assert_eq(c.pool_mode_of(forced, "carol"), PoolMode::Session);
+}
+
+Test(config_load, a_bad_users_table_is_an_error) {
+    assert_refused(std::string(minimal) + "[users]\nalice = \"pool_mode=session\"\n",
+                   "DIR/pgplex.toml:5: [users.alice] must be a table");
+    assert_refused(std::string(minimal) + "[users.alice]\nmax_user_connections = 5\n",
+                   "DIR/pgplex.toml:5: unknown setting \"max_user_connections\" in "
+                   "[users.alice]");
+    assert_refused(std::string(minimal) + "[users.\"a b\"]\npool_size = 5\n",
+                   "DIR/pgplex.toml:5: unknown setting \"pool_size\" in [users.\"a b\"]");
+    assert_refused(std::string(minimal) + "[users.alice]\npool_mode = \"batch\"\n",
+                   "DIR/pgplex.toml:5: pool_mode must be one of \"session\", \"transaction\", "
+                   "\"statement\"");
+    assert_refused(std::string(minimal) + "[users.alice]\npool_mode = 1\n",
+                   "DIR/pgplex.toml:5: pool_mode must be a string");
+    assert_refused(std::string("users = 1\n") + minimal,
+                   "DIR/pgplex.toml:1: users must be a table");
+    assert_refused(std::string(minimal) + "[users.\"\"]\n",
+                   "DIR/pgplex.toml:4: user name must be 1 to 63 bytes long");
+    assert_refused(std::string(minimal) + "[users." + std::string(64, 'u') + "]\n",
+                   "DIR/pgplex.toml:4: user name must be 1 to 63 bytes long");
 }
 
 Test(config_load, a_bad_listen_address_is_an_error) {

@@ -148,3 +148,45 @@ Test(pool_table, server_reservations_never_exceed_the_pool_size_across_threads) 
     cr_assert_leq(peak.load(), 20);
     cr_assert_eq(pool->servers(), 0);
 }
+
+Test(pool_table, the_reserve_adds_exactly_reserve_pool_size_places_across_threads) {
+    PoolTable table(64);
+    Pool* pool = table.find_or_create(target("app"));
+    pool->set_size_limit(5);
+    pool->reserve_limit.store(2);
+    std::atomic<int> ordinary{0};
+    std::atomic<int> extra{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&, t] {
+            for (int i = 0; i < 1000; ++i) {
+                if (t % 2 == 0 && pool->try_reserve_server()) ordinary.fetch_add(1);
+                if (t % 2 == 1 && pool->try_reserve_extra()) extra.fetch_add(1);
+            }
+        });
+    for (auto& thread : threads) thread.join();
+    cr_assert_eq(pool->servers(), 7);
+    cr_assert_eq(ordinary.load() + extra.load(), 7);
+    cr_assert_leq(ordinary.load(), 5);
+    cr_assert_not(pool->try_reserve_server());
+    cr_assert_not(pool->try_reserve_extra());
+}
+
+Test(pool_table, releases_above_a_floor_never_take_the_pool_below_it_across_threads) {
+    PoolTable table(64);
+    Pool* pool = table.find_or_create(target("app"));
+    pool->set_size_limit(40);
+    for (int i = 0; i < 40; ++i) cr_assert(pool->try_reserve_server());
+    std::atomic<int> released{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t)
+        threads.emplace_back([&] {
+            for (int i = 0; i < 1000; ++i)
+                if (pool->try_release_above(3)) released.fetch_add(1);
+        });
+    for (auto& thread : threads) thread.join();
+    cr_assert_eq(pool->servers(), 3);
+    cr_assert_eq(released.load(), 37);
+    cr_assert_not(pool->try_release_above(3));
+    cr_assert(pool->try_release_above(2));
+}
