@@ -54,10 +54,8 @@ bool take_from_reserve(io::Worker& worker, pool::Pool& pool) {
     log_warning(
         "pool %s/%s: taking connection from reserve_pool: a client waited %lld ms "
         "(%d of pool_size %d + reserve_pool_size %d open)",
-        pool.target.alias.c_str(), pool.target.user.c_str(), (long long)waited_ms,
-        pool.servers(),
-        pool.size_limit(),
-        pool.reserve_limit.load(std::memory_order_acquire));
+        pool.target.alias.c_str(), pool.target.user.c_str(), (long long)waited_ms, pool.servers(),
+        pool.size_limit(), pool.reserve_limit.load(std::memory_order_acquire));
     return true;
 }
 
@@ -67,7 +65,8 @@ bool leave_above_min_pool_size(pool::Pool& pool) {
 
 void keep_pools_warm(io::Worker& worker) {
     uint32_t workers = uint32_t(worker.shared.ring_fds.size());
-    uint32_t count = std::min(worker.shared.pools.count(), worker.shared.pools.capacity());
+    // Pool ids are table slots: a pool may sit at any of them.
+    uint32_t count = worker.shared.pools.capacity();
     for (uint32_t id = worker.index; id < count; id += workers) {
         pool::Pool* pool = worker.shared.pools.by_id(id);
         if (pool != nullptr) keep_warm(worker, *pool);
