@@ -394,6 +394,25 @@ bool on_deallocate(Outbound& out, std::string_view query) {
     return true;
 }
 
+void refuse_session_state(Outbound& out, bool query, uint8_t kinds) {
+    std::string message = pool::describe_session_state(kinds) +
+                          " are not supported in transaction pooling: the next transaction may "
+                          "run on another server connection";
+    uint8_t bytes[2048];
+    proto::Writer writer(bytes, sizeof bytes);
+    proto::write_error(writer, proto::Severity::Error, sqlstate::feature_not_supported, message, {},
+                       "Set pin_on_session_state = true for this database in pgplex, so the "
+                       "client keeps its server connection while it holds them, or use "
+                       "pool_mode \"session\".");
+    PGPLEX_ASSERT(writer.ok());
+    Pending pending;
+    pending.expect = query ? Expect::Query : Expect::Parse;
+    pending.reply = Reply::Fail;
+    pending.text.assign(reinterpret_cast<const char*>(writer.data()) + 5, writer.size() - 5);
+    if (!query) out.client.session->discarding = true;
+    server::expect(out.worker, out.server, std::move(pending));
+}
+
 void on_execute(Outbound& out, const uint8_t* body, uint32_t size) {
     std::string_view portal;
     pool::ClientStatements* local = out.client.session->statements.get();

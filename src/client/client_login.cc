@@ -222,6 +222,7 @@ void begin_session(io::Worker& worker, Client& client, const proto::StartupPacke
         return;
     }
     session.mode = worker.config->pool_mode_of(*alias, session.user);
+    session.pin_allowed = worker.config->pin_on_session_state_of(*alias);
     begin_auth(worker, client);
 }
 

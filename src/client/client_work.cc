@@ -129,6 +129,10 @@ struct ForwardHandler {
             return proto::Verdict::Pause;
         }
         std::string_view text(reinterpret_cast<const char*>(body), size);
+        if (track_sets && refuses_session_state(type, text)) {
+            out.client.assembly.reset();
+            return proto::Verdict::Continue;
+        }
         switch (type) {
             case uint8_t(FrontendMessage::Query):
                 on_query(body, size);
@@ -164,6 +168,27 @@ struct ForwardHandler {
         if (renames && on_deallocate(out, query)) return;
         out.pass(uint8_t(FrontendMessage::Query), body, size);
         expect(server::Expect::Query);
+    }
+    // Transaction pooling: a Query or Parse that may create session state a server cannot
+    // be lent on with pins the client to its server (checked when its transaction ends), or
+    // with pin_on_session_state = false is refused with 0A000, unsent. True: refused.
+    bool refuses_session_state(uint8_t type, std::string_view text) {
+        if (type != uint8_t(FrontendMessage::Query) && type != uint8_t(FrontendMessage::Parse))
+            return false;
+        Session& session = *out.client.session;
+        if (type == uint8_t(FrontendMessage::Parse)) text = text.substr(text.find('\0') + 1);
+        text = text.substr(0, text.find('\0'));
+        uint8_t kinds = pool::detect_session_state(text);
+        if (kinds == pool::no_session_state) {
+            session.pin_suspect = session.pin_suspect || session.pinned;
+            return false;
+        }
+        if (session.pin_allowed) {
+            session.pin_suspect = true;
+            return false;
+        }
+        refuse_session_state(out, type == uint8_t(FrontendMessage::Query), kinds);
+        return true;
     }
     // A Query or a Parse: its SETs count once its transaction commits.
     void note_sets(std::string_view text) {
@@ -268,7 +293,9 @@ void release(io::Worker& worker, Client& client) {
         client.server = io::nil;
         // Part of a message went to the server and the rest never will: it cannot be reused.
         if (!client.conn.frame.between_messages()) server.unsynced = true;
-        bool session = !client.session || client.session->mode == config::PoolMode::Session;
+        // A client that leaves holding session state leaves a server to clean.
+        bool session = !client.session || client.session->mode == config::PoolMode::Session ||
+                       client.session->pinned || client.session->pin_suspect;
         server::unlink(worker, server, session);
     }
 }

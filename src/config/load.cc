@@ -248,6 +248,8 @@ constexpr Setting<Config> pgplex_settings[] = {
      [](Loader& loader, Config& config) {
          return loader.integer_as(1, 10'000, config.default_pool_size);
      }},
+    {"pin_on_session_state",
+     [](Loader& loader, Config& config) { return loader.boolean(config.pin_on_session_state); }},
     {"max_prepared_statements",
      [](Loader& loader, Config& config) {
          return loader.integer_as(0, 100'000, config.max_prepared_statements);
@@ -359,6 +361,13 @@ constexpr Setting<AliasDraft> alias_settings[] = {
      [](Loader& loader, AliasDraft& draft) {
          draft.alias.pool_mode_set = true;
          return loader.pool_mode(draft.alias.pool_mode);
+     }},
+    {"pin_on_session_state",
+     [](Loader& loader, AliasDraft& draft) {
+         bool pin = true;
+         if (!loader.boolean(pin)) return false;
+         draft.alias.pin_on_session_state = pin ? 1 : 0;
+         return true;
      }},
 };
 

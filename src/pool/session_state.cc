@@ -207,6 +207,92 @@ bool parse_deallocate(std::string_view query, std::string& name, bool& all) {
     return true;
 }
 
+namespace {
+
+bool contains_word_ci(std::string_view text, std::string_view word) {
+    for (size_t i = 0; i + word.size() <= text.size(); ++i) {
+        size_t j = 0;
+        while (j < word.size() && tolower(static_cast<unsigned char>(text[i + j])) == word[j]) ++j;
+        if (j == word.size()) return true;
+    }
+    return false;
+}
+
+// DECLARE name ... WITH HOLD FOR ...: the words WITH HOLD before FOR.
+bool has_with_hold(std::string_view statement, size_t cursor) {
+    std::string previous;
+    while (cursor < statement.size()) {
+        std::string word = next_word(statement, cursor);
+        if (word.empty()) {
+            ++cursor;
+            continue;
+        }
+        if (word == "for") return false;
+        if (previous == "with" && word == "hold") return true;
+        previous = std::move(word);
+    }
+    return false;
+}
+
+// CREATE [OR REPLACE] [GLOBAL | LOCAL] {TEMP | TEMPORARY} ..., or SELECT ... INTO TEMP.
+bool creates_temp(std::string_view statement, const std::string& head, size_t cursor) {
+    if (head == "create") {
+        std::string word = next_word(statement, cursor);
+        if (word == "or") {
+            next_word(statement, cursor);  // replace
+            word = next_word(statement, cursor);
+        }
+        if (word == "global" || word == "local") word = next_word(statement, cursor);
+        return word == "temp" || word == "temporary";
+    }
+    if (head != "select" && head != "with") return false;
+    while (cursor < statement.size()) {
+        std::string word = next_word(statement, cursor);
+        if (word.empty()) {
+            ++cursor;
+            continue;
+        }
+        if (word != "into") continue;
+        std::string target = next_word(statement, cursor);
+        return target == "temp" || target == "temporary";
+    }
+    return false;
+}
+
+}  // namespace
+
+uint8_t detect_session_state(std::string_view query) {
+    uint8_t kinds = no_session_state;
+    bool advisory = contains_word_ci(query, "advisory_lock");
+    bool temp = contains_word_ci(query, "temp");
+    bool hold = contains_word_ci(query, "hold");
+    if (!advisory && !temp && !hold) return kinds;  // the common case: one pass, done
+    size_t at = 0;
+    while (at < query.size()) {
+        size_t begin = skip_blank(query, at);
+        size_t end = statement_end(query, begin);
+        std::string_view statement = query.substr(begin, end - begin);
+        size_t cursor = 0;
+        std::string head = next_word(statement, cursor);
+        if (advisory && (contains_word_ci(statement, "pg_advisory_lock") ||
+                         contains_word_ci(statement, "pg_try_advisory_lock")))
+            kinds |= advisory_lock;
+        if (hold && head == "declare" && has_with_hold(statement, cursor)) kinds |= hold_cursor;
+        if (temp && creates_temp(statement, head, cursor)) kinds |= temp_table;
+        at = end + 1;
+    }
+    return kinds;
+}
+
+std::string describe_session_state(uint8_t kinds) {
+    std::string out;
+    auto add = [&out](const char* what) { out += out.empty() ? what : std::string(", ") + what; };
+    if (kinds & advisory_lock) add("session advisory locks");
+    if (kinds & hold_cursor) add("WITH HOLD cursors");
+    if (kinds & temp_table) add("temporary tables");
+    return out;
+}
+
 bool may_deallocate(std::string_view query) {
     size_t at = skip_blank(query, 0);
     return query.size() - at >= 10 && (query[at] == 'd' || query[at] == 'D');

@@ -121,12 +121,17 @@ void write_synthesized(proto::Writer& writer, const Pending& head,
 // pgplex's own reply for the oldest, into the client's queue.
 void write_reply(io::Worker& worker, Server& server, client::Client& client) {
     const Pending& head = server.expected.front();
-    uint8_t bytes[2048];
+    uint8_t bytes[4096];
     proto::Writer writer(bytes, sizeof bytes);
     if (head.reply == Reply::Fail) {
         writer.begin(BackendMessage::ErrorResponse);
         writer.bytes(head.text.data(), uint32_t(head.text.size()));
         writer.end();
+        if (head.expect == Expect::Query) {  // a simple Query ends with ReadyForQuery
+            writer.begin(BackendMessage::ReadyForQuery);
+            writer.int8(uint8_t(server.status));
+            writer.end();
+        }
     } else {
         write_synthesized(writer, head, server.status);
     }
@@ -272,8 +277,9 @@ void emit_due(io::Worker& worker, Server& server) {
         if (reply != Reply::Synthesize && reply != Reply::Fail) break;
         write_reply(worker, server, client);
         wrote = true;
+        bool extended_failure = reply == Reply::Fail && extended(server.expected.front().expect);
         settle(worker, server, reply == Reply::Synthesize);
-        if (reply == Reply::Fail) skip_to_sync(worker, server);
+        if (extended_failure) skip_to_sync(worker, server);
     }
     if (wrote) client::on_server_output(worker, client);
 }

@@ -169,6 +169,20 @@ void refuse_transaction_block(io::Worker& worker, client::Client& client) {
                  "for this client.");
 }
 
+// The first column of a one-column DataRow as an integer, or -1.
+int64_t first_integer(const uint8_t* body, uint32_t size) {
+    if (size < 6 || proto::read_be16(body) != 1) return -1;
+    int32_t length = int32_t(proto::read_be32(body + 2));
+    if (length <= 0 || uint32_t(length) > size - 6 || length > 18) return -1;
+    int64_t value = 0;
+    for (int32_t i = 0; i < length; ++i) {
+        uint8_t digit = body[6 + i];
+        if (digit < '0' || digit > '9') return -1;
+        value = value * 10 + (digit - '0');
+    }
+    return value;
+}
+
 // Responses to pgplex's own queries (the parameter SET, the reset query), or anything an
 // idle server says: read, never forwarded.
 struct OwnQueryHandler {
@@ -179,6 +193,8 @@ struct OwnQueryHandler {
 
     proto::Fate on_header(uint8_t type, uint32_t length) {
         switch (type) {
+            case uint8_t(BackendMessage::DataRow):
+                return server.checking && length <= 64 ? proto::Fate::Inspect : proto::Fate::Drop;
             case uint8_t(BackendMessage::ReadyForQuery):
             case uint8_t(BackendMessage::ParameterStatus):
             case uint8_t(BackendMessage::ErrorResponse):
@@ -203,6 +219,9 @@ struct OwnQueryHandler {
             case uint8_t(BackendMessage::ErrorResponse):
                 error = true;
                 if (error_body.empty()) error_body.assign(body, body + size);
+                break;
+            case uint8_t(BackendMessage::DataRow):
+                server.session_state_count = first_integer(body, size);
                 break;
             default:
                 break;
@@ -238,6 +257,36 @@ uint32_t consume_active(io::Worker& worker, Server& server, uint32_t buffer, con
     return result.consumed;
 }
 
+// The count of the client's session state is in: keep the server with the client (pinned)
+// while there is any, else give it back.
+void checked_session_state(io::Worker& worker, Server& server, bool error) {
+    server.checking = false;
+    client::Client& client = worker.client(server.client);
+    client::Session& session = *client.session;
+    int64_t count = error ? -1 : server.session_state_count;
+    session.pin_suspect = false;
+    if (count == 0) {
+        if (session.pinned)
+            log_info("client slot %u: holds no more session state; unpinned from its server",
+                     server.client);
+        session.pinned = false;
+        give_back(worker, server, client);
+        return;
+    }
+    if (!session.pinned) {
+        ++worker.counters.pinned_clients;
+        log_info(
+            "client slot %u: pinned to its server: it holds %s session state "
+            "(advisory locks, WITH HOLD cursors, temporary tables); %llu pins so far "
+            "on worker %u",
+            server.client, count < 0 ? "possibly" : std::to_string(count).c_str(),
+            (unsigned long long)worker.counters.pinned_clients, worker.index);
+    }
+    session.pinned = true;
+    server.state = ServerState::Active;
+    client::on_server_ready(worker, client);
+}
+
 uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
     OwnQueryHandler handler{server};
     proto::FeedResult result =
@@ -248,6 +297,10 @@ uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, ui
     }
     switch (server.state) {
         case ServerState::Syncing: {
+            if (server.checking) {
+                if (handler.ready) checked_session_state(worker, server, handler.error);
+                return result.consumed;
+            }
             if (!handler.ready) {
                 if (handler.error) server.pending_error = std::move(handler.error_body);
                 return result.consumed;
@@ -571,6 +624,21 @@ void release_if_done(io::Worker& worker, Server& server) {
                 server.status == proto::TransactionStatus::Idle &&
                 server.conn.frame.between_messages() && client.conn.frame.between_messages();
     if (!done) return;
+    if (client.session->pin_suspect) {
+        // Count what the transaction left behind before lending the server to anyone else;
+        // the client's next messages wait meanwhile.
+        server.state = ServerState::Syncing;
+        server.checking = true;
+        server.session_state_count = -1;
+        client.state = client::ClientState::Syncing;
+        send_query(worker, server, pool::session_state_check_sql);
+        return;
+    }
+    if (client.session->pinned) return;  // nothing sent that could let go of it
+    give_back(worker, server, client);
+}
+
+void give_back(io::Worker& worker, Server& server, client::Client& client) {
     client.server = io::nil;
     server.client = io::nil;
     make_available(worker, server);

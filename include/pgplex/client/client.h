@@ -79,6 +79,10 @@ struct Session {
     // pgplex answered a message with an error: the client's messages up to its Sync are
     // ignored, as PostgreSQL ignores them after an error.
     bool discarding = false;
+    // Transaction pooling and session state (session_state.h, detect_session_state):
+    bool pin_allowed = true;   // the alias's pin_on_session_state
+    bool pin_suspect = false;  // a statement that may create some ran in this transaction
+    bool pinned = false;       // it holds some: it keeps its server
     // Transaction pooling: its named prepared statements (client/client_extended.cc).
     std::unique_ptr<pool::ClientStatements> statements;
 };

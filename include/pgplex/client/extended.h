@@ -50,6 +50,10 @@ void on_close(Outbound& out, const uint8_t* body, uint32_t size);
 // send one when their statement cache is full): answered by pgplex. False: not one.
 bool on_deallocate(Outbound& out, std::string_view query);
 
+// A statement that would create session state, refused (pin_on_session_state = false):
+// 0A000 in its place, in order.
+void refuse_session_state(Outbound& out, bool query, uint8_t kinds);
+
 void on_execute(Outbound& out, const uint8_t* body, uint32_t size);
 void on_sync(Client& client);
 

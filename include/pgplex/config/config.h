@@ -52,6 +52,7 @@ struct Alias {
     int min_pool_size = -1;      // -1: [pgplex] min_pool_size
     bool pool_mode_set = false;
     PoolMode pool_mode = PoolMode::Session;  // valid when pool_mode_set
+    int pin_on_session_state = -1;           // -1: [pgplex]'s; else 0 or 1
 };
 
 // One [users.NAME] table: settings for the pools whose server user is NAME (PgBouncer's
@@ -79,6 +80,10 @@ struct Config {
     // Transaction pooling: named statements each server keeps prepared (least recently
     // used go first); 0 passes named statements through unchanged, as PgBouncer does.
     int max_prepared_statements = 200;
+    // Transaction pooling: a client that holds session state a server cannot lend on
+    // (session advisory locks, WITH HOLD cursors, temporary tables) keeps its server until
+    // it lets go of it (true), or such statements get 0A000 (false).
+    bool pin_on_session_state = true;
     int min_pool_size = 0;                    // servers each pool keeps open, used or not
     int reserve_pool_size = 0;                // extra servers for a pool whose clients wait
     int64_t reserve_pool_timeout_ms = 5'000;  // ... this long; 0: the reserve is never used
@@ -119,6 +124,10 @@ struct Config {
     }
     // The pool mode of a client of `alias` logged in as `client_user`: [users.NAME] of the
     // user the pool logs in as, else the alias's, else [pgplex]'s, as PgBouncer decides.
+    bool pin_on_session_state_of(const Alias& alias) const {
+        return alias.pin_on_session_state >= 0 ? alias.pin_on_session_state == 1
+                                               : pin_on_session_state;
+    }
     PoolMode pool_mode_of(const Alias& alias, const std::string& client_user) const {
         auto user = user_settings.find(alias.user.empty() ? client_user : alias.user);
         if (user != user_settings.end() && user->second.pool_mode_set)

@@ -68,6 +68,7 @@ struct Counters {
     uint64_t stale_completions = 0;
     uint64_t clients_accepted = 0;
     uint64_t servers_connected = 0;
+    uint64_t pinned_clients = 0;  // transaction-pooled clients pinned by session state
 };
 
 class Worker {

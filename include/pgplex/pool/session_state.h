@@ -51,6 +51,26 @@ bool may_deallocate(std::string_view query);
 // ALL among its statements).
 bool drops_prepared(std::string_view query);
 
+// Session state a server cannot be lent on with, as a statement may create it.
+enum SessionStateKind : uint8_t {
+    no_session_state = 0,
+    advisory_lock = 1,  // pg_advisory_lock(...), pg_try_advisory_lock(...), _shared
+    hold_cursor = 2,    // DECLARE ... WITH HOLD
+    temp_table = 4,     // CREATE [GLOBAL | LOCAL] TEMP[ORARY] ..., SELECT ... INTO TEMP
+};
+// Which kinds the statements of a query may create (a bit set of SessionStateKind).
+uint8_t detect_session_state(std::string_view query);
+// What the bits name, for messages: "a session advisory lock", ...
+std::string describe_session_state(uint8_t kinds);
+
+// The query that counts the session state a server holds for its session (one row, one
+// column: 0 when it can be lent to anyone).
+inline constexpr const char* session_state_check_sql =
+    "SELECT (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = "
+    "pg_catalog.pg_backend_pid()) + (SELECT count(*) FROM pg_catalog.pg_cursors WHERE "
+    "is_holdable) + (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = "
+    "pg_catalog.pg_my_temp_schema())";
+
 // Applies a change to a list of settings.
 void apply_change(std::vector<Setting>& settings, const SetChange& change);
 

@@ -28,6 +28,9 @@ bool leave_above_min_pool_size(pool::Pool& pool);
 // Takes a free slot into `state` for the pool, with a fresh generation and no history.
 Server& claim(io::Worker& worker, uint32_t slot, ServerState state, pool::Pool& pool);
 
+// Transaction pooling: the client's transaction is over; the server goes back to the pool.
+void give_back(io::Worker& worker, Server& server, client::Client& client);
+
 // The reply a message of the linked client (or pgplex's own, for it) will get
 // (server_expect.cc). pgplex's own replies that are due are written at once.
 void expect(io::Worker& worker, Server& server, Pending pending);

@@ -110,6 +110,10 @@ struct Server {
     // What pgplex and its clients SET on it since its last reset.
     std::vector<pool::Setting> applied;
     std::vector<uint8_t> pending_error;  // Syncing: the ErrorResponse body the SET got
+    // Syncing: the query is pgplex's count of the client's session state (session_state.h),
+    // and the count it returned (-1: none yet).
+    bool checking = false;
+    int64_t session_state_count = -1;
     std::deque<Pending> expected;        // replies owed for the linked client's messages
     // An extended-protocol error: the server ignores everything until the next Sync.
     bool skipping = false;

@@ -593,3 +593,23 @@ Test(config_load, names_of_modes_and_auth_types_read_as_in_the_config) {
     assert_text(config::to_string(AuthType::Md5), "md5");
     assert_text(config::to_string(AuthType::ScramSha256), "scram-sha-256");
 }
+
+Test(config_load, pin_on_session_state_is_a_boolean_globally_and_per_alias) {
+    TempDir dir;
+    LoadResult result = load_text(dir, std::string(minimal) +
+                                           "pin_on_session_state = false\n"
+                                           "[databases.a]\npin_on_session_state = true\n"
+                                           "[databases.b]\nport = 5433\n");
+    const Config& c = loaded(result);
+    cr_assert_not(c.pin_on_session_state);
+    cr_assert(c.pin_on_session_state_of(*c.find_alias("a")));
+    cr_assert_not(c.pin_on_session_state_of(*c.find_alias("b")));
+    TempDir defaults;
+    LoadResult plain = load_text(defaults, minimal);
+    cr_assert(loaded(plain).pin_on_session_state, "on unless turned off");
+    assert_refused(std::string(minimal) + "pin_on_session_state = \"yes\"\n",
+                   "DIR/pgplex.toml:4: pin_on_session_state must be true or false");
+    cr_assert_eq(loaded(plain).max_prepared_statements, 200);
+    assert_refused(std::string(minimal) + "max_prepared_statements = -1\n",
+                   "DIR/pgplex.toml:4: max_prepared_statements must be between 0 and 100000");
+}

@@ -105,3 +105,26 @@ Test(session_state, may_set_is_a_cheap_superset) {
     cr_assert(may_set("discard all"));
     cr_assert_not(may_set("SELECT abalance FROM pgbench_accounts WHERE aid = 1"));
 }
+
+Test(session_state, statements_that_create_session_state_are_told_apart) {
+    using pgplex::pool::detect_session_state;
+    cr_assert_eq(detect_session_state("SELECT pg_advisory_lock(1)"), pgplex::pool::advisory_lock);
+    cr_assert_eq(detect_session_state("select PG_TRY_ADVISORY_LOCK_SHARED(1, 2)"),
+                 pgplex::pool::advisory_lock);
+    cr_assert_eq(detect_session_state("SELECT pg_advisory_xact_lock(1)"), 0);
+    cr_assert_eq(detect_session_state("CREATE TEMP TABLE t (x int)"), pgplex::pool::temp_table);
+    cr_assert_eq(detect_session_state("create global temporary table t (x int)"),
+                 pgplex::pool::temp_table);
+    cr_assert_eq(detect_session_state("SELECT 1 AS a INTO TEMP t2"), pgplex::pool::temp_table);
+    cr_assert_eq(detect_session_state("CREATE TABLE temperature (x int)"), 0);
+    cr_assert_eq(detect_session_state("SELECT temp FROM readings"), 0);
+    cr_assert_eq(detect_session_state("DECLARE c CURSOR WITH\n  HOLD FOR SELECT 1"),
+                 pgplex::pool::hold_cursor);
+    cr_assert_eq(detect_session_state("DECLARE c CURSOR FOR SELECT 'with hold'"), 0);
+    cr_assert_eq(detect_session_state("BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; "
+                                      "SELECT pg_advisory_lock(2); COMMIT"),
+                 pgplex::pool::hold_cursor | pgplex::pool::advisory_lock);
+    assert_text(pgplex::pool::describe_session_state(pgplex::pool::temp_table |
+                                                     pgplex::pool::advisory_lock),
+                "session advisory locks, temporary tables");
+}
