@@ -72,6 +72,8 @@ bool takes_deallocate(Outbound& out, std::string_view query, std::string& tag) {
     std::string name;
     bool all = false;
     if (!pool::parse_deallocate(query, name, all)) return false;
+    // The server forgets SQL-level PREPAREs with them: it must see this one.
+    if (all && !out.client.session->sql_prepared.empty()) return false;
     pool::ClientStatements& mine = statements(out.client);
     if (all) {
         drop_statements(out.worker, out.client);

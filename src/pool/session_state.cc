@@ -148,14 +148,14 @@ bool parse_reset(std::string_view statement, size_t at, SetChange& out) {
 }  // namespace
 
 bool may_set(std::string_view query) {
+    // SET, RESET, DISCARD, PREPARE, DEALLOCATE: "set", "dis", "pre" or "dea" in any case.
     for (size_t i = 0; i + 3 <= query.size(); ++i) {
         char a = char(tolower(static_cast<unsigned char>(query[i])));
-        if ((a == 's' || a == 'r' || a == 'd') &&
-            (query.compare(i, 3, "set") == 0 || query.compare(i, 3, "SET") == 0 ||
-             query.compare(i, 3, "Set") == 0 || query.compare(i, 3, "res") == 0 ||
-             query.compare(i, 3, "RES") == 0 || query.compare(i, 3, "Res") == 0 ||
-             query.compare(i, 3, "dis") == 0 || query.compare(i, 3, "DIS") == 0 ||
-             query.compare(i, 3, "Dis") == 0))
+        if (a != 's' && a != 'd' && a != 'p') continue;
+        char b = char(tolower(static_cast<unsigned char>(query[i + 1])));
+        char c = char(tolower(static_cast<unsigned char>(query[i + 2])));
+        if ((a == 's' && b == 'e' && c == 't') || (a == 'd' && b == 'i' && c == 's') ||
+            (a == 'p' && b == 'r' && c == 'e') || (a == 'd' && b == 'e' && c == 'a'))
             return true;
     }
     return false;
@@ -179,6 +179,24 @@ std::vector<SetChange> parse_set_statements(std::string_view query) {
         else if (head == "discard" && next_word(statement, cursor) == "all") {
             change.kind = SetKind::ResetAll;
             found = true;
+            changes.push_back(change);
+            change.kind = SetKind::DeallocateAll;
+        } else if (head == "prepare") {
+            change.kind = SetKind::Prepare;
+            change.name = next_word(statement, cursor);
+            change.sql = std::string(trimmed(statement));
+            found = !change.name.empty() && change.name != "transaction";
+        } else if (head == "deallocate") {
+            size_t word_at = skip_blank(statement, cursor);
+            change.name = next_word(statement, cursor);
+            if (change.name == "prepare") {
+                word_at = skip_blank(statement, cursor);
+                change.name = next_word(statement, cursor);
+            }
+            bool quoted = word_at < statement.size() && statement[word_at] == '"';
+            change.kind =
+                change.name == "all" && !quoted ? SetKind::DeallocateAll : SetKind::Deallocate;
+            found = !change.name.empty();
         }
         if (found) changes.push_back(std::move(change));
         at = end + 1;
@@ -316,8 +334,54 @@ bool drops_prepared(std::string_view query) {
     return false;
 }
 
+void apply_prepare_change(std::vector<Setting>& prepared, const SetChange& change) {
+    switch (change.kind) {
+        case SetKind::DeallocateAll:
+            prepared.clear();
+            return;
+        case SetKind::Prepare:
+        case SetKind::Deallocate:
+            for (size_t i = 0; i < prepared.size(); ++i) {
+                if (prepared[i].name != change.name) continue;
+                // PREPARE of a name in use fails in PostgreSQL: the first one stays.
+                if (change.kind == SetKind::Prepare) return;
+                prepared.erase(prepared.begin() + long(i));
+                return;
+            }
+            if (change.kind == SetKind::Prepare) prepared.push_back({change.name, change.sql, {}});
+            return;
+        case SetKind::Set:
+        case SetKind::Reset:
+        case SetKind::ResetAll:
+            return;
+    }
+}
+
+std::string prepared_sync_sql(const std::vector<Setting>& client,
+                              const std::vector<Setting>& server) {
+    auto holds = [](const std::vector<Setting>& list, const Setting& what) {
+        for (const Setting& item : list)
+            if (item.name == what.name && item.sql == what.sql) return true;
+        return false;
+    };
+    std::string out;
+    for (const Setting& got : server) {
+        if (holds(client, got)) continue;
+        std::string quoted = "\"";
+        for (char ch : got.name) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+        out += "DEALLOCATE " + quoted + "\";";
+    }
+    for (const Setting& want : client)
+        if (!holds(server, want)) out += want.sql + ";";
+    return out;
+}
+
 void apply_change(std::vector<Setting>& settings, const SetChange& change) {
     switch (change.kind) {
+        case SetKind::Prepare:
+        case SetKind::Deallocate:
+        case SetKind::DeallocateAll:
+            return;
         case SetKind::ResetAll:
             settings.clear();
             return;

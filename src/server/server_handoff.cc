@@ -87,6 +87,8 @@ void continue_yield(io::Worker& worker, Server& server) {
     transfer->parameters = std::move(server.parameters);
     transfer->applied = std::move(server.applied);
     transfer->prepared = std::move(server.prepared);
+    transfer->sql_prepared = std::move(server.sql_prepared);
+    transfer->sql_prepared_unknown = server.sql_prepared_unknown;
     server.transfer = transfer;
     io_uring_sqe* sqe = worker.ring.sqe();
     io_uring_prep_rw(IORING_OP_MSG_RING, sqe, worker.shared.ring_fds[server.yield_worker],
@@ -140,6 +142,8 @@ void adopt(io::Worker& worker, Transfer* transfer) {
     server.parameters = std::move(transfer->parameters);
     server.applied = std::move(transfer->applied);
     server.prepared = std::move(transfer->prepared);
+    server.sql_prepared = std::move(transfer->sql_prepared);
+    server.sql_prepared_unknown = transfer->sql_prepared_unknown;
     server.status = proto::TransactionStatus::Idle;
     server.pending_syncs = 0;
     server.unsynced = false;

@@ -42,12 +42,22 @@ void record_parameter(Server& server, const uint8_t* body, uint32_t size) {
 // unless it failed or rolled back, in which case PostgreSQL undid them too. Either way the
 // server's settings are the client's again.
 void settle_settings(Server& server, client::Session& session) {
-    if (!session.pending.empty() && !session.transaction_failed &&
-        !session.transaction_rolled_back) {
-        for (const pool::SetChange& change : session.pending)
+    bool kept = !session.transaction_failed && !session.transaction_rolled_back;
+    if (!session.pending.empty() && kept) {
+        for (const pool::SetChange& change : session.pending) {
             pool::apply_change(session.settings, change);
+            pool::apply_prepare_change(session.sql_prepared, change);
+        }
         server.applied = session.settings;
+        server.sql_prepared = session.sql_prepared;
     }
+    // PREPARE and DEALLOCATE are not undone by a rollback: what a failed transaction did to
+    // them is unknown, and the next lending starts from DEALLOCATE ALL.
+    for (const pool::SetChange& change : session.pending)
+        if (!kept &&
+            (change.kind == pool::SetKind::Prepare || change.kind == pool::SetKind::Deallocate ||
+             change.kind == pool::SetKind::DeallocateAll))
+            server.sql_prepared_unknown = true;
     session.pending.clear();
     session.transaction_failed = false;
     session.transaction_rolled_back = false;
@@ -103,6 +113,7 @@ struct ForwardHandler {
             if (tag.substr(0, 8) == "ROLLBACK") client.session->transaction_rolled_back = true;
             if (tag.substr(0, 11) == "DISCARD ALL" || tag.substr(0, 14) == "DEALLOCATE ALL") {
                 server.prepared.clear();
+                server.sql_prepared.clear();
                 client::drop_statements(worker, client);
             }
         } else {
@@ -365,7 +376,14 @@ std::string parameter_sync_query(const Server& server, const client::Session& se
             if (strcasecmp(key.c_str(), name.c_str()) == 0) return &value;
         return nullptr;
     };
-    return pool::sync_sql(session.settings, server.applied, reported);
+    std::string sql = pool::sync_sql(session.settings, server.applied, reported);
+    if (server.sql_prepared_unknown) {
+        sql += "DEALLOCATE ALL;";
+        sql += pool::prepared_sync_sql(session.sql_prepared, {});
+    } else {
+        sql += pool::prepared_sync_sql(session.sql_prepared, server.sql_prepared);
+    }
+    return sql;
 }
 
 void send_query(io::Worker& worker, Server& server, std::string_view sql) {
@@ -381,6 +399,9 @@ void send_query(io::Worker& worker, Server& server, std::string_view sql) {
 
 void record_applied(Server& server, const client::Session& session) {
     server.applied = session.settings;
+    server.sql_prepared = session.sql_prepared;
+    if (server.sql_prepared_unknown) server.prepared.clear();  // DEALLOCATE ALL went too
+    server.sql_prepared_unknown = false;
 }
 
 void wake_waiters(io::Worker& worker, pool::Pool& pool);
@@ -610,9 +631,12 @@ void unlink(io::Worker& worker, Server& server, bool reset_session) {
         server.applied.clear();
         send_query(worker, server, reset);
         // Statements transaction-pooled clients prepared (a pool may serve both modes).
-        if (server.prepared.size() > 0 && !pool::drops_prepared(reset))
-            send_query(worker, server, "DEALLOCATE ALL");
+        bool holds = server.prepared.size() > 0 || !server.sql_prepared.empty() ||
+                     server.sql_prepared_unknown;
+        if (holds && !pool::drops_prepared(reset)) send_query(worker, server, "DEALLOCATE ALL");
         server.prepared.clear();
+        server.sql_prepared.clear();
+        server.sql_prepared_unknown = false;
     }
 }
 
@@ -724,6 +748,8 @@ void on_closed(io::Worker& worker, Server& server) {
     server.pending_error.clear();
     forget_expected(worker, server);
     server.prepared.clear();
+    server.sql_prepared.clear();
+    server.sql_prepared_unknown = false;
     server.epoch = 0;
     worker.server_release_slot(worker.server_slot(server));
 }

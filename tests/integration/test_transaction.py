@@ -38,8 +38,8 @@ def two_clients(port):
 def test_sixty_four_pgbench_clients_share_five_server_connections(make_pgplex, cluster):
     pgplex = make_pgplex(default_pool_size=5, settings=TRANSACTION)
     since = cluster.server_now()
-    assert_pgbench_clean(run_pgbench(pgplex.port, ["-n", "-S", "-T", "4", "-c", "64", "-j", "2"]))
-    assert_pgbench_clean(run_pgbench(pgplex.port, ["-n", "-T", "3", "-c", "32", "-j", "2"]))
+    assert_pgbench_clean(run_pgbench(pgplex.port, ["-n", "-S", "-t", "50", "-c", "64", "-j", "2"]))
+    assert_pgbench_clean(run_pgbench(pgplex.port, ["-n", "-t", "30", "-c", "32", "-j", "2"]))
     assert cluster.backends("app", since=since, dbname="appdb") <= 5
 
 

@@ -72,6 +72,8 @@ struct Session {
     // Startup parameters, "-c name=value" options and (transaction pooling) the SETs that
     // took effect: what every server lent to this client must have in force.
     std::vector<pool::Setting> settings;
+    // Transaction pooling: its SQL-level PREPAREs (name, statement), replayed like settings.
+    std::vector<pool::Setting> sql_prepared;
     // SET/RESET sent in the transaction under way; kept when it commits.
     std::vector<pool::SetChange> pending;
     bool transaction_failed = false;       // an ErrorResponse since the last idle

@@ -21,9 +21,12 @@ struct Setting {
 };
 
 enum class SetKind : uint8_t {
-    Set,       // name = sql
-    Reset,     // RESET name / SET name TO DEFAULT
-    ResetAll,  // RESET ALL / DISCARD ALL
+    Set,            // name = sql
+    Reset,          // RESET name / SET name TO DEFAULT
+    ResetAll,       // RESET ALL / DISCARD ALL
+    Prepare,        // SQL-level PREPARE name AS ...: name, sql
+    Deallocate,     // DEALLOCATE [PREPARE] name
+    DeallocateAll,  // DEALLOCATE [PREPARE] ALL / DISCARD ALL
 };
 
 struct SetChange {
@@ -32,7 +35,8 @@ struct SetChange {
     std::string sql;
 };
 
-// The session-level SET/RESET statements in a simple Query's text, in order. Other
+// The session-level SET/RESET statements in a simple Query's text, in order, and the
+// SQL-level PREPARE / DEALLOCATE ones (DISCARD ALL gives ResetAll and DeallocateAll). Other
 // statements are skipped; quotes, dollar quotes and comments are honoured when the text is
 // split at semicolons.
 std::vector<SetChange> parse_set_statements(std::string_view query);
@@ -70,6 +74,15 @@ inline constexpr const char* session_state_check_sql =
     "pg_catalog.pg_backend_pid()) + (SELECT count(*) FROM pg_catalog.pg_cursors WHERE "
     "is_holdable) + (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = "
     "pg_catalog.pg_my_temp_schema())";
+
+// Applies a change to a session's SQL-level prepared statements (Setting: name, and the
+// PREPARE statement as sql); other kinds leave them alone.
+void apply_prepare_change(std::vector<Setting>& prepared, const SetChange& change);
+
+// The SQL that takes a server holding `server` SQL-level prepared statements to the
+// client's: DEALLOCATE of what differs or the client lacks, then the client's PREPAREs.
+std::string prepared_sync_sql(const std::vector<Setting>& client,
+                              const std::vector<Setting>& server);
 
 // Applies a change to a list of settings.
 void apply_change(std::vector<Setting>& settings, const SetChange& change);

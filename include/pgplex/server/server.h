@@ -109,6 +109,10 @@ struct Server {
     std::vector<std::pair<std::string, std::string>> parameters;
     // What pgplex and its clients SET on it since its last reset.
     std::vector<pool::Setting> applied;
+    // The SQL-level PREPAREs it holds for its client of the moment; unknown after a
+    // transaction that touched them failed (DEALLOCATE ALL sets it right).
+    std::vector<pool::Setting> sql_prepared;
+    bool sql_prepared_unknown = false;
     std::vector<uint8_t> pending_error;  // Syncing: the ErrorResponse body the SET got
     // Syncing: the query is pgplex's count of the client's session state (session_state.h),
     // and the count it returned (-1: none yet).
@@ -138,6 +142,8 @@ struct Transfer {
     std::vector<std::pair<std::string, std::string>> parameters;
     std::vector<pool::Setting> applied;
     pool::ServerStatements prepared;
+    std::vector<pool::Setting> sql_prepared;
+    bool sql_prepared_unknown = false;
 };
 
 // A value from parameters, or null.

@@ -128,3 +128,27 @@ Test(session_state, statements_that_create_session_state_are_told_apart) {
                                                      pgplex::pool::advisory_lock),
                 "session advisory locks, temporary tables");
 }
+
+Test(session_state, sql_prepare_and_deallocate_are_tracked_and_replayed_as_a_difference) {
+    using namespace pgplex::pool;
+    std::vector<Setting> client;
+    for (const SetChange& change : parse_set_statements(
+             "PREPARE q (int) AS SELECT $1; prepare \"Two\" AS SELECT 2; PREPARE q AS SELECT 9"))
+        apply_prepare_change(client, change);
+    cr_assert_eq(client.size(), 2);
+    assert_text(client[0].name, "q");
+    assert_text(client[0].sql, "PREPARE q (int) AS SELECT $1");  // the first q stays
+    assert_text(client[1].name, "Two");
+    std::vector<Setting> server = {{"q", "PREPARE q AS SELECT 'other'", {}},
+                                   {"gone", "PREPARE gone AS SELECT 0", {}}};
+    assert_text(prepared_sync_sql(client, server),
+                "DEALLOCATE \"q\";DEALLOCATE \"gone\";PREPARE q (int) AS SELECT $1;"
+                "prepare \"Two\" AS SELECT 2;");
+    cr_assert(prepared_sync_sql(client, client).empty());
+    for (const SetChange& change : parse_set_statements("DEALLOCATE PREPARE q"))
+        apply_prepare_change(client, change);
+    cr_assert_eq(client.size(), 1);
+    for (const SetChange& change : parse_set_statements("DISCARD ALL"))
+        apply_prepare_change(client, change);
+    cr_assert(client.empty());
+}
