@@ -330,8 +330,12 @@ start_pgbouncer() {
   local runner i
   write_pgbouncer_ini
   # PgBouncer refuses to run as root. runuser keeps a parent process for the PAM session,
-  # so the PID to measure is PgBouncer's own, from its pidfile.
-  runuser -u postgres -- "$PGBOUNCER_BIN" "$tmp/pgbouncer.ini" >"$tmp/pgbouncer.log" 2>&1 &
+  # so the PID to measure is PgBouncer's own, from its pidfile. runuser's pam_limits puts the
+  # soft RLIMIT_NOFILE back to 1024 and PgBouncer does not raise it, which session pooling
+  # at 512 clients (512 client + 512 server sockets) exceeds: raise it to the hard limit,
+  # as pgplex does for itself.
+  runuser -u postgres -- bash -c 'ulimit -S -n "$(ulimit -H -n)" && exec "$0" "$@"' \
+    "$PGBOUNCER_BIN" "$tmp/pgbouncer.ini" >"$tmp/pgbouncer.log" 2>&1 &
   runner=$!
   for ((i = 0; i < 100; i++)); do
     [ -s "$tmp/pgbouncer.pid" ] && break
@@ -346,6 +350,8 @@ start_pgbouncer() {
     show_log pgbouncer "$tmp/pgbouncer.log"
     return
   fi
+  note "pgbouncer (pid $pgbouncer_pid): $(grep 'Max open files' "/proc/$pgbouncer_pid/limits" |
+    awk '{ print "open files limit " $4 }')"
   if ! wait_ready pgbouncer "$pgbouncer_pid" "$pgbouncer_port"; then
     show_log pgbouncer "$tmp/pgbouncer.log"
     # A proxy that does not work must not keep taking CPU from the other targets' runs.
