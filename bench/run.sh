@@ -21,6 +21,8 @@
 #   BENCH_PORT  first of the four loopback ports used        [26432]
 #               (PostgreSQL, PgBouncer, pgplex, spare)
 #   BENCH_KEEP  1: keep the temporary directory (logs, configs) after the run
+#   SYSCALLS    1: also count each proxy's syscalls with perf stat over the middle half
+#               of every run, and print them per transaction after the table   [0]
 #
 # PgBouncer 1.18 does not support protocol-level prepared statements in transaction pooling
 # (a named statement is prepared on one server connection and executed on another, and fails
@@ -43,6 +45,7 @@ case "$POOL_MODE" in session|transaction) ;; *) echo "bench: POOL_MODE must be s
 THREADS=${THREADS:-2}
 BENCH_PORT=${BENCH_PORT:-26432}
 BENCH_KEEP=${BENCH_KEEP:-0}
+SYSCALLS=${SYSCALLS:-0}
 
 PG_BIN=/usr/lib/postgresql/15/bin
 PGBOUNCER_BIN=/usr/sbin/pgbouncer
@@ -71,6 +74,10 @@ done
 for m in $MODES; do
   [ "$m" = select ] || [ "$m" = tpcb ] || die "unknown mode '$m' (select, tpcb)"
 done
+if [ "$SYSCALLS" = 1 ]; then
+  command -v perf >/dev/null || die "SYSCALLS=1 needs perf (apt-get install linux-perf)"
+  [ "$DURATION" -ge 8 ] || die "SYSCALLS=1 needs DURATION >= 8 (it counts over the middle half)"
+fi
 [ -n "${PROTOCOL// /}" ] || die "PROTOCOL is empty (simple, prepared, extended)"
 for p in $PROTOCOL; do
   case $p in simple|prepared|extended) ;; *) die "unknown protocol '$p' (simple, prepared, extended)" ;; esac
@@ -109,11 +116,13 @@ pg_dir=$tmp/pg
 pg_started_by=""        # "pgcluster" or "pg_ctl"
 pgbouncer_pid=""
 pgplex_pid=""
+perf_pid=""
 declare -A failed=()    # target -> reason it cannot run at all
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  stop_pid "$perf_pid" perf
   stop_pid "$pgplex_pid" pgplex
   stop_pid "$pgbouncer_pid" pgbouncer
   case $pg_started_by in
@@ -398,6 +407,42 @@ cpu_ticks() {
 
 declare -A tps=() latency=() transactions=() cpu_s=()
 
+# SYSCALLS=1: perf counts every syscall the proxy's threads enter (raw_syscalls:sys_enter,
+# one tracepoint) and the common ones by name, from 2 s + DURATION/4 into the run (the
+# clients are logged in by then) for DURATION/2 s, which ends before pgbench does.
+# Transactions in that window are the sum of pgbench's per-second progress (-P 1) over it
+# (the rate varies by 2x or more from second to second on a shared 2-CPU machine).
+syscalls_start=$((2 + DURATION / 4))
+syscalls_window=$((DURATION / 2))
+syscall_names="io_uring_enter epoll_wait recvfrom sendto read write recvmsg sendmsg futex"
+declare -A syscalls_tx=() syscalls_by_name=()
+perf_events=(-e raw_syscalls:sys_enter)
+for name in $syscall_names; do perf_events+=(-e "syscalls:sys_enter_$name"); done
+
+# syscalls_from PERF_CSV PGBENCH_OUTPUT KEY: syscalls per transaction, in all and by name,
+# into the arrays.
+syscalls_from() {
+  local csv=$1 out=$2 key=$3 total name count by_name=""
+  local window_tx
+  # "progress: 7.0 s, 12345.6 tps, ..." covers the second that ends at 7.0 s.
+  window_tx=$(awk -v from="$syscalls_start" -v to=$((syscalls_start + syscalls_window)) '
+    /^progress: / { t = $2 + 0; if (t > from && t <= to + 0.01) { n += $4; seconds++ } }
+    END { printf "%.0f", (seconds > 0 ? n : 0) }' <<<"$out")
+  total=$(awk -F, '$3 == "raw_syscalls:sys_enter" { print $1 }' "$csv" 2>/dev/null)
+  if ! [[ $total =~ ^[0-9]+$ ]] || [ "$window_tx" -eq 0 ]; then
+    note "perf counted nothing for $key (see $csv with BENCH_KEEP=1)"
+    return
+  fi
+  syscalls_tx[$key]=$(awk -v n="$total" -v t="$window_tx" 'BEGIN { printf "%.3f", n / t }')
+  for name in $syscall_names; do
+    count=$(awk -F, -v e="syscalls:sys_enter_$name" '$3 == e { print $1 }' "$csv")
+    [[ $count =~ ^[0-9]+$ ]] && [ "$count" -gt 0 ] &&
+      by_name+=$(awk -v s="$name" -v n="$count" -v t="$window_tx" \
+                   'BEGIN { printf "%s %.2f, ", s, n / t }')
+  done
+  syscalls_by_name[$key]=${by_name%, }
+}
+
 # skip_reason TARGET PROTOCOL: why this target does not run this protocol; empty if it does.
 skip_reason() {
   if [ "$1" = pgbouncer ] && [ "$POOL_MODE" = transaction ] && [ "$2" = prepared ]; then
@@ -431,11 +476,23 @@ run_pgbench() {
   fi
   wait_backends_drained
   [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  local perf_csv=""
+  [ "$SYSCALLS" = 1 ] && mode_args+=(-P 1)
+  if [ "$SYSCALLS" = 1 ] && [ -n "$pid" ]; then
+    perf_csv=$tmp/perf-${key//\//-}.csv
+    perf stat -x, -o "$perf_csv" -D $((syscalls_start * 1000)) "${perf_events[@]}" -p "$pid" \
+      -- sleep $((syscalls_start + syscalls_window)) >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   out=$(PGPASSWORD=$BENCH_PASSWORD timeout $((DURATION + 120)) pgbench "${mode_args[@]}" \
           -M "$protocol" -j "$THREADS" -c "$clients" -T "$DURATION" -h 127.0.0.1 -p "$port" \
           -U "$BENCH_USER" "$BENCH_DB" 2>&1)
   rc=$?
   [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid"
+    perf_pid=""
+  fi
   printf '%s\n' "$out" >>"$tmp/pgbench-$target.log"
   tps[$key]=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | tail -1)
   latency[$key]=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out" | tail -1)
@@ -457,8 +514,10 @@ run_pgbench() {
     cpu_s[$key]=$(awk -v t=$((after - before)) -v hz="$clock_ticks" -v n="${transactions[$key]}" \
                     'BEGIN { if (n > 0) printf "%.4f", (t / hz) / (n / 1000); }')
   fi
+  [ -n "$perf_csv" ] && syscalls_from "$perf_csv" "$out" "$key"
   note "$target $mode $protocol c=$clients: tps ${tps[$key]}, latency ${latency[$key]} ms" \
-       "${cpu_s[$key]:+(proxy CPU ${cpu_s[$key]} s per 1000 transactions)}"
+       "${cpu_s[$key]:+(proxy CPU ${cpu_s[$key]} s per 1000 transactions)}" \
+       "${syscalls_tx[$key]:+(${syscalls_tx[$key]} syscalls per transaction)}"
 }
 
 # ---- report -------------------------------------------------------------------------------
@@ -534,6 +593,38 @@ header() {
     plex/bnc plex/dir "bnc cpu/1k" "plex cpu/1k"
 }
 
+syscalls_row() {
+  local mode=$1 protocol=$2 clients=$3 round=$4 b=$5 p=$6
+  printf '%-6s %-8s %7s %5s | %10s %10s | %s\n' "$mode" "$protocol" "$clients" "$round" \
+    "$(cell "${syscalls_tx[$b]:-}" 2)" "$(cell "${syscalls_tx[$p]:-}" 2)" \
+    "${syscalls_by_name[$b]:+PgBouncer: ${syscalls_by_name[$b]}}${syscalls_by_name[$p]:+${syscalls_by_name[$b]:+; }pgplex: ${syscalls_by_name[$p]}}"
+}
+
+syscalls_table() {
+  local mode protocol clients round k
+  echo
+  echo "syscalls per transaction: perf stat -e raw_syscalls:sys_enter -p PROXY_PID, from" \
+       "${syscalls_start} s into each run for ${syscalls_window} s; transactions: pgbench's" \
+       "per-second progress (-P 1) summed over that window; by syscall:" \
+       "syscalls:sys_enter_NAME per transaction"
+  printf '%-6s %-8s %7s %5s | %10s %10s | %s\n' mode proto clients round "bnc sys/tx" \
+    "plex sys/tx" "by syscall"
+  for mode in $MODES; do
+    for protocol in $PROTOCOL; do
+      for clients in $CLIENTS; do
+        for ((round = 1; round <= ROUNDS; round++)); do
+          k="$mode/$protocol/$clients/$round"
+          syscalls_row "$mode" "$protocol" "$clients" "$round" "pgbouncer/$k" "pgplex/$k"
+        done
+        if [ "$ROUNDS" -gt 1 ]; then
+          k="$mode/$protocol/$clients/mean"
+          syscalls_row "$mode" "$protocol" "$clients" mean "pgbouncer/$k" "pgplex/$k"
+        fi
+      done
+    done
+  done
+}
+
 # ---- main ---------------------------------------------------------------------------------
 
 start_postgres
@@ -582,6 +673,7 @@ mkdir -p "$results_dir"
             done
             mean_into latency "$t/$mode/$protocol/$clients/mean" "${keys[@]}"
             mean_into cpu_s "$t/$mode/$protocol/$clients/mean" "${keys[@]}"
+            mean_into syscalls_tx "$t/$mode/$protocol/$clients/mean" "${keys[@]}"
             mean_into tps "$t/$mode/$protocol/$clients/mean" "${keys[@]}"
           done
           k="$mode/$protocol/$clients/mean"
@@ -590,5 +682,6 @@ mkdir -p "$results_dir"
       done
     done
   done
+  [ "$SYSCALLS" = 1 ] && syscalls_table
 } | tee "$results_dir/latest.txt"
 note "table written to bench/results/latest.txt"
