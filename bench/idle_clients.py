@@ -495,7 +495,8 @@ dbname = "{DATABASE}"
                     for line in f:
                         head = line.split()
                         if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
-                            key = head[0]
+                            # By start address: a malloc arena grows in place, its end moves.
+                            key = head[0].split("-")[0]
                             name[key] = head[5] if len(head) > 5 else "[anon]"
                         elif head and head[0] == "Rss:" and key:
                             rss[key] = int(head[1])
