@@ -653,7 +653,8 @@ dbname = "{DATABASE}"
         out(f"{version}, {plex_version} ({self.workers} workers); both in transaction pooling, "
             f"md5 auth to clients, pool size 5")
         out(f"N wanted {self.n_wanted}; pgplex reachable {pgplex_max} "
-            f"(client slots per worker {'+'.join(map(str, slots))} at max_client_conn {self.n_wanted}), "
+            f"(client slots per worker {'+'.join(map(str, slots))} at max_client_conn "
+            f"{self.n_wanted}), "
             f"PgBouncer reachable {pgbouncer_max} (one descriptor per client)")
         out("rss: VmRSS in kB: empty = after start and one warm-up query, half = half the "
             "clients logged in and idle, idle = all of them, closed = after they left;")

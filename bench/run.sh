@@ -80,7 +80,10 @@ if [ "$SYSCALLS" = 1 ]; then
 fi
 [ -n "${PROTOCOL// /}" ] || die "PROTOCOL is empty (simple, prepared, extended)"
 for p in $PROTOCOL; do
-  case $p in simple|prepared|extended) ;; *) die "unknown protocol '$p' (simple, prepared, extended)" ;; esac
+  case $p in
+    simple|prepared|extended) ;;
+    *) die "unknown protocol '$p' (simple, prepared, extended)" ;;
+  esac
 done
 
 pg_port=$BENCH_PORT
@@ -499,7 +502,8 @@ run_pgbench() {
   transactions[$key]=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' \
                          <<<"$out" | tail -1)
   if [ "${transactions[$key]:-}" = 0 ]; then
-    note "$target: pgbench $mode -M $protocol -c $clients completed no transaction (with many clients," \
+    note "$target: pgbench $mode -M $protocol -c $clients completed no transaction" \
+         "(with many clients," \
          "logging them all in can take longer than DURATION=$DURATION s)"
     tps[$key]=FAILED
     return
@@ -594,10 +598,11 @@ header() {
 }
 
 syscalls_row() {
-  local mode=$1 protocol=$2 clients=$3 round=$4 b=$5 p=$6
+  local mode=$1 protocol=$2 clients=$3 round=$4 b=$5 p=$6 by_name=""
+  [ -n "${syscalls_by_name[$b]:-}" ] && by_name="PgBouncer: ${syscalls_by_name[$b]}"
+  [ -n "${syscalls_by_name[$p]:-}" ] && by_name+="${by_name:+; }pgplex: ${syscalls_by_name[$p]}"
   printf '%-6s %-8s %7s %5s | %10s %10s | %s\n' "$mode" "$protocol" "$clients" "$round" \
-    "$(cell "${syscalls_tx[$b]:-}" 2)" "$(cell "${syscalls_tx[$p]:-}" 2)" \
-    "${syscalls_by_name[$b]:+PgBouncer: ${syscalls_by_name[$b]}}${syscalls_by_name[$p]:+${syscalls_by_name[$b]:+; }pgplex: ${syscalls_by_name[$p]}}"
+    "$(cell "${syscalls_tx[$b]:-}" 2)" "$(cell "${syscalls_tx[$p]:-}" 2)" "$by_name"
 }
 
 syscalls_table() {
