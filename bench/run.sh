@@ -13,6 +13,7 @@
 #   CLIENTS     client counts to run                         ["16 128 512"]
 #   ROUNDS      rounds of each (mode, clients)               [2]
 #   MODES       "select" (pgbench -S) and/or "tpcb" (TPC-B)  ["select tpcb"]
+#   PROTOCOL    pgbench -M for every target: "simple", "prepared" and/or "extended" ["simple"]
 #   SCALE       pgbench scale factor                         [10]
 #   POOL_MODE   "session" or "transaction", for both proxies ["session"]
 #   POOL_SIZE   server connections per pool   [largest CLIENTS in session mode, else 20]
@@ -20,6 +21,13 @@
 #   BENCH_PORT  first of the four loopback ports used        [26432]
 #               (PostgreSQL, PgBouncer, pgplex, spare)
 #   BENCH_KEEP  1: keep the temporary directory (logs, configs) after the run
+#   SYSCALLS    1: also count each proxy's syscalls with perf stat over the middle half
+#               of every run, and print them per transaction after the table   [0]
+#
+# PgBouncer 1.18 does not support protocol-level prepared statements in transaction pooling
+# (a named statement is prepared on one server connection and executed on another, and fails
+# with "prepared statement ... does not exist"), so with POOL_MODE=transaction and
+# PROTOCOL=prepared the PgBouncer runs are skipped and shown as "skipped", not measured.
 #
 # Runs as root (it starts PostgreSQL and PgBouncer as the postgres user). Everything it
 # starts is stopped on exit, by PID. A target that fails to start or to run is reported as
@@ -30,12 +38,14 @@ DURATION=${DURATION:-15}
 CLIENTS=${CLIENTS:-"16 128 512"}
 ROUNDS=${ROUNDS:-2}
 MODES=${MODES:-"select tpcb"}
+PROTOCOL=${PROTOCOL:-simple}
 SCALE=${SCALE:-10}
 POOL_MODE=${POOL_MODE:-session}
 case "$POOL_MODE" in session|transaction) ;; *) echo "bench: POOL_MODE must be session or transaction" >&2; exit 2 ;; esac
 THREADS=${THREADS:-2}
 BENCH_PORT=${BENCH_PORT:-26432}
 BENCH_KEEP=${BENCH_KEEP:-0}
+SYSCALLS=${SYSCALLS:-0}
 
 PG_BIN=/usr/lib/postgresql/15/bin
 PGBOUNCER_BIN=/usr/sbin/pgbouncer
@@ -64,10 +74,22 @@ done
 for m in $MODES; do
   [ "$m" = select ] || [ "$m" = tpcb ] || die "unknown mode '$m' (select, tpcb)"
 done
+if [ "$SYSCALLS" = 1 ]; then
+  command -v perf >/dev/null || die "SYSCALLS=1 needs perf (apt-get install linux-perf)"
+  [ "$DURATION" -ge 8 ] || die "SYSCALLS=1 needs DURATION >= 8 (it counts over the middle half)"
+fi
+[ -n "${PROTOCOL// /}" ] || die "PROTOCOL is empty (simple, prepared, extended)"
+for p in $PROTOCOL; do
+  case $p in
+    simple|prepared|extended) ;;
+    *) die "unknown protocol '$p' (simple, prepared, extended)" ;;
+  esac
+done
 
 pg_port=$BENCH_PORT
 pgbouncer_port=$((BENCH_PORT + 1))
 pgplex_port=$((BENCH_PORT + 2))
+declare -A port_of=([direct]=$pg_port [pgbouncer]=$pgbouncer_port [pgplex]=$pgplex_port)
 for p in $pg_port $pgbouncer_port $pgplex_port; do
   if ss -Hltn "sport = :$p" | grep -q .; then die "port $p is in use; set BENCH_PORT"; fi
 done
@@ -97,11 +119,13 @@ pg_dir=$tmp/pg
 pg_started_by=""        # "pgcluster" or "pg_ctl"
 pgbouncer_pid=""
 pgplex_pid=""
+perf_pid=""
 declare -A failed=()    # target -> reason it cannot run at all
 
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  stop_pid "$perf_pid" perf
   stop_pid "$pgplex_pid" pgplex
   stop_pid "$pgbouncer_pid" pgbouncer
   case $pg_started_by in
@@ -318,8 +342,12 @@ start_pgbouncer() {
   local runner i
   write_pgbouncer_ini
   # PgBouncer refuses to run as root. runuser keeps a parent process for the PAM session,
-  # so the PID to measure is PgBouncer's own, from its pidfile.
-  runuser -u postgres -- "$PGBOUNCER_BIN" "$tmp/pgbouncer.ini" >"$tmp/pgbouncer.log" 2>&1 &
+  # so the PID to measure is PgBouncer's own, from its pidfile. runuser's pam_limits puts the
+  # soft RLIMIT_NOFILE back to 1024 and PgBouncer does not raise it, which session pooling
+  # at 512 clients (512 client + 512 server sockets) exceeds: raise it to the hard limit,
+  # as pgplex does for itself.
+  runuser -u postgres -- bash -c 'ulimit -S -n "$(ulimit -H -n)" && exec "$0" "$@"' \
+    "$PGBOUNCER_BIN" "$tmp/pgbouncer.ini" >"$tmp/pgbouncer.log" 2>&1 &
   runner=$!
   for ((i = 0; i < 100; i++)); do
     [ -s "$tmp/pgbouncer.pid" ] && break
@@ -334,6 +362,8 @@ start_pgbouncer() {
     show_log pgbouncer "$tmp/pgbouncer.log"
     return
   fi
+  note "pgbouncer (pid $pgbouncer_pid): $(grep 'Max open files' "/proc/$pgbouncer_pid/limits" |
+    awk '{ print "open files limit " $4 }')"
   if ! wait_ready pgbouncer "$pgbouncer_pid" "$pgbouncer_port"; then
     show_log pgbouncer "$tmp/pgbouncer.log"
     # A proxy that does not work must not keep taking CPU from the other targets' runs.
@@ -380,9 +410,53 @@ cpu_ticks() {
 
 declare -A tps=() latency=() transactions=() cpu_s=()
 
-# run_pgbench TARGET PORT MODE CLIENTS KEY: one pgbench run; results into the arrays.
+# SYSCALLS=1: perf counts every syscall the proxy's threads enter (raw_syscalls:sys_enter,
+# one tracepoint) and the common ones by name, from 2 s + DURATION/4 into the run (the
+# clients are logged in by then) for DURATION/2 s, which ends before pgbench does.
+# Transactions in that window are the sum of pgbench's per-second progress (-P 1) over it
+# (the rate varies by 2x or more from second to second on a shared 2-CPU machine).
+syscalls_start=$((2 + DURATION / 4))
+syscalls_window=$((DURATION / 2))
+syscall_names="io_uring_enter epoll_wait recvfrom sendto read write recvmsg sendmsg futex"
+declare -A syscalls_tx=() syscalls_by_name=()
+perf_events=(-e raw_syscalls:sys_enter)
+for name in $syscall_names; do perf_events+=(-e "syscalls:sys_enter_$name"); done
+
+# syscalls_from PERF_CSV PGBENCH_OUTPUT KEY: syscalls per transaction, in all and by name,
+# into the arrays.
+syscalls_from() {
+  local csv=$1 out=$2 key=$3 total name count by_name=""
+  local window_tx
+  # "progress: 7.0 s, 12345.6 tps, ..." covers the second that ends at 7.0 s.
+  window_tx=$(awk -v from="$syscalls_start" -v to=$((syscalls_start + syscalls_window)) '
+    /^progress: / { t = $2 + 0; if (t > from && t <= to + 0.01) { n += $4; seconds++ } }
+    END { printf "%.0f", (seconds > 0 ? n : 0) }' <<<"$out")
+  total=$(awk -F, '$3 == "raw_syscalls:sys_enter" { print $1 }' "$csv" 2>/dev/null)
+  if ! [[ $total =~ ^[0-9]+$ ]] || [ "$window_tx" -eq 0 ]; then
+    note "perf counted nothing for $key (see $csv with BENCH_KEEP=1)"
+    return
+  fi
+  syscalls_tx[$key]=$(awk -v n="$total" -v t="$window_tx" 'BEGIN { printf "%.3f", n / t }')
+  for name in $syscall_names; do
+    count=$(awk -F, -v e="syscalls:sys_enter_$name" '$3 == e { print $1 }' "$csv")
+    [[ $count =~ ^[0-9]+$ ]] && [ "$count" -gt 0 ] &&
+      by_name+=$(awk -v s="$name" -v n="$count" -v t="$window_tx" \
+                   'BEGIN { printf "%s %.2f, ", s, n / t }')
+  done
+  syscalls_by_name[$key]=${by_name%, }
+}
+
+# skip_reason TARGET PROTOCOL: why this target does not run this protocol; empty if it does.
+skip_reason() {
+  if [ "$1" = pgbouncer ] && [ "$POOL_MODE" = transaction ] && [ "$2" = prepared ]; then
+    echo "PgBouncer 1.18 does not support -M prepared in transaction pooling" \
+         "(\"prepared statement does not exist\")"
+  fi
+}
+
+# run_pgbench TARGET PORT MODE PROTOCOL CLIENTS KEY: one pgbench run; results into the arrays.
 run_pgbench() {
-  local target=$1 port=$2 mode=$3 clients=$4 key=$5 pid="" before="" after="" out rc
+  local target=$1 port=$2 mode=$3 protocol=$4 clients=$5 key=$6 pid="" before="" after="" out rc
   local -a mode_args=()
   [ "$mode" = select ] && mode_args=(-S)
   case $target in
@@ -393,6 +467,10 @@ run_pgbench() {
     tps[$key]=FAILED
     return
   fi
+  if [ -n "$(skip_reason "$target" "$protocol")" ]; then
+    tps[$key]=skipped
+    return
+  fi
   if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
     failed[$target]="process $pid is gone"
     note "$target failed: ${failed[$target]}"
@@ -401,24 +479,37 @@ run_pgbench() {
   fi
   wait_backends_drained
   [ -n "$pid" ] && before=$(cpu_ticks "$pid")
+  local perf_csv=""
+  [ "$SYSCALLS" = 1 ] && mode_args+=(-P 1)
+  if [ "$SYSCALLS" = 1 ] && [ -n "$pid" ]; then
+    perf_csv=$tmp/perf-${key//\//-}.csv
+    perf stat -x, -o "$perf_csv" -D $((syscalls_start * 1000)) "${perf_events[@]}" -p "$pid" \
+      -- sleep $((syscalls_start + syscalls_window)) >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
   out=$(PGPASSWORD=$BENCH_PASSWORD timeout $((DURATION + 120)) pgbench "${mode_args[@]}" \
-          -j "$THREADS" -c "$clients" -T "$DURATION" -h 127.0.0.1 -p "$port" \
+          -M "$protocol" -j "$THREADS" -c "$clients" -T "$DURATION" -h 127.0.0.1 -p "$port" \
           -U "$BENCH_USER" "$BENCH_DB" 2>&1)
   rc=$?
   [ -n "$pid" ] && after=$(cpu_ticks "$pid")
+  if [ -n "$perf_pid" ]; then
+    wait "$perf_pid"
+    perf_pid=""
+  fi
   printf '%s\n' "$out" >>"$tmp/pgbench-$target.log"
   tps[$key]=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | tail -1)
   latency[$key]=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out" | tail -1)
   transactions[$key]=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' \
                          <<<"$out" | tail -1)
   if [ "${transactions[$key]:-}" = 0 ]; then
-    note "$target: pgbench $mode -c $clients completed no transaction (with many clients," \
+    note "$target: pgbench $mode -M $protocol -c $clients completed no transaction" \
+         "(with many clients," \
          "logging them all in can take longer than DURATION=$DURATION s)"
     tps[$key]=FAILED
     return
   fi
   if [ $rc -ne 0 ] || [ -z "${tps[$key]}" ] || [ -z "${transactions[$key]}" ]; then
-    note "$target: pgbench $mode -c $clients failed (exit $rc):"
+    note "$target: pgbench $mode -M $protocol -c $clients failed (exit $rc):"
     tail -n 5 <<<"$out" | sed 's/^/    /' >&2
     tps[$key]=FAILED
     return
@@ -427,15 +518,17 @@ run_pgbench() {
     cpu_s[$key]=$(awk -v t=$((after - before)) -v hz="$clock_ticks" -v n="${transactions[$key]}" \
                     'BEGIN { if (n > 0) printf "%.4f", (t / hz) / (n / 1000); }')
   fi
-  note "$target $mode c=$clients: tps ${tps[$key]}, latency ${latency[$key]} ms" \
-       "${cpu_s[$key]:+(proxy CPU ${cpu_s[$key]} s per 1000 transactions)}"
+  [ -n "$perf_csv" ] && syscalls_from "$perf_csv" "$out" "$key"
+  note "$target $mode $protocol c=$clients: tps ${tps[$key]}, latency ${latency[$key]} ms" \
+       "${cpu_s[$key]:+(proxy CPU ${cpu_s[$key]} s per 1000 transactions)}" \
+       "${syscalls_tx[$key]:+(${syscalls_tx[$key]} syscalls per transaction)}"
 }
 
 # ---- report -------------------------------------------------------------------------------
 
 ratio() {
   awk -v a="$1" -v b="$2" 'BEGIN {
-    if (a == "" || b == "" || a == "FAILED" || b == "FAILED" || b + 0 == 0) print "-";
+    if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "-";
     else printf "%.2f", a / b; }'
 }
 
@@ -446,9 +539,9 @@ cell() {
 }
 
 row() {
-  local mode=$1 clients=$2 round=$3 d=$4 b=$5 p=$6
-  printf '%-6s %7s %5s | %10s %7s | %10s %7s | %10s %7s | %8s %8s | %9s %9s\n' \
-    "$mode" "$clients" "$round" \
+  local mode=$1 protocol=$2 clients=$3 round=$4 d=$5 b=$6 p=$7
+  printf '%-6s %-8s %7s %5s | %10s %7s | %10s %7s | %10s %7s | %8s %8s | %9s %9s\n' \
+    "$mode" "$protocol" "$clients" "$round" \
     "$(cell "${tps[$d]:-}" 1)" "$(cell "${latency[$d]:-}" 3)" \
     "$(cell "${tps[$b]:-}" 1)" "$(cell "${latency[$b]:-}" 3)" \
     "$(cell "${tps[$p]:-}" 1)" "$(cell "${latency[$p]:-}" 3)" \
@@ -457,18 +550,23 @@ row() {
 }
 
 # mean_into ARRAY OUT_KEY KEY...: ARRAY[OUT_KEY] = mean of ARRAY over the keys whose run
-# succeeded (tps, latency or cpu_s); a tps mean with no successful run is FAILED.
+# succeeded (tps, latency or cpu_s); a tps mean with no successful run is FAILED, or
+# skipped when every run was skipped.
 mean_into() {
   local array=$1 out=$2; shift 2
   local -n values_of=$array
-  local values="" k
+  local values="" k skipped=1
   for k in "$@"; do
-    [ -n "${values_of[$k]:-}" ] && [ "${tps[$k]:-}" != FAILED ] && values+="${values_of[$k]} "
+    [ "${tps[$k]:-}" = skipped ] || skipped=0
+    [ -n "${values_of[$k]:-}" ] && [ "${tps[$k]:-}" != FAILED ] &&
+      [ "${tps[$k]:-}" != skipped ] && values+="${values_of[$k]} "
   done
   values_of[$out]=$(awk -v v="$values" 'BEGIN { n = split(v, a, " "); if (n == 0) exit;
     s = 0; for (i = 1; i <= n; i++) s += a[i]; printf "%.6f", s / n; }')
   if [ -z "${values_of[$out]}" ]; then
-    if [ "$array" = tps ]; then values_of[$out]=FAILED; else unset "values_of[$out]"; fi
+    if [ "$array" != tps ]; then unset "values_of[$out]"
+    elif [ $skipped = 1 ]; then values_of[$out]=skipped
+    else values_of[$out]=FAILED; fi
   fi
 }
 
@@ -480,18 +578,56 @@ header() {
        "(max_connections $max_connections, fsync and synchronous_commit off)," \
        "$("$PGBOUNCER_BIN" --version 2>/dev/null | head -1)," \
        "$("$pgplex_bin" --version 2>/dev/null || echo 'pgplex (version unknown)')"
-  echo "pgbench -j $THREADS -T $DURATION, scale $SCALE; all targets over TCP 127.0.0.1;" \
+  echo "pgbench -j $THREADS -T $DURATION, scale $SCALE, -M as in the proto column;" \
+       "all targets over TCP 127.0.0.1;" \
        "proxies: $POOL_MODE pooling, pool size $pool_size, SCRAM to clients and PostgreSQL"
   echo "tps: transactions/s (without connection time); lat: average latency in ms;"
   echo "ratios: pgplex tps / PgBouncer tps and pgplex tps / direct tps;"
   echo "cpu/1k: proxy CPU seconds (utime+stime from /proc) per 1000 transactions"
   for t in pgbouncer pgplex; do
     [ -n "${failed[$t]:-}" ] && echo "FAILED target $t: ${failed[$t]}"
+    for p in $PROTOCOL; do
+      reason=$(skip_reason "$t" "$p")
+      [ -n "$reason" ] && echo "skipped: $t with -M $p: $reason"
+    done
   done
   echo
-  printf '%-6s %7s %5s | %10s %7s | %10s %7s | %10s %7s | %8s %8s | %9s %9s\n' \
-    mode clients round "direct tps" lat "bouncer tps" lat "pgplex tps" lat \
+  printf '%-6s %-8s %7s %5s | %10s %7s | %10s %7s | %10s %7s | %8s %8s | %9s %9s\n' \
+    mode proto clients round "direct tps" lat "bouncer tps" lat "pgplex tps" lat \
     plex/bnc plex/dir "bnc cpu/1k" "plex cpu/1k"
+}
+
+syscalls_row() {
+  local mode=$1 protocol=$2 clients=$3 round=$4 b=$5 p=$6 by_name=""
+  [ -n "${syscalls_by_name[$b]:-}" ] && by_name="PgBouncer: ${syscalls_by_name[$b]}"
+  [ -n "${syscalls_by_name[$p]:-}" ] && by_name+="${by_name:+; }pgplex: ${syscalls_by_name[$p]}"
+  printf '%-6s %-8s %7s %5s | %10s %10s | %s\n' "$mode" "$protocol" "$clients" "$round" \
+    "$(cell "${syscalls_tx[$b]:-}" 2)" "$(cell "${syscalls_tx[$p]:-}" 2)" "$by_name"
+}
+
+syscalls_table() {
+  local mode protocol clients round k
+  echo
+  echo "syscalls per transaction: perf stat -e raw_syscalls:sys_enter -p PROXY_PID, from" \
+       "${syscalls_start} s into each run for ${syscalls_window} s; transactions: pgbench's" \
+       "per-second progress (-P 1) summed over that window; by syscall:" \
+       "syscalls:sys_enter_NAME per transaction"
+  printf '%-6s %-8s %7s %5s | %10s %10s | %s\n' mode proto clients round "bnc sys/tx" \
+    "plex sys/tx" "by syscall"
+  for mode in $MODES; do
+    for protocol in $PROTOCOL; do
+      for clients in $CLIENTS; do
+        for ((round = 1; round <= ROUNDS; round++)); do
+          k="$mode/$protocol/$clients/$round"
+          syscalls_row "$mode" "$protocol" "$clients" "$round" "pgbouncer/$k" "pgplex/$k"
+        done
+        if [ "$ROUNDS" -gt 1 ]; then
+          k="$mode/$protocol/$clients/mean"
+          syscalls_row "$mode" "$protocol" "$clients" mean "pgbouncer/$k" "pgplex/$k"
+        fi
+      done
+    done
+  done
 }
 
 # ---- main ---------------------------------------------------------------------------------
@@ -502,17 +638,24 @@ start_pgbouncer
 start_pgplex
 
 runs=0
-for mode in $MODES; do for c in $CLIENTS; do runs=$((runs + 3 * ROUNDS)); done; done
+for mode in $MODES; do for protocol in $PROTOCOL; do for c in $CLIENTS; do
+  for t in direct pgbouncer pgplex; do
+    [ -z "$(skip_reason "$t" "$protocol")" ] && runs=$((runs + ROUNDS))
+  done
+done; done; done
 note "$runs pgbench runs of ${DURATION}s (about $((runs * (DURATION + 5) / 60)) min)"
 
 for mode in $MODES; do
-  for clients in $CLIENTS; do
-    for ((round = 1; round <= ROUNDS; round++)); do
-      # Targets alternate within each round so that drift (caches, thermal, autovacuum)
-      # spreads over all three instead of favouring whichever ran first.
-      run_pgbench direct "$pg_port" "$mode" "$clients" "direct/$mode/$clients/$round"
-      run_pgbench pgbouncer "$pgbouncer_port" "$mode" "$clients" "pgbouncer/$mode/$clients/$round"
-      run_pgbench pgplex "$pgplex_port" "$mode" "$clients" "pgplex/$mode/$clients/$round"
+  for protocol in $PROTOCOL; do
+    for clients in $CLIENTS; do
+      for ((round = 1; round <= ROUNDS; round++)); do
+        # Targets alternate within each round so that drift (caches, thermal, autovacuum)
+        # spreads over all three instead of favouring whichever ran first.
+        for t in direct pgbouncer pgplex; do
+          run_pgbench "$t" "${port_of[$t]}" "$mode" "$protocol" "$clients" \
+            "$t/$mode/$protocol/$clients/$round"
+        done
+      done
     done
   done
 done
@@ -521,23 +664,29 @@ mkdir -p "$results_dir"
 {
   header
   for mode in $MODES; do
-    for clients in $CLIENTS; do
-      for ((round = 1; round <= ROUNDS; round++)); do
-        row "$mode" "$clients" "$round" "direct/$mode/$clients/$round" \
-          "pgbouncer/$mode/$clients/$round" "pgplex/$mode/$clients/$round"
-      done
-      if [ "$ROUNDS" -gt 1 ]; then
-        for t in direct pgbouncer pgplex; do
-          keys=()
-          for ((round = 1; round <= ROUNDS; round++)); do keys+=("$t/$mode/$clients/$round"); done
-          mean_into latency "$t/$mode/$clients/mean" "${keys[@]}"
-          mean_into cpu_s "$t/$mode/$clients/mean" "${keys[@]}"
-          mean_into tps "$t/$mode/$clients/mean" "${keys[@]}"
+    for protocol in $PROTOCOL; do
+      for clients in $CLIENTS; do
+        for ((round = 1; round <= ROUNDS; round++)); do
+          k="$mode/$protocol/$clients/$round"
+          row "$mode" "$protocol" "$clients" "$round" "direct/$k" "pgbouncer/$k" "pgplex/$k"
         done
-        row "$mode" "$clients" mean "direct/$mode/$clients/mean" \
-          "pgbouncer/$mode/$clients/mean" "pgplex/$mode/$clients/mean"
-      fi
+        if [ "$ROUNDS" -gt 1 ]; then
+          for t in direct pgbouncer pgplex; do
+            keys=()
+            for ((round = 1; round <= ROUNDS; round++)); do
+              keys+=("$t/$mode/$protocol/$clients/$round")
+            done
+            mean_into latency "$t/$mode/$protocol/$clients/mean" "${keys[@]}"
+            mean_into cpu_s "$t/$mode/$protocol/$clients/mean" "${keys[@]}"
+            mean_into syscalls_tx "$t/$mode/$protocol/$clients/mean" "${keys[@]}"
+            mean_into tps "$t/$mode/$protocol/$clients/mean" "${keys[@]}"
+          done
+          k="$mode/$protocol/$clients/mean"
+          row "$mode" "$protocol" "$clients" mean "direct/$k" "pgbouncer/$k" "pgplex/$k"
+        fi
+      done
     done
   done
+  [ "$SYSCALLS" = 1 ] && syscalls_table
 } | tee "$results_dir/latest.txt"
 note "table written to bench/results/latest.txt"
