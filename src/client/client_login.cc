@@ -156,7 +156,8 @@ void begin_auth(io::Worker& worker, Client& client) {
 }
 
 // A startup parameter as a setting: "SET name = E'value'", kept under its lower-case name.
-bool add_startup_setting(Session& session, const std::string& name, const std::string& value) {
+bool add_startup_setting(std::vector<pool::Setting>& settings, const std::string& name,
+                         const std::string& value) {
     if (name.empty()) return false;
     for (char ch : name)
         if (!isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.') return false;
@@ -169,12 +170,12 @@ bool add_startup_setting(Session& session, const std::string& name, const std::s
     }
     setting.sql += "'";
     setting.value = value;
-    for (pool::Setting& existing : session.settings)
+    for (pool::Setting& existing : settings)
         if (existing.name == setting.name) {
             existing = std::move(setting);
             return true;
         }
-    session.settings.push_back(std::move(setting));
+    settings.push_back(std::move(setting));
     return true;
 }
 
@@ -207,13 +208,15 @@ void begin_session(io::Worker& worker, Client& client, const proto::StartupPacke
              "unsupported startup option \"" + bad + "\": pgplex accepts only -c name=value");
         return;
     }
+    std::vector<pool::Setting> settings;
     for (const auto& [name, value] : parameters) {
-        if (!add_startup_setting(session, name, value)) {
+        if (!add_startup_setting(settings, name, value)) {
             fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
                  sqlstate::protocol_violation, "invalid startup parameter name \"" + name + "\"");
             return;
         }
     }
+    session.settings = worker.settings.intern(std::move(settings));
     const config::Alias* alias = worker.config->find_alias(session.database);
     if (alias == nullptr) {
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,

@@ -147,6 +147,37 @@ bool parse_reset(std::string_view statement, size_t at, SetChange& out) {
 
 }  // namespace
 
+const std::vector<Setting>& settings_of(const Settings& settings) {
+    static const std::vector<Setting> none;
+    return settings ? *settings : none;
+}
+
+Settings SettingsCache::intern(std::vector<Setting> settings) {
+    uint64_t key = settings.size();
+    for (const Setting& setting : settings)
+        key = key * 1099511628211u ^ std::hash<std::string>{}(setting.sql) ^
+              std::hash<std::string>{}(setting.value);
+    auto same = [&settings](const std::vector<Setting>& other) {
+        if (other.size() != settings.size()) return false;
+        for (size_t i = 0; i < other.size(); ++i)
+            if (other[i].name != settings[i].name || other[i].sql != settings[i].sql ||
+                other[i].value != settings[i].value)
+                return false;
+        return true;
+    };
+    auto [begin, end] = lists_.equal_range(key);
+    for (auto it = begin; it != end; ++it)
+        if (Settings held = it->second.lock(); held && same(*held)) return held;
+    if (lists_.size() >= purge_at_) {
+        for (auto it = lists_.begin(); it != lists_.end();)
+            it = it->second.expired() ? lists_.erase(it) : std::next(it);
+        purge_at_ = std::max<size_t>(64, lists_.size() * 2);
+    }
+    Settings made = std::make_shared<const std::vector<Setting>>(std::move(settings));
+    lists_.emplace(key, made);
+    return made;
+}
+
 bool may_set(std::string_view query) {
     // SET, RESET, DISCARD, PREPARE, DEALLOCATE: "set", "dis", "pre" or "dea" in any case.
     for (size_t i = 0; i + 3 <= query.size(); ++i) {

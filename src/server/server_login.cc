@@ -388,7 +388,7 @@ Server& claim(io::Worker& worker, uint32_t slot, ServerState state, pool::Pool& 
     server.pool = &pool;
     server.created = server.since = worker.now;
     server.parameters.clear();
-    server.applied.clear();
+    server.applied.reset();
     server.pending_syncs = 0;
     server.unsynced = false;
     server.status = proto::TransactionStatus::Idle;

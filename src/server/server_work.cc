@@ -44,10 +44,12 @@ void record_parameter(Server& server, const uint8_t* body, uint32_t size) {
 void settle_settings(Server& server, client::Session& session) {
     bool kept = !session.transaction_failed && !session.transaction_rolled_back;
     if (!session.pending.empty() && kept) {
+        std::vector<pool::Setting> settings = pool::settings_of(session.settings);
         for (const pool::SetChange& change : session.pending) {
-            pool::apply_change(session.settings, change);
+            pool::apply_change(settings, change);
             pool::apply_prepare_change(session.sql_prepared, change);
         }
+        session.settings = std::make_shared<const std::vector<pool::Setting>>(std::move(settings));
         server.applied = session.settings;
         server.sql_prepared = session.sql_prepared;
     }
@@ -322,7 +324,7 @@ uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, ui
                 std::vector<uint8_t> error = std::move(server.pending_error);
                 server.pending_error.clear();
                 server.client = io::nil;
-                server.applied.clear();
+                server.applied.reset();
                 client::on_server_failed(worker, client, error.data(), uint32_t(error.size()));
                 make_available(worker, server);
                 return result.consumed;
@@ -376,7 +378,8 @@ std::string parameter_sync_query(const Server& server, const client::Session& se
             if (strcasecmp(key.c_str(), name.c_str()) == 0) return &value;
         return nullptr;
     };
-    std::string sql = pool::sync_sql(session.settings, server.applied, reported);
+    std::string sql = pool::sync_sql(pool::settings_of(session.settings),
+                                     pool::settings_of(server.applied), reported);
     if (server.sql_prepared_unknown) {
         sql += "DEALLOCATE ALL;";
         sql += pool::prepared_sync_sql(session.sql_prepared, {});
@@ -628,7 +631,7 @@ void unlink(io::Worker& worker, Server& server, bool reset_session) {
     // one a multi-statement Query makes.
     if (in_transaction) send_query(worker, server, "ROLLBACK");
     if (!reset.empty()) {
-        server.applied.clear();
+        server.applied.reset();
         send_query(worker, server, reset);
         // Statements transaction-pooled clients prepared (a pool may serve both modes).
         bool holds = server.prepared.size() > 0 || !server.sql_prepared.empty() ||
@@ -744,7 +747,7 @@ void on_closed(io::Worker& worker, Server& server) {
     server.pool = nullptr;
     server.login.reset();
     server.parameters.clear();
-    server.applied.clear();
+    server.applied.reset();
     server.pending_error.clear();
     forget_expected(worker, server);
     server.prepared.clear();

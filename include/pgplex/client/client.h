@@ -71,7 +71,7 @@ struct Session {
     config::PoolMode mode = config::PoolMode::Session;
     // Startup parameters, "-c name=value" options and (transaction pooling) the SETs that
     // took effect: what every server lent to this client must have in force.
-    std::vector<pool::Setting> settings;
+    pool::Settings settings;
     // Transaction pooling: its SQL-level PREPAREs (name, statement), replayed like settings.
     std::vector<pool::Setting> sql_prepared;
     // SET/RESET sent in the transaction under way; kept when it commits.

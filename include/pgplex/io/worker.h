@@ -99,6 +99,8 @@ class Worker {
     std::unordered_map<std::string, tls::scram::Secret> scram_cache;
     // Named statements of this worker's clients (transaction pooling), interned.
     pool::StatementCache statements;
+    // Startup settings shared by the clients that logged in with the same ones.
+    pool::SettingsCache settings;
 
     client::Client& client(uint32_t slot) { return clients[slot]; }
     server::Server& server(uint32_t slot) { return servers[slot]; }

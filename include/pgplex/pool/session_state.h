@@ -8,8 +8,11 @@
 // live and die with their transaction and are not kept.
 #pragma once
 
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace pgplex::pool {
@@ -18,6 +21,26 @@ struct Setting {
     std::string name;   // the GUC, lower case ("search_path", "timezone", "role")
     std::string sql;    // the statement that puts it in force, replayed as is
     std::string value;  // for startup parameters: the value, to compare with ParameterStatus
+};
+
+// A list of settings, immutable once made and shared: most clients of a pool log in with
+// the same startup parameters, and a server's applied settings are the last client's.
+// Changed by making a new list (copy on write).
+using Settings = std::shared_ptr<const std::vector<Setting>>;
+
+// The list for an empty Settings pointer.
+const std::vector<Setting>& settings_of(const Settings& settings);
+
+// Interns lists of startup settings so clients with the same ones share one (per worker;
+// lists nobody holds are dropped as the cache grows).
+class SettingsCache {
+  public:
+    Settings intern(std::vector<Setting> settings);
+    size_t size() const { return lists_.size(); }
+
+  private:
+    std::unordered_multimap<uint64_t, std::weak_ptr<const std::vector<Setting>>> lists_;
+    size_t purge_at_ = 64;
 };
 
 enum class SetKind : uint8_t {

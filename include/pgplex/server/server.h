@@ -108,7 +108,7 @@ struct Server {
     // Every ParameterStatus the server reported.
     std::vector<std::pair<std::string, std::string>> parameters;
     // What pgplex and its clients SET on it since its last reset.
-    std::vector<pool::Setting> applied;
+    pool::Settings applied;
     // The SQL-level PREPAREs it holds for its client of the moment; unknown after a
     // transaction that touched them failed (DEALLOCATE ALL sets it right).
     std::vector<pool::Setting> sql_prepared;
@@ -140,7 +140,7 @@ struct Transfer {
     uint32_t backend_key = 0;
     base::Milliseconds created = 0;
     std::vector<std::pair<std::string, std::string>> parameters;
-    std::vector<pool::Setting> applied;
+    pool::Settings applied;
     pool::ServerStatements prepared;
     std::vector<pool::Setting> sql_prepared;
     bool sql_prepared_unknown = false;
