@@ -69,4 +69,12 @@ inline constexpr int64_t tick_ms = 200;
 // every tick.
 inline constexpr int64_t min_pool_retry_ms = 15'000;
 
+// LISTEN/NOTIFY in transaction pooling (pool/notify.h).
+// The most LISTEN/UNLISTEN statements pgplex answers in one Query: their CommandCompletes
+// (14 bytes at most each) and the ReadyForQuery fit the 2 KiB a synthesized reply is
+// written into (server_expect.cc). A longer run is refused with 0A000.
+inline constexpr uint32_t listen_statements_per_query_max = 100;
+inline constexpr uint32_t synthesized_reply_bytes_max = 2048;
+static_assert(listen_statements_per_query_max * 14 + 6 <= synthesized_reply_bytes_max);
+
 }  // namespace pgplex::limits
