@@ -13,6 +13,7 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/client/extended.h"
+#include "pgplex/client/listen.h"
 #include "pgplex/client/login.h"
 #include "pgplex/pool/session_state.h"
 #include "pgplex/proto/error.h"
@@ -52,11 +53,13 @@ void write_name(Outbound& out, const char (&name)[pool::server_name_bytes]) {
     out.copy(reinterpret_cast<const uint8_t*>(name), pool::server_name_bytes);
 }
 
-void expect(Outbound& out, Expect what, Reply reply = Reply::Forward, std::string text = {}) {
+void expect(Outbound& out, Expect what, Reply reply = Reply::Forward, std::string text = {},
+            bool listen = false) {
     Pending pending;
     pending.expect = what;
     pending.reply = reply;
     pending.text = std::move(text);
+    pending.listen = listen;
     server::expect(out.worker, out.server, std::move(pending));
 }
 
@@ -172,15 +175,22 @@ void ensure_prepared(Outbound& out, pool::Statement* statement) {
     send_parse(out, statement, Reply::Swallow, {});
 }
 
-// The unnamed statement: passed on, unless it is a DEALLOCATE pgplex answers.
+// The unnamed statement: passed on, unless it is a DEALLOCATE or a LISTEN pgplex answers.
 void on_unnamed_parse(Outbound& out, const uint8_t* body, uint32_t size) {
     std::string_view query;
     std::string tag;
-    if (read_cstring(body, size, 1, query) && pool::may_deallocate(query) &&
-        takes_deallocate(out, query, tag)) {
+    bool readable = read_cstring(body, size, 1, query);
+    ListenParse listen = readable ? on_listen_parse(out, query, tag) : ListenParse::Pass;
+    if (listen == ListenParse::Refuse) {
+        fail_locally(out, Expect::Parse, sqlstate::feature_not_supported, tag);
+        return;
+    }
+    if (listen == ListenParse::Local ||
+        (readable && pool::may_deallocate(query) && takes_deallocate(out, query, tag))) {
         pool::ClientStatements& mine = statements(out.client);
         mine.unnamed_is_local = true;
         mine.local_tag = std::move(tag);
+        mine.local_listen = listen == ListenParse::Local;
         expect(out, Expect::Parse, Reply::Synthesize);
         return;
     }
@@ -287,6 +297,11 @@ void on_parse(Outbound& out, const uint8_t* body, uint32_t size) {
     }
     std::string_view tail(reinterpret_cast<const char*>(body) + name.size() + 1,
                           size - name.size() - 1);
+    std::string refusal;
+    if (refuses_prepared_listen(tail.substr(0, tail.find('\0')), refusal)) {
+        fail_locally(out, Expect::Parse, sqlstate::feature_not_supported, refusal);
+        return;
+    }
     pool::Statement* statement = out.worker.statements.intern(tail);
     statements(out.client).names.emplace(std::string(name), statement);
     if (!out.server.prepared.contains(statement->id)) {
@@ -420,7 +435,7 @@ void on_execute(Outbound& out, const uint8_t* body, uint32_t size) {
     pool::ClientStatements* local = out.client.session->statements.get();
     if (local != nullptr && local->portal_is_local && read_cstring(body, size, 0, portal) &&
         portal == local->local_portal) {
-        expect(out, Expect::Execute, Reply::Synthesize, local->local_tag);
+        expect(out, Expect::Execute, Reply::Synthesize, local->local_tag, local->local_listen);
         return;
     }
     out.pass(type_of(FrontendMessage::Execute), body, size);

@@ -9,6 +9,7 @@
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/client/extended.h"
+#include "pgplex/client/listen.h"
 #include "pgplex/client/login.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/proto/sqlstate.h"
@@ -165,6 +166,7 @@ struct ForwardHandler {
     void on_query(const uint8_t* body, uint32_t size) {
         std::string_view query(reinterpret_cast<const char*>(body), size);
         query = query.substr(0, query.find('\0'));
+        if (track_sets && takes_listen_query(out, query)) return;
         if (renames && on_deallocate(out, query)) return;
         out.pass(uint8_t(FrontendMessage::Query), body, size);
         expect(server::Expect::Query);
@@ -242,6 +244,9 @@ uint32_t consume(io::Worker& worker, Client& client, uint32_t buffer, const uint
                     close(worker, client, CloseReason::ClientTerminated);
                     return size;
                 }
+                if (listen_holds(client)) return used;  // its LISTEN's reply comes first
+                step = answer_listen(worker, client, data + used, size - used);
+                if (step > 0) break;
                 step = answer_between_transactions(worker, client, data + used, size - used);
                 if (step > 0) break;
                 request_server(worker, client);
@@ -428,6 +433,11 @@ void on_server_ready(io::Worker& worker, Client& client) {
 void on_released(io::Worker& worker, Client& client) {
     client.state = ClientState::Idle;
     client.since = worker.now;
+    flush_notifications(worker, client);
+    consume_held(worker, client);
+}
+
+void resume(io::Worker& worker, Client& client) {
     consume_held(worker, client);
 }
 
@@ -495,6 +505,7 @@ void on_closed(io::Worker& worker, Client& client) {
     client.state = ClientState::Free;
     client.login.reset();
     drop_statements(worker, client);
+    forget_listens(worker, client);
     client.session.reset();
     client.pool = nullptr;
     client.cancel_key = 0;

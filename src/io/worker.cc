@@ -12,6 +12,7 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
+#include "pgplex/server/listen.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::io {
@@ -129,6 +130,13 @@ void Worker::dispatch(io_uring_cqe* cqe) {
             return;
         case Op::Adopt:
             server::adopt(*this, static_cast<server::Transfer*>(pointer_of(data)));
+            return;
+        case Op::Listen:
+            server::on_listen_message(*this, static_cast<pool::ListenMessage*>(pointer_of(data)));
+            return;
+        case Op::ListenSent:
+            server::on_listen_sent(*this, static_cast<pool::ListenMessage*>(pointer_of(data)),
+                                   cqe->res);
             return;
         case Op::ServerYieldSent: {
             server::Server& s = servers[slot];

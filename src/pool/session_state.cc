@@ -12,7 +12,8 @@ bool is_space(char ch) {
     return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\f';
 }
 
-// Skips whitespace and comments from `at`.
+}  // namespace
+
 size_t skip_blank(std::string_view text, size_t at) {
     while (at < text.size()) {
         if (is_space(text[at])) {
@@ -30,8 +31,6 @@ size_t skip_blank(std::string_view text, size_t at) {
     return at;
 }
 
-// The end of the statement starting at `at`: the next semicolon outside quotes, dollar
-// quotes and comments, or the end of the text.
 size_t statement_end(std::string_view text, size_t at) {
     while (at < text.size()) {
         char ch = text[at];
@@ -61,6 +60,8 @@ size_t statement_end(std::string_view text, size_t at) {
     }
     return at;
 }
+
+namespace {
 
 // The next word (letters, digits, '_', '.') in lower case, or a quoted identifier as is.
 std::string next_word(std::string_view text, size_t& at) {

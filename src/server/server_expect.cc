@@ -12,6 +12,7 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
+#include "pgplex/client/listen.h"
 #include "pgplex/io/worker.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/writer.h"
@@ -121,7 +122,7 @@ void write_synthesized(proto::Writer& writer, const Pending& head,
 // pgplex's own reply for the oldest, into the client's queue.
 void write_reply(io::Worker& worker, Server& server, client::Client& client) {
     const Pending& head = server.expected.front();
-    uint8_t bytes[4096];
+    uint8_t bytes[limits::synthesized_reply_bytes_max];
     proto::Writer writer(bytes, sizeof bytes);
     if (head.reply == Reply::Fail) {
         writer.begin(BackendMessage::ErrorResponse);
@@ -132,6 +133,8 @@ void write_reply(io::Worker& worker, Server& server, client::Client& client) {
             writer.int8(uint8_t(server.status));
             writer.end();
         }
+    } else if (head.listen) {
+        client::write_listen_reply(worker, client, head, server.status, writer);
     } else {
         write_synthesized(writer, head, server.status);
     }

@@ -19,6 +19,7 @@
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/internal.h"
+#include "pgplex/server/listen.h"
 #include "pgplex/server/server_work.h"
 #include "pgplex/tls/md5.h"
 
@@ -28,6 +29,8 @@ namespace {
 
 using proto::AuthRequest;
 using proto::BackendMessage;
+
+}  // namespace
 
 // A connected, non-blocking socket of the endpoint's family, installed as a fixed file.
 bool open_socket(io::Worker& worker, Server& server, uint32_t slot, std::string& reason) {
@@ -63,6 +66,8 @@ void submit_connect(io::Worker& worker, Server& server) {
     io_uring_sqe_set_data64(sqe, io::pack(io::Op::ServerConnect, slot, server.conn.generation));
     ++server.conn.inflight;
 }
+
+namespace {
 
 void send_startup(io::Worker& worker, Server& server) {
     const pool::Target& target = server.pool->target;
@@ -200,6 +205,11 @@ bool on_authentication(io::Worker& worker, Server& server, const uint8_t* body, 
 }
 
 void login_done(io::Worker& worker, Server& server) {
+    if (server.listener) {
+        server.login.reset();
+        listener_logged_in(worker, server);
+        return;
+    }
     worker.pools[server.pool->id].connecting--;
     server.pool->login_failed_ms.store(0, std::memory_order_release);
     server.login.reset();
@@ -283,6 +293,10 @@ uint32_t login_consume(io::Worker& worker, Server& server, uint32_t, const uint8
 
 void login_failed(io::Worker& worker, Server& server, const uint8_t* error, uint32_t error_size,
                   const char* why) {
+    if (server.listener) {
+        listener_login_failed(worker, server, error, error_size, why);
+        return;
+    }
     pool::Pool& pool = *server.pool;
     proto::ErrorFields fields;
     if (error != nullptr && proto::parse_error(error, error_size, fields))
@@ -386,6 +400,7 @@ Server& claim(io::Worker& worker, uint32_t slot, ServerState state, pool::Pool& 
     server.conn.generation = generation;
     server.state = state;
     server.pool = &pool;
+    server.listener = false;
     server.created = server.since = worker.now;
     server.parameters.clear();
     server.applied.reset();

@@ -14,6 +14,7 @@
 #include "pgplex/pool/pool.h"
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/server/internal.h"
+#include "pgplex/server/listen.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::server {
@@ -63,13 +64,16 @@ bool leave_above_min_pool_size(pool::Pool& pool) {
     return pool.try_release_above(pool.min_size.load(std::memory_order_acquire));
 }
 
+// Also where each pool's listener is looked after: the same worker keeps it.
 void keep_pools_warm(io::Worker& worker) {
     uint32_t workers = uint32_t(worker.shared.ring_fds.size());
     // Pool ids are table slots: a pool may sit at any of them.
     uint32_t count = worker.shared.pools.capacity();
     for (uint32_t id = worker.index; id < count; id += workers) {
         pool::Pool* pool = worker.shared.pools.by_id(id);
-        if (pool != nullptr) keep_warm(worker, *pool);
+        if (pool == nullptr) continue;
+        keep_warm(worker, *pool);
+        listen_tick(worker, *pool);
     }
 }
 

@@ -11,12 +11,14 @@
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/client/extended.h"
+#include "pgplex/client/listen.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/internal.h"
+#include "pgplex/server/listen.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::server {
@@ -86,7 +88,8 @@ struct ForwardHandler {
                 // Only its tag is read: a ROLLBACK drops the SETs of the transaction, a
                 // DISCARD ALL every prepared statement.
                 return client.session &&
-                               (!client.session->pending.empty() || client.session->statements)
+                               (!client.session->pending.empty() || client.session->statements ||
+                                client::has_pending_listens(client))
                            ? proto::Fate::ForwardInspect
                            : proto::Fate::Forward;
             case uint8_t(BackendMessage::ErrorResponse):
@@ -108,8 +111,10 @@ struct ForwardHandler {
             on_held_error(worker, server, body, size);
         } else if (type == uint8_t(BackendMessage::ReadyForQuery)) {
             server.status = static_cast<proto::TransactionStatus>(body[0]);
-            if (server.status == proto::TransactionStatus::Idle && client.session)
+            if (server.status == proto::TransactionStatus::Idle && client.session) {
+                client::settle_listens(worker, client);
                 settle_settings(server, *client.session);
+            }
         } else if (type == uint8_t(BackendMessage::CommandComplete)) {
             std::string_view tag(reinterpret_cast<const char*>(body), size);
             if (tag.substr(0, 8) == "ROLLBACK") client.session->transaction_rolled_back = true;
@@ -356,6 +361,7 @@ uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, ui
         case ServerState::Active:
         case ServerState::Cancelling:
         case ServerState::Adopting:
+        case ServerState::Listening:
         case ServerState::Closing:
             break;
     }
@@ -457,6 +463,8 @@ const char* to_string(ServerState state) {
             return "adopting";
         case ServerState::Yielding:
             return "yielding";
+        case ServerState::Listening:
+            return "listening";
         case ServerState::Closing:
             return "closing";
     }
@@ -538,6 +546,9 @@ void on_recv(io::Worker& worker, Server& server, uint32_t buffer, uint32_t size)
                 break;
             case ServerState::Cancelling:
                 step = size - used;
+                break;
+            case ServerState::Listening:
+                step = listener_consume(worker, server, data + used, size - used);
                 break;
             case ServerState::Free:
             case ServerState::Connecting:
@@ -720,7 +731,7 @@ void close_server(io::Worker& worker, Server& server, CloseReason reason, bool r
         handoff_failed(worker, worker.server_file(worker.server_slot(server)));
         return;
     }
-    if (server.state != ServerState::Cancelling) {
+    if (server.state != ServerState::Cancelling && !server.listener) {
         if (release_place) server.pool->release_server();
         if (reason != CloseReason::LoginFailed)
             log_info("server %s/%s@%s: closing: %s", server.pool->target.dbname.c_str(),
@@ -740,6 +751,8 @@ void close_server(io::Worker& worker, Server& server, CloseReason reason, bool r
 }
 
 void on_closed(io::Worker& worker, Server& server) {
+    if (server.listener) listener_closed(worker, server);
+    server.listener = false;
     uint32_t generation = server.conn.generation;
     server.conn = io::Conn{};
     server.conn.generation = generation;
@@ -787,6 +800,7 @@ void on_tick(io::Worker& worker, Server& server) {
         case ServerState::Syncing:
         case ServerState::Active:
         case ServerState::Resetting:
+        case ServerState::Listening:
         case ServerState::Closing:
             return;
     }
@@ -820,6 +834,9 @@ void on_shutdown(io::Worker& worker, Server& server, bool immediate) {
         case ServerState::Yielding:
             if (immediate && server.transfer == nullptr)
                 close(worker, server, CloseReason::Shutdown);
+            return;
+        case ServerState::Listening:
+            listener_shutdown(worker, server);
             return;
         case ServerState::Free:
         case ServerState::Closing:

@@ -69,4 +69,22 @@ inline constexpr int64_t tick_ms = 200;
 // every tick.
 inline constexpr int64_t min_pool_retry_ms = 15'000;
 
+// LISTEN/NOTIFY in transaction pooling (pool/notify.h).
+// The most LISTEN/UNLISTEN statements pgplex answers in one Query: their CommandCompletes
+// (14 bytes at most each) and the ReadyForQuery fit the 2 KiB a synthesized reply is
+// written into (server_expect.cc). A longer run is refused with 0A000.
+inline constexpr uint32_t listen_statements_per_query_max = 100;
+inline constexpr uint32_t synthesized_reply_bytes_max = 4096;
+static_assert(listen_statements_per_query_max * 14 + 6 <= synthesized_reply_bytes_max);
+// A client's notifications not sent yet (held while it is inside a transaction, or queued
+// to a client that does not read): beyond either bound a notification is dropped, the
+// client gets a NoticeResponse saying how many, and a line is logged. PostgreSQL itself
+// queues up to 8 GB of notifications on disk; pgplex keeps them in memory, per client.
+inline constexpr uint32_t listen_backlog_notifications_max = 1000;
+inline constexpr uint32_t listen_backlog_bytes_max = 1u << 20;
+// A pool's listener connection that failed or was lost is opened again after this wait,
+// doubled at each failure up to the max (PgBouncer's server_login_retry is 15 s).
+inline constexpr int64_t listener_retry_ms_min = 500;
+inline constexpr int64_t listener_retry_ms_max = 30'000;
+
 }  // namespace pgplex::limits

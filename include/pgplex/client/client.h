@@ -10,6 +10,7 @@
 #include "pgplex/base/clock.h"
 #include "pgplex/config/config.h"
 #include "pgplex/io/conn.h"
+#include "pgplex/pool/notify.h"
 #include "pgplex/pool/prepared.h"
 #include "pgplex/pool/session_state.h"
 #include "pgplex/tls/scram.h"
@@ -87,6 +88,8 @@ struct Session {
     bool pinned = false;       // it holds some: it keeps its server
     // Transaction pooling: its named prepared statements (client/client_extended.cc).
     std::unique_ptr<pool::ClientStatements> statements;
+    // Transaction pooling: the channels it LISTENs on (client/client_listen.cc).
+    std::unique_ptr<pool::ClientListen> listen;
 };
 
 struct Client {

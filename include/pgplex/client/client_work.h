@@ -30,6 +30,8 @@ void on_server_failed(io::Worker& worker, Client& client, const uint8_t* error,
                       uint32_t error_size);
 // Transaction pooling: the server was given back at the end of a transaction.
 void on_released(io::Worker& worker, Client& client);
+// Something the client's held bytes waited for happened (its LISTEN was confirmed): go on.
+void resume(io::Worker& worker, Client& client);
 // Bytes from the linked server were queued to the client.
 void on_server_output(io::Worker& worker, Client& client);
 

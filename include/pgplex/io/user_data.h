@@ -24,6 +24,10 @@ enum class Op : uint8_t {
     ServerYieldSent,  // our MSG_RING that handed a server's file to another worker
     Adopt,            // another worker handed us a server: user_data's low 56 bits point to its
                       // server::Transfer
+    Listen,           // another worker's message about LISTEN channels: user_data's low 56
+                      // bits point to its pool::ListenMessage, which the receiver frees
+    ListenSent,       // our MSG_RING carrying a pool::ListenMessage completed; on failure
+                      // the message was not delivered and the sender frees it
     Tick,             // the worker's housekeeping timeout
     Message,          // a message from another ring (IORING_OP_MSG_RING)
     Ignored,          // cancels, shutdowns, messages we sent: nothing to do on completion

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "pgplex/io/buffers.h"
+#include "pgplex/pool/notify.h"
 
 namespace pgplex::io {
 class Worker;
@@ -21,6 +23,7 @@ struct PoolLocal {
     uint32_t waiter_tail = io::nil;
     uint32_t waiter_count = 0;
     uint32_t connecting = 0;  // servers this worker is bringing up for this pool
+    std::unique_ptr<PoolListen> listen;  // LISTEN channels of this worker's clients, if any
 };
 
 // Idle list.

@@ -78,7 +78,8 @@ struct ClientStatements {
     bool unnamed_is_local = false;
     bool portal_is_local = false;
     std::string local_portal;
-    std::string local_tag;  // "DEALLOCATE" or "DEALLOCATE ALL"
+    std::string local_tag;      // "DEALLOCATE" or "DEALLOCATE ALL", or a LISTEN's changes
+    bool local_listen = false;  // it is a LISTEN/UNLISTEN (client_listen.cc), not a DEALLOCATE
 };
 
 // The statements one server has prepared under their server names.

@@ -107,6 +107,12 @@ void apply_prepare_change(std::vector<Setting>& prepared, const SetChange& chang
 std::string prepared_sync_sql(const std::vector<Setting>& client,
                               const std::vector<Setting>& server);
 
+// The small lexer these readers share (and pool/notify.cc): skips whitespace and comments
+// from `at`; the end of the statement starting at `at`, i.e. the next semicolon outside
+// quotes, dollar quotes and comments, or the end of the text.
+size_t skip_blank(std::string_view text, size_t at);
+size_t statement_end(std::string_view text, size_t at);
+
 // Applies a change to a list of settings.
 void apply_change(std::vector<Setting>& settings, const SetChange& change);
 

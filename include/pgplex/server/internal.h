@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "pgplex/io/worker.h"
 #include "pgplex/server/server.h"
@@ -27,6 +28,10 @@ void close_released(io::Worker& worker, Server& server, CloseReason reason);
 bool leave_above_min_pool_size(pool::Pool& pool);
 // Takes a free slot into `state` for the pool, with a fresh generation and no history.
 Server& claim(io::Worker& worker, uint32_t slot, ServerState state, pool::Pool& pool);
+// A connected, non-blocking socket of the pool's endpoint, installed as the slot's fixed
+// file; then the connect that opens it (its completion is Op::ServerConnect).
+bool open_socket(io::Worker& worker, Server& server, uint32_t slot, std::string& reason);
+void submit_connect(io::Worker& worker, Server& server);
 
 // Transaction pooling: the client's transaction is over; the server goes back to the pool.
 void give_back(io::Worker& worker, Server& server, client::Client& client);

@@ -34,6 +34,8 @@ enum class ServerState : uint8_t {
                  // counted in the pool's connecting
     Yielding,    // was Idle; being handed to another worker (recv stopping, then the file
                  // sent); not in the idle list
+    Listening,   // listener == true: its pool's LISTEN connection (server_listen.cc); never
+                 // lent, not in the idle list, not counted in the pool
     Closing,     // close requested; becomes Free when every op has completed
 };
 
@@ -74,6 +76,9 @@ struct Pending {
     Expect expect = Expect::Sync;
     Reply reply = Reply::Forward;
     bool prepares = false;  // a Parse that prepares `statement` on the server
+    // A LISTEN/UNLISTEN pgplex answers (Synthesize): `text` holds it (pool/notify.h), and
+    // the reply is written by client/client_listen.cc.
+    bool listen = false;
     // A Bind of `statement` that began the replay record: if it fails with "cached plan
     // must not change result type", pgplex prepares the statement again and replays.
     bool retry = false;
@@ -96,6 +101,9 @@ struct Server {
     uint32_t idle_next = io::nil;  // idle list link (Idle) / free list link (Free)
     uint32_t idle_prev = io::nil;
     pool::Pool* pool = nullptr;
+    // The pool's listener connection (server_listen.cc): from claim to close, in any state;
+    // it holds no place in the pool.
+    bool listener = false;
     uint32_t backend_pid = 0;
     uint32_t backend_key = 0;
     uint32_t pending_syncs = 0;  // Query, Sync and FunctionCall sent, ReadyForQuery to come
