@@ -193,8 +193,12 @@ bool may_set(std::string_view query) {
     return false;
 }
 
-std::vector<SetChange> parse_set_statements(std::string_view query) {
-    std::vector<SetChange> changes;
+namespace {
+
+// Calls visit(statement, head, cursor) for each statement of a query: its text, its first
+// word in lower case, and where that word ends.
+template <typename Visit>
+void for_each_statement(std::string_view query, Visit visit) {
     size_t at = 0;
     while (at < query.size()) {
         size_t begin = skip_blank(query, at);
@@ -202,37 +206,51 @@ std::vector<SetChange> parse_set_statements(std::string_view query) {
         std::string_view statement = query.substr(begin, end - begin);
         size_t cursor = 0;
         std::string head = next_word(statement, cursor);
-        SetChange change;
-        bool found = false;
-        if (head == "set")
-            found = parse_set(statement, cursor, change);
-        else if (head == "reset")
-            found = parse_reset(statement, cursor, change);
-        else if (head == "discard" && next_word(statement, cursor) == "all") {
-            change.kind = SetKind::ResetAll;
-            found = true;
-            changes.push_back(change);
-            change.kind = SetKind::DeallocateAll;
-        } else if (head == "prepare") {
-            change.kind = SetKind::Prepare;
-            change.name = next_word(statement, cursor);
-            change.sql = std::string(trimmed(statement));
-            found = !change.name.empty() && change.name != "transaction";
-        } else if (head == "deallocate") {
-            size_t word_at = skip_blank(statement, cursor);
-            change.name = next_word(statement, cursor);
-            if (change.name == "prepare") {
-                word_at = skip_blank(statement, cursor);
-                change.name = next_word(statement, cursor);
-            }
-            bool quoted = word_at < statement.size() && statement[word_at] == '"';
-            change.kind =
-                change.name == "all" && !quoted ? SetKind::DeallocateAll : SetKind::Deallocate;
-            found = !change.name.empty();
-        }
-        if (found) changes.push_back(std::move(change));
+        visit(statement, head, cursor);
         at = end + 1;
     }
+}
+
+// DEALLOCATE [PREPARE] {name | ALL}, from just past DEALLOCATE.
+void parse_deallocate_change(std::string_view statement, size_t cursor, SetChange& change) {
+    size_t word_at = skip_blank(statement, cursor);
+    change.name = next_word(statement, cursor);
+    if (change.name == "prepare") {
+        word_at = skip_blank(statement, cursor);
+        change.name = next_word(statement, cursor);
+    }
+    bool quoted = word_at < statement.size() && statement[word_at] == '"';
+    change.kind = change.name == "all" && !quoted ? SetKind::DeallocateAll : SetKind::Deallocate;
+}
+
+}  // namespace
+
+std::vector<SetChange> parse_set_statements(std::string_view query) {
+    std::vector<SetChange> changes;
+    for_each_statement(
+        query, [&changes](std::string_view statement, const std::string& head, size_t cursor) {
+            SetChange change;
+            bool found = false;
+            if (head == "set") {
+                found = parse_set(statement, cursor, change);
+            } else if (head == "reset") {
+                found = parse_reset(statement, cursor, change);
+            } else if (head == "discard" && next_word(statement, cursor) == "all") {
+                change.kind = SetKind::ResetAll;
+                changes.push_back(change);
+                change.kind = SetKind::DeallocateAll;
+                found = true;
+            } else if (head == "prepare") {
+                change.kind = SetKind::Prepare;
+                change.name = next_word(statement, cursor);
+                change.sql = std::string(trimmed(statement));
+                found = !change.name.empty() && change.name != "transaction";
+            } else if (head == "deallocate") {
+                parse_deallocate_change(statement, cursor, change);
+                found = !change.name.empty();
+            }
+            if (found) changes.push_back(std::move(change));
+        });
     return changes;
 }
 
@@ -317,20 +335,15 @@ uint8_t detect_session_state(std::string_view query) {
     bool temp = contains_word_ci(query, "temp");
     bool hold = contains_word_ci(query, "hold");
     if (!advisory && !temp && !hold) return kinds;  // the common case: one pass, done
-    size_t at = 0;
-    while (at < query.size()) {
-        size_t begin = skip_blank(query, at);
-        size_t end = statement_end(query, begin);
-        std::string_view statement = query.substr(begin, end - begin);
-        size_t cursor = 0;
-        std::string head = next_word(statement, cursor);
-        if (advisory && (contains_word_ci(statement, "pg_advisory_lock") ||
-                         contains_word_ci(statement, "pg_try_advisory_lock")))
-            kinds |= advisory_lock;
-        if (hold && head == "declare" && has_with_hold(statement, cursor)) kinds |= hold_cursor;
-        if (temp && creates_temp(statement, head, cursor)) kinds |= temp_table;
-        at = end + 1;
-    }
+    for_each_statement(query,
+                       [&](std::string_view statement, const std::string& head, size_t cursor) {
+                           if (advisory && (contains_word_ci(statement, "pg_advisory_lock") ||
+                                            contains_word_ci(statement, "pg_try_advisory_lock")))
+                               kinds |= advisory_lock;
+                           if (hold && head == "declare" && has_with_hold(statement, cursor))
+                               kinds |= hold_cursor;
+                           if (temp && creates_temp(statement, head, cursor)) kinds |= temp_table;
+                       });
     return kinds;
 }
 
@@ -349,21 +362,15 @@ bool may_deallocate(std::string_view query) {
 }
 
 bool drops_prepared(std::string_view query) {
-    size_t at = 0;
-    while (at < query.size()) {
-        size_t begin = skip_blank(query, at);
-        size_t end = statement_end(query, begin);
-        std::string_view statement = query.substr(begin, end - begin);
-        size_t cursor = 0;
-        std::string head = next_word(statement, cursor);
-        if (head == "discard" || head == "deallocate") {
-            std::string word = next_word(statement, cursor);
-            if (head == "deallocate" && word == "prepare") word = next_word(statement, cursor);
-            if (word == "all") return true;
-        }
-        at = end + 1;
-    }
-    return false;
+    bool drops = false;
+    for_each_statement(
+        query, [&drops](std::string_view statement, const std::string& head, size_t cursor) {
+            SetChange change;
+            if (head == "deallocate") parse_deallocate_change(statement, cursor, change);
+            drops = drops || change.kind == SetKind::DeallocateAll ||
+                    (head == "discard" && next_word(statement, cursor) == "all");
+        });
+    return drops;
 }
 
 void apply_prepare_change(std::vector<Setting>& prepared, const SetChange& change) {
