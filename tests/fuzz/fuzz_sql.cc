@@ -1,8 +1,9 @@
 // Fuzzes the SQL lexer pgplex runs on client statements in transaction pooling: SET/RESET
-// tracking, DEALLOCATE, DISCARD ALL and the detection of session state. None may crash or
+// tracking, PREPARE/DEALLOCATE, DISCARD ALL, LISTEN/UNLISTEN and the detection of session
+// state. None may crash or
 // read outside the text (an exactly sized heap copy, so ASan sees any overrun), and what
 // they return must be consistent: a name found by parse_deallocate is non-empty unless it
-// means ALL; every change parsed has a name unless it resets everything; the sync SQL
+// means ALL; a change parsed has a name exactly when it does not reset everything; the sync SQL
 // built from the changes round-trips through the parser without crashing.
 #include <cstddef>
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pgplex/pool/notify.h"
 #include "pgplex/pool/session_state.h"
 
 #define FUZZ_CHECK(condition)      \
@@ -22,15 +24,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size > 1 << 16) return 0;
     std::vector<char> copy(data, data + size);
     std::string_view query(copy.data(), copy.size());
+    query = query.substr(0, query.find('\0'));  // as the data path cuts a Query's text
     using namespace pgplex::pool;
 
     std::vector<SetChange> changes;
     if (may_set(query)) changes = parse_set_statements(query);
-    std::vector<Setting> settings;
+    std::vector<Setting> settings, prepared;
     for (const SetChange& change : changes) {
-        FUZZ_CHECK(change.kind == SetKind::ResetAll || !change.name.empty());
+        bool all = change.kind == SetKind::ResetAll || change.kind == SetKind::DeallocateAll;
+        FUZZ_CHECK(all == change.name.empty());
         apply_change(settings, change);
+        apply_prepare_change(prepared, change);
     }
+    parse_set_statements(prepared_sync_sql(prepared, {}));
     std::string sync =
         sync_sql(settings, {}, [](const std::string&) -> const std::string* { return nullptr; });
     parse_set_statements(sync);
@@ -40,6 +46,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (parse_deallocate(query, name, all)) FUZZ_CHECK(all == name.empty());
     drops_prepared(query);
     may_deallocate(query);
+
+    // LISTEN / UNLISTEN: what is read must encode, decode and replay to the same channels.
+    std::vector<ListenChange> listens;
+    if (may_listen(query) && parse_listen(query, listens) == ListenQuery::Only) {
+        std::vector<ListenChange> decoded;
+        std::string_view error;
+        FUZZ_CHECK(decode_listen(encode_listen(listens), decoded, error));
+        FUZZ_CHECK(decoded.size() == listens.size());
+        std::vector<std::string> channels, again;
+        apply_listen(channels, listens);
+        apply_listen(again, decoded);
+        FUZZ_CHECK(channels == again);
+        for (const ListenChange& change : listens) listen_sql(change.kind, change.channel);
+    }
 
     uint8_t kinds = detect_session_state(query);
     FUZZ_CHECK((kinds & ~(advisory_lock | hold_cursor | temp_table)) == 0);
