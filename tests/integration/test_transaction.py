@@ -199,3 +199,26 @@ def test_a_set_sent_through_the_extended_protocol_follows_the_client(make_pgplex
             a.execute("SET statement_timeout = '2345ms'", prepare=False)
         assert one(b, "SHOW statement_timeout") == "0"
         assert one(a, "SHOW statement_timeout") == "2345ms"
+
+
+def test_waiting_clients_are_served_in_the_order_they_asked(make_pgplex):
+    # One worker: the waiter list is per worker and first come, first served there.
+    pgplex = make_pgplex(pool_size=1, workers=1, settings=TRANSACTION)
+    holder = plain(pgplex.port)
+    waiters = [plain(pgplex.port) for _ in range(4)]
+    try:
+        holder.execute("BEGIN")  # the pool's only server, held
+        queued = []
+        for conn in waiters:
+            queued.append(Background(lambda conn=conn: one(conn, "SELECT clock_timestamp()")))
+            time.sleep(0.2)  # each is in line before the next asks
+        assert not any(job.done() for job in queued)
+        holder.execute("COMMIT")
+        for job in queued:
+            assert job.join(10) and job.error is None, job.error
+        served = [job.result for job in queued]
+        assert served == sorted(served)
+    finally:
+        holder.close()
+        for conn in waiters:
+            conn.close()
