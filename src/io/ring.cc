@@ -3,6 +3,8 @@
 // nothing, each fallback logged.
 #include "pgplex/io/ring.h"
 
+#include "pgplex/base/limits.h"
+
 #include <cstring>
 #include <stdexcept>
 
@@ -70,8 +72,15 @@ io_uring_sqe* Ring::sqe() {
     return entry;
 }
 
-int Ring::submit_and_wait() {
-    return io_uring_submit_and_wait(&ring_, 1);
+int Ring::submit_and_wait(unsigned sends) {
+    if (sends == 0) return io_uring_submit_and_wait(&ring_, 1);
+    // A send to a socket with room completes while it is submitted and posts its completion
+    // at once: waiting for one completion would return at once, only to enter again to
+    // sleep. Waiting for one more than the sends makes that one enter; a send that could
+    // not complete inline (a full socket) is waited for at most send_wait_us.
+    __kernel_timespec timeout{0, limits::send_wait_us * 1000};
+    io_uring_cqe* cqe = nullptr;
+    return io_uring_submit_and_wait_timeout(&ring_, &cqe, sends + 1, &timeout, nullptr);
 }
 
 int Ring::install_file(uint32_t index, int fd) {

@@ -76,7 +76,8 @@ void Worker::run() {
 }
 
 void Worker::loop_turn() {
-    int rc = ring.submit_and_wait();
+    int rc = ring.submit_and_wait(sends_queued_);
+    sends_queued_ = 0;
     if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)
         log_error("worker %u: io_uring_submit_and_wait: %s", index, strerror(-rc));
     now = base::monotonic_ms();
@@ -336,6 +337,7 @@ void Worker::submit_send(Conn& conn, Op op, uint32_t slot) {
     io_uring_sqe_set_data64(sqe, pack(op, slot, conn.generation));
     conn.send_busy = true;
     conn.send_op = index_op;
+    ++sends_queued_;
     ++conn.inflight;
 }
 

@@ -61,6 +61,10 @@ static_assert(workers_max << cancel_slot_bits <= 0x7fffffffu, "pid must stay pos
 // Buffer ids of the provided buffer ring are 16 bits in a CQE.
 inline constexpr uint32_t ring_buffers_max = 32768;
 
+// How long a worker with sends just submitted waits for one completion more than it
+// submitted (io/ring.cc): the cost of a send that did not complete inline.
+inline constexpr long send_wait_us = 200;
+
 // Housekeeping (timeouts, idle servers, reload pickup) runs at this period on each worker.
 inline constexpr int64_t tick_ms = 200;
 

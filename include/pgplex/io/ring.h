@@ -26,7 +26,9 @@ class Ring {
 
     io_uring_sqe* sqe();
     // Submits prepared SQEs and waits for one completion (or the tick timeout to fire).
-    int submit_and_wait();
+    // Submits and waits for a completion; `sends`: sendmsg entries among those submitted
+    // (see ring.cc).
+    int submit_and_wait(unsigned sends);
     // Registers a plain fd at a fixed-file index (the fd may be closed afterwards).
     int install_file(uint32_t index, int fd);
 
