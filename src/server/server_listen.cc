@@ -372,8 +372,7 @@ struct ListenerHandler {
             case uint8_t(BackendMessage::NotificationResponse):
             case uint8_t(BackendMessage::ErrorResponse):
             case uint8_t(BackendMessage::ReadyForQuery):
-                return length <= limits::assembled_message_bytes_max ? proto::Fate::Inspect
-                                                                     : proto::Fate::Drop;
+                return inspect_if_small(length);
             default:
                 return proto::Fate::Drop;
         }

@@ -216,8 +216,7 @@ struct OwnQueryHandler {
             case uint8_t(BackendMessage::ReadyForQuery):
             case uint8_t(BackendMessage::ParameterStatus):
             case uint8_t(BackendMessage::ErrorResponse):
-                return length <= limits::assembled_message_bytes_max ? proto::Fate::Inspect
-                                                                     : proto::Fate::Drop;
+                return inspect_if_small(length);
             default:
                 return proto::Fate::Drop;
         }

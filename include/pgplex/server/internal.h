@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 
+#include "pgplex/base/limits.h"
 #include "pgplex/io/worker.h"
 #include "pgplex/server/server.h"
 
@@ -18,6 +19,11 @@ void login_failed(io::Worker& worker, Server& server, const uint8_t* error, uint
                   const char* why);
 void queue(io::Worker& worker, Server& server, const uint8_t* data, uint32_t size);
 uint8_t* assembly(Server& server, uint32_t size);
+// For messages pgplex reads and never forwards: assembled when small enough to, else
+// dropped unread.
+inline proto::Fate inspect_if_small(uint32_t length) {
+    return length <= limits::assembled_message_bytes_max ? proto::Fate::Inspect : proto::Fate::Drop;
+}
 // A client of the pool on this worker has waited reserve_pool_timeout and the pool is at
 // pool_size: takes one of its reserve_pool_size places (logged), or returns false.
 bool take_from_reserve(io::Worker& worker, pool::Pool& pool);
