@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential g++ meson ninja-build pkg-config clang libclang-rt-14-dev
   liburing-dev libssl-dev libxxhash-dev libtomlplusplus-dev libsystemd-dev
-  libpg-query-dev libpcre2-dev libcriterion-dev
+  libpg-query-dev libpcre2-dev libcriterion-dev libpq-dev
   postgresql-15 postgresql-client-15 pgbouncer debhelper
   python3 python3-psycopg python3-pytest
   procps psmisc iproute2 util-linux strace

@@ -654,6 +654,34 @@ std::string Endpoint::to_string() const {
     return host + ":" + port_text;
 }
 
+const char* to_string(Dest dest) {
+    return dest == Dest::Direct ? "direct" : "pool";
+}
+
+const char* to_string(Balance balance) {
+    switch (balance) {
+        case Balance::RoundRobin:
+            return "roundrobin";
+        case Balance::LeastConn:
+            return "leastconn";
+        case Balance::Load:
+            return "load";
+    }
+    return "unknown";
+}
+
+const Cluster* Config::find_cluster(std::string_view name) const {
+    for (const Cluster& cluster : clusters)
+        if (cluster.name == name) return &cluster;
+    return nullptr;
+}
+
+const Node* Cluster::find_node(std::string_view node_name) const {
+    for (const Node& node : nodes)
+        if (node.name == node_name) return &node;
+    return nullptr;
+}
+
 const Alias* Config::find_alias(std::string_view name) const {
     for (const Alias& alias : aliases) {
         if (alias.name == name) return &alias;

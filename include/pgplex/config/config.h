@@ -36,11 +36,91 @@ struct Endpoint {
     std::string to_string() const;  // "host:port" or "/dir/.s.PGSQL.port"
 };
 
+// [clusters.NAME.node_options."host:port"]: what the config says of a node. Its role is
+// never configured: the monitor reads it from the node.
+struct NodeOptions {
+    bool offline = false;        // a dedicated offline instance (Pigsty's pg_role = offline)
+    bool offline_query = false;  // a replica that also takes offline queries (pg_offline_query)
+    int weight = 100;            // 0..256, as HAProxy's; 0 takes no new work
+};
+
+struct Node {
+    std::string name;  // "host:port" as written in nodes
+    Endpoint endpoint;
+    NodeOptions options;
+};
+
+enum class Dest : uint8_t { Pool, Direct };
+enum class Balance : uint8_t { RoundRobin, LeastConn, Load };
+
+const char* to_string(Dest dest);
+const char* to_string(Balance balance);
+
+// [clusters.C.services.NAME]: a listener that reaches the nodes its selector picks.
+struct Service {
+    std::string name;
+    std::string cluster;
+    uint32_t line = 0;
+    std::vector<Endpoint> listen;  // port on host (or on every TCP host of [pgplex] listen)
+    std::string selector;          // cluster/topology.h Selector text
+    std::string backup;            // likewise; "" for none
+    Dest dest = Dest::Pool;
+    Balance balance = Balance::RoundRobin;
+    int64_t max_lag_ms = -1;     // -1: no limit
+    int64_t max_lag_bytes = -1;  // -1: no limit
+    int maxconn = 0;             // per node: servers (direct) or leases (pool) at once; 0 none
+    int maxqueue = 0;            // clients waiting for this service at once; 0: no limit
+    int weight = 100;            // default weight of its nodes (node_options.weight wins)
+    int64_t slowstart_ms = 0;    // a node that comes up ramps from 0 to its weight over this
+};
+
+struct Cluster {
+    std::string name;
+    uint32_t line = 0;
+    std::vector<Node> nodes;
+    std::string monitor_user = "postgres";
+    std::string monitor_password;  // empty: none (trust, peer) or from the auth file
+    std::string monitor_dbname = "postgres";
+    int64_t inter_ms = 1'000;      // between checks of a node that is up and steady
+    int64_t fastinter_ms = 1'000;  // ... that is changing (counting rise or fall)
+    int64_t downinter_ms = 1'000;  // ... that is down
+    int rise = 2;                  // good checks in a row before a down node is up
+    int fall = 3;                  // failed checks in a row before an up node is down
+    int64_t check_timeout_ms = 2'000;  // one check: connect, log in and query
+    int64_t max_lag_ms = -1;       // routed reads: replicas further behind leave rotation
+    int64_t max_lag_bytes = -1;
+    uint16_t patroni_port = 0;     // 0: health from the monitor; else Patroni's REST API
+    std::vector<Service> services;  // the four Pigsty defaults when none are configured
+
+    const Node* find_node(std::string_view node_name) const;
+};
+
+// [[rules]]: a statement matching pattern (PCRE2), from a client matching the conditions,
+// goes to route (or node).
+struct Rule {
+    uint32_t line = 0;
+    std::string pattern;
+    std::string route;  // primary | replica | standby | offline | delayed; or "" with node
+    std::string node;   // "host:port" of a cluster node
+    std::string user, database, application_name;  // "" matches any
+};
+
+// [[rewrites]]: every match of pattern is replaced (PCRE2 substitution) before sending.
+struct Rewrite {
+    uint32_t line = 0;
+    std::string pattern;
+    std::string replacement;
+    std::string user, database, application_name;
+};
+
 // One [databases.NAME] table: what a client-visible database name maps to.
 struct Alias {
     std::string name;   // the key; "*" is the fallback for any other name
     uint32_t line = 0;  // where it is defined, for messages
-    Endpoint server;
+    Endpoint server;       // when cluster is empty
+    std::string cluster;   // [clusters.X] this alias routes over, per statement; or empty
+    bool read_your_writes = true;    // routed reads wait for the client's last commit
+    std::string default_route = "primary";  // statements no other level routes
     std::string dbname;    // empty: the client's database name
     std::string user;      // empty: the client's user name
     std::string password;  // empty: from the auth file
@@ -105,12 +185,19 @@ struct Config {
     uint32_t buffer_size = 16384;    // bytes per provided buffer
     uint32_t buffer_count = 2048;    // provided buffers per worker (power of two)
 
+    std::vector<std::string> admin_users;          // may use the pgplex database
+    std::vector<std::string> read_only_functions;  // besides the built-in list
+    std::vector<Cluster> clusters;
+    std::vector<Rule> rules;
+    std::vector<Rewrite> rewrites;
+
     std::vector<Alias> aliases;                                   // every [databases.X] except "*"
     std::unique_ptr<Alias> fallback;                              // [databases."*"], if present
     std::unordered_map<std::string, UserSettings> user_settings;  // [users.NAME], by name
 
     // The alias for a client's database name: an exact match, else the fallback, else null.
     const Alias* find_alias(std::string_view name) const;
+    const Cluster* find_cluster(std::string_view name) const;
     int pool_size(const Alias& alias) const {
         return alias.pool_size >= 0 ? alias.pool_size : default_pool_size;
     }

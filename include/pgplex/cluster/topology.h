@@ -1,0 +1,96 @@
+// What the monitors see of every cluster, as one immutable snapshot. The monitor thread
+// (cluster/monitor.h) builds a new Topology after every round of checks that changed
+// something and publishes it; workers only read the snapshot they hold, and pick up the
+// next one on their loop turn. Nothing here is trusted from the config except which nodes
+// exist and their flags: roles, health, LSNs and lag are always read from the nodes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pgplex/config/config.h"
+
+namespace pgplex::cluster {
+
+// What a node says it is (pg_is_in_recovery()). Unknown until its first good check.
+enum class Role : uint8_t { Unknown, Primary, Replica };
+
+const char* to_string(Role role);
+
+struct NodeStatus {
+    std::string name;  // "host:port" as written in the cluster's nodes
+    config::Endpoint endpoint;
+    config::NodeOptions options;  // offline / offline_query / weight, from the config
+    bool healthy = false;         // after rise/fall hysteresis
+    Role role = Role::Unknown;    // from the last good check
+    bool sync = false;            // the primary's pg_stat_replication calls it sync or quorum
+    int64_t apply_delay_ms = 0;   // recovery_min_apply_delay: > 0 makes it a delayed replica
+    bool replay_paused = false;   // pg_is_wal_replay_paused()
+    uint64_t current_lsn = 0;     // primary: pg_current_wal_lsn()
+    uint64_t receive_lsn = 0;     // replica: pg_last_wal_receive_lsn()
+    uint64_t replay_lsn = 0;      // replica: pg_last_wal_replay_lsn(); primary: current_lsn
+    int64_t lag_bytes = -1;       // primary's current_lsn - replay_lsn; 0 on the primary; -1 unknown
+    int64_t lag_ms = -1;          // replay lag in time; 0 on the primary; -1 unknown
+    int max_connections = 0;
+    int free_slots = -1;            // connections it would still accept; -1 unknown
+    std::string application_name;   // the name its WAL receiver gives the primary
+    int64_t up_since_ms = 0;        // monotonic ms when it last became healthy (slowstart)
+    int64_t checked_ms = 0;         // monotonic ms of the last check, good or bad
+    int64_t check_us = -1;          // how long the last good check took
+    std::string last_error;         // why the last check failed; empty after a good one
+    std::string source = "monitor"; // "monitor" or "patroni"
+
+    bool delayed() const { return role == Role::Replica && apply_delay_ms > 0; }
+};
+
+struct ClusterStatus {
+    std::string name;
+    std::vector<NodeStatus> nodes;  // in the config's order
+    int primary = -1;               // index into nodes of the healthy primary; -1 none
+    uint64_t epoch = 0;             // grows every time the primary changes
+};
+
+struct Topology {
+    uint64_t generation = 0;  // grows with every publication
+    std::vector<ClusterStatus> clusters;
+
+    const ClusterStatus* find(std::string_view name) const;
+};
+
+// --- services --------------------------------------------------------------------------------
+
+// A compiled selector: "primary", "replica && !offline", "sync || (replica && offline_query)".
+// Predicates: primary, replica, sync, delayed, offline, offline_query, any. Operators: !, &&,
+// ||, parentheses. An empty text selects nothing.
+class Selector {
+  public:
+    // Returns false and sets reason on a syntax error or an unknown predicate.
+    static bool compile(std::string_view text, Selector& out, std::string& reason);
+    bool matches(const NodeStatus& node) const;
+    bool empty() const { return code_.empty(); }
+
+  private:
+    std::vector<uint8_t> code_;  // postfix
+};
+
+// Which nodes carry a service now: members, or the backups when no member qualifies.
+struct Carriers {
+    std::vector<int> nodes;  // indexes into ClusterStatus::nodes
+    bool backup = false;     // true when these are the backups
+};
+
+struct ServiceRule {
+    Selector selector;
+    Selector backup;
+    int64_t max_lag_ms = -1;     // -1: no limit
+    int64_t max_lag_bytes = -1;  // -1: no limit
+};
+
+// Healthy nodes matching the selector within the lag limits; else healthy backups within
+// them; else nothing. A replica whose lag is unknown counts as over any limit.
+Carriers carriers(const ServiceRule& rule, const ClusterStatus& cluster);
+
+}  // namespace pgplex::cluster
