@@ -1,1 +1,208 @@
-// placeholder: filled in by issue 4's work
+// See topology.h. Selectors compile to a small postfix program (one byte per predicate or
+// operator) so matching a node is a loop over a few bytes, run on every routed transaction.
+#include "pgplex/cluster/topology.h"
+
+#include <cctype>
+
+namespace pgplex::cluster {
+
+namespace {
+
+enum Code : uint8_t {
+    IsPrimary,
+    IsReplica,
+    IsSync,
+    IsDelayed,
+    IsOffline,
+    IsOfflineQuery,
+    IsAny,
+    Not,
+    And,
+    Or,
+};
+
+struct Predicate {
+    std::string_view name;
+    Code code;
+};
+
+constexpr Predicate predicates[] = {
+    {"primary", IsPrimary}, {"replica", IsReplica}, {"sync", IsSync},
+    {"delayed", IsDelayed}, {"offline", IsOffline}, {"offline_query", IsOfflineQuery},
+    {"any", IsAny},
+};
+
+// Recursive descent: or := and ('||' and)* ; and := unary ('&&' unary)* ;
+// unary := '!' unary | '(' or ')' | predicate.
+struct Compiler {
+    std::string_view text;
+    size_t at = 0;
+    std::vector<uint8_t>& code;
+    std::string& reason;
+    int depth = 0;
+
+    void skip_space() {
+        while (at < text.size() && std::isspace(static_cast<unsigned char>(text[at]))) ++at;
+    }
+    bool take(std::string_view token) {
+        skip_space();
+        if (text.substr(at, token.size()) != token) return false;
+        at += token.size();
+        return true;
+    }
+    bool fail(const std::string& why) {
+        if (reason.empty()) reason = why + " at offset " + std::to_string(at);
+        return false;
+    }
+    bool predicate() {
+        skip_space();
+        size_t start = at;
+        while (at < text.size() &&
+               (std::isalnum(static_cast<unsigned char>(text[at])) || text[at] == '_'))
+            ++at;
+        std::string_view word = text.substr(start, at - start);
+        if (word.empty()) return fail("expected a predicate");
+        for (const Predicate& known : predicates)
+            if (known.name == word) {
+                code.push_back(known.code);
+                return true;
+            }
+        at = start;
+        return fail("unknown predicate \"" + std::string(word) +
+                    "\" (primary, replica, sync, delayed, offline, offline_query, any)");
+    }
+    bool unary() {
+        if (++depth > 64) return fail("too deeply nested");
+        bool ok = false;
+        if (take("!")) {
+            ok = unary();
+            if (ok) code.push_back(Not);
+        } else if (take("(")) {
+            ok = disjunction() && (take(")") || fail("expected )"));
+        } else {
+            ok = predicate();
+        }
+        --depth;
+        return ok;
+    }
+    bool conjunction() {
+        if (!unary()) return false;
+        while (take("&&")) {
+            if (!unary()) return false;
+            code.push_back(And);
+        }
+        return true;
+    }
+    bool disjunction() {
+        if (!conjunction()) return false;
+        while (take("||")) {
+            if (!conjunction()) return false;
+            code.push_back(Or);
+        }
+        return true;
+    }
+};
+
+bool test(Code code, const NodeStatus& node) {
+    switch (code) {
+        case IsPrimary:
+            return node.role == Role::Primary;
+        case IsReplica:
+            return node.role == Role::Replica;
+        case IsSync:
+            return node.role == Role::Replica && node.sync;
+        case IsDelayed:
+            return node.delayed();
+        case IsOffline:
+            return node.options.offline;
+        case IsOfflineQuery:
+            return node.options.offline_query;
+        case IsAny:
+            return true;
+        case Not:
+        case And:
+        case Or:
+            break;
+    }
+    return false;
+}
+
+bool within_lag(const ServiceRule& rule, const NodeStatus& node) {
+    if (node.role == Role::Primary) return true;
+    if (rule.max_lag_bytes >= 0 && (node.lag_bytes < 0 || node.lag_bytes > rule.max_lag_bytes))
+        return false;
+    if (rule.max_lag_ms >= 0 && (node.lag_ms < 0 || node.lag_ms > rule.max_lag_ms)) return false;
+    return true;
+}
+
+void collect(const Selector& selector, const ServiceRule& rule, const ClusterStatus& cluster,
+             std::vector<int>& out) {
+    if (selector.empty()) return;
+    for (size_t i = 0; i < cluster.nodes.size(); ++i) {
+        const NodeStatus& node = cluster.nodes[i];
+        if (node.healthy && node.role != Role::Unknown && selector.matches(node) &&
+            within_lag(rule, node))
+            out.push_back(int(i));
+    }
+}
+
+}  // namespace
+
+const char* to_string(Role role) {
+    switch (role) {
+        case Role::Unknown:
+            return "unknown";
+        case Role::Primary:
+            return "primary";
+        case Role::Replica:
+            return "replica";
+    }
+    return "unknown";
+}
+
+const ClusterStatus* Topology::find(std::string_view name) const {
+    for (const ClusterStatus& cluster : clusters)
+        if (cluster.name == name) return &cluster;
+    return nullptr;
+}
+
+bool Selector::compile(std::string_view text, Selector& out, std::string& reason) {
+    out.code_.clear();
+    reason.clear();
+    Compiler compiler{text, 0, out.code_, reason};
+    compiler.skip_space();
+    if (compiler.at == text.size()) return true;  // empty: selects nothing
+    if (!compiler.disjunction()) return false;
+    compiler.skip_space();
+    if (compiler.at != text.size()) return compiler.fail("unexpected text");
+    return true;
+}
+
+bool Selector::matches(const NodeStatus& node) const {
+    bool stack[128];
+    size_t depth = 0;
+    for (uint8_t byte : code_) {
+        Code code = static_cast<Code>(byte);
+        if (code == Not) {
+            stack[depth - 1] = !stack[depth - 1];
+        } else if (code == And || code == Or) {
+            bool right = stack[--depth];
+            stack[depth - 1] = code == And ? stack[depth - 1] && right : stack[depth - 1] || right;
+        } else {
+            if (depth == sizeof stack) return false;
+            stack[depth++] = test(code, node);
+        }
+    }
+    return depth == 1 && stack[0];
+}
+
+Carriers carriers(const ServiceRule& rule, const ClusterStatus& cluster) {
+    Carriers out;
+    collect(rule.selector, rule, cluster, out.nodes);
+    if (!out.nodes.empty()) return out;
+    collect(rule.backup, rule, cluster, out.nodes);
+    out.backup = !out.nodes.empty();
+    return out;
+}
+
+}  // namespace pgplex::cluster
