@@ -29,6 +29,7 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/unique_fd.h"
 #include "pgplex/config/auth_file.h"
+#include "pgplex/config/loader.h"
 
 namespace pgplex::config {
 
@@ -74,42 +75,7 @@ bool read_whole_file(const std::string& path, std::uintmax_t bytes_max, std::str
     }
 }
 
-// Holds the path for messages, the setting being read (so each check below can name it
-// and its line) and the first error met.
-struct Loader {
-    std::string path;
-    std::string error;
-    std::string_view name;             // the setting being read
-    const toml::node* node = nullptr;  // its value
-
-    bool fail_at(uint32_t line, std::string_view reason) {
-        error = path + ":" + std::to_string(line) + ": " + std::string(reason);
-        return false;
-    }
-    bool fail_on(const toml::node& at, std::string_view reason) {
-        return fail_at(at.source().begin.line, reason);
-    }
-    bool fail(std::string_view reason) {
-        return fail_on(*node, std::string(name) + " " + std::string(reason));
-    }
-
-    bool integer(int64_t min, int64_t max, int64_t& out);
-    template <typename T>
-    bool integer_as(int64_t min, int64_t max, T& out) {
-        int64_t value = 0;
-        if (!integer(min, max, value)) return false;
-        out = T(value);
-        return true;
-    }
-    bool power_of_two(int64_t min, int64_t max, uint32_t& out);
-    bool string(std::string& out);
-    bool optional_string(std::optional<std::string>& out);
-    bool boolean(bool& out);
-    bool duration(int64_t& out_ms);
-    bool one_of(std::initializer_list<std::string_view> allowed, std::string& out);
-    bool pool_mode(PoolMode& out);
-    bool auth_type(AuthType& out);
-};
+}  // namespace
 
 bool Loader::integer(int64_t min, int64_t max, int64_t& out) {
     const toml::value<int64_t>* value = node->as_integer();
@@ -177,6 +143,41 @@ bool Loader::one_of(std::initializer_list<std::string_view> allowed, std::string
     return fail("must be one of " + list);
 }
 
+bool Loader::string_list(std::vector<std::string>& out) {
+    const toml::array* list = node->as_array();
+    if (list == nullptr) return fail("must be an array of strings");
+    out.clear();
+    for (const toml::node& element : *list) {
+        const toml::value<std::string>* text = element.as_string();
+        if (text == nullptr) return fail_on(element, std::string(name) + " must hold strings");
+        out.push_back(text->get());
+    }
+    return true;
+}
+
+bool Loader::lag(int64_t& out_ms, int64_t& out_bytes) {
+    out_ms = -1;
+    out_bytes = -1;
+    const toml::value<std::string>* text = node->as_string();
+    if (text != nullptr) {
+        std::string_view value = text->get();
+        size_t digits = 0;
+        while (digits < value.size() && value[digits] >= '0' && value[digits] <= '9') ++digits;
+        std::string_view unit = value.substr(digits);
+        static constexpr std::pair<std::string_view, int64_t> units[] = {
+            {"B", 1}, {"kB", 1 << 10}, {"MB", 1 << 20}, {"GB", int64_t(1) << 30}};
+        for (auto [suffix, scale] : units)
+            if (digits > 0 && digits <= 12 &&
+                strcasecmp(std::string(unit).c_str(), std::string(suffix).c_str()) == 0) {
+                out_bytes = std::stoll(std::string(value.substr(0, digits))) * scale;
+                return true;
+            }
+    }
+    if (duration(out_ms)) return true;
+    error.clear();
+    return fail("must be a duration (\"500ms\", \"10s\") or a size (\"0B\", \"64kB\", \"16MB\")");
+}
+
 bool Loader::pool_mode(PoolMode& out) {
     std::string mode;
     if (!one_of({"session", "transaction", "statement"}, mode)) return false;
@@ -193,10 +194,7 @@ bool Loader::auth_type(AuthType& out) {
     return true;
 }
 
-bool same_address(const Endpoint& a, const Endpoint& b) {
-    return a.address_bytes == b.address_bytes &&
-           std::memcmp(&a.address, &b.address, a.address_bytes) == 0;
-}
+namespace {
 
 bool add_listen(Loader& loader, const toml::node& node, Config& config) {
     const toml::value<std::string>* text = node.as_string();
@@ -224,13 +222,6 @@ bool set_listen(Loader& loader, Config& config) {
     }
     return true;
 }
-
-// A setting of a section: its name and the function that checks and stores it.
-template <typename Target>
-struct Setting {
-    std::string_view name;
-    bool (*apply)(Loader&, Target&);
-};
 
 constexpr Setting<Config> pgplex_settings[] = {
     {"listen", set_listen},
@@ -295,6 +286,15 @@ constexpr Setting<Config> pgplex_settings[] = {
      [](Loader& loader, Config& config) {
          return loader.one_of({"error", "warning", "notice", "info", "debug"}, config.log_level);
      }},
+    {"admin_users",
+     [](Loader& loader, Config& config) { return loader.string_list(config.admin_users); }},
+    {"read_only_functions",
+     [](Loader& loader, Config& config) {
+         if (!loader.string_list(config.read_only_functions)) return false;
+         for (std::string& name : config.read_only_functions)
+             for (char& c : name) c = char(std::tolower(static_cast<unsigned char>(c)));
+         return true;
+     }},
     {"buffer_size",
      [](Loader& loader, Config& config) {
          return loader.power_of_two(4096, 1 << 20, config.buffer_size);
@@ -311,6 +311,7 @@ struct AliasDraft {
     std::string host{default_server_host};
     uint32_t host_line = 0;      // 0: host not given
     uint32_t password_line = 0;  // 0: password not given
+    uint32_t cluster_line = 0;   // 0: cluster not given
     std::optional<std::string> application_name, client_encoding, datestyle, timezone, options;
 };
 
@@ -362,6 +363,20 @@ constexpr Setting<AliasDraft> alias_settings[] = {
          draft.alias.pool_mode_set = true;
          return loader.pool_mode(draft.alias.pool_mode);
      }},
+    {"cluster",
+     [](Loader& loader, AliasDraft& draft) {
+         draft.cluster_line = loader.node->source().begin.line;
+         return loader.string(draft.alias.cluster);
+     }},
+    {"read_your_writes",
+     [](Loader& loader, AliasDraft& draft) {
+         return loader.boolean(draft.alias.read_your_writes);
+     }},
+    {"default_route",
+     [](Loader& loader, AliasDraft& draft) {
+         return loader.one_of({"primary", "replica", "standby", "offline", "delayed"},
+                              draft.alias.default_route);
+     }},
     {"pin_on_session_state",
      [](Loader& loader, AliasDraft& draft) {
          bool pin = true;
@@ -370,36 +385,6 @@ constexpr Setting<AliasDraft> alias_settings[] = {
          return true;
      }},
 };
-
-// Applies each key of `table` through the setting of that name.
-template <typename Target, size_t count>
-bool apply_settings(Loader& loader, const toml::table& table, std::string_view section,
-                    const Setting<Target> (&settings)[count], Target& target) {
-    for (auto&& [key, node] : table) {
-        std::string_view name = key.str();
-        const Setting<Target>* setting =
-            std::find_if(settings, settings + count,
-                         [name](const Setting<Target>& s) { return s.name == name; });
-        if (setting == settings + count) {
-            return loader.fail_at(
-                key.source().begin.line,
-                "unknown setting \"" + std::string(name) + "\" in [" + std::string(section) + "]");
-        }
-        loader.name = name;
-        loader.node = &node;
-        if (!setting->apply(loader, target)) return false;
-    }
-    return true;
-}
-
-// "databases.name" or "users.name", quoting the name as TOML needs when it is not a bare
-// key.
-std::string section_name(std::string_view name, std::string_view parent = "databases") {
-    bool bare = !name.empty() && std::all_of(name.begin(), name.end(), [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
-    });
-    return std::string(parent) + "." + (bare ? std::string(name) : "\"" + std::string(name) + "\"");
-}
 
 void add_startup_parameters(AliasDraft& draft) {
     const std::pair<const char*, std::optional<std::string>*> in_order[] = {
@@ -436,7 +421,15 @@ bool parse_alias(Loader& loader, std::string_view name, const toml::node& node, 
     if (!apply_settings(loader, *table, section, alias_settings, draft)) return false;
     if (draft.password_line != 0 && draft.alias.user.empty())
         return loader.fail_at(draft.password_line, "password is given without user");
+    if (draft.cluster_line != 0 && draft.host_line != 0)
+        return loader.fail_at(draft.cluster_line,
+                              "an alias names either a cluster or a host, not both");
     std::string reason;
+    if (draft.cluster_line != 0) {
+        add_startup_parameters(draft);
+        out = std::move(draft.alias);
+        return true;
+    }
     if (!resolve_endpoint(draft.host, draft.alias.server.port, draft.alias.server, reason))
         return loader.fail_at(draft.host_line ? draft.host_line : draft.alias.line, reason);
     add_startup_parameters(draft);
@@ -527,7 +520,9 @@ bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
 
 bool parse_root(Loader& loader, const toml::table& root, Config& config) {
     for (auto&& [key, node] : root) {
-        if (key.str() == "pgplex" || key.str() == "databases" || key.str() == "users") continue;
+        static constexpr std::string_view known[] = {"pgplex",   "databases", "users",
+                                                     "clusters", "rules",     "rewrites"};
+        if (std::find(std::begin(known), std::end(known), key.str()) != std::end(known)) continue;
         std::string what = node.is_table() ? "unknown section [" + std::string(key.str()) + "]"
                                            : "unknown setting \"" + std::string(key.str()) +
                                                  "\" outside any section";
@@ -539,7 +534,14 @@ bool parse_root(Loader& loader, const toml::table& root, Config& config) {
     const toml::node* databases = root.get("databases");
     if (databases != nullptr && !parse_databases(loader, *databases, config)) return false;
     const toml::node* users = root.get("users");
-    return users == nullptr || parse_users(loader, *users, config);
+    if (users != nullptr && !parse_users(loader, *users, config)) return false;
+    const toml::node* clusters = root.get("clusters");
+    if (clusters != nullptr && !parse_clusters(loader, *clusters, config)) return false;
+    const toml::node* rules = root.get("rules");
+    if (rules != nullptr && !parse_rules(loader, *rules, config)) return false;
+    const toml::node* rewrites = root.get("rewrites");
+    if (rewrites != nullptr && !parse_rewrites(loader, *rewrites, config)) return false;
+    return check_routing(loader, root, config);
 }
 
 LoadResult load_unguarded(const std::string& path) {

@@ -32,6 +32,8 @@ inline constexpr uint32_t replay_bytes_max = 65536;
 
 // A role name or database name: PostgreSQL's NAMEDATALEN - 1.
 inline constexpr uint32_t name_bytes_max = 63;
+// Nodes in one [clusters] table: a primary and its replicas; the monitors run them all.
+inline constexpr uint32_t cluster_nodes_max = 64;
 
 // PgBouncer's MAX_PASSWORD: long enough for a SCRAM secret or a long plain password.
 inline constexpr uint32_t password_bytes_max = 996;

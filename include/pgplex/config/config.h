@@ -81,15 +81,15 @@ struct Cluster {
     std::string monitor_user = "postgres";
     std::string monitor_password;  // empty: none (trust, peer) or from the auth file
     std::string monitor_dbname = "postgres";
-    int64_t inter_ms = 1'000;      // between checks of a node that is up and steady
-    int64_t fastinter_ms = 1'000;  // ... that is changing (counting rise or fall)
-    int64_t downinter_ms = 1'000;  // ... that is down
-    int rise = 2;                  // good checks in a row before a down node is up
-    int fall = 3;                  // failed checks in a row before an up node is down
+    int64_t inter_ms = 1'000;          // between checks of a node that is up and steady
+    int64_t fastinter_ms = 1'000;      // ... that is changing (counting rise or fall)
+    int64_t downinter_ms = 1'000;      // ... that is down
+    int rise = 2;                      // good checks in a row before a down node is up
+    int fall = 3;                      // failed checks in a row before an up node is down
     int64_t check_timeout_ms = 2'000;  // one check: connect, log in and query
-    int64_t max_lag_ms = -1;       // routed reads: replicas further behind leave rotation
+    int64_t max_lag_ms = -1;           // routed reads: replicas further behind leave rotation
     int64_t max_lag_bytes = -1;
-    uint16_t patroni_port = 0;     // 0: health from the monitor; else Patroni's REST API
+    uint16_t patroni_port = 0;      // 0: health from the monitor; else Patroni's REST API
     std::vector<Service> services;  // the four Pigsty defaults when none are configured
 
     const Node* find_node(std::string_view node_name) const;
@@ -115,15 +115,15 @@ struct Rewrite {
 
 // One [databases.NAME] table: what a client-visible database name maps to.
 struct Alias {
-    std::string name;   // the key; "*" is the fallback for any other name
-    uint32_t line = 0;  // where it is defined, for messages
-    Endpoint server;       // when cluster is empty
-    std::string cluster;   // [clusters.X] this alias routes over, per statement; or empty
-    bool read_your_writes = true;    // routed reads wait for the client's last commit
+    std::string name;              // the key; "*" is the fallback for any other name
+    uint32_t line = 0;             // where it is defined, for messages
+    Endpoint server;               // when cluster is empty
+    std::string cluster;           // [clusters.X] this alias routes over, per statement; or empty
+    bool read_your_writes = true;  // routed reads wait for the client's last commit
     std::string default_route = "primary";  // statements no other level routes
-    std::string dbname;    // empty: the client's database name
-    std::string user;      // empty: the client's user name
-    std::string password;  // empty: from the auth file
+    std::string dbname;                     // empty: the client's database name
+    std::string user;                       // empty: the client's user name
+    std::string password;                   // empty: from the auth file
     // Sent in the server's StartupMessage, in this order: application_name,
     // client_encoding, DateStyle, TimeZone, options (names as the server expects them).
     std::vector<std::pair<std::string, std::string>> startup_parameters;

@@ -94,11 +94,11 @@ class Rules {
 // --- 4. statement class -----------------------------------------------------------------------
 
 enum class StatementClass : uint8_t {
-    Read,            // plain reads: SELECT without FOR UPDATE/SHARE or writing CTEs, SHOW, ...
-    Write,           // DML, DDL, SELECT ... FOR UPDATE, WITH ... INSERT, SELECT INTO, nextval(),
-                     // SET (session state), functions not known to be read-only, BEGIN (plain)
-    ReadOnlyBlock,   // BEGIN READ ONLY / START TRANSACTION READ ONLY (and reads after it)
-    Unparsable,      // PostgreSQL's parser rejects it: the default route decides
+    Read,           // plain reads: SELECT without FOR UPDATE/SHARE or writing CTEs, SHOW, ...
+    Write,          // DML, DDL, SELECT ... FOR UPDATE, WITH ... INSERT, SELECT INTO, nextval(),
+                    // SET (session state), functions not known to be read-only, BEGIN (plain)
+    ReadOnlyBlock,  // BEGIN READ ONLY / START TRANSACTION READ ONLY (and reads after it)
+    Unparsable,     // PostgreSQL's parser rejects it: the default route decides
 };
 
 const char* to_string(StatementClass value);
@@ -109,8 +109,7 @@ class Classifier {
   public:
     // read_only_functions: names (lower case, optionally schema-qualified) of functions
     // the config declares read-only, in addition to the built-in list.
-    explicit Classifier(std::vector<std::string> read_only_functions = {},
-                        size_t capacity = 16384);
+    explicit Classifier(std::vector<std::string> read_only_functions = {}, size_t capacity = 16384);
     StatementClass classify(std::string_view text);
     size_t cached() const { return cache_.size(); }
     uint64_t parses() const { return parses_; }  // texts actually parsed (cache misses)
