@@ -15,6 +15,7 @@
 
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
+#include "pgplex/cluster/monitor.h"
 #include "pgplex/io/listener.h"
 #include "pgplex/io/worker.h"
 
@@ -38,19 +39,31 @@ struct WorkerThread {
     std::string error;
 };
 
-// Opens every listen socket a worker needs. A Unix socket goes to worker 0 only.
+bool open_one(const config::Endpoint& endpoint, io::ListenerRole role,
+              std::vector<base::UniqueFd>& out, std::vector<io::ListenerRole>& roles) {
+    std::string reason;
+    base::UniqueFd fd = io::listen_on(endpoint, reason);
+    if (!fd.valid()) {
+        log_error("cannot listen: %s", reason.c_str());
+        return false;
+    }
+    out.push_back(std::move(fd));
+    roles.push_back(std::move(role));
+    return true;
+}
+
+// Opens every listen socket a worker needs: the main listener, then every service's. A Unix
+// socket goes to worker 0 only.
 bool open_listeners(const config::Config& config, uint32_t worker,
-                    std::vector<base::UniqueFd>& out) {
+                    std::vector<base::UniqueFd>& out, std::vector<io::ListenerRole>& roles) {
     for (const config::Listen& listen : config.listen) {
         if (listen.endpoint.is_unix() && worker != 0) continue;
-        std::string reason;
-        base::UniqueFd fd = io::listen_on(listen.endpoint, reason);
-        if (!fd.valid()) {
-            log_error("cannot listen: %s", reason.c_str());
-            return false;
-        }
-        out.push_back(std::move(fd));
+        if (!open_one(listen.endpoint, {}, out, roles)) return false;
     }
+    for (const config::Cluster& cluster : config.clusters)
+        for (const config::Service& service : cluster.services)
+            for (const config::Endpoint& endpoint : service.listen)
+                if (!open_one(endpoint, {cluster.name, service.name}, out, roles)) return false;
     return true;
 }
 
@@ -67,7 +80,17 @@ void warn_restart_only(const config::Config& old_config, const config::Config& f
         log_warning("reload: buffer_size/buffer_count changed; they take effect at restart");
 }
 
-void reload(io::Shared& shared) {
+// Service listeners are opened at start; their ports and hosts change only at restart.
+std::string service_addresses(const config::Config& config) {
+    std::string out;
+    for (const config::Cluster& cluster : config.clusters)
+        for (const config::Service& service : cluster.services)
+            for (const config::Endpoint& endpoint : service.listen)
+                out += cluster.name + "." + service.name + "@" + endpoint.to_string() + " ";
+    return out;
+}
+
+void reload(io::Shared& shared, cluster::Monitor& monitor) {
     std::shared_ptr<const config::Config> current = shared.config_snapshot();
     sd_notify(0, "RELOADING=1");
     config::LoadResult result = config::load(current->path);
@@ -77,6 +100,9 @@ void reload(io::Shared& shared) {
         return;
     }
     warn_restart_only(*current, *result.config);
+    if (service_addresses(*current) != service_addresses(*result.config))
+        log_warning("reload: service listeners changed; new ports take effect at restart");
+    monitor.reconfigure(result.config);
     base::log_set_level(level_of(result.config->log_level));
     shared.publish(result.config);
     log_info("reload: %s loaded (%zu aliases)", result.config->path.c_str(),
@@ -85,7 +111,8 @@ void reload(io::Shared& shared) {
 }
 
 // Turns signals into reloads and shutdowns until every worker has finished.
-void wait_for_signals(io::Shared& shared, const std::string& path, bool failed, int running) {
+void wait_for_signals(io::Shared& shared, cluster::Monitor& monitor, const std::string& path,
+                      bool failed, int running) {
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGHUP);
@@ -101,7 +128,7 @@ void wait_for_signals(io::Shared& shared, const std::string& path, bool failed, 
         if (watchdog) sd_notify(0, "WATCHDOG=1");
         if (sig == SIGHUP && !stopping) {
             log_info("SIGHUP: reloading %s", path.c_str());
-            reload(shared);
+            reload(shared, monitor);
         } else if (sig == SIGTERM || sig == SIGINT) {
             bool immediate = sig == SIGINT || shared.shutdown.load();
             std::shared_ptr<const config::Config> current = shared.config_snapshot();
@@ -121,6 +148,19 @@ void wait_for_signals(io::Shared& shared, const std::string& path, bool failed, 
 }
 
 }  // namespace
+
+std::shared_ptr<const cluster::Topology> io::Shared::topology_snapshot() const {
+    std::lock_guard<std::mutex> guard(config_mutex_);
+    return topology_;
+}
+
+void io::Shared::publish_topology(std::shared_ptr<const cluster::Topology> topology) {
+    {
+        std::lock_guard<std::mutex> guard(config_mutex_);
+        topology_ = std::move(topology);
+    }
+    topology_generation.fetch_add(1, std::memory_order_acq_rel);
+}
 
 std::shared_ptr<const config::Config> io::Shared::config_snapshot() const {
     std::lock_guard<std::mutex> guard(config_mutex_);
@@ -154,14 +194,17 @@ int run_control(std::shared_ptr<const config::Config> config) {
     std::vector<std::unique_ptr<WorkerThread>> threads;
     for (uint32_t i = 0; i < worker_count; ++i) {
         std::vector<base::UniqueFd> listeners;
-        if (!open_listeners(*config, i, listeners)) return 1;
+        std::vector<io::ListenerRole> roles;
+        if (!open_listeners(*config, i, listeners, roles)) return 1;
         auto entry = std::make_unique<WorkerThread>();
         WorkerThread* slot = entry.get();
         entry->thread =
-            std::thread([&shared, config, i, slot, fds = std::move(listeners)]() mutable {
+            std::thread([&shared, config, i, slot, fds = std::move(listeners),
+                         roles = std::move(roles)]() mutable {
                 std::unique_ptr<io::Worker> worker;
                 try {
-                    worker = std::make_unique<io::Worker>(i, shared, config, std::move(fds));
+                    worker = std::make_unique<io::Worker>(i, shared, config, std::move(fds),
+                                                          std::move(roles));
                 } catch (const std::exception& error) {
                     slot->error = error.what();
                     slot->state.store(-1);
@@ -195,10 +238,22 @@ int run_control(std::shared_ptr<const config::Config> config) {
     if (!failed) {
         for (const config::Listen& listen : config->listen)
             log_info("listening on %s", listen.endpoint.to_string().c_str());
+        for (const config::Cluster& cluster : config->clusters)
+            for (const config::Service& service : cluster.services)
+                for (const config::Endpoint& endpoint : service.listen)
+                    log_info("service %s.%s listening on %s (%s)", cluster.name.c_str(),
+                             service.name.c_str(), endpoint.to_string().c_str(),
+                             config::to_string(service.dest));
         sd_notify(0, "READY=1\nSTATUS=serving");
     }
 
-    wait_for_signals(shared, config->path, failed, running);
+    cluster::Monitor monitor(
+        [&shared](std::shared_ptr<const cluster::Topology> topology) {
+            shared.publish_topology(std::move(topology));
+        });
+    if (!failed) monitor.start(config);
+    wait_for_signals(shared, monitor, config->path, failed, running);
+    monitor.stop();
     for (auto& entry : threads)
         if (entry->thread.joinable()) entry->thread.join();
     log_info("pgplex stopped");

@@ -4,23 +4,42 @@
 // messages they send, so clients and tools see what they expect.
 #include <openssl/rand.h>
 
+#include <strings.h>
+
+#include <algorithm>
 #include <cstring>
 #include <string>
 
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
+#include "pgplex/client/admin.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/client/login.h"
+#include "pgplex/client/route.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/proto/startup.h"
 #include "pgplex/proto/writer.h"
+#include "pgplex/route/router.h"
 #include "pgplex/server/server_work.h"
 #include "pgplex/tls/md5.h"
 
 namespace pgplex::client {
 
 namespace {
+
+// The pool mode of a client: a direct service's clients each keep their own server; else as
+// PgBouncer decides (config.h), for a client of no alias from [users] and [pgplex].
+config::PoolMode mode_of(const config::Config& config, const config::Alias* alias,
+                         const Session& session) {
+    if (session.routing && session.routing->dest == config::Dest::Direct)
+        return config::PoolMode::Session;
+    if (alias != nullptr) return config.pool_mode_of(*alias, session.user);
+    auto user = config.user_settings.find(session.user);
+    if (user != config.user_settings.end() && user->second.pool_mode_set)
+        return user->second.pool_mode;
+    return config.pool_mode;
+}
 
 using proto::Severity;
 
@@ -208,6 +227,13 @@ void begin_session(io::Worker& worker, Client& client, const proto::StartupPacke
              "unsupported startup option \"" + bad + "\": pgplex accepts only -c name=value");
         return;
     }
+    // pgplex.intent steers routing; no server ever sees it.
+    std::string intent;
+    std::erase_if(parameters, [&intent](const auto& parameter) {
+        if (strcasecmp(parameter.first.c_str(), "pgplex.intent") != 0) return false;
+        intent = parameter.second;
+        return true;
+    });
     std::vector<pool::Setting> settings;
     for (const auto& [name, value] : parameters) {
         if (!add_startup_setting(settings, name, value)) {
@@ -217,15 +243,13 @@ void begin_session(io::Worker& worker, Client& client, const proto::StartupPacke
         }
     }
     session.settings = worker.settings.intern(std::move(settings));
-    const config::Alias* alias = worker.config->find_alias(session.database);
-    if (alias == nullptr) {
-        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
-             sqlstate::invalid_catalog_name, "database \"" + session.database + "\" does not exist",
-             "pgplex has no [databases] entry for it and no \"*\" fallback");
-        return;
-    }
-    session.mode = worker.config->pool_mode_of(*alias, session.user);
-    session.pin_allowed = worker.config->pin_on_session_state_of(*alias);
+    Resolved resolved;
+    if (!resolve_login(worker, client, intent, resolved)) return;
+    const config::Config& config = *worker.config;
+    session.admin = resolved.admin;
+    session.mode = mode_of(config, resolved.alias, session);
+    session.pin_allowed =
+        resolved.alias ? config.pin_on_session_state_of(*resolved.alias) : config.pin_on_session_state;
     begin_auth(worker, client);
 }
 
@@ -402,31 +426,67 @@ uint32_t consume_auth(io::Worker& worker, Client& client, const uint8_t* data, u
 
 // --- after authentication -----------------------------------------------------------------
 
-pool::Target target_for(const config::Config& config, const config::Alias& alias,
+// A client of no alias (a service port, or "db@cluster") logs in to the database it named,
+// as itself.
+pool::Target target_for(const config::Config& config, const config::Alias* alias,
                         const Session& session, const Login& login) {
     pool::Target target;
-    target.alias = alias.name;
-    target.endpoint = alias.server;
-    target.dbname = alias.dbname.empty() ? session.database : alias.dbname;
-    target.user = alias.user.empty() ? session.user : alias.user;
-    if (!alias.password.empty()) {
-        target.password = alias.password;
-    } else if (alias.user.empty()) {
+    if (alias == nullptr) {
+        size_t at = session.routing ? session.database.rfind('@') : std::string::npos;
+        bool named = at != std::string::npos && session.routing->service.empty();
+        target.alias = session.database;
+        target.dbname = named ? session.database.substr(0, at) : session.database;
+        target.user = session.user;
+        target.password = login.secret;
+        return target;
+    }
+    target.alias = alias->name;
+    target.endpoint = alias->server;
+    target.dbname = alias->dbname.empty() ? session.database : alias->dbname;
+    target.user = alias->user.empty() ? session.user : alias->user;
+    if (!alias->password.empty()) {
+        target.password = alias->password;
+    } else if (alias->user.empty()) {
         target.password = login.secret;
     } else {
-        auto found = config.users.find(alias.user);
+        auto found = config.users.find(alias->user);
         if (found != config.users.end()) target.password = found->second;
     }
-    target.startup_parameters = alias.startup_parameters;
+    target.startup_parameters = alias->startup_parameters;
     return target;
+}
+
+// The alias of a routed client, found again (a reload may have come since the login began).
+const config::Alias* routed_alias(const config::Config& config, const Session& session) {
+    const config::Alias* alias = config.find_alias(session.database);
+    if (alias != nullptr && alias->name != "*") return alias;
+    size_t at = session.database.rfind('@');
+    if (at == std::string::npos || !session.routing->service.empty()) return alias;
+    alias = config.find_alias(session.database.substr(0, at));
+    return alias != nullptr && alias->name != "*" ? alias : nullptr;
 }
 
 void authenticated(io::Worker& worker, Client& client) {
     const config::Config& config = *worker.config;
     Session& session = *client.session;
+    if (session.admin) {
+        begin_admin(worker, client);
+        return;
+    }
+    if (session.routing) {
+        pool::Target base = target_for(config, routed_alias(config, session), session,
+                                       *client.login);
+        begin_routed(worker, client, std::move(base));
+        return;
+    }
     const config::Alias* alias = config.find_alias(session.database);
-    PGPLEX_ASSERT(alias != nullptr);
-    pool::Target target = target_for(config, *alias, session, *client.login);
+    if (alias == nullptr) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::invalid_catalog_name, "database \"" + session.database + "\" does not exist",
+             "its [databases] entry was removed by a reload during the login");
+        return;
+    }
+    pool::Target target = target_for(config, alias, session, *client.login);
     pool::Pool* pool = worker.shared.pools.find_or_create(target);
     if (pool == nullptr) {
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,

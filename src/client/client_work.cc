@@ -10,7 +10,9 @@
 #include "pgplex/client/client_work.h"
 #include "pgplex/client/extended.h"
 #include "pgplex/client/listen.h"
+#include "pgplex/client/admin.h"
 #include "pgplex/client/login.h"
+#include "pgplex/client/route.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/server/internal.h"
@@ -239,6 +241,11 @@ uint32_t consume(io::Worker& worker, Client& client, uint32_t buffer, const uint
                 step = consume_active(worker, client, buffer, data + used, size - used);
                 break;
             case ClientState::Idle:
+                if (client.session->admin) {
+                    step = admin_consume(worker, client, data + used, size - used);
+                    if (client.state == ClientState::Closing) return size;
+                    break;
+                }
                 // A transaction begins: a Terminate needs no server, anything else does.
                 if (data[used] == uint8_t(FrontendMessage::Terminate)) {
                     close(worker, client, CloseReason::ClientTerminated);
@@ -249,6 +256,11 @@ uint32_t consume(io::Worker& worker, Client& client, uint32_t buffer, const uint
                 if (step > 0) break;
                 step = answer_between_transactions(worker, client, data + used, size - used);
                 if (step > 0) break;
+                if (client.session->routing) {
+                    step = route_transaction(worker, client, data + used, size - used);
+                    if (step > 0) break;
+                    if (client.state != ClientState::Idle) return used;  // waits for a node
+                }
                 request_server(worker, client);
                 continue;
             case ClientState::Waiting:
@@ -291,8 +303,9 @@ void consume_held(io::Worker& worker, Client& client) {
 }
 
 void release(io::Worker& worker, Client& client) {
-    if (client.state == ClientState::Waiting)
+    if (client.state == ClientState::Waiting && client.pool != nullptr)
         pool::waiter_remove(worker, worker.client_slot(client));
+    lease_ended(worker, client);
     if (client.server != io::nil) {
         server::Server& server = worker.server(client.server);
         client.server = io::nil;
@@ -366,8 +379,9 @@ void queue(io::Worker& worker, Client& client, const uint8_t* data, uint32_t siz
     worker.mark_dirty(client.conn, io::Op::ClientSend, worker.client_slot(client));
 }
 
-void on_accepted(io::Worker& worker, uint32_t slot) {
+void on_accepted(io::Worker& worker, uint32_t slot, uint32_t listener) {
     Client& client = worker.client(slot);
+    client.listener = uint16_t(listener);
     uint32_t generation = client.conn.generation + 1;
     client.conn = io::Conn{};
     client.conn.generation = generation;
@@ -431,6 +445,7 @@ void on_server_ready(io::Worker& worker, Client& client) {
 }
 
 void on_released(io::Worker& worker, Client& client) {
+    lease_ended(worker, client);
     client.state = ClientState::Idle;
     client.since = worker.now;
     flush_notifications(worker, client);
@@ -524,6 +539,10 @@ void on_tick(io::Worker& worker, Client& client) {
                      "client_login_timeout: the login did not finish in time");
             return;
         case ClientState::Waiting:
+            if (client.pool == nullptr) {  // a routed client waiting for a node
+                retry_route(worker, client);
+                return;
+            }
             // The head of the line asks again each tick: a message to another worker can
             // find it between two states, and nothing else would ask twice.
             if (pool::waiter_front(worker, *client.pool) == worker.client_slot(client))

@@ -127,21 +127,23 @@ bool test(Code code, const NodeStatus& node) {
     return false;
 }
 
-bool within_lag(const ServiceRule& rule, const NodeStatus& node) {
+bool within(const Limits& limits, const NodeStatus& node) {
     if (node.role == Role::Primary) return true;
-    if (rule.max_lag_bytes >= 0 && (node.lag_bytes < 0 || node.lag_bytes > rule.max_lag_bytes))
+    if (limits.max_lag_bytes >= 0 &&
+        (node.lag_bytes < 0 || node.lag_bytes > limits.max_lag_bytes))
         return false;
-    if (rule.max_lag_ms >= 0 && (node.lag_ms < 0 || node.lag_ms > rule.max_lag_ms)) return false;
-    return true;
+    if (limits.max_lag_ms >= 0 && (node.lag_ms < 0 || node.lag_ms > limits.max_lag_ms))
+        return false;
+    return node.replay_lsn >= limits.min_replay_lsn;
 }
 
-void collect(const Selector& selector, const ServiceRule& rule, const ClusterStatus& cluster,
+void collect(const Selector& selector, const Limits& limits, const ClusterStatus& cluster,
              std::vector<int>& out) {
     if (selector.empty()) return;
     for (size_t i = 0; i < cluster.nodes.size(); ++i) {
         const NodeStatus& node = cluster.nodes[i];
         if (node.healthy && node.role != Role::Unknown && selector.matches(node) &&
-            within_lag(rule, node))
+            within(limits, node))
             out.push_back(int(i));
     }
 }
@@ -196,13 +198,17 @@ bool Selector::matches(const NodeStatus& node) const {
     return depth == 1 && stack[0];
 }
 
-Carriers carriers(const ServiceRule& rule, const ClusterStatus& cluster) {
+Carriers carriers(const ServiceRule& rule, const ClusterStatus& cluster, const Limits& limits) {
     Carriers out;
-    collect(rule.selector, rule, cluster, out.nodes);
+    collect(rule.selector, limits, cluster, out.nodes);
     if (!out.nodes.empty()) return out;
-    collect(rule.backup, rule, cluster, out.nodes);
+    collect(rule.backup, limits, cluster, out.nodes);
     out.backup = !out.nodes.empty();
     return out;
+}
+
+Carriers carriers(const ServiceRule& rule, const ClusterStatus& cluster) {
+    return carriers(rule, cluster, Limits{rule.max_lag_ms, rule.max_lag_bytes, 0});
 }
 
 }  // namespace pgplex::cluster

@@ -35,7 +35,7 @@ uint32_t client_slots_for(const config::Config& config) {
 }  // namespace
 
 Worker::Worker(uint32_t index_, Shared& shared_, std::shared_ptr<const config::Config> config_,
-               std::vector<base::UniqueFd> listeners)
+               std::vector<base::UniqueFd> listeners, std::vector<ListenerRole> roles)
     : index(index_),
       shared(shared_),
       config(std::move(config_)),
@@ -46,6 +46,8 @@ Worker::Worker(uint32_t index_, Shared& shared_, std::shared_ptr<const config::C
       listeners_(std::move(listeners)),
       random_state_(0x9e3779b97f4a7c15ull ^ (uint64_t(index_) << 32) ^
                     uint64_t(base::monotonic_ms())) {
+    listener_roles = std::move(roles);
+    router = std::make_unique<route::Router>(*config);
     clients.resize(client_capacity);
     servers.resize(server_capacity);
     pools.resize(shared.pools.capacity());
@@ -186,7 +188,7 @@ void Worker::on_accept(io_uring_cqe* cqe, uint32_t listener) {
         PGPLEX_ASSERT(clients[slot].state == client::ClientState::Free);
         if (slot >= client_high_) client_high_ = slot + 1;
         ++counters.clients_accepted;
-        client::on_accepted(*this, slot);
+        client::on_accepted(*this, slot, listener);
     } else if (cqe->res != -ECANCELED && now - accept_error_logged_ms_ > 10000) {
         // -ENFILE: every client slot is taken. Logged at most every 10 s.
         accept_error_logged_ms_ = now;
@@ -518,6 +520,12 @@ void Worker::on_tick() {
         seen_generation_ = generation;
         config = shared.config_snapshot();
         scram_cache.clear();
+        router = std::make_unique<route::Router>(*config);
+    }
+    uint64_t topology_generation = shared.topology_generation.load(std::memory_order_acquire);
+    if (topology_generation != seen_topology_) {
+        seen_topology_ = topology_generation;
+        topology = shared.topology_snapshot();
     }
     bool immediate = shared.immediate.load(std::memory_order_acquire);
     if ((shared.shutdown.load(std::memory_order_acquire) || immediate) && !shutting_down_)

@@ -30,6 +30,8 @@ uint64_t target_key(const Target& target) {
         hash_field(state, name);
         hash_field(state, value);
     }
+    uint8_t direct = target.direct ? 1 : 0;
+    XXH3_64bits_update(state, &direct, 1);
     uint64_t key = XXH3_64bits_digest(state);
     XXH3_freeState(state);
     return key == 0 ? 1 : key;

@@ -19,6 +19,10 @@ namespace pgplex::pool {
 struct Pool;
 }
 
+namespace pgplex::route {
+struct Routing;
+}
+
 namespace pgplex::client {
 
 enum class ClientState : uint8_t {
@@ -90,6 +94,9 @@ struct Session {
     std::unique_ptr<pool::ClientStatements> statements;
     // Transaction pooling: the channels it LISTENs on (client/client_listen.cc).
     std::unique_ptr<pool::ClientListen> listen;
+    // A client of a cluster (route/router.h): where its transactions go. Null otherwise.
+    std::shared_ptr<route::Routing> routing;
+    bool admin = false;  // the management database (client/client_admin.cc)
 };
 
 struct Client {
@@ -101,6 +108,7 @@ struct Client {
     uint32_t wait_next = io::nil;
     pool::Pool* pool = nullptr;
     uint32_t cancel_key = 0;
+    uint16_t listener = 0;  // the listener it came in by: main or a service
     base::Milliseconds since = 0;  // when the current state began
     bool consuming = false;        // inside consume_held(): no re-entry
     std::unique_ptr<Login> login;

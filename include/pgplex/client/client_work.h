@@ -14,7 +14,7 @@ class Worker;
 
 namespace pgplex::client {
 
-void on_accepted(io::Worker& worker, uint32_t slot);
+void on_accepted(io::Worker& worker, uint32_t slot, uint32_t listener);
 void on_recv(io::Worker& worker, Client& client, uint32_t buffer, uint32_t size);
 void on_recv_end(io::Worker& worker, Client& client, int result);  // EOF (0) or -errno
 void on_sent(io::Worker& worker, Client& client);

@@ -89,8 +89,18 @@ struct ServiceRule {
     int64_t max_lag_bytes = -1;  // -1: no limit
 };
 
-// Healthy nodes matching the selector within the lag limits; else healthy backups within
-// them; else nothing. A replica whose lag is unknown counts as over any limit.
+// What a node must meet, besides the selector, to carry a request.
+struct Limits {
+    int64_t max_lag_ms = -1;      // -1: no limit
+    int64_t max_lag_bytes = -1;   // -1: no limit
+    uint64_t min_replay_lsn = 0;  // read your writes: a replica must have replayed this
+};
+
+// Healthy nodes matching the selector within the limits; else healthy backups within them;
+// else nothing. A replica whose lag is unknown counts as over any limit. The primary is
+// never over a limit.
+Carriers carriers(const ServiceRule& rule, const ClusterStatus& cluster, const Limits& limits);
+// With the rule's own lag limits.
 Carriers carriers(const ServiceRule& rule, const ClusterStatus& cluster);
 
 }  // namespace pgplex::cluster

@@ -19,6 +19,7 @@
 
 #include "pgplex/base/clock.h"
 #include "pgplex/base/unique_fd.h"
+#include "pgplex/cluster/topology.h"
 #include "pgplex/client/client.h"
 #include "pgplex/config/config.h"
 #include "pgplex/io/buffers.h"
@@ -27,6 +28,7 @@
 #include "pgplex/pool/pool.h"
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/pool/prepared.h"
+#include "pgplex/route/router.h"
 #include "pgplex/server/server.h"
 #include "pgplex/tls/scram.h"
 
@@ -41,6 +43,11 @@ struct Shared {
 
     std::shared_ptr<const config::Config> config_snapshot() const;
     void publish(std::shared_ptr<const config::Config> config);
+    // What the monitors see (cluster/monitor.h); published by the monitor thread.
+    std::shared_ptr<const cluster::Topology> topology_snapshot() const;
+    void publish_topology(std::shared_ptr<const cluster::Topology> topology);
+    std::atomic<uint64_t> topology_generation{0};
+    route::NodeLoads node_loads{1024};
     // Derived SCRAM secrets for plain-text auth file passwords, made with the snapshot.
     std::atomic<uint64_t> config_generation{0};
 
@@ -56,6 +63,13 @@ struct Shared {
   private:
     mutable std::mutex config_mutex_;  // control-plane only: taken on reload and tick
     std::shared_ptr<const config::Config> config_;
+    std::shared_ptr<const cluster::Topology> topology_;
+};
+
+// What a listening socket serves: the main listener (empty names) or a service.
+struct ListenerRole {
+    std::string cluster;
+    std::string service;
 };
 
 struct SendOp {
@@ -76,7 +90,7 @@ class Worker {
     // Must be constructed on the thread that will run it: with SINGLE_ISSUER the ring
     // belongs to the thread that made it.
     Worker(uint32_t index, Shared& shared, std::shared_ptr<const config::Config> config,
-           std::vector<base::UniqueFd> listeners);
+           std::vector<base::UniqueFd> listeners, std::vector<ListenerRole> roles);
     ~Worker();
 
     // The loop, until shutdown has drained every connection.
@@ -101,6 +115,10 @@ class Worker {
     pool::StatementCache statements;
     // Startup settings shared by the clients that logged in with the same ones.
     pool::SettingsCache settings;
+    // Routing: the newest topology this worker saw, and its router (rebuilt on reload).
+    std::shared_ptr<const cluster::Topology> topology;
+    std::unique_ptr<route::Router> router;
+    std::vector<ListenerRole> listener_roles;  // index: listener
 
     client::Client& client(uint32_t slot) { return clients[slot]; }
     server::Server& server(uint32_t slot) { return servers[slot]; }
@@ -160,6 +178,7 @@ class Worker {
     bool shutting_down_ = false;
     bool done_ = false;
     uint64_t seen_generation_ = 0;
+    uint64_t seen_topology_ = 0;
     uint64_t random_state_;
 };
 

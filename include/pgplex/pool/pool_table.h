@@ -34,6 +34,8 @@ struct Target {
     std::string user;
     std::string password;  // plain, "md5..." or a SCRAM secret; may be empty
     std::vector<std::pair<std::string, std::string>> startup_parameters;
+    // A service with dest = "direct": each client its own server, closed when it leaves.
+    bool direct = false;
 };
 
 uint64_t target_key(const Target& target);

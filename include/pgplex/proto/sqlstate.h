@@ -19,5 +19,8 @@ inline constexpr const char* in_failed_sql_transaction = "25P02";
 inline constexpr const char* duplicate_prepared_statement = "42P05";
 inline constexpr const char* program_limit_exceeded = "54000";
 inline constexpr const char* read_only_sql_transaction = "25006";
+inline constexpr const char* invalid_parameter_value = "22023";
+inline constexpr const char* syntax_error = "42601";
+inline constexpr const char* insufficient_privilege = "42501";
 
 }  // namespace pgplex::sqlstate

@@ -1,0 +1,44 @@
+// The client's side of routing (route/router.h): what a login resolves to, and the node of
+// each transaction of a client of a cluster.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "pgplex/client/client.h"
+#include "pgplex/pool/pool_table.h"
+
+namespace pgplex::io {
+class Worker;
+}
+
+namespace pgplex::client {
+
+// How a login's database name resolves.
+struct Resolved {
+    const config::Alias* alias = nullptr;  // null: the name itself, on a cluster
+    bool routed = false;                   // the client's pools are chosen by the router
+    bool admin = false;                    // the management database
+};
+
+// Main listener: an alias (which may name a cluster), else "db@cluster", else the "*"
+// fallback, else "pgplex"/"pgbouncer" for admin_users; a service listener: its service.
+// Sets session.routing for routed clients, with `intent` (a startup option). Returns false
+// after failing the client.
+bool resolve_login(io::Worker& worker, Client& client, const std::string& intent,
+                   Resolved& out);
+// After authentication: the routed client's first node, then a server from its pool (or a
+// wait for a node that can take it).
+void begin_routed(io::Worker& worker, Client& client, pool::Target base);
+// A routed client between transactions: the message at data begins one. Returns the bytes
+// pgplex answered itself (SET pgplex.intent, a bad hint); 0 when a node was chosen
+// (client.pool is set; the caller asks for a server) or none can take it yet (the client
+// then waits, in state Waiting with no pool).
+uint32_t route_transaction(io::Worker& worker, Client& client, const uint8_t* data,
+                           uint32_t size);
+// Tick, for a client waiting for a node: try again, or give up after query_wait_timeout.
+void retry_route(io::Worker& worker, Client& client);
+// The client's lease of a node ended (transaction done, or the client left).
+void lease_ended(io::Worker& worker, Client& client);
+
+}  // namespace pgplex::client

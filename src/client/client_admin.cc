@@ -1,0 +1,107 @@
+// See client/admin.h. Simple queries only, as PgBouncer's admin console: each Query is
+// answered from the config and topology snapshots the worker holds.
+#include "pgplex/client/admin.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "pgplex/admin/show.h"
+#include "pgplex/base/log.h"
+#include "pgplex/client/client_work.h"
+#include "pgplex/client/login.h"
+#include "pgplex/io/worker.h"
+#include "pgplex/proto/error.h"
+#include "pgplex/proto/message.h"
+#include "pgplex/proto/sqlstate.h"
+
+namespace pgplex::client {
+
+namespace {
+
+using proto::FrontendMessage;
+using proto::Severity;
+
+void queue_writer(io::Worker& worker, Client& client, std::vector<uint8_t>& bytes,
+                  uint32_t used) {
+    queue(worker, client, bytes.data(), used);
+}
+
+}  // namespace
+
+void begin_admin(io::Worker& worker, Client& client) {
+    const config::Config& config = *worker.config;
+    const std::string& user = client.session->user;
+    if (std::find(config.admin_users.begin(), config.admin_users.end(), user) ==
+        config.admin_users.end()) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::insufficient_privilege,
+             "user \"" + user + "\" may not use the pgplex management database",
+             "", "List the user in admin_users in [pgplex].");
+        return;
+    }
+    std::vector<uint8_t> bytes(1024);
+    proto::Writer writer(bytes.data(), uint32_t(bytes.size()));
+    proto::write_authentication(writer, proto::AuthRequest::Ok);
+    static constexpr std::pair<const char*, const char*> parameters[] = {
+        {"server_version", "15.0 (pgplex " PGPLEX_VERSION ")"},
+        {"server_encoding", "UTF8"},
+        {"client_encoding", "UTF8"},
+        {"DateStyle", "ISO, MDY"},
+        {"integer_datetimes", "on"},
+        {"standard_conforming_strings", "on"},
+        {"application_name", ""},
+    };
+    for (const auto& [name, value] : parameters) proto::write_parameter_status(writer, name, value);
+    client.cancel_key = worker.random_u32();
+    proto::write_backend_key_data(writer, cancel_pid(worker.index, worker.client_slot(client)),
+                                  client.cancel_key);
+    proto::write_ready_for_query(writer, proto::TransactionStatus::Idle);
+    queue_writer(worker, client, bytes, writer.size());
+    client.login.reset();
+    client.state = ClientState::Idle;
+    client.since = worker.now;
+    log_info("admin: user=%s on the management database (worker %u slot %u)", user.c_str(),
+             worker.index, worker.client_slot(client));
+}
+
+uint32_t admin_consume(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+    if (size < 5) return 0;
+    uint32_t length = proto::read_be32(data + 1);
+    if (length < 4 || length > (1u << 20)) {
+        fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
+             sqlstate::protocol_violation, "invalid message length");
+        return size;
+    }
+    if (size < 1 + length) return 0;
+    std::vector<uint8_t> out;
+    switch (data[0]) {
+        case uint8_t(FrontendMessage::Terminate):
+            close(worker, client, CloseReason::ClientTerminated);
+            return size;
+        case uint8_t(FrontendMessage::Query): {
+            std::string_view sql(reinterpret_cast<const char*>(data + 5), length - 4);
+            sql = sql.substr(0, sql.find('\0'));
+            admin::Context context{*worker.config, worker.topology.get(), worker.now};
+            admin::answer(sql, context, out);
+            break;
+        }
+        case uint8_t(FrontendMessage::Sync): {
+            out.resize(512);
+            proto::Writer writer(out.data(), uint32_t(out.size()));
+            proto::write_error(writer, Severity::Error, sqlstate::feature_not_supported,
+                               "the pgplex database takes simple queries only");
+            out.resize(writer.size());
+            break;
+        }
+        default:
+            return 1 + length;  // the extended protocol's other messages: answered at Sync
+    }
+    size_t at = out.size();
+    out.resize(at + 6);
+    proto::Writer writer(out.data() + at, 6);
+    proto::write_ready_for_query(writer, proto::TransactionStatus::Idle);
+    queue(worker, client, out.data(), uint32_t(out.size()));
+    return 1 + length;
+}
+
+}  // namespace pgplex::client

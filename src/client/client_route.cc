@@ -1,0 +1,304 @@
+// See client/route.h. The router decides; this file turns its decisions into the client's
+// states: a pool to wait on, an answer pgplex gives itself, or a wait for a node.
+#include "pgplex/client/route.h"
+
+#include <strings.h>
+
+#include <algorithm>
+
+#include "pgplex/base/log.h"
+#include "pgplex/client/client_work.h"
+#include "pgplex/client/login.h"
+#include "pgplex/io/worker.h"
+#include "pgplex/pool/pool.h"
+#include "pgplex/proto/error.h"
+#include "pgplex/proto/message.h"
+#include "pgplex/proto/sqlstate.h"
+#include "pgplex/route/router.h"
+
+namespace pgplex::client {
+
+namespace {
+
+using proto::FrontendMessage;
+using proto::Severity;
+
+constexpr int direct_pool_size = 10'000;
+
+bool is_admin_database(const std::string& name) {
+    return name == "pgplex" || name == "pgbouncer";
+}
+
+// "db@cluster" → db and cluster; false when the name has no '@'.
+bool split_cluster(const std::string& name, std::string& db, std::string& cluster) {
+    size_t at = name.rfind('@');
+    if (at == std::string::npos || at == 0 || at + 1 == name.size()) return false;
+    db = name.substr(0, at);
+    cluster = name.substr(at + 1);
+    return true;
+}
+
+std::shared_ptr<route::Routing> make_routing(const config::Config& config,
+                                             const config::Alias* alias,
+                                             const std::string& cluster) {
+    auto routing = std::make_shared<route::Routing>();
+    routing->cluster = cluster;
+    if (alias != nullptr) {
+        routing->read_your_writes = alias->read_your_writes;
+        route::parse_target(alias->default_route, routing->default_route);
+    }
+    routing->pool_size = alias ? config.pool_size(*alias) : config.default_pool_size;
+    routing->reserve_pool_size =
+        alias ? config.reserve_pool_size_of(*alias) : config.reserve_pool_size;
+    routing->min_pool_size = alias ? config.min_pool_size_of(*alias) : 0;
+    return routing;
+}
+
+// A service listener: the alias of the name, if any, supplies the login; the service fixes
+// the nodes.
+void resolve_service(io::Worker& worker, Session& session, const io::ListenerRole& role,
+                     Resolved& out) {
+    const config::Config& config = *worker.config;
+    out.alias = config.find_alias(session.database);
+    out.routed = true;
+    session.routing = make_routing(config, out.alias, role.cluster);
+    session.routing->service = role.service;
+    const config::Cluster* cluster = config.find_cluster(role.cluster);
+    if (cluster == nullptr) return;
+    for (const config::Service& service : cluster->services)
+        if (service.name == role.service) {
+            session.routing->dest = service.dest;
+            if (service.dest == config::Dest::Direct)
+                session.routing->pool_size = service.maxconn > 0 ? service.maxconn
+                                                                 : direct_pool_size;
+        }
+}
+
+}  // namespace
+
+bool resolve_login(io::Worker& worker, Client& client, const std::string& intent,
+                   Resolved& out) {
+    const config::Config& config = *worker.config;
+    Session& session = *client.session;
+    out = Resolved{};
+    if (client.listener < worker.listener_roles.size() &&
+        !worker.listener_roles[client.listener].service.empty()) {
+        resolve_service(worker, session, worker.listener_roles[client.listener], out);
+    } else if (is_admin_database(session.database) &&
+               config.find_alias(session.database) == nullptr) {
+        out.admin = true;
+        return true;
+    } else {
+        const config::Alias* alias = config.find_alias(session.database);
+        std::string db;
+        std::string cluster;
+        if (alias != nullptr && alias->name != "*") {
+            out.alias = alias;
+        } else if (split_cluster(session.database, db, cluster)) {
+            if (config.find_cluster(cluster) == nullptr) {
+                fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+                     sqlstate::invalid_catalog_name,
+                     "cluster \"" + cluster + "\" does not exist",
+                     "database \"" + session.database + "\" names it after '@'");
+                return false;
+            }
+            out.alias = config.find_alias(db);
+            if (out.alias != nullptr && out.alias->name == "*") out.alias = nullptr;
+            session.routing = make_routing(config, out.alias, cluster);
+            out.routed = true;
+        } else {
+            out.alias = alias;
+        }
+        if (out.alias == nullptr && !out.routed) {
+            fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+                 sqlstate::invalid_catalog_name,
+                 "database \"" + session.database + "\" does not exist",
+                 "pgplex has no [databases] entry for it and no \"*\" fallback");
+            return false;
+        }
+        if (!out.routed && !out.alias->cluster.empty()) {
+            session.routing = make_routing(config, out.alias, out.alias->cluster);
+            out.routed = true;
+        }
+    }
+    if (session.routing) {
+        route::Intent parsed = route::Intent::None;
+        if (!route::parse_intent(intent, parsed)) {
+            fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+                 sqlstate::invalid_parameter_value,
+                 "invalid value for parameter \"pgplex.intent\": \"" + intent + "\"",
+                 "", "Use read-only or read-write.");
+            return false;
+        }
+        session.routing->intent = parsed;
+        for (const pool::Setting& setting : pool::settings_of(session.settings))
+            if (setting.name == "application_name")
+                session.routing->application_name = setting.value;
+    }
+    return true;
+}
+
+namespace {
+
+pool::Pool* pool_of(io::Worker& worker, route::Routing& routing, const cluster::NodeStatus& node) {
+    for (auto& [name, pool] : routing.pools)
+        if (name == node.name) return pool;
+    pool::Target target = routing.base;
+    target.endpoint = node.endpoint;
+    target.alias = routing.base.alias + "@" + node.name;
+    pool::Pool* pool = worker.shared.pools.find_or_create(target);
+    if (pool == nullptr) return nullptr;
+    pool->set_size_limit(routing.pool_size);
+    pool->reserve_limit.store(routing.reserve_pool_size, std::memory_order_release);
+    pool->min_size.store(routing.min_pool_size, std::memory_order_release);
+    routing.pools.emplace_back(node.name, pool);
+    return pool;
+}
+
+// Chooses the node for `request` and points the client at its pool. False: none can take it.
+bool place(io::Worker& worker, Client& client, const route::Request& request) {
+    route::Routing& routing = *client.session->routing;
+    if (!worker.topology) return false;
+    const cluster::ClusterStatus* cluster = worker.topology->find(routing.cluster);
+    if (cluster == nullptr) return false;
+    int index = worker.router->choose(routing, request, *cluster, *worker.config,
+                                      worker.shared.node_loads, worker.now);
+    if (index < 0) return false;
+    const cluster::NodeStatus& node = cluster->nodes[size_t(index)];
+    pool::Pool* pool = pool_of(worker, routing, node);
+    if (pool == nullptr) return false;
+    client.pool = pool;
+    routing.node = node.name;
+    routing.in_flight = worker.shared.node_loads.find_or_create(routing.cluster, node.name);
+    if (routing.in_flight) routing.in_flight->fetch_add(1, std::memory_order_relaxed);
+    routing.needs_lsn = routing.service.empty() && routing.read_your_writes &&
+                        request.may_write && node.role == cluster::Role::Primary &&
+                        client.session->mode != config::PoolMode::Session;
+    return true;
+}
+
+void wait_for_node(io::Worker& worker, Client& client, const route::Request& request) {
+    route::Routing& routing = *client.session->routing;
+    routing.pending = request;
+    client.pool = nullptr;
+    client.state = ClientState::Waiting;
+    client.since = worker.now;
+}
+
+void answer(io::Worker& worker, Client& client, const route::Reading& reading) {
+    uint8_t bytes[1024];
+    proto::Writer writer(bytes, sizeof bytes);
+    if (reading.answer == route::Answer::IntentSet) {
+        route::parse_intent(reading.detail, client.session->routing->intent);
+        writer.begin(proto::BackendMessage::CommandComplete);
+        writer.cstring("SET");
+        writer.end();
+    } else if (reading.answer == route::Answer::BadIntent) {
+        proto::write_error(writer, Severity::Error, sqlstate::invalid_parameter_value,
+                           "invalid value for parameter \"pgplex.intent\": \"" +
+                               reading.detail.substr(0, 200) + "\"",
+                           "", "Use read-only, read-write or DEFAULT.");
+    } else {
+        proto::write_error(writer, Severity::Error, sqlstate::invalid_parameter_value,
+                           "invalid --!pgplex comment: " + reading.detail.substr(0, 400), "",
+                           "Keys: route=primary|replica|standby|offline|delayed, "
+                           "node=HOST:PORT, max_lag=DURATION.");
+    }
+    proto::write_ready_for_query(writer, proto::TransactionStatus::Idle);
+    queue(worker, client, writer.data(), writer.size());
+}
+
+// The statement text a transaction's first message carries, as far as it is at hand.
+std::string_view statement_text(const Client& client, const uint8_t* data, uint32_t size,
+                                bool& complete) {
+    complete = false;
+    if (size < 5) return {};
+    uint32_t length = proto::read_be32(data + 1);
+    complete = size >= 1 + uint64_t(length);
+    const char* body = reinterpret_cast<const char*>(data + 5);
+    size_t have = std::min<size_t>(size - 5, length >= 4 ? length - 4 : 0);
+    std::string_view rest(body, have);
+    auto cstring = [&rest]() {
+        size_t end = rest.find('\0');
+        std::string_view out = rest.substr(0, end);
+        rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end + 1);
+        return out;
+    };
+    switch (data[0]) {
+        case uint8_t(FrontendMessage::Query):
+            return cstring();
+        case uint8_t(FrontendMessage::Parse):
+            cstring();
+            return cstring();
+        case uint8_t(FrontendMessage::Bind): {
+            cstring();
+            std::string_view name = cstring();
+            const Session& session = *client.session;
+            if (name.empty() || !session.statements) return {};
+            auto found = session.statements->names.find(name);
+            if (found == session.statements->names.end()) return {};
+            std::string_view tail = found->second->parse_tail;
+            return tail.substr(0, tail.find('\0'));
+        }
+        default:
+            return {};
+    }
+}
+
+}  // namespace
+
+void begin_routed(io::Worker& worker, Client& client, pool::Target base) {
+    route::Routing& routing = *client.session->routing;
+    base.direct = routing.dest == config::Dest::Direct;
+    routing.base = std::move(base);
+    route::Request request = worker.router->session_request(routing);
+    if (!place(worker, client, request)) {
+        wait_for_node(worker, client, request);
+        return;
+    }
+    request_server(worker, client);
+}
+
+uint32_t route_transaction(io::Worker& worker, Client& client, const uint8_t* data,
+                           uint32_t size) {
+    Session& session = *client.session;
+    route::Routing& routing = *session.routing;
+    bool complete = false;
+    std::string_view text = statement_text(client, data, size, complete);
+    route::Reading reading =
+        worker.router->read(routing, session.user, session.database, data[0], text);
+    if (reading.answer != route::Answer::None && data[0] == uint8_t(FrontendMessage::Query) &&
+        complete) {
+        answer(worker, client, reading);
+        return 1 + proto::read_be32(data + 1);
+    }
+    if (!place(worker, client, reading.request)) wait_for_node(worker, client, reading.request);
+    return 0;
+}
+
+void retry_route(io::Worker& worker, Client& client) {
+    route::Routing& routing = *client.session->routing;
+    if (place(worker, client, routing.pending)) {
+        request_server(worker, client);
+        return;
+    }
+    const config::Config& config = *worker.config;
+    if (config.query_wait_timeout_ms <= 0 || worker.now - client.since <= config.query_wait_timeout_ms)
+        return;
+    std::string what = routing.service.empty()
+                           ? std::string("route=") + route::to_string(routing.pending.target)
+                           : "service " + routing.service;
+    fail(worker, client, CloseReason::WaitTimeout, Severity::Fatal, sqlstate::cannot_connect_now,
+         "no node of cluster \"" + routing.cluster + "\" can take " + what,
+         "waited " + std::to_string(config.query_wait_timeout_ms) + " ms (query_wait_timeout)",
+         "SHOW NODES in the pgplex database tells which nodes are up and their roles.");
+}
+
+void lease_ended(io::Worker&, Client& client) {
+    if (!client.session || !client.session->routing) return;
+    route::Routing& routing = *client.session->routing;
+    if (routing.in_flight) routing.in_flight->fetch_sub(1, std::memory_order_relaxed);
+    routing.in_flight = nullptr;
+}
+
+}  // namespace pgplex::client
