@@ -32,16 +32,16 @@ struct NodeStatus {
     uint64_t current_lsn = 0;     // primary: pg_current_wal_lsn()
     uint64_t receive_lsn = 0;     // replica: pg_last_wal_receive_lsn()
     uint64_t replay_lsn = 0;      // replica: pg_last_wal_replay_lsn(); primary: current_lsn
-    int64_t lag_bytes = -1;       // primary's current_lsn - replay_lsn; 0 on the primary; -1 unknown
+    int64_t lag_bytes = -1;       // primary's current_lsn - replay_lsn; 0 on a primary; -1 unknown
     int64_t lag_ms = -1;          // replay lag in time; 0 on the primary; -1 unknown
     int max_connections = 0;
-    int free_slots = -1;            // connections it would still accept; -1 unknown
-    std::string application_name;   // the name its WAL receiver gives the primary
-    int64_t up_since_ms = 0;        // monotonic ms when it last became healthy (slowstart)
-    int64_t checked_ms = 0;         // monotonic ms of the last check, good or bad
-    int64_t check_us = -1;          // how long the last good check took
-    std::string last_error;         // why the last check failed; empty after a good one
-    std::string source = "monitor"; // "monitor" or "patroni"
+    int free_slots = -1;             // connections it would still accept; -1 unknown
+    std::string application_name;    // the name its WAL receiver gives the primary
+    int64_t up_since_ms = 0;         // monotonic ms when it last became healthy (slowstart)
+    int64_t checked_ms = 0;          // monotonic ms of the last check, good or bad
+    int64_t check_us = -1;           // how long the last good check took
+    std::string last_error;          // why the last check failed; empty after a good one
+    std::string source = "monitor";  // "monitor" or "patroni"
 
     bool delayed() const { return role == Role::Replica && apply_delay_ms > 0; }
 };
