@@ -4,6 +4,8 @@
 
 #include <cctype>
 
+#include "pgplex/base/assert.h"
+
 namespace pgplex::cluster {
 
 namespace {
@@ -20,6 +22,12 @@ enum Code : uint8_t {
     And,
     Or,
 };
+
+// How deep unary operators and parentheses may nest. Each level can leave at most two values
+// waiting on the evaluation stack (the left operands of an unfinished || and &&, as in
+// "primary || replica && (...)"), and the innermost level pushes one more.
+constexpr int nesting_max = 64;
+constexpr size_t values_max = 2 * nesting_max + 1;
 
 struct Predicate {
     std::string_view name;
@@ -72,7 +80,7 @@ struct Compiler {
                     "\" (primary, replica, sync, delayed, offline, offline_query, any)");
     }
     bool unary() {
-        if (++depth > 64) return fail("too deeply nested");
+        if (++depth > nesting_max) return fail("too deeply nested");
         bool ok = false;
         if (take("!")) {
             ok = unary();
@@ -174,14 +182,15 @@ bool Selector::compile(std::string_view text, Selector& out, std::string& reason
     Compiler compiler{text, 0, out.code_, reason};
     compiler.skip_space();
     if (compiler.at == text.size()) return true;  // empty: selects nothing
-    if (!compiler.disjunction()) return false;
+    bool ok = compiler.disjunction();
     compiler.skip_space();
-    if (compiler.at != text.size()) return compiler.fail("unexpected text");
-    return true;
+    if (ok && compiler.at != text.size()) ok = compiler.fail("unexpected text");
+    if (!ok) out.code_.clear();  // never half a program: a failed selector selects nothing
+    return ok;
 }
 
 bool Selector::matches(const NodeStatus& node) const {
-    bool stack[128];
+    bool stack[values_max];
     size_t depth = 0;
     for (uint8_t byte : code_) {
         Code code = static_cast<Code>(byte);
@@ -191,7 +200,7 @@ bool Selector::matches(const NodeStatus& node) const {
             bool right = stack[--depth];
             stack[depth - 1] = code == And ? stack[depth - 1] && right : stack[depth - 1] || right;
         } else {
-            if (depth == sizeof stack) return false;
+            PGPLEX_ASSERT(depth < values_max);  // compile() kept the nesting within bounds
             stack[depth++] = test(code, node);
         }
     }

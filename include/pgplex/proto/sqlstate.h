@@ -17,6 +17,7 @@ inline constexpr const char* query_canceled = "57014";
 inline constexpr const char* internal_error = "XX000";
 inline constexpr const char* in_failed_sql_transaction = "25P02";
 inline constexpr const char* duplicate_prepared_statement = "42P05";
+inline constexpr const char* syntax_error = "42601";
 inline constexpr const char* program_limit_exceeded = "54000";
 inline constexpr const char* read_only_sql_transaction = "25006";
 inline constexpr const char* invalid_parameter_value = "22023";

@@ -1,0 +1,492 @@
+// What an admin user sees in the "pgplex" database: SHOW NODES, SHOW SERVICES and the rest
+// answered from a hand-built config and topology, read back from the bytes pgplex would
+// send (protocol-message-formats.html), as psql would read them.
+#include <criterion/criterion.h>
+
+#include "../support.h"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pgplex/admin/show.h"
+#include "pgplex/proto/message.h"
+
+using namespace pgplex;
+using proto::BackendMessage;
+
+namespace {
+
+// --- reading the reply -----------------------------------------------------------------------
+
+using Value = std::optional<std::string>;
+
+struct Result {
+    std::vector<std::string> columns;
+    std::vector<uint32_t> types;
+    std::vector<std::vector<Value>> rows;
+    std::string tag;                    // CommandComplete
+    std::map<char, std::string> error;  // ErrorResponse fields by their tag byte
+    bool empty_query = false;           // EmptyQueryResponse
+
+    // The value in `column` of the row whose first columns match `keys`.
+    Value at(std::vector<std::string> keys, std::string_view column) const;
+};
+
+struct Cursor {
+    const uint8_t* at;
+    const uint8_t* end;
+
+    uint32_t int32() {
+        cr_assert(end - at >= 4);
+        uint32_t value =
+            uint32_t(at[0]) << 24 | uint32_t(at[1]) << 16 | uint32_t(at[2]) << 8 | at[3];
+        at += 4;
+        return value;
+    }
+    uint16_t int16() {
+        cr_assert(end - at >= 2);
+        uint16_t value = uint16_t(at[0] << 8 | at[1]);
+        at += 2;
+        return value;
+    }
+    std::string cstring() {
+        const uint8_t* nul = at;
+        while (nul < end && *nul != 0) ++nul;
+        cr_assert(nul < end, "unterminated string");
+        std::string out(at, nul);
+        at = nul + 1;
+        return out;
+    }
+    std::string bytes(uint32_t size) {
+        cr_assert(uint32_t(end - at) >= size);
+        std::string out(at, at + size);
+        at += size;
+        return out;
+    }
+};
+
+void read_row_description(Cursor body, Result& result) {
+    uint16_t count = body.int16();
+    for (uint16_t i = 0; i < count; ++i) {
+        result.columns.push_back(body.cstring());
+        cr_assert_eq(body.int32(), 0u);  // table oid
+        cr_assert_eq(body.int16(), 0u);  // column number
+        result.types.push_back(body.int32());
+        body.int16();                             // type size
+        cr_assert_eq(body.int32(), 0xFFFFFFFFu);  // type modifier -1
+        cr_assert_eq(body.int16(), 0u);           // text format
+    }
+    cr_assert_eq(body.at, body.end);
+}
+
+void read_data_row(Cursor body, Result& result) {
+    uint16_t count = body.int16();
+    cr_assert_eq(count, result.columns.size());
+    std::vector<Value> row;
+    for (uint16_t i = 0; i < count; ++i) {
+        uint32_t size = body.int32();
+        row.push_back(size == 0xFFFFFFFFu ? Value() : Value(body.bytes(size)));
+    }
+    cr_assert_eq(body.at, body.end);
+    result.rows.push_back(std::move(row));
+}
+
+void read_error(Cursor body, Result& result) {
+    while (body.at < body.end && *body.at != 0) {
+        char field = char(*body.at++);
+        result.error[field] = body.cstring();
+    }
+    cr_assert_eq(body.end - body.at, 1);
+}
+
+// Splits a reply into one Result per command. Every message must be well framed; a reply
+// never holds ReadyForQuery (the caller sends that).
+std::vector<Result> read_reply(const std::vector<uint8_t>& bytes) {
+    std::vector<Result> results(1);
+    Cursor cursor{bytes.data(), bytes.data() + bytes.size()};
+    while (cursor.at < cursor.end) {
+        auto type = BackendMessage(*cursor.at++);
+        uint32_t length = cursor.int32();
+        cr_assert(length >= 4 && length - 4 <= uint32_t(cursor.end - cursor.at));
+        Cursor body{cursor.at, cursor.at + length - 4};
+        cursor.at = body.end;
+        Result& result = results.back();
+        if (type == BackendMessage::RowDescription)
+            read_row_description(body, result);
+        else if (type == BackendMessage::DataRow)
+            read_data_row(body, result);
+        else if (type == BackendMessage::ErrorResponse)
+            read_error(body, result);
+        else if (type == BackendMessage::CommandComplete)
+            result.tag = body.cstring();
+        else if (type == BackendMessage::EmptyQueryResponse)
+            result.empty_query = true;
+        else
+            cr_assert_fail("unexpected message %c", char(type));
+        if (type != BackendMessage::RowDescription && type != BackendMessage::DataRow)
+            results.emplace_back();
+    }
+    cr_assert(results.back().columns.empty(), "a reply ends with a complete result");
+    results.pop_back();
+    return results;
+}
+
+Value Result::at(std::vector<std::string> keys, std::string_view column) const {
+    size_t index = 0;
+    while (index < columns.size() && columns[index] != column) ++index;
+    cr_assert(index < columns.size(), "no column %s", std::string(column).c_str());
+    for (const std::vector<Value>& row : rows) {
+        bool match = true;
+        for (size_t k = 0; k < keys.size(); ++k) match = match && row[k] == keys[k];
+        if (match) return row[index];
+    }
+    cr_assert_fail("no row %s", keys.back().c_str());
+    return Value();
+}
+
+// --- the cluster -----------------------------------------------------------------------------
+
+constexpr const char* primary_name = "127.0.0.1:25432";
+constexpr const char* replica_name = "127.0.0.1:25433";
+constexpr const char* offline_name = "127.0.0.1:25434";
+constexpr int64_t now_ms = 1'000'000;
+
+config::Endpoint endpoint(const std::string& host, uint16_t port) {
+    config::Endpoint out;
+    out.host = host;
+    out.port = port;
+    return out;
+}
+
+config::Service service(std::string name, uint16_t port, std::string selector, std::string backup,
+                        config::Dest dest) {
+    config::Service out;
+    out.name = std::move(name);
+    out.cluster = "pg-test";
+    out.listen = {endpoint("127.0.0.1", port)};
+    out.selector = std::move(selector);
+    out.backup = std::move(backup);
+    out.dest = dest;
+    return out;
+}
+
+// pg-test: a primary, a replica and a dedicated offline replica, with the spec's default
+// services.
+config::Config test_config() {
+    config::Config config;
+    config::Cluster cluster;
+    cluster.name = "pg-test";
+    for (const char* name : {primary_name, replica_name, offline_name})
+        cluster.nodes.push_back(config::Node{name, endpoint("127.0.0.1", 0), {}});
+    cluster.nodes[2].options.offline = true;
+    cluster.services = {
+        service("primary", 5433, "primary", "", config::Dest::Pool),
+        service("replica", 5434, "replica && !offline && !delayed",
+                "primary || (replica && offline)", config::Dest::Pool),
+        service("default", 5436, "primary", "", config::Dest::Direct),
+        service("offline", 5438, "replica && (offline || offline_query) && !delayed",
+                "replica && !offline && !offline_query && !delayed", config::Dest::Direct),
+    };
+    config.clusters.push_back(std::move(cluster));
+    return config;
+}
+
+cluster::NodeStatus status(const config::Node& node, cluster::Role role) {
+    cluster::NodeStatus out;
+    out.name = node.name;
+    out.endpoint = node.endpoint;
+    out.options = node.options;
+    out.healthy = true;
+    out.role = role;
+    out.max_connections = 100;
+    out.free_slots = 90;
+    out.checked_ms = now_ms - 250;
+    out.check_us = 1'200;
+    return out;
+}
+
+cluster::Topology test_topology(const config::Config& config) {
+    const config::Cluster& cluster = config.clusters[0];
+    cluster::ClusterStatus status_of_cluster{"pg-test", {}, 0, 3};
+    cluster::NodeStatus primary = status(cluster.nodes[0], cluster::Role::Primary);
+    primary.current_lsn = primary.replay_lsn = 0x16B374D848;
+    primary.lag_bytes = primary.lag_ms = 0;
+    cluster::NodeStatus replica = status(cluster.nodes[1], cluster::Role::Replica);
+    replica.sync = true;
+    replica.receive_lsn = 0x16B374D848;
+    replica.replay_lsn = 0x16B3740000;
+    replica.lag_bytes = 0xD848;
+    replica.lag_ms = 12;
+    cluster::NodeStatus offline = status(cluster.nodes[2], cluster::Role::Replica);
+    offline.receive_lsn = offline.replay_lsn = 0xA0;  // lag not measured yet
+    status_of_cluster.nodes = {primary, replica, offline};
+    cluster::Topology topology;
+    topology.generation = 7;
+    topology.clusters.push_back(std::move(status_of_cluster));
+    return topology;
+}
+
+void set_healthy(cluster::Topology& topology, const char* node, bool healthy) {
+    for (cluster::NodeStatus& status : topology.clusters[0].nodes)
+        if (status.name == node) status.healthy = healthy;
+}
+
+std::vector<Result> ask(std::string_view sql, const config::Config& config,
+                        const cluster::Topology* topology) {
+    std::vector<uint8_t> out;
+    admin::answer(sql, admin::Context{config, topology, now_ms}, out);
+    return read_reply(out);
+}
+
+Result ask_one(std::string_view sql, const config::Config& config,
+               const cluster::Topology* topology) {
+    std::vector<Result> results = ask(sql, config, topology);
+    cr_assert_eq(results.size(), 1u, "%s: %zu results", std::string(sql).c_str(), results.size());
+    return results[0];
+}
+
+// "carriers carried_by" of a service.
+std::string carried(const Result& services, const char* service) {
+    return *services.at({"pg-test", service}, "carriers") + " " +
+           *services.at({"pg-test", service}, "carried_by");
+}
+
+}  // namespace
+
+// --- SHOW NODES ------------------------------------------------------------------------------
+
+Test(show, nodes_lists_roles_health_and_flags_in_config_order) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    set_healthy(topology, offline_name, false);
+    Result nodes = ask_one("SHOW NODES", config, &topology);
+    assert_text(nodes.tag, "SHOW");
+    cr_assert_eq(nodes.rows.size(), 3u);
+    assert_text(*nodes.rows[0][1], primary_name);
+    assert_text(*nodes.rows[2][1], offline_name);
+    assert_text(*nodes.at({"pg-test", primary_name}, "role"), "primary");
+    assert_text(*nodes.at({"pg-test", replica_name}, "role"), "replica");
+    assert_text(*nodes.at({"pg-test", offline_name}, "role"), "replica");
+    assert_text(*nodes.at({"pg-test", primary_name}, "health"), "up");
+    assert_text(*nodes.at({"pg-test", offline_name}, "health"), "down");
+    assert_text(*nodes.at({"pg-test", replica_name}, "sync"), "t");
+    assert_text(*nodes.at({"pg-test", offline_name}, "sync"), "f");
+    assert_text(*nodes.at({"pg-test", offline_name}, "offline"), "t");
+    assert_text(*nodes.at({"pg-test", replica_name}, "offline"), "f");
+    assert_text(*nodes.at({"pg-test", replica_name}, "delayed"), "f");
+    assert_text(*nodes.at({"pg-test", replica_name}, "weight"), "100");
+}
+
+Test(show, nodes_prints_lsns_as_postgresql_does_and_null_where_a_node_has_none) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    Result nodes = ask_one("SHOW NODES", config, &topology);
+    assert_text(*nodes.at({"pg-test", primary_name}, "current_lsn"), "16/B374D848");
+    assert_text(*nodes.at({"pg-test", primary_name}, "replay_lsn"), "16/B374D848");
+    cr_assert_not(nodes.at({"pg-test", primary_name}, "receive_lsn"));
+    cr_assert_not(nodes.at({"pg-test", replica_name}, "current_lsn"));
+    assert_text(*nodes.at({"pg-test", replica_name}, "receive_lsn"), "16/B374D848");
+    assert_text(*nodes.at({"pg-test", replica_name}, "replay_lsn"), "16/B3740000");
+    assert_text(*nodes.at({"pg-test", offline_name}, "replay_lsn"), "0/A0");
+}
+
+Test(show, nodes_prints_lag_and_check_times_and_null_when_unknown) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    topology.clusters[0].nodes[1].last_error = "";
+    topology.clusters[0].nodes[2].last_error = "connection refused";
+    Result nodes = ask_one("SHOW NODES", config, &topology);
+    assert_text(*nodes.at({"pg-test", primary_name}, "lag_bytes"), "0");
+    assert_text(*nodes.at({"pg-test", replica_name}, "lag_bytes"), "55368");
+    assert_text(*nodes.at({"pg-test", replica_name}, "lag_ms"), "12");
+    cr_assert_not(nodes.at({"pg-test", offline_name}, "lag_bytes"));
+    cr_assert_not(nodes.at({"pg-test", offline_name}, "lag_ms"));
+    assert_text(*nodes.at({"pg-test", replica_name}, "checked_ms_ago"), "250");
+    assert_text(*nodes.at({"pg-test", replica_name}, "check_us"), "1200");
+    assert_text(*nodes.at({"pg-test", replica_name}, "free_slots"), "90");
+    assert_text(*nodes.at({"pg-test", replica_name}, "max_connections"), "100");
+    assert_text(*nodes.at({"pg-test", replica_name}, "source"), "monitor");
+    assert_text(*nodes.at({"pg-test", offline_name}, "last_error"), "connection refused");
+}
+
+Test(show, nodes_types_its_columns_text_int8_and_bool) {
+    config::Config config = test_config();
+    Result nodes = ask_one("SHOW NODES", config, nullptr);
+    std::map<std::string, uint32_t> types;
+    for (size_t i = 0; i < nodes.columns.size(); ++i) types[nodes.columns[i]] = nodes.types[i];
+    cr_assert_eq(nodes.columns.size(), 20u);
+    cr_assert_eq(types["node"], 25u);
+    cr_assert_eq(types["sync"], 16u);
+    cr_assert_eq(types["offline_query"], 16u);
+    cr_assert_eq(types["lag_bytes"], 20u);
+    cr_assert_eq(types["checked_ms_ago"], 20u);
+    cr_assert_eq(types["replay_lsn"], 25u);
+}
+
+Test(show, nodes_before_the_first_check_are_unknown_and_down) {
+    config::Config config = test_config();
+    Result nodes = ask_one("SHOW NODES", config, nullptr);
+    cr_assert_eq(nodes.rows.size(), 3u);
+    assert_text(*nodes.at({"pg-test", offline_name}, "role"), "unknown");
+    assert_text(*nodes.at({"pg-test", offline_name}, "health"), "down");
+    assert_text(*nodes.at({"pg-test", offline_name}, "offline"), "t");
+    cr_assert_not(nodes.at({"pg-test", offline_name}, "checked_ms_ago"));
+    cr_assert_not(nodes.at({"pg-test", offline_name}, "replay_lsn"));
+    cr_assert_not(nodes.at({"pg-test", offline_name}, "max_connections"));
+}
+
+// --- SHOW SERVICES ---------------------------------------------------------------------------
+
+Test(show, services_lists_each_default_service_with_its_carriers) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    Result services = ask_one("SHOW SERVICES", config, &topology);
+    cr_assert_eq(services.rows.size(), 4u);
+    assert_text(carried(services, "primary"), "127.0.0.1:25432 members");
+    assert_text(carried(services, "replica"), "127.0.0.1:25433 members");
+    assert_text(carried(services, "default"), "127.0.0.1:25432 members");
+    assert_text(carried(services, "offline"), "127.0.0.1:25434 members");
+    assert_text(*services.at({"pg-test", "replica"}, "listen"), "127.0.0.1:5434");
+    assert_text(*services.at({"pg-test", "replica"}, "dest"), "pool");
+    assert_text(*services.at({"pg-test", "offline"}, "dest"), "direct");
+    assert_text(*services.at({"pg-test", "offline"}, "balance"), "roundrobin");
+    assert_text(*services.at({"pg-test", "replica"}, "selector"),
+                "replica && !offline && !delayed");
+    assert_text(*services.at({"pg-test", "replica"}, "backup"), "primary || (replica && offline)");
+    assert_text(*services.at({"pg-test", "primary"}, "backup"), "");
+}
+
+Test(show, services_shows_the_replica_service_falling_back_to_its_backups) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    set_healthy(topology, replica_name, false);
+    Result services = ask_one("SHOW SERVICES", config, &topology);
+    assert_text(carried(services, "replica"), "127.0.0.1:25432,127.0.0.1:25434 backup");
+    set_healthy(topology, offline_name, false);
+    services = ask_one("SHOW SERVICES", config, &topology);
+    assert_text(carried(services, "replica"), "127.0.0.1:25432 backup");
+}
+
+Test(show, services_never_lists_the_primary_for_the_offline_service) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    set_healthy(topology, offline_name, false);
+    Result services = ask_one("SHOW SERVICES", config, &topology);
+    assert_text(carried(services, "offline"), "127.0.0.1:25433 backup");
+    set_healthy(topology, replica_name, false);  // the primary is the only healthy node
+    services = ask_one("SHOW SERVICES", config, &topology);
+    assert_text(carried(services, "offline"), " none");
+    assert_text(carried(services, "primary"), "127.0.0.1:25432 members");
+}
+
+Test(show, services_keep_replicas_beyond_max_lag_out) {
+    config::Config config = test_config();
+    config.clusters[0].max_lag_bytes = 1'000;  // the replica is 55368 bytes behind
+    cluster::Topology topology = test_topology(config);
+    Result services = ask_one("SHOW SERVICES", config, &topology);
+    assert_text(carried(services, "replica"), "127.0.0.1:25432 backup");  // offline: unknown lag
+    config.clusters[0].services[1].max_lag_bytes = 100'000;  // the service's own limit wins
+    services = ask_one("SHOW SERVICES", config, &topology);
+    assert_text(carried(services, "replica"), "127.0.0.1:25433 members");
+}
+
+Test(show, services_before_the_first_check_are_carried_by_none) {
+    config::Config config = test_config();
+    Result services = ask_one("SHOW SERVICES", config, nullptr);
+    cr_assert_eq(services.rows.size(), 4u);
+    assert_text(carried(services, "primary"), " none");
+}
+
+// --- SHOW CLUSTERS, VERSION, HELP ------------------------------------------------------------
+
+Test(show, clusters_counts_nodes_healthy_nodes_and_services) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    set_healthy(topology, offline_name, false);
+    Result clusters = ask_one("SHOW CLUSTERS", config, &topology);
+    cr_assert_eq(clusters.rows.size(), 1u);
+    assert_text(*clusters.at({"pg-test"}, "nodes"), "3");
+    assert_text(*clusters.at({"pg-test"}, "healthy"), "2");
+    assert_text(*clusters.at({"pg-test"}, "primary"), primary_name);
+    assert_text(*clusters.at({"pg-test"}, "epoch"), "3");
+    assert_text(*clusters.at({"pg-test"}, "services"), "4");
+    clusters = ask_one("SHOW CLUSTERS", config, nullptr);
+    assert_text(*clusters.at({"pg-test"}, "healthy"), "0");
+    assert_text(*clusters.at({"pg-test"}, "primary"), "");
+}
+
+Test(show, version_names_pgplex_and_its_version) {
+    config::Config config = test_config();
+    Result version = ask_one("SHOW VERSION", config, nullptr);
+    cr_assert_eq(version.columns.size(), 1u);
+    assert_text(version.columns[0], "version");
+    assert_text(*version.rows[0][0], "pgplex " PGPLEX_VERSION);
+}
+
+Test(show, help_lists_every_command) {
+    config::Config config = test_config();
+    Result help = ask_one("SHOW HELP", config, nullptr);
+    cr_assert_eq(help.rows.size(), 5u);
+    assert_text(*help.rows[0][0], "SHOW CLUSTERS");
+    assert_text(*help.rows[2][0], "SHOW SERVICES");
+    assert_text(*help.rows[4][0], "SHOW HELP");
+}
+
+// --- reading commands ------------------------------------------------------------------------
+
+Test(show, commands_ignore_case_whitespace_and_a_trailing_semicolon) {
+    config::Config config = test_config();
+    assert_text(ask_one("  show\n\tVersion ; ", config, nullptr).columns[0], "version");
+    assert_text(ask_one("Show Help;;", config, nullptr).columns[0], "command");
+}
+
+Test(show, several_commands_are_answered_in_order) {
+    config::Config config = test_config();
+    std::vector<Result> results = ask("SHOW VERSION; SHOW CLUSTERS;SHOW HELP", config, nullptr);
+    cr_assert_eq(results.size(), 3u);
+    assert_text(results[0].columns[0], "version");
+    assert_text(results[1].columns[0], "cluster");
+    assert_text(results[2].columns[0], "command");
+    for (const Result& result : results) assert_text(result.tag, "SHOW");
+}
+
+Test(show, an_unknown_command_is_a_syntax_error_with_a_hint) {
+    config::Config config = test_config();
+    Result error = ask_one("SHOW POOLS", config, nullptr);
+    assert_text(error.error['S'], "ERROR");
+    assert_text(error.error['C'], "42601");
+    assert_text(error.error['M'], "unknown command: SHOW POOLS");
+    cr_assert(error.error['H'].find("SHOW NODES") != std::string::npos);
+    cr_assert(error.columns.empty());
+    assert_text(ask_one("SHOW NODES please", config, nullptr).error['C'], "42601");
+    assert_text(ask_one("SELECT 1", config, nullptr).error['C'], "42601");
+    assert_text(ask_one("SHOW", config, nullptr).error['C'], "42601");
+}
+
+Test(show, an_error_ends_the_answer_as_postgresql_abandons_the_rest) {
+    config::Config config = test_config();
+    std::vector<Result> results = ask("SHOW VERSION; BOGUS; SHOW HELP", config, nullptr);
+    cr_assert_eq(results.size(), 2u);
+    assert_text(results[0].tag, "SHOW");
+    assert_text(results[1].error['M'], "unknown command: BOGUS");
+}
+
+Test(show, a_long_unknown_command_is_echoed_cut_short) {
+    config::Config config = test_config();
+    Result error = ask_one("SHOW " + std::string(5'000, 'x'), config, nullptr);
+    cr_assert_lt(error.error['M'].size(), 100u);
+    cr_assert(error.error['M'].ends_with("..."));
+}
+
+Test(show, an_empty_query_is_answered_with_empty_query_response) {
+    config::Config config = test_config();
+    cr_assert(ask_one("", config, nullptr).empty_query);
+    cr_assert(ask_one("  ;\n ; ", config, nullptr).empty_query);
+    std::vector<uint8_t> out;
+    admin::answer("", admin::Context{config, nullptr, now_ms}, out);
+    cr_assert(out == (std::vector<uint8_t>{'I', 0, 0, 0, 4}));
+}
