@@ -93,4 +93,14 @@ inline constexpr uint32_t listen_backlog_bytes_max = 1u << 20;
 inline constexpr int64_t listener_retry_ms_min = 500;
 inline constexpr int64_t listener_retry_ms_max = 30'000;
 
+// Routing (route/route.h).
+// PCRE2's match limit for [[rules]] and [[rewrites]] (pcre2_set_match_limit): a pattern
+// that backtracks catastrophically on some statement gives up after this many steps (a few
+// milliseconds) instead of holding a worker; that statement is then taken as not matching.
+// PCRE2's own default is 10,000,000.
+inline constexpr uint32_t rule_match_steps_max = 1'000'000;
+// The JIT stack each compiled rule set may grow to (pcre2_jit_stack_create), enough for
+// patterns that recurse deeply on long statements; beyond it the match fails as above.
+inline constexpr uint32_t rule_jit_stack_bytes_max = 1u << 20;
+
 }  // namespace pgplex::limits
