@@ -21,7 +21,6 @@ inline constexpr const char* syntax_error = "42601";
 inline constexpr const char* program_limit_exceeded = "54000";
 inline constexpr const char* read_only_sql_transaction = "25006";
 inline constexpr const char* invalid_parameter_value = "22023";
-inline constexpr const char* syntax_error = "42601";
 inline constexpr const char* insufficient_privilege = "42501";
 
 }  // namespace pgplex::sqlstate
