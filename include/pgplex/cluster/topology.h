@@ -32,7 +32,7 @@ struct NodeStatus {
     uint64_t current_lsn = 0;     // primary: pg_current_wal_lsn()
     uint64_t receive_lsn = 0;     // replica: pg_last_wal_receive_lsn()
     uint64_t replay_lsn = 0;      // replica: pg_last_wal_replay_lsn(); primary: current_lsn
-    int64_t lag_bytes = -1;       // primary's current_lsn - replay_lsn; 0 on the primary; -1 unknown
+    int64_t lag_bytes = -1;       // primary's current_lsn - replay_lsn; 0 on it; -1 unknown
     int64_t lag_ms = -1;          // replay lag in time; 0 on the primary; -1 unknown
     int max_connections = 0;
     int free_slots = -1;            // connections it would still accept; -1 unknown
