@@ -54,8 +54,8 @@ bool open_one(const config::Endpoint& endpoint, io::ListenerRole role,
 
 // Opens every listen socket a worker needs: the main listener, then every service's. A Unix
 // socket goes to worker 0 only.
-bool open_listeners(const config::Config& config, uint32_t worker,
-                    std::vector<base::UniqueFd>& out, std::vector<io::ListenerRole>& roles) {
+bool open_listeners(const config::Config& config, uint32_t worker, std::vector<base::UniqueFd>& out,
+                    std::vector<io::ListenerRole>& roles) {
     for (const config::Listen& listen : config.listen) {
         if (listen.endpoint.is_unix() && worker != 0) continue;
         if (!open_one(listen.endpoint, {}, out, roles)) return false;
@@ -175,6 +175,21 @@ void io::Shared::publish(std::shared_ptr<const config::Config> config) {
     config_generation.fetch_add(1, std::memory_order_acq_rel);
 }
 
+namespace {
+
+void log_listeners(const config::Config& config) {
+    for (const config::Listen& listen : config.listen)
+        log_info("listening on %s", listen.endpoint.to_string().c_str());
+    for (const config::Cluster& cluster : config.clusters)
+        for (const config::Service& service : cluster.services)
+            for (const config::Endpoint& endpoint : service.listen)
+                log_info("service %s.%s listening on %s (%s)", cluster.name.c_str(),
+                         service.name.c_str(), endpoint.to_string().c_str(),
+                         config::to_string(service.dest));
+}
+
+}  // namespace
+
 int run_control(std::shared_ptr<const config::Config> config) {
     base::log_set_level(level_of(config->log_level));
     sigset_t signals;
@@ -198,25 +213,24 @@ int run_control(std::shared_ptr<const config::Config> config) {
         if (!open_listeners(*config, i, listeners, roles)) return 1;
         auto entry = std::make_unique<WorkerThread>();
         WorkerThread* slot = entry.get();
-        entry->thread =
-            std::thread([&shared, config, i, slot, fds = std::move(listeners),
-                         roles = std::move(roles)]() mutable {
-                std::unique_ptr<io::Worker> worker;
-                try {
-                    worker = std::make_unique<io::Worker>(i, shared, config, std::move(fds),
-                                                          std::move(roles));
-                } catch (const std::exception& error) {
-                    slot->error = error.what();
-                    slot->state.store(-1);
-                    return;
-                }
-                shared.ring_fds[i] = worker->ring.fd();
-                slot->state.store(1, std::memory_order_release);
-                while (!shared.started.load(std::memory_order_acquire)) std::this_thread::yield();
-                worker->run();
-                worker.reset();
-                shared.finished_workers.fetch_add(1, std::memory_order_acq_rel);
-            });
+        entry->thread = std::thread([&shared, config, i, slot, fds = std::move(listeners),
+                                     roles = std::move(roles)]() mutable {
+            std::unique_ptr<io::Worker> worker;
+            try {
+                worker = std::make_unique<io::Worker>(i, shared, config, std::move(fds),
+                                                      std::move(roles));
+            } catch (const std::exception& error) {
+                slot->error = error.what();
+                slot->state.store(-1);
+                return;
+            }
+            shared.ring_fds[i] = worker->ring.fd();
+            slot->state.store(1, std::memory_order_release);
+            while (!shared.started.load(std::memory_order_acquire)) std::this_thread::yield();
+            worker->run();
+            worker.reset();
+            shared.finished_workers.fetch_add(1, std::memory_order_acq_rel);
+        });
         threads.push_back(std::move(entry));
     }
     bool failed = false;
@@ -236,21 +250,13 @@ int run_control(std::shared_ptr<const config::Config> config) {
     int running = 0;
     for (auto& entry : threads) running += entry->state.load() == 1 ? 1 : 0;
     if (!failed) {
-        for (const config::Listen& listen : config->listen)
-            log_info("listening on %s", listen.endpoint.to_string().c_str());
-        for (const config::Cluster& cluster : config->clusters)
-            for (const config::Service& service : cluster.services)
-                for (const config::Endpoint& endpoint : service.listen)
-                    log_info("service %s.%s listening on %s (%s)", cluster.name.c_str(),
-                             service.name.c_str(), endpoint.to_string().c_str(),
-                             config::to_string(service.dest));
+        log_listeners(*config);
         sd_notify(0, "READY=1\nSTATUS=serving");
     }
 
-    cluster::Monitor monitor(
-        [&shared](std::shared_ptr<const cluster::Topology> topology) {
-            shared.publish_topology(std::move(topology));
-        });
+    cluster::Monitor monitor([&shared](std::shared_ptr<const cluster::Topology> topology) {
+        shared.publish_topology(std::move(topology));
+    });
     if (!failed) monitor.start(config);
     wait_for_signals(shared, monitor, config->path, failed, running);
     monitor.stop();

@@ -21,8 +21,7 @@ namespace {
 using proto::FrontendMessage;
 using proto::Severity;
 
-void queue_writer(io::Worker& worker, Client& client, std::vector<uint8_t>& bytes,
-                  uint32_t used) {
+void queue_writer(io::Worker& worker, Client& client, std::vector<uint8_t>& bytes, uint32_t used) {
     queue(worker, client, bytes.data(), used);
 }
 
@@ -35,8 +34,8 @@ void begin_admin(io::Worker& worker, Client& client) {
         config.admin_users.end()) {
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
              sqlstate::insufficient_privilege,
-             "user \"" + user + "\" may not use the pgplex management database",
-             "", "List the user in admin_users in [pgplex].");
+             "user \"" + user + "\" may not use the pgplex management database", "",
+             "List the user in admin_users in [pgplex].");
         return;
     }
     std::vector<uint8_t> bytes(1024);

@@ -248,8 +248,8 @@ void begin_session(io::Worker& worker, Client& client, const proto::StartupPacke
     const config::Config& config = *worker.config;
     session.admin = resolved.admin;
     session.mode = mode_of(config, resolved.alias, session);
-    session.pin_allowed =
-        resolved.alias ? config.pin_on_session_state_of(*resolved.alias) : config.pin_on_session_state;
+    session.pin_allowed = resolved.alias ? config.pin_on_session_state_of(*resolved.alias)
+                                         : config.pin_on_session_state;
     begin_auth(worker, client);
 }
 
@@ -474,8 +474,8 @@ void authenticated(io::Worker& worker, Client& client) {
         return;
     }
     if (session.routing) {
-        pool::Target base = target_for(config, routed_alias(config, session), session,
-                                       *client.login);
+        pool::Target base =
+            target_for(config, routed_alias(config, session), session, *client.login);
         begin_routed(worker, client, std::move(base));
         return;
     }

@@ -69,15 +69,14 @@ void resolve_service(io::Worker& worker, Session& session, const io::ListenerRol
         if (service.name == role.service) {
             session.routing->dest = service.dest;
             if (service.dest == config::Dest::Direct)
-                session.routing->pool_size = service.maxconn > 0 ? service.maxconn
-                                                                 : direct_pool_size;
+                session.routing->pool_size =
+                    service.maxconn > 0 ? service.maxconn : direct_pool_size;
         }
 }
 
 }  // namespace
 
-bool resolve_login(io::Worker& worker, Client& client, const std::string& intent,
-                   Resolved& out) {
+bool resolve_login(io::Worker& worker, Client& client, const std::string& intent, Resolved& out) {
     const config::Config& config = *worker.config;
     Session& session = *client.session;
     out = Resolved{};
@@ -97,8 +96,7 @@ bool resolve_login(io::Worker& worker, Client& client, const std::string& intent
         } else if (split_cluster(session.database, db, cluster)) {
             if (config.find_cluster(cluster) == nullptr) {
                 fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
-                     sqlstate::invalid_catalog_name,
-                     "cluster \"" + cluster + "\" does not exist",
+                     sqlstate::invalid_catalog_name, "cluster \"" + cluster + "\" does not exist",
                      "database \"" + session.database + "\" names it after '@'");
                 return false;
             }
@@ -126,8 +124,8 @@ bool resolve_login(io::Worker& worker, Client& client, const std::string& intent
         if (!route::parse_intent(intent, parsed)) {
             fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
                  sqlstate::invalid_parameter_value,
-                 "invalid value for parameter \"pgplex.intent\": \"" + intent + "\"",
-                 "", "Use read-only or read-write.");
+                 "invalid value for parameter \"pgplex.intent\": \"" + intent + "\"", "",
+                 "Use read-only or read-write.");
             return false;
         }
         session.routing->intent = parsed;
@@ -171,8 +169,8 @@ bool place(io::Worker& worker, Client& client, const route::Request& request) {
     routing.node = node.name;
     routing.in_flight = worker.shared.node_loads.find_or_create(routing.cluster, node.name);
     if (routing.in_flight) routing.in_flight->fetch_add(1, std::memory_order_relaxed);
-    routing.needs_lsn = routing.service.empty() && routing.read_your_writes &&
-                        request.may_write && node.role == cluster::Role::Primary &&
+    routing.needs_lsn = routing.service.empty() && routing.read_your_writes && request.may_write &&
+                        node.role == cluster::Role::Primary &&
                         client.session->mode != config::PoolMode::Session;
     return true;
 }
@@ -252,6 +250,7 @@ void begin_routed(io::Worker& worker, Client& client, pool::Target base) {
     base.direct = routing.dest == config::Dest::Direct;
     routing.base = std::move(base);
     route::Request request = worker.router->session_request(routing);
+    request.may_write = false;  // the login's server runs nothing of the client's
     if (!place(worker, client, request)) {
         wait_for_node(worker, client, request);
         return;
@@ -259,8 +258,7 @@ void begin_routed(io::Worker& worker, Client& client, pool::Target base) {
     request_server(worker, client);
 }
 
-uint32_t route_transaction(io::Worker& worker, Client& client, const uint8_t* data,
-                           uint32_t size) {
+uint32_t route_transaction(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
     Session& session = *client.session;
     route::Routing& routing = *session.routing;
     bool complete = false;
@@ -283,7 +281,8 @@ void retry_route(io::Worker& worker, Client& client) {
         return;
     }
     const config::Config& config = *worker.config;
-    if (config.query_wait_timeout_ms <= 0 || worker.now - client.since <= config.query_wait_timeout_ms)
+    if (config.query_wait_timeout_ms <= 0 ||
+        worker.now - client.since <= config.query_wait_timeout_ms)
         return;
     std::string what = routing.service.empty()
                            ? std::string("route=") + route::to_string(routing.pending.target)

@@ -7,10 +7,10 @@
 
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
+#include "pgplex/client/admin.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/client/extended.h"
 #include "pgplex/client/listen.h"
-#include "pgplex/client/admin.h"
 #include "pgplex/client/login.h"
 #include "pgplex/client/route.h"
 #include "pgplex/pool/pool.h"

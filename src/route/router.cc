@@ -60,8 +60,7 @@ std::atomic<int>* NodeLoads::find_or_create(std::string_view cluster, std::strin
     for (uint32_t probe = 0; probe < node_loads_probe_max; ++probe) {
         Entry& entry = entries_[(key + probe) % capacity_];
         uint64_t seen = entry.key.load(std::memory_order_acquire);
-        if (seen == 0 &&
-            entry.key.compare_exchange_strong(seen, key, std::memory_order_acq_rel))
+        if (seen == 0 && entry.key.compare_exchange_strong(seen, key, std::memory_order_acq_rel))
             return &entry.in_flight;
         if (seen == key) return &entry.in_flight;
     }
@@ -133,8 +132,8 @@ Request Router::session_request(const Routing& routing) const {
     return request;
 }
 
-Reading Router::read(const Routing& routing, const std::string& user,
-                     const std::string& database, uint8_t type, std::string_view text) {
+Reading Router::read(const Routing& routing, const std::string& user, const std::string& database,
+                     uint8_t type, std::string_view text) {
     Reading out;
     if (!routing.service.empty()) return out;
     Hint hint;
@@ -176,9 +175,12 @@ Reading Router::read(const Routing& routing, const std::string& user,
             return out;
         }
     }
-    if (kind == StatementClass::Read) decide(Target::Replica, false);
-    else if (kind == StatementClass::Write) decide(Target::Primary, true);
-    else decide(routing.default_route, !is_read_target(routing.default_route));
+    if (kind == StatementClass::Read)
+        decide(Target::Replica, false);
+    else if (kind == StatementClass::Write)
+        decide(Target::Primary, true);
+    else
+        decide(routing.default_route, !is_read_target(routing.default_route));
     return out;
 }
 
@@ -222,8 +224,7 @@ int Router::choose(const Routing& routing, const Request& request,
                    NodeLoads& loads, base::Milliseconds now) {
     if (request.target == Target::Node) {
         for (size_t i = 0; i < cluster.nodes.size(); ++i)
-            if (cluster.nodes[i].name == request.node && cluster.nodes[i].healthy)
-                return int(i);
+            if (cluster.nodes[i].name == request.node && cluster.nodes[i].healthy) return int(i);
         return -1;
     }
     const config::Cluster* settings = config.find_cluster(routing.cluster);

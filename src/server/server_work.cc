@@ -17,6 +17,7 @@
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/proto/writer.h"
+#include "pgplex/route/router.h"
 #include "pgplex/server/internal.h"
 #include "pgplex/server/listen.h"
 #include "pgplex/server/server_work.h"
@@ -212,7 +213,9 @@ struct OwnQueryHandler {
     proto::Fate on_header(uint8_t type, uint32_t length) {
         switch (type) {
             case uint8_t(BackendMessage::DataRow):
-                return server.checking && length <= 64 ? proto::Fate::Inspect : proto::Fate::Drop;
+                return (server.checking || server.reading_lsn) && length <= 64
+                           ? proto::Fate::Inspect
+                           : proto::Fate::Drop;
             case uint8_t(BackendMessage::ReadyForQuery):
             case uint8_t(BackendMessage::ParameterStatus):
             case uint8_t(BackendMessage::ErrorResponse):
@@ -304,6 +307,22 @@ void checked_session_state(io::Worker& worker, Server& server, bool error) {
     client::on_server_ready(worker, client);
 }
 
+// Read your writes: the primary's WAL insert position after the client's transaction is in;
+// its reads now go only where that is replayed. Then the server goes back as usual.
+void read_lsn_done(io::Worker& worker, Server& server, bool error) {
+    server.reading_lsn = false;
+    client::Client& client = worker.client(server.client);
+    route::Routing& routing = *client.session->routing;
+    routing.needs_lsn = false;
+    if (!error && server.session_state_count > 0)
+        routing.ryw_lsn = std::max(routing.ryw_lsn, uint64_t(server.session_state_count));
+    server.state = ServerState::Active;
+    client.state = client::ClientState::Active;
+    release_if_done(worker, server);
+    if (server.client != io::nil && client.state == client::ClientState::Active)
+        client::on_server_ready(worker, client);
+}
+
 uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
     OwnQueryHandler handler{server};
     proto::FeedResult result =
@@ -314,6 +333,10 @@ uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, ui
     }
     switch (server.state) {
         case ServerState::Syncing: {
+            if (server.reading_lsn) {
+                if (handler.ready) read_lsn_done(worker, server, handler.error);
+                return result.consumed;
+            }
             if (server.checking) {
                 if (handler.ready) checked_session_state(worker, server, handler.error);
                 return result.consumed;
@@ -494,6 +517,8 @@ const char* to_string(CloseReason reason) {
             return "cancel sent";
         case CloseReason::HandedOver:
             return "handed over to another worker";
+        case CloseReason::Direct:
+            return "its client left (dest = \"direct\")";
     }
     return "unknown";
 }
@@ -623,6 +648,10 @@ void unlink(io::Worker& worker, Server& server, bool reset_session) {
     forget_expected(worker, server);
     if (!answered) server.unsynced = true;  // replies are still to come: not reusable
     if (server.state == ServerState::Closing) return;
+    if (server.pool->target.direct) {  // a direct service: the server was the client's own
+        close(worker, server, CloseReason::Direct);
+        return;
+    }
     if (!reusable(server)) {
         close(worker, server, CloseReason::Unusable);
         return;
@@ -661,6 +690,14 @@ void release_if_done(io::Worker& worker, Server& server) {
                 server.status == proto::TransactionStatus::Idle &&
                 server.conn.frame.between_messages() && client.conn.frame.between_messages();
     if (!done) return;
+    if (client.session->routing && client.session->routing->needs_lsn) {
+        server.state = ServerState::Syncing;
+        server.reading_lsn = true;
+        server.session_state_count = -1;
+        client.state = client::ClientState::Syncing;
+        send_query(worker, server, "SELECT pg_current_wal_insert_lsn() - '0/0'");
+        return;
+    }
     if (client.session->pin_suspect) {
         // Count what the transaction left behind before lending the server to anyone else;
         // the client's next messages wait meanwhile.

@@ -108,7 +108,7 @@ struct Client {
     uint32_t wait_next = io::nil;
     pool::Pool* pool = nullptr;
     uint32_t cancel_key = 0;
-    uint16_t listener = 0;  // the listener it came in by: main or a service
+    uint16_t listener = 0;         // the listener it came in by: main or a service
     base::Milliseconds since = 0;  // when the current state began
     bool consuming = false;        // inside consume_held(): no re-entry
     std::unique_ptr<Login> login;

@@ -25,8 +25,7 @@ struct Resolved {
 // fallback, else "pgplex"/"pgbouncer" for admin_users; a service listener: its service.
 // Sets session.routing for routed clients, with `intent` (a startup option). Returns false
 // after failing the client.
-bool resolve_login(io::Worker& worker, Client& client, const std::string& intent,
-                   Resolved& out);
+bool resolve_login(io::Worker& worker, Client& client, const std::string& intent, Resolved& out);
 // After authentication: the routed client's first node, then a server from its pool (or a
 // wait for a node that can take it).
 void begin_routed(io::Worker& worker, Client& client, pool::Target base);
@@ -34,8 +33,7 @@ void begin_routed(io::Worker& worker, Client& client, pool::Target base);
 // pgplex answered itself (SET pgplex.intent, a bad hint); 0 when a node was chosen
 // (client.pool is set; the caller asks for a server) or none can take it yet (the client
 // then waits, in state Waiting with no pool).
-uint32_t route_transaction(io::Worker& worker, Client& client, const uint8_t* data,
-                           uint32_t size);
+uint32_t route_transaction(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size);
 // Tick, for a client waiting for a node: try again, or give up after query_wait_timeout.
 void retry_route(io::Worker& worker, Client& client);
 // The client's lease of a node ended (transaction done, or the client left).

@@ -19,8 +19,8 @@
 
 #include "pgplex/base/clock.h"
 #include "pgplex/base/unique_fd.h"
-#include "pgplex/cluster/topology.h"
 #include "pgplex/client/client.h"
+#include "pgplex/cluster/topology.h"
 #include "pgplex/config/config.h"
 #include "pgplex/io/buffers.h"
 #include "pgplex/io/ring.h"
@@ -167,7 +167,7 @@ class Worker {
     // lives at a fixed address: the vector holds owners, never the ops themselves.
     std::vector<std::unique_ptr<SendOp>> send_ops_;
     uint32_t send_free_ = nil;
-    unsigned sends_queued_ = 0;  // sendmsg entries prepared since the last submit
+    unsigned sends_queued_ = 0;      // sendmsg entries prepared since the last submit
     std::vector<uint64_t> dirty_;    // packed {op, slot, generation} of conns to send
     std::vector<uint64_t> starved_;  // packed {op, slot, generation} awaiting buffers
     uint32_t server_free_ = nil;

@@ -70,10 +70,10 @@ struct Routing {
     int pool_size = 0;
     int reserve_pool_size = 0;
     int min_pool_size = 0;
-    std::string application_name;              // for rules' conditions
+    std::string application_name;                            // for rules' conditions
     std::vector<std::pair<std::string, pool::Pool*>> pools;  // by node name
-    std::atomic<int>* in_flight = nullptr;     // the node of the lease under way
-    std::string node;                          // its name
+    std::atomic<int>* in_flight = nullptr;                   // the node of the lease under way
+    std::string node;                                        // its name
     Request pending;  // what a client waiting for a node asked for
 };
 
@@ -101,8 +101,9 @@ class Router {
     // default route.
     Request session_request(const Routing& routing) const;
     // The node that should take the request now; -1 when none can.
-    int choose(const Routing& routing, const Request& request, const cluster::ClusterStatus& cluster,
-               const config::Config& config, NodeLoads& loads, base::Milliseconds now);
+    int choose(const Routing& routing, const Request& request,
+               const cluster::ClusterStatus& cluster, const config::Config& config,
+               NodeLoads& loads, base::Milliseconds now);
     // Rewrites from [[rewrites]]; false when none applies.
     bool rewrite(std::string_view text, const Who& who, std::string& out);
     bool has_rewrites() const;

@@ -52,7 +52,9 @@ enum class CloseReason : uint8_t {
     ConnectTimeout,
     Shutdown,
     CancelDone,
-    HandedOver,  // given to another worker, which now owns the socket
+    HandedOver,
+    Direct,  // a direct service's server: its client left  // given to another worker, which now
+             // owns the socket
 };
 
 const char* to_string(CloseReason reason);
@@ -126,15 +128,18 @@ struct Server {
     // and the count it returned (-1: none yet).
     bool checking = false;
     int64_t session_state_count = -1;
-    std::deque<Pending> expected;        // replies owed for the linked client's messages
+    // Syncing: the query reads the WAL position after the linked client's write, for read
+    // your writes (route/router.h); the same DataRow reader fills session_state_count.
+    bool reading_lsn = false;
+    std::deque<Pending> expected;  // replies owed for the linked client's messages
     // An extended-protocol error: the server ignores everything until the next Sync.
     bool skipping = false;
-    uint32_t epoch = 0;              // counts lendings; what this one used is not evicted
+    uint32_t epoch = 0;  // counts lendings; what this one used is not evicted
     // The bytes from a retry Bind to its Sync, kept to send again (server_expect.cc).
     ReplayRecord replay_record = ReplayRecord::Off;
     std::string replay;
     pool::ServerStatements prepared;  // named statements it holds (transaction pooling)
-    uint32_t yield_worker = 0;           // Yielding: who gets it, and at which file index
+    uint32_t yield_worker = 0;        // Yielding: who gets it, and at which file index
     uint32_t yield_file = 0;
     struct Transfer* transfer = nullptr;  // Yielding: sent, not yet known to have arrived
     std::unique_ptr<ServerLogin> login;
