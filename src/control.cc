@@ -177,6 +177,14 @@ void io::Shared::publish(std::shared_ptr<const config::Config> config) {
 
 namespace {
 
+// Taken with sigtimedwait by the control thread; blocked everywhere (workers inherit it).
+void block_signals() {
+    sigset_t signals;
+    sigemptyset(&signals);
+    for (int signal : {SIGHUP, SIGTERM, SIGINT, SIGPIPE}) sigaddset(&signals, signal);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+}
+
 void log_listeners(const config::Config& config) {
     for (const config::Listen& listen : config.listen)
         log_info("listening on %s", listen.endpoint.to_string().c_str());
@@ -192,14 +200,7 @@ void log_listeners(const config::Config& config) {
 
 int run_control(std::shared_ptr<const config::Config> config) {
     base::log_set_level(level_of(config->log_level));
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGHUP);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGINT);
-    sigaddset(&signals, SIGPIPE);
-    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-
+    block_signals();
     uint32_t worker_count = uint32_t(config->workers > 0 ? config->workers : 1);
     if (worker_count > limits::workers_max) worker_count = limits::workers_max;
     io::Shared shared(pool_table_capacity);
