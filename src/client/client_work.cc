@@ -15,6 +15,7 @@
 #include "pgplex/client/route.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/proto/sqlstate.h"
+#include "pgplex/route/router.h"
 #include "pgplex/server/internal.h"
 #include "pgplex/server/server_work.h"
 
@@ -35,6 +36,7 @@ struct ForwardHandler {
     Outbound out;
     bool track_sets;  // transaction pooling: SET/RESET must follow the client
     bool renames;     // transaction pooling: named statements are renamed (extended.h)
+    bool rewrites;    // [[rewrites]] exist: every Query is read, and may be rewritten
     bool terminate = false;
 
     void expect(server::Expect what) {
@@ -52,7 +54,7 @@ struct ForwardHandler {
             case FrontendMessage::Terminate:
                 return proto::Fate::Inspect;
             case FrontendMessage::Query:
-                if (track_sets && inspectable) return proto::Fate::Inspect;
+                if ((track_sets || rewrites) && inspectable) return proto::Fate::Inspect;
                 expect(server::Expect::Query);
                 break;
             case FrontendMessage::FunctionCall:
@@ -170,8 +172,25 @@ struct ForwardHandler {
         query = query.substr(0, query.find('\0'));
         if (track_sets && takes_listen_query(out, query)) return;
         if (renames && on_deallocate(out, query)) return;
-        out.pass(uint8_t(FrontendMessage::Query), body, size);
+        if (!rewrites || !rewrite(query)) out.pass(uint8_t(FrontendMessage::Query), body, size);
         expect(server::Expect::Query);
+    }
+    // [[rewrites]]: the Query goes out with its text rewritten. False: none applies.
+    bool rewrite(std::string_view query) {
+        const Session& session = *out.client.session;
+        std::string_view application;
+        for (const pool::Setting& setting : pool::settings_of(session.settings))
+            if (setting.name == "application_name") application = setting.value;
+        std::string changed;
+        route::Who who{session.user, session.database, application};
+        if (!out.worker.router->rewrite(query, who, changed)) return false;
+        std::vector<uint8_t> message(changed.size() + 6);
+        proto::Writer writer(message.data(), uint32_t(message.size()));
+        writer.begin(FrontendMessage::Query);
+        writer.cstring(changed);
+        writer.end();
+        out.copy(writer.data(), writer.size());
+        return true;
     }
     // Transaction pooling: a Query or Parse that may create session state a server cannot
     // be lent on with pins the client to its server (checked when its transaction ends), or
@@ -208,7 +227,8 @@ uint32_t consume_active(io::Worker& worker, Client& client, uint32_t buffer, con
     bool track = client.session && client.session->mode != config::PoolMode::Session;
     ForwardHandler handler{{worker, client, server, buffer, worker.buffers.data(buffer)},
                            track,
-                           renames_statements(worker, client)};
+                           renames_statements(worker, client),
+                           worker.router->has_rewrites()};
     proto::FeedResult result =
         proto::feed(client.conn.frame, proto::Direction::Frontend, data, size, handler);
     if (server.conn.out.bytes > 0) server::on_client_output(worker, server);

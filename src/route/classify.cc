@@ -579,8 +579,87 @@ Classifier::Classifier(std::vector<std::string> read_only_functions, size_t capa
 }
 
 // Two texts with the same 64-bit hash share a class; at 2^-64 per pair that is accepted.
+namespace {
+
+bool is_word(char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '$' ||
+           static_cast<unsigned char>(c) >= 0x80;
+}
+
+// The end of what starts at `at` when it is kept whole (a comment, a quoted identifier),
+// or npos when it does not end.
+size_t skip_kept(std::string_view text, size_t at) {
+    if (text.compare(at, 2, "--") == 0) {
+        size_t end = text.find('\n', at);
+        return end == std::string_view::npos ? text.size() : end;
+    }
+    if (text.compare(at, 2, "/*") == 0) {
+        int depth = 0;
+        for (size_t i = at; i + 1 < text.size(); ++i) {
+            if (text[i] == '/' && text[i + 1] == '*')
+                depth++, i++;
+            else if (text[i] == '*' && text[i + 1] == '/' && --depth == 0)
+                return i + 2;
+            else if (text[i] == '*' && text[i + 1] == '/')
+                i++;
+        }
+        return std::string_view::npos;
+    }
+    size_t end = text.find('"', at + 1);  // "..." ("" inside ends and restarts: same result)
+    return end == std::string_view::npos ? end : end + 1;
+}
+
+// The end of the string literal opening at `at`; npos when it does not end.
+size_t skip_string(std::string_view text, size_t at, bool escapes) {
+    for (size_t i = at + 1; i < text.size(); ++i) {
+        if (escapes && text[i] == '\\') {
+            ++i;
+        } else if (text[i] == '\'') {
+            if (i + 1 < text.size() && text[i + 1] == '\'') {
+                ++i;
+                continue;
+            }
+            return i + 1;
+        }
+    }
+    return std::string_view::npos;
+}
+
+}  // namespace
+
+void literal_shape(std::string_view text, std::string& out) {
+    size_t start = out.size();
+    for (size_t i = 0; i < text.size();) {
+        char c = text[i];
+        size_t end = 0;
+        if (text.compare(i, 2, "--") == 0 || text.compare(i, 2, "/*") == 0 || c == '"') {
+            end = skip_kept(text, i);
+            if (end != std::string_view::npos) out.append(text.substr(i, end - i));
+        } else if (c == '\'') {
+            end = skip_string(text, i, i > 0 && (text[i - 1] == 'E' || text[i - 1] == 'e'));
+            if (end != std::string_view::npos) out += '?';
+        } else if (std::isdigit(static_cast<unsigned char>(c)) &&
+                   (i == 0 || !is_word(text[i - 1]))) {
+            end = i;
+            while (end < text.size() && (is_word(text[end]) || text[end] == '.')) ++end;
+            out += '?';
+        } else {
+            out += c;
+            end = i + 1;
+        }
+        if (end == std::string_view::npos) {  // left open: the text as it is
+            out.resize(start);
+            out.append(text);
+            return;
+        }
+        i = end;
+    }
+}
+
 StatementClass Classifier::classify(std::string_view text) {
-    uint64_t hash = XXH3_64bits(text.data(), text.size());
+    shape_.clear();
+    literal_shape(text, shape_);
+    uint64_t hash = XXH3_64bits(shape_.data(), shape_.size());
     auto found = cache_.find(hash);
     if (found != cache_.end()) return found->second;
     StatementClass result = classify_uncached(text, read_only_functions_);

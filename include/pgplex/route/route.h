@@ -103,7 +103,9 @@ enum class StatementClass : uint8_t {
 
 const char* to_string(StatementClass value);
 
-// libpg_query, cached by XXH3-64 of the text: a text is parsed once per Classifier. The
+// libpg_query, cached by XXH3-64 of the text's shape: the text with each string and number
+// literal replaced by one mark (the class never depends on a literal's value), so the
+// simple protocol's "WHERE aid = 42", "= 43", ... share one entry and are parsed once. The
 // cache is bounded (`capacity` entries; cleared when full). One per worker: not thread-safe.
 class Classifier {
   public:
@@ -119,10 +121,15 @@ class Classifier {
     size_t capacity_;
     std::unordered_map<uint64_t, StatementClass> cache_;
     uint64_t parses_ = 0;
+    std::string shape_;  // the text with its literals masked, reused between calls
 };
 
 // The pure classification behind Classifier (no cache): exposed for tests and fuzzing.
 StatementClass classify_uncached(std::string_view text,
                                  const std::vector<std::string>& read_only_functions);
+
+// The text with each string and number literal replaced by "?" (comments and quoted
+// identifiers kept as they are). Appends to out. A literal left open keeps the text as is.
+void literal_shape(std::string_view text, std::string& out);
 
 }  // namespace pgplex::route
