@@ -62,8 +62,10 @@ bool open_listeners(const config::Config& config, uint32_t worker, std::vector<b
     }
     for (const config::Cluster& cluster : config.clusters)
         for (const config::Service& service : cluster.services)
-            for (const config::Endpoint& endpoint : service.listen)
+            for (const config::Endpoint& endpoint : service.listen) {
+                if (endpoint.is_unix() && worker != 0) continue;
                 if (!open_one(endpoint, {cluster.name, service.name}, out, roles)) return false;
+            }
     return true;
 }
 

@@ -549,6 +549,16 @@ void request_server(io::Worker& worker, Client& client) {
         server::link(worker, candidate, client);
         return;
     }
+    if (client.session && client.session->routing && client.session->routing->maxqueue > 0 &&
+        pool.waiting.load(std::memory_order_acquire) >= client.session->routing->maxqueue) {
+        const route::Routing& routing = *client.session->routing;
+        fail(worker, client, CloseReason::TooManyClients, Severity::Fatal,
+             sqlstate::too_many_connections,
+             "too many clients waiting for node " + routing.node + " of service " +
+                 routing.cluster + "." + routing.service,
+             "maxqueue = " + std::to_string(routing.maxqueue));
+        return;
+    }
     pool::waiter_push(worker, slot);
     server::want_server(worker, pool);
 }

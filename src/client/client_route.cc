@@ -68,6 +68,7 @@ void resolve_service(io::Worker& worker, Session& session, const io::ListenerRol
     for (const config::Service& service : cluster->services)
         if (service.name == role.service) {
             session.routing->dest = service.dest;
+            session.routing->maxqueue = service.maxqueue;
             if (service.dest == config::Dest::Direct)
                 session.routing->pool_size =
                     service.maxconn > 0 ? service.maxconn : direct_pool_size;
@@ -84,7 +85,8 @@ bool resolve_login(io::Worker& worker, Client& client, const std::string& intent
         !worker.listener_roles[client.listener].service.empty()) {
         resolve_service(worker, session, worker.listener_roles[client.listener], out);
     } else if (is_admin_database(session.database) &&
-               config.find_alias(session.database) == nullptr) {
+               (config.find_alias(session.database) == nullptr ||
+                config.find_alias(session.database)->name == "*")) {
         out.admin = true;
         return true;
     } else {
@@ -161,6 +163,7 @@ bool place(io::Worker& worker, Client& client, const route::Request& request) {
     if (cluster == nullptr) return false;
     int index = worker.router->choose(routing, request, *cluster, *worker.config,
                                       worker.shared.node_loads, worker.now);
+    routing.pending = request;
     if (index < 0) return false;
     const cluster::NodeStatus& node = cluster->nodes[size_t(index)];
     pool::Pool* pool = pool_of(worker, routing, node);
@@ -189,7 +192,7 @@ void answer(io::Worker& worker, Client& client, const route::Reading& reading) {
     if (reading.answer == route::Answer::IntentSet) {
         route::parse_intent(reading.detail, client.session->routing->intent);
         writer.begin(proto::BackendMessage::CommandComplete);
-        writer.cstring("SET");
+        writer.cstring(reading.reset ? "RESET" : "SET");
         writer.end();
     } else if (reading.answer == route::Answer::BadIntent) {
         proto::write_error(writer, Severity::Error, sqlstate::invalid_parameter_value,
@@ -291,6 +294,24 @@ void retry_route(io::Worker& worker, Client& client) {
          "no node of cluster \"" + routing.cluster + "\" can take " + what,
          "waited " + std::to_string(config.query_wait_timeout_ms) + " ms (query_wait_timeout)",
          "SHOW NODES in the pgplex database tells which nodes are up and their roles.");
+}
+
+bool reroute_after_failure(io::Worker& worker, Client& client, const uint8_t* error,
+                           uint32_t error_size) {
+    if (client.state != ClientState::Waiting || client.pool == nullptr || !client.session ||
+        !client.session->routing)
+        return false;
+    proto::ErrorFields fields;
+    if (error != nullptr && proto::parse_error(error, error_size, fields) &&
+        !fields.code.starts_with("08") && !fields.code.starts_with("57P"))
+        return false;
+    pool::waiter_remove(worker, worker.client_slot(client));
+    lease_ended(worker, client);
+    log_info("client slot %u: node %s cannot be reached; waiting for a node of cluster %s",
+             worker.client_slot(client), client.session->routing->node.c_str(),
+             client.session->routing->cluster.c_str());
+    client.pool = nullptr;  // retried each tick (retry_route)
+    return true;
 }
 
 void lease_ended(io::Worker&, Client& client) {

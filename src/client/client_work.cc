@@ -479,6 +479,7 @@ void resume(io::Worker& worker, Client& client) {
 void on_server_failed(io::Worker& worker, Client& client, const uint8_t* error,
                       uint32_t error_size) {
     client.server = io::nil;
+    if (reroute_after_failure(worker, client, error, error_size)) return;
     if (error != nullptr && error_size > 0) {
         // Pass the server's own words on, as a FATAL: the session cannot go on.
         proto::ErrorFields fields;

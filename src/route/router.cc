@@ -4,6 +4,8 @@
 
 #include <xxhash.h>
 
+#include <strings.h>
+
 #include <cmath>
 
 #include "pgplex/base/log.h"
@@ -139,13 +141,18 @@ Reading Router::read(const Routing& routing, const std::string& user, const std:
     Hint hint;
     HintStatus status = parse_hint(text, hint, out.detail);
     if (status == HintStatus::Invalid) {
+        // Answered with 22023 when it is a whole Query; else the hint is ignored.
         out.answer = Answer::BadHint;
+        out.request = session_request(routing);
         return out;
     }
     std::string value;
     if (type == uint8_t(proto::FrontendMessage::Query) && is_intent_set(text, value)) {
         Intent intent = Intent::None;
         out.answer = parse_intent(value, intent) ? Answer::IntentSet : Answer::BadIntent;
+        size_t start = text.find_first_not_of(" \t\r\n");
+        out.reset = start != std::string_view::npos && text.size() - start >= 5 &&
+                    strncasecmp(text.data() + start, "reset", 5) == 0;
         out.detail = value;
         return out;
     }
@@ -252,7 +259,11 @@ int Router::choose(const Routing& routing, const Request& request,
         limits.max_lag_bytes = -1;
     }
     cluster::Carriers carriers = cluster::carriers(*rule, cluster, limits);
-    return balance(routing, carriers, cluster, service, loads, now);
+    int chosen = balance(routing, carriers, cluster, service, loads, now);
+    // Read your writes: when no node of the route has replayed the client's last commit
+    // yet, the primary has it.
+    if (chosen < 0 && limits.min_replay_lsn > 0 && cluster.primary >= 0) return cluster.primary;
+    return chosen;
 }
 
 int Router::balance(const Routing& routing, const cluster::Carriers& carriers,

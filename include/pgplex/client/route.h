@@ -36,6 +36,12 @@ void begin_routed(io::Worker& worker, Client& client, pool::Target base);
 uint32_t route_transaction(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size);
 // Tick, for a client waiting for a node: try again, or give up after query_wait_timeout.
 void retry_route(io::Worker& worker, Client& client);
+// A routed client waiting for a server of a node that could not be reached (or is shutting
+// down or starting up, 57P0x): it waits for a node again, so a failover costs it a wait, not
+// its connection. False (the caller fails the client) for any other error, such as a
+// refused password.
+bool reroute_after_failure(io::Worker& worker, Client& client, const uint8_t* error,
+                           uint32_t error_size);
 // The client's lease of a node ended (transaction done, or the client left).
 void lease_ended(io::Worker& worker, Client& client);
 

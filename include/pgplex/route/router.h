@@ -57,6 +57,7 @@ struct Routing {
     std::string cluster;
     std::string service;  // a service port's service; empty: routed per transaction
     config::Dest dest = config::Dest::Pool;
+    int maxqueue = 0;  // the service's: clients a node's pool may have waiting; 0 no limit
     Intent intent = Intent::None;
     Target default_route = Target::Primary;
     bool read_your_writes = true;
@@ -84,6 +85,7 @@ struct Reading {
     Request request;
     Answer answer = Answer::None;
     std::string detail;  // BadIntent / BadHint: what was wrong
+    bool reset = false;  // IntentSet by RESET (its command tag)
 };
 
 // Per worker: compiled rules, the classifier, compiled service rules, balance state.
