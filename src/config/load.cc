@@ -169,7 +169,9 @@ bool Loader::lag(int64_t& out_ms, int64_t& out_bytes) {
         for (auto [suffix, scale] : units)
             if (digits > 0 && digits <= 12 &&
                 strcasecmp(std::string(unit).c_str(), std::string(suffix).c_str()) == 0) {
-                out_bytes = std::stoll(std::string(value.substr(0, digits))) * scale;
+                int64_t count = std::stoll(std::string(value.substr(0, digits)));
+                if (count > INT64_MAX / scale) break;  // "999999999999GB" overflows int64
+                out_bytes = count * scale;
                 return true;
             }
     }

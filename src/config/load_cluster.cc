@@ -62,7 +62,11 @@ constexpr Setting<ClusterDraft> cluster_settings[] = {
     {"rise", [](Loader& l, ClusterDraft& d) { return l.integer_as(1, 100, d.cluster.rise); }},
     {"fall", [](Loader& l, ClusterDraft& d) { return l.integer_as(1, 100, d.cluster.fall); }},
     {"check_timeout",
-     [](Loader& l, ClusterDraft& d) { return l.duration(d.cluster.check_timeout_ms); }},
+     [](Loader& l, ClusterDraft& d) {
+         // The monitor would give a check no time at all: every node would be down.
+         return l.duration(d.cluster.check_timeout_ms) &&
+                (d.cluster.check_timeout_ms > 0 || l.fail("must be more than zero"));
+     }},
     {"max_lag",
      [](Loader& l, ClusterDraft& d) {
          return l.lag(d.cluster.max_lag_ms, d.cluster.max_lag_bytes);
@@ -92,6 +96,9 @@ struct ServiceDraft {
     Service service;
     std::optional<std::string> host;
     int port = 0;
+    uint32_t host_line = 0;  // 0: not given; errors about a value name the value's line
+    uint32_t selector_line = 0;
+    uint32_t backup_line = 0;
     bool selector_set = false;
     bool backup_set = false;
     bool dest_set = false;
@@ -100,15 +107,21 @@ struct ServiceDraft {
 
 constexpr Setting<ServiceDraft> service_settings[] = {
     {"port", [](Loader& l, ServiceDraft& d) { return l.integer_as(1, 65535, d.port); }},
-    {"host", [](Loader& l, ServiceDraft& d) { return l.optional_string(d.host); }},
+    {"host",
+     [](Loader& l, ServiceDraft& d) {
+         d.host_line = l.node->source().begin.line;
+         return l.optional_string(d.host);
+     }},
     {"selector",
      [](Loader& l, ServiceDraft& d) {
          d.selector_set = true;
+         d.selector_line = l.node->source().begin.line;
          return l.string(d.service.selector);
      }},
     {"backup",
      [](Loader& l, ServiceDraft& d) {
          d.backup_set = true;
+         d.backup_line = l.node->source().begin.line;
          return l.string(d.service.backup);
      }},
     {"dest",
@@ -181,12 +194,13 @@ bool check_selector(Loader& loader, uint32_t line, const std::string& what,
 // The addresses a service binds: its host, or every TCP host of [pgplex] listen.
 bool service_listen(Loader& loader, const Config& config, ServiceDraft& draft) {
     Service& service = draft.service;
+    std::string what = "service " + service.cluster + "." + service.name;
     uint16_t port = uint16_t(draft.port);
     std::string reason;
     if (draft.host) {
         Endpoint endpoint;
         if (!resolve_endpoint(*draft.host, port, endpoint, reason))
-            return loader.fail_at(service.line, "service " + service.name + ": " + reason);
+            return loader.fail_at(draft.host_line, what + ": " + reason);
         service.listen.push_back(std::move(endpoint));
         return true;
     }
@@ -194,13 +208,12 @@ bool service_listen(Loader& loader, const Config& config, ServiceDraft& draft) {
         if (listen.endpoint.is_unix()) continue;
         Endpoint endpoint;
         if (!resolve_endpoint(listen.endpoint.host, port, endpoint, reason))
-            return loader.fail_at(service.line, "service " + service.name + ": " + reason);
+            return loader.fail_at(service.line, what + ": " + reason);
         service.listen.push_back(std::move(endpoint));
     }
     if (service.listen.empty())
-        return loader.fail_at(
-            service.line,
-            "service " + service.name + " needs a host: [pgplex] listen has no TCP address");
+        return loader.fail_at(service.line,
+                              what + " needs a host: [pgplex] listen has no TCP address");
     return true;
 }
 
@@ -225,8 +238,10 @@ bool finish_service(Loader& loader, const Config& config, const Cluster& cluster
         service.max_lag_ms = cluster.max_lag_ms;
         service.max_lag_bytes = cluster.max_lag_bytes;
     }
-    if (!check_selector(loader, service.line, what + ": selector", service.selector) ||
-        !check_selector(loader, service.line, what + ": backup", service.backup))
+    uint32_t selector_line = draft.selector_line ? draft.selector_line : service.line;
+    uint32_t backup_line = draft.backup_line ? draft.backup_line : service.line;
+    if (!check_selector(loader, selector_line, what + ": selector", service.selector) ||
+        !check_selector(loader, backup_line, what + ": backup", service.backup))
         return false;
     return service_listen(loader, config, draft);
 }
@@ -265,8 +280,10 @@ bool parse_node_options(Loader& loader, ClusterDraft& draft) {
     for (auto&& [key, value] : *draft.node_options->as_table()) {
         std::string section =
             section_name(cluster.name, "clusters") + ".node_options.\"" + std::string(key) + "\"";
+        // A named copy: clang before 16 cannot capture a structured binding in a lambda.
+        std::string_view name = key.str();
         auto found = std::find_if(cluster.nodes.begin(), cluster.nodes.end(),
-                                  [&](const Node& node) { return node.name == key.str(); });
+                                  [name](const Node& node) { return node.name == name; });
         if (found == cluster.nodes.end())
             return loader.fail_at(key.source().begin.line,
                                   "[" + section + "] names a node that is not in nodes");
@@ -358,7 +375,7 @@ template <typename T, size_t count>
 bool parse_array(Loader& loader, const toml::node& node, std::string_view section,
                  const Setting<T> (&settings)[count], std::vector<T>& out) {
     const toml::array* list = node.as_array();
-    if (list == nullptr || !list->is_array_of_tables())
+    if (list == nullptr || (!list->empty() && !list->is_array_of_tables()))
         return loader.fail_on(
             node, std::string(section) + " must be written [[" + std::string(section) + "]]");
     for (const toml::node& element : *list) {
@@ -368,7 +385,9 @@ bool parse_array(Loader& loader, const toml::node& node, std::string_view sectio
         if (!apply_settings(loader, *element.as_table(), "[" + std::string(section) + "]", settings,
                             item))
             return false;
-        if (!check_pattern(loader, item.line, what, item.pattern)) return false;
+        const toml::node* pattern = element.as_table()->get("pattern");
+        uint32_t line = pattern != nullptr ? pattern->source().begin.line : item.line;
+        if (!check_pattern(loader, line, what, item.pattern)) return false;
         out.push_back(std::move(item));
     }
     return true;

@@ -6,12 +6,8 @@
 
 #include <netinet/in.h>
 #include <sys/un.h>
-#include <unistd.h>
 #include "../support.h"
 
-#include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <string>
 #include <thread>
 
@@ -22,6 +18,11 @@ using pgplex::config::Config;
 using pgplex::config::LoadResult;
 using pgplex::config::PoolMode;
 namespace config = pgplex::config;
+using config_test::assert_refused;
+using config_test::load_text;
+using config_test::loaded;
+using config_test::refused;
+using config_test::TempDir;
 
 namespace {
 
@@ -55,55 +56,8 @@ host = "127.0.0.1"
 port = 5432
 )";
 
-// The smallest valid [pgplex]: two lines, so settings added after it start at line 3.
+// The smallest valid [pgplex]: three lines, so settings added after it start at line 4.
 constexpr const char* minimal = "[pgplex]\nlisten = \"127.0.0.1:6432\"\nauth_type = \"trust\"\n";
-
-// A fresh directory under /tmp, removed with everything in it at the end of the test.
-class TempDir {
-  public:
-    TempDir() {
-        char pattern[] = "/tmp/pgplex-load-test-XXXXXX";
-        cr_assert_not_null(mkdtemp(pattern));
-        path_ = pattern;
-    }
-    ~TempDir() { std::filesystem::remove_all(path_); }
-    std::string write(const std::string& name, const std::string& text) const {
-        std::string file = path_ + "/" + name;
-        std::filesystem::create_directories(std::filesystem::path(file).parent_path());
-        std::ofstream(file) << text;
-        return file;
-    }
-    const std::string& path() const { return path_; }
-
-  private:
-    std::string path_;
-};
-
-LoadResult load_text(const TempDir& dir, const std::string& text) {
-    return config::load(dir.write("pgplex.toml", text));
-}
-
-// The result must outlive the reference: pass a named LoadResult, never a temporary.
-const Config& loaded(const LoadResult&& result) = delete;
-const Config& loaded(const LoadResult& result) {
-    cr_assert_not_null(result.config.get(), "%s", result.error.c_str());
-    return *result.config;
-}
-
-// Loads `text` expecting failure; returns the error with the directory replaced by "DIR".
-std::string refused(const std::string& text, const TempDir& dir = TempDir()) {
-    LoadResult result = load_text(dir, text);
-    cr_assert_null(result.config.get(), "loaded:\n%s", text.c_str());
-    std::string error = result.error;
-    for (size_t at; (at = error.find(dir.path())) != std::string::npos;)
-        error.replace(at, dir.path().size(), "DIR");
-    return error;
-}
-
-void assert_refused(const std::string& text, const char* expected) {
-    std::string error = refused(text);
-    assert_text(error, expected);
-}
 
 }  // namespace
 
