@@ -150,6 +150,7 @@ Reading Router::read(const Routing& routing, const std::string& user, const std:
     if (type == uint8_t(proto::FrontendMessage::Query) && is_intent_set(text, value)) {
         Intent intent = Intent::None;
         out.answer = parse_intent(value, intent) ? Answer::IntentSet : Answer::BadIntent;
+        out.request = session_request(routing);  // when it cannot be answered here
         size_t start = text.find_first_not_of(" \t\r\n");
         out.reset = start != std::string_view::npos && text.size() - start >= 5 &&
                     strncasecmp(text.data() + start, "reset", 5) == 0;
