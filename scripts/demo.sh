@@ -91,6 +91,7 @@ section() {
 primary_port=$(free_ports_from 25432 2)
 replica_port=$((primary_port + 1))
 pgplex_port=$(free_ports_from 6432 1)
+service_port=$(free_ports_from 5433 2)  # the cluster's primary and replica services
 
 section "PostgreSQL 15: primary on $primary_port, streaming replica on $replica_port"
 "$here/pgcluster.sh" start "$pg_dir" "$primary_port" 1
@@ -116,7 +117,10 @@ for _ in $(seq 100); do
   [ "$replayed" = "t" ] && break
   sleep 0.1
 done
+admin_psql "$primary_port" -d postgres \
+  -c "CREATE ROLE pgplex_monitor LOGIN PASSWORD '$app_password' IN ROLE pg_monitor"
 echo "created role and database app with pgbench tables (scale 1), replicated"
+echo "created role pgplex_monitor (pg_monitor) for pgplex's node monitors"
 
 config="$demo_dir/pgplex.toml"
 cat >"$demo_dir/userlist.txt" <<EOF
@@ -130,6 +134,7 @@ workers = 2
 max_client_conn = 200
 pool_mode = "session"
 default_pool_size = 20
+admin_users = ["app"]
 auth_type = "scram-sha-256"
 auth_file = "userlist.txt"
 server_reset_query = "DISCARD ALL"
@@ -160,6 +165,27 @@ options = "-c default_transaction_read_only=on"
 client_encoding = "UTF8"
 datestyle = "ISO"
 pool_size = 10
+
+# The same two nodes as a cluster: pgplex reads their roles itself.
+[clusters.demo]
+nodes = ["127.0.0.1:$primary_port", "127.0.0.1:$replica_port"]
+monitor_user = "pgplex_monitor"
+monitor_password = "$app_password"
+inter = "500ms"
+
+[clusters.demo.services.primary]
+port = $service_port
+
+[clusters.demo.services.replica]
+port = $((service_port + 1))
+
+# Routed per statement: writes to the primary, reads to the replica.
+[databases.app_routed]
+cluster = "demo"
+dbname = "app"
+user = "app"
+password = "$app_password"
+pool_mode = "transaction"
 EOF
 
 section "pgplex on 127.0.0.1:$pgplex_port ($pgplex_bin)"
@@ -198,6 +224,25 @@ done
 section "Writing through app_ro is refused (read-only transaction)"
 through_pgplex app_ro -c "UPDATE pgbench_branches SET bbalance = 0" 2>&1 | sed 's/^/  /' || true
 
+section "Services: primary on $service_port, replica on $((service_port + 1))"
+for port in $service_port $((service_port + 1)); do
+  PGPASSWORD="$app_password" "$pg_bin/psql" -X -At "host=127.0.0.1 port=$port dbname=app user=app" \
+    -c "SELECT 'service port $port reaches ' || inet_server_port() ||
+               CASE WHEN pg_is_in_recovery() THEN ' (replica)' ELSE ' (primary)' END"
+done
+
+section "Per-statement routing in one connection (alias app_routed)"
+through_pgplex app_routed -At \
+  -c "SELECT 'read  -> ' || inet_server_port()" \
+  -c "UPDATE pgbench_branches SET bbalance = bbalance WHERE bid = 1
+      RETURNING 'write -> ' || inet_server_port()" \
+  -c "SELECT 'read right after the write -> ' || inet_server_port() || ' (read your writes)'" \
+  -c "--!pgplex route=primary
+      SELECT 'hinted read -> ' || inet_server_port()"
+
+section "SHOW NODES in the management database"
+through_pgplex pgplex -c "SHOW NODES" | cut -c1-150
+
 section "pgbench -T 5 -c 8 -j 2 through alias app"
 PGPASSWORD="$app_password" "$pg_bin/pgbench" -n -T 5 -c 8 -j 2 -h 127.0.0.1 -p "$pgplex_port" \
   -U app app 2>&1 | grep -E "^(number of|latency|tps|.*aborted|.*error)" || true
@@ -205,6 +250,8 @@ PGPASSWORD="$app_password" "$pg_bin/pgbench" -n -T 5 -c 8 -j 2 -h 127.0.0.1 -p "
 section "Connect yourself"
 echo "  psql \"host=127.0.0.1 port=$pgplex_port dbname=app user=app password=$app_password\""
 echo "  psql \"host=127.0.0.1 port=$pgplex_port dbname=app_ro user=app password=$app_password\""
+echo "  psql \"host=127.0.0.1 port=$pgplex_port dbname=app_routed user=app password=$app_password\""
+echo "  psql \"host=127.0.0.1 port=$pgplex_port dbname=pgplex user=app password=$app_password\" -c 'SHOW SERVICES'"
 echo "  config: $config   reload: kill -HUP $pgplex_pid"
 
 if [ "$keep" = "1" ]; then
