@@ -107,10 +107,10 @@ def test_replica_service_moves_to_its_backups_when_the_replica_stops_and_back_wh
         "after replica1 came back"
 
 
-def test_replica_service_prefers_the_offline_replica_and_the_primary_only_as_backups(
+def test_the_primary_carries_the_replica_service_when_no_replica_is_left(
         failover_cluster, make_cluster_pgplex):
-    # Backups are primary || (replica && offline): with replica1 down both qualify; with the
-    # offline replica down too, the primary carries it alone.
+    # Backups are primary || (replica && offline): with the offline replica down too, the
+    # primary carries it alone.
     nodes = failover_cluster
     pgplex = make_cluster_pgplex(nodes, services=("replica",))
     port = pgplex.service_port("replica")
@@ -163,6 +163,9 @@ def test_offline_service_falls_back_to_the_normal_replica_and_never_reaches_the_
     pgplex = make_cluster_pgplex(nodes, services=("offline",), query_wait_timeout="2s")
     port = pgplex.service_port("offline")
     probe = {"dbname": "appdb", "user": "app", "application_name": "offline-service-probe"}
+    # The monitor's own login shows the primary does log logins (the check below means it).
+    assert wait_until(lambda: "connection authorized: user=postgres" in nodes.log("primary"),
+                      5), "log_connections is not in effect on the primary"
     assert wait_until(lambda: lands_only_on(port, nodes.replica2), FOLLOW_SECONDS,
                       ignore=(psycopg.Error,))
 
