@@ -999,6 +999,18 @@ class PgNodes:
         return {int(pid) for pid in rows.split()}
 
 
+def cluster_tmp_dir(kind):
+    """A fresh directory for a replicated cluster: in /dev/shm when it has room (every clone
+    copies the template's data directories; on a busy disk that is most of a test's time),
+    else in /tmp."""
+    base = "/tmp"
+    if os.path.isdir("/dev/shm"):
+        stats = os.statvfs("/dev/shm")
+        if stats.f_bavail * stats.f_frsize >= 2 << 30:
+            base = "/dev/shm"
+    return tempfile.mkdtemp(prefix=f"pgplex-it-{kind}-", dir=base)
+
+
 def start_clone(template, directory, replicas):
     source, secrets = template
     port = cluster_ports(replicas + 1)
@@ -1019,7 +1031,7 @@ def pg_template():
     """(directory, scram secrets): a stopped primary with setup_cluster's roles, databases
     and tables, and MONITOR_PASSWORD on postgres; what every replicated cluster is cloned
     from."""
-    directory = tempfile.mkdtemp(prefix="pgplex-it-template-", dir="/tmp")
+    directory = cluster_tmp_dir("template")
     try:
         port = cluster_ports(1)
         started = subprocess.run([str(PGCLUSTER), "start", directory, str(port), "0"],
@@ -1032,6 +1044,18 @@ def pg_template():
         stopped = subprocess.run([str(PGCLUSTER), "stop", directory], capture_output=True,
                                  text=True, timeout=120)
         assert stopped.returncode == 0, f"pgcluster stop failed:\n{stopped.stderr}"
+        # Every clone copies the template whole: 1MB WAL segments instead of two of 16MB
+        # (pg_resetwal on a cleanly stopped cluster, as pg_upgrade does; then one more start
+        # and stop, since a standby refuses the wal_level=minimal checkpoint it writes).
+        data = Path(directory) / "primary"
+        reset = as_postgres(PG_BIN / "pg_resetwal", "--wal-segsize=1", "-D", data)
+        assert reset.returncode == 0, f"pg_resetwal failed: {reset.stderr}"
+        with open(data / "postgresql.conf", "a") as conf:
+            conf.write("min_wal_size = '4MB'\nmax_wal_size = '64MB'\n")
+        for command in (["start", directory, str(port), "0"], ["stop", directory]):
+            again = subprocess.run([str(PGCLUSTER), *command], capture_output=True, text=True,
+                                   timeout=120)
+            assert again.returncode == 0, f"pgcluster {command[0]} failed:\n{again.stderr}"
         yield directory, dict(instance.scram_secrets)
     finally:
         stop_clone(directory)
@@ -1042,7 +1066,7 @@ def replicated(pg_template):
     """PgNodes: a primary + replica1 + replica2, streaming, for the whole session. Tests
     may pause replay (and must resume it) but never stop, promote or reconfigure a node:
     failover_cluster is for that. Tests flag replica2 offline in pgplex's config."""
-    directory = tempfile.mkdtemp(prefix="pgplex-it-replicated-", dir="/tmp")
+    directory = cluster_tmp_dir("replicated")
     try:
         yield start_clone(pg_template, directory, 2)
     finally:
@@ -1053,7 +1077,7 @@ def replicated(pg_template):
 def failover_cluster(pg_template):
     """PgNodes: a fresh primary + replica1 + replica2 for one test, which may stop, start,
     promote, delay or pause them; stopped and deleted afterwards."""
-    directory = tempfile.mkdtemp(prefix="pgplex-it-failover-", dir="/tmp")
+    directory = cluster_tmp_dir("failover")
     try:
         yield start_clone(pg_template, directory, 2)
     finally:
