@@ -19,6 +19,7 @@ replicas have replayed its commit, so tests that check a later read wait for tha
 import time
 import uuid
 
+import psycopg
 import pytest
 from psycopg import errors
 
@@ -245,6 +246,17 @@ def test_a_node_hint_picks_that_node(routing_tables, start_routing):
         for name in ("replica2", "primary", "replica1"):
             hint = f"--!pgplex node={nodes.addr(name)}\n"
             assert port_of(conn, hint + READ) == nodes.ports[name], name
+
+
+def test_a_bad_hint_is_refused_with_22023_and_the_session_goes_on(routing_tables,
+                                                                   start_routing):
+    pgplex = start_routing()
+    with rdb(pgplex) as conn:
+        for hint in ("--!pgplex route=nowhere\n", "--!pgplex max_lag=soon\n"):
+            with pytest.raises(psycopg.Error) as raised:
+                conn.execute(hint + READ)
+            assert raised.value.sqlstate == "22023", (hint, raised.value)
+        assert port_of(conn) == routing_tables.replica1
 
 
 def test_a_max_lag_hint_skips_a_replica_that_is_behind(routing_tables, start_routing):
