@@ -66,14 +66,27 @@ def routing_tables(replicated):
     return replicated
 
 
+def settle(pgplex, node_port, dbname="rdb"):
+    """Waits until plain reads of a fresh client land on node_port: until the monitors have
+    seen every node, the replica route is carried by its backups (the primary)."""
+    def lands():
+        with rdb(pgplex, dbname=dbname, connect_timeout=5) as conn:
+            return port_of(conn) == node_port
+    if not wait_until(lands, SETTLE_SECONDS, ignore=(psycopg.Error,)):
+        assert lands(), f"reads through {dbname} never reached {node_port}"  # or its error
+
+
 @pytest.fixture
 def start_routing(routing_tables, make_cluster_pgplex):
-    """start_routing(alias=..., aliases=..., **options): pgplex with alias rdb over c1."""
+    """start_routing(alias=..., aliases=..., **options): pgplex with alias rdb over c1, once
+    its reads reach replica1."""
     def start(alias=None, aliases=None, **options):
-        return make_cluster_pgplex(routing_tables,
-                                   aliases={"rdb": {**ALIAS, **(alias or {})},
-                                            **(aliases or {})},
-                                   **options)
+        pgplex = make_cluster_pgplex(routing_tables,
+                                     aliases={"rdb": {**ALIAS, **(alias or {})},
+                                              **(aliases or {})},
+                                     **options)
+        settle(pgplex, routing_tables.replica1)
+        return pgplex
     return start
 
 
@@ -344,6 +357,7 @@ def test_db_at_cluster_reaches_each_cluster_through_one_listener(
     pgplex = make_cluster_pgplex(one, clusters={"c2": cluster_table(two, services=("primary",))},
                                  settings={"pool_mode": "transaction"})
     for dbname, nodes in (("payam_db@c1", one), ("payam_db@c2", two)):
+        settle(pgplex, nodes.replica1, dbname)
         with rdb(pgplex, dbname=dbname) as conn:
             assert port_of(conn, PRIMARY_HINT + READ) == nodes.primary, dbname
             assert port_of(conn) == nodes.replica1, dbname
