@@ -4,11 +4,16 @@
 # deleting that directory undoes it all.
 #
 #   scripts/pgcluster.sh start DIR PORT [REPLICAS]   primary on PORT, replicas on PORT+1..
+#   scripts/pgcluster.sh clone SRC DIR PORT [REPLICAS]
+#                                                    the same from SRC's stopped primary,
+#                                                    copied (no initdb, no base backup)
 #   scripts/pgcluster.sh stop DIR                    fast-stop every instance under DIR
 #
 # Layout: DIR/primary, DIR/replica1, DIR/replica2, ... are data directories; DIR/*.log are
 # their server logs; DIR itself is the Unix socket directory of every instance (socket
-# names carry the port, so they do not collide).
+# names carry the port, so they do not collide). Replica N streams with
+# application_name=replicaN, so pg_stat_replication and synchronous_standby_names can tell
+# the replicas apart.
 #
 # Idempotent: an instance whose data directory exists is only started if it is not running.
 # Prints one line per instance it started and nothing else on success; errors go to stderr
@@ -19,7 +24,7 @@ pg_bin=/usr/lib/postgresql/15/bin
 wait_seconds=60
 
 usage() {
-  echo "usage: $0 start DIR PORT [REPLICAS] | stop DIR" >&2
+  echo "usage: $0 start DIR PORT [REPLICAS] | clone SRC DIR PORT [REPLICAS] | stop DIR" >&2
   exit 2
 }
 
@@ -114,10 +119,45 @@ init_replica() {
     return 0
   fi
   rm -rf "$data"
+  # -R writes the connection's own options into primary_conninfo, application_name too.
   as_postgres "$pg_bin/pg_basebackup" -D "$data" -R -X stream -c fast \
-    -h 127.0.0.1 -p "$primary_port" -U postgres >"$dir/$name.basebackup.log" 2>&1 ||
+    -d "application_name=$name" -h 127.0.0.1 -p "$primary_port" -U postgres \
+    >"$dir/$name.basebackup.log" 2>&1 ||
     die_with_log "pg_basebackup for $name failed" "$dir/$name.basebackup.log"
   echo "port = $port" >>"$data/postgresql.conf"
+}
+
+# A cold copy of a cleanly stopped primary is as good a base backup as pg_basebackup's, and
+# cheaper. The copy keeps the source's settings; the lines appended here win.
+copy_instance() {
+  local source=$1 data=$2 port=$3
+  if [ -f "$data/PG_VERSION" ]; then
+    return 0
+  fi
+  if is_running "$source"; then
+    echo "pgcluster: $source is running; clone needs it stopped" >&2
+    exit 1
+  fi
+  rm -rf "$data"
+  cp -a "$source" "$data"
+  rm -f "$data/postmaster.pid" "$data/standby.signal"
+  cat >>"$data/postgresql.conf" <<EOF
+
+# scripts/pgcluster.sh clone
+unix_socket_directories = '$dir'
+port = $port
+EOF
+}
+
+clone_replica() {
+  local source=$1 data=$2 primary_port=$3 port=$4 name=$5
+  if [ -f "$data/PG_VERSION" ]; then
+    return 0
+  fi
+  copy_instance "$source" "$data" "$port"
+  local conninfo="host=127.0.0.1 port=$primary_port user=postgres application_name=$name"
+  echo "primary_conninfo = '$conninfo'" >>"$data/postgresql.auto.conf"
+  as_postgres touch "$data/standby.signal"
 }
 
 # Waits until every replica is in recovery and the primary shows them all streaming.
@@ -158,6 +198,25 @@ cmd_start() {
   wait_streaming "$port" "$replicas"
 }
 
+cmd_clone() {
+  local source_dir=$1 port=$2 replicas=$3
+  local i source="$source_dir/primary"
+  [[ "$port" =~ ^[0-9]+$ ]] || usage
+  [[ "$replicas" =~ ^[0-9]+$ ]] || usage
+  if [ ! -f "$source/PG_VERSION" ]; then
+    echo "pgcluster: no primary data directory under $source_dir" >&2
+    exit 1
+  fi
+  mkdir -p "$dir"
+  chown postgres:postgres "$dir"
+  chmod 0700 "$dir"
+  copy_instance "$source" "$dir/primary" "$port"
+  for ((i = 1; i <= replicas; i++)); do
+    clone_replica "$source" "$dir/replica$i" "$port" $((port + i)) "replica$i"
+  done
+  cmd_start "$port" "$replicas"
+}
+
 # Replicas first, so the primary's walsenders need not wait for them on the way down.
 cmd_stop() {
   local data
@@ -172,6 +231,13 @@ cmd_stop() {
 
 [ $# -ge 2 ] || usage
 command=$1
+if [ "$command" = clone ]; then
+  if [ $# -lt 4 ] || [ $# -gt 5 ]; then
+    usage
+  fi
+  source_dir=$(realpath -m "$2")
+  shift
+fi
 dir=$(realpath -m "$2")
 # The postgres user runs every tool; a cwd it cannot read makes them warn.
 cd /
@@ -181,6 +247,9 @@ case "$command" in
       usage
     fi
     cmd_start "$3" "${4:-1}"
+    ;;
+  clone)
+    cmd_clone "$source_dir" "$3" "${4:-1}"
     ;;
   stop)
     [ $# -eq 2 ] || usage

@@ -52,6 +52,7 @@ CANCEL_REQUEST_CODE = 80877102
 
 START_TIMEOUT_SECONDS = 10
 STOP_TIMEOUT_SECONDS = 10
+SERVICE_START_GRACE_SECONDS = 2
 
 
 def pytest_configure(config):
@@ -521,6 +522,21 @@ def toml_key(name):
     return name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else f'"{name}"'
 
 
+def render_cluster(name, table):
+    """[clusters.NAME] lines: its plain keys, then one [clusters.NAME.KIND."ITEM"] table per
+    entry of each dict-valued key (node_options → "host:port", services → service name)."""
+    lines = ["", f"[clusters.{toml_key(name)}]"]
+    lines += [f"{key} = {toml_value(value)}" for key, value in table.items()
+              if not isinstance(value, dict)]
+    for kind, items in table.items():
+        if not isinstance(items, dict):
+            continue
+        for item, settings in items.items():
+            lines += ["", f"[clusters.{toml_key(name)}.{toml_key(kind)}.{toml_key(item)}]"]
+            lines += [f"{key} = {toml_value(value)}" for key, value in settings.items()]
+    return lines
+
+
 def default_databases(cluster):
     """The aliases of the payam_db / payam_dw example, plus the "*" fallback.
 
@@ -556,6 +572,9 @@ class Pgplex:
         self.databases = databases    # alias → its table; None removes an alias
         self.secrets = secrets        # user → what the auth file holds
         self.user_settings = {}       # user → its [users.NAME] table
+        self.clusters = {}            # name → its [clusters.NAME] table (see render_cluster)
+        self.rules = []               # [[rules]] tables, in order
+        self.rewrites = []            # [[rewrites]] tables, in order
         self.config_path = self.dir / "config.toml"
         self.log_path = self.dir / "pgplex.stderr"
         self.process = None
@@ -572,7 +591,27 @@ class Pgplex:
         for name, table in self.user_settings.items():
             lines += ["", f"[users.{toml_key(name)}]"]
             lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+        for name, table in self.clusters.items():
+            lines += render_cluster(name, table)
+        for array, tables in (("rules", self.rules), ("rewrites", self.rewrites)):
+            for table in tables:
+                lines += ["", f"[[{array}]]"]
+                lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
         return "\n".join(lines) + "\n"
+
+    def service_port(self, service, cluster=None):
+        """The port of [clusters.CLUSTER.services.SERVICE] (cluster may be omitted when only
+        one cluster has such a service)."""
+        ports = [table["services"][service]["port"]
+                 for name, table in self.clusters.items()
+                 if (cluster is None or name == cluster)
+                 and service in table.get("services", {})]
+        assert len(ports) == 1, f"service {service!r} of {cluster or 'any'} cluster: {ports}"
+        return ports[0]
+
+    def service_ports(self):
+        return [service["port"] for table in self.clusters.values()
+                for service in table.get("services", {}).values() if "port" in service]
 
     def write(self):
         userlist = "".join(f'"{user}" "{secret}"\n' for user, secret in self.secrets.items())
@@ -585,10 +624,13 @@ class Pgplex:
         self.process = subprocess.Popen([self.binary, str(self.config_path)], cwd=self.dir,
                                         stdin=subprocess.DEVNULL, stdout=self.stderr_file,
                                         stderr=self.stderr_file)
-        if not wait_for_tcp(self.port, START_TIMEOUT_SECONDS, self.process):
-            self.process.poll()
-            raise AssertionError(f"pgplex did not accept TCP on {self.port} "
-                                 f"(exit code {self.process.returncode}):\n{self.log()}")
+        # Every listener is bound before the first accepts: services get a short grace.
+        for port, timeout in [(self.port, START_TIMEOUT_SECONDS)] + [
+                (port, SERVICE_START_GRACE_SECONDS) for port in self.service_ports()]:
+            if not wait_for_tcp(port, timeout, self.process):
+                self.process.poll()
+                raise AssertionError(f"pgplex did not accept TCP on {port} "
+                                     f"(exit code {self.process.returncode}):\n{self.log()}")
 
     def log(self):
         try:
@@ -650,26 +692,22 @@ def pgplex_binary():
     return binary
 
 
-@pytest.fixture
-def make_pgplex(cluster, tmp_path, request):
-    """Factory: make_pgplex(**options) writes a config and starts pgplex on a free port.
+class PgplexFactory:
+    """Starts pgplex processes for one test and stops them all at its end (see make_pgplex).
+    Every factory of a test shares request.node.pgplex_instances, so a failed test's report
+    carries the stderr of each pgplex it started."""
 
-    Options: auth_type, secrets ("plain" | "md5" | "scram"), max_client_conn,
-    default_pool_size, pool_size (for payam_db and payam_dw), query_wait_timeout,
-    shutdown_timeout, server_reset_query, workers, fallback (keep the "*" alias),
-    databases (alias → table, merged over the defaults; None drops one), users (the auth
-    file's user → secret, replacing the derived ones), settings (extra [pgplex] keys),
-    user_settings (user → its [users.NAME] table).
-    """
-    binary = pgplex_binary()
-    instances = []
-    request.node.pgplex_instances = instances
+    def __init__(self, tmp_path, request):
+        self.binary = pgplex_binary()
+        self.tmp_path = tmp_path
+        self.shared = request.node.__dict__.setdefault("pgplex_instances", [])
+        self.instances = []
 
-    def start(auth_type="scram-sha-256", secrets="plain", max_client_conn=100,
+    def start(self, cluster, auth_type="scram-sha-256", secrets="plain", max_client_conn=100,
               default_pool_size=20, pool_size=None, query_wait_timeout="120s",
               shutdown_timeout="10s", server_reset_query="DISCARD ALL", workers=2,
               fallback=True, databases=None, users=None, settings=None, user_settings=None,
-              start=True):
+              clusters=None, rules=None, rewrites=None, start=True):
         port = next_free_port()
         all_settings = {
             "listen": [f"{HOST}:{port}"],
@@ -699,29 +737,57 @@ def make_pgplex(cluster, tmp_path, request):
                 all_databases[name] = {**all_databases.get(name, {}), **table}
         if users is None:
             users = auth_file_secrets(cluster, secrets)
-        directory = tmp_path / f"pgplex-{len(instances)}"
+        directory = self.tmp_path / f"pgplex-{len(self.shared)}"
         directory.mkdir()
-        instance = Pgplex(binary, directory, cluster, port, all_settings, all_databases,
+        instance = Pgplex(self.binary, directory, cluster, port, all_settings, all_databases,
                           dict(users))
         instance.user_settings = dict(user_settings or {})
-        instances.append(instance)
+        instance.clusters = dict(clusters or {})
+        instance.rules = list(rules or [])
+        instance.rewrites = list(rewrites or [])
+        self.instances.append(instance)
+        self.shared.append(instance)
         if start:
-            instance.start()
+            try:
+                instance.start()
+            except AssertionError:
+                instance.start_failed = True  # the test fails with the log; no second report
+                raise
         return instance
 
-    yield start
+    def finish(self):
+        problems = []
+        for instance in self.instances:
+            code, killed = instance.stop()
+            if getattr(instance, "start_failed", False):
+                continue
+            if killed:
+                problems.append(f"pgplex on {instance.port} ignored SIGTERM for "
+                                f"{STOP_TIMEOUT_SECONDS}s and was killed")
+            elif code != 0:
+                problems.append(f"pgplex on {instance.port} exited {code} (crash?)")
+            if problems:
+                problems.append(f"--- pgplex stderr (port {instance.port}) ---\n"
+                                f"{instance.log()}")
+        assert not problems, "\n".join(problems)
 
-    problems = []
-    for instance in instances:
-        code, killed = instance.stop()
-        if killed:
-            problems.append(f"pgplex on {instance.port} ignored SIGTERM for "
-                            f"{STOP_TIMEOUT_SECONDS}s and was killed")
-        elif code != 0:
-            problems.append(f"pgplex on {instance.port} exited {code} (crash?)")
-        if problems:
-            problems.append(f"--- pgplex stderr (port {instance.port}) ---\n{instance.log()}")
-    assert not problems, "\n".join(problems)
+
+@pytest.fixture
+def make_pgplex(cluster, tmp_path, request):
+    """Factory: make_pgplex(**options) writes a config and starts pgplex on a free port.
+
+    Options: auth_type, secrets ("plain" | "md5" | "scram"), max_client_conn,
+    default_pool_size, pool_size (for payam_db and payam_dw), query_wait_timeout,
+    shutdown_timeout, server_reset_query, workers, fallback (keep the "*" alias),
+    databases (alias → table, merged over the defaults; None drops one), users (the auth
+    file's user → secret, replacing the derived ones), settings (extra [pgplex] keys),
+    user_settings (user → its [users.NAME] table), clusters (name → [clusters.NAME] table,
+    see render_cluster and cluster_table), rules and rewrites (lists of [[rules]] /
+    [[rewrites]] tables), start (False: only build it; .write() renders the files).
+    """
+    factory = PgplexFactory(tmp_path, request)
+    yield lambda **options: factory.start(cluster, **options)
+    factory.finish()
 
 
 def auth_file_secrets(cluster, kind):
@@ -751,3 +817,336 @@ def scram_secret(password, iterations=4096):
 def pgplex(make_pgplex):
     """pgplex with the default config: payam_db, payam_dw and "*", SCRAM, plain secrets."""
     return make_pgplex()
+
+
+# ---------------------------------------------------------------------------------------
+# Replicated clusters: [clusters.X], monitors, services, per-statement routing
+#
+# One initdb per session (pg_template: a stopped primary with the roles and databases of
+# setup_cluster, and a password on postgres for pgplex's monitors, which log in over TCP
+# where pg_hba.conf asks for SCRAM). Every replicated cluster is a cold copy of it
+# (pgcluster.sh clone): `replicated`, shared by the session and never stopped or promoted by
+# a test, and `failover_cluster`, a fresh one per test for tests that stop, promote, delay
+# or pause nodes. In both, replicaN streams as application_name=replicaN.
+
+MONITOR_PASSWORD = "monitor-secret"
+CLUSTER_PORT_BASE = 25532
+_next_cluster_port = [CLUSTER_PORT_BASE]
+# pgplex's checks in tests: every 200ms, one good or bad check flips a node.
+FAST_CHECKS = {"inter": "200ms", "fastinter": "100ms", "downinter": "200ms",
+               "rise": 1, "fall": 1, "check_timeout": "1s"}
+FOUR_SERVICES = ("primary", "replica", "default", "offline")
+TEST_TIMEOUT_SECONDS = 120
+
+WHERE_SQL = "SELECT inet_server_port(), pg_is_in_recovery()"
+
+
+def wait_until(predicate, timeout, step=0.1, ignore=()):
+    """predicate()'s first truthy value within timeout seconds, else False. Exceptions of
+    the types in ignore count as a falsy answer (a node or pgplex that is not there yet)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except ignore:
+            value = False
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(step)
+
+
+@pytest.fixture
+def hard_timeout():
+    """Fails a test that runs longer than TEST_TIMEOUT_SECONDS (SIGALRM interrupts a client
+    blocked on pgplex), so a hang costs minutes at most. Use as pytestmark."""
+    def expire(signum, frame):
+        raise TimeoutError(f"test ran longer than {TEST_TIMEOUT_SECONDS}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(TEST_TIMEOUT_SECONDS)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def cluster_ports(count):
+    """count consecutive free ports for PostgreSQL instances, never handed out before."""
+    port = free_port_run(_next_cluster_port[0], count)
+    _next_cluster_port[0] = port + count
+    return port
+
+
+def as_postgres(*command, timeout=60):
+    return subprocess.run(["runuser", "-u", "postgres", "--", *map(str, command)],
+                          capture_output=True, text=True, timeout=timeout, env=clean_env(),
+                          cwd="/")
+
+
+class PgNodes:
+    """A primary and its streaming replicas under one directory (scripts/pgcluster.sh):
+    primary on port, replicaN on port+N. Names and ports stay what they were at start,
+    whatever role a node has later (after a promotion "replica1" may be the primary)."""
+
+    def __init__(self, directory, port, replicas, scram_secrets):
+        self.dir = directory
+        self.port = port
+        self.names = ["primary"] + [f"replica{i}" for i in range(1, replicas + 1)]
+        self.ports = {name: port + i for i, name in enumerate(self.names)}
+        self.scram_secrets = dict(scram_secrets)
+
+    @property
+    def primary(self):
+        return self.ports["primary"]
+
+    @property
+    def replica1(self):
+        return self.ports["replica1"]
+
+    @property
+    def replica2(self):
+        return self.ports["replica2"]
+
+    def addr(self, name):
+        """"127.0.0.1:PORT" of a node, by name or port: how [clusters.X] nodes name it."""
+        port = self.ports[name] if isinstance(name, str) else name
+        return f"{HOST}:{port}"
+
+    def name_of(self, port):
+        return next((name for name, p in self.ports.items() if p == port), str(port))
+
+    def run_admin_psql(self, port, sql, dbname="postgres", user="postgres", timeout=30):
+        command = [str(PG_BIN / "psql"), "-X", "-v", "ON_ERROR_STOP=1", "-At", "-h", self.dir,
+                   "-p", str(port), "-U", user, "-d", dbname, "-c", sql]
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                              env=clean_env(PGCONNECT_TIMEOUT=5))
+
+    def admin_psql(self, port, sql, dbname="postgres", user="postgres"):
+        """psql -c SQL on the node at port, as a superuser over its Unix socket (trust)."""
+        result = self.run_admin_psql(port, sql, dbname, user)
+        assert result.returncode == 0, f"admin psql on {port} failed: {result.stderr}"
+        return result.stdout.strip()
+
+    def data_dir(self, name):
+        return Path(self.dir) / name
+
+    def log(self, name):
+        """The server log of a node (log_min_error_statement logs failed statements)."""
+        try:
+            return (Path(self.dir) / f"{name}.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def pg_ctl(self, name, *args, timeout=60):
+        result = as_postgres(PG_BIN / "pg_ctl", *args, "-D", self.data_dir(name),
+                             timeout=timeout)
+        assert result.returncode == 0, \
+            f"pg_ctl {' '.join(args)} {name} failed: {result.stdout}{result.stderr}"
+
+    def running(self, name):
+        return as_postgres(PG_BIN / "pg_ctl", "status", "-D", self.data_dir(name)).returncode == 0
+
+    def stop(self, name):
+        self.pg_ctl(name, "stop", "-w", "-t", "30", "-m", "fast")
+
+    def start(self, name):
+        self.pg_ctl(name, "start", "-w", "-t", "30", "-l", Path(self.dir) / f"{name}.log")
+
+    def promote(self, name):
+        self.pg_ctl(name, "promote", "-w", "-t", "30")
+
+    def set(self, name, setting, value):
+        """ALTER SYSTEM SET setting = value on a node, and reload its configuration."""
+        port = self.ports[name]
+        self.admin_psql(port, f"ALTER SYSTEM SET {setting} = '{value}'")
+        self.admin_psql(port, "SELECT pg_reload_conf()")
+
+    def in_recovery(self, name):
+        return self.admin_psql(self.ports[name], "SELECT pg_is_in_recovery()") == "t"
+
+    def pause_replay(self, name):
+        port = self.ports[name]
+        self.admin_psql(port, "SELECT pg_wal_replay_pause()")
+        assert wait_until(lambda: self.admin_psql(
+            port, "SELECT pg_get_wal_replay_pause_state()") == "paused", 10), \
+            f"replay on {name} did not pause"
+
+    def resume_replay(self, name):
+        self.admin_psql(self.ports[name], "SELECT pg_wal_replay_resume()")
+
+    def replayed(self, name, primary="primary"):
+        """True when name has replayed everything its primary has written so far."""
+        lsn = self.admin_psql(self.ports[primary], "SELECT pg_current_wal_insert_lsn()")
+        return self.admin_psql(
+            self.ports[name], f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn") == "t"
+
+    def wait_replayed(self, names=None, timeout=15):
+        for name in names or [n for n in self.names if n != "primary"]:
+            assert wait_until(lambda: self.replayed(name), timeout), f"{name} is behind"
+
+    def streaming(self, primary="primary"):
+        """application_name → sync_state of the replicas streaming from primary."""
+        rows = self.admin_psql(self.ports[primary], "SELECT application_name, sync_state "
+                               "FROM pg_stat_replication WHERE state = 'streaming'")
+        return dict(line.split("|") for line in rows.splitlines())
+
+    def backends(self, name, where="true"):
+        """pids of the client backends on a node matching an SQL condition on
+        pg_stat_activity."""
+        rows = self.admin_psql(self.ports[name], "SELECT pid FROM pg_stat_activity WHERE "
+                               f"backend_type = 'client backend' AND ({where})")
+        return {int(pid) for pid in rows.split()}
+
+
+def cluster_tmp_dir(kind):
+    """A fresh directory for a replicated cluster: in /dev/shm when it has room (every clone
+    copies the template's data directories; on a busy disk that is most of a test's time),
+    else in /tmp."""
+    base = "/tmp"
+    if os.path.isdir("/dev/shm"):
+        stats = os.statvfs("/dev/shm")
+        if stats.f_bavail * stats.f_frsize >= 2 << 30:
+            base = "/dev/shm"
+    return tempfile.mkdtemp(prefix=f"pgplex-it-{kind}-", dir=base)
+
+
+def start_clone(template, directory, replicas):
+    source, secrets = template
+    port = cluster_ports(replicas + 1)
+    started = subprocess.run([str(PGCLUSTER), "clone", source, directory, str(port),
+                              str(replicas)], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, f"pgcluster clone failed:\n{started.stderr}"
+    return PgNodes(directory, port, replicas, secrets)
+
+
+def stop_clone(directory):
+    subprocess.run([str(PGCLUSTER), "stop", directory], capture_output=True, timeout=120)
+    if not os.environ.get("PGPLEX_KEEP_TMP"):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_template():
+    """(directory, scram secrets): a stopped primary with setup_cluster's roles, databases
+    and tables, and MONITOR_PASSWORD on postgres; what every replicated cluster is cloned
+    from."""
+    directory = cluster_tmp_dir("template")
+    try:
+        port = cluster_ports(1)
+        started = subprocess.run([str(PGCLUSTER), "start", directory, str(port), "0"],
+                                 capture_output=True, text=True, timeout=180)
+        assert started.returncode == 0, f"pgcluster start failed:\n{started.stderr}"
+        instance = Cluster(directory, port)
+        setup_cluster(instance)
+        instance.admin_psql(f"ALTER ROLE postgres PASSWORD '{MONITOR_PASSWORD}'")
+        instance.admin_psql("CHECKPOINT")
+        stopped = subprocess.run([str(PGCLUSTER), "stop", directory], capture_output=True,
+                                 text=True, timeout=120)
+        assert stopped.returncode == 0, f"pgcluster stop failed:\n{stopped.stderr}"
+        # Every clone copies the template whole: 1MB WAL segments instead of two of 16MB
+        # (pg_resetwal on a cleanly stopped cluster, as pg_upgrade does; then one more start
+        # and stop, since a standby refuses the wal_level=minimal checkpoint it writes).
+        data = Path(directory) / "primary"
+        reset = as_postgres(PG_BIN / "pg_resetwal", "--wal-segsize=1", "-D", data)
+        assert reset.returncode == 0, f"pg_resetwal failed: {reset.stderr}"
+        with open(data / "postgresql.conf", "a") as conf:
+            conf.write("min_wal_size = '4MB'\nmax_wal_size = '64MB'\n")
+        for command in (["start", directory, str(port), "0"], ["stop", directory]):
+            again = subprocess.run([str(PGCLUSTER), *command], capture_output=True, text=True,
+                                   timeout=120)
+            assert again.returncode == 0, f"pgcluster {command[0]} failed:\n{again.stderr}"
+        yield directory, dict(instance.scram_secrets)
+    finally:
+        stop_clone(directory)
+
+
+@pytest.fixture(scope="session")
+def replicated(pg_template):
+    """PgNodes: a primary + replica1 + replica2, streaming, for the whole session. Tests
+    may pause replay (and must resume it) but never stop, promote or reconfigure a node:
+    failover_cluster is for that. Tests flag replica2 offline in pgplex's config."""
+    directory = cluster_tmp_dir("replicated")
+    try:
+        yield start_clone(pg_template, directory, 2)
+    finally:
+        stop_clone(directory)
+
+
+@pytest.fixture
+def failover_cluster(pg_template):
+    """PgNodes: a fresh primary + replica1 + replica2 for one test, which may stop, start,
+    promote, delay or pause them; stopped and deleted afterwards."""
+    directory = cluster_tmp_dir("failover")
+    try:
+        yield start_clone(pg_template, directory, 2)
+    finally:
+        stop_clone(directory)
+
+
+def cluster_table(nodes, services=FOUR_SERVICES, offline=("replica2",), node_options=None,
+                  **settings):
+    """A [clusters.X] table over PgNodes: every node, monitored as postgres over TCP with
+    FAST_CHECKS, the nodes named in offline flagged offline, and services (names, or
+    name → table) each on a free port unless its table gives one. settings override or add
+    cluster keys (max_lag, rise, ...)."""
+    table = {"nodes": [nodes.addr(name) for name in nodes.names],
+             "monitor_user": "postgres", "monitor_password": MONITOR_PASSWORD,
+             "monitor_dbname": "postgres", **FAST_CHECKS, **settings}
+    options = {nodes.addr(name): {"offline": True} for name in offline}
+    for name, extra in (node_options or {}).items():
+        key = nodes.addr(name)
+        options[key] = {**options.get(key, {}), **extra}
+    if options:
+        table["node_options"] = options
+    if not isinstance(services, dict):
+        services = {name: {} for name in services}
+    if services:
+        table["services"] = {name: {"port": next_free_port(), **service}
+                             for name, service in services.items()}
+    return table
+
+
+@pytest.fixture
+def make_cluster_pgplex(tmp_path, request):
+    """Factory: make_cluster_pgplex(nodes, **options) starts pgplex with PgNodes as
+    [clusters.c1] (see cluster_table), waiting until the main listener and every service
+    port accept TCP.
+
+    Options: name (of the cluster, "c1"), services, offline, node_options (as cluster_table),
+    cluster_settings (extra [clusters.c1] keys), clusters (more name → table),
+    aliases (as make_pgplex's databases), query_wait_timeout (default "5s", so a client no
+    node carries gives up quickly), and every other make_pgplex option. The default aliases
+    (payam_db, payam_dw, "*") point at the nodes' primary port.
+    """
+    factory = PgplexFactory(tmp_path, request)
+
+    def start(nodes, name="c1", services=FOUR_SERVICES, offline=("replica2",),
+              node_options=None, cluster_settings=None, clusters=None, aliases=None,
+              query_wait_timeout="5s", **options):
+        table = cluster_table(nodes, services, offline, node_options,
+                              **(cluster_settings or {}))
+        return factory.start(nodes, clusters={name: table, **(clusters or {})},
+                             databases=aliases, query_wait_timeout=query_wait_timeout,
+                             **options)
+
+    yield start
+    factory.finish()
+
+
+def where(conn):
+    """(port, in recovery) of the node serving conn's next statement."""
+    return tuple(conn.execute(WHERE_SQL).fetchone())
+
+
+def landing(port, dbname="payam_db", user="payam", **kwargs):
+    """(port, in recovery) of the node a fresh client of port lands on."""
+    kwargs.setdefault("connect_timeout", 5)
+    with connect(port, dbname=dbname, user=user, autocommit=True, prepare_threshold=None,
+                 **kwargs) as conn:
+        return where(conn)
+
+
+def landing_ports(port, count=4, **kwargs):
+    """The node ports count fresh clients of port land on, in order."""
+    return [landing(port, **kwargs)[0] for _ in range(count)]
