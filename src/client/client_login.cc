@@ -431,18 +431,22 @@ uint32_t consume_auth(io::Worker& worker, Client& client, const uint8_t* data, u
 pool::Target target_for(const config::Config& config, const config::Alias* alias,
                         const Session& session, const Login& login) {
     pool::Target target;
+    // "db@cluster" names db, unless an alias answers for the whole name.
+    size_t at = session.routing && session.routing->service.empty() &&
+                        (alias == nullptr || alias->name != session.database)
+                    ? session.database.rfind('@')
+                    : std::string::npos;
+    std::string database = session.database.substr(0, at);
     if (alias == nullptr) {
-        size_t at = session.routing ? session.database.rfind('@') : std::string::npos;
-        bool named = at != std::string::npos && session.routing->service.empty();
         target.alias = session.database;
-        target.dbname = named ? session.database.substr(0, at) : session.database;
+        target.dbname = database;
         target.user = session.user;
         target.password = login.secret;
         return target;
     }
     target.alias = alias->name;
     target.endpoint = alias->server;
-    target.dbname = alias->dbname.empty() ? session.database : alias->dbname;
+    target.dbname = alias->dbname.empty() ? database : alias->dbname;
     target.user = alias->user.empty() ? session.user : alias->user;
     if (!alias->password.empty()) {
         target.password = alias->password;
