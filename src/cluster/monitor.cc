@@ -298,18 +298,6 @@ int64_t now_us() {
     return int64_t(now.tv_sec) * 1'000'000 + now.tv_nsec / 1000;
 }
 
-const char* role_text(Role role) {
-    switch (role) {
-        case Role::Unknown:
-            return "unknown";
-        case Role::Primary:
-            return "primary";
-        case Role::Replica:
-            return "replica";
-    }
-    return "unknown";
-}
-
 // libpq's messages end in a newline and may span lines ("\n\tIs the server running...").
 std::string one_line(const char* message) {
     std::string text = message != nullptr ? message : "";
@@ -652,9 +640,9 @@ void log_node_change(const ClusterState& cluster, const Node& node, const Health
     const NodeStatus& status = node.status;
     if (status.role != role_before && role_before != Role::Unknown)
         log_info("cluster %s: node %s is now %s (was %s)", cluster_name, name,
-                 role_text(status.role), role_text(role_before));
+                 to_string(status.role), to_string(role_before));
     if (node.health.up && !before.up)
-        log_info("cluster %s: node %s is up (%s)", cluster_name, name, role_text(status.role));
+        log_info("cluster %s: node %s is up (%s)", cluster_name, name, to_string(status.role));
     if (!node.health.up && (before.up || !before.known))
         log_warning("cluster %s: node %s is down: %s", cluster_name, name,
                     status.last_error.c_str());
