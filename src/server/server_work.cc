@@ -311,7 +311,9 @@ void checked_session_state(io::Worker& worker, Server& server, bool error) {
 // its reads now go only where that is replayed. Then the server goes back as usual.
 void read_lsn_done(io::Worker& worker, Server& server, bool error) {
     server.reading_lsn = false;
+    PGPLEX_ASSERT(server.client != io::nil);
     client::Client& client = worker.client(server.client);
+    PGPLEX_ASSERT(client.session && client.session->routing);
     route::Routing& routing = *client.session->routing;
     routing.needs_lsn = false;
     if (!error && server.session_state_count > 0)
@@ -803,6 +805,11 @@ void on_closed(io::Worker& worker, Server& server) {
     server.sql_prepared.clear();
     server.sql_prepared_unknown = false;
     server.epoch = 0;
+    // A server closed while pgplex's own query ran (its client left) must not leave the
+    // slot's next server believing one runs.
+    server.checking = false;
+    server.reading_lsn = false;
+    server.session_state_count = -1;
     worker.server_release_slot(worker.server_slot(server));
 }
 
