@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 20
 PYTHON      ?= /usr/bin/python3
 KEEP        ?= 0
 
-.PHONY: all deps build check unit tidy integration asan fuzz demo bench deb clean
+.PHONY: all deps build check unit tidy integration asan fuzz demo bench bench-routing deb clean
 
 all: build
 
@@ -58,6 +58,9 @@ demo: build
 
 bench: build
 	bench/run.sh $(BUILD)/pgplex
+
+bench-routing: build
+	bench/routing.sh $(BUILD)/pgplex
 
 deb: deps
 	dpkg-buildpackage -us -uc -b
