@@ -224,6 +224,13 @@ done
 section "Writing through app_ro is refused (read-only transaction)"
 through_pgplex app_ro -c "UPDATE pgbench_branches SET bbalance = 0" 2>&1 | sed 's/^/  /' || true
 
+# The monitors read each node's role within a second or two; wait for both to be up.
+for _ in $(seq 50); do
+  down=$(through_pgplex pgplex -At -c "SHOW NODES" 2>/dev/null | grep -c '|down|' || true)
+  [ "$down" = "0" ] && break
+  sleep 0.2
+done
+
 section "Services: primary on $service_port, replica on $((service_port + 1))"
 for port in $service_port $((service_port + 1)); do
   PGPASSWORD="$app_password" "$pg_bin/psql" -X -At "host=127.0.0.1 port=$port dbname=app user=app" \
