@@ -455,7 +455,7 @@ Test(monitor, a_primary_and_its_streaming_replica_are_seen_with_roles_lsns_and_l
     cr_assert(first.last_error.empty());
     cr_assert_geq(first.check_us, 0);
     const NodeStatus& second = cluster.nodes[1];
-    assert_text(second.application_name, "walreceiver");
+    assert_text(second.application_name, "replica1");  // pgcluster.sh names its replicas
     cr_assert_not(second.sync);  // no synchronous_standby_names
     cr_assert_not(second.delayed());
     cr_assert_geq(second.lag_ms, -1);
