@@ -556,6 +556,7 @@ void request_server(io::Worker& worker, Client& client) {
     if (client.session && client.session->routing && client.session->routing->maxqueue > 0 &&
         pool.waiting.load(std::memory_order_acquire) >= client.session->routing->maxqueue) {
         const route::Routing& routing = *client.session->routing;
+        client.pool = nullptr;  // never in the pool's waiter list: nothing to take it out of
         fail(worker, client, CloseReason::TooManyClients, Severity::Fatal,
              sqlstate::too_many_connections,
              "too many clients waiting for node " + routing.node + " of service " +

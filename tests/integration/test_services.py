@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 from conftest import (HOST, PASSWORDS, cluster_table, connect, landing, landing_ports,
-                      wait_until, where)
+                      login_error, wait_until, where)
 from test_limits import Background
 
 pytestmark = pytest.mark.usefixtures("hard_timeout")
@@ -337,3 +337,51 @@ def test_libpq_target_session_attrs_picks_the_matching_service(
         assert conn.info.port == wanted
         expected_node = replicated.primary if attrs == "read-write" else replicated.replica1
         assert where(conn)[0] == expected_node
+
+
+def test_a_client_logging_in_while_the_primary_is_down_waits_for_the_promoted_one(
+        failover_cluster, make_cluster_pgplex):
+    nodes = failover_cluster
+    pgplex = make_cluster_pgplex(nodes, services=("primary",), settings=TRANSACTION,
+                                 query_wait_timeout="20s")
+    port = pgplex.service_port("primary")
+    assert wait_until(lambda: landing(port) == (nodes.primary, False), FOLLOW_SECONDS,
+                      ignore=(psycopg.Error,))
+    nodes.stop("primary")
+    # No node carries the primary service now: the login waits (it is not refused)...
+    waiting = Background(lambda: landing(port))
+    time.sleep(1.0)
+    assert not waiting.done(), f"the login did not wait: {waiting.result or waiting.error}"
+    # ... until the promoted replica takes the service.
+    nodes.promote("replica1")
+    assert waiting.join(FOLLOW_SECONDS + 5), "the waiting login never finished"
+    assert waiting.error is None, waiting.error
+    assert waiting.result == (nodes.replica1, False)
+
+
+def test_maxqueue_refuses_a_client_beyond_the_queue_of_a_node_with_53300(
+        replicated, make_cluster_pgplex):
+    nodes = replicated
+    pgplex = make_cluster_pgplex(nodes, services={"primary": {"maxqueue": 1}},
+                                 settings=TRANSACTION, default_pool_size=1)
+    port = pgplex.service_port("primary")
+    assert wait_until(lambda: landing(port) == (nodes.primary, False), FOLLOW_SECONDS,
+                      ignore=(psycopg.Error,))
+    holder = connect(port, autocommit=True)
+    queued = None
+    try:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")  # holds the pool's only server until COMMIT
+        queued = Background(lambda: connect(port, autocommit=True).execute(
+            "SELECT inet_server_port()").fetchone())
+        time.sleep(0.5)  # the queued login is in line now
+        assert not queued.done(), queued.error
+        # A login that would queue behind it is one too many: the raw client sees SQLSTATE.
+        error = login_error(port, "payam", "payam_db", PASSWORDS["payam"])
+        assert error is not None and error.fields.get("C") == "53300", error
+        assert "too many clients waiting for node" in error.fields.get("M", ""), error
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    assert queued.join(10) and queued.error is None, queued.error
+    assert queued.result == (nodes.primary,)
