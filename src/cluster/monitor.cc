@@ -281,6 +281,7 @@ struct Node {
 
     std::vector<std::string> sync_standbys;  // as primary: its sync/quorum standbys
     int64_t became_primary_us = 0;           // when it was last seen to turn primary
+    int64_t caught_up_us = 0;  // as replica: the last check that found it had replayed all
 };
 
 struct ClusterState {
@@ -617,14 +618,28 @@ std::string patroni_error(const Node& node) {
     return text;
 }
 
-void apply_reading(Node& node) {
+// Lag in time: the age of the last replayed transaction overstates it when writes are rare
+// (a check that lands mid-replay would read seconds), so it is capped by the time since a
+// check last found the replica caught up.
+int64_t replay_lag_ms(Node& node, int64_t now) {
+    const Reading& reading = node.reading;
+    if (reading.receive_lsn == reading.replay_lsn) {
+        node.caught_up_us = now;
+        return 0;
+    }
+    if (node.caught_up_us == 0) return reading.lag_ms;
+    int64_t since_caught_up = (now - node.caught_up_us) / 1000;
+    return reading.lag_ms < 0 ? since_caught_up : std::min(reading.lag_ms, since_caught_up);
+}
+
+void apply_reading(Node& node, int64_t now) {
     const Reading& reading = node.reading;
     NodeStatus& status = node.status;
     status.role = reading.recovery ? Role::Replica : Role::Primary;
     status.current_lsn = reading.recovery ? 0 : reading.current_lsn;
     status.receive_lsn = reading.recovery ? reading.receive_lsn : reading.current_lsn;
     status.replay_lsn = reading.recovery ? reading.replay_lsn : reading.current_lsn;
-    status.lag_ms = reading.recovery ? reading.lag_ms : 0;
+    status.lag_ms = reading.recovery ? replay_lag_ms(node, now) : 0;
     status.apply_delay_ms = reading.apply_delay_ms;
     status.replay_paused = reading.replay_paused;
     status.max_connections = int(reading.max_connections);
@@ -655,7 +670,7 @@ bool finish_check(const ClusterState& cluster, Node& node, int64_t now) {
     Health before = node.health;
     Role role_before = node.status.role;
     node.checking = false;
-    if (node.sql_ok) apply_reading(node);
+    if (node.sql_ok) apply_reading(node, now);
     bool ok = patroni ? apply_patroni(node) : node.sql_ok;
     node.status.source = patroni ? "patroni" : "monitor";
     node.status.checked_ms = now / 1000;
