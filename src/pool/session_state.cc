@@ -221,6 +221,7 @@ void parse_deallocate_change(std::string_view statement, size_t cursor, SetChang
     }
     bool quoted = word_at < statement.size() && statement[word_at] == '"';
     change.kind = change.name == "all" && !quoted ? SetKind::DeallocateAll : SetKind::Deallocate;
+    if (change.kind == SetKind::DeallocateAll) change.name.clear();  // ALL names nothing
 }
 
 }  // namespace
@@ -247,7 +248,7 @@ std::vector<SetChange> parse_set_statements(std::string_view query) {
                 found = !change.name.empty() && change.name != "transaction";
             } else if (head == "deallocate") {
                 parse_deallocate_change(statement, cursor, change);
-                found = !change.name.empty();
+                found = change.kind == SetKind::DeallocateAll || !change.name.empty();
             }
             if (found) changes.push_back(std::move(change));
         });
