@@ -157,32 +157,6 @@ constexpr Setting<ServiceDraft> service_settings[] = {
     {"slowstart", [](Loader& l, ServiceDraft& d) { return l.duration(d.service.slowstart_ms); }},
 };
 
-struct KnownService {
-    std::string_view name;
-    uint16_t port;  // the Pigsty default; 0: not one of the four defaults
-    std::string_view selector;
-    std::string_view backup;
-    Dest dest;
-};
-
-// Pigsty's services (reference/003), in terms of the roles the monitors read.
-constexpr KnownService known_services[] = {
-    {"primary", 5433, "primary", "", Dest::Pool},
-    {"replica", 5434, "replica && !offline && !delayed", "primary || (replica && offline)",
-     Dest::Pool},
-    {"default", 5436, "primary", "", Dest::Direct},
-    {"offline", 5438, "replica && (offline || offline_query) && !delayed",
-     "replica && !offline && !offline_query && !delayed", Dest::Direct},
-    {"standby", 0, "sync", "primary", Dest::Pool},
-    {"delayed", 0, "delayed", "", Dest::Pool},
-};
-
-const KnownService* known_service(std::string_view name) {
-    for (const KnownService& known : known_services)
-        if (known.name == name) return &known;
-    return nullptr;
-}
-
 bool check_selector(Loader& loader, uint32_t line, const std::string& what,
                     const std::string& text) {
     cluster::Selector selector;
@@ -418,6 +392,12 @@ bool check_addresses(Loader& loader, const Config& config) {
 }
 
 }  // namespace
+
+const KnownService* known_service(std::string_view name) {
+    for (const KnownService& known : known_services)
+        if (known.name == name) return &known;
+    return nullptr;
+}
 
 bool parse_clusters(Loader& loader, const toml::node& node, Config& config) {
     const toml::table* table = node.as_table();

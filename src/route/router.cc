@@ -8,6 +8,7 @@
 
 #include <cmath>
 
+#include "pgplex/base/assert.h"
 #include "pgplex/base/log.h"
 #include "pgplex/proto/message.h"
 
@@ -17,21 +18,9 @@ namespace {
 
 constexpr uint32_t node_loads_probe_max = 64;
 
-struct TargetRule {
-    Target target;
-    const char* selector;
-    const char* backup;
-};
-
-// The routed targets, as the services of the same name select (config/load_cluster.cc).
-constexpr TargetRule target_rules[] = {
-    {Target::Primary, "primary", ""},
-    {Target::Replica, "replica && !offline && !delayed", "primary || (replica && offline)"},
-    {Target::Standby, "sync", "primary"},
-    {Target::Offline, "replica && (offline || offline_query) && !delayed",
-     "replica && !offline && !offline_query && !delayed"},
-    {Target::Delayed, "delayed", ""},
-};
+// The routed targets select as the well-known services of the same name (config.h).
+constexpr Target routed_targets[] = {Target::Primary, Target::Replica, Target::Standby,
+                                     Target::Offline, Target::Delayed};
 
 cluster::ServiceRule compile_rule(std::string_view selector, std::string_view backup) {
     cluster::ServiceRule rule;
@@ -80,12 +69,12 @@ struct ServiceEntry {
 
 struct Router::Compiled {
     std::unique_ptr<Rules> rules;
-    cluster::ServiceRule targets[std::size(target_rules)];
+    cluster::ServiceRule targets[std::size(routed_targets)];
     std::vector<ServiceEntry> services;
 
     const cluster::ServiceRule* target_rule(Target target) const {
-        for (size_t i = 0; i < std::size(target_rules); ++i)
-            if (target_rules[i].target == target) return &targets[i];
+        for (size_t i = 0; i < std::size(routed_targets); ++i)
+            if (routed_targets[i] == target) return &targets[i];
         return nullptr;
     }
     const ServiceEntry* service(std::string_view cluster, std::string_view name) const {
@@ -102,8 +91,11 @@ Router::Router(const config::Config& config)
         compiled_->rules = Rules::compile(config, error);
         if (!compiled_->rules) log_error("router: %s; routing without rules", error.c_str());
     }
-    for (size_t i = 0; i < std::size(target_rules); ++i)
-        compiled_->targets[i] = compile_rule(target_rules[i].selector, target_rules[i].backup);
+    for (size_t i = 0; i < std::size(routed_targets); ++i) {
+        const config::KnownService* known = config::known_service(to_string(routed_targets[i]));
+        PGPLEX_ASSERT(known != nullptr);
+        compiled_->targets[i] = compile_rule(known->selector, known->backup);
+    }
     for (const config::Cluster& cluster : config.clusters)
         for (const config::Service& service : cluster.services)
             compiled_->services.push_back({cluster.name, service.name,

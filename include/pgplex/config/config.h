@@ -74,6 +74,32 @@ struct Service {
     int64_t slowstart_ms = 0;    // a node that comes up ramps from 0 to its weight over this
 };
 
+// The services with a meaning of their own (Pigsty's, reference/003), in terms of the roles
+// the monitors read: what a service of that name selects when its table names no selector,
+// and what a routed client's route=NAME selects.
+struct KnownService {
+    std::string_view name;
+    uint16_t port;  // the Pigsty default; 0: not one of the four defaults
+    std::string_view selector;
+    std::string_view backup;
+    Dest dest;
+};
+
+// Pigsty's services (reference/003), in terms of the roles the monitors read.
+inline constexpr KnownService known_services[] = {
+    {"primary", 5433, "primary", "", Dest::Pool},
+    {"replica", 5434, "replica && !offline && !delayed", "primary || (replica && offline)",
+     Dest::Pool},
+    {"default", 5436, "primary", "", Dest::Direct},
+    {"offline", 5438, "replica && (offline || offline_query) && !delayed",
+     "replica && !offline && !offline_query && !delayed", Dest::Direct},
+    {"standby", 0, "sync", "primary", Dest::Pool},
+    {"delayed", 0, "delayed", "", Dest::Pool},
+};
+
+// The entry of that name, or null.
+const KnownService* known_service(std::string_view name);
+
 struct Cluster {
     std::string name;
     uint32_t line = 0;
