@@ -319,6 +319,24 @@ constexpr auto read_only_builtins = std::to_array<std::string_view>({
     "width_bucket",
 });
 static_assert(std::is_sorted(read_only_builtins.begin(), read_only_builtins.end()));
+
+// Built-ins that write or read session state a replica lacks, yet change no setting, role
+// or prepared statement of the session: a call to one needs no session check (the
+// sequence functions' currval/lastval state does not move between servers in any case;
+// pgplex.toml(5) says so). Sorted, like the list above.
+constexpr auto session_inert_builtins = std::to_array<std::string_view>({
+    "currval",
+    "lastval",
+    "nextval",
+    "pg_current_wal_flush_lsn",
+    "pg_current_wal_insert_lsn",
+    "pg_current_wal_lsn",
+    "pg_current_xact_id",
+    "pg_notify",
+    "setval",
+    "txid_current",
+});
+static_assert(std::is_sorted(session_inert_builtins.begin(), session_inert_builtins.end()));
 static_assert(std::adjacent_find(read_only_builtins.begin(), read_only_builtins.end()) ==
               read_only_builtins.end());
 
@@ -385,7 +403,24 @@ struct Statement {
     bool read_only = false;  // BEGIN / START TRANSACTION ... READ ONLY
     bool copy_from = false;  // COPY ... FROM
     bool copy_file = false;  // COPY ... TO 'file' / PROGRAM: a file on the server's host
+    // Session state: a function not known to leave it alone, or a statement kind that may
+    // change settings, role or authorization (set_session below).
+    bool touches_session = false;
+    bool set_local = false;         // VariableSetStmt: SET LOCAL (dies with the transaction)
+    std::string_view set_name;      // VariableSetStmt: "TRANSACTION" for SET TRANSACTION
 };
+
+// Statement kinds that may change what a session carries from one transaction to the
+// next: SET / RESET / SET SESSION CHARACTERISTICS (not SET LOCAL, not SET TRANSACTION),
+// DISCARD, and code pgplex cannot see into (DO, CALL, EXECUTE of a prepared statement,
+// LOAD, extension scripts).
+bool may_touch_session(const Statement& statement) {
+    std::string_view kind = statement.kind;
+    if (kind == "VariableSetStmt") return !statement.set_local && statement.set_name != "TRANSACTION";
+    return kind == "DiscardStmt" || kind == "DoStmt" || kind == "CallStmt" ||
+           kind == "ExecuteStmt" || kind == "LoadStmt" || kind == "CreateExtensionStmt" ||
+           kind == "AlterExtensionStmt" || kind == "AlterExtensionContentsStmt";
+}
 
 Class transaction_class(const Statement& statement) {
     std::string_view kind = statement.transaction_kind;
@@ -440,12 +475,15 @@ class TreeReader {
     void value(int depth, std::string_view value);
     void close(int depth);
     StatementClass result() const;
+    bool touches_session() const { return touches_session_; }
 
   private:
     bool function_is_read_only() const;
+    bool function_is_session_inert() const;
 
     const std::vector<std::string>& read_only_functions_;
     Class combined_ = Class::Neutral;
+    bool touches_session_ = false;
     bool in_statement_ = false;
     Statement statement_;
     std::string_view last_key_;
@@ -496,6 +534,10 @@ void TreeReader::value(int depth, std::string_view value) {
     } else if (read_only_option_ && ((last_key_ == "ival" && value == "1") ||
                                      (last_key_ == "boolval" && value == "true"))) {
         statement_.read_only = true;
+    } else if (depth == statement_depth + 1 && last_key_ == "is_local" && value == "true") {
+        statement_.set_local = true;
+    } else if (depth == statement_depth + 1 && last_key_ == "name") {
+        statement_.set_name = value;
     } else if (depth == statement_depth + 1 && last_key_ == "kind") {
         statement_.transaction_kind = value;
     } else if (depth == statement_depth + 1 && last_key_ == "is_from" && value == "true") {
@@ -506,10 +548,13 @@ void TreeReader::value(int depth, std::string_view value) {
 void TreeReader::close(int depth) {
     if (funcname_depth_ >= 0 && depth == funcname_depth_) {
         if (!function_is_read_only()) statement_.writes = true;
+        if (!function_is_session_inert()) statement_.touches_session = true;
         funcname_depth_ = -1;
     }
     if (in_statement_ && depth == statement_depth - 1) {
         combined_ = std::max(combined_, statement_class(statement_));
+        touches_session_ = touches_session_ || statement_.touches_session ||
+                           may_touch_session(statement_);
         in_statement_ = false;
         read_only_option_ = false;
     }
@@ -532,6 +577,14 @@ bool TreeReader::function_is_read_only() const {
             return true;
     }
     return false;
+}
+
+bool TreeReader::function_is_session_inert() const {
+    if (function_is_read_only()) return true;
+    if (name_parts_ == 0 || name_.find('\\') != std::string_view::npos) return false;
+    std::string_view schema = name_parts_ >= 2 ? schema_ : std::string_view();
+    return (schema.empty() || schema == "pg_catalog") &&
+           std::binary_search(session_inert_builtins.begin(), session_inert_builtins.end(), name_);
 }
 
 // A text of only COMMITs and the like, or of nothing (comments), starts nothing: Read.
@@ -561,15 +614,20 @@ struct ParseResult {
 }  // namespace
 
 // The text is cut at its first NUL, as the data path cuts a Query's text.
-StatementClass classify_uncached(std::string_view text,
-                                 const std::vector<std::string>& read_only_functions) {
+StatementFacts facts_uncached(std::string_view text,
+                              const std::vector<std::string>& read_only_functions) {
     std::string terminated(text.substr(0, text.find('\0')));
     ParseResult parsed(terminated.c_str());
     if (parsed.result.error != nullptr || parsed.result.parse_tree == nullptr)
-        return StatementClass::Unparsable;
+        return StatementFacts{StatementClass::Unparsable, true};
     TreeReader reader(read_only_functions);
     scan_json(parsed.result.parse_tree, reader);
-    return reader.result();
+    return StatementFacts{reader.result(), reader.touches_session()};
+}
+
+StatementClass classify_uncached(std::string_view text,
+                                 const std::vector<std::string>& read_only_functions) {
+    return facts_uncached(text, read_only_functions).kind;
 }
 
 Classifier::Classifier(std::vector<std::string> read_only_functions, size_t capacity)
@@ -656,18 +714,22 @@ void literal_shape(std::string_view text, std::string& out) {
     }
 }
 
-StatementClass Classifier::classify(std::string_view text) {
+StatementFacts Classifier::facts(std::string_view text) {
     shape_.clear();
     literal_shape(text, shape_);
     uint64_t hash = XXH3_64bits(shape_.data(), shape_.size());
     auto found = cache_.find(hash);
     if (found != cache_.end()) return found->second;
-    StatementClass result = classify_uncached(text, read_only_functions_);
+    StatementFacts result = facts_uncached(text, read_only_functions_);
     parses_++;
     if (cache_.size() >= capacity_) cache_.clear();
     cache_.emplace(hash, result);
     PGPLEX_ASSERT(cache_.size() <= capacity_);
     return result;
+}
+
+StatementClass Classifier::classify(std::string_view text) {
+    return facts(text).kind;
 }
 
 }  // namespace pgplex::route

@@ -103,6 +103,17 @@ enum class StatementClass : uint8_t {
 
 const char* to_string(StatementClass value);
 
+// What one parse tells about a text: its class, and whether it may change the session
+// state a client carries between transactions (settings, role, session authorization):
+// SET and RESET (not SET LOCAL or SET TRANSACTION), DISCARD, DO, CALL, EXECUTE, LOAD,
+// extension scripts, and calls of functions not known to leave the session alone (the
+// read-only built-ins, the config's read_only_functions, the sequence functions). An
+// unparsable text may do anything.
+struct StatementFacts {
+    StatementClass kind = StatementClass::Unparsable;
+    bool touches_session = true;
+};
+
 // libpg_query, cached by XXH3-64 of the text's shape: the text with each string and number
 // literal replaced by one mark (the class never depends on a literal's value), so the
 // simple protocol's "WHERE aid = 42", "= 43", ... share one entry and are parsed once. The
@@ -113,13 +124,14 @@ class Classifier {
     // the config declares read-only, in addition to the built-in list.
     explicit Classifier(std::vector<std::string> read_only_functions = {}, size_t capacity = 16384);
     StatementClass classify(std::string_view text);
+    StatementFacts facts(std::string_view text);
     size_t cached() const { return cache_.size(); }
     uint64_t parses() const { return parses_; }  // texts actually parsed (cache misses)
 
   private:
     std::vector<std::string> read_only_functions_;
     size_t capacity_;
-    std::unordered_map<uint64_t, StatementClass> cache_;
+    std::unordered_map<uint64_t, StatementFacts> cache_;
     uint64_t parses_ = 0;
     std::string shape_;  // the text with its literals masked, reused between calls
 };
@@ -127,6 +139,8 @@ class Classifier {
 // The pure classification behind Classifier (no cache): exposed for tests and fuzzing.
 StatementClass classify_uncached(std::string_view text,
                                  const std::vector<std::string>& read_only_functions);
+StatementFacts facts_uncached(std::string_view text,
+                              const std::vector<std::string>& read_only_functions);
 
 // The text with each string and number literal replaced by "?" (comments and quoted
 // identifiers kept as they are). Appends to out. A literal left open keeps the text as is.

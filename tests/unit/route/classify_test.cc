@@ -238,3 +238,49 @@ Test(classifier, a_full_cache_starts_over_and_stays_bounded) {
     classifier.classify("SELECT t9");
     cr_assert_eq(classifier.parses(), 10u);
 }
+
+// Session facts: which texts may change what a client carries between transactions.
+static bool touches(const char* text) {
+    return pgplex::route::facts_uncached(text, {}).touches_session;
+}
+
+Test(classifier, plain_reads_and_writes_leave_the_session_alone) {
+    cr_assert(!touches("SELECT abalance FROM pgbench_accounts WHERE aid = 7"));
+    cr_assert(!touches("UPDATE t SET a = a + 1 WHERE id = 3; INSERT INTO h VALUES (now())"));
+    cr_assert(!touches("BEGIN; SET LOCAL work_mem = '8MB'; SELECT 1; COMMIT"));
+    cr_assert(!touches("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"));
+    cr_assert(!touches("SELECT nextval('s'), current_setting('search_path'), count(*) FROM t"));
+    cr_assert(!touches("CREATE TABLE x (a int); PREPARE p AS SELECT 1; DEALLOCATE p"));
+}
+
+Test(classifier, every_form_that_may_change_session_state_is_seen) {
+    cr_assert(touches("SET search_path = a"));
+    cr_assert(touches("SET TIME ZONE 'UTC'"));
+    cr_assert(touches("SET XML OPTION DOCUMENT"));
+    cr_assert(touches("SET NAMES 'UTF8'"));
+    cr_assert(touches("SET SCHEMA 'a'"));
+    cr_assert(touches("SET SEED 0.5"));
+    cr_assert(touches("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"));
+    cr_assert(touches("SET ROLE bob"));
+    cr_assert(touches("RESET ROLE"));
+    cr_assert(touches("SET SESSION AUTHORIZATION bob"));
+    cr_assert(touches("RESET SESSION AUTHORIZATION"));
+    cr_assert(touches("RESET ALL"));
+    cr_assert(touches("DISCARD ALL"));
+    cr_assert(touches("select 1; SELECT set_config('search_path', 'x', false)"));
+    cr_assert(touches("SELECT pg_catalog.set_config('a.b', 'x', false)"));
+    cr_assert(touches("DO $$BEGIN PERFORM set_config('work_mem', '7MB', false); END$$"));
+    cr_assert(touches("CALL my_procedure()"));
+    cr_assert(touches("EXECUTE p(1)"));
+    cr_assert(touches("SELECT my_function()"));
+    cr_assert(touches("SELECT setseed(0.5)"));
+    cr_assert(touches("this is not sql"));
+}
+
+Test(classifier, facts_are_cached_with_the_class) {
+    Classifier classifier;
+    cr_assert(classifier.facts("SELECT set_config('a.b', '1', false)").touches_session);
+    cr_assert(classifier.facts("SELECT set_config('a.b', '2', false)").touches_session);
+    cr_assert_eq(classifier.parses(), 1u);
+    cr_assert(!classifier.facts("SELECT 1").touches_session);
+}
