@@ -242,7 +242,7 @@ void begin_session(io::Worker& worker, Client& client, const proto::StartupPacke
             return;
         }
     }
-    session.settings = worker.settings.intern(std::move(settings));
+    session.startup = worker.settings.intern(std::move(settings));
     Resolved resolved;
     if (!resolve_login(worker, client, intent, resolved)) return;
     const config::Config& config = *worker.config;

@@ -131,7 +131,7 @@ bool resolve_login(io::Worker& worker, Client& client, const std::string& intent
             return false;
         }
         session.routing->intent = parsed;
-        for (const pool::Setting& setting : pool::settings_of(session.settings))
+        for (const pool::Setting& setting : pool::settings_of(session.startup))
             if (setting.name == "application_name")
                 session.routing->application_name = setting.value;
     }

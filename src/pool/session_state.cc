@@ -397,45 +397,58 @@ void apply_prepare_change(std::vector<Setting>& prepared, const SetChange& chang
     }
 }
 
-std::string prepared_sync_sql(const std::vector<Setting>& client,
-                              const std::vector<Setting>& server) {
+std::vector<std::string> prepared_sync(const std::vector<Setting>& client,
+                                       const std::vector<Setting>& server) {
     auto holds = [](const std::vector<Setting>& list, const Setting& what) {
         for (const Setting& item : list)
             if (item.name == what.name && item.sql == what.sql) return true;
         return false;
     };
-    std::string out;
-    for (const Setting& got : server) {
-        if (holds(client, got)) continue;
-        std::string quoted = "\"";
-        for (char ch : got.name) quoted += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-        out += "DEALLOCATE " + quoted + "\";";
-    }
+    std::vector<std::string> out;
+    for (const Setting& got : server)
+        if (!holds(client, got)) out.push_back("DEALLOCATE " + quote_identifier(got.name));
     for (const Setting& want : client)
-        if (!holds(server, want)) out += want.sql + ";";
+        if (!holds(server, want)) out.push_back(want.sql);
     return out;
 }
 
-void apply_change(std::vector<Setting>& settings, const SetChange& change) {
-    switch (change.kind) {
-        case SetKind::Prepare:
-        case SetKind::Deallocate:
-        case SetKind::DeallocateAll:
-            return;
-        case SetKind::ResetAll:
-            settings.clear();
-            return;
-        case SetKind::Reset:
-        case SetKind::Set: {
-            for (size_t i = 0; i < settings.size(); ++i) {
-                if (settings[i].name != change.name) continue;
-                settings.erase(settings.begin() + long(i));
-                break;
-            }
-            if (change.kind == SetKind::Set) settings.push_back({change.name, change.sql, {}});
-            return;
-        }
+std::string quote_literal(std::string_view text) {
+    std::string out = "E'";
+    for (char ch : text) {
+        if (ch == '\'' || ch == '\\') out += ch;
+        out += ch;
     }
+    return out + "'";
+}
+
+std::string quote_identifier(std::string_view text) {
+    std::string out = "\"";
+    for (char ch : text) {
+        if (ch == '"') out += ch;
+        out += ch;
+    }
+    return out + "\"";
+}
+
+const std::string* value_of(const std::vector<Setting>& settings, std::string_view name) {
+    for (const Setting& setting : settings)
+        if (setting.name == name) return &setting.value;
+    return nullptr;
+}
+
+void add_checked(std::vector<Setting>& out, std::string_view name, std::string_view value,
+                 std::string_view login_user) {
+    if (name == role_name && value == "none") return;
+    if (name == authorization_name && value == login_user) return;
+    out.push_back({std::string(name), {}, std::string(value)});
+}
+
+std::vector<Setting> effective(const std::vector<Setting>& startup,
+                               const std::vector<Setting>& session) {
+    std::vector<Setting> out = session;
+    for (const Setting& setting : startup)
+        if (value_of(session, setting.name) == nullptr) out.push_back(setting);
+    return out;
 }
 
 }  // namespace pgplex::pool

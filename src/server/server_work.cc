@@ -41,31 +41,23 @@ void record_parameter(Server& server, const uint8_t* body, uint32_t size) {
                   std::string(value, strnlen(value, size - name_size - 1)));
 }
 
-// A transaction ended (ReadyForQuery idle): the SETs it made now belong to the session,
-// unless it failed or rolled back, in which case PostgreSQL undid them too. Either way the
-// server's settings are the client's again.
+// A transaction ended (ReadyForQuery idle). Its SETs need nothing here: the settings check
+// reads what they left (release_if_done). Its PREPAREs and DEALLOCATEs stand when it
+// committed; when it failed, some may have run all the same (they are not transactional),
+// so the check also asks which statements the server holds, and they wait for its answer.
 void settle_settings(Server& server, client::Session& session) {
     bool kept = !session.transaction_failed && !session.transaction_rolled_back;
-    if (!session.pending.empty() && kept) {
-        std::vector<pool::Setting> settings = pool::settings_of(session.settings);
-        for (const pool::SetChange& change : session.pending) {
-            pool::apply_change(settings, change);
-            pool::apply_prepare_change(session.sql_prepared, change);
-        }
-        session.settings = std::make_shared<const std::vector<pool::Setting>>(std::move(settings));
-        server.applied = session.settings;
-        server.sql_prepared = session.sql_prepared;
-    }
-    // PREPARE and DEALLOCATE are not undone by a rollback: what a failed transaction did to
-    // them is unknown, and the next lending starts from DEALLOCATE ALL.
-    for (const pool::SetChange& change : session.pending)
-        if (!kept &&
-            (change.kind == pool::SetKind::Prepare || change.kind == pool::SetKind::Deallocate ||
-             change.kind == pool::SetKind::DeallocateAll))
-            server.sql_prepared_unknown = true;
-    session.pending.clear();
     session.transaction_failed = false;
     session.transaction_rolled_back = false;
+    if (session.pending.empty()) return;
+    if (!kept) {
+        session.check_settings = true;
+        return;
+    }
+    for (const pool::SetChange& change : session.pending)
+        pool::apply_prepare_change(session.sql_prepared, change);
+    server.sql_prepared = session.sql_prepared;
+    session.pending.clear();
 }
 
 // Bytes from an Active server, on their way to its client.
@@ -202,6 +194,27 @@ int64_t first_integer(const uint8_t* body, uint32_t size) {
     return value;
 }
 
+// The two text columns of a DataRow of settings_check_sql, or false.
+bool two_texts(const uint8_t* body, uint32_t size, std::string_view& first,
+               std::string_view& second) {
+    if (size < 2 || proto::read_be16(body) != 2) return false;
+    uint32_t at = 2;
+    std::string_view* out[2] = {&first, &second};
+    for (std::string_view* column : out) {
+        if (size - at < 4) return false;
+        int32_t length = int32_t(proto::read_be32(body + at));
+        at += 4;
+        if (length < 0 || uint32_t(length) > size - at) return false;
+        *column = std::string_view(reinterpret_cast<const char*>(body + at), uint32_t(length));
+        at += uint32_t(length);
+    }
+    return at == size;
+}
+
+// What settings_check_sql names the rows of SQL-level prepared statements (no GUC name has
+// a space).
+constexpr std::string_view prepared_row = "prepared statement";
+
 // Responses to pgplex's own queries (the parameter SET, the reset query), or anything an
 // idle server says: read, never forwarded.
 struct OwnQueryHandler {
@@ -213,6 +226,7 @@ struct OwnQueryHandler {
     proto::Fate on_header(uint8_t type, uint32_t length) {
         switch (type) {
             case uint8_t(BackendMessage::DataRow):
+                if (server.reading_settings) return inspect_if_small(length);
                 return (server.checking || server.reading_lsn) && length <= 64
                            ? proto::Fate::Inspect
                            : proto::Fate::Drop;
@@ -231,6 +245,7 @@ struct OwnQueryHandler {
             case uint8_t(BackendMessage::ReadyForQuery):
                 server.status = static_cast<proto::TransactionStatus>(body[0]);
                 if (server.pending_syncs > 0) --server.pending_syncs;
+                ++server.sync_replies;
                 ready = server.pending_syncs == 0;
                 return ready ? proto::Verdict::Pause : proto::Verdict::Continue;
             case uint8_t(BackendMessage::ParameterStatus):
@@ -238,9 +253,22 @@ struct OwnQueryHandler {
                 break;
             case uint8_t(BackendMessage::ErrorResponse):
                 error = true;
+                if (server.sync_settings && server.sync_replies == 0)
+                    server.sync_settings_failed = true;
                 if (error_body.empty()) error_body.assign(body, body + size);
                 break;
             case uint8_t(BackendMessage::DataRow):
+                if (server.reading_settings) {
+                    std::string_view name, value;
+                    if (!two_texts(body, size, name, value)) {
+                        error = true;  // not the rows asked for: nothing read is trusted
+                    } else if (name == prepared_row) {
+                        server.checked.push_back({std::string(prepared_row), {}, std::string(value)});
+                    } else {
+                        pool::add_checked(server.checked, name, value, server.pool->target.user);
+                    }
+                    break;
+                }
                 server.session_state_count = first_integer(body, size);
                 break;
             default:
@@ -307,6 +335,67 @@ void checked_session_state(io::Worker& worker, Server& server, bool error) {
     client::on_server_ready(worker, client);
 }
 
+// The SQL-level statements a settings check found (`names`): each with its PREPARE text,
+// from what the client had or sent in the transaction; a name pgplex has no text for makes
+// the server's list unknown (the next lending starts with DEALLOCATE ALL).
+void reconcile_prepared(Server& server, client::Session& session,
+                        const std::vector<std::string>& names) {
+    std::vector<pool::Setting> known = session.sql_prepared;
+    for (const pool::SetChange& change : session.pending)
+        if (change.kind == pool::SetKind::Prepare) known.push_back({change.name, change.sql, {}});
+    session.pending.clear();
+    std::vector<pool::Setting> held;
+    for (const std::string& name : names) {
+        const pool::Setting* found = nullptr;
+        for (const pool::Setting& candidate : known)
+            if (candidate.name == name && found == nullptr) found = &candidate;
+        if (found != nullptr)
+            held.push_back(*found);
+        else
+            server.sql_prepared_unknown = true;
+    }
+    session.sql_prepared = held;
+    server.sql_prepared = std::move(held);
+}
+
+// The settings check is in (session_state.h): what the server holds is now the client's
+// session settings, and the server's; then the server goes on as release_if_done decides.
+// A check that failed leaves nothing known: the server is closed, the client keeps what it
+// had and goes on without it.
+void settings_checked(io::Worker& worker, Server& server, bool error) {
+    server.reading_settings = false;
+    PGPLEX_ASSERT(server.client != io::nil);
+    client::Client& client = worker.client(server.client);
+    client::Session& session = *client.session;
+    std::vector<pool::Setting> checked = std::move(server.checked);
+    server.checked.clear();
+    if (error) {
+        log_warning("server %s: reading the session's settings failed; closing it",
+                    server.pool->target.endpoint.to_string().c_str());
+        session.pending.clear();
+        client.server = io::nil;
+        server.client = io::nil;
+        close(worker, server, CloseReason::Unusable);
+        client::on_released(worker, client);
+        return;
+    }
+    session.check_settings = false;
+    std::vector<std::string> prepared;
+    std::erase_if(checked, [&prepared](const pool::Setting& row) {
+        if (row.name != prepared_row) return false;
+        prepared.push_back(row.value);
+        return true;
+    });
+    reconcile_prepared(server, session, prepared);
+    session.settings = std::make_shared<const std::vector<pool::Setting>>(std::move(checked));
+    server.applied = session.settings;
+    server.state = ServerState::Active;
+    client.state = client::ClientState::Active;
+    release_if_done(worker, server);
+    if (server.client != io::nil && client.state == client::ClientState::Active)
+        client::on_server_ready(worker, client);
+}
+
 // Read your writes: the primary's WAL insert position after the client's transaction is in;
 // its reads now go only where that is replayed. Then the server goes back as usual.
 void read_lsn_done(io::Worker& worker, Server& server, bool error) {
@@ -323,6 +412,46 @@ void read_lsn_done(io::Worker& worker, Server& server, bool error) {
     release_if_done(worker, server);
     if (server.client != io::nil && client.state == client::ClientState::Active)
         client::on_server_ready(worker, client);
+}
+
+// The message of an ErrorResponse body, for logs.
+std::string error_message(const std::vector<uint8_t>& error) {
+    proto::ErrorFields fields;
+    if (!proto::parse_error(error.data(), uint32_t(error.size()), fields)) return "(unreadable)";
+    return std::string(fields.code) + " " + std::string(fields.message);
+}
+
+// The replay of a client's session (sync_session) is done. When its settings were refused
+// (a role since dropped, a value no longer valid) the server is closed, and the client,
+// which has not seen a thing, asks for a server once more; at login, or when that fails
+// too, it hears the server's own words, as it would on its own connection. A PREPARE that
+// fails (its table is gone) fails alone: the client's EXECUTE of it will say so.
+void synced(io::Worker& worker, Server& server, const std::vector<uint8_t>& error) {
+    client::Client& client = worker.client(server.client);
+    client::Session& session = *client.session;
+    if (server.sync_settings_failed) {
+        log_warning("server %s: restoring a client's session settings failed (%s); closing it",
+                    server.pool->target.endpoint.to_string().c_str(), error_message(error).c_str());
+        server.client = io::nil;
+        client.server = io::nil;
+        close(worker, server, CloseReason::Unusable);
+        if (client.login || ++session.replay_failures > 1) {
+            client::on_server_failed(worker, client, error.data(), uint32_t(error.size()));
+            return;
+        }
+        client::on_released(worker, client);
+        return;
+    }
+    if (!error.empty()) {
+        log_info("server %s: a client's SQL-level prepared statement could not be prepared "
+                 "again: %s",
+                 server.pool->target.endpoint.to_string().c_str(), error_message(error).c_str());
+        server.sql_prepared_unknown = true;  // which one failed is not known
+    }
+    session.replay_failures = 0;
+    server.state = ServerState::Active;
+    server.since = worker.now;
+    client::on_server_ready(worker, client);
 }
 
 uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
@@ -343,24 +472,16 @@ uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, ui
                 if (handler.ready) checked_session_state(worker, server, handler.error);
                 return result.consumed;
             }
-            if (!handler.ready) {
-                if (handler.error) server.pending_error = std::move(handler.error_body);
+            if (handler.error && server.pending_error.empty())
+                server.pending_error = std::move(handler.error_body);
+            if (!handler.ready) return result.consumed;
+            std::vector<uint8_t> error = std::move(server.pending_error);
+            server.pending_error.clear();
+            if (server.reading_settings) {
+                settings_checked(worker, server, !error.empty());
                 return result.consumed;
             }
-            if (handler.error) server.pending_error = std::move(handler.error_body);
-            client::Client& client = worker.client(server.client);
-            if (!server.pending_error.empty()) {
-                std::vector<uint8_t> error = std::move(server.pending_error);
-                server.pending_error.clear();
-                server.client = io::nil;
-                server.applied.reset();
-                client::on_server_failed(worker, client, error.data(), uint32_t(error.size()));
-                make_available(worker, server);
-                return result.consumed;
-            }
-            server.state = ServerState::Active;
-            server.since = worker.now;
-            client::on_server_ready(worker, client);
+            synced(worker, server, error);
             return result.consumed;
         }
         case ServerState::Resetting:
@@ -401,22 +522,44 @@ bool reusable(const Server& server) {
            server.conn.held_in.empty() && server.conn.frame.between_messages();
 }
 
-// What brings the server to the client's settings (session_state.h).
-std::string parameter_sync_query(const Server& server, const client::Session& session) {
+void send_query(io::Worker& worker, Server& server, std::string_view sql);
+
+// Sends what brings the server to the client's session (session_state.h): one Query with
+// its settings, then one Query for each SQL-level statement to drop or prepare, apart so
+// that one that fails harms nothing else. False: the server is the client's already.
+bool sync_session(io::Worker& worker, Server& server, const client::Session& session) {
     auto reported = [&server](const std::string& name) -> const std::string* {
         for (const auto& [key, value] : server.parameters)
             if (strcasecmp(key.c_str(), name.c_str()) == 0) return &value;
         return nullptr;
     };
-    std::string sql = pool::sync_sql(pool::settings_of(session.settings),
-                                     pool::settings_of(server.applied), reported);
+    const std::vector<pool::Setting>& startup = pool::settings_of(session.startup);
+    const std::vector<pool::Setting>& settings = pool::settings_of(session.settings);
+    const std::vector<pool::Setting>& applied = pool::settings_of(server.applied);
+    bool prepared_differ = server.sql_prepared_unknown || session.sql_prepared.size() !=
+                                                              server.sql_prepared.size() ||
+                           !pool::prepared_sync(session.sql_prepared, server.sql_prepared).empty();
+    if (pool::in_sync(startup, settings, applied, reported) && !prepared_differ) return false;
+    pool::SettingsSync sync =
+        pool::settings_sync(pool::effective(startup, settings), applied, reported);
+    server.sync_settings = !sync.sql.empty();
+    server.sync_settings_failed = false;
+    server.sync_replies = 0;
+    server.pending_error.clear();
+    if (server.sync_settings) send_query(worker, server, sync.sql);
+    std::vector<std::string> statements;
     if (server.sql_prepared_unknown) {
-        sql += "DEALLOCATE ALL;";
-        sql += pool::prepared_sync_sql(session.sql_prepared, {});
+        statements = pool::prepared_sync(session.sql_prepared, {});
+        statements.insert(statements.begin(), "DEALLOCATE ALL");
+        server.prepared.clear();  // DEALLOCATE ALL drops pgplex's renamed statements too
+        server.sql_prepared_unknown = false;
     } else {
-        sql += pool::prepared_sync_sql(session.sql_prepared, server.sql_prepared);
+        statements = pool::prepared_sync(session.sql_prepared, server.sql_prepared);
     }
-    return sql;
+    for (const std::string& statement : statements) send_query(worker, server, statement);
+    server.applied = std::make_shared<const std::vector<pool::Setting>>(std::move(sync.applied));
+    server.sql_prepared = session.sql_prepared;
+    return true;
 }
 
 void send_query(io::Worker& worker, Server& server, std::string_view sql) {
@@ -428,13 +571,6 @@ void send_query(io::Worker& worker, Server& server, std::string_view sql) {
     PGPLEX_ASSERT(writer.ok());
     queue(worker, server, writer.data(), writer.size());
     ++server.pending_syncs;
-}
-
-void record_applied(Server& server, const client::Session& session) {
-    server.applied = session.settings;
-    server.sql_prepared = session.sql_prepared;
-    if (server.sql_prepared_unknown) server.prepared.clear();  // DEALLOCATE ALL went too
-    server.sql_prepared_unknown = false;
 }
 
 void wake_waiters(io::Worker& worker, pool::Pool& pool);
@@ -631,17 +767,13 @@ void link(io::Worker& worker, Server& server, client::Client& client) {
     client.server = worker.server_slot(server);
     server.since = worker.now;
     ++server.epoch;
-    std::string sync = parameter_sync_query(server, *client.session);
-    if (sync.empty()) {
+    if (!sync_session(worker, server, *client.session)) {
         server.state = ServerState::Active;
         client::on_server_ready(worker, client);
         return;
     }
     server.state = ServerState::Syncing;
     client.state = client::ClientState::Syncing;
-    server.pending_error.clear();
-    record_applied(server, *client.session);
-    send_query(worker, server, sync);
 }
 
 void unlink(io::Worker& worker, Server& server, bool reset_session) {
@@ -698,6 +830,17 @@ void release_if_done(io::Worker& worker, Server& server) {
         server.session_state_count = -1;
         client.state = client::ClientState::Syncing;
         send_query(worker, server, "SELECT pg_current_wal_insert_lsn() - '0/0'");
+        return;
+    }
+    if (client.session->check_settings) {
+        // Read what the transaction left of the session's settings before anyone else, or
+        // this client's next transaction elsewhere, relies on them.
+        server.state = ServerState::Syncing;
+        server.reading_settings = true;
+        server.checked.clear();
+        server.pending_error.clear();
+        client.state = client::ClientState::Syncing;
+        send_query(worker, server, pool::settings_check_sql);
         return;
     }
     if (client.session->pin_suspect) {

@@ -74,12 +74,20 @@ struct Session {
     std::string user;
     std::string database;
     config::PoolMode mode = config::PoolMode::Session;
-    // Startup parameters, "-c name=value" options and (transaction pooling) the SETs that
-    // took effect: what every server lent to this client must have in force.
+    // Startup parameters and "-c name=value" options (name, value): what RESET goes back to.
+    pool::Settings startup;
+    // Transaction pooling: the session's settings as the server reported them after the
+    // client's last transaction that may have changed them (session_state.h). Every server
+    // lent to the client has startup overlaid by these in force.
     pool::Settings settings;
+    // A statement of the transaction under way may have changed the settings: the server
+    // is asked before it goes back (route::StatementFacts).
+    bool check_settings = false;
+    // Consecutive replays of its settings that a server refused (server_work.cc).
+    uint8_t replay_failures = 0;
     // Transaction pooling: its SQL-level PREPAREs (name, statement), replayed like settings.
     std::vector<pool::Setting> sql_prepared;
-    // SET/RESET sent in the transaction under way; kept when it commits.
+    // PREPARE/DEALLOCATE sent in the transaction under way; kept when it commits.
     std::vector<pool::SetChange> pending;
     bool transaction_failed = false;       // an ErrorResponse since the last idle
     bool transaction_rolled_back = false;  // a ROLLBACK since the last idle

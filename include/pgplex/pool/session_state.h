@@ -1,11 +1,18 @@
 // Session state that follows a client from server to server in transaction pooling.
 //
-// pgplex reads the SET and RESET statements a client sends in simple Query messages and
-// keeps, per GUC, the statement that put the client's value in force. Before a server is
-// lent, the difference between the client's settings and the server's is replayed (one
-// Query, pipelined ahead of the client's own messages), so the client always finds its
-// settings, and never another client's. SET LOCAL, SET TRANSACTION and SET CONSTRAINTS
-// live and die with their transaction and are not kept.
+// Settings (every GUC a SET, RESET, set_config or DISCARD left in force, the role and the
+// session authorization) are never guessed from text. A client's settings are its startup
+// parameters overlaid by what the server reported after the client's last transaction that
+// may have changed them (route::StatementFacts decides which may): pgplex asks the server
+// (settings_check_sql) before the server goes back to the pool, and takes the answer as
+// the truth for the client and for the server alike. Before a server is lent, the
+// difference between the client's settings and the server's is replayed (settings_sync),
+// pipelined ahead of the client's own messages, so the client always finds its settings,
+// and never another client's.
+//
+// SQL-level PREPAREs are kept from the text (parse_set_statements), as their statement
+// text must be replayed as written; each is replayed as its own Query, so one that cannot
+// be prepared again (its table is gone) fails alone and harms nobody.
 #pragma once
 
 #include <cstdint>
@@ -90,6 +97,47 @@ uint8_t detect_session_state(std::string_view query);
 // What the bits name, for messages: "a session advisory lock", ...
 std::string describe_session_state(uint8_t kinds);
 
+// The query that reads what a server's session carries between transactions: every setting
+// whose source is the session (SET, set_config; a function's own SET clause dies with the
+// call), the role, the session authorization, and the names of its SQL-level prepared
+// statements (as "prepared statement", name). Two text columns: the name in lower case, the
+// value as current_setting shows it (which SET takes back unchanged, as pg_dump relies on).
+inline constexpr const char* settings_check_sql =
+    "SELECT pg_catalog.lower(name), pg_catalog.current_setting(name) FROM pg_catalog.pg_settings "
+    "WHERE source = 'session' UNION ALL SELECT 'role', pg_catalog.current_setting('role') "
+    "UNION ALL SELECT 'session_authorization', session_user::pg_catalog.text "
+    "UNION ALL SELECT 'prepared statement', name FROM pg_catalog.pg_prepared_statements "
+    "WHERE from_sql";
+
+// The pseudo-settings replayed with SET ROLE / SET SESSION AUTHORIZATION.
+inline constexpr std::string_view role_name = "role";
+inline constexpr std::string_view authorization_name = "session_authorization";
+
+// Adds a row of settings_check_sql to `out`, unless it says the server's own default: no
+// role, or the session authorization of `login_user`.
+void add_checked(std::vector<Setting>& out, std::string_view name, std::string_view value,
+                 std::string_view login_user);
+
+// The value a list holds for a name, or null.
+const std::string* value_of(const std::vector<Setting>& settings, std::string_view name);
+
+// What the client sees: its startup parameters, overlaid by its session's settings.
+std::vector<Setting> effective(const std::vector<Setting>& startup,
+                               const std::vector<Setting>& session);
+
+// The Query that takes a server whose session settings are `applied` to `wanted` (one
+// implicit transaction: it applies whole or not at all), and what the server's session
+// settings are once it ran. `reported(name)` gives the server's ParameterStatus value, or
+// null: a wanted value the server reports already needs no SET. Order: RESETs, the GUCs,
+// then the session authorization, then the role (a new authorization drops the role).
+struct SettingsSync {
+    std::string sql;
+    std::vector<Setting> applied;
+};
+template <typename Reported>
+SettingsSync settings_sync(const std::vector<Setting>& wanted, const std::vector<Setting>& applied,
+                           Reported reported);
+
 // The query that counts the session state a server holds for its session (one row, one
 // column: 0 when it can be lent to anyone).
 inline constexpr const char* session_state_check_sql =
@@ -113,32 +161,87 @@ std::string prepared_sync_sql(const std::vector<Setting>& client,
 size_t skip_blank(std::string_view text, size_t at);
 size_t statement_end(std::string_view text, size_t at);
 
-// Applies a change to a list of settings.
-void apply_change(std::vector<Setting>& settings, const SetChange& change);
-
-// The SQL that takes a server whose pgplex-applied settings are `server` to the client's
-// `client` settings: SETs the server lacks, RESETs of what it has and the client does not.
-// `reported(name)` gives the server's ParameterStatus value, or null, so a startup
-// parameter the server already reports at that value needs no SET.
+// Whether a server whose session settings are `applied` shows a client exactly
+// effective(startup, session) already: the common case, answered without allocating.
 template <typename Reported>
-std::string sync_sql(const std::vector<Setting>& client, const std::vector<Setting>& server,
-                     Reported reported) {
-    std::string out;
-    for (const Setting& want : client) {
-        bool have = false;
-        for (const Setting& got : server)
-            if (got.name == want.name) have = got.sql == want.sql;
-        if (!have && !want.value.empty()) {
+bool in_sync(const std::vector<Setting>& startup, const std::vector<Setting>& session,
+             const std::vector<Setting>& applied, Reported reported) {
+    auto holds = [&](const Setting& want, bool may_be_reported) {
+        if (const std::string* have = value_of(applied, want.name)) return *have == want.value;
+        if (!may_be_reported || want.name == role_name || want.name == authorization_name)
+            return false;
+        const std::string* current = reported(want.name);
+        return current != nullptr && *current == want.value;
+    };
+    for (const Setting& have : applied) {
+        const std::string* want = value_of(session, have.name);
+        if (want == nullptr) want = value_of(startup, have.name);
+        if (want == nullptr || *want != have.value) return false;
+    }
+    for (const Setting& want : session)
+        if (!holds(want, true)) return false;
+    for (const Setting& want : startup)
+        if (value_of(session, want.name) == nullptr && !holds(want, true)) return false;
+    return true;
+}
+
+// The SQL-level prepared statements to replay, one Query each: DEALLOCATE of what the
+// server holds and the client lacks, then the client's PREPAREs the server lacks.
+std::vector<std::string> prepared_sync(const std::vector<Setting>& client,
+                                       const std::vector<Setting>& server);
+
+// A string literal, E'...', holding text exactly.
+std::string quote_literal(std::string_view text);
+// A quoted identifier, "...".
+std::string quote_identifier(std::string_view text);
+
+template <typename Reported>
+SettingsSync settings_sync(const std::vector<Setting>& wanted, const std::vector<Setting>& applied,
+                           Reported reported) {
+    SettingsSync out;
+    auto special = [](const std::string& name) {
+        return name == role_name || name == authorization_name;
+    };
+    std::string resets, values;
+    for (const Setting& have : applied)
+        if (!special(have.name) && value_of(wanted, have.name) == nullptr)
+            resets += "RESET " + quote_identifier(have.name) + ";";
+    for (const Setting& want : wanted) {
+        if (special(want.name)) continue;
+        const std::string* have = value_of(applied, want.name);
+        if (have == nullptr) {
             const std::string* current = reported(want.name);
-            have = current != nullptr && *current == want.value;
+            if (current != nullptr && *current == want.value) continue;  // the server's own
         }
-        if (!have) out += want.sql + ";";
+        out.applied.push_back(want);
+        if (have != nullptr && *have == want.value) continue;
+        values += std::string(values.empty() ? "" : ",") + "(" + quote_literal(want.name) + "," +
+                  quote_literal(want.value) + ")";
     }
-    for (const Setting& got : server) {
-        bool wanted = false;
-        for (const Setting& want : client) wanted = wanted || want.name == got.name;
-        if (!wanted) out += "RESET " + got.name + ";";
-    }
+    out.sql = resets;
+    if (!values.empty())
+        out.sql += "SELECT pg_catalog.set_config(n, v, false) FROM (VALUES " + values +
+                   ") AS s(n, v);";
+    const std::string* want_authorization = value_of(wanted, authorization_name);
+    const std::string* have_authorization = value_of(applied, authorization_name);
+    bool authorization_changes =
+        (want_authorization == nullptr) != (have_authorization == nullptr) ||
+        (want_authorization != nullptr && *want_authorization != *have_authorization);
+    if (authorization_changes)
+        out.sql += want_authorization == nullptr
+                       ? std::string("RESET SESSION AUTHORIZATION;")
+                       : "SET SESSION AUTHORIZATION " + quote_literal(*want_authorization) + ";";
+    if (want_authorization != nullptr)
+        out.applied.push_back({std::string(authorization_name), {}, *want_authorization});
+    const std::string* want_role = value_of(wanted, role_name);
+    const std::string* have_role = value_of(applied, role_name);
+    bool role_changes = authorization_changes ||
+                        (want_role == nullptr) != (have_role == nullptr) ||
+                        (want_role != nullptr && *want_role != *have_role);
+    if (role_changes)
+        out.sql += want_role == nullptr ? std::string("RESET ROLE;")
+                                        : "SET ROLE " + quote_literal(*want_role) + ";";
+    if (want_role != nullptr) out.applied.push_back({std::string(role_name), {}, *want_role});
     return out;
 }
 

@@ -117,7 +117,8 @@ struct Server {
     uint32_t cancel_key = 0;
     // Every ParameterStatus the server reported.
     std::vector<std::pair<std::string, std::string>> parameters;
-    // What pgplex and its clients SET on it since its last reset.
+    // Its session's settings (session_state.h): what pgplex replayed and what the last
+    // settings check read, so exactly what the server has in force with source "session".
     pool::Settings applied;
     // The SQL-level PREPAREs it holds for its client of the moment; unknown after a
     // transaction that touched them failed (DEALLOCATE ALL sets it right).
@@ -131,6 +132,14 @@ struct Server {
     // Syncing: the query reads the WAL position after the linked client's write, for read
     // your writes (route/router.h); the same DataRow reader fills session_state_count.
     bool reading_lsn = false;
+    // Syncing: the query is settings_check_sql; the rows read so far.
+    bool reading_settings = false;
+    std::vector<pool::Setting> checked;
+    // Syncing, lent: the replay's first Query sets the client's settings (sync_settings);
+    // replies counts its ReadyForQuerys, and settings_failed says the first one failed.
+    bool sync_settings = false;
+    bool sync_settings_failed = false;
+    uint32_t sync_replies = 0;
     std::deque<Pending> expected;  // replies owed for the linked client's messages
     // An extended-protocol error: the server ignores everything until the next Sync.
     bool skipping = false;

@@ -56,47 +56,76 @@ Test(session_state, semicolons_in_quotes_and_comments_do_not_split_statements) {
     cr_assert_str_eq(changes[0].sql.c_str(), "SET app.name = 'x;y'");
 }
 
-Test(session_state, reset_all_and_discard_all_forget_everything) {
-    std::vector<Setting> settings;
-    for (const auto& change : parse_set_statements("SET a.b = 1; SET c.d = 2"))
-        apply_change(settings, change);
-    cr_assert_eq(settings.size(), 2u);
-    apply_change(settings, parse_set_statements("RESET a.b")[0]);
-    cr_assert_eq(settings.size(), 1u);
-    cr_assert_str_eq(settings[0].name.c_str(), "c.d");
-    apply_change(settings, parse_set_statements("DISCARD ALL")[0]);
-    cr_assert(settings.empty());
-    apply_change(settings, parse_set_statements("SET a.b = 1")[0]);
-    apply_change(settings, parse_set_statements("RESET ALL")[0]);
-    cr_assert(settings.empty());
-}
-
-Test(session_state, a_later_set_of_the_same_name_replaces_the_earlier) {
-    std::vector<Setting> settings;
-    apply_change(settings, parse_set_statements("SET statement_timeout = 1000")[0]);
-    apply_change(settings, parse_set_statements("SET Statement_Timeout = 2000")[0]);
-    cr_assert_eq(settings.size(), 1u);
-    cr_assert_str_eq(settings[0].sql.c_str(), "SET Statement_Timeout = 2000");
-}
-
 Test(session_state, sync_sets_what_the_server_lacks_and_resets_what_the_client_lacks) {
-    std::vector<Setting> client = {{"search_path", "SET search_path = a", {}},
-                                   {"timezone", "SET TIME ZONE 'UTC'", {}}};
-    std::vector<Setting> server = {{"search_path", "SET search_path = a", {}},
-                                   {"statement_timeout", "SET statement_timeout = 5", {}}};
-    std::string sql = sync_sql(client, server, none);
-    cr_assert_str_eq(sql.c_str(), "SET TIME ZONE 'UTC';RESET statement_timeout;");
-    assert_text(sync_sql(client, client, none), "");
+    std::vector<Setting> client = {{"search_path", {}, "a"}, {"timezone", {}, "UTC"}};
+    std::vector<Setting> server = {{"search_path", {}, "a"}, {"statement_timeout", {}, "5s"}};
+    SettingsSync sync = settings_sync(client, server, none);
+    assert_text(sync.sql,
+                "RESET \"statement_timeout\";SELECT pg_catalog.set_config(n, v, false) FROM "
+                "(VALUES (E'timezone',E'UTC')) AS s(n, v);");
+    cr_assert_eq(sync.applied.size(), 2u);
+    cr_assert(!in_sync({}, client, server, none));
+    cr_assert(in_sync({}, client, client, none));
+    assert_text(settings_sync(client, client, none).sql, "");
+}
+
+Test(session_state, values_are_quoted_whatever_they_hold) {
+    std::vector<Setting> client = {{"search_path", {}, "\"my schema\", 'x'\\y"}};
+    assert_text(settings_sync(client, {}, none).sql,
+                "SELECT pg_catalog.set_config(n, v, false) FROM (VALUES "
+                "(E'search_path',E'\"my schema\", ''x''\\\\y')) AS s(n, v);");
+}
+
+Test(session_state, role_goes_after_authorization_which_goes_after_the_settings) {
+    std::vector<Setting> client = {{"role", {}, "reader"},
+                                   {"session_authorization", {}, "bob"},
+                                   {"work_mem", {}, "8MB"}};
+    assert_text(settings_sync(client, {}, none).sql,
+                "SELECT pg_catalog.set_config(n, v, false) FROM (VALUES "
+                "(E'work_mem',E'8MB')) AS s(n, v);SET SESSION AUTHORIZATION E'bob';"
+                "SET ROLE E'reader';");
+    // Back to the login user: the authorization is reset, and with it the role.
+    std::vector<Setting> server = client;
+    assert_text(settings_sync({}, server, none).sql,
+                "RESET \"work_mem\";RESET SESSION AUTHORIZATION;RESET ROLE;");
+    // A role alone, then none.
+    std::vector<Setting> role = {{"role", {}, "reader"}};
+    assert_text(settings_sync({}, role, none).sql, "RESET ROLE;");
+}
+
+Test(session_state, the_checked_rows_leave_out_the_servers_own_defaults) {
+    std::vector<Setting> rows;
+    add_checked(rows, "role", "none", "app");
+    add_checked(rows, "session_authorization", "app", "app");
+    add_checked(rows, "search_path", "x", "app");
+    add_checked(rows, "session_authorization", "bob", "app");
+    cr_assert_eq(rows.size(), 2u);
+    assert_text(rows[0].name, "search_path");
+    assert_text(rows[1].value, "bob");
+}
+
+Test(session_state, startup_values_stand_unless_the_session_set_its_own) {
+    std::vector<Setting> startup = {{"datestyle", {}, "ISO, DMY"}, {"application_name", {}, "psql"}};
+    std::vector<Setting> session = {{"datestyle", {}, "German, DMY"}};
+    std::vector<Setting> wanted = effective(startup, session);
+    cr_assert_eq(wanted.size(), 2u);
+    assert_text(*value_of(wanted, "datestyle"), "German, DMY");
+    assert_text(*value_of(wanted, "application_name"), "psql");
 }
 
 Test(session_state, a_startup_parameter_the_server_reports_at_that_value_needs_no_set) {
-    std::vector<Setting> client = {{"client_encoding", "SET client_encoding = E'UTF8'", "UTF8"}};
+    std::vector<Setting> startup = {{"client_encoding", {}, "UTF8"}};
     std::string utf8 = "UTF8";
     auto reports_utf8 = [&](const std::string& name) -> const std::string* {
         return name == "client_encoding" ? &utf8 : nullptr;
     };
-    assert_text(sync_sql(client, {}, reports_utf8), "");
-    assert_text(sync_sql(client, {}, none), "SET client_encoding = E'UTF8';");
+    cr_assert(in_sync(startup, {}, {}, reports_utf8));
+    assert_text(settings_sync(startup, {}, reports_utf8).sql, "");
+    cr_assert(settings_sync(startup, {}, reports_utf8).applied.empty());
+    cr_assert(!in_sync(startup, {}, {}, none));
+    assert_text(settings_sync(startup, {}, none).sql,
+                "SELECT pg_catalog.set_config(n, v, false) FROM (VALUES "
+                "(E'client_encoding',E'UTF8')) AS s(n, v);");
 }
 
 Test(session_state, may_set_is_a_cheap_superset) {
@@ -141,10 +170,13 @@ Test(session_state, sql_prepare_and_deallocate_are_tracked_and_replayed_as_a_dif
     assert_text(client[1].name, "Two");
     std::vector<Setting> server = {{"q", "PREPARE q AS SELECT 'other'", {}},
                                    {"gone", "PREPARE gone AS SELECT 0", {}}};
-    assert_text(prepared_sync_sql(client, server),
-                "DEALLOCATE \"q\";DEALLOCATE \"gone\";PREPARE q (int) AS SELECT $1;"
-                "prepare \"Two\" AS SELECT 2;");
-    cr_assert(prepared_sync_sql(client, client).empty());
+    std::vector<std::string> statements = prepared_sync(client, server);
+    cr_assert_eq(statements.size(), 4u);
+    assert_text(statements[0], "DEALLOCATE \"q\"");
+    assert_text(statements[1], "DEALLOCATE \"gone\"");
+    assert_text(statements[2], "PREPARE q (int) AS SELECT $1");
+    assert_text(statements[3], "prepare \"Two\" AS SELECT 2");
+    cr_assert(prepared_sync(client, client).empty());
     for (const SetChange& change : parse_set_statements("DEALLOCATE PREPARE q"))
         apply_prepare_change(client, change);
     cr_assert_eq(client.size(), 1);
