@@ -51,6 +51,16 @@ fuzz: deps $(FUZZ_BUILD)/build.ninja
 	ninja -C $(FUZZ_BUILD)
 	tests/fuzz/run $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
+# pooldiff (tests/integration/pooldiff.py): concurrent clients through transaction pooling,
+# each compared with its own direct connection. `make fuzz-pool SEEDS=1-200` runs those seeds;
+# MINUTES=M runs seeds from the first of SEEDS on until M minutes have passed.
+SEEDS       ?= 1-200
+.PHONY: fuzz-pool
+fuzz-pool: build
+	PGPLEX_BIN=$(CURDIR)/$(BUILD)/pgplex POOLDIFF_SEEDS=$(SEEDS) \
+	  $(if $(MINUTES),POOLDIFF_MINUTES=$(MINUTES)) \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider -s tests/integration/test_pool_differential.py
+
 check: deps build unit tidy integration asan fuzz
 
 demo: build
