@@ -55,9 +55,16 @@ struct ForwardHandler {
                 return proto::Fate::Inspect;
             case FrontendMessage::Query:
                 if ((track_sets || rewrites) && inspectable) return proto::Fate::Inspect;
+                // Too long to read: it may change anything.
+                if (track_sets) session.check_settings = true;
                 expect(server::Expect::Query);
+                // Read on its way, for a RESET of a startup parameter (follow_resets).
+                if (inspectable && !pool::settings_of(session.startup).empty())
+                    return proto::Fate::ForwardInspect;
                 break;
             case FrontendMessage::FunctionCall:
+                // A fast-path call runs a function pgplex cannot see into.
+                if (track_sets) out.client.session->check_settings = true;
                 expect(server::Expect::FunctionCall);
                 break;
             case FrontendMessage::Sync:
@@ -75,6 +82,9 @@ struct ForwardHandler {
             case FrontendMessage::Parse:
                 // JDBC and other drivers send SET through the extended protocol too.
                 out.server.unsynced = true;
+                if (track_sets && !inspectable &&
+                    !(renames && length <= limits::kept_statement_bytes_max))
+                    session.check_settings = true;  // too long to read: it may change anything
                 if (renames)
                     return length <= limits::kept_statement_bytes_max ? proto::Fate::Inspect
                                                                       : proto::Fate::Head;
@@ -140,7 +150,10 @@ struct ForwardHandler {
         }
         switch (type) {
             case uint8_t(FrontendMessage::Query):
-                on_query(body, size);
+                if (track_sets || rewrites)
+                    on_query(body, size);
+                else
+                    follow_resets(text.substr(0, text.find('\0')));  // forwarded already
                 break;
             case uint8_t(FrontendMessage::Parse): {
                 if (renames) on_parse(out, body, size);
@@ -174,13 +187,35 @@ struct ForwardHandler {
         if (renames && on_deallocate(out, query)) return;
         if (!rewrites || !rewrite(query)) out.pass(uint8_t(FrontendMessage::Query), body, size);
         expect(server::Expect::Query);
+        follow_resets(query);
+    }
+    // A Query that may RESET a startup parameter of the client's is followed by pgplex's
+    // own, which gives it the client's startup value back (session_state.h); its replies are
+    // dropped (server_expect.cc).
+    void follow_resets(std::string_view query) {
+        const std::vector<pool::Setting>& startup = pool::settings_of(out.client.session->startup);
+        if (startup.empty() || !pool::may_set(query)) return;
+        std::string sql = pool::reset_follow_up_sql(startup, pool::parse_set_statements(query));
+        if (sql.empty()) return;
+        std::vector<uint8_t> message(sql.size() + 6);
+        proto::Writer writer(message.data(), uint32_t(message.size()));
+        writer.begin(FrontendMessage::Query);
+        writer.cstring(sql);
+        writer.end();
+        PGPLEX_ASSERT(writer.ok());
+        out.copy(writer.data(), writer.size());
+        server::Pending pending;
+        pending.expect = server::Expect::Query;
+        pending.reply = server::Reply::Swallow;
+        server::expect(out.worker, out.server, std::move(pending));
     }
     // [[rewrites]]: the Query goes out with its text rewritten. False: none applies.
     bool rewrite(std::string_view query) {
         const Session& session = *out.client.session;
         std::string_view application;
-        for (const pool::Setting& setting : pool::settings_of(session.settings))
-            if (setting.name == "application_name") application = setting.value;
+        const std::string* set = pool::value_of(pool::settings_of(session.settings), "application_name");
+        if (set == nullptr) set = pool::value_of(pool::settings_of(session.startup), "application_name");
+        if (set != nullptr) application = *set;
         std::string changed;
         route::Who who{session.user, session.database, application};
         if (!out.worker.router->rewrite(query, who, changed)) return false;
@@ -213,11 +248,17 @@ struct ForwardHandler {
         refuse_session_state(out, type == uint8_t(FrontendMessage::Query), kinds);
         return true;
     }
-    // A Query or a Parse: its SETs count once its transaction commits.
+    // A Query or a Parse: whether it may change the session's settings (then the server is
+    // asked when the transaction ends), and its PREPAREs, which count once it commits.
     void note_sets(std::string_view text) {
+        Session& session = *out.client.session;
+        if (!session.check_settings && out.worker.router->classifier().facts(text).touches_session)
+            session.check_settings = true;
         if (!pool::may_set(text)) return;
         for (pool::SetChange& change : pool::parse_set_statements(text))
-            out.client.session->pending.push_back(std::move(change));
+            if (change.kind == pool::SetKind::Prepare || change.kind == pool::SetKind::Deallocate ||
+                change.kind == pool::SetKind::DeallocateAll)
+                session.pending.push_back(std::move(change));
     }
 };
 

@@ -412,6 +412,24 @@ std::vector<std::string> prepared_sync(const std::vector<Setting>& client,
     return out;
 }
 
+std::string reset_follow_up_sql(const std::vector<Setting>& startup,
+                                const std::vector<SetChange>& changes) {
+    std::string values;
+    for (const Setting& setting : startup) {
+        bool reset = false;
+        for (const SetChange& change : changes)
+            reset = reset || change.kind == SetKind::ResetAll ||
+                    (change.kind == SetKind::Reset && change.name == setting.name);
+        if (!reset) continue;
+        values += std::string(values.empty() ? "" : ",") + "(" + quote_literal(setting.name) +
+                  "," + quote_literal(setting.value) + ")";
+    }
+    if (values.empty()) return {};
+    return "SELECT pg_catalog.set_config(p.name, s.v, false) FROM (VALUES " + values +
+           ") AS s(n, v) JOIN pg_catalog.pg_settings p ON pg_catalog.lower(p.name) = s.n "
+           "WHERE p.source <> 'session'";
+}
+
 std::string quote_literal(std::string_view text) {
     std::string out = "E'";
     for (char ch : text) {

@@ -74,6 +74,13 @@ void settle(io::Worker& worker, Server& server, bool ok) {
     server.expected.pop_front();
 }
 
+// pgplex's own Query among the client's (a RESET's follow-up): every reply it gets, errors
+// and its ReadyForQuery included, is dropped; a ParameterStatus still tells the client.
+bool swallows_query(const Server& server) {
+    return !server.expected.empty() && server.expected.front().expect == Expect::Query &&
+           server.expected.front().reply == Reply::Swallow;
+}
+
 void skip_to_sync(io::Worker& worker, Server& server) {
     while (!server.expected.empty() && server.expected.front().expect != Expect::Sync)
         settle(worker, server, false);
@@ -289,6 +296,11 @@ void emit_due(io::Worker& worker, Server& server) {
 
 proto::Fate on_reply(io::Worker& worker, Server& server, uint8_t type, uint32_t length) {
     emit_due(worker, server);  // a new header: the previous reply is complete
+    if (swallows_query(server) && type != uint8_t(BackendMessage::NotificationResponse) &&
+        type != uint8_t(BackendMessage::ParameterStatus)) {
+        if (type == uint8_t(BackendMessage::ReadyForQuery)) settle(worker, server, true);
+        return proto::Fate::Drop;
+    }
     if (server.expected.empty() || type == uint8_t(BackendMessage::NoticeResponse) ||
         type == uint8_t(BackendMessage::NotificationResponse) ||
         type == uint8_t(BackendMessage::ParameterStatus))

@@ -185,6 +185,15 @@ bool in_sync(const std::vector<Setting>& startup, const std::vector<Setting>& se
     return true;
 }
 
+// RESET goes back to the session's startup value (sql-reset.html), but a server's startup
+// values are pgplex's, not the client's. After a client's Query whose RESET, RESET ALL,
+// SET ... TO DEFAULT or DISCARD ALL may have reset a startup parameter of the client's,
+// pgplex sends this Query (its replies dropped): each such parameter whose source is no
+// longer the session (the RESET took effect) gets the client's startup value back. Empty
+// when the Query resets none.
+std::string reset_follow_up_sql(const std::vector<Setting>& startup,
+                                const std::vector<SetChange>& changes);
+
 // The SQL-level prepared statements to replay, one Query each: DEALLOCATE of what the
 // server holds and the client lacks, then the client's PREPAREs the server lacks.
 std::vector<std::string> prepared_sync(const std::vector<Setting>& client,
