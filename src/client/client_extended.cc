@@ -7,6 +7,10 @@
 // prepared it yet. Close of one forgets the client's name only: other clients may use the
 // statement, and the server's least-recently-used bound (max_prepared_statements) decides
 // when it goes. Replies to pgplex's own messages are dropped (server_expect.cc).
+//
+// The unnamed statement keeps its name on the server, but lives, as in PostgreSQL, until the
+// client's next unnamed Parse or simple Query, while pgplex may lend another server after
+// any Sync: it is kept too, and a Bind or Describe of it after a Sync gets a Parse of it first.
 #include <cstring>
 #include <string>
 
@@ -41,6 +45,11 @@ bool read_cstring(const uint8_t* body, uint32_t size, uint32_t at, std::string_v
     out = std::string_view(reinterpret_cast<const char*>(body + at),
                            size_t(static_cast<const uint8_t*>(zero) - (body + at)));
     return true;
+}
+
+// Whether the message names a statement ('S'), and which.
+bool names_statement(const uint8_t* body, uint32_t size, std::string_view& name) {
+    return size >= 2 && body[0] == 'S' && read_cstring(body, size, 1, name);
 }
 
 void write_header(Outbound& out, uint8_t type, uint32_t length) {
@@ -175,19 +184,58 @@ void ensure_prepared(Outbound& out, pool::Statement* statement) {
     send_parse(out, statement, Reply::Swallow, {});
 }
 
+// Lets go of the client's unnamed statement: replaced, closed, destroyed by a simple Query,
+// or the client is leaving.
+void release_unnamed(io::Worker& worker, pool::ClientStatements& mine) {
+    if (mine.unnamed != nullptr) worker.statements.unref(mine.unnamed);
+    mine.unnamed = nullptr;
+    mine.unnamed_sent = false;
+}
+
+// The Pending text of the client's unnamed Parse: a zero, which no statement name holds, and
+// the Parse's count, so that when it fails forget_statement undoes only the latest one.
+// Five bytes: kept inside the string, not allocated.
+std::string unnamed_key(uint32_t parses) {
+    std::string key(1 + sizeof parses, '\0');
+    memcpy(key.data() + 1, &parses, sizeof parses);
+    return key;
+}
+
+// The client's own unnamed Parse goes on as it came; its statement is kept to be parsed again
+// on the next server, unless the Parse fails (PostgreSQL then leaves no unnamed statement).
+void pass_unnamed_parse(Outbound& out, const uint8_t* body, uint32_t size) {
+    PGPLEX_ASSERT(size >= 1 && body[0] == 0);
+    pool::ClientStatements& mine = statements(out.client);
+    release_unnamed(out.worker, mine);
+    mine.unnamed = out.worker.statements.intern(
+        std::string_view(reinterpret_cast<const char*>(body) + 1, size - 1));
+    mine.unnamed_sent = true;
+    ++mine.unnamed_parses;
+    out.pass(type_of(FrontendMessage::Parse), body, size);
+    pool::StatementCache::ref(mine.unnamed);
+    Pending pending;
+    pending.expect = Expect::Parse;
+    pending.statement = mine.unnamed;
+    pending.text = unnamed_key(mine.unnamed_parses);
+    server::expect(out.worker, out.server, std::move(pending));
+}
+
 // The unnamed statement: passed on, unless it is a DEALLOCATE or a LISTEN pgplex answers.
+// Either way it replaces the client's previous one.
 void on_unnamed_parse(Outbound& out, const uint8_t* body, uint32_t size) {
     std::string_view query;
     std::string tag;
     bool readable = read_cstring(body, size, 1, query);
     ListenParse listen = readable ? on_listen_parse(out, query, tag) : ListenParse::Pass;
     if (listen == ListenParse::Refuse) {
+        release_unnamed(out.worker, statements(out.client));
         fail_locally(out, Expect::Parse, sqlstate::feature_not_supported, tag);
         return;
     }
     if (listen == ListenParse::Local ||
         (readable && pool::may_deallocate(query) && takes_deallocate(out, query, tag))) {
         pool::ClientStatements& mine = statements(out.client);
+        release_unnamed(out.worker, mine);
         mine.unnamed_is_local = true;
         mine.local_tag = std::move(tag);
         mine.local_listen = listen == ListenParse::Local;
@@ -195,8 +243,29 @@ void on_unnamed_parse(Outbound& out, const uint8_t* body, uint32_t size) {
         return;
     }
     if (out.client.session->statements) out.client.session->statements->unnamed_is_local = false;
-    out.pass(type_of(FrontendMessage::Parse), body, size);
+    if (readable) {
+        pass_unnamed_parse(out, body, size);
+        return;
+    }
+    out.pass(type_of(FrontendMessage::Parse), body, size);  // malformed: the server says so
     expect(out, Expect::Parse);
+}
+
+// Before a Bind or Describe of the client's unnamed statement: unless it was parsed since
+// the client's last Sync, the server now lent may lack it (another server, or one that ran
+// another client's or pgplex's own queries since), so it is parsed again, the reply dropped.
+// Its error, if any, reaches the client in the Bind's place; the client keeps the statement
+// (its own Parse did succeed, and this one also fails when skipped after an earlier error).
+void ensure_unnamed(Outbound& out) {
+    pool::ClientStatements* mine = out.client.session->statements.get();
+    if (mine == nullptr || mine->unnamed == nullptr || mine->unnamed_sent) return;
+    const std::string& tail = mine->unnamed->parse_tail;
+    write_header(out, type_of(FrontendMessage::Parse), uint32_t(4 + 1 + tail.size()));
+    const uint8_t no_name = 0;
+    out.copy(&no_name, 1);
+    out.copy(reinterpret_cast<const uint8_t*>(tail.data()), uint32_t(tail.size()));
+    mine->unnamed_sent = true;
+    expect(out, Expect::Parse, Reply::Swallow);
 }
 
 // A Bind of pgplex's own unnamed statement (a DEALLOCATE): answered here, portal and all.
@@ -276,7 +345,10 @@ bool renames_statements(const io::Worker& worker, const Client& client) {
 }
 
 bool has_statements(const Client& client) {
-    return client.session && client.session->statements;
+    if (!client.session || !client.session->statements) return false;
+    const pool::ClientStatements& mine = *client.session->statements;
+    return !mine.names.empty() || mine.unnamed_is_local || mine.portal_is_local ||
+           (mine.unnamed != nullptr && !mine.unnamed_sent);
 }
 
 bool has_local_portal(const Client& client) {
@@ -328,6 +400,11 @@ proto::Fate on_parse_head(Outbound& out, const uint8_t* head, uint32_t head_size
                          std::to_string(limits::kept_statement_bytes_max) + " bytes)");
         return proto::Fate::Drop;
     }
+    // An unnamed statement too long to keep: the client's previous one is gone all the same.
+    if (pool::ClientStatements* mine = out.client.session->statements.get()) {
+        mine->unnamed_is_local = false;
+        release_unnamed(out.worker, *mine);
+    }
     write_header(out, type_of(FrontendMessage::Parse), body_size + 4);
     out.copy(head, head_size);
     expect(out, Expect::Parse);
@@ -343,6 +420,7 @@ proto::Fate on_bind_head(Outbound& out, const uint8_t* head, uint32_t head_size,
         read_cstring(head, head_size, uint32_t(portal.size() + 1), name)) {
         if (bind_locally(out, portal, name)) return proto::Fate::Drop;
         if (!name.empty()) statement = find(out.client, name);
+        if (name.empty()) ensure_unnamed(out);
     }
     if (statement == nullptr) {
         write_header(out, type_of(FrontendMessage::Bind), body_size + 4);
@@ -375,9 +453,10 @@ void on_describe(Outbound& out, const uint8_t* body, uint32_t size) {
     std::string_view name;
     pool::Statement* statement = nullptr;
     if (describes_locally(out, body, size)) return;
-    if (size >= 2 && body[0] == 'S' && read_cstring(body, size, 1, name) && !name.empty())
-        statement = find(out.client, name);
+    bool of_statement = names_statement(body, size, name);
+    if (of_statement && !name.empty()) statement = find(out.client, name);
     if (statement == nullptr) {
+        if (of_statement && name.empty()) ensure_unnamed(out);
         out.pass(type_of(FrontendMessage::Describe), body, size);
     } else {
         ensure_prepared(out, statement);
@@ -391,8 +470,8 @@ void on_describe(Outbound& out, const uint8_t* body, uint32_t size) {
 void on_close(Outbound& out, const uint8_t* body, uint32_t size) {
     std::string_view name;
     if (closes_locally(out, body, size)) return;
-    if (size >= 2 && body[0] == 'S' && read_cstring(body, size, 1, name) && !name.empty() &&
-        find(out.client, name) != nullptr) {
+    bool of_statement = names_statement(body, size, name);
+    if (of_statement && !name.empty() && find(out.client, name) != nullptr) {
         auto& names = out.client.session->statements->names;
         auto found = names.find(name);
         out.worker.statements.unref(found->second);
@@ -400,6 +479,10 @@ void on_close(Outbound& out, const uint8_t* body, uint32_t size) {
         expect(out, Expect::Close, Reply::Synthesize);
         return;
     }
+    // The client's unnamed statement: closed on the server only if it was parsed there since
+    // the last Sync, but gone for the client either way, as in PostgreSQL.
+    if (of_statement && name.empty() && out.client.session->statements)
+        release_unnamed(out.worker, *out.client.session->statements);
     out.pass(type_of(FrontendMessage::Close), body, size);
     expect(out, Expect::Close);
 }
@@ -443,13 +526,29 @@ void on_execute(Outbound& out, const uint8_t* body, uint32_t size) {
 }
 
 void on_sync(Client& client) {
-    if (client.session->statements) client.session->statements->portal_is_local = false;
+    if (!client.session->statements) return;
+    client.session->statements->portal_is_local = false;
+    client.session->statements->unnamed_sent = false;  // the server may go back after it
 }
 
+void on_simple_query(io::Worker& worker, Client& client) {
+    if (!client.session || !client.session->statements) return;
+    client.session->statements->unnamed_is_local = false;
+    release_unnamed(worker, *client.session->statements);
+}
+
+// `name` is a named Parse's name, or unnamed_key() for the client's unnamed Parse.
 void forget_statement(io::Worker& worker, Client& client, std::string_view name,
                       const pool::Statement* statement) {
     if (!client.session || !client.session->statements) return;
-    auto& names = client.session->statements->names;
+    pool::ClientStatements& mine = *client.session->statements;
+    if (name.size() == 1 + sizeof mine.unnamed_parses && name[0] == '\0') {
+        // The client's unnamed Parse failed: forgotten, unless a later one replaced it.
+        if (name == unnamed_key(mine.unnamed_parses) && statement == mine.unnamed)
+            release_unnamed(worker, mine);
+        return;
+    }
+    auto& names = mine.names;
     auto found = names.find(name);
     if (found == names.end() || found->second != statement) return;
     worker.statements.unref(found->second);
@@ -461,6 +560,7 @@ void drop_statements(io::Worker& worker, Client& client) {
     for (auto& [name, statement] : client.session->statements->names)
         worker.statements.unref(statement);
     client.session->statements->names.clear();
+    release_unnamed(worker, *client.session->statements);
 }
 
 }  // namespace pgplex::client

@@ -54,6 +54,7 @@ struct ForwardHandler {
             case FrontendMessage::Terminate:
                 return proto::Fate::Inspect;
             case FrontendMessage::Query:
+                on_simple_query(out.worker, out.client);
                 if ((track_sets || rewrites) && inspectable) return proto::Fate::Inspect;
                 // Too long to read: it may change anything.
                 if (track_sets) session.check_settings = true;

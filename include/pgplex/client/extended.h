@@ -31,7 +31,8 @@ struct Outbound {
 // Whether this client's named statements are renamed (transaction or statement pooling
 // with max_prepared_statements > 0).
 bool renames_statements(const io::Worker& worker, const Client& client);
-// Whether it has named statements (or pgplex's own unnamed one) a Bind may refer to.
+// Whether a Bind must be read: it may name one of the client's statements, pgplex's own
+// unnamed one or portal, or the client's unnamed one that the server may lack.
 bool has_statements(const Client& client);
 // Whether an Execute may be of a portal pgplex answers for.
 bool has_local_portal(const Client& client);
@@ -56,6 +57,10 @@ void refuse_session_state(Outbound& out, bool query, uint8_t kinds);
 
 void on_execute(Outbound& out, const uint8_t* body, uint32_t size);
 void on_sync(Client& client);
+// A simple Query from the client: its unnamed statement is gone, as in PostgreSQL
+// (protocol-flow.html#PROTOCOL-FLOW-EXT-QUERY: "a simple Query message also destroys the
+// unnamed statement"), whether or not the Query reaches a server.
+void on_simple_query(io::Worker& worker, Client& client);
 
 // Between transactions: answers, without a server, a run of Parses of statements a server
 // already accepted (and Closes) ended by a Sync, as drivers send to prepare (pgbench and

@@ -72,6 +72,14 @@ struct NameHash {
 // One client's named statements (the unnamed statement is never renamed).
 struct ClientStatements {
     std::unordered_map<std::string, Statement*, NameHash, std::equal_to<>> names;
+    // The client's unnamed statement, kept (with a reference) so it can be parsed again on
+    // the next server: PostgreSQL keeps it until the next unnamed Parse or simple Query, while
+    // pgplex may lend another server after any Sync. Null: none, or one too long to keep.
+    Statement* unnamed = nullptr;
+    uint32_t unnamed_parses = 0;  // counts the client's unnamed Parses: whose reply is whose
+    // The server the client holds has it: parsed there since the client's last Sync (no
+    // server is given back, and pgplex sends none of its own queries, before a Sync).
+    bool unnamed_sent = false;
     // A DEALLOCATE of the client's own statements sent through the extended protocol (as
     // psycopg does) is answered by pgplex: its unnamed statement, and the portal bound to
     // it, then exist only in pgplex.
