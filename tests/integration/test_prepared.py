@@ -4,12 +4,14 @@ server, prepares it lazily where it runs, keeps at most max_prepared_statements 
 and answers the client as if its own names existed."""
 
 import struct
+import subprocess
 import threading
 
 import psycopg
 import pytest
 
-from conftest import RawClient, ServerError, assert_pgbench_clean, connect, message
+from conftest import PASSWORDS, PG_BIN, RawClient, ServerError, assert_pgbench_clean, clean_env
+from conftest import conninfo, connect, message
 from conftest import parse_error_fields
 from conftest import run_pgbench
 
@@ -309,3 +311,110 @@ def test_a_prepare_in_a_failed_transaction_leaves_no_stale_statement(make_pgplex
         # The server may or may not hold "lost" now; the next client must not care.
         b.query("PREPARE lost AS SELECT 'b'")
         assert b.query("EXECUTE lost") == [["b"]]
+
+
+# --- the unnamed statement ---------------------------------------------------------------
+# PostgreSQL keeps it until the next unnamed Parse or simple Query; pgplex may lend another
+# server after any Sync, so it parses the client's unnamed statement again where needed.
+
+
+def psql_script(port, script):
+    """Runs a psql script from stdin (-X, stopping at the first error); returns its output."""
+    command = [str(PG_BIN / "psql"), "-X", "-v", "ON_ERROR_STOP=1",
+               conninfo(port, "payam_db", "payam")]
+    return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env=clean_env(PGPASSWORD=PASSWORDS["payam"], PGCONNECT_TIMEOUT=10))
+
+
+def test_psql_gdesc_then_g_prints_as_directly_while_other_clients_share_the_server(
+        make_pgplex, cluster):
+    # \gdesc is PQprepare(conn, "", ...) then PQdescribePrepared(conn, ""): two Syncs, and
+    # between them the only server may serve the other psqls and a client whose simple
+    # Queries destroy whatever unnamed statement it holds.
+    script = "SELECT 1 AS x \\gdesc\n\\g\n" * 20
+    expected, _ = psql_script(cluster.port, script).communicate(script, timeout=60)
+    assert "integer" in expected and "(1 row)" in expected
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    stop = threading.Event()
+
+    def queries(conn):
+        while not stop.is_set():
+            assert conn.pgconn.exec_(b"SELECT 1").status == psycopg.pq.ExecStatus.TUPLES_OK
+
+    with connect(pgplex.port, autocommit=True) as busy:
+        noise = threading.Thread(target=queries, args=(busy,))
+        noise.start()
+        try:
+            runs = [psql_script(pgplex.port, script) for _ in range(3)]
+            outputs = [run.communicate(script, timeout=60) for run in runs]
+        finally:
+            stop.set()
+            noise.join(timeout=10)
+    for run, (output, errors) in zip(runs, outputs):
+        assert (run.returncode, errors) == (0, "")
+        assert output == expected
+
+
+def describe_and_run(conn, other=None):
+    """Prepares the unnamed statement, lets `other` use the server (its own unnamed statement
+    too), then describes and runs the first: what libpq returns."""
+    prepared_result = conn.pgconn.prepare(b"", b"SELECT $1::int + 1 AS answer")
+    assert prepared_result.status == psycopg.pq.ExecStatus.COMMAND_OK
+    if other is not None:
+        assert other.pgconn.prepare(b"", b"SELECT 'x'::text AS other").status == (
+            psycopg.pq.ExecStatus.COMMAND_OK)
+        assert other.pgconn.exec_(b"SELECT 'other'").status == psycopg.pq.ExecStatus.TUPLES_OK
+        assert other.pgconn.prepare(b"", b"SELECT 'y'::text AS other").status == (
+            psycopg.pq.ExecStatus.COMMAND_OK)
+    described = conn.pgconn.describe_prepared(b"")
+    ran = conn.pgconn.exec_prepared(b"", [b"41"])
+    return (described.status, described.error_message, described.nparams,
+            described.nparams and described.param_type(0), described.nfields,
+            described.nfields and described.fname(0), described.nfields and described.ftype(0),
+            ran.status, ran.error_message, ran.ntuples and ran.get_value(0, 0))
+
+
+def test_unnamed_statement_is_described_and_run_after_another_client_used_the_server(
+        make_pgplex, cluster):
+    with connect(cluster.port, autocommit=True) as direct:
+        expected = describe_and_run(direct)
+    assert expected[2:4] == (1, 23) and expected[-1] == b"42"
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    with connect(pgplex.port, autocommit=True) as conn, \
+            connect(pgplex.port, autocommit=True) as other:
+        assert describe_and_run(conn, other) == expected
+        assert describe_and_run(conn, other) == expected  # and again, once it is known
+
+
+def unnamed_after_query(conn):
+    """The SQLSTATE of describing the unnamed statement after a simple Query."""
+    assert conn.pgconn.prepare(b"", b"SELECT 1").status == psycopg.pq.ExecStatus.COMMAND_OK
+    assert conn.pgconn.exec_(b"SELECT 2").status == psycopg.pq.ExecStatus.TUPLES_OK
+    described = conn.pgconn.describe_prepared(b"")
+    return described.status, described.error_field(psycopg.pq.DiagnosticField.SQLSTATE)
+
+
+def test_unnamed_statement_is_gone_after_a_simple_query_as_in_postgresql(
+        make_pgplex, cluster):
+    with connect(cluster.port, autocommit=True) as direct:
+        expected = unnamed_after_query(direct)
+    assert expected == (psycopg.pq.ExecStatus.FATAL_ERROR, b"26000")
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    with connect(pgplex.port, autocommit=True) as conn:
+        assert unnamed_after_query(conn) == expected
+
+
+def test_a_failed_unnamed_parse_leaves_no_unnamed_statement(make_pgplex, cluster):
+    steps = [parse("", "SELECT 1") + SYNC, parse("", "SELEC 1") + SYNC,
+             describe(b"S", "") + SYNC]
+
+    def replies(port):
+        with raw(port) as client:
+            return [[(kind, body["C"] if kind == b"E" else b"")
+                     for kind, body in exchange(client, step)] for step in steps]
+
+    expected = replies(cluster.port)
+    assert expected[2] == [(b"E", "26000"), (b"Z", b"")]
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    assert replies(pgplex.port) == expected
