@@ -50,6 +50,9 @@ What is compared (observe):
   pooler replaying the PREPARE on another server legitimately changes.
 Protocol-level prepared statements are compared by what Bind/Describe of them return.
 
+run_script runs a fixed interleaving of a few clients instead, one action at a time, for
+minimal reproductions of what the seeds find (test_pool_differential.REPRODUCTIONS).
+
 Run it with pytest (test_pool_differential.py starts PostgreSQL and pgplex), as
 `make fuzz-pool SEEDS=1-200`, or as a script: `pooldiff.py --seed N`, `--seeds A-B`,
 `--minutes M` (runs that test file), `pooldiff.py --print N` (prints a seed's sequences).
@@ -242,9 +245,8 @@ class Grammar:
 
     def plain_value(self, guc):
         """A value for set_config: no SQL quoting."""
-        value = self.value(guc)
-        return value.replace("'", "").replace('"', "") if guc != "search_path" \
-            else value.replace("'", "")
+        value = self.value(guc).replace("'", "")
+        return value if guc == "search_path" else value.replace('"', "")
 
     def set_statement(self, scope=""):
         """One SET-like statement; scope is '', 'SESSION ' or 'LOCAL '."""
@@ -520,7 +522,8 @@ class Failure:
 
     def report(self):
         lines = [f"pooldiff: seed {self.seed} client {self.client} step {self.step}: "
-                 f"{self.what}",
+                 f"{self.what}" if self.seed is not None else
+                 f"pooldiff script: client {self.client} action {self.step}: {self.what}",
                  "  what this client sent (an observation follows every step; "
                  ">> marks the action that differed):"]
         for number, (step, action) in enumerate(self.executed):
@@ -530,10 +533,11 @@ class Failure:
         for label, messages in self.messages.items():
             if messages:
                 lines.append(f"  {label} errors: {messages}")
-        lines.append(f"  replay: make fuzz-pool SEEDS={self.seed}   or   /usr/bin/python3 "
-                     f"tests/integration/pooldiff.py --seed {self.seed}")
-        lines.append("  (the client's sequence replays exactly; the interleaving of clients "
-                     "on the servers may differ)")
+        if self.seed is not None:
+            lines.append(f"  replay: make fuzz-pool SEEDS={self.seed}   or   /usr/bin/python3 "
+                         f"tests/integration/pooldiff.py --seed {self.seed}")
+            lines.append("  (the client's sequence replays exactly; the interleaving of "
+                         "clients on the servers may differ)")
         return "\n".join(lines)
 
 
@@ -674,6 +678,35 @@ def watchdog(clients, threads, give_up_at):
             if thread.is_alive() and client.failure is None:
                 client.fail(client.steps_done, "hang: still blocked after cancel",
                             None, None)
+
+
+def run_script(script, endpoints, startup=None):
+    """Runs script, a list of (client number, Action or simple Query text), in that order
+    in this thread: one fixed interleaving, for minimal reproductions. Each action and then
+    its client's observation are compared, and at the end every client's observation.
+    Returns the first Failure, or None."""
+    count = max(client for client, _ in script) + 1
+    startup = startup or {}
+    plan = Plan(None, count, 0, [startup.get(i, {}) for i in range(count)],
+                [[] for _ in range(count)])
+    clients = [Client(plan, i, endpoints, float("inf"), threading.Event())
+               for i in range(count)]
+    try:
+        for client in clients:
+            client.connect()
+        for number, (index, action) in enumerate(script):
+            action = Action("Q", action) if isinstance(action, str) else action
+            client = clients[index]
+            if not (client.same(number, action) and client.same(number, OBSERVE)):
+                return client.failure
+        for client in clients:  # at the end, every client once more, on whatever server
+            if not client.same(len(script), OBSERVE):
+                return client.failure
+        return None
+    finally:
+        for client in clients:
+            for side in client.sides:
+                side.close()
 
 
 def parse_seeds(text):

@@ -3,7 +3,8 @@ clients per seed, each sending the same random session-state sequence through pg
 (pool_mode = "transaction", 1-3 servers) and to its own direct connection, and fails on
 the first difference a client sees (see pooldiff.py's docstring for the design).
 
-By default a few fixed seeds run, each for at most SEED_SECONDS. Longer runs:
+By default a few fixed seeds run, each for at most SEED_SECONDS, then REPRODUCTIONS: short
+fixed two-client scripts distilled from what the seeds found. Longer runs:
   POOLDIFF_SEEDS=1-200 (or "5" or "1,7,9-12")   those seeds instead
   POOLDIFF_MINUTES=M                              seeds from the first of POOLDIFF_SEEDS
                                                   on, one after another, for M minutes
@@ -27,7 +28,7 @@ import pytest
 import pooldiff
 from conftest import HOST, PASSWORDS
 
-DEFAULT_SEEDS = "1-10"
+DEFAULT_SEEDS = "1-8"
 SEED_SECONDS = float(os.environ.get("POOLDIFF_SECONDS", "10"))
 MINUTES = float(os.environ.get("POOLDIFF_MINUTES", "0"))
 SEEDS = pooldiff.parse_seeds(os.environ.get("POOLDIFF_SEEDS", DEFAULT_SEEDS))
@@ -85,6 +86,71 @@ def test_pooled_clients_see_what_direct_clients_see(seed, pooldiff_databases, ma
     if failures:
         pytest.fail(summary(seed, failures, steps, plan), pytrace=False)
     print(summary(seed, failures, steps, plan))
+
+
+# Minimal reproductions of divergences the seeds found, each a fixed interleaving of two
+# clients on one server (pool_size 1): (client, simple Query) in order, with the clients'
+# startup parameters. Client 1's "dirty" Query moves the server's state away from client 0's.
+DIRTY = (1, "SET work_mem = '9MB'; SET application_name = 'other'; SET IntervalStyle = iso_8601")
+STARTUP_WORK_MEM = {0: {"options": "-c work_mem=6MB"}}
+STARTUP_APP = {0: {"application_name": "start"}}
+REPRODUCTIONS = {
+    "set_config_leaks_to_the_next_client":
+        ([(0, "SELECT set_config('work_mem', '7MB', false)"), (1, "SELECT 1")], {}),
+    "set_config_in_a_do_block_leaks_to_the_next_client":
+        ([(0, "DO $$BEGIN PERFORM set_config('work_mem', '7MB', false); END$$"),
+          (1, "SELECT 1")], {}),
+    "set_config_back_to_the_server_default_is_lost":
+        ([(0, "SET work_mem = '5MB'"), (0, "SELECT set_config('work_mem', '4MB', false)"),
+          DIRTY], {}),
+    "set_config_of_an_empty_application_name_is_lost":
+        ([(0, "SELECT set_config('application_name', '', false)"), DIRTY], STARTUP_APP),
+    "an_empty_application_name_is_lost_after_a_client_without_one":
+        ([(0, "SET application_name = ''"), (1, "SELECT 1"), (0, "SELECT 1")], STARTUP_APP),
+    "reset_goes_back_to_the_startup_value":
+        ([(0, "SET work_mem = '5MB'"), DIRTY, (0, "RESET work_mem")], STARTUP_WORK_MEM),
+    "reset_all_goes_back_to_the_startup_value":
+        ([(0, "SET work_mem = '5MB'"), DIRTY, (0, "RESET ALL")], STARTUP_WORK_MEM),
+    "discard_all_goes_back_to_the_startup_value":
+        ([DIRTY, (0, "DISCARD ALL")], STARTUP_APP),
+    "a_startup_search_path_list_stays_a_list":
+        ([(0, "SELECT 1")], {0: {"options": "-c search_path=pd_c0_b,public"}}),
+    "reset_session_authorization_also_resets_the_role":
+        ([(0, "SET SESSION AUTHORIZATION pd_r2"), (0, "SET ROLE pd_r1"),
+          (0, "RESET SESSION AUTHORIZATION"), (1, "SET ROLE pd_r3")], {}),
+    "a_set_before_a_savepoint_rolled_back_to_is_kept":
+        ([(0, "BEGIN"), (0, "SET TimeZone = 'Asia/Tehran'"), (0, "SAVEPOINT sp"),
+          (0, "SET work_mem = '5MB'"), (0, "ROLLBACK TO SAVEPOINT sp"), (0, "COMMIT"),
+          DIRTY], {}),
+    "a_set_committed_before_an_error_in_the_same_query_is_kept":
+        ([(0, "BEGIN; SET work_mem = '5MB'; COMMIT; SELECT 1/0"), DIRTY], {}),
+    "prepare_is_not_undone_by_rollback":
+        ([(0, "BEGIN"), (0, "PREPARE p1 AS SELECT 7"), (0, "ROLLBACK"),
+          (1, "PREPARE p1 AS SELECT 8")], {}),
+    "a_prepared_statement_survives_set_role_to_a_role_that_could_not_prepare_it":
+        ([(0, "SET search_path = pd_c0_b"),
+          (0, "PREPARE p1 AS SELECT count(*) FROM shared_table"), (1, "DEALLOCATE ALL"),
+          (0, "SET ROLE pd_r3"), (1, "SELECT 1")], {}),
+    "set_session_characteristics_replays":
+        ([(0, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
+          DIRTY], {}),
+    "set_xml_option_replays": ([(0, "SET XML OPTION DOCUMENT"), DIRTY], {}),
+    "set_names_replays": ([(0, "SET NAMES 'LATIN1'"), (1, "SELECT 1")], {}),
+    "set_schema_replays": ([(0, "SET SCHEMA 'pd_c0_b'"), (1, "SET search_path = public")], {}),
+}
+
+
+@pytest.mark.parametrize("name", list(REPRODUCTIONS))
+def test_scripted_reproduction(name, pooldiff_databases, make_pgplex):
+    script, startup = REPRODUCTIONS[name]
+    cluster = pooldiff_databases
+    for dbname in (pooldiff.POOL_DB, pooldiff.TWIN_DB):
+        cluster.admin_psql(pooldiff.setup_sql(2), dbname=dbname)
+    pgplex = start_pgplex(cluster, make_pgplex, pool_size=1)
+    failure = pooldiff.run_script(script, pooldiff.Endpoints(HOST, pgplex.port, cluster.port),
+                                  startup)
+    if failure:
+        pytest.fail(f"{name}\n{failure.report()}", pytrace=False)
 
 
 @pytest.mark.skipif(MINUTES <= 0, reason="only with POOLDIFF_MINUTES")
