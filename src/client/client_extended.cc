@@ -375,6 +375,8 @@ void on_parse(Outbound& out, const uint8_t* body, uint32_t size) {
         return;
     }
     pool::Statement* statement = out.worker.statements.intern(tail);
+    if (out.worker.router->classifier().facts(tail.substr(0, tail.find('\0'))).touches_session)
+        statement->touches_session = true;
     statements(out.client).names.emplace(std::string(name), statement);
     if (!out.server.prepared.contains(statement->id)) {
         send_parse(out, statement, Reply::Forward, name);
@@ -420,6 +422,8 @@ proto::Fate on_bind_head(Outbound& out, const uint8_t* head, uint32_t head_size,
         read_cstring(head, head_size, uint32_t(portal.size() + 1), name)) {
         if (bind_locally(out, portal, name)) return proto::Fate::Drop;
         if (!name.empty()) statement = find(out.client, name);
+        if (statement != nullptr && statement->touches_session)
+            out.client.session->check_settings = true;
         if (name.empty()) ensure_unnamed(out);
     }
     if (statement == nullptr) {

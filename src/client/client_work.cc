@@ -44,6 +44,18 @@ struct ForwardHandler {
         pending.expect = what;
         server::expect(out.worker, out.server, std::move(pending));
     }
+    proto::Fate on_query_header(bool inspectable) {
+        Session& session = *out.client.session;
+        on_simple_query(out.worker, out.client);
+        if ((track_sets || rewrites) && inspectable) return proto::Fate::Inspect;
+        // Too long to read: it may change anything.
+        if (track_sets) session.check_settings = true;
+        expect(server::Expect::Query);
+        // Read on its way, for a RESET of a startup parameter (follow_resets).
+        if (inspectable && !pool::settings_of(session.startup).empty())
+            return proto::Fate::ForwardInspect;
+        return proto::Fate::Forward;
+    }
     proto::Fate on_header(uint8_t type, uint32_t length) {
         Session& session = *out.client.session;
         if (session.discarding && type != uint8_t(FrontendMessage::Sync) &&
@@ -54,15 +66,7 @@ struct ForwardHandler {
             case FrontendMessage::Terminate:
                 return proto::Fate::Inspect;
             case FrontendMessage::Query:
-                on_simple_query(out.worker, out.client);
-                if ((track_sets || rewrites) && inspectable) return proto::Fate::Inspect;
-                // Too long to read: it may change anything.
-                if (track_sets) session.check_settings = true;
-                expect(server::Expect::Query);
-                // Read on its way, for a RESET of a startup parameter (follow_resets).
-                if (inspectable && !pool::settings_of(session.startup).empty())
-                    return proto::Fate::ForwardInspect;
-                break;
+                return on_query_header(inspectable);
             case FrontendMessage::FunctionCall:
                 // A fast-path call runs a function pgplex cannot see into.
                 if (track_sets) out.client.session->check_settings = true;
@@ -214,8 +218,10 @@ struct ForwardHandler {
     bool rewrite(std::string_view query) {
         const Session& session = *out.client.session;
         std::string_view application;
-        const std::string* set = pool::value_of(pool::settings_of(session.settings), "application_name");
-        if (set == nullptr) set = pool::value_of(pool::settings_of(session.startup), "application_name");
+        const std::string* set =
+            pool::value_of(pool::settings_of(session.settings), "application_name");
+        if (set == nullptr)
+            set = pool::value_of(pool::settings_of(session.startup), "application_name");
         if (set != nullptr) application = *set;
         std::string changed;
         route::Who who{session.user, session.database, application};

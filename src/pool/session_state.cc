@@ -421,8 +421,8 @@ std::string reset_follow_up_sql(const std::vector<Setting>& startup,
             reset = reset || change.kind == SetKind::ResetAll ||
                     (change.kind == SetKind::Reset && change.name == setting.name);
         if (!reset) continue;
-        values += std::string(values.empty() ? "" : ",") + "(" + quote_literal(setting.name) +
-                  "," + quote_literal(setting.value) + ")";
+        values += std::string(values.empty() ? "" : ",") + "(" + quote_literal(setting.name) + "," +
+                  quote_literal(setting.value) + ")";
     }
     if (values.empty()) return {};
     return "SELECT pg_catalog.set_config(p.name, s.v, false) FROM (VALUES " + values +

@@ -406,8 +406,8 @@ struct Statement {
     // Session state: a function not known to leave it alone, or a statement kind that may
     // change settings, role or authorization (set_session below).
     bool touches_session = false;
-    bool set_local = false;         // VariableSetStmt: SET LOCAL (dies with the transaction)
-    std::string_view set_name;      // VariableSetStmt: "TRANSACTION" for SET TRANSACTION
+    bool set_local = false;     // VariableSetStmt: SET LOCAL (dies with the transaction)
+    std::string_view set_name;  // VariableSetStmt: "TRANSACTION" for SET TRANSACTION
 };
 
 // Statement kinds that may change what a session carries from one transaction to the
@@ -416,7 +416,8 @@ struct Statement {
 // LOAD, extension scripts).
 bool may_touch_session(const Statement& statement) {
     std::string_view kind = statement.kind;
-    if (kind == "VariableSetStmt") return !statement.set_local && statement.set_name != "TRANSACTION";
+    if (kind == "VariableSetStmt")
+        return !statement.set_local && statement.set_name != "TRANSACTION";
     return kind == "DiscardStmt" || kind == "DoStmt" || kind == "CallStmt" ||
            kind == "ExecuteStmt" || kind == "LoadStmt" || kind == "CreateExtensionStmt" ||
            kind == "AlterExtensionStmt" || kind == "AlterExtensionContentsStmt";
@@ -553,8 +554,8 @@ void TreeReader::close(int depth) {
     }
     if (in_statement_ && depth == statement_depth - 1) {
         combined_ = std::max(combined_, statement_class(statement_));
-        touches_session_ = touches_session_ || statement_.touches_session ||
-                           may_touch_session(statement_);
+        touches_session_ =
+            touches_session_ || statement_.touches_session || may_touch_session(statement_);
         in_statement_ = false;
         read_only_option_ = false;
     }

@@ -263,7 +263,8 @@ struct OwnQueryHandler {
                     if (!two_texts(body, size, name, value)) {
                         error = true;  // not the rows asked for: nothing read is trusted
                     } else if (name == prepared_row) {
-                        server.checked.push_back({std::string(prepared_row), {}, std::string(value)});
+                        server.checked.push_back(
+                            {std::string(prepared_row), {}, std::string(value)});
                     } else {
                         pool::add_checked(server.checked, name, value, server.pool->target.user);
                     }
@@ -443,9 +444,10 @@ void synced(io::Worker& worker, Server& server, const std::vector<uint8_t>& erro
         return;
     }
     if (!error.empty()) {
-        log_info("server %s: a client's SQL-level prepared statement could not be prepared "
-                 "again: %s",
-                 server.pool->target.endpoint.to_string().c_str(), error_message(error).c_str());
+        log_info(
+            "server %s: a client's SQL-level prepared statement could not be prepared "
+            "again: %s",
+            server.pool->target.endpoint.to_string().c_str(), error_message(error).c_str());
         server.sql_prepared_unknown = true;  // which one failed is not known
     }
     session.replay_failures = 0;
@@ -536,8 +538,8 @@ bool sync_session(io::Worker& worker, Server& server, const client::Session& ses
     const std::vector<pool::Setting>& startup = pool::settings_of(session.startup);
     const std::vector<pool::Setting>& settings = pool::settings_of(session.settings);
     const std::vector<pool::Setting>& applied = pool::settings_of(server.applied);
-    bool prepared_differ = server.sql_prepared_unknown || session.sql_prepared.size() !=
-                                                              server.sql_prepared.size() ||
+    bool prepared_differ = server.sql_prepared_unknown ||
+                           session.sql_prepared.size() != server.sql_prepared.size() ||
                            !pool::prepared_sync(session.sql_prepared, server.sql_prepared).empty();
     if (pool::in_sync(startup, settings, applied, reported) && !prepared_differ) return false;
     pool::SettingsSync sync =

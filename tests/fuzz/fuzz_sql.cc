@@ -35,7 +35,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         FUZZ_CHECK(all == change.name.empty());
         apply_prepare_change(prepared, change);
     }
-    for (const std::string& statement : prepared_sync(prepared, {})) parse_set_statements(statement);
+    for (const std::string& statement : prepared_sync(prepared, {}))
+        parse_set_statements(statement);
     // Any text as a setting's value stays one quoted literal: the replay is one
     // SELECT, whatever the value holds.
     auto none = [](const std::string&) -> const std::string* { return nullptr; };

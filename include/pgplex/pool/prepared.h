@@ -47,6 +47,9 @@ struct Statement {
     // A server accepted it once: a client's Parse of it between transactions is answered
     // without taking a server (any error would show at its first Bind).
     bool validated = false;
+    // Its text may change the session's settings (route::StatementFacts): each Bind of it
+    // makes pgplex check them when the transaction ends, not only the Parse.
+    bool touches_session = false;
 };
 
 // Every statement the clients of one worker prepared. Only that worker touches it.

@@ -229,8 +229,8 @@ SettingsSync settings_sync(const std::vector<Setting>& wanted, const std::vector
     }
     out.sql = resets;
     if (!values.empty())
-        out.sql += "SELECT pg_catalog.set_config(n, v, false) FROM (VALUES " + values +
-                   ") AS s(n, v);";
+        out.sql +=
+            "SELECT pg_catalog.set_config(n, v, false) FROM (VALUES " + values + ") AS s(n, v);";
     const std::string* want_authorization = value_of(wanted, authorization_name);
     const std::string* have_authorization = value_of(applied, authorization_name);
     bool authorization_changes =
@@ -244,8 +244,7 @@ SettingsSync settings_sync(const std::vector<Setting>& wanted, const std::vector
         out.applied.push_back({std::string(authorization_name), {}, *want_authorization});
     const std::string* want_role = value_of(wanted, role_name);
     const std::string* have_role = value_of(applied, role_name);
-    bool role_changes = authorization_changes ||
-                        (want_role == nullptr) != (have_role == nullptr) ||
+    bool role_changes = authorization_changes || (want_role == nullptr) != (have_role == nullptr) ||
                         (want_role != nullptr && *want_role != *have_role);
     if (role_changes)
         out.sql += want_role == nullptr ? std::string("RESET ROLE;")

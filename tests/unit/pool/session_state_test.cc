@@ -77,9 +77,8 @@ Test(session_state, values_are_quoted_whatever_they_hold) {
 }
 
 Test(session_state, role_goes_after_authorization_which_goes_after_the_settings) {
-    std::vector<Setting> client = {{"role", {}, "reader"},
-                                   {"session_authorization", {}, "bob"},
-                                   {"work_mem", {}, "8MB"}};
+    std::vector<Setting> client = {
+        {"role", {}, "reader"}, {"session_authorization", {}, "bob"}, {"work_mem", {}, "8MB"}};
     assert_text(settings_sync(client, {}, none).sql,
                 "SELECT pg_catalog.set_config(n, v, false) FROM (VALUES "
                 "(E'work_mem',E'8MB')) AS s(n, v);SET SESSION AUTHORIZATION E'bob';"
@@ -105,7 +104,8 @@ Test(session_state, the_checked_rows_leave_out_the_servers_own_defaults) {
 }
 
 Test(session_state, startup_values_stand_unless_the_session_set_its_own) {
-    std::vector<Setting> startup = {{"datestyle", {}, "ISO, DMY"}, {"application_name", {}, "psql"}};
+    std::vector<Setting> startup = {{"datestyle", {}, "ISO, DMY"},
+                                    {"application_name", {}, "psql"}};
     std::vector<Setting> session = {{"datestyle", {}, "German, DMY"}};
     std::vector<Setting> wanted = effective(startup, session);
     cr_assert_eq(wanted.size(), 2u);
