@@ -935,26 +935,14 @@ void close_server(io::Worker& worker, Server& server, CloseReason reason, bool r
 
 void on_closed(io::Worker& worker, Server& server) {
     if (server.listener) listener_closed(worker, server);
-    server.listener = false;
+    forget_expected(worker, server);  // drops the statements its replies still held
+    // The slot's next server starts from nothing: no flag of a query pgplex had running
+    // when this one closed (its client left mid-check) may carry over to it.
     uint32_t generation = server.conn.generation;
-    server.conn = io::Conn{};
+    std::unique_ptr<uint8_t[]> assembly = std::move(server.assembly);
+    server = Server{};
     server.conn.generation = generation;
-    server.state = ServerState::Free;
-    server.pool = nullptr;
-    server.login.reset();
-    server.parameters.clear();
-    server.applied.reset();
-    server.pending_error.clear();
-    forget_expected(worker, server);
-    server.prepared.clear();
-    server.sql_prepared.clear();
-    server.sql_prepared_unknown = false;
-    server.epoch = 0;
-    // A server closed while pgplex's own query ran (its client left) must not leave the
-    // slot's next server believing one runs.
-    server.checking = false;
-    server.reading_lsn = false;
-    server.session_state_count = -1;
+    server.assembly = std::move(assembly);
     worker.server_release_slot(worker.server_slot(server));
 }
 
