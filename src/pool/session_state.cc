@@ -461,6 +461,13 @@ void add_checked(std::vector<Setting>& out, std::string_view name, std::string_v
     out.push_back({std::string(name), {}, std::string(value)});
 }
 
+bool default_may_stand(const std::vector<Setting>& startup, const std::vector<Setting>& session,
+                       std::string_view name) {
+    const std::string* start = value_of(startup, name);
+    const std::string* mine = value_of(session, name);
+    return start == nullptr || mine == nullptr || *start == *mine;
+}
+
 std::vector<Setting> effective(const std::vector<Setting>& startup,
                                const std::vector<Setting>& session) {
     std::vector<Setting> out = session;

@@ -253,7 +253,8 @@ struct OwnQueryHandler {
                 break;
             case uint8_t(BackendMessage::ErrorResponse):
                 error = true;
-                if (server.sync_settings && server.sync_replies == 0)
+                if (server.sync_replies == server.settings_reply ||
+                    server.sync_replies == server.identity_reply)
                     server.sync_settings_failed = true;
                 if (error_body.empty()) error_body.assign(body, body + size);
                 break;
@@ -526,39 +527,55 @@ bool reusable(const Server& server) {
 
 void send_query(io::Worker& worker, Server& server, std::string_view sql);
 
+// The Queries that take the server's SQL-level prepared statements to the client's.
+std::vector<std::string> prepared_replay(Server& server, const client::Session& session) {
+    if (!server.sql_prepared_unknown)
+        return pool::prepared_sync(session.sql_prepared, server.sql_prepared);
+    std::vector<std::string> statements = pool::prepared_sync(session.sql_prepared, {});
+    statements.insert(statements.begin(), "DEALLOCATE ALL");
+    server.prepared.clear();  // DEALLOCATE ALL drops pgplex's renamed statements too
+    server.sql_prepared_unknown = false;
+    return statements;
+}
+
 // Sends what brings the server to the client's session (session_state.h): one Query with
 // its settings, then one Query for each SQL-level statement to drop or prepare, apart so
-// that one that fails harms nothing else. False: the server is the client's already.
+// that one that fails harms nothing else, then (when there were such) one with its session
+// authorization and role. False: the server is the client's already.
 bool sync_session(io::Worker& worker, Server& server, const client::Session& session) {
-    auto reported = [&server](const std::string& name) -> const std::string* {
+    const std::vector<pool::Setting>& startup = pool::settings_of(session.startup);
+    const std::vector<pool::Setting>& settings = pool::settings_of(session.settings);
+    auto reported = [&](const std::string& name) -> const std::string* {
+        if (!pool::default_may_stand(startup, settings, name)) return nullptr;
         for (const auto& [key, value] : server.parameters)
             if (strcasecmp(key.c_str(), name.c_str()) == 0) return &value;
         return nullptr;
     };
-    const std::vector<pool::Setting>& startup = pool::settings_of(session.startup);
-    const std::vector<pool::Setting>& settings = pool::settings_of(session.settings);
     const std::vector<pool::Setting>& applied = pool::settings_of(server.applied);
     bool prepared_differ = server.sql_prepared_unknown ||
                            session.sql_prepared.size() != server.sql_prepared.size() ||
                            !pool::prepared_sync(session.sql_prepared, server.sql_prepared).empty();
     if (pool::in_sync(startup, settings, applied, reported) && !prepared_differ) return false;
-    pool::SettingsSync sync =
-        pool::settings_sync(pool::effective(startup, settings), applied, reported);
-    server.sync_settings = !sync.sql.empty();
+    std::vector<std::string> statements = prepared_replay(server, session);
+    pool::SettingsSync sync = pool::settings_sync(pool::effective(startup, settings), applied,
+                                                  reported, !statements.empty());
+    server.settings_reply = server.identity_reply = io::nil;
     server.sync_settings_failed = false;
     server.sync_replies = 0;
     server.pending_error.clear();
-    if (server.sync_settings) send_query(worker, server, sync.sql);
-    std::vector<std::string> statements;
-    if (server.sql_prepared_unknown) {
-        statements = pool::prepared_sync(session.sql_prepared, {});
-        statements.insert(statements.begin(), "DEALLOCATE ALL");
-        server.prepared.clear();  // DEALLOCATE ALL drops pgplex's renamed statements too
-        server.sql_prepared_unknown = false;
-    } else {
-        statements = pool::prepared_sync(session.sql_prepared, server.sql_prepared);
+    uint32_t queries = 0;
+    if (!sync.sql.empty()) {
+        server.settings_reply = queries++;
+        send_query(worker, server, sync.sql);
     }
-    for (const std::string& statement : statements) send_query(worker, server, statement);
+    for (const std::string& statement : statements) {
+        ++queries;
+        send_query(worker, server, statement);
+    }
+    if (!sync.identity_sql.empty()) {
+        server.identity_reply = queries;
+        send_query(worker, server, sync.identity_sql);
+    }
     server.applied = std::make_shared<const std::vector<pool::Setting>>(std::move(sync.applied));
     server.sql_prepared = session.sql_prepared;
     return true;

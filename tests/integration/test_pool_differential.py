@@ -16,12 +16,10 @@ as `make fuzz-pool SEEDS=1-200 [MINUTES=M]` or `tests/integration/pooldiff.py --
 A failure prints the seed, the client, its sequence up to the difference, both sides'
 answers and a replay command.
 
-KNOWN: two divergences remain open (issue 9) and are marked below: an empty
-application_name set by a client with a startup one is lost after a client without one
-ran on its server, and a SQL-level PREPARE is replayed after the client's SET ROLE, so a
-role that could not prepare it loses it. Their scripted reproductions are strict xfails
-(they turn red when fixed, to be unmarked); the random seeds hit them too, so the seeds
-are non-strict xfails until both are fixed. Run `make fuzz-pool` to see every divergence.
+KNOWN: one divergence remains open (issue 9): a SQL-level PREPARE is replayed under the
+client's settings of the moment, so one prepared before a search_path change loses its
+table. The random seeds hit it, so they are non-strict xfails until it is fixed. Run
+`make fuzz-pool` to see every divergence.
 """
 
 import os
@@ -82,10 +80,9 @@ def summary(seed, failures, steps, plan):
                      + (["other clients:"] + others if others else []))
 
 
-KNOWN_DIVERGENCES = ("empty application_name lost after a client without one; SQL PREPARE "
-                     "replayed after SET ROLE (issue 9, open)")
-OPEN = {"an_empty_application_name_is_lost_after_a_client_without_one",
-        "a_prepared_statement_survives_set_role_to_a_role_that_could_not_prepare_it"}
+KNOWN_DIVERGENCES = ("a SQL PREPARE is replayed under the client's settings of now, not of when "
+                     "it prepared (a search_path changed since) (issue 9, open)")
+OPEN = set()
 
 
 @pytest.mark.xfail(strict=False, reason=KNOWN_DIVERGENCES)

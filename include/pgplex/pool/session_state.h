@@ -121,6 +121,13 @@ void add_checked(std::vector<Setting>& out, std::string_view name, std::string_v
 // The value a list holds for a name, or null.
 const std::string* value_of(const std::vector<Setting>& settings, std::string_view name);
 
+// Whether a value the client wants for `name` may stand as the server's own (its default,
+// not set in its session) when the two agree. Not when the client's session set it over a
+// different startup value: a settings check reads only what the session set, and would take
+// the missing row for the startup value (SET application_name = '' over a startup name).
+bool default_may_stand(const std::vector<Setting>& startup, const std::vector<Setting>& session,
+                       std::string_view name);
+
 // What the client sees: its startup parameters, overlaid by its session's settings.
 std::vector<Setting> effective(const std::vector<Setting>& startup,
                                const std::vector<Setting>& session);
@@ -130,13 +137,17 @@ std::vector<Setting> effective(const std::vector<Setting>& startup,
 // settings are once it ran. `reported(name)` gives the server's ParameterStatus value, or
 // null: a wanted value the server reports already needs no SET. Order: RESETs, the GUCs,
 // then the session authorization, then the role (a new authorization drops the role).
+// identity_last: the client's SQL-level PREPAREs are replayed between the two, so `sql` takes
+// the server back to its login user and `identity_sql` sets the authorization and role after
+// them (a PREPARE the client ran before its SET ROLE must not run as that role).
 struct SettingsSync {
     std::string sql;
+    std::string identity_sql;
     std::vector<Setting> applied;
 };
 template <typename Reported>
 SettingsSync settings_sync(const std::vector<Setting>& wanted, const std::vector<Setting>& applied,
-                           Reported reported);
+                           Reported reported, bool identity_last = false);
 
 // The query that counts the session state a server holds for its session (one row, one
 // column: 0 when it can be lent to anyone).
@@ -206,7 +217,7 @@ std::string quote_identifier(std::string_view text);
 
 template <typename Reported>
 SettingsSync settings_sync(const std::vector<Setting>& wanted, const std::vector<Setting>& applied,
-                           Reported reported) {
+                           Reported reported, bool identity_last) {
     SettingsSync out;
     auto special = [](const std::string& name) {
         return name == role_name || name == authorization_name;
@@ -227,28 +238,37 @@ SettingsSync settings_sync(const std::vector<Setting>& wanted, const std::vector
         values += std::string(values.empty() ? "" : ",") + "(" + quote_literal(want.name) + "," +
                   quote_literal(want.value) + ")";
     }
-    out.sql = resets;
+    const std::string* want_authorization = value_of(wanted, authorization_name);
+    const std::string* have_authorization = value_of(applied, authorization_name);
+    const std::string* want_role = value_of(wanted, role_name);
+    const std::string* have_role = value_of(applied, role_name);
+    // Settings change as the login user (one the client set before its SET ROLE may be one
+    // that role may not set), and so do the PREPAREs replayed before identity_sql.
+    if ((have_authorization != nullptr || have_role != nullptr) &&
+        (identity_last || !resets.empty() || !values.empty())) {
+        out.sql = have_authorization != nullptr ? "RESET SESSION AUTHORIZATION;"  // role too
+                                                : "RESET ROLE;";
+        have_authorization = have_role = nullptr;
+    }
+    out.sql += resets;
     if (!values.empty())
         out.sql +=
             "SELECT pg_catalog.set_config(n, v, false) FROM (VALUES " + values + ") AS s(n, v);";
-    const std::string* want_authorization = value_of(wanted, authorization_name);
-    const std::string* have_authorization = value_of(applied, authorization_name);
+    std::string& identity = identity_last ? out.identity_sql : out.sql;
     bool authorization_changes =
         (want_authorization == nullptr) != (have_authorization == nullptr) ||
         (want_authorization != nullptr && *want_authorization != *have_authorization);
     if (authorization_changes)
-        out.sql += want_authorization == nullptr
-                       ? std::string("RESET SESSION AUTHORIZATION;")
-                       : "SET SESSION AUTHORIZATION " + quote_literal(*want_authorization) + ";";
+        identity += want_authorization == nullptr
+                        ? std::string("RESET SESSION AUTHORIZATION;")
+                        : "SET SESSION AUTHORIZATION " + quote_literal(*want_authorization) + ";";
     if (want_authorization != nullptr)
         out.applied.push_back({std::string(authorization_name), {}, *want_authorization});
-    const std::string* want_role = value_of(wanted, role_name);
-    const std::string* have_role = value_of(applied, role_name);
     bool role_changes = authorization_changes || (want_role == nullptr) != (have_role == nullptr) ||
                         (want_role != nullptr && *want_role != *have_role);
     if (role_changes)
-        out.sql += want_role == nullptr ? std::string("RESET ROLE;")
-                                        : "SET ROLE " + quote_literal(*want_role) + ";";
+        identity += want_role == nullptr ? std::string("RESET ROLE;")
+                                         : "SET ROLE " + quote_literal(*want_role) + ";";
     if (want_role != nullptr) out.applied.push_back({std::string(role_name), {}, *want_role});
     return out;
 }

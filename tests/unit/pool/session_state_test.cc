@@ -83,10 +83,11 @@ Test(session_state, role_goes_after_authorization_which_goes_after_the_settings)
                 "SELECT pg_catalog.set_config(n, v, false) FROM (VALUES "
                 "(E'work_mem',E'8MB')) AS s(n, v);SET SESSION AUTHORIZATION E'bob';"
                 "SET ROLE E'reader';");
-    // Back to the login user: the authorization is reset, and with it the role.
+    // Back to the login user first (the authorization is reset, and with it the role), then
+    // the settings, as that user.
     std::vector<Setting> server = client;
     assert_text(settings_sync({}, server, none).sql,
-                "RESET \"work_mem\";RESET SESSION AUTHORIZATION;RESET ROLE;");
+                "RESET SESSION AUTHORIZATION;RESET \"work_mem\";");
     // A role alone, then none.
     std::vector<Setting> role = {{"role", {}, "reader"}};
     assert_text(settings_sync({}, role, none).sql, "RESET ROLE;");
@@ -183,4 +184,42 @@ Test(session_state, sql_prepare_and_deallocate_are_tracked_and_replayed_as_a_dif
     for (const SetChange& change : parse_set_statements("DISCARD ALL"))
         apply_prepare_change(client, change);
     cr_assert(client.empty());
+}
+
+Test(session_state, a_session_value_over_a_different_startup_one_is_never_left_to_the_default) {
+    std::vector<Setting> startup = {{"application_name", {}, "start"}};
+    std::vector<Setting> cleared = {{"application_name", {}, ""}};
+    std::vector<Setting> same = {{"application_name", {}, "start"}};
+    cr_assert(!default_may_stand(startup, cleared, "application_name"));
+    cr_assert(default_may_stand(startup, same, "application_name"));
+    cr_assert(default_may_stand({}, cleared, "application_name"));
+    cr_assert(default_may_stand(startup, {}, "application_name"));
+    cr_assert(default_may_stand(startup, cleared, "work_mem"));
+}
+
+Test(session_state, with_prepares_to_replay_the_identity_comes_after_them) {
+    std::vector<Setting> server = {{"role", {}, "r1"}, {"session_authorization", {}, "bob"}};
+    std::vector<Setting> client = {{"search_path", {}, "s"}, {"role", {}, "r3"}};
+    SettingsSync sync = settings_sync(client, server, none, true);
+    assert_text(sync.sql,
+                "RESET SESSION AUTHORIZATION;SELECT pg_catalog.set_config(n, v, false) FROM "
+                "(VALUES (E'search_path',E's')) AS s(n, v);");
+    assert_text(sync.identity_sql, "SET ROLE E'r3';");
+    cr_assert_eq(sync.applied.size(), 2u);
+    SettingsSync only_role = settings_sync({}, {{"role", {}, "r1"}}, none, true);
+    assert_text(only_role.sql, "RESET ROLE;");
+    assert_text(only_role.identity_sql, "");
+    SettingsSync same =
+        settings_sync(client, {{"role", {}, "r3"}, {"search_path", {}, "s"}}, none, true);
+    assert_text(same.sql, "RESET ROLE;");
+    assert_text(same.identity_sql, "SET ROLE E'r3';");
+}
+
+Test(session_state, settings_change_as_the_login_user_then_the_role_comes_back) {
+    std::vector<Setting> server = {{"role", {}, "r1"}};
+    std::vector<Setting> client = {{"work_mem", {}, "5MB"}, {"role", {}, "r1"}};
+    assert_text(settings_sync(client, server, none).sql,
+                "RESET ROLE;SELECT pg_catalog.set_config(n, v, false) FROM (VALUES "
+                "(E'work_mem',E'5MB')) AS s(n, v);SET ROLE E'r1';");
+    assert_text(settings_sync({{"role", {}, "r2"}}, server, none).sql, "SET ROLE E'r2';");
 }
