@@ -4,6 +4,8 @@
 
 #include <cctype>
 
+#include "pgplex/base/assert.h"
+
 namespace pgplex::pool {
 
 namespace {
@@ -397,19 +399,63 @@ void apply_prepare_change(std::vector<Setting>& prepared, const SetChange& chang
     }
 }
 
-std::vector<std::string> prepared_sync(const std::vector<Setting>& client,
-                                       const std::vector<Setting>& server) {
-    auto holds = [](const std::vector<Setting>& list, const Setting& what) {
+std::vector<Setting> prepared_sync(const std::vector<Setting>& client,
+                                   const std::vector<Setting>& server) {
+    auto same_context = [](const Setting& a, const Setting& b) {
+        if (a.context == b.context) return true;
+        return a.context && b.context && same_settings(*a.context, *b.context);
+    };
+    auto holds = [&](const std::vector<Setting>& list, const Setting& what) {
         for (const Setting& item : list)
-            if (item.name == what.name && item.sql == what.sql) return true;
+            if (item.name == what.name && item.sql == what.sql && same_context(item, what))
+                return true;
         return false;
     };
-    std::vector<std::string> out;
+    std::vector<Setting> out;
     for (const Setting& got : server)
-        if (!holds(client, got)) out.push_back("DEALLOCATE " + quote_identifier(got.name));
+        if (!holds(client, got))
+            out.push_back({got.name, "DEALLOCATE " + quote_identifier(got.name), {}, {}});
     for (const Setting& want : client)
-        if (!holds(server, want)) out.push_back(want.sql);
+        if (!holds(server, want)) out.push_back(want);
     return out;
+}
+
+bool same_settings(const std::vector<Setting>& a, const std::vector<Setting>& b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+        if (a[i].name != b[i].name || a[i].value != b[i].value) return false;
+    return true;
+}
+
+void identity_sync(std::string& sql, const std::string* want_authorization,
+                   const std::string* have_authorization, const std::string* want_role,
+                   const std::string* have_role, bool local) {
+    auto differ = [](const std::string* want, const std::string* have) {
+        return (want == nullptr) != (have == nullptr) || (want != nullptr && *want != *have);
+    };
+    bool authorization_changes = differ(want_authorization, have_authorization);
+    if (authorization_changes) {
+        std::string set = local ? "SET LOCAL SESSION AUTHORIZATION " : "SET SESSION AUTHORIZATION ";
+        sql += want_authorization != nullptr ? set + quote_literal(*want_authorization) + ";"
+               : local                       ? set + "DEFAULT;"
+                                             : std::string("RESET SESSION AUTHORIZATION;");
+    }
+    // A new authorization drops the role; SET LOCAL is not relied on for that.
+    bool role_changes =
+        authorization_changes ? want_role != nullptr || local : differ(want_role, have_role);
+    if (!role_changes) return;
+    std::string set = local ? "SET LOCAL ROLE " : "SET ROLE ";
+    sql += want_role != nullptr ? set + quote_literal(*want_role) + ";"
+           : local              ? set + "NONE;"
+                                : std::string("RESET ROLE;");
+}
+
+std::vector<std::string> prepare_in_context(const Setting& prepare,
+                                            const std::vector<Setting>& applied) {
+    auto none = [](const std::string&) -> const std::string* { return nullptr; };
+    PGPLEX_ASSERT(prepare.context);
+    SettingsSync local = settings_sync(*prepare.context, applied, none, true);
+    return {"BEGIN;" + local.sql, prepare.sql, "COMMIT"};
 }
 
 std::string reset_follow_up_sql(const std::vector<Setting>& startup,

@@ -41,6 +41,19 @@ void record_parameter(Server& server, const uint8_t* body, uint32_t size) {
                   std::string(value, strnlen(value, size - name_size - 1)));
 }
 
+// Gives the client's SQL-level PREPAREs that have none the settings it has now, as what
+// they were prepared under (a transaction that set search_path and prepared sees its own).
+void stamp_prepared(client::Session& session) {
+    std::shared_ptr<const std::vector<pool::Setting>> now;
+    for (pool::Setting& prepare : session.sql_prepared) {
+        if (prepare.context) continue;
+        if (!now)
+            now = std::make_shared<const std::vector<pool::Setting>>(pool::effective(
+                pool::settings_of(session.startup), pool::settings_of(session.settings)));
+        prepare.context = now;
+    }
+}
+
 // A transaction ended (ReadyForQuery idle). Its SETs need nothing here: the settings check
 // reads what they left (release_if_done). Its PREPAREs and DEALLOCATEs stand when it
 // committed; when it failed, some may have run all the same (they are not transactional),
@@ -56,6 +69,8 @@ void settle_settings(Server& server, client::Session& session) {
     }
     for (const pool::SetChange& change : session.pending)
         pool::apply_prepare_change(session.sql_prepared, change);
+    // What they were prepared under: the settings of now, unless a check is to tell.
+    if (!session.check_settings) stamp_prepared(session);
     server.sql_prepared = session.sql_prepared;
     session.pending.clear();
 }
@@ -253,8 +268,7 @@ struct OwnQueryHandler {
                 break;
             case uint8_t(BackendMessage::ErrorResponse):
                 error = true;
-                if (server.sync_replies == server.settings_reply ||
-                    server.sync_replies == server.identity_reply)
+                if (server.sync_settings && server.sync_replies == 0)
                     server.sync_settings_failed = true;
                 if (error_body.empty()) error_body.assign(body, body + size);
                 break;
@@ -344,7 +358,8 @@ void reconcile_prepared(Server& server, client::Session& session,
                         const std::vector<std::string>& names) {
     std::vector<pool::Setting> known = session.sql_prepared;
     for (const pool::SetChange& change : session.pending)
-        if (change.kind == pool::SetKind::Prepare) known.push_back({change.name, change.sql, {}});
+        if (change.kind == pool::SetKind::Prepare)
+            known.push_back({change.name, change.sql, {}, {}});
     session.pending.clear();
     std::vector<pool::Setting> held;
     for (const std::string& name : names) {
@@ -391,6 +406,8 @@ void settings_checked(io::Worker& worker, Server& server, bool error) {
     reconcile_prepared(server, session, prepared);
     session.settings = std::make_shared<const std::vector<pool::Setting>>(std::move(checked));
     server.applied = session.settings;
+    stamp_prepared(session);
+    server.sql_prepared = session.sql_prepared;
     server.state = ServerState::Active;
     client.state = client::ClientState::Active;
     release_if_done(worker, server);
@@ -527,21 +544,22 @@ bool reusable(const Server& server) {
 
 void send_query(io::Worker& worker, Server& server, std::string_view sql);
 
-// The Queries that take the server's SQL-level prepared statements to the client's.
-std::vector<std::string> prepared_replay(Server& server, const client::Session& session) {
+// The server's SQL-level prepared statements to drop or prepare for the client's.
+std::vector<pool::Setting> prepared_replay(Server& server, const client::Session& session) {
     if (!server.sql_prepared_unknown)
         return pool::prepared_sync(session.sql_prepared, server.sql_prepared);
-    std::vector<std::string> statements = pool::prepared_sync(session.sql_prepared, {});
-    statements.insert(statements.begin(), "DEALLOCATE ALL");
+    std::vector<pool::Setting> steps = pool::prepared_sync(session.sql_prepared, {});
+    steps.insert(steps.begin(), {{}, "DEALLOCATE ALL", {}, {}});
     server.prepared.clear();  // DEALLOCATE ALL drops pgplex's renamed statements too
     server.sql_prepared_unknown = false;
-    return statements;
+    return steps;
 }
 
 // Sends what brings the server to the client's session (session_state.h): one Query with
-// its settings, then one Query for each SQL-level statement to drop or prepare, apart so
-// that one that fails harms nothing else, then (when there were such) one with its session
-// authorization and role. False: the server is the client's already.
+// its settings, then its SQL-level statements to drop or prepare, one Query each so that one
+// that fails harms nothing else; a PREPARE made under other settings than the client's of
+// now runs in a transaction block of its own under those (prepare_in_context). False: the
+// server is the client's already.
 bool sync_session(io::Worker& worker, Server& server, const client::Session& session) {
     const std::vector<pool::Setting>& startup = pool::settings_of(session.startup);
     const std::vector<pool::Setting>& settings = pool::settings_of(session.settings);
@@ -556,25 +574,20 @@ bool sync_session(io::Worker& worker, Server& server, const client::Session& ses
                            session.sql_prepared.size() != server.sql_prepared.size() ||
                            !pool::prepared_sync(session.sql_prepared, server.sql_prepared).empty();
     if (pool::in_sync(startup, settings, applied, reported) && !prepared_differ) return false;
-    std::vector<std::string> statements = prepared_replay(server, session);
-    pool::SettingsSync sync = pool::settings_sync(pool::effective(startup, settings), applied,
-                                                  reported, !statements.empty());
-    server.settings_reply = server.identity_reply = io::nil;
+    std::vector<pool::Setting> wanted = pool::effective(startup, settings);
+    pool::SettingsSync sync = pool::settings_sync(wanted, applied, reported);
+    server.sync_settings = !sync.sql.empty();
     server.sync_settings_failed = false;
     server.sync_replies = 0;
     server.pending_error.clear();
-    uint32_t queries = 0;
-    if (!sync.sql.empty()) {
-        server.settings_reply = queries++;
-        send_query(worker, server, sync.sql);
-    }
-    for (const std::string& statement : statements) {
-        ++queries;
-        send_query(worker, server, statement);
-    }
-    if (!sync.identity_sql.empty()) {
-        server.identity_reply = queries;
-        send_query(worker, server, sync.identity_sql);
+    if (server.sync_settings) send_query(worker, server, sync.sql);
+    for (const pool::Setting& step : prepared_replay(server, session)) {
+        if (!step.context || pool::same_settings(*step.context, wanted)) {
+            send_query(worker, server, step.sql);
+            continue;
+        }
+        for (const std::string& query : pool::prepare_in_context(step, sync.applied))
+            send_query(worker, server, query);
     }
     server.applied = std::make_shared<const std::vector<pool::Setting>>(std::move(sync.applied));
     server.sql_prepared = session.sql_prepared;

@@ -16,10 +16,8 @@ as `make fuzz-pool SEEDS=1-200 [MINUTES=M]` or `tests/integration/pooldiff.py --
 A failure prints the seed, the client, its sequence up to the difference, both sides'
 answers and a replay command.
 
-KNOWN: one divergence remains open (issue 9): a SQL-level PREPARE is replayed under the
-client's settings of the moment, so one prepared before a search_path change loses its
-table. The random seeds hit it, so they are non-strict xfails until it is fixed. Run
-`make fuzz-pool` to see every divergence.
+No divergence is known to be open. One found is marked in OPEN (its scripted reproduction a
+strict xfail, turning red once fixed) and in KNOWN_DIVERGENCES.
 """
 
 import os
@@ -80,12 +78,10 @@ def summary(seed, failures, steps, plan):
                      + (["other clients:"] + others if others else []))
 
 
-KNOWN_DIVERGENCES = ("a SQL PREPARE is replayed under the client's settings of now, not of when "
-                     "it prepared (a search_path changed since) (issue 9, open)")
+KNOWN_DIVERGENCES = ""  # none open: a divergence found goes here, its reproduction in OPEN
 OPEN = set()
 
 
-@pytest.mark.xfail(strict=False, reason=KNOWN_DIVERGENCES)
 @pytest.mark.skipif(MINUTES > 0, reason="POOLDIFF_MINUTES runs the timed test instead")
 @pytest.mark.parametrize("seed", SEEDS)
 def test_pooled_clients_see_what_direct_clients_see(seed, pooldiff_databases, make_pgplex):
@@ -138,6 +134,15 @@ REPRODUCTIONS = {
         ([(0, "SET search_path = pd_c0_b"),
           (0, "PREPARE p1 AS SELECT count(*) FROM shared_table"), (1, "DEALLOCATE ALL"),
           (0, "SET ROLE pd_r3"), (1, "SELECT 1")], {}),
+    "a_prepare_replays_under_the_search_path_it_was_prepared_under":
+        ([(0, "SET search_path = pd_c0_b"),
+          (0, "PREPARE p1 AS SELECT tag FROM shared_table LIMIT 1"),
+          (0, "SET search_path = pd_c0_a"), (1, "DEALLOCATE ALL"), (0, "EXECUTE p1")], {}),
+    "the_same_prepare_by_another_client_under_another_search_path_is_not_shared":
+        ([(0, "SET search_path = pd_c0_b"),
+          (0, "PREPARE p1 AS SELECT tag FROM shared_table LIMIT 1"), (0, "RESET search_path"),
+          (1, "PREPARE p1 AS SELECT tag FROM shared_table LIMIT 1"), (0, "EXECUTE p1"),
+          (1, "EXECUTE p1")], {}),
     "set_session_characteristics_replays":
         ([(0, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
           DIRTY], {}),

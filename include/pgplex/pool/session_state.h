@@ -28,6 +28,9 @@ struct Setting {
     std::string name;   // the GUC, lower case ("search_path", "timezone", "role")
     std::string sql;    // the statement that puts it in force, replayed as is
     std::string value;  // for startup parameters: the value, to compare with ParameterStatus
+    // A SQL-level PREPARE: the client's settings it was prepared under (effective()), which
+    // its replay puts back around it; null while a settings check is still to tell.
+    std::shared_ptr<const std::vector<Setting>> context;
 };
 
 // A list of settings, immutable once made and shared: most clients of a pool log in with
@@ -132,22 +135,30 @@ bool default_may_stand(const std::vector<Setting>& startup, const std::vector<Se
 std::vector<Setting> effective(const std::vector<Setting>& startup,
                                const std::vector<Setting>& session);
 
+// Whether two lists hold the same names with the same values, in the same order.
+bool same_settings(const std::vector<Setting>& a, const std::vector<Setting>& b);
+
 // The Query that takes a server whose session settings are `applied` to `wanted` (one
 // implicit transaction: it applies whole or not at all), and what the server's session
 // settings are once it ran. `reported(name)` gives the server's ParameterStatus value, or
-// null: a wanted value the server reports already needs no SET. Order: RESETs, the GUCs,
-// then the session authorization, then the role (a new authorization drops the role).
-// identity_last: the client's SQL-level PREPAREs are replayed between the two, so `sql` takes
-// the server back to its login user and `identity_sql` sets the authorization and role after
-// them (a PREPARE the client ran before its SET ROLE must not run as that role).
+// null: a wanted value the server reports already needs no SET. Order: back to the login
+// user when a role or authorization is in force (settings change as that user), RESETs, the
+// GUCs, then the session authorization, then the role (a new authorization drops the role).
+// local: the same as SET LOCAL, for the transaction block a replayed PREPARE runs in.
 struct SettingsSync {
     std::string sql;
-    std::string identity_sql;
     std::vector<Setting> applied;
 };
 template <typename Reported>
 SettingsSync settings_sync(const std::vector<Setting>& wanted, const std::vector<Setting>& applied,
-                           Reported reported, bool identity_last = false);
+                           Reported reported, bool local = false);
+
+// The three Queries that run a client's PREPARE under the settings it was prepared under
+// (its context), on a server whose session settings are `applied`, and leave them as they
+// were: BEGIN and the settings as SET LOCAL, the PREPARE alone (pg_prepared_statements shows
+// its text), COMMIT. If the settings fail, the PREPARE does too, and nothing stays.
+std::vector<std::string> prepare_in_context(const Setting& prepare,
+                                            const std::vector<Setting>& applied);
 
 // The query that counts the session state a server holds for its session (one row, one
 // column: 0 when it can be lent to anyone).
@@ -160,11 +171,6 @@ inline constexpr const char* session_state_check_sql =
 // Applies a change to a session's SQL-level prepared statements (Setting: name, and the
 // PREPARE statement as sql); other kinds leave them alone.
 void apply_prepare_change(std::vector<Setting>& prepared, const SetChange& change);
-
-// The SQL that takes a server holding `server` SQL-level prepared statements to the
-// client's: DEALLOCATE of what differs or the client lacks, then the client's PREPAREs.
-std::string prepared_sync_sql(const std::vector<Setting>& client,
-                              const std::vector<Setting>& server);
 
 // The small lexer these readers share (and pool/notify.cc): skips whitespace and comments
 // from `at`; the end of the statement starting at `at`, i.e. the next semicolon outside
@@ -206,18 +212,26 @@ std::string reset_follow_up_sql(const std::vector<Setting>& startup,
                                 const std::vector<SetChange>& changes);
 
 // The SQL-level prepared statements to replay, one Query each: DEALLOCATE of what the
-// server holds and the client lacks, then the client's PREPAREs the server lacks.
-std::vector<std::string> prepared_sync(const std::vector<Setting>& client,
-                                       const std::vector<Setting>& server);
+// server holds and the client lacks (as sql), then the client's PREPAREs the server lacks
+// (as the client holds them). A statement of the same name and text prepared under other
+// settings is not the same statement (its table names may resolve elsewhere).
+std::vector<Setting> prepared_sync(const std::vector<Setting>& client,
+                                   const std::vector<Setting>& server);
 
 // A string literal, E'...', holding text exactly.
 std::string quote_literal(std::string_view text);
 // A quoted identifier, "...".
 std::string quote_identifier(std::string_view text);
 
+// The part of settings_sync after its GUCs: the authorization and the role, from `have` to
+// `want` (null: the login user's own).
+void identity_sync(std::string& sql, const std::string* want_authorization,
+                   const std::string* have_authorization, const std::string* want_role,
+                   const std::string* have_role, bool local);
+
 template <typename Reported>
 SettingsSync settings_sync(const std::vector<Setting>& wanted, const std::vector<Setting>& applied,
-                           Reported reported, bool identity_last) {
+                           Reported reported, bool local) {
     SettingsSync out;
     auto special = [](const std::string& name) {
         return name == role_name || name == authorization_name;
@@ -225,7 +239,8 @@ SettingsSync settings_sync(const std::vector<Setting>& wanted, const std::vector
     std::string resets, values;
     for (const Setting& have : applied)
         if (!special(have.name) && value_of(wanted, have.name) == nullptr)
-            resets += "RESET " + quote_identifier(have.name) + ";";
+            resets += local ? "SET LOCAL " + quote_identifier(have.name) + " TO DEFAULT;"
+                            : "RESET " + quote_identifier(have.name) + ";";
     for (const Setting& want : wanted) {
         if (special(want.name)) continue;
         const std::string* have = value_of(applied, want.name);
@@ -242,34 +257,21 @@ SettingsSync settings_sync(const std::vector<Setting>& wanted, const std::vector
     const std::string* have_authorization = value_of(applied, authorization_name);
     const std::string* want_role = value_of(wanted, role_name);
     const std::string* have_role = value_of(applied, role_name);
-    // Settings change as the login user (one the client set before its SET ROLE may be one
-    // that role may not set), and so do the PREPAREs replayed before identity_sql.
+    // Settings change as the login user: one the client set before its SET ROLE may be one
+    // that role may not set.
     if ((have_authorization != nullptr || have_role != nullptr) &&
-        (identity_last || !resets.empty() || !values.empty())) {
-        out.sql = have_authorization != nullptr ? "RESET SESSION AUTHORIZATION;"  // role too
-                                                : "RESET ROLE;";
+        (!resets.empty() || !values.empty())) {
+        identity_sync(out.sql, nullptr, have_authorization, nullptr, have_role, local);
         have_authorization = have_role = nullptr;
     }
     out.sql += resets;
     if (!values.empty())
-        out.sql +=
-            "SELECT pg_catalog.set_config(n, v, false) FROM (VALUES " + values + ") AS s(n, v);";
-    std::string& identity = identity_last ? out.identity_sql : out.sql;
-    bool authorization_changes =
-        (want_authorization == nullptr) != (have_authorization == nullptr) ||
-        (want_authorization != nullptr && *want_authorization != *have_authorization);
-    if (authorization_changes)
-        identity += want_authorization == nullptr
-                        ? std::string("RESET SESSION AUTHORIZATION;")
-                        : "SET SESSION AUTHORIZATION " + quote_literal(*want_authorization) + ";";
+        out.sql += std::string("SELECT pg_catalog.set_config(n, v, ") + (local ? "true" : "false") +
+                   ") FROM (VALUES " + values + ") AS s(n, v);";
+    identity_sync(out.sql, want_authorization, have_authorization, want_role, have_role, local);
     if (want_authorization != nullptr)
-        out.applied.push_back({std::string(authorization_name), {}, *want_authorization});
-    bool role_changes = authorization_changes || (want_role == nullptr) != (have_role == nullptr) ||
-                        (want_role != nullptr && *want_role != *have_role);
-    if (role_changes)
-        identity += want_role == nullptr ? std::string("RESET ROLE;")
-                                         : "SET ROLE " + quote_literal(*want_role) + ";";
-    if (want_role != nullptr) out.applied.push_back({std::string(role_name), {}, *want_role});
+        out.applied.push_back({std::string(authorization_name), {}, *want_authorization, {}});
+    if (want_role != nullptr) out.applied.push_back({std::string(role_name), {}, *want_role, {}});
     return out;
 }
 

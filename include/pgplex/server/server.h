@@ -135,11 +135,9 @@ struct Server {
     // Syncing: the query is settings_check_sql; the rows read so far.
     bool reading_settings = false;
     std::vector<pool::Setting> checked;
-    // Syncing, lent: which of the replay's Queries set the client's settings and its
-    // identity (by their order; nil: none), sync_replies counts their ReadyForQuerys, and
-    // settings_failed says one of those two failed.
-    uint32_t settings_reply = io::nil;
-    uint32_t identity_reply = io::nil;
+    // Syncing, lent: the replay's first Query sets the client's settings (sync_settings);
+    // replies counts its ReadyForQuerys, and settings_failed says the first one failed.
+    bool sync_settings = false;
     bool sync_settings_failed = false;
     uint32_t sync_replies = 0;
     std::deque<Pending> expected;  // replies owed for the linked client's messages

@@ -171,12 +171,12 @@ Test(session_state, sql_prepare_and_deallocate_are_tracked_and_replayed_as_a_dif
     assert_text(client[1].name, "Two");
     std::vector<Setting> server = {{"q", "PREPARE q AS SELECT 'other'", {}},
                                    {"gone", "PREPARE gone AS SELECT 0", {}}};
-    std::vector<std::string> statements = prepared_sync(client, server);
+    std::vector<Setting> statements = prepared_sync(client, server);
     cr_assert_eq(statements.size(), 4u);
-    assert_text(statements[0], "DEALLOCATE \"q\"");
-    assert_text(statements[1], "DEALLOCATE \"gone\"");
-    assert_text(statements[2], "PREPARE q (int) AS SELECT $1");
-    assert_text(statements[3], "prepare \"Two\" AS SELECT 2");
+    assert_text(statements[0].sql, "DEALLOCATE \"q\"");
+    assert_text(statements[1].sql, "DEALLOCATE \"gone\"");
+    assert_text(statements[2].sql, "PREPARE q (int) AS SELECT $1");
+    assert_text(statements[3].sql, "prepare \"Two\" AS SELECT 2");
     cr_assert(prepared_sync(client, client).empty());
     for (const SetChange& change : parse_set_statements("DEALLOCATE PREPARE q"))
         apply_prepare_change(client, change);
@@ -197,22 +197,36 @@ Test(session_state, a_session_value_over_a_different_startup_one_is_never_left_t
     cr_assert(default_may_stand(startup, cleared, "work_mem"));
 }
 
-Test(session_state, with_prepares_to_replay_the_identity_comes_after_them) {
-    std::vector<Setting> server = {{"role", {}, "r1"}, {"session_authorization", {}, "bob"}};
-    std::vector<Setting> client = {{"search_path", {}, "s"}, {"role", {}, "r3"}};
-    SettingsSync sync = settings_sync(client, server, none, true);
-    assert_text(sync.sql,
-                "RESET SESSION AUTHORIZATION;SELECT pg_catalog.set_config(n, v, false) FROM "
-                "(VALUES (E'search_path',E's')) AS s(n, v);");
-    assert_text(sync.identity_sql, "SET ROLE E'r3';");
-    cr_assert_eq(sync.applied.size(), 2u);
-    SettingsSync only_role = settings_sync({}, {{"role", {}, "r1"}}, none, true);
-    assert_text(only_role.sql, "RESET ROLE;");
-    assert_text(only_role.identity_sql, "");
-    SettingsSync same =
-        settings_sync(client, {{"role", {}, "r3"}, {"search_path", {}, "s"}}, none, true);
-    assert_text(same.sql, "RESET ROLE;");
-    assert_text(same.identity_sql, "SET ROLE E'r3';");
+Test(session_state, a_prepare_replays_in_a_block_under_the_settings_it_was_prepared_under) {
+    auto context = std::make_shared<const std::vector<Setting>>(
+        std::vector<Setting>{{"search_path", {}, "s", {}}, {"datestyle", {}, "ISO, DMY", {}}});
+    Setting prepare = {"p1", "PREPARE p1 AS SELECT * FROM t", {}, context};
+    std::vector<Setting> server = {
+        {"search_path", {}, "pg_catalog", {}}, {"work_mem", {}, "5MB", {}}, {"role", {}, "r3", {}}};
+    std::vector<std::string> queries = prepare_in_context(prepare, server);
+    cr_assert_eq(queries.size(), 3u);
+    assert_text(queries[0],
+                "BEGIN;SET LOCAL ROLE NONE;SET LOCAL \"work_mem\" TO DEFAULT;"
+                "SELECT pg_catalog.set_config(n, v, true) FROM (VALUES (E'search_path',E's'),"
+                "(E'datestyle',E'ISO, DMY')) AS s(n, v);");
+    assert_text(queries[1], "PREPARE p1 AS SELECT * FROM t");  // alone: its own text
+    assert_text(queries[2], "COMMIT");
+}
+
+Test(session_state, the_same_prepare_under_other_settings_is_another_statement) {
+    auto here = std::make_shared<const std::vector<Setting>>(
+        std::vector<Setting>{{"search_path", {}, "a", {}}});
+    auto there = std::make_shared<const std::vector<Setting>>(
+        std::vector<Setting>{{"search_path", {}, "b", {}}});
+    auto also_here = std::make_shared<const std::vector<Setting>>(*here);
+    std::vector<Setting> client = {{"p", "PREPARE p AS SELECT * FROM t", {}, here}};
+    std::vector<Setting> server = {{"p", "PREPARE p AS SELECT * FROM t", {}, there}};
+    std::vector<Setting> steps = prepared_sync(client, server);
+    cr_assert_eq(steps.size(), 2u);
+    assert_text(steps[0].sql, "DEALLOCATE \"p\"");
+    cr_assert(steps[1].context == here);
+    server[0].context = also_here;
+    cr_assert(prepared_sync(client, server).empty());
 }
 
 Test(session_state, settings_change_as_the_login_user_then_the_role_comes_back) {
