@@ -1,7 +1,8 @@
 """Shared fixtures for pgplex's integration tests.
 
 One PostgreSQL 15 primary with one streaming replica runs for the whole session
-(scripts/pgcluster.sh, in a temp dir under /tmp, on free ports from 25432 up). Each test
+(scripts/pgcluster.sh, in a temp dir under /tmp, on free ports from 25432 up, or from
+PGPLEX_TEST_PORT_BASE). Each test
 then starts its own pgplex in front of it, from a config it can shape (pool sizes, auth,
 limits, timeouts), so every test begins from a known state. At teardown pgplex gets SIGTERM
 and must exit 0: a crash or a hang fails the test that caused it, with pgplex's stderr.
@@ -76,6 +77,9 @@ def pytest_runtest_makereport(item, call):
 
 
 _next_port = [0]
+# Where the ports a run takes begin (the cluster's, then pgplex's 1000 above): a second run
+# on the same machine (a long `make fuzz-pool`) takes another range, e.g. 35432.
+PORT_BASE = int(os.environ.get("PGPLEX_TEST_PORT_BASE", "25432"))
 
 
 def port_is_free(port):
@@ -97,7 +101,7 @@ def free_port_run(first, count):
 
 def next_free_port():
     """A free port, never one handed out before in this session (no TIME_WAIT surprises)."""
-    port = free_port_run(max(_next_port[0], 26432), 1)
+    port = free_port_run(max(_next_port[0], PORT_BASE + 1000), 1)
     _next_port[0] = port + 1
     return port
 
@@ -488,7 +492,7 @@ def setup_cluster(cluster):
 def cluster():
     """A primary + 1 streaming replica with the test roles and databases."""
     directory = tempfile.mkdtemp(prefix="pgplex-it-", dir="/tmp")
-    port = free_port_run(25432, 2)
+    port = free_port_run(PORT_BASE, 2)
     _next_port[0] = max(_next_port[0], port + 2)
     try:
         started = subprocess.run([str(PGCLUSTER), "start", directory, str(port), "1"],
