@@ -96,7 +96,12 @@ std::string_view trimmed(std::string_view text) {
 // AUTHORIZATION ...; `at` is just past SET.
 bool parse_set(std::string_view statement, size_t at, SetChange& out) {
     std::string word = next_word(statement, at);
-    if (word == "local" || word == "transaction" || word == "constraints") return false;
+    if (word == "transaction" || word == "constraints") return false;
+    if (word == "local") {  // only SET LOCAL name TO DEFAULT matters here (ResetLocal)
+        if (!parse_set(statement, at, out) || out.kind != SetKind::Reset) return false;
+        out.kind = SetKind::ResetLocal;
+        return true;
+    }
     if (word == "session") {
         size_t after = at;
         std::string next = next_word(statement, after);
@@ -395,6 +400,7 @@ void apply_prepare_change(std::vector<Setting>& prepared, const SetChange& chang
         case SetKind::Set:
         case SetKind::Reset:
         case SetKind::ResetAll:
+        case SetKind::ResetLocal:
             return;
     }
 }
@@ -460,20 +466,30 @@ std::vector<std::string> prepare_in_context(const Setting& prepare,
 
 std::string reset_follow_up_sql(const std::vector<Setting>& startup,
                                 const std::vector<SetChange>& changes) {
-    std::string values;
+    std::string values[2];  // session, local
     for (const Setting& setting : startup) {
-        bool reset = false;
-        for (const SetChange& change : changes)
-            reset = reset || change.kind == SetKind::ResetAll ||
-                    (change.kind == SetKind::Reset && change.name == setting.name);
-        if (!reset) continue;
-        values += std::string(values.empty() ? "" : ",") + "(" + quote_literal(setting.name) + "," +
-                  quote_literal(setting.value) + ")";
+        bool reset[2] = {false, false};
+        for (const SetChange& change : changes) {
+            reset[0] = reset[0] || change.kind == SetKind::ResetAll ||
+                       (change.kind == SetKind::Reset && change.name == setting.name);
+            reset[1] =
+                reset[1] || (change.kind == SetKind::ResetLocal && change.name == setting.name);
+        }
+        for (int local = 0; local < 2; ++local)
+            if (reset[local])
+                values[local] += std::string(values[local].empty() ? "" : ",") + "(" +
+                                 quote_literal(setting.name) + "," + quote_literal(setting.value) +
+                                 ")";
     }
-    if (values.empty()) return {};
-    return "SELECT pg_catalog.set_config(p.name, s.v, false) FROM (VALUES " + values +
-           ") AS s(n, v) JOIN pg_catalog.pg_settings p ON pg_catalog.lower(p.name) = s.n "
-           "WHERE p.source <> 'session'";
+    std::string sql;
+    for (int local = 0; local < 2; ++local)
+        if (!values[local].empty())
+            sql += std::string("SELECT pg_catalog.set_config(p.name, s.v, ") +
+                   (local ? "true" : "false") + ") FROM (VALUES " + values[local] +
+                   ") AS s(n, v) JOIN pg_catalog.pg_settings p ON pg_catalog.lower(p.name) = s.n "
+                   "WHERE p.source <> 'session';";
+    if (!sql.empty()) sql.pop_back();
+    return sql;
 }
 
 std::string quote_literal(std::string_view text) {

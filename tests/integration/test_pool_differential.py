@@ -112,6 +112,9 @@ REPRODUCTIONS = {
         ([(0, "SET application_name = ''"), (1, "SELECT 1"), (0, "SELECT 1")], STARTUP_APP),
     "reset_goes_back_to_the_startup_value":
         ([(0, "SET work_mem = '5MB'"), DIRTY, (0, "RESET work_mem")], STARTUP_WORK_MEM),
+    "set_local_to_default_goes_back_to_the_startup_value_for_the_transaction":
+        ([(0, "BEGIN"), (0, "SET LOCAL application_name TO DEFAULT"), (0, "COMMIT")],
+         STARTUP_APP),
     "reset_all_goes_back_to_the_startup_value":
         ([(0, "SET work_mem = '5MB'"), DIRTY, (0, "RESET ALL")], STARTUP_WORK_MEM),
     "discard_all_goes_back_to_the_startup_value":

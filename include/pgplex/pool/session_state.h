@@ -57,6 +57,7 @@ enum class SetKind : uint8_t {
     Set,            // name = sql
     Reset,          // RESET name / SET name TO DEFAULT
     ResetAll,       // RESET ALL / DISCARD ALL
+    ResetLocal,     // SET LOCAL name TO DEFAULT
     Prepare,        // SQL-level PREPARE name AS ...: name, sql
     Deallocate,     // DEALLOCATE [PREPARE] name
     DeallocateAll,  // DEALLOCATE [PREPARE] ALL / DISCARD ALL
@@ -206,8 +207,8 @@ bool in_sync(const std::vector<Setting>& startup, const std::vector<Setting>& se
 // values are pgplex's, not the client's. After a client's Query whose RESET, RESET ALL,
 // SET ... TO DEFAULT or DISCARD ALL may have reset a startup parameter of the client's,
 // pgplex sends this Query (its replies dropped): each such parameter whose source is no
-// longer the session (the RESET took effect) gets the client's startup value back. Empty
-// when the Query resets none.
+// longer the session (the RESET took effect) gets the client's startup value back, for the
+// transaction only after SET LOCAL ... TO DEFAULT. Empty when the Query resets none.
 std::string reset_follow_up_sql(const std::vector<Setting>& startup,
                                 const std::vector<SetChange>& changes);
 

@@ -237,3 +237,22 @@ Test(session_state, settings_change_as_the_login_user_then_the_role_comes_back) 
                 "(E'work_mem',E'5MB')) AS s(n, v);SET ROLE E'r1';");
     assert_text(settings_sync({{"role", {}, "r2"}}, server, none).sql, "SET ROLE E'r2';");
 }
+
+Test(session_state, a_reset_of_a_startup_parameter_is_followed_by_its_startup_value) {
+    std::vector<Setting> startup = {{"application_name", {}, "start", {}},
+                                    {"work_mem", {}, "6MB", {}}};
+    assert_text(reset_follow_up_sql(startup, parse_set_statements("SET search_path = x")), "");
+    std::string sql =
+        reset_follow_up_sql(startup, parse_set_statements("RESET work_mem; SELECT 1"));
+    cr_assert(sql.find("(E'work_mem',E'6MB')") != std::string::npos);
+    cr_assert(sql.find("set_config(p.name, s.v, false)") != std::string::npos);
+    cr_assert(sql.find("application_name") == std::string::npos);
+    // SET LOCAL ... TO DEFAULT: the startup value for the transaction only.
+    sql =
+        reset_follow_up_sql(startup, parse_set_statements("SET LOCAL application_name TO DEFAULT"));
+    cr_assert(sql.find("set_config(p.name, s.v, true)") != std::string::npos);
+    cr_assert(sql.find("(E'application_name',E'start')") != std::string::npos);
+    cr_assert(sql.find("false") == std::string::npos);
+    assert_text(reset_follow_up_sql(startup, parse_set_statements("SET LOCAL work_mem = '1MB'")),
+                "");
+}
