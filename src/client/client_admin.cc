@@ -57,8 +57,7 @@ void begin_admin(io::Worker& worker, Client& client) {
     proto::write_ready_for_query(writer, proto::TransactionStatus::Idle);
     queue_writer(worker, client, bytes, writer.size());
     client.login.reset();
-    client.state = ClientState::Idle;
-    client.since = worker.now;
+    set_state(worker, client, ClientState::Idle);
     log_info("admin: user=%s on the management database (worker %u slot %u)", user.c_str(),
              worker.index, worker.client_slot(client));
 }

@@ -131,7 +131,7 @@ void start_scram(io::Worker& worker, Client& client) {
     static const char mechanisms[] = "SCRAM-SHA-256\0";  // a list ending with an empty name
     send_auth_request(worker, client, proto::AuthRequest::SASL, mechanisms, sizeof mechanisms);
     login.step = AuthStep::ScramFirst;
-    client.state = ClientState::Auth;
+    set_state(worker, client, ClientState::Auth);
 }
 
 void start_md5(io::Worker& worker, Client& client) {
@@ -140,7 +140,7 @@ void start_md5(io::Worker& worker, Client& client) {
     memcpy(login.md5_salt, &salt, 4);
     send_auth_request(worker, client, proto::AuthRequest::MD5Password, login.md5_salt, 4);
     login.step = AuthStep::Md5;
-    client.state = ClientState::Auth;
+    set_state(worker, client, ClientState::Auth);
 }
 
 void authenticated(io::Worker& worker, Client& client);
@@ -537,8 +537,7 @@ uint32_t login_consume(io::Worker& worker, Client& client, uint32_t, const uint8
 
 void request_server(io::Worker& worker, Client& client) {
     pool::Pool& pool = *client.pool;
-    client.state = ClientState::Waiting;
-    client.since = worker.now;
+    set_state(worker, client, ClientState::Waiting);
     uint32_t slot = worker.client_slot(client);
     while (true) {
         uint32_t idle = pool::idle_pop(worker, pool);

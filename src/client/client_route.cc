@@ -182,8 +182,7 @@ void wait_for_node(io::Worker& worker, Client& client, const route::Request& req
     route::Routing& routing = *client.session->routing;
     routing.pending = request;
     client.pool = nullptr;
-    client.state = ClientState::Waiting;
-    client.since = worker.now;
+    set_state(worker, client, ClientState::Waiting);
 }
 
 void answer(io::Worker& worker, Client& client, const route::Reading& reading) {

@@ -388,56 +388,6 @@ void release(io::Worker& worker, Client& client) {
 
 }  // namespace
 
-const char* to_string(ClientState state) {
-    switch (state) {
-        case ClientState::Free:
-            return "free";
-        case ClientState::Startup:
-            return "startup";
-        case ClientState::Auth:
-            return "auth";
-        case ClientState::Idle:
-            return "idle";
-        case ClientState::Waiting:
-            return "waiting";
-        case ClientState::Syncing:
-            return "syncing";
-        case ClientState::Active:
-            return "active";
-        case ClientState::Closing:
-            return "closing";
-    }
-    return "unknown";
-}
-
-const char* to_string(CloseReason reason) {
-    switch (reason) {
-        case CloseReason::ClientTerminated:
-            return "client sent Terminate";
-        case CloseReason::ClientGone:
-            return "client closed the connection";
-        case CloseReason::ProtocolViolation:
-            return "protocol violation";
-        case CloseReason::LoginFailed:
-            return "login failed";
-        case CloseReason::LoginTimeout:
-            return "client_login_timeout";
-        case CloseReason::WaitTimeout:
-            return "query_wait_timeout";
-        case CloseReason::ServerFailed:
-            return "server connection failed";
-        case CloseReason::TooManyClients:
-            return "max_client_conn";
-        case CloseReason::Shutdown:
-            return "shutdown";
-        case CloseReason::CancelRequest:
-            return "cancel request";
-        case CloseReason::TransactionBlock:
-            return "transaction block in statement pooling mode";
-    }
-    return "unknown";
-}
-
 uint32_t cancel_pid(uint32_t worker, uint32_t slot) {
     return worker << limits::cancel_slot_bits | slot;
 }
@@ -454,8 +404,7 @@ void on_accepted(io::Worker& worker, uint32_t slot, uint32_t listener) {
     client.conn = io::Conn{};
     client.conn.generation = generation;
     client.conn.file = slot;
-    client.state = ClientState::Startup;
-    client.since = worker.now;
+    set_state(worker, client, ClientState::Startup);
     client.login = std::make_unique<Login>();
     int count = worker.shared.clients.fetch_add(1, std::memory_order_acq_rel) + 1;
     worker.arm_recv(client.conn, io::Op::ClientRecv, slot);
@@ -507,15 +456,13 @@ void on_server_output(io::Worker& worker, Client& client) {
 void on_server_ready(io::Worker& worker, Client& client) {
     PGPLEX_ASSERT(client.server != io::nil);
     if (client.login) send_welcome(worker, client);
-    client.state = ClientState::Active;
-    client.since = worker.now;
+    set_state(worker, client, ClientState::Active);
     consume_held(worker, client);
 }
 
 void on_released(io::Worker& worker, Client& client) {
     lease_ended(worker, client);
-    client.state = ClientState::Idle;
-    client.since = worker.now;
+    set_state(worker, client, ClientState::Idle);
     flush_notifications(worker, client);
     consume_held(worker, client);
 }
@@ -560,7 +507,7 @@ void fail(io::Worker& worker, Client& client, CloseReason reason, Severity sever
         log_info("client slot %u: %s: %.*s", worker.client_slot(client), to_string(reason),
                  int(message.size()), message.data());
     release(worker, client);
-    client.state = ClientState::Closing;
+    set_state(worker, client, ClientState::Closing);
     client.close_reason = reason;
     uint32_t slot = worker.client_slot(client);
     worker.pause_recv(client.conn, io::Op::ClientRecv, slot);
@@ -576,7 +523,7 @@ void close(io::Worker& worker, Client& client, CloseReason reason) {
         log_info("closing client: user=%s database=%s: %s", client.session->user.c_str(),
                  client.session->database.c_str(), to_string(reason));
     release(worker, client);
-    client.state = ClientState::Closing;
+    set_state(worker, client, ClientState::Closing);
     client.close_reason = reason;
     worker.request_close(client.conn, io::Op::ClientClose, worker.client_slot(client));
 }
@@ -586,7 +533,7 @@ void on_closed(io::Worker& worker, Client& client) {
     uint32_t generation = client.conn.generation;
     client.conn = io::Conn{};
     client.conn.generation = generation;
-    client.state = ClientState::Free;
+    set_state(worker, client, ClientState::Free);
     client.login.reset();
     drop_statements(worker, client);
     forget_listens(worker, client);

@@ -63,8 +63,7 @@ void yield_idle(io::Worker& worker, pool::Pool& pool, uint32_t request) {
         return;
     }
     Server& server = worker.server(slot);
-    server.state = ServerState::Yielding;
-    server.since = worker.now;
+    set_state(worker, server, ServerState::Yielding);
     server.yield_worker = requester;
     server.yield_file = file;
     // Its multishot recv must end first, or bytes meant for the new owner could land here.
@@ -114,7 +113,7 @@ void on_yield_sent(io::Worker& worker, Server& server, int result) {
     }
     // The other worker owns the socket now: drop our table entry, without a shutdown.
     uint32_t slot = worker.server_slot(server);
-    server.state = ServerState::Closing;
+    set_state(worker, server, ServerState::Closing);
     server.close_reason = CloseReason::HandedOver;
     server.conn.closing = true;
     worker.continue_close(server.conn, io::Op::ServerClose, slot);
@@ -159,7 +158,7 @@ void handoff_failed(io::Worker& worker, uint32_t file_index) {
     if (server.state != ServerState::Adopting) return;
     pool::Pool& pool = *server.pool;
     worker.pools[pool.id].connecting--;
-    server.state = ServerState::Free;
+    set_state(worker, server, ServerState::Free);
     server.pool = nullptr;
     worker.server_release_slot(slot);
     // The idle server it hoped for went to someone else: try again now (the other worker's

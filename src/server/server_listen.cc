@@ -253,8 +253,7 @@ void say_goodbye(io::Worker& worker, Server& server) {
     static const uint8_t terminate[5] = {uint8_t(proto::FrontendMessage::Terminate), 0, 0, 0, 4};
     queue(worker, server, terminate, sizeof terminate);
     server.conn.close_when_sent = true;
-    server.state = ServerState::Closing;
-    server.since = worker.now;
+    set_state(worker, server, ServerState::Closing);
 }
 
 void want(io::Worker& worker, pool::Pool& pool, Hub& hub, const ListenMessage& message,
@@ -467,8 +466,7 @@ void listener_logged_in(io::Worker& worker, Server& server) {
         say_goodbye(worker, server);
         return;
     }
-    server.state = ServerState::Listening;
-    server.since = worker.now;
+    set_state(worker, server, ServerState::Listening);
     set_state(worker, hub, HubState::Ready);
     hub.backoff_ms = 0;
     size_t count = 0;

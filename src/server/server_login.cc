@@ -372,7 +372,7 @@ void on_connected(io::Worker& worker, Server& server, int result) {
         server.conn.close_when_sent = true;
         return;
     }
-    server.state = ServerState::Login;
+    set_state(worker, server, ServerState::Login);
     send_startup(worker, server);
 }
 
@@ -385,7 +385,7 @@ void send_cancel(io::Worker& worker, const Server& target) {
     std::string reason;
     if (!open_socket(worker, server, slot, reason)) {
         log_warning("cancel: %s", reason.c_str());
-        server.state = ServerState::Free;
+        set_state(worker, server, ServerState::Free);
         worker.server_release_slot(slot);
         return;
     }
@@ -398,10 +398,10 @@ Server& claim(io::Worker& worker, uint32_t slot, ServerState state, pool::Pool& 
     uint32_t generation = server.conn.generation + 1;
     server.conn = io::Conn{};
     server.conn.generation = generation;
-    server.state = state;
+    set_state(worker, server, state);
     server.pool = &pool;
     server.listener = false;
-    server.created = server.since = worker.now;
+    server.created = worker.now;
     server.parameters.clear();
     server.applied.reset();
     server.pending_syncs = 0;

@@ -347,7 +347,7 @@ void checked_session_state(io::Worker& worker, Server& server, bool error) {
             (unsigned long long)worker.counters.pinned_clients, worker.index);
     }
     session.pinned = true;
-    server.state = ServerState::Active;
+    set_state(worker, server, ServerState::Active);
     client::on_server_ready(worker, client);
 }
 
@@ -408,8 +408,8 @@ void settings_checked(io::Worker& worker, Server& server, bool error) {
     server.applied = session.settings;
     stamp_prepared(session);
     server.sql_prepared = session.sql_prepared;
-    server.state = ServerState::Active;
-    client.state = client::ClientState::Active;
+    set_state(worker, server, ServerState::Active);
+    client::set_state(worker, client, client::ClientState::Active);
     release_if_done(worker, server);
     if (server.client != io::nil && client.state == client::ClientState::Active)
         client::on_server_ready(worker, client);
@@ -426,8 +426,8 @@ void read_lsn_done(io::Worker& worker, Server& server, bool error) {
     routing.needs_lsn = false;
     if (!error && server.session_state_count > 0)
         routing.ryw_lsn = std::max(routing.ryw_lsn, uint64_t(server.session_state_count));
-    server.state = ServerState::Active;
-    client.state = client::ClientState::Active;
+    set_state(worker, server, ServerState::Active);
+    client::set_state(worker, client, client::ClientState::Active);
     release_if_done(worker, server);
     if (server.client != io::nil && client.state == client::ClientState::Active)
         client::on_server_ready(worker, client);
@@ -469,8 +469,7 @@ void synced(io::Worker& worker, Server& server, const std::vector<uint8_t>& erro
         server.sql_prepared_unknown = true;  // which one failed is not known
     }
     session.replay_failures = 0;
-    server.state = ServerState::Active;
-    server.since = worker.now;
+    set_state(worker, server, ServerState::Active);
     client::on_server_ready(worker, client);
 }
 
@@ -633,81 +632,6 @@ void wake_waiters(io::Worker& worker, pool::Pool& pool) {
 
 }  // namespace
 
-const char* to_string(ServerState state) {
-    switch (state) {
-        case ServerState::Free:
-            return "free";
-        case ServerState::Connecting:
-            return "connecting";
-        case ServerState::Login:
-            return "login";
-        case ServerState::Idle:
-            return "idle";
-        case ServerState::Syncing:
-            return "syncing";
-        case ServerState::Active:
-            return "active";
-        case ServerState::Resetting:
-            return "resetting";
-        case ServerState::Cancelling:
-            return "cancelling";
-        case ServerState::Adopting:
-            return "adopting";
-        case ServerState::Yielding:
-            return "yielding";
-        case ServerState::Listening:
-            return "listening";
-        case ServerState::Closing:
-            return "closing";
-    }
-    return "unknown";
-}
-
-const char* to_string(CloseReason reason) {
-    switch (reason) {
-        case CloseReason::ServerGone:
-            return "server closed the connection";
-        case CloseReason::LoginFailed:
-            return "login failed";
-        case CloseReason::ProtocolViolation:
-            return "protocol violation";
-        case CloseReason::Unusable:
-            return "client left it mid-transaction";
-        case CloseReason::IdleTimeout:
-            return "server_idle_timeout";
-        case CloseReason::Lifetime:
-            return "server_lifetime";
-        case CloseReason::PoolWanted:
-            return "a waiter on another worker needs the slot";
-        case CloseReason::ConnectTimeout:
-            return "server_connect_timeout";
-        case CloseReason::Shutdown:
-            return "shutdown";
-        case CloseReason::CancelDone:
-            return "cancel sent";
-        case CloseReason::HandedOver:
-            return "handed over to another worker";
-        case CloseReason::Direct:
-            return "its client left (dest = \"direct\")";
-    }
-    return "unknown";
-}
-
-const std::string* parameter(const Server& server, const std::string& name) {
-    for (const auto& [key, value] : server.parameters)
-        if (key == name) return &value;
-    return nullptr;
-}
-
-void set_parameter(Server& server, const std::string& name, const std::string& value) {
-    for (auto& [key, current] : server.parameters)
-        if (key == name) {
-            current = value;
-            return;
-        }
-    server.parameters.emplace_back(name, value);
-}
-
 uint8_t* assembly(Server& server, uint32_t size) {
     if (size > limits::assembled_message_bytes_max) return nullptr;
     if (!server.assembly)
@@ -797,15 +721,14 @@ void link(io::Worker& worker, Server& server, client::Client& client) {
     PGPLEX_ASSERT(server.state == ServerState::Idle && server.client == io::nil);
     server.client = worker.client_slot(client);
     client.server = worker.server_slot(server);
-    server.since = worker.now;
     ++server.epoch;
     if (!sync_session(worker, server, *client.session)) {
-        server.state = ServerState::Active;
+        set_state(worker, server, ServerState::Active);
         client::on_server_ready(worker, client);
         return;
     }
-    server.state = ServerState::Syncing;
-    client.state = client::ClientState::Syncing;
+    set_state(worker, server, ServerState::Syncing);
+    client::set_state(worker, client, client::ClientState::Syncing);
 }
 
 void unlink(io::Worker& worker, Server& server, bool reset_session) {
@@ -830,8 +753,7 @@ void unlink(io::Worker& worker, Server& server, bool reset_session) {
         make_available(worker, server);
         return;
     }
-    server.state = ServerState::Resetting;
-    server.since = worker.now;
+    set_state(worker, server, ServerState::Resetting);
     // Two messages: DISCARD ALL may not run inside a transaction block, nor in the implicit
     // one a multi-statement Query makes.
     if (in_transaction) send_query(worker, server, "ROLLBACK");
@@ -857,31 +779,31 @@ void release_if_done(io::Worker& worker, Server& server) {
                 server.conn.frame.between_messages() && client.conn.frame.between_messages();
     if (!done) return;
     if (client.session->routing && client.session->routing->needs_lsn) {
-        server.state = ServerState::Syncing;
+        set_state(worker, server, ServerState::Syncing);
         server.reading_lsn = true;
         server.session_state_count = -1;
-        client.state = client::ClientState::Syncing;
+        client::set_state(worker, client, client::ClientState::Syncing);
         send_query(worker, server, "SELECT pg_current_wal_insert_lsn() - '0/0'");
         return;
     }
     if (client.session->check_settings) {
         // Read what the transaction left of the session's settings before anyone else, or
         // this client's next transaction elsewhere, relies on them.
-        server.state = ServerState::Syncing;
+        set_state(worker, server, ServerState::Syncing);
         server.reading_settings = true;
         server.checked.clear();
         server.pending_error.clear();
-        client.state = client::ClientState::Syncing;
+        client::set_state(worker, client, client::ClientState::Syncing);
         send_query(worker, server, pool::settings_check_sql);
         return;
     }
     if (client.session->pin_suspect) {
         // Count what the transaction left behind before lending the server to anyone else;
         // the client's next messages wait meanwhile.
-        server.state = ServerState::Syncing;
+        set_state(worker, server, ServerState::Syncing);
         server.checking = true;
         server.session_state_count = -1;
-        client.state = client::ClientState::Syncing;
+        client::set_state(worker, client, client::ClientState::Syncing);
         send_query(worker, server, pool::session_state_check_sql);
         return;
     }
@@ -907,13 +829,11 @@ void make_available(io::Worker& worker, Server& server) {
     uint32_t waiter = pool::waiter_front(worker, pool);
     if (waiter != io::nil) {
         pool::waiter_remove(worker, waiter);
-        server.state = ServerState::Idle;
-        server.since = worker.now;
+        set_state(worker, server, ServerState::Idle);
         link(worker, server, worker.client(waiter));
         return;
     }
-    server.state = ServerState::Idle;
-    server.since = worker.now;
+    set_state(worker, server, ServerState::Idle);
     pool::idle_push(worker, worker.server_slot(server));
     // Clients wait on other workers: they borrow this server through the hand-off
     // (server_handoff.cc) rather than open one of their own.
@@ -958,7 +878,7 @@ void close_server(io::Worker& worker, Server& server, CloseReason reason, bool r
         server.client = io::nil;
         client::on_server_failed(worker, client, nullptr, 0);
     }
-    server.state = ServerState::Closing;
+    set_state(worker, server, ServerState::Closing);
     server.close_reason = reason;
     worker.request_close(server.conn, io::Op::ServerClose, worker.server_slot(server));
 }
@@ -966,6 +886,7 @@ void close_server(io::Worker& worker, Server& server, CloseReason reason, bool r
 void on_closed(io::Worker& worker, Server& server) {
     if (server.listener) listener_closed(worker, server);
     forget_expected(worker, server);  // drops the statements its replies still held
+    set_state(worker, server, ServerState::Free);
     // The slot's next server starts from nothing: no flag of a query pgplex had running
     // when this one closed (its client left mid-check) may carry over to it.
     uint32_t generation = server.conn.generation;
@@ -1021,7 +942,7 @@ void on_shutdown(io::Worker& worker, Server& server, bool immediate) {
             pool::idle_remove(worker, worker.server_slot(server));
             server.conn.close_when_sent = true;
             server.pool->release_server();
-            server.state = ServerState::Closing;
+            set_state(worker, server, ServerState::Closing);
             return;
         }
         case ServerState::Connecting:

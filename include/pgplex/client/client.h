@@ -1,6 +1,7 @@
 // A client connection: the state machine of one application's session with pgplex.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,6 +24,10 @@ namespace pgplex::route {
 struct Routing;
 }
 
+namespace pgplex::io {
+class Worker;
+}
+
 namespace pgplex::client {
 
 enum class ClientState : uint8_t {
@@ -37,6 +42,8 @@ enum class ClientState : uint8_t {
     Active,   // server linked for the session; bytes flow both ways
     Closing,  // close requested; becomes Free when every op has completed
 };
+
+inline constexpr size_t client_state_count = size_t(ClientState::Closing) + 1;
 
 const char* to_string(ClientState state);
 
@@ -123,5 +130,9 @@ struct Client {
     std::unique_ptr<Session> session;
     std::unique_ptr<uint8_t[]> assembly;  // an inspected Query split across buffers
 };
+
+// The one way a client changes state (client.cc): asserts the edge is allowed, keeps the
+// worker's count of clients per state, and notes when the state began (since).
+void set_state(io::Worker& worker, Client& client, ClientState state);
 
 }  // namespace pgplex::client

@@ -11,7 +11,9 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <array>
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -83,6 +85,10 @@ struct Counters {
     uint64_t clients_accepted = 0;
     uint64_t servers_connected = 0;
     uint64_t pinned_clients = 0;  // transaction-pooled clients pinned by session state
+    // How many clients and servers are in each state now (Free not counted), kept by their
+    // set_state().
+    std::array<uint32_t, client::client_state_count> clients_in{};
+    std::array<uint32_t, server::server_state_count> servers_in{};
 };
 
 class Worker {

@@ -1,6 +1,7 @@
 // A server connection: pgplex's session with one PostgreSQL node, lent to clients.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -17,6 +18,10 @@
 
 namespace pgplex::pool {
 struct Pool;
+}
+
+namespace pgplex::io {
+class Worker;
 }
 
 namespace pgplex::server {
@@ -38,6 +43,8 @@ enum class ServerState : uint8_t {
                  // lent, not in the idle list, not counted in the pool
     Closing,     // close requested; becomes Free when every op has completed
 };
+
+inline constexpr size_t server_state_count = size_t(ServerState::Closing) + 1;
 
 const char* to_string(ServerState state);
 
@@ -167,6 +174,10 @@ struct Transfer {
     std::vector<pool::Setting> sql_prepared;
     bool sql_prepared_unknown = false;
 };
+
+// The one way a server changes state (server.cc): asserts the edge is allowed, keeps the
+// worker's count of servers per state, and notes when the state began (since).
+void set_state(io::Worker& worker, Server& server, ServerState state);
 
 // A value from parameters, or null.
 const std::string* parameter(const Server& server, const std::string& name);
