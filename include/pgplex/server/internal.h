@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "pgplex/base/limits.h"
 #include "pgplex/io/worker.h"
@@ -40,7 +42,21 @@ bool open_socket(io::Worker& worker, Server& server, uint32_t slot, std::string&
 void submit_connect(io::Worker& worker, Server& server);
 
 // Transaction pooling: the client's transaction is over; the server goes back to the pool.
+// What settings_check_sql names the rows of SQL-level prepared statements (no GUC name has
+// a space).
+inline constexpr std::string_view prepared_row = "prepared statement";
+
+// A Query of pgplex's own (its replies read by consume_own, never forwarded).
+void send_query(io::Worker& worker, Server& server, std::string_view sql);
+
+// Lending (server_lease.cc): what the answers to pgplex's own queries lead to.
 void give_back(io::Worker& worker, Server& server, client::Client& client);
+void place_freed(io::Worker& worker, pool::Pool& pool);
+void settle_settings(Server& server, client::Session& session);
+void synced(io::Worker& worker, Server& server, const std::vector<uint8_t>& error);
+void settings_checked(io::Worker& worker, Server& server, bool error);
+void checked_session_state(io::Worker& worker, Server& server, bool error);
+void read_lsn_done(io::Worker& worker, Server& server, bool error);
 
 // The reply a message of the linked client (or pgplex's own, for it) will get
 // (server_expect.cc). pgplex's own replies that are due are written at once.

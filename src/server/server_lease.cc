@@ -1,0 +1,577 @@
+// Lending servers to clients, in one place: a client asks for a server (want_server), an
+// idle one on this ring is linked to it or one is handed over from another worker's ring,
+// the client's session is replayed onto it (sync_session, then synced), and when the
+// client's transaction or session is over the server is checked where needed (its settings,
+// its session state, the WAL position for read your writes), given back (make_available)
+// and reset when its client left (unlink).
+//
+// Handing a server between rings: idle servers live on the ring that opened them. When a
+// client waits on worker A, the pool is full, and worker B holds an idle server of that
+// pool, A keeps an empty server
+// slot (Adopting) and asks B for it. B stops the server's recv (Yielding), then sends the
+// socket with IORING_OP_MSG_RING / IORING_MSG_SEND_FD straight into A's fixed-file table
+// at that slot, with the server's state in a Transfer whose address rides in the CQE that
+// A receives. Once the send completed, B drops its own table entry without shutting the
+// socket down. No lock, no copy of a socket through the fd table, and the pool's count of
+// servers never changes (DESIGN, "Lock-free pool table").
+#include <strings.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pgplex/base/log.h"
+#include "pgplex/client/client_work.h"
+#include "pgplex/io/worker.h"
+#include "pgplex/pool/pool.h"
+#include "pgplex/proto/error.h"
+#include "pgplex/route/router.h"
+#include "pgplex/server/internal.h"
+#include "pgplex/server/server_work.h"
+
+namespace pgplex::server {
+
+namespace {
+
+// The first worker other than this one with idle servers of the pool, or nil.
+uint32_t worker_with_idle(io::Worker& worker, pool::Pool& pool) {
+    for (uint32_t word = 0; word < pool::waiter_mask_words; ++word) {
+        uint64_t mask = pool.idle_workers[word].load(std::memory_order_acquire);
+        if (word == worker.index / 64) mask &= ~(uint64_t(1) << (worker.index % 64));
+        if (mask == 0) continue;
+        uint32_t target = word * 64 + uint32_t(__builtin_ctzll(mask));
+        return target < worker.shared.ring_fds.size() ? target : io::nil;
+    }
+    return io::nil;
+}
+
+void ask_for_handoff(io::Worker& worker, pool::Pool& pool, uint32_t target) {
+    uint32_t slot = worker.server_acquire();
+    if (slot == io::nil) return;
+    claim(worker, slot, ServerState::Adopting, pool);
+    worker.pools[pool.id].connecting++;
+    worker.message(target, io::MessageKind::PoolYield, pool.id,
+                   worker.index << 24 | worker.server_file(slot));
+}
+
+// Whether a server a client left can be brought back to a clean state: nothing of the
+// client's is still running or half sent. An open transaction is fine: it is rolled back,
+// as PostgreSQL does when a client disconnects.
+bool reusable(const Server& server) {
+    return server.pending_syncs == 0 && !server.unsynced && server.expected.empty() &&
+           !server.skipping && !server.conn.eof && !server.conn.closing &&
+           server.conn.held_in.empty() && server.conn.frame.between_messages();
+}
+
+// The server's SQL-level prepared statements to drop or prepare for the client's.
+std::vector<pool::Setting> prepared_replay(Server& server, const client::Session& session) {
+    if (!server.sql_prepared_unknown)
+        return pool::prepared_sync(session.sql_prepared, server.sql_prepared);
+    std::vector<pool::Setting> steps = pool::prepared_sync(session.sql_prepared, {});
+    steps.insert(steps.begin(), {{}, "DEALLOCATE ALL", {}, {}});
+    server.prepared.clear();  // DEALLOCATE ALL drops pgplex's renamed statements too
+    server.sql_prepared_unknown = false;
+    return steps;
+}
+
+// Sends what brings the server to the client's session (session_state.h): one Query with
+// its settings, then its SQL-level statements to drop or prepare, one Query each so that one
+// that fails harms nothing else; a PREPARE made under other settings than the client's of
+// now runs in a transaction block of its own under those (prepare_in_context). False: the
+// server is the client's already.
+bool sync_session(io::Worker& worker, Server& server, const client::Session& session) {
+    const std::vector<pool::Setting>& startup = pool::settings_of(session.startup);
+    const std::vector<pool::Setting>& settings = pool::settings_of(session.settings);
+    auto reported = [&](const std::string& name) -> const std::string* {
+        if (!pool::default_may_stand(startup, settings, name)) return nullptr;
+        for (const auto& [key, value] : server.parameters)
+            if (strcasecmp(key.c_str(), name.c_str()) == 0) return &value;
+        return nullptr;
+    };
+    const std::vector<pool::Setting>& applied = pool::settings_of(server.applied);
+    bool prepared_differ = server.sql_prepared_unknown ||
+                           session.sql_prepared.size() != server.sql_prepared.size() ||
+                           !pool::prepared_sync(session.sql_prepared, server.sql_prepared).empty();
+    if (pool::in_sync(startup, settings, applied, reported) && !prepared_differ) return false;
+    std::vector<pool::Setting> wanted = pool::effective(startup, settings);
+    pool::SettingsSync sync = pool::settings_sync(wanted, applied, reported);
+    server.sync_settings = !sync.sql.empty();
+    server.sync_settings_failed = false;
+    server.sync_replies = 0;
+    server.pending_error.clear();
+    if (server.sync_settings) send_query(worker, server, sync.sql);
+    for (const pool::Setting& step : prepared_replay(server, session)) {
+        if (!step.context || pool::same_settings(*step.context, wanted)) {
+            send_query(worker, server, step.sql);
+            continue;
+        }
+        for (const std::string& query : pool::prepare_in_context(step, sync.applied))
+            send_query(worker, server, query);
+    }
+    server.applied = std::make_shared<const std::vector<pool::Setting>>(std::move(sync.applied));
+    server.sql_prepared = session.sql_prepared;
+    return true;
+}
+
+// Tells every other worker with clients waiting for the pool to look again.
+void wake_waiters(io::Worker& worker, pool::Pool& pool) {
+    for (uint32_t word = 0; word < pool::waiter_mask_words; ++word) {
+        uint64_t mask = pool.waiter_workers[word].load(std::memory_order_acquire);
+        while (mask != 0) {
+            uint32_t target = word * 64 + uint32_t(__builtin_ctzll(mask));
+            mask &= mask - 1;
+            if (target != worker.index && target < worker.shared.ring_fds.size())
+                worker.message(target, io::MessageKind::PoolWake, pool.id, 0);
+        }
+    }
+}
+
+// Gives the client's SQL-level PREPAREs that have none the settings it has now, as what
+// they were prepared under (a transaction that set search_path and prepared sees its own).
+void stamp_prepared(client::Session& session) {
+    std::shared_ptr<const std::vector<pool::Setting>> now;
+    for (pool::Setting& prepare : session.sql_prepared) {
+        if (prepare.context) continue;
+        if (!now)
+            now = std::make_shared<const std::vector<pool::Setting>>(pool::effective(
+                pool::settings_of(session.startup), pool::settings_of(session.settings)));
+        prepare.context = now;
+    }
+}
+
+// The SQL-level statements a settings check found (`names`): each with its PREPARE text,
+// from what the client had or sent in the transaction; a name pgplex has no text for makes
+// the server's list unknown (the next lending starts with DEALLOCATE ALL).
+void reconcile_prepared(Server& server, client::Session& session,
+                        const std::vector<std::string>& names) {
+    std::vector<pool::Setting> known = session.sql_prepared;
+    for (const pool::SetChange& change : session.pending)
+        if (change.kind == pool::SetKind::Prepare)
+            known.push_back({change.name, change.sql, {}, {}});
+    session.pending.clear();
+    std::vector<pool::Setting> held;
+    for (const std::string& name : names) {
+        const pool::Setting* found = nullptr;
+        for (const pool::Setting& candidate : known)
+            if (candidate.name == name && found == nullptr) found = &candidate;
+        if (found != nullptr)
+            held.push_back(*found);
+        else
+            server.sql_prepared_unknown = true;
+    }
+    session.sql_prepared = held;
+    server.sql_prepared = std::move(held);
+}
+
+// The message of an ErrorResponse body, for logs.
+std::string error_message(const std::vector<uint8_t>& error) {
+    proto::ErrorFields fields;
+    if (!proto::parse_error(error.data(), uint32_t(error.size()), fields)) return "(unreadable)";
+    return std::string(fields.code) + " " + std::string(fields.message);
+}
+
+}  // namespace
+
+void want_server(io::Worker& worker, pool::Pool& pool) {
+    pool::PoolLocal& local = worker.pools[pool.id];
+    if (local.connecting >= local.waiter_count) return;
+    // An idle server on another ring costs a message to borrow; a new one costs a TCP
+    // handshake, an authentication and a backend fork.
+    uint32_t target = worker_with_idle(worker, pool);
+    if (target != io::nil) {
+        ask_for_handoff(worker, pool, target);
+        return;
+    }
+    if (pool.try_reserve_server() || take_from_reserve(worker, pool)) connect(worker, pool);
+}
+
+void yield_idle(io::Worker& worker, pool::Pool& pool, uint32_t request) {
+    uint32_t requester = request >> 24;
+    uint32_t file = request & 0xffffffu;
+    uint32_t slot = pool::idle_pop(worker, pool);
+    if (slot == io::nil) {
+        worker.message(requester, io::MessageKind::HandoffFailed, pool.id, file);
+        return;
+    }
+    Server& server = worker.server(slot);
+    set_state(worker, server, ServerState::Yielding);
+    server.yield_worker = requester;
+    server.yield_file = file;
+    // Its multishot recv must end first, or bytes meant for the new owner could land here.
+    worker.pause_recv(server.conn, io::Op::ServerRecv, slot);
+    if (!server.conn.recv_armed) continue_yield(worker, server);
+}
+
+void continue_yield(io::Worker& worker, Server& server) {
+    PGPLEX_ASSERT(server.state == ServerState::Yielding && !server.conn.recv_armed);
+    if (!server.conn.held_in.empty() || !server.conn.out.empty() || server.conn.send_busy ||
+        !server.conn.frame.between_messages() || server.conn.eof) {
+        close(worker, server, CloseReason::PoolWanted);
+        return;
+    }
+    auto* transfer = new Transfer{};
+    transfer->file_index = server.yield_file;
+    transfer->backend_pid = server.backend_pid;
+    transfer->backend_key = server.backend_key;
+    transfer->created = server.created;
+    transfer->parameters = std::move(server.parameters);
+    transfer->applied = std::move(server.applied);
+    transfer->prepared = std::move(server.prepared);
+    transfer->sql_prepared = std::move(server.sql_prepared);
+    transfer->sql_prepared_unknown = server.sql_prepared_unknown;
+    server.transfer = transfer;
+    io_uring_sqe* sqe = worker.ring.sqe();
+    io_uring_prep_rw(IORING_OP_MSG_RING, sqe, worker.shared.ring_fds[server.yield_worker],
+                     reinterpret_cast<void*>(uintptr_t(IORING_MSG_SEND_FD)), 0,
+                     io::pack_pointer(io::Op::Adopt, transfer));
+    sqe->addr3 = server.conn.file;
+    sqe->file_index = server.yield_file + 1;  // 1-based: 0 would mean "no slot"
+    uint32_t slot = worker.server_slot(server);
+    io_uring_sqe_set_data64(sqe, io::pack(io::Op::ServerYieldSent, slot, server.conn.generation));
+    ++server.conn.inflight;
+}
+
+void on_yield_sent(io::Worker& worker, Server& server, int result) {
+    Transfer* transfer = server.transfer;
+    server.transfer = nullptr;
+    if (result < 0) {
+        log_warning("handing a server to worker %u failed: %s", server.yield_worker,
+                    strerror(-result));
+        server.parameters = std::move(transfer->parameters);
+        delete transfer;
+        close(worker, server, CloseReason::PoolWanted);
+        return;
+    }
+    // The other worker owns the socket now: drop our table entry, without a shutdown.
+    uint32_t slot = worker.server_slot(server);
+    set_state(worker, server, ServerState::Closing);
+    server.close_reason = CloseReason::HandedOver;
+    server.conn.closing = true;
+    worker.continue_close(server.conn, io::Op::ServerClose, slot);
+}
+
+void adopt(io::Worker& worker, Transfer* transfer) {
+    uint32_t slot = transfer->file_index - worker.client_capacity;
+    PGPLEX_ASSERT(slot < worker.server_capacity);
+    Server& server = worker.server(slot);
+    if (server.state != ServerState::Adopting) {
+        // We stopped waiting for it (timeout or shutdown): its place goes back to the pool.
+        io_uring_sqe* sqe = worker.ring.sqe();
+        io_uring_prep_close_direct(sqe, transfer->file_index);
+        io_uring_sqe_set_data64(sqe, io::pack(io::Op::Ignored, 0, 0));
+        log_warning("a server handed over too late was closed");
+        delete transfer;
+        return;
+    }
+    pool::Pool& pool = *server.pool;
+    worker.pools[pool.id].connecting--;
+    server.conn.file = transfer->file_index;
+    server.backend_pid = transfer->backend_pid;
+    server.backend_key = transfer->backend_key;
+    server.created = transfer->created;
+    server.parameters = std::move(transfer->parameters);
+    server.applied = std::move(transfer->applied);
+    server.prepared = std::move(transfer->prepared);
+    server.sql_prepared = std::move(transfer->sql_prepared);
+    server.sql_prepared_unknown = transfer->sql_prepared_unknown;
+    server.status = proto::TransactionStatus::Idle;
+    server.pending_syncs = 0;
+    server.unsynced = false;
+    delete transfer;
+    worker.arm_recv(server.conn, io::Op::ServerRecv, slot);
+    make_available(worker, server);
+}
+
+void handoff_failed(io::Worker& worker, uint32_t file_index) {
+    uint32_t slot = file_index - worker.client_capacity;
+    if (slot >= worker.server_capacity) return;
+    Server& server = worker.server(slot);
+    if (server.state != ServerState::Adopting) return;
+    pool::Pool& pool = *server.pool;
+    worker.pools[pool.id].connecting--;
+    set_state(worker, server, ServerState::Free);
+    server.pool = nullptr;
+    worker.server_release_slot(slot);
+    // The idle server it hoped for went to someone else: try again now (the other worker's
+    // idle mark is gone, so this opens a server or waits for a release).
+    if (pool::waiter_front(worker, pool) != io::nil) want_server(worker, pool);
+}
+
+void link(io::Worker& worker, Server& server, client::Client& client) {
+    PGPLEX_ASSERT(server.state == ServerState::Idle && server.client == io::nil);
+    server.client = worker.client_slot(client);
+    client.server = worker.server_slot(server);
+    ++server.epoch;
+    if (!sync_session(worker, server, *client.session)) {
+        set_state(worker, server, ServerState::Active);
+        client::on_server_ready(worker, client);
+        return;
+    }
+    set_state(worker, server, ServerState::Syncing);
+    client::set_state(worker, client, client::ClientState::Syncing);
+}
+
+// The replay of a client's session (sync_session) is done. When its settings were refused
+// (a role since dropped, a value no longer valid) the server is closed, and the client,
+// which has not seen a thing, asks for a server once more; at login, or when that fails
+// too, it hears the server's own words, as it would on its own connection. A PREPARE that
+// fails (its table is gone) fails alone: the client's EXECUTE of it will say so.
+void synced(io::Worker& worker, Server& server, const std::vector<uint8_t>& error) {
+    client::Client& client = worker.client(server.client);
+    client::Session& session = *client.session;
+    if (server.sync_settings_failed) {
+        log_warning("server %s: restoring a client's session settings failed (%s); closing it",
+                    server.pool->target.endpoint.to_string().c_str(), error_message(error).c_str());
+        server.client = io::nil;
+        client.server = io::nil;
+        close(worker, server, CloseReason::Unusable);
+        if (client.login || ++session.replay_failures > 1) {
+            client::on_server_failed(worker, client, error.data(), uint32_t(error.size()));
+            return;
+        }
+        client::on_released(worker, client);
+        return;
+    }
+    if (!error.empty()) {
+        log_info(
+            "server %s: a client's SQL-level prepared statement could not be prepared "
+            "again: %s",
+            server.pool->target.endpoint.to_string().c_str(), error_message(error).c_str());
+        server.sql_prepared_unknown = true;  // which one failed is not known
+    }
+    session.replay_failures = 0;
+    set_state(worker, server, ServerState::Active);
+    client::on_server_ready(worker, client);
+}
+
+void release_if_done(io::Worker& worker, Server& server) {
+    if (server.state != ServerState::Active || server.client == io::nil) return;
+    client::Client& client = worker.client(server.client);
+    if (!client.session || client.session->mode == config::PoolMode::Session) return;
+    bool done = server.pending_syncs == 0 && !server.unsynced && server.expected.empty() &&
+                server.status == proto::TransactionStatus::Idle &&
+                server.conn.frame.between_messages() && client.conn.frame.between_messages();
+    if (!done) return;
+    if (client.session->routing && client.session->routing->needs_lsn) {
+        set_state(worker, server, ServerState::Syncing);
+        server.reading_lsn = true;
+        server.session_state_count = -1;
+        client::set_state(worker, client, client::ClientState::Syncing);
+        send_query(worker, server, "SELECT pg_current_wal_insert_lsn() - '0/0'");
+        return;
+    }
+    if (client.session->check_settings) {
+        // Read what the transaction left of the session's settings before anyone else, or
+        // this client's next transaction elsewhere, relies on them.
+        set_state(worker, server, ServerState::Syncing);
+        server.reading_settings = true;
+        server.checked.clear();
+        server.pending_error.clear();
+        client::set_state(worker, client, client::ClientState::Syncing);
+        send_query(worker, server, pool::settings_check_sql);
+        return;
+    }
+    if (client.session->pin_suspect) {
+        // Count what the transaction left behind before lending the server to anyone else;
+        // the client's next messages wait meanwhile.
+        set_state(worker, server, ServerState::Syncing);
+        server.checking = true;
+        server.session_state_count = -1;
+        client::set_state(worker, client, client::ClientState::Syncing);
+        send_query(worker, server, pool::session_state_check_sql);
+        return;
+    }
+    if (client.session->pinned) return;  // nothing sent that could let go of it
+    give_back(worker, server, client);
+}
+
+// The count of the client's session state is in: keep the server with the client (pinned)
+// while there is any, else give it back.
+void checked_session_state(io::Worker& worker, Server& server, bool error) {
+    server.checking = false;
+    client::Client& client = worker.client(server.client);
+    client::Session& session = *client.session;
+    int64_t count = error ? -1 : server.session_state_count;
+    session.pin_suspect = false;
+    if (count == 0) {
+        if (session.pinned)
+            log_info("client slot %u: holds no more session state; unpinned from its server",
+                     server.client);
+        session.pinned = false;
+        give_back(worker, server, client);
+        return;
+    }
+    if (!session.pinned) {
+        ++worker.counters.pinned_clients;
+        log_info(
+            "client slot %u: pinned to its server: it holds %s session state "
+            "(advisory locks, WITH HOLD cursors, temporary tables); %llu pins so far "
+            "on worker %u",
+            server.client, count < 0 ? "possibly" : std::to_string(count).c_str(),
+            (unsigned long long)worker.counters.pinned_clients, worker.index);
+    }
+    session.pinned = true;
+    set_state(worker, server, ServerState::Active);
+    client::on_server_ready(worker, client);
+}
+
+// The settings check is in (session_state.h): what the server holds is now the client's
+// session settings, and the server's; then the server goes on as release_if_done decides.
+// A check that failed leaves nothing known: the server is closed, the client keeps what it
+// had and goes on without it.
+void settings_checked(io::Worker& worker, Server& server, bool error) {
+    server.reading_settings = false;
+    PGPLEX_ASSERT(server.client != io::nil);
+    client::Client& client = worker.client(server.client);
+    client::Session& session = *client.session;
+    std::vector<pool::Setting> checked = std::move(server.checked);
+    server.checked.clear();
+    if (error) {
+        log_warning("server %s: reading the session's settings failed; closing it",
+                    server.pool->target.endpoint.to_string().c_str());
+        session.pending.clear();
+        client.server = io::nil;
+        server.client = io::nil;
+        close(worker, server, CloseReason::Unusable);
+        client::on_released(worker, client);
+        return;
+    }
+    session.check_settings = false;
+    std::vector<std::string> prepared;
+    std::erase_if(checked, [&prepared](const pool::Setting& row) {
+        if (row.name != prepared_row) return false;
+        prepared.push_back(row.value);
+        return true;
+    });
+    reconcile_prepared(server, session, prepared);
+    session.settings = std::make_shared<const std::vector<pool::Setting>>(std::move(checked));
+    server.applied = session.settings;
+    stamp_prepared(session);
+    server.sql_prepared = session.sql_prepared;
+    set_state(worker, server, ServerState::Active);
+    client::set_state(worker, client, client::ClientState::Active);
+    release_if_done(worker, server);
+    if (server.client != io::nil && client.state == client::ClientState::Active)
+        client::on_server_ready(worker, client);
+}
+
+// Read your writes: the primary's WAL insert position after the client's transaction is in;
+// its reads now go only where that is replayed. Then the server goes back as usual.
+void read_lsn_done(io::Worker& worker, Server& server, bool error) {
+    server.reading_lsn = false;
+    PGPLEX_ASSERT(server.client != io::nil);
+    client::Client& client = worker.client(server.client);
+    PGPLEX_ASSERT(client.session && client.session->routing);
+    route::Routing& routing = *client.session->routing;
+    routing.needs_lsn = false;
+    if (!error && server.session_state_count > 0)
+        routing.ryw_lsn = std::max(routing.ryw_lsn, uint64_t(server.session_state_count));
+    set_state(worker, server, ServerState::Active);
+    client::set_state(worker, client, client::ClientState::Active);
+    release_if_done(worker, server);
+    if (server.client != io::nil && client.state == client::ClientState::Active)
+        client::on_server_ready(worker, client);
+}
+
+// A transaction ended (ReadyForQuery idle). Its SETs need nothing here: the settings check
+// reads what they left (release_if_done). Its PREPAREs and DEALLOCATEs stand when it
+// committed; when it failed, some may have run all the same (they are not transactional),
+// so the check also asks which statements the server holds, and they wait for its answer.
+void settle_settings(Server& server, client::Session& session) {
+    bool kept = !session.transaction_failed && !session.transaction_rolled_back;
+    session.transaction_failed = false;
+    session.transaction_rolled_back = false;
+    if (session.pending.empty()) return;
+    if (!kept) {
+        session.check_settings = true;
+        return;
+    }
+    for (const pool::SetChange& change : session.pending)
+        pool::apply_prepare_change(session.sql_prepared, change);
+    // What they were prepared under: the settings of now, unless a check is to tell.
+    if (!session.check_settings) stamp_prepared(session);
+    server.sql_prepared = session.sql_prepared;
+    session.pending.clear();
+}
+
+void give_back(io::Worker& worker, Server& server, client::Client& client) {
+    client.server = io::nil;
+    server.client = io::nil;
+    make_available(worker, server);
+    client::on_released(worker, client);
+}
+
+void make_available(io::Worker& worker, Server& server) {
+    pool::Pool& pool = *server.pool;
+    server.client = io::nil;
+    const config::Config& config = *worker.config;
+    if (config.server_lifetime_ms > 0 && worker.now - server.created > config.server_lifetime_ms) {
+        close(worker, server, CloseReason::Lifetime);
+        return;
+    }
+    uint32_t waiter = pool::waiter_front(worker, pool);
+    if (waiter != io::nil) {
+        pool::waiter_remove(worker, waiter);
+        set_state(worker, server, ServerState::Idle);
+        link(worker, server, worker.client(waiter));
+        return;
+    }
+    set_state(worker, server, ServerState::Idle);
+    pool::idle_push(worker, worker.server_slot(server));
+    // Clients wait on other workers: they borrow this server through the hand-off
+    // (server_handoff.cc) rather than open one of their own.
+    if (pool.waiting.load(std::memory_order_acquire) > 0) wake_waiters(worker, pool);
+}
+
+// A place in the pool was given up: a waiter here gets a new server; waiters on other
+// workers are woken to open one on their own rings.
+void place_freed(io::Worker& worker, pool::Pool& pool) {
+    pool::PoolLocal& local = worker.pools[pool.id];
+    if (local.waiter_count > local.connecting) {
+        if (pool.try_reserve_server()) connect(worker, pool);
+        return;
+    }
+    if (pool.waiting.load(std::memory_order_acquire) > 0) wake_waiters(worker, pool);
+}
+
+void unlink(io::Worker& worker, Server& server, bool reset_session) {
+    server.client = io::nil;
+    bool answered = server.expected.empty();
+    forget_expected(worker, server);
+    if (!answered) server.unsynced = true;  // replies are still to come: not reusable
+    if (server.state == ServerState::Closing) return;
+    if (server.pool->target.direct) {  // a direct service: the server was the client's own
+        close(worker, server, CloseReason::Direct);
+        return;
+    }
+    if (!reusable(server)) {
+        close(worker, server, CloseReason::Unusable);
+        return;
+    }
+    worker.resume_recv(server.conn, io::Op::ServerRecv, worker.server_slot(server));
+    static const std::string no_reset;
+    const std::string& reset = reset_session ? worker.config->server_reset_query : no_reset;
+    bool in_transaction = server.status != proto::TransactionStatus::Idle;
+    if (reset.empty() && !in_transaction) {
+        make_available(worker, server);
+        return;
+    }
+    set_state(worker, server, ServerState::Resetting);
+    // Two messages: DISCARD ALL may not run inside a transaction block, nor in the implicit
+    // one a multi-statement Query makes.
+    if (in_transaction) send_query(worker, server, "ROLLBACK");
+    if (!reset.empty()) {
+        server.applied.reset();
+        send_query(worker, server, reset);
+        // Statements transaction-pooled clients prepared (a pool may serve both modes).
+        bool holds = server.prepared.size() > 0 || !server.sql_prepared.empty() ||
+                     server.sql_prepared_unknown;
+        if (holds && !pool::drops_prepared(reset)) send_query(worker, server, "DEALLOCATE ALL");
+        server.prepared.clear();
+        server.sql_prepared.clear();
+        server.sql_prepared_unknown = false;
+    }
+}
+
+}  // namespace pgplex::server
