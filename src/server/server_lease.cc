@@ -520,7 +520,7 @@ void make_available(io::Worker& worker, Server& server) {
     set_state(worker, server, ServerState::Idle);
     pool::idle_push(worker, worker.server_slot(server));
     // Clients wait on other workers: they borrow this server through the hand-off
-    // (server_handoff.cc) rather than open one of their own.
+    // (above) rather than open one of their own.
     if (pool.waiting.load(std::memory_order_acquire) > 0) wake_waiters(worker, pool);
 }
 

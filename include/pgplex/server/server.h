@@ -162,7 +162,7 @@ struct Server {
     std::unique_ptr<uint8_t[]> assembly;  // an inspected message split across buffers
 };
 
-// What travels with a server's file from one worker to another (server_handoff.cc).
+// What travels with a server's file from one worker to another (server_lease.cc).
 struct Transfer {
     uint32_t file_index = 0;  // where the receiving worker's table holds the file
     uint32_t backend_pid = 0;
