@@ -90,7 +90,7 @@ struct Session {
     // A statement of the transaction under way may have changed the settings: the server
     // is asked before it goes back (route::StatementFacts).
     bool check_settings = false;
-    // Consecutive replays of its settings that a server refused (server_work.cc).
+    // Consecutive replays of its settings that a server refused (server_lease.cc).
     uint8_t replay_failures = 0;
     // Transaction pooling: its SQL-level PREPAREs (name, statement), replayed like settings.
     std::vector<pool::Setting> sql_prepared;

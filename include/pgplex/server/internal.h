@@ -1,4 +1,4 @@
-// Internal to server/: shared between server_login.cc and server_work.cc.
+// Internal to server/: shared between its files (login, work, lease, listen, expect).
 #pragma once
 
 #include <cstdint>
