@@ -21,6 +21,7 @@
 #include "pgplex/proto/startup.h"
 #include "pgplex/proto/writer.h"
 #include "pgplex/route/router.h"
+#include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_work.h"
 #include "pgplex/tls/md5.h"
 
@@ -540,7 +541,7 @@ void request_server(io::Worker& worker, Client& client) {
     set_state(worker, client, ClientState::Waiting);
     uint32_t slot = worker.client_slot(client);
     while (true) {
-        uint32_t idle = pool::idle_pop(worker, pool);
+        uint32_t idle = server::idle_pop(worker, pool);
         if (idle == io::nil) break;
         server::Server& candidate = worker.server(idle);
         const config::Config& config = *worker.config;
@@ -563,7 +564,7 @@ void request_server(io::Worker& worker, Client& client) {
              "maxqueue = " + std::to_string(routing.maxqueue));
         return;
     }
-    pool::waiter_push(worker, slot);
+    server::waiter_push(worker, slot);
     server::want_server(worker, pool);
 }
 

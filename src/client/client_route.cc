@@ -15,6 +15,7 @@
 #include "pgplex/proto/message.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/route/router.h"
+#include "pgplex/server/server_lease.h"
 
 namespace pgplex::client {
 
@@ -304,7 +305,7 @@ bool reroute_after_failure(io::Worker& worker, Client& client, const uint8_t* er
     if (error != nullptr && proto::parse_error(error, error_size, fields) &&
         !fields.code.starts_with("08") && !fields.code.starts_with("57P"))
         return false;
-    pool::waiter_remove(worker, worker.client_slot(client));
+    server::waiter_remove(worker, worker.client_slot(client));
     lease_ended(worker, client);
     log_info("client slot %u: node %s cannot be reached; waiting for a node of cluster %s",
              worker.client_slot(client), client.session->routing->node.c_str(),

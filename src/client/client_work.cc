@@ -17,6 +17,7 @@
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/route/router.h"
 #include "pgplex/server/internal.h"
+#include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::client {
@@ -372,7 +373,7 @@ void consume_held(io::Worker& worker, Client& client) {
 
 void release(io::Worker& worker, Client& client) {
     if (client.state == ClientState::Waiting && client.pool != nullptr)
-        pool::waiter_remove(worker, worker.client_slot(client));
+        server::waiter_remove(worker, worker.client_slot(client));
     lease_ended(worker, client);
     if (client.server != io::nil) {
         server::Server& server = worker.server(client.server);
@@ -561,7 +562,7 @@ void on_tick(io::Worker& worker, Client& client) {
             }
             // The head of the line asks again each tick: a message to another worker can
             // find it between two states, and nothing else would ask twice.
-            if (pool::waiter_front(worker, *client.pool) == worker.client_slot(client))
+            if (server::waiter_front(worker, *client.pool) == worker.client_slot(client))
                 server::want_server(worker, *client.pool);
             if (config.query_wait_timeout_ms > 0 && age > config.query_wait_timeout_ms) {
                 std::string message = "query_wait_timeout: no server connection became free in " +

@@ -13,6 +13,7 @@
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/server/listen.h"
+#include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::io {

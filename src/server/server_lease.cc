@@ -28,6 +28,7 @@
 #include "pgplex/proto/error.h"
 #include "pgplex/route/router.h"
 #include "pgplex/server/internal.h"
+#include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::server {
@@ -189,7 +190,7 @@ void want_server(io::Worker& worker, pool::Pool& pool) {
 void yield_idle(io::Worker& worker, pool::Pool& pool, uint32_t request) {
     uint32_t requester = request >> 24;
     uint32_t file = request & 0xffffffu;
-    uint32_t slot = pool::idle_pop(worker, pool);
+    uint32_t slot = idle_pop(worker, pool);
     if (slot == io::nil) {
         worker.message(requester, io::MessageKind::HandoffFailed, pool.id, file);
         return;
@@ -295,7 +296,7 @@ void handoff_failed(io::Worker& worker, uint32_t file_index) {
     worker.server_release_slot(slot);
     // The idle server it hoped for went to someone else: try again now (the other worker's
     // idle mark is gone, so this opens a server or waits for a release).
-    if (pool::waiter_front(worker, pool) != io::nil) want_server(worker, pool);
+    if (waiter_front(worker, pool) != io::nil) want_server(worker, pool);
 }
 
 void link(io::Worker& worker, Server& server, client::Client& client) {
@@ -510,15 +511,15 @@ void make_available(io::Worker& worker, Server& server) {
         close(worker, server, CloseReason::Lifetime);
         return;
     }
-    uint32_t waiter = pool::waiter_front(worker, pool);
+    uint32_t waiter = waiter_front(worker, pool);
     if (waiter != io::nil) {
-        pool::waiter_remove(worker, waiter);
+        waiter_remove(worker, waiter);
         set_state(worker, server, ServerState::Idle);
         link(worker, server, worker.client(waiter));
         return;
     }
     set_state(worker, server, ServerState::Idle);
-    pool::idle_push(worker, worker.server_slot(server));
+    idle_push(worker, worker.server_slot(server));
     // Clients wait on other workers: they borrow this server through the hand-off
     // (above) rather than open one of their own.
     if (pool.waiting.load(std::memory_order_acquire) > 0) wake_waiters(worker, pool);
@@ -572,6 +573,72 @@ void unlink(io::Worker& worker, Server& server, bool reset_session) {
         server.sql_prepared.clear();
         server.sql_prepared_unknown = false;
     }
+}
+
+// --- a pool's idle servers and waiting clients on this worker ---------------------------
+
+void idle_push(io::Worker& worker, uint32_t slot) {
+    Server& s = worker.server(slot);
+    pool::PoolLocal& local = worker.pools[s.pool->id];
+    s.idle_prev = io::nil;
+    s.idle_next = local.idle_head;
+    if (local.idle_head != io::nil) worker.server(local.idle_head).idle_prev = slot;
+    local.idle_head = slot;
+    if (local.idle_count++ == 0) s.pool->mark_idle_worker(worker.index);
+}
+
+void idle_remove(io::Worker& worker, uint32_t slot) {
+    Server& s = worker.server(slot);
+    pool::PoolLocal& local = worker.pools[s.pool->id];
+    PGPLEX_ASSERT(local.idle_count > 0);
+    if (s.idle_prev != io::nil)
+        worker.server(s.idle_prev).idle_next = s.idle_next;
+    else
+        local.idle_head = s.idle_next;
+    if (s.idle_next != io::nil) worker.server(s.idle_next).idle_prev = s.idle_prev;
+    s.idle_prev = s.idle_next = io::nil;
+    if (--local.idle_count == 0) s.pool->clear_idle_worker(worker.index);
+}
+
+uint32_t idle_pop(io::Worker& worker, pool::Pool& pool) {
+    uint32_t slot = worker.pools[pool.id].idle_head;
+    if (slot != io::nil) idle_remove(worker, slot);
+    return slot;
+}
+
+void waiter_push(io::Worker& worker, uint32_t slot) {
+    client::Client& c = worker.client(slot);
+    pool::PoolLocal& local = worker.pools[c.pool->id];
+    c.wait_next = io::nil;
+    c.wait_prev = local.waiter_tail;
+    if (local.waiter_tail != io::nil)
+        worker.client(local.waiter_tail).wait_next = slot;
+    else
+        local.waiter_head = slot;
+    local.waiter_tail = slot;
+    if (local.waiter_count++ == 0) c.pool->mark_waiter_worker(worker.index);
+    c.pool->waiting.fetch_add(1, std::memory_order_acq_rel);
+}
+
+void waiter_remove(io::Worker& worker, uint32_t slot) {
+    client::Client& c = worker.client(slot);
+    pool::PoolLocal& local = worker.pools[c.pool->id];
+    PGPLEX_ASSERT(local.waiter_count > 0);
+    if (c.wait_prev != io::nil)
+        worker.client(c.wait_prev).wait_next = c.wait_next;
+    else
+        local.waiter_head = c.wait_next;
+    if (c.wait_next != io::nil)
+        worker.client(c.wait_next).wait_prev = c.wait_prev;
+    else
+        local.waiter_tail = c.wait_prev;
+    c.wait_prev = c.wait_next = io::nil;
+    if (--local.waiter_count == 0) c.pool->clear_waiter_worker(worker.index);
+    c.pool->waiting.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+uint32_t waiter_front(io::Worker& worker, const pool::Pool& pool) {
+    return worker.pools[pool.id].waiter_head;
 }
 
 }  // namespace pgplex::server

@@ -36,6 +36,7 @@
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/internal.h"
 #include "pgplex/server/listen.h"
+#include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::server {

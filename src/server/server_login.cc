@@ -20,6 +20,7 @@
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/internal.h"
 #include "pgplex/server/listen.h"
+#include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_work.h"
 #include "pgplex/tls/md5.h"
 
@@ -323,7 +324,7 @@ void login_failed(io::Worker& worker, Server& server, const uint8_t* error, uint
         error_size = writer.size() - 5;
     }
     while (true) {
-        uint32_t waiter = pool::waiter_front(worker, pool);
+        uint32_t waiter = waiter_front(worker, pool);
         if (waiter == io::nil) break;
         client::on_server_failed(worker, worker.client(waiter), error, error_size);
     }

@@ -15,6 +15,7 @@
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/server/internal.h"
 #include "pgplex/server/listen.h"
+#include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::server {
@@ -48,7 +49,7 @@ bool take_from_reserve(io::Worker& worker, pool::Pool& pool) {
     int64_t timeout_ms = worker.config->reserve_pool_timeout_ms;
     // As in PgBouncer, a reserve_pool_timeout of 0 disables the reserve.
     if (timeout_ms == 0 || pool.reserve_limit.load(std::memory_order_acquire) <= 0) return false;
-    uint32_t head = pool::waiter_front(worker, pool);
+    uint32_t head = waiter_front(worker, pool);
     if (head == io::nil) return false;
     int64_t waited_ms = worker.now - worker.client(head).since;
     if (waited_ms < timeout_ms || !pool.try_reserve_extra()) return false;

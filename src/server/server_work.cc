@@ -17,6 +17,7 @@
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/internal.h"
 #include "pgplex/server/listen.h"
+#include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::server {
@@ -451,7 +452,7 @@ void close_released(io::Worker& worker, Server& server, CloseReason reason) {
 
 void close_server(io::Worker& worker, Server& server, CloseReason reason, bool release_place) {
     if (server.state == ServerState::Closing || server.state == ServerState::Free) return;
-    if (server.state == ServerState::Idle) pool::idle_remove(worker, worker.server_slot(server));
+    if (server.state == ServerState::Idle) idle_remove(worker, worker.server_slot(server));
     if (server.state == ServerState::Yielding) {
         PGPLEX_ASSERT(server.transfer == nullptr);  // never closed while its file is in flight
         worker.message(server.yield_worker, io::MessageKind::HandoffFailed, server.pool->id,
@@ -536,7 +537,7 @@ void on_shutdown(io::Worker& worker, Server& server, bool immediate) {
             // Say goodbye properly so the backend does not log an unexpected EOF.
             static const uint8_t terminate[5] = {'X', 0, 0, 0, 4};
             queue(worker, server, terminate, sizeof terminate);
-            pool::idle_remove(worker, worker.server_slot(server));
+            idle_remove(worker, worker.server_slot(server));
             server.conn.close_when_sent = true;
             server.pool->release_server();
             set_state(worker, server, ServerState::Closing);
