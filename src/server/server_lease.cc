@@ -17,8 +17,10 @@
 #include <strings.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "pgplex/base/log.h"
@@ -141,25 +143,42 @@ void stamp_prepared(client::Session& session) {
     }
 }
 
-// The SQL-level statements a settings check found (`names`): each with its PREPARE text,
-// from what the client had or sent in the transaction; a name pgplex has no text for makes
-// the server's list unknown (the next lending starts with DEALLOCATE ALL).
+// The SQL-level statements a settings check found (`rows`): each with its PREPARE text,
+// from what the client had or sent in the transaction, the one whose text the server's
+// holds (a PREPARE of a name in use fails and the first stays; after a DEALLOCATE the new
+// one stands). When the text tells nothing (cut short), the newest of the name is taken
+// and the server's list is unknown, so the next lending replays the client's view whole
+// (DEALLOCATE ALL first); a name pgplex has no text for is dropped the same way.
 void reconcile_prepared(Server& server, client::Session& session,
-                        const std::vector<std::string>& names) {
+                        const std::vector<std::string>& rows) {
     std::vector<pool::Setting> known = session.sql_prepared;
     for (const pool::SetChange& change : session.pending)
         if (change.kind == pool::SetKind::Prepare)
             known.push_back({change.name, change.sql, {}, {}});
     session.pending.clear();
     std::vector<pool::Setting> held;
-    for (const std::string& name : names) {
-        const pool::Setting* found = nullptr;
-        for (const pool::Setting& candidate : known)
-            if (candidate.name == name && found == nullptr) found = &candidate;
-        if (found != nullptr)
-            held.push_back(*found);
-        else
+    for (const std::string& row : rows) {
+        // length ':' name, then the start of the text the statement was prepared from
+        size_t colon = row.find(':');
+        size_t length = colon == std::string::npos ? 0 : strtoul(row.c_str(), nullptr, 10);
+        if (colon == std::string::npos || colon + 1 + length > row.size()) {
             server.sql_prepared_unknown = true;
+            continue;
+        }
+        std::string_view name(row.data() + colon + 1, length);
+        std::string_view text = std::string_view(row).substr(colon + 1 + length);
+        const pool::Setting* found = nullptr;  // the newest of that name its text holds
+        const pool::Setting* newest = nullptr;
+        for (const pool::Setting& candidate : known) {
+            if (candidate.name != name) continue;
+            newest = &candidate;
+            if (text.find(candidate.sql) != std::string_view::npos) found = &candidate;
+        }
+        if (found == nullptr) {
+            server.sql_prepared_unknown = true;
+            found = newest;
+        }
+        if (found != nullptr) held.push_back(*found);
     }
     session.sql_prepared = held;
     server.sql_prepared = std::move(held);

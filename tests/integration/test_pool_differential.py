@@ -146,6 +146,13 @@ REPRODUCTIONS = {
           (0, "PREPARE p1 AS SELECT tag FROM shared_table LIMIT 1"), (0, "RESET search_path"),
           (1, "PREPARE p1 AS SELECT tag FROM shared_table LIMIT 1"), (0, "EXECUTE p1"),
           (1, "EXECUTE p1")], {}),
+    "a_prepare_after_deallocate_all_in_a_rolled_back_block_stands":
+        ([(0, "PREPARE p1 (int) AS SELECT $1 * 3"),
+          (0, "BEGIN; DEALLOCATE ALL; PREPARE p1 AS SELECT 7"), (0, "ROLLBACK"),
+          (1, "SELECT 1"), (0, "EXECUTE p1")], {}),
+    "a_failed_prepare_of_a_name_in_use_leaves_the_first":
+        ([(0, "PREPARE p1 (int) AS SELECT $1 * 3"), (0, "BEGIN; PREPARE p1 AS SELECT 7"),
+          (0, "ROLLBACK"), (1, "SELECT 1"), (0, "EXECUTE p1(2)")], {}),
     "set_session_characteristics_replays":
         ([(0, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
           DIRTY], {}),

@@ -104,13 +104,16 @@ std::string describe_session_state(uint8_t kinds);
 // The query that reads what a server's session carries between transactions: every setting
 // whose source is the session (SET, set_config; a function's own SET clause dies with the
 // call), the role, the session authorization, and the names of its SQL-level prepared
-// statements (as "prepared statement", name). Two text columns: the name in lower case, the
-// value as current_setting shows it (which SET takes back unchanged, as pg_dump relies on).
+// statements (as "prepared statement", and the name's length, ':', the name and the start
+// of the text it was prepared from: which of two PREPAREs of one name a failed transaction
+// left is told by its text). Two text columns: the name in lower case, the value as
+// current_setting shows it (which SET takes back unchanged, as pg_dump relies on).
 inline constexpr const char* settings_check_sql =
     "SELECT pg_catalog.lower(name), pg_catalog.current_setting(name) FROM pg_catalog.pg_settings "
     "WHERE source = 'session' UNION ALL SELECT 'role', pg_catalog.current_setting('role') "
     "UNION ALL SELECT 'session_authorization', session_user::pg_catalog.text "
-    "UNION ALL SELECT 'prepared statement', name FROM pg_catalog.pg_prepared_statements "
+    "UNION ALL SELECT 'prepared statement', pg_catalog.length(name)::pg_catalog.text || ':' || "
+    "name || pg_catalog.left(statement, 3000) FROM pg_catalog.pg_prepared_statements "
     "WHERE from_sql";
 
 // The pseudo-settings replayed with SET ROLE / SET SESSION AUTHORIZATION.
