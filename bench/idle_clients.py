@@ -22,7 +22,7 @@ it sets aside per client slot at start (its slot tables are sized from max_clien
 
 The hard RLIMIT_NOFILE caps how far each proxy can go: PgBouncer holds a descriptor per
 client; pgplex holds clients as io_uring fixed files, whose table per worker it sizes from
-the limit (src/io/worker.cc), and logs the size. The script reads those sizes and measures
+the limit (src/worker/worker.cc), and logs the size. The script reads those sizes and measures
 at the largest N reachable when N itself is not, and says so.
 
 Environment overrides (defaults in brackets):

@@ -17,7 +17,7 @@
 #include "pgplex/base/log.h"
 #include "pgplex/cluster/monitor.h"
 #include "pgplex/io/listener.h"
-#include "pgplex/io/worker.h"
+#include "pgplex/worker/worker.h"
 
 namespace pgplex {
 
@@ -39,8 +39,8 @@ struct WorkerThread {
     std::string error;
 };
 
-bool open_one(const config::Endpoint& endpoint, io::ListenerRole role,
-              std::vector<base::UniqueFd>& out, std::vector<io::ListenerRole>& roles) {
+bool open_one(const config::Endpoint& endpoint, worker::ListenerRole role,
+              std::vector<base::UniqueFd>& out, std::vector<worker::ListenerRole>& roles) {
     std::string reason;
     base::UniqueFd fd = io::listen_on(endpoint, reason);
     if (!fd.valid()) {
@@ -55,7 +55,7 @@ bool open_one(const config::Endpoint& endpoint, io::ListenerRole role,
 // Opens every listen socket a worker needs: the main listener, then every service's. A Unix
 // socket goes to worker 0 only.
 bool open_listeners(const config::Config& config, uint32_t worker, std::vector<base::UniqueFd>& out,
-                    std::vector<io::ListenerRole>& roles) {
+                    std::vector<worker::ListenerRole>& roles) {
     for (const config::Listen& listen : config.listen) {
         if (listen.endpoint.is_unix() && worker != 0) continue;
         if (!open_one(listen.endpoint, {}, out, roles)) return false;
@@ -92,7 +92,7 @@ std::string service_addresses(const config::Config& config) {
     return out;
 }
 
-void reload(io::Shared& shared, cluster::Monitor& monitor) {
+void reload(worker::Shared& shared, cluster::Monitor& monitor) {
     std::shared_ptr<const config::Config> current = shared.config_snapshot();
     sd_notify(0, "RELOADING=1");
     config::LoadResult result = config::load(current->path);
@@ -113,7 +113,7 @@ void reload(io::Shared& shared, cluster::Monitor& monitor) {
 }
 
 // Turns signals into reloads and shutdowns until every worker has finished.
-void wait_for_signals(io::Shared& shared, cluster::Monitor& monitor, const std::string& path,
+void wait_for_signals(worker::Shared& shared, cluster::Monitor& monitor, const std::string& path,
                       bool failed, int running) {
     sigset_t signals;
     sigemptyset(&signals);
@@ -151,12 +151,12 @@ void wait_for_signals(io::Shared& shared, cluster::Monitor& monitor, const std::
 
 }  // namespace
 
-std::shared_ptr<const cluster::Topology> io::Shared::topology_snapshot() const {
+std::shared_ptr<const cluster::Topology> worker::Shared::topology_snapshot() const {
     std::lock_guard<std::mutex> guard(config_mutex_);
     return topology_;
 }
 
-void io::Shared::publish_topology(std::shared_ptr<const cluster::Topology> topology) {
+void worker::Shared::publish_topology(std::shared_ptr<const cluster::Topology> topology) {
     {
         std::lock_guard<std::mutex> guard(config_mutex_);
         topology_ = std::move(topology);
@@ -164,12 +164,12 @@ void io::Shared::publish_topology(std::shared_ptr<const cluster::Topology> topol
     topology_generation.fetch_add(1, std::memory_order_acq_rel);
 }
 
-std::shared_ptr<const config::Config> io::Shared::config_snapshot() const {
+std::shared_ptr<const config::Config> worker::Shared::config_snapshot() const {
     std::lock_guard<std::mutex> guard(config_mutex_);
     return config_;
 }
 
-void io::Shared::publish(std::shared_ptr<const config::Config> config) {
+void worker::Shared::publish(std::shared_ptr<const config::Config> config) {
     {
         std::lock_guard<std::mutex> guard(config_mutex_);
         config_ = std::move(config);
@@ -205,23 +205,23 @@ int run_control(std::shared_ptr<const config::Config> config) {
     block_signals();
     uint32_t worker_count = uint32_t(config->workers > 0 ? config->workers : 1);
     if (worker_count > limits::workers_max) worker_count = limits::workers_max;
-    io::Shared shared(pool_table_capacity);
+    worker::Shared shared(pool_table_capacity);
     shared.publish(config);
     shared.ring_fds.assign(worker_count, -1);
 
     std::vector<std::unique_ptr<WorkerThread>> threads;
     for (uint32_t i = 0; i < worker_count; ++i) {
         std::vector<base::UniqueFd> listeners;
-        std::vector<io::ListenerRole> roles;
+        std::vector<worker::ListenerRole> roles;
         if (!open_listeners(*config, i, listeners, roles)) return 1;
         auto entry = std::make_unique<WorkerThread>();
         WorkerThread* slot = entry.get();
         entry->thread = std::thread([&shared, config, i, slot, fds = std::move(listeners),
                                      roles = std::move(roles)]() mutable {
-            std::unique_ptr<io::Worker> worker;
+            std::unique_ptr<worker::Worker> worker;
             try {
-                worker = std::make_unique<io::Worker>(i, shared, config, std::move(fds),
-                                                      std::move(roles));
+                worker = std::make_unique<worker::Worker>(i, shared, config, std::move(fds),
+                                                          std::move(roles));
             } catch (const std::exception& error) {
                 slot->error = error.what();
                 slot->state.store(-1);

@@ -3,7 +3,7 @@
 #include "pgplex/client/client.h"
 
 #include "pgplex/base/assert.h"
-#include "pgplex/io/worker.h"
+#include "pgplex/worker/worker.h"
 
 namespace pgplex::client {
 
@@ -36,7 +36,7 @@ bool allowed(ClientState from, ClientState to) {
 
 }  // namespace
 
-void set_state(io::Worker& worker, Client& client, ClientState state) {
+void set_state(worker::Worker& worker, Client& client, ClientState state) {
     PGPLEX_ASSERT(allowed(client.state, state));
     if (client.state != ClientState::Free) --worker.counters.clients_in[size_t(client.state)];
     if (state != ClientState::Free) ++worker.counters.clients_in[size_t(state)];

@@ -9,10 +9,10 @@
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/client/login.h"
-#include "pgplex/io/worker.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/message.h"
 #include "pgplex/proto/sqlstate.h"
+#include "pgplex/worker/worker.h"
 
 namespace pgplex::client {
 
@@ -21,13 +21,14 @@ namespace {
 using proto::FrontendMessage;
 using proto::Severity;
 
-void queue_writer(io::Worker& worker, Client& client, std::vector<uint8_t>& bytes, uint32_t used) {
+void queue_writer(worker::Worker& worker, Client& client, std::vector<uint8_t>& bytes,
+                  uint32_t used) {
     queue(worker, client, bytes.data(), used);
 }
 
 }  // namespace
 
-void begin_admin(io::Worker& worker, Client& client) {
+void begin_admin(worker::Worker& worker, Client& client) {
     const config::Config& config = *worker.config;
     const std::string& user = client.session->user;
     if (std::find(config.admin_users.begin(), config.admin_users.end(), user) ==
@@ -62,7 +63,7 @@ void begin_admin(io::Worker& worker, Client& client) {
              worker.index, worker.client_slot(client));
 }
 
-uint32_t admin_consume(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+uint32_t admin_consume(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
     if (size < 5) return 0;
     uint32_t length = proto::read_be32(data + 1);
     if (length < 4 || length > (1u << 20)) {

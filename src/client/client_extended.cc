@@ -186,7 +186,7 @@ void ensure_prepared(Outbound& out, pool::Statement* statement) {
 
 // Lets go of the client's unnamed statement: replaced, closed, destroyed by a simple Query,
 // or the client is leaving.
-void release_unnamed(io::Worker& worker, pool::ClientStatements& mine) {
+void release_unnamed(worker::Worker& worker, pool::ClientStatements& mine) {
     if (mine.unnamed != nullptr) worker.statements.unref(mine.unnamed);
     mine.unnamed = nullptr;
     mine.unnamed_sent = false;
@@ -339,7 +339,7 @@ void Outbound::record(const uint8_t* data, uint32_t size) {
     server.replay.append(reinterpret_cast<const char*>(data), size);
 }
 
-bool renames_statements(const io::Worker& worker, const Client& client) {
+bool renames_statements(const worker::Worker& worker, const Client& client) {
     return client.session && client.session->mode != config::PoolMode::Session &&
            worker.config->max_prepared_statements > 0;
 }
@@ -535,14 +535,14 @@ void on_sync(Client& client) {
     client.session->statements->unnamed_sent = false;  // the server may go back after it
 }
 
-void on_simple_query(io::Worker& worker, Client& client) {
+void on_simple_query(worker::Worker& worker, Client& client) {
     if (!client.session || !client.session->statements) return;
     client.session->statements->unnamed_is_local = false;
     release_unnamed(worker, *client.session->statements);
 }
 
 // `name` is a named Parse's name, or unnamed_key() for the client's unnamed Parse.
-void forget_statement(io::Worker& worker, Client& client, std::string_view name,
+void forget_statement(worker::Worker& worker, Client& client, std::string_view name,
                       const pool::Statement* statement) {
     if (!client.session || !client.session->statements) return;
     pool::ClientStatements& mine = *client.session->statements;
@@ -559,7 +559,7 @@ void forget_statement(io::Worker& worker, Client& client, std::string_view name,
     names.erase(found);
 }
 
-void drop_statements(io::Worker& worker, Client& client) {
+void drop_statements(worker::Worker& worker, Client& client) {
     if (!client.session || !client.session->statements) return;
     for (auto& [name, statement] : client.session->statements->names)
         worker.statements.unref(statement);
@@ -587,7 +587,7 @@ bool next_message(const uint8_t* data, uint32_t size, uint32_t& at, uint8_t& typ
 }
 
 // The validated statement a named Parse prepares, or null.
-pool::Statement* known_parse(io::Worker& worker, const Client& client, const uint8_t* body,
+pool::Statement* known_parse(worker::Worker& worker, const Client& client, const uint8_t* body,
                              uint32_t size, std::string_view& name) {
     if (!read_cstring(body, size, 0, name) || name.empty() || find(client, name) != nullptr)
         return nullptr;
@@ -599,7 +599,7 @@ pool::Statement* known_parse(io::Worker& worker, const Client& client, const uin
 
 // Whether data starts with named Parses of validated statements and Closes of statements,
 // then a Sync; `end` is just past the Sync.
-bool answerable(io::Worker& worker, const Client& client, const uint8_t* data, uint32_t size,
+bool answerable(worker::Worker& worker, const Client& client, const uint8_t* data, uint32_t size,
                 uint32_t& end) {
     uint32_t at = 0;
     uint8_t type = 0;
@@ -624,7 +624,7 @@ bool answerable(io::Worker& worker, const Client& client, const uint8_t* data, u
 
 }  // namespace
 
-uint32_t answer_between_transactions(io::Worker& worker, Client& client, const uint8_t* data,
+uint32_t answer_between_transactions(worker::Worker& worker, Client& client, const uint8_t* data,
                                      uint32_t size) {
     uint32_t end = 0;
     if (!renames_statements(worker, client) || !answerable(worker, client, data, size, end))

@@ -27,11 +27,11 @@
 #include "pgplex/client/client_work.h"
 #include "pgplex/client/listen.h"
 #include "pgplex/client/login.h"
-#include "pgplex/io/worker.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/server/internal.h"
 #include "pgplex/server/listen.h"
+#include "pgplex/worker/worker.h"
 
 namespace pgplex::client {
 
@@ -68,7 +68,7 @@ void erase_slot(std::vector<uint32_t>& slots, uint32_t slot) {
 // The channel on this worker, made wanted when new, with the client in it (`wait`: as a
 // waiter until the listener LISTENs on it). The hub hears of it last: its answer may come
 // at once, into on_listen_confirmed or on_listen_failed.
-void join(io::Worker& worker, Client& client, const std::string& name, bool wait) {
+void join(worker::Worker& worker, Client& client, const std::string& name, bool wait) {
     pool::PoolListen& listens = server::pool_listen(worker, client.pool->id);
     auto [it, made] = listens.channels.try_emplace(name);
     pool::LocalChannel& channel = it->second;
@@ -85,7 +85,7 @@ void join(io::Worker& worker, Client& client, const std::string& name, bool wait
 }
 
 // Takes the client out of the channel; the last one out makes it unwanted on this worker.
-void leave(io::Worker& worker, Client& client, const std::string& name) {
+void leave(worker::Worker& worker, Client& client, const std::string& name) {
     pool::PoolListen& listens = server::pool_listen(worker, client.pool->id);
     auto it = listens.channels.find(name);
     if (it == listens.channels.end()) return;
@@ -99,7 +99,7 @@ void leave(io::Worker& worker, Client& client, const std::string& name) {
 
 // The client's channels become `after`. Its list is set first: an answer that comes at once
 // (a failure) takes the channel out of it again.
-void set_channels(io::Worker& worker, Client& client, std::vector<std::string> after) {
+void set_channels(worker::Worker& worker, Client& client, std::vector<std::string> after) {
     pool::ClientListen& mine = listens_of(client);
     std::vector<std::string> before = std::move(mine.channels);
     mine.channels = after;
@@ -119,7 +119,8 @@ void set_channels(io::Worker& worker, Client& client, std::vector<std::string> a
     }
 }
 
-void commit(io::Worker& worker, Client& client, const std::vector<pool::ListenChange>& changes) {
+void commit(worker::Worker& worker, Client& client,
+            const std::vector<pool::ListenChange>& changes) {
     std::vector<std::string> after = listens_of(client).channels;
     pool::apply_listen(after, changes);
     set_channels(worker, client, std::move(after));
@@ -142,7 +143,7 @@ std::string refusal_body(pool::ListenQuery kind) {
     return std::string(reinterpret_cast<const char*>(bytes) + 5, writer.size() - 5);
 }
 
-void write_dropped_notice(io::Worker& worker, Client& client, pool::ClientListen& mine) {
+void write_dropped_notice(worker::Worker& worker, Client& client, pool::ClientListen& mine) {
     if (mine.dropped == 0) return;
     std::string message =
         "pgplex dropped " + std::to_string(mine.dropped) +
@@ -158,7 +159,7 @@ void write_dropped_notice(io::Worker& worker, Client& client, pool::ClientListen
     mine.dropped = 0;
 }
 
-void deliver(io::Worker& worker, Client& client, std::string_view message) {
+void deliver(worker::Worker& worker, Client& client, std::string_view message) {
     if (client.state == ClientState::Closing || client.state == ClientState::Free ||
         !client.session)
         return;
@@ -182,7 +183,7 @@ void deliver(io::Worker& worker, Client& client, std::string_view message) {
 }
 
 // The held LISTEN's answer: its channels take effect, or (a channel failed) none does.
-void finish_held(io::Worker& worker, Client& client) {
+void finish_held(worker::Worker& worker, Client& client) {
     pool::ClientListen& mine = listens_of(client);
     std::vector<std::string> after = mine.channels;
     pool::apply_listen(after, mine.held);
@@ -207,7 +208,7 @@ void finish_held(io::Worker& worker, Client& client) {
     flush_notifications(worker, client);
 }
 
-void begin_held(io::Worker& worker, Client& client, std::vector<pool::ListenChange> changes) {
+void begin_held(worker::Worker& worker, Client& client, std::vector<pool::ListenChange> changes) {
     pool::ClientListen& mine = listens_of(client);
     mine.held = std::move(changes);
     mine.held_error.clear();
@@ -220,7 +221,7 @@ void begin_held(io::Worker& worker, Client& client, std::vector<pool::ListenChan
 }
 
 // A held LISTEN heard about one of its channels: answered when it was the last.
-void settle_waiter(io::Worker& worker, Client& client, std::string_view error) {
+void settle_waiter(worker::Worker& worker, Client& client, std::string_view error) {
     pool::ClientListen& mine = *client.session->listen;
     if (!error.empty() && mine.held_error.empty()) mine.held_error.assign(error);
     if (--mine.awaiting > 0) return;
@@ -230,7 +231,7 @@ void settle_waiter(io::Worker& worker, Client& client, std::string_view error) {
 
 }  // namespace
 
-uint32_t answer_listen(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+uint32_t answer_listen(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
     if (size < 5 || data[0] != uint8_t(proto::FrontendMessage::Query)) return 0;
     uint32_t length = proto::read_be32(data + 1);
     if (length < 5 || length > size - 1) return 0;  // not whole here: the server path has it
@@ -303,7 +304,7 @@ bool refuses_prepared_listen(std::string_view query, std::string& text) {
     return true;
 }
 
-void write_listen_reply(io::Worker& worker, Client& client, const server::Pending& head,
+void write_listen_reply(worker::Worker& worker, Client& client, const server::Pending& head,
                         proto::TransactionStatus status, proto::Writer& writer) {
     std::vector<pool::ListenChange> changes;
     std::string_view error;
@@ -333,7 +334,7 @@ bool has_pending_listens(const Client& client) {
     return client.session && client.session->listen && !client.session->listen->pending.empty();
 }
 
-void settle_listens(io::Worker& worker, Client& client) {
+void settle_listens(worker::Worker& worker, Client& client) {
     if (!has_pending_listens(client)) return;
     Session& session = *client.session;
     std::vector<pool::ListenChange> pending = std::move(session.listen->pending);
@@ -342,7 +343,7 @@ void settle_listens(io::Worker& worker, Client& client) {
     commit(worker, client, pending);
 }
 
-void flush_notifications(io::Worker& worker, Client& client) {
+void flush_notifications(worker::Worker& worker, Client& client) {
     if (!client.session || !client.session->listen || client.state != ClientState::Idle) return;
     pool::ClientListen& mine = *client.session->listen;
     if (mine.awaiting > 0) return;
@@ -356,7 +357,7 @@ void flush_notifications(io::Worker& worker, Client& client) {
     write_dropped_notice(worker, client, mine);  // the dropped ones came after these
 }
 
-void forget_listens(io::Worker& worker, Client& client) {
+void forget_listens(worker::Worker& worker, Client& client) {
     if (!client.session || !client.session->listen || client.pool == nullptr) return;
     pool::ClientListen& mine = *client.session->listen;
     std::vector<std::string> names = std::move(mine.channels);
@@ -370,7 +371,7 @@ void forget_listens(io::Worker& worker, Client& client) {
     for (const std::string& name : names) leave(worker, client, name);
 }
 
-void on_listen_confirmed(io::Worker& worker, pool::Pool& pool, std::string_view channel,
+void on_listen_confirmed(worker::Worker& worker, pool::Pool& pool, std::string_view channel,
                          uint64_t seq) {
     pool::PoolListen& listens = server::pool_listen(worker, pool.id);
     auto it = listens.channels.find(channel);
@@ -386,8 +387,8 @@ void on_listen_confirmed(io::Worker& worker, pool::Pool& pool, std::string_view 
     }
 }
 
-void on_listen_failed(io::Worker& worker, pool::Pool& pool, std::string_view channel, uint64_t seq,
-                      std::string_view error_body) {
+void on_listen_failed(worker::Worker& worker, pool::Pool& pool, std::string_view channel,
+                      uint64_t seq, std::string_view error_body) {
     pool::PoolListen& listens = server::pool_listen(worker, pool.id);
     auto it = listens.channels.find(channel);
     if (it == listens.channels.end() || it->second.seq != seq || it->second.confirmed) return;
@@ -410,7 +411,7 @@ void on_listen_failed(io::Worker& worker, pool::Pool& pool, std::string_view cha
     }
 }
 
-void on_notification(io::Worker& worker, pool::Pool& pool, std::string_view channel,
+void on_notification(worker::Worker& worker, pool::Pool& pool, std::string_view channel,
                      std::string_view message) {
     pool::PoolListen& listens = server::pool_listen(worker, pool.id);
     auto it = listens.channels.find(channel);

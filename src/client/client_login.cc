@@ -85,7 +85,7 @@ bool parse_options(std::string_view options, std::vector<std::pair<std::string, 
     return true;
 }
 
-void send_auth_request(io::Worker& worker, Client& client, proto::AuthRequest request,
+void send_auth_request(worker::Worker& worker, Client& client, proto::AuthRequest request,
                        const void* data, uint32_t size) {
     uint8_t bytes[512];
     proto::Writer writer(bytes, sizeof bytes);
@@ -94,7 +94,7 @@ void send_auth_request(io::Worker& worker, Client& client, proto::AuthRequest re
     queue(worker, client, bytes, writer.size());
 }
 
-void fail_password(io::Worker& worker, Client& client) {
+void fail_password(worker::Worker& worker, Client& client) {
     std::string message = "password authentication failed for user \"" +
                           (client.session ? client.session->user : std::string()) + "\"";
     fail(worker, client, CloseReason::LoginFailed, Severity::Fatal, sqlstate::invalid_password,
@@ -104,7 +104,7 @@ void fail_password(io::Worker& worker, Client& client) {
 // The SCRAM secret to check this user's proof against: the stored one, one derived from a
 // plain-text password (cached per worker: PBKDF2 is deliberately slow), or for an unknown
 // user a random one, so the exchange looks the same and fails at the proof.
-tls::scram::Secret scram_secret_for(io::Worker& worker, const Login& login) {
+tls::scram::Secret scram_secret_for(worker::Worker& worker, const Login& login) {
     tls::scram::Secret secret;
     if (login.user_known && tls::scram::parse_secret(login.secret, secret)) return secret;
     if (login.user_known && !tls::md5::is_hash(login.secret)) {
@@ -126,7 +126,7 @@ tls::scram::Secret scram_secret_for(io::Worker& worker, const Login& login) {
     return secret;
 }
 
-void start_scram(io::Worker& worker, Client& client) {
+void start_scram(worker::Worker& worker, Client& client) {
     Login& login = *client.login;
     login.scram = std::make_unique<tls::scram::ServerExchange>(scram_secret_for(worker, login));
     static const char mechanisms[] = "SCRAM-SHA-256\0";  // a list ending with an empty name
@@ -135,7 +135,7 @@ void start_scram(io::Worker& worker, Client& client) {
     set_state(worker, client, ClientState::Auth);
 }
 
-void start_md5(io::Worker& worker, Client& client) {
+void start_md5(worker::Worker& worker, Client& client) {
     Login& login = *client.login;
     uint32_t salt = worker.random_u32();
     memcpy(login.md5_salt, &salt, 4);
@@ -144,9 +144,9 @@ void start_md5(io::Worker& worker, Client& client) {
     set_state(worker, client, ClientState::Auth);
 }
 
-void authenticated(io::Worker& worker, Client& client);
+void authenticated(worker::Worker& worker, Client& client);
 
-void begin_auth(io::Worker& worker, Client& client) {
+void begin_auth(worker::Worker& worker, Client& client) {
     const config::Config& config = *worker.config;
     Login& login = *client.login;
     auto found = config.users.find(client.session->user);
@@ -200,7 +200,7 @@ bool add_startup_setting(std::vector<pool::Setting>& settings, const std::string
 }
 
 // A StartupMessage: check what PostgreSQL would check, record the session, authenticate.
-void begin_session(io::Worker& worker, Client& client, const proto::StartupPacket& packet) {
+void begin_session(worker::Worker& worker, Client& client, const proto::StartupPacket& packet) {
     if (!packet.replication.empty() && packet.replication != "false" && packet.replication != "0" &&
         packet.replication != "off" && packet.replication != "no") {
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
@@ -255,7 +255,7 @@ void begin_session(io::Worker& worker, Client& client, const proto::StartupPacke
 }
 
 // The startup packet is complete: answer SSL/GSS, route a cancel, or begin a login.
-void on_startup_packet(io::Worker& worker, Client& client) {
+void on_startup_packet(worker::Worker& worker, Client& client) {
     Login& login = *client.login;
     proto::StartupPacket packet;
     const char* reason = nullptr;
@@ -299,7 +299,8 @@ void on_startup_packet(io::Worker& worker, Client& client) {
     begin_session(worker, client, packet);
 }
 
-uint32_t consume_startup(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+uint32_t consume_startup(worker::Worker& worker, Client& client, const uint8_t* data,
+                         uint32_t size) {
     Login& login = *client.login;
     uint32_t used = 0;
     if (login.packet.size() < 4) {
@@ -323,7 +324,8 @@ uint32_t consume_startup(io::Worker& worker, Client& client, const uint8_t* data
 
 // --- the password / SASL exchange ---------------------------------------------------------
 
-void on_password_message(io::Worker& worker, Client& client, const uint8_t* body, uint32_t size) {
+void on_password_message(worker::Worker& worker, Client& client, const uint8_t* body,
+                         uint32_t size) {
     Login& login = *client.login;
     std::string_view text(reinterpret_cast<const char*>(body), size);
     switch (login.step) {
@@ -389,7 +391,7 @@ void on_password_message(io::Worker& worker, Client& client, const uint8_t* body
 }
 
 struct AuthHandler {
-    io::Worker& worker;
+    worker::Worker& worker;
     Client& client;
     bool violation = false;
 
@@ -412,7 +414,7 @@ struct AuthHandler {
     }
 };
 
-uint32_t consume_auth(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+uint32_t consume_auth(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
     AuthHandler handler{worker, client};
     proto::FeedResult result =
         proto::feed(client.conn.frame, proto::Direction::Frontend, data, size, handler);
@@ -471,7 +473,7 @@ const config::Alias* routed_alias(const config::Config& config, const Session& s
     return alias != nullptr && alias->name != "*" ? alias : nullptr;
 }
 
-void authenticated(io::Worker& worker, Client& client) {
+void authenticated(worker::Worker& worker, Client& client) {
     const config::Config& config = *worker.config;
     Session& session = *client.session;
     if (session.admin) {
@@ -518,7 +520,7 @@ void authenticated(io::Worker& worker, Client& client) {
 
 }  // namespace
 
-uint32_t login_consume(io::Worker& worker, Client& client, uint32_t, const uint8_t* data,
+uint32_t login_consume(worker::Worker& worker, Client& client, uint32_t, const uint8_t* data,
                        uint32_t size) {
     switch (client.state) {
         case ClientState::Startup:
@@ -536,7 +538,7 @@ uint32_t login_consume(io::Worker& worker, Client& client, uint32_t, const uint8
     PGPLEX_UNREACHABLE();
 }
 
-void request_server(io::Worker& worker, Client& client) {
+void request_server(worker::Worker& worker, Client& client) {
     pool::Pool& pool = *client.pool;
     set_state(worker, client, ClientState::Waiting);
     uint32_t slot = worker.client_slot(client);
@@ -568,7 +570,7 @@ void request_server(io::Worker& worker, Client& client) {
     server::want_server(worker, pool);
 }
 
-void send_welcome(io::Worker& worker, Client& client) {
+void send_welcome(worker::Worker& worker, Client& client) {
     PGPLEX_ASSERT(client.server != io::nil);
     const server::Server& server = worker.server(client.server);
     std::vector<uint8_t> bytes(256);

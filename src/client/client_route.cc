@@ -9,13 +9,13 @@
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/client/login.h"
-#include "pgplex/io/worker.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/message.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/route/router.h"
 #include "pgplex/server/server_lease.h"
+#include "pgplex/worker/worker.h"
 
 namespace pgplex::client {
 
@@ -57,7 +57,7 @@ std::shared_ptr<route::Routing> make_routing(const config::Config& config,
 
 // A service listener: the alias of the name, if any, supplies the login; the service fixes
 // the nodes.
-void resolve_service(io::Worker& worker, Session& session, const io::ListenerRole& role,
+void resolve_service(worker::Worker& worker, Session& session, const worker::ListenerRole& role,
                      Resolved& out) {
     const config::Config& config = *worker.config;
     out.alias = config.find_alias(session.database);
@@ -78,7 +78,8 @@ void resolve_service(io::Worker& worker, Session& session, const io::ListenerRol
 
 }  // namespace
 
-bool resolve_login(io::Worker& worker, Client& client, const std::string& intent, Resolved& out) {
+bool resolve_login(worker::Worker& worker, Client& client, const std::string& intent,
+                   Resolved& out) {
     const config::Config& config = *worker.config;
     Session& session = *client.session;
     out = Resolved{};
@@ -141,7 +142,8 @@ bool resolve_login(io::Worker& worker, Client& client, const std::string& intent
 
 namespace {
 
-pool::Pool* pool_of(io::Worker& worker, route::Routing& routing, const cluster::NodeStatus& node) {
+pool::Pool* pool_of(worker::Worker& worker, route::Routing& routing,
+                    const cluster::NodeStatus& node) {
     for (auto& [name, pool] : routing.pools)
         if (name == node.name) return pool;
     pool::Target target = routing.base;
@@ -157,7 +159,7 @@ pool::Pool* pool_of(io::Worker& worker, route::Routing& routing, const cluster::
 }
 
 // Chooses the node for `request` and points the client at its pool. False: none can take it.
-bool place(io::Worker& worker, Client& client, const route::Request& request) {
+bool place(worker::Worker& worker, Client& client, const route::Request& request) {
     route::Routing& routing = *client.session->routing;
     if (!worker.topology) return false;
     const cluster::ClusterStatus* cluster = worker.topology->find(routing.cluster);
@@ -179,14 +181,14 @@ bool place(io::Worker& worker, Client& client, const route::Request& request) {
     return true;
 }
 
-void wait_for_node(io::Worker& worker, Client& client, const route::Request& request) {
+void wait_for_node(worker::Worker& worker, Client& client, const route::Request& request) {
     route::Routing& routing = *client.session->routing;
     routing.pending = request;
     client.pool = nullptr;
     set_state(worker, client, ClientState::Waiting);
 }
 
-void answer(io::Worker& worker, Client& client, const route::Reading& reading) {
+void answer(worker::Worker& worker, Client& client, const route::Reading& reading) {
     uint8_t bytes[1024];
     proto::Writer writer(bytes, sizeof bytes);
     if (reading.answer == route::Answer::IntentSet) {
@@ -248,7 +250,7 @@ std::string_view statement_text(const Client& client, const uint8_t* data, uint3
 
 }  // namespace
 
-void begin_routed(io::Worker& worker, Client& client, pool::Target base) {
+void begin_routed(worker::Worker& worker, Client& client, pool::Target base) {
     route::Routing& routing = *client.session->routing;
     base.direct = routing.dest == config::Dest::Direct;
     routing.base = std::move(base);
@@ -261,7 +263,8 @@ void begin_routed(io::Worker& worker, Client& client, pool::Target base) {
     request_server(worker, client);
 }
 
-uint32_t route_transaction(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+uint32_t route_transaction(worker::Worker& worker, Client& client, const uint8_t* data,
+                           uint32_t size) {
     Session& session = *client.session;
     route::Routing& routing = *session.routing;
     bool complete = false;
@@ -277,7 +280,7 @@ uint32_t route_transaction(io::Worker& worker, Client& client, const uint8_t* da
     return 0;
 }
 
-void retry_route(io::Worker& worker, Client& client) {
+void retry_route(worker::Worker& worker, Client& client) {
     route::Routing& routing = *client.session->routing;
     if (place(worker, client, routing.pending)) {
         request_server(worker, client);
@@ -296,7 +299,7 @@ void retry_route(io::Worker& worker, Client& client) {
          "SHOW NODES in the pgplex database tells which nodes are up and their roles.");
 }
 
-bool reroute_after_failure(io::Worker& worker, Client& client, const uint8_t* error,
+bool reroute_after_failure(worker::Worker& worker, Client& client, const uint8_t* error,
                            uint32_t error_size) {
     if (client.state != ClientState::Waiting || client.pool == nullptr || !client.session ||
         !client.session->routing)
@@ -314,7 +317,7 @@ bool reroute_after_failure(io::Worker& worker, Client& client, const uint8_t* er
     return true;
 }
 
-void lease_ended(io::Worker&, Client& client) {
+void lease_ended(worker::Worker&, Client& client) {
     if (!client.session || !client.session->routing) return;
     route::Routing& routing = *client.session->routing;
     if (routing.in_flight) routing.in_flight->fetch_sub(1, std::memory_order_relaxed);

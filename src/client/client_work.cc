@@ -27,7 +27,7 @@ namespace {
 using proto::FrontendMessage;
 using proto::Severity;
 
-uint32_t queued_bytes_max(const io::Worker& worker) {
+uint32_t queued_bytes_max(const worker::Worker& worker) {
     return limits::queued_buffers_max * worker.buffers.buffer_size();
 }
 
@@ -270,8 +270,8 @@ struct ForwardHandler {
     }
 };
 
-uint32_t consume_active(io::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
-                        uint32_t size) {
+uint32_t consume_active(worker::Worker& worker, Client& client, uint32_t buffer,
+                        const uint8_t* data, uint32_t size) {
     server::Server& server = worker.server(client.server);
     bool track = client.session && client.session->mode != config::PoolMode::Session;
     ForwardHandler handler{{worker, client, server, buffer, worker.buffers.data(buffer)},
@@ -296,7 +296,7 @@ uint32_t consume_active(io::Worker& worker, Client& client, uint32_t buffer, con
 }
 
 // Feeds bytes at data (inside `buffer`) to whatever the client's state expects.
-uint32_t consume(io::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
+uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
                  uint32_t size) {
     uint32_t used = 0;
     while (used < size) {
@@ -346,7 +346,7 @@ uint32_t consume(io::Worker& worker, Client& client, uint32_t buffer, const uint
 }
 
 // Processes bytes held from earlier receives, oldest first, as far as the state allows.
-void consume_held(io::Worker& worker, Client& client) {
+void consume_held(worker::Worker& worker, Client& client) {
     // A server found while consuming (request_server → link → on_server_ready) would come
     // back here: the loop below carries on with the new state instead.
     if (client.consuming) return;
@@ -371,7 +371,7 @@ void consume_held(io::Worker& worker, Client& client) {
         worker.resume_recv(client.conn, io::Op::ClientRecv, worker.client_slot(client));
 }
 
-void release(io::Worker& worker, Client& client) {
+void release(worker::Worker& worker, Client& client) {
     if (client.state == ClientState::Waiting && client.pool != nullptr)
         server::waiter_remove(worker, worker.client_slot(client));
     lease_ended(worker, client);
@@ -393,12 +393,12 @@ uint32_t cancel_pid(uint32_t worker, uint32_t slot) {
     return worker << limits::cancel_slot_bits | slot;
 }
 
-void queue(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+void queue(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
     worker.buffers.append_copy(client.conn.out, data, size);
     worker.mark_dirty(client.conn, io::Op::ClientSend, worker.client_slot(client));
 }
 
-void on_accepted(io::Worker& worker, uint32_t slot, uint32_t listener) {
+void on_accepted(worker::Worker& worker, uint32_t slot, uint32_t listener) {
     Client& client = worker.client(slot);
     client.listener = uint16_t(listener);
     uint32_t generation = client.conn.generation + 1;
@@ -417,7 +417,7 @@ void on_accepted(io::Worker& worker, uint32_t slot, uint32_t listener) {
     }
 }
 
-void on_recv(io::Worker& worker, Client& client, uint32_t buffer, uint32_t size) {
+void on_recv(worker::Worker& worker, Client& client, uint32_t buffer, uint32_t size) {
     if (client.state == ClientState::Closing) return;
     // Through the held queue, always: consume_held() is the one place that feeds a client's
     // bytes, so a server lent in the middle of them cannot be given back under its feet.
@@ -428,7 +428,7 @@ void on_recv(io::Worker& worker, Client& client, uint32_t buffer, uint32_t size)
         worker.pause_recv(client.conn, io::Op::ClientRecv, worker.client_slot(client));
 }
 
-void on_recv_end(io::Worker& worker, Client& client, int result) {
+void on_recv_end(worker::Worker& worker, Client& client, int result) {
     client.conn.eof = true;
     if (client.state == ClientState::Closing) {
         // An error was on its way out; the client will never read it now.
@@ -439,7 +439,7 @@ void on_recv_end(io::Worker& worker, Client& client, int result) {
     close(worker, client, CloseReason::ClientGone);
 }
 
-void on_sent(io::Worker& worker, Client& client) {
+void on_sent(worker::Worker& worker, Client& client) {
     // Flow control: the server may send again once the client has taken most of it.
     if (client.server == io::nil) return;
     server::Server& server = worker.server(client.server);
@@ -447,32 +447,32 @@ void on_sent(io::Worker& worker, Client& client) {
         worker.resume_recv(server.conn, io::Op::ServerRecv, client.server);
 }
 
-void on_server_output(io::Worker& worker, Client& client) {
+void on_server_output(worker::Worker& worker, Client& client) {
     uint32_t slot = worker.client_slot(client);
     worker.mark_dirty(client.conn, io::Op::ClientSend, slot);
     if (client.conn.out.bytes > queued_bytes_max(worker))
         worker.pause_recv(worker.server(client.server).conn, io::Op::ServerRecv, client.server);
 }
 
-void on_server_ready(io::Worker& worker, Client& client) {
+void on_server_ready(worker::Worker& worker, Client& client) {
     PGPLEX_ASSERT(client.server != io::nil);
     if (client.login) send_welcome(worker, client);
     set_state(worker, client, ClientState::Active);
     consume_held(worker, client);
 }
 
-void on_released(io::Worker& worker, Client& client) {
+void on_released(worker::Worker& worker, Client& client) {
     lease_ended(worker, client);
     set_state(worker, client, ClientState::Idle);
     flush_notifications(worker, client);
     consume_held(worker, client);
 }
 
-void resume(io::Worker& worker, Client& client) {
+void resume(worker::Worker& worker, Client& client) {
     consume_held(worker, client);
 }
 
-void on_server_failed(io::Worker& worker, Client& client, const uint8_t* error,
+void on_server_failed(worker::Worker& worker, Client& client, const uint8_t* error,
                       uint32_t error_size) {
     client.server = io::nil;
     if (reroute_after_failure(worker, client, error, error_size)) return;
@@ -494,7 +494,7 @@ void on_server_failed(io::Worker& worker, Client& client, const uint8_t* error,
          message, detail);
 }
 
-void fail(io::Worker& worker, Client& client, CloseReason reason, Severity severity,
+void fail(worker::Worker& worker, Client& client, CloseReason reason, Severity severity,
           const char* sqlstate, std::string_view message, std::string_view detail,
           std::string_view hint) {
     if (client.state == ClientState::Closing) return;
@@ -518,7 +518,7 @@ void fail(io::Worker& worker, Client& client, CloseReason reason, Severity sever
         client.conn.close_when_sent = true;
 }
 
-void close(io::Worker& worker, Client& client, CloseReason reason) {
+void close(worker::Worker& worker, Client& client, CloseReason reason) {
     if (client.state == ClientState::Closing) return;
     if (client.session && worker.config->log_disconnections && reason != CloseReason::CancelRequest)
         log_info("closing client: user=%s database=%s: %s", client.session->user.c_str(),
@@ -529,7 +529,7 @@ void close(io::Worker& worker, Client& client, CloseReason reason) {
     worker.request_close(client.conn, io::Op::ClientClose, worker.client_slot(client));
 }
 
-void on_closed(io::Worker& worker, Client& client) {
+void on_closed(worker::Worker& worker, Client& client) {
     PGPLEX_ASSERT(client.state == ClientState::Closing && client.server == io::nil);
     uint32_t generation = client.conn.generation;
     client.conn = io::Conn{};
@@ -544,7 +544,7 @@ void on_closed(io::Worker& worker, Client& client) {
     worker.shared.clients.fetch_sub(1, std::memory_order_acq_rel);
 }
 
-void on_tick(io::Worker& worker, Client& client) {
+void on_tick(worker::Worker& worker, Client& client) {
     const config::Config& config = *worker.config;
     int64_t age = worker.now - client.since;
     switch (client.state) {
@@ -583,7 +583,7 @@ void on_tick(io::Worker& worker, Client& client) {
     }
 }
 
-void on_shutdown(io::Worker& worker, Client& client, bool immediate) {
+void on_shutdown(worker::Worker& worker, Client& client, bool immediate) {
     if (client.state == ClientState::Closing || client.state == ClientState::Free) return;
     bool idle = true;
     if (client.state == ClientState::Active || client.state == ClientState::Syncing) {
@@ -597,7 +597,7 @@ void on_shutdown(io::Worker& worker, Client& client, bool immediate) {
          "terminating connection due to administrator command", "pgplex is shutting down");
 }
 
-void cancel(io::Worker& worker, uint32_t pid, uint32_t key) {
+void cancel(worker::Worker& worker, uint32_t pid, uint32_t key) {
     uint32_t slot = pid & (limits::client_slots_per_worker_max - 1);
     if (slot >= worker.client_capacity) return;
     Client& client = worker.client(slot);

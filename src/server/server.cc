@@ -3,7 +3,7 @@
 #include "pgplex/server/server.h"
 
 #include "pgplex/base/assert.h"
-#include "pgplex/io/worker.h"
+#include "pgplex/worker/worker.h"
 
 namespace pgplex::server {
 
@@ -43,7 +43,7 @@ bool allowed(ServerState from, ServerState to) {
 
 }  // namespace
 
-void set_state(io::Worker& worker, Server& server, ServerState state) {
+void set_state(worker::Worker& worker, Server& server, ServerState state) {
     PGPLEX_ASSERT(allowed(server.state, state));
     if (server.state != ServerState::Free) --worker.counters.servers_in[size_t(server.state)];
     if (state != ServerState::Free) ++worker.counters.servers_in[size_t(state)];

@@ -13,10 +13,10 @@
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/client/listen.h"
-#include "pgplex/io/worker.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/internal.h"
+#include "pgplex/worker/worker.h"
 
 namespace pgplex::server {
 
@@ -54,7 +54,7 @@ bool extended(Expect expect) {
 }
 
 // Pops the oldest; `ok`: it was answered, else it failed or the server skipped it.
-void settle(io::Worker& worker, Server& server, bool ok) {
+void settle(worker::Worker& worker, Server& server, bool ok) {
     Pending& head = server.expected.front();
     if (!extended(head.expect) && server.pending_syncs > 0) --server.pending_syncs;
     if (head.statement != nullptr) {
@@ -81,7 +81,7 @@ bool swallows_query(const Server& server) {
            server.expected.front().reply == Reply::Swallow;
 }
 
-void skip_to_sync(io::Worker& worker, Server& server) {
+void skip_to_sync(worker::Worker& worker, Server& server) {
     while (!server.expected.empty() && server.expected.front().expect != Expect::Sync)
         settle(worker, server, false);
     server.skipping = server.expected.empty();
@@ -127,7 +127,7 @@ void write_synthesized(proto::Writer& writer, const Pending& head,
 }
 
 // pgplex's own reply for the oldest, into the client's queue.
-void write_reply(io::Worker& worker, Server& server, client::Client& client) {
+void write_reply(worker::Worker& worker, Server& server, client::Client& client) {
     const Pending& head = server.expected.front();
     uint8_t bytes[limits::synthesized_reply_bytes_max];
     proto::Writer writer(bytes, sizeof bytes);
@@ -195,7 +195,7 @@ bool may_retry(const Server& server) {
 
 // The statement went stale on this server: prepare it again and send the record again.
 // The failed run's replies, down to its ReadyForQuery, never reach the client.
-void replay(io::Worker& worker, Server& server) {
+void replay(worker::Worker& worker, Server& server) {
     pool::Statement* statement = server.expected.front().statement;
     pool::StatementCache::ref(statement);
     std::string record = std::move(server.replay);
@@ -242,7 +242,7 @@ void replay(io::Worker& worker, Server& server) {
 
 }  // namespace
 
-void on_held_error(io::Worker& worker, Server& server, const uint8_t* body, uint32_t size) {
+void on_held_error(worker::Worker& worker, Server& server, const uint8_t* body, uint32_t size) {
     proto::ErrorFields fields;
     bool stale = proto::parse_error(body, size, fields) && fields.code == "0A000" &&
                  fields.message == "cached plan must not change result type";
@@ -263,7 +263,7 @@ void on_held_error(io::Worker& worker, Server& server, const uint8_t* body, uint
     skip_to_sync(worker, server);
 }
 
-void expect(io::Worker& worker, Server& server, Pending pending) {
+void expect(worker::Worker& worker, Server& server, Pending pending) {
     if (server.skipping) {
         if (pending.expect != Expect::Sync) {
             // The server ignores the message; so does pgplex.
@@ -278,7 +278,7 @@ void expect(io::Worker& worker, Server& server, Pending pending) {
     emit_due(worker, server);
 }
 
-void emit_due(io::Worker& worker, Server& server) {
+void emit_due(worker::Worker& worker, Server& server) {
     if (server.client == io::nil || !server.conn.frame.between_messages()) return;
     client::Client& client = worker.client(server.client);
     bool wrote = false;
@@ -294,7 +294,7 @@ void emit_due(io::Worker& worker, Server& server) {
     if (wrote) client::on_server_output(worker, client);
 }
 
-proto::Fate on_reply(io::Worker& worker, Server& server, uint8_t type, uint32_t length) {
+proto::Fate on_reply(worker::Worker& worker, Server& server, uint8_t type, uint32_t length) {
     emit_due(worker, server);  // a new header: the previous reply is complete
     if (swallows_query(server) && type != uint8_t(BackendMessage::NotificationResponse) &&
         type != uint8_t(BackendMessage::ParameterStatus)) {
@@ -327,7 +327,7 @@ proto::Fate on_reply(io::Worker& worker, Server& server, uint8_t type, uint32_t 
     return reply == Reply::Swallow ? proto::Fate::Drop : proto::Fate::Forward;
 }
 
-void forget_expected(io::Worker& worker, Server& server) {
+void forget_expected(worker::Worker& worker, Server& server) {
     while (!server.expected.empty()) settle(worker, server, false);
     server.skipping = false;
 }

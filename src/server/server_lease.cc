@@ -25,20 +25,20 @@
 
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
-#include "pgplex/io/worker.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/route/router.h"
 #include "pgplex/server/internal.h"
 #include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_work.h"
+#include "pgplex/worker/worker.h"
 
 namespace pgplex::server {
 
 namespace {
 
 // The first worker other than this one with idle servers of the pool, or nil.
-uint32_t worker_with_idle(io::Worker& worker, pool::Pool& pool) {
+uint32_t worker_with_idle(worker::Worker& worker, pool::Pool& pool) {
     for (uint32_t word = 0; word < pool::waiter_mask_words; ++word) {
         uint64_t mask = pool.idle_workers[word].load(std::memory_order_acquire);
         if (word == worker.index / 64) mask &= ~(uint64_t(1) << (worker.index % 64));
@@ -49,7 +49,7 @@ uint32_t worker_with_idle(io::Worker& worker, pool::Pool& pool) {
     return io::nil;
 }
 
-void ask_for_handoff(io::Worker& worker, pool::Pool& pool, uint32_t target) {
+void ask_for_handoff(worker::Worker& worker, pool::Pool& pool, uint32_t target) {
     uint32_t slot = worker.server_acquire();
     if (slot == io::nil) return;
     claim(worker, slot, ServerState::Adopting, pool);
@@ -83,7 +83,7 @@ std::vector<pool::Setting> prepared_replay(Server& server, const client::Session
 // that fails harms nothing else; a PREPARE made under other settings than the client's of
 // now runs in a transaction block of its own under those (prepare_in_context). False: the
 // server is the client's already.
-bool sync_session(io::Worker& worker, Server& server, const client::Session& session) {
+bool sync_session(worker::Worker& worker, Server& server, const client::Session& session) {
     const std::vector<pool::Setting>& startup = pool::settings_of(session.startup);
     const std::vector<pool::Setting>& settings = pool::settings_of(session.settings);
     auto reported = [&](const std::string& name) -> const std::string* {
@@ -118,7 +118,7 @@ bool sync_session(io::Worker& worker, Server& server, const client::Session& ses
 }
 
 // Tells every other worker with clients waiting for the pool to look again.
-void wake_waiters(io::Worker& worker, pool::Pool& pool) {
+void wake_waiters(worker::Worker& worker, pool::Pool& pool) {
     for (uint32_t word = 0; word < pool::waiter_mask_words; ++word) {
         uint64_t mask = pool.waiter_workers[word].load(std::memory_order_acquire);
         while (mask != 0) {
@@ -193,7 +193,7 @@ std::string error_message(const std::vector<uint8_t>& error) {
 
 }  // namespace
 
-void want_server(io::Worker& worker, pool::Pool& pool) {
+void want_server(worker::Worker& worker, pool::Pool& pool) {
     pool::PoolLocal& local = worker.pools[pool.id];
     if (local.connecting >= local.waiter_count) return;
     // An idle server on another ring costs a message to borrow; a new one costs a TCP
@@ -206,7 +206,7 @@ void want_server(io::Worker& worker, pool::Pool& pool) {
     if (pool.try_reserve_server() || take_from_reserve(worker, pool)) connect(worker, pool);
 }
 
-void yield_idle(io::Worker& worker, pool::Pool& pool, uint32_t request) {
+void yield_idle(worker::Worker& worker, pool::Pool& pool, uint32_t request) {
     uint32_t requester = request >> 24;
     uint32_t file = request & 0xffffffu;
     uint32_t slot = idle_pop(worker, pool);
@@ -223,7 +223,7 @@ void yield_idle(io::Worker& worker, pool::Pool& pool, uint32_t request) {
     if (!server.conn.recv_armed) continue_yield(worker, server);
 }
 
-void continue_yield(io::Worker& worker, Server& server) {
+void continue_yield(worker::Worker& worker, Server& server) {
     PGPLEX_ASSERT(server.state == ServerState::Yielding && !server.conn.recv_armed);
     if (!server.conn.held_in.empty() || !server.conn.out.empty() || server.conn.send_busy ||
         !server.conn.frame.between_messages() || server.conn.eof) {
@@ -252,7 +252,7 @@ void continue_yield(io::Worker& worker, Server& server) {
     ++server.conn.inflight;
 }
 
-void on_yield_sent(io::Worker& worker, Server& server, int result) {
+void on_yield_sent(worker::Worker& worker, Server& server, int result) {
     Transfer* transfer = server.transfer;
     server.transfer = nullptr;
     if (result < 0) {
@@ -271,7 +271,7 @@ void on_yield_sent(io::Worker& worker, Server& server, int result) {
     worker.continue_close(server.conn, io::Op::ServerClose, slot);
 }
 
-void adopt(io::Worker& worker, Transfer* transfer) {
+void adopt(worker::Worker& worker, Transfer* transfer) {
     uint32_t slot = transfer->file_index - worker.client_capacity;
     PGPLEX_ASSERT(slot < worker.server_capacity);
     Server& server = worker.server(slot);
@@ -303,7 +303,7 @@ void adopt(io::Worker& worker, Transfer* transfer) {
     make_available(worker, server);
 }
 
-void handoff_failed(io::Worker& worker, uint32_t file_index) {
+void handoff_failed(worker::Worker& worker, uint32_t file_index) {
     uint32_t slot = file_index - worker.client_capacity;
     if (slot >= worker.server_capacity) return;
     Server& server = worker.server(slot);
@@ -318,7 +318,7 @@ void handoff_failed(io::Worker& worker, uint32_t file_index) {
     if (waiter_front(worker, pool) != io::nil) want_server(worker, pool);
 }
 
-void link(io::Worker& worker, Server& server, client::Client& client) {
+void link(worker::Worker& worker, Server& server, client::Client& client) {
     PGPLEX_ASSERT(server.state == ServerState::Idle && server.client == io::nil);
     server.client = worker.client_slot(client);
     client.server = worker.server_slot(server);
@@ -337,7 +337,7 @@ void link(io::Worker& worker, Server& server, client::Client& client) {
 // which has not seen a thing, asks for a server once more; at login, or when that fails
 // too, it hears the server's own words, as it would on its own connection. A PREPARE that
 // fails (its table is gone) fails alone: the client's EXECUTE of it will say so.
-void synced(io::Worker& worker, Server& server, const std::vector<uint8_t>& error) {
+void synced(worker::Worker& worker, Server& server, const std::vector<uint8_t>& error) {
     client::Client& client = worker.client(server.client);
     client::Session& session = *client.session;
     if (server.sync_settings_failed) {
@@ -365,7 +365,7 @@ void synced(io::Worker& worker, Server& server, const std::vector<uint8_t>& erro
     client::on_server_ready(worker, client);
 }
 
-void release_if_done(io::Worker& worker, Server& server) {
+void release_if_done(worker::Worker& worker, Server& server) {
     if (server.state != ServerState::Active || server.client == io::nil) return;
     client::Client& client = worker.client(server.client);
     if (!client.session || client.session->mode == config::PoolMode::Session) return;
@@ -408,7 +408,7 @@ void release_if_done(io::Worker& worker, Server& server) {
 
 // The count of the client's session state is in: keep the server with the client (pinned)
 // while there is any, else give it back.
-void checked_session_state(io::Worker& worker, Server& server, bool error) {
+void checked_session_state(worker::Worker& worker, Server& server, bool error) {
     server.checking = false;
     client::Client& client = worker.client(server.client);
     client::Session& session = *client.session;
@@ -440,7 +440,7 @@ void checked_session_state(io::Worker& worker, Server& server, bool error) {
 // session settings, and the server's; then the server goes on as release_if_done decides.
 // A check that failed leaves nothing known: the server is closed, the client keeps what it
 // had and goes on without it.
-void settings_checked(io::Worker& worker, Server& server, bool error) {
+void settings_checked(worker::Worker& worker, Server& server, bool error) {
     server.reading_settings = false;
     PGPLEX_ASSERT(server.client != io::nil);
     client::Client& client = worker.client(server.client);
@@ -478,7 +478,7 @@ void settings_checked(io::Worker& worker, Server& server, bool error) {
 
 // Read your writes: the primary's WAL insert position after the client's transaction is in;
 // its reads now go only where that is replayed. Then the server goes back as usual.
-void read_lsn_done(io::Worker& worker, Server& server, bool error) {
+void read_lsn_done(worker::Worker& worker, Server& server, bool error) {
     server.reading_lsn = false;
     PGPLEX_ASSERT(server.client != io::nil);
     client::Client& client = worker.client(server.client);
@@ -515,14 +515,14 @@ void settle_settings(Server& server, client::Session& session) {
     session.pending.clear();
 }
 
-void give_back(io::Worker& worker, Server& server, client::Client& client) {
+void give_back(worker::Worker& worker, Server& server, client::Client& client) {
     client.server = io::nil;
     server.client = io::nil;
     make_available(worker, server);
     client::on_released(worker, client);
 }
 
-void make_available(io::Worker& worker, Server& server) {
+void make_available(worker::Worker& worker, Server& server) {
     pool::Pool& pool = *server.pool;
     server.client = io::nil;
     const config::Config& config = *worker.config;
@@ -546,7 +546,7 @@ void make_available(io::Worker& worker, Server& server) {
 
 // A place in the pool was given up: a waiter here gets a new server; waiters on other
 // workers are woken to open one on their own rings.
-void place_freed(io::Worker& worker, pool::Pool& pool) {
+void place_freed(worker::Worker& worker, pool::Pool& pool) {
     pool::PoolLocal& local = worker.pools[pool.id];
     if (local.waiter_count > local.connecting) {
         if (pool.try_reserve_server()) connect(worker, pool);
@@ -555,7 +555,7 @@ void place_freed(io::Worker& worker, pool::Pool& pool) {
     if (pool.waiting.load(std::memory_order_acquire) > 0) wake_waiters(worker, pool);
 }
 
-void unlink(io::Worker& worker, Server& server, bool reset_session) {
+void unlink(worker::Worker& worker, Server& server, bool reset_session) {
     server.client = io::nil;
     bool answered = server.expected.empty();
     forget_expected(worker, server);
@@ -596,7 +596,7 @@ void unlink(io::Worker& worker, Server& server, bool reset_session) {
 
 // --- a pool's idle servers and waiting clients on this worker ---------------------------
 
-void idle_push(io::Worker& worker, uint32_t slot) {
+void idle_push(worker::Worker& worker, uint32_t slot) {
     Server& s = worker.server(slot);
     pool::PoolLocal& local = worker.pools[s.pool->id];
     s.idle_prev = io::nil;
@@ -606,7 +606,7 @@ void idle_push(io::Worker& worker, uint32_t slot) {
     if (local.idle_count++ == 0) s.pool->mark_idle_worker(worker.index);
 }
 
-void idle_remove(io::Worker& worker, uint32_t slot) {
+void idle_remove(worker::Worker& worker, uint32_t slot) {
     Server& s = worker.server(slot);
     pool::PoolLocal& local = worker.pools[s.pool->id];
     PGPLEX_ASSERT(local.idle_count > 0);
@@ -619,13 +619,13 @@ void idle_remove(io::Worker& worker, uint32_t slot) {
     if (--local.idle_count == 0) s.pool->clear_idle_worker(worker.index);
 }
 
-uint32_t idle_pop(io::Worker& worker, pool::Pool& pool) {
+uint32_t idle_pop(worker::Worker& worker, pool::Pool& pool) {
     uint32_t slot = worker.pools[pool.id].idle_head;
     if (slot != io::nil) idle_remove(worker, slot);
     return slot;
 }
 
-void waiter_push(io::Worker& worker, uint32_t slot) {
+void waiter_push(worker::Worker& worker, uint32_t slot) {
     client::Client& c = worker.client(slot);
     pool::PoolLocal& local = worker.pools[c.pool->id];
     c.wait_next = io::nil;
@@ -639,7 +639,7 @@ void waiter_push(io::Worker& worker, uint32_t slot) {
     c.pool->waiting.fetch_add(1, std::memory_order_acq_rel);
 }
 
-void waiter_remove(io::Worker& worker, uint32_t slot) {
+void waiter_remove(worker::Worker& worker, uint32_t slot) {
     client::Client& c = worker.client(slot);
     pool::PoolLocal& local = worker.pools[c.pool->id];
     PGPLEX_ASSERT(local.waiter_count > 0);
@@ -656,7 +656,7 @@ void waiter_remove(io::Worker& worker, uint32_t slot) {
     c.pool->waiting.fetch_sub(1, std::memory_order_acq_rel);
 }
 
-uint32_t waiter_front(io::Worker& worker, const pool::Pool& pool) {
+uint32_t waiter_front(worker::Worker& worker, const pool::Pool& pool) {
     return worker.pools[pool.id].waiter_head;
 }
 

@@ -29,7 +29,6 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/client/listen.h"
-#include "pgplex/io/worker.h"
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/sqlstate.h"
@@ -38,6 +37,7 @@
 #include "pgplex/server/listen.h"
 #include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_work.h"
+#include "pgplex/worker/worker.h"
 
 namespace pgplex::server {
 
@@ -53,12 +53,12 @@ using proto::BackendMessage;
 // Messages a hub step sends, to their workers, once it is done.
 using Outbox = std::vector<std::pair<uint32_t, std::unique_ptr<ListenMessage>>>;
 
-bool stopping(const io::Worker& worker) {
+bool stopping(const worker::Worker& worker) {
     return worker.shared.shutdown.load(std::memory_order_acquire) ||
            worker.shared.immediate.load(std::memory_order_acquire);
 }
 
-std::unique_ptr<ListenMessage> make(ListenMessage::Kind kind, const io::Worker& worker,
+std::unique_ptr<ListenMessage> make(ListenMessage::Kind kind, const worker::Worker& worker,
                                     const pool::Pool& pool, std::string_view channel,
                                     uint64_t seq) {
     auto message = std::make_unique<ListenMessage>();
@@ -70,9 +70,9 @@ std::unique_ptr<ListenMessage> make(ListenMessage::Kind kind, const io::Worker& 
     return message;
 }
 
-void dispatch(io::Worker& worker, std::unique_ptr<ListenMessage> message);
+void dispatch(worker::Worker& worker, std::unique_ptr<ListenMessage> message);
 
-void send_all(io::Worker& worker, Outbox& outbox) {
+void send_all(worker::Worker& worker, Outbox& outbox) {
     for (auto& [target, message] : outbox) {
         if (target == worker.index) {
             dispatch(worker, std::move(message));
@@ -107,7 +107,7 @@ std::string client_error(const uint8_t* error, uint32_t size, const std::string&
                       "pgplex could not open its LISTEN connection to the server: " + why);
 }
 
-Hub& hub_of(io::Worker& worker, const pool::Pool& pool) {
+Hub& hub_of(worker::Worker& worker, const pool::Pool& pool) {
     pool::PoolListen& listens = pool_listen(worker, pool.id);
     if (!listens.hub) listens.hub = std::make_unique<Hub>();
     return *listens.hub;
@@ -127,7 +127,7 @@ bool allowed(HubState from, HubState to) {
     return false;
 }
 
-void set_state(io::Worker& worker, Hub& hub, HubState state) {
+void set_state(worker::Worker& worker, Hub& hub, HubState state) {
     PGPLEX_ASSERT(allowed(hub.state, state));
     PGPLEX_ASSERT((state == HubState::Connecting || state == HubState::Ready) ==
                   (hub.server != io::nil));
@@ -142,7 +142,7 @@ HubWorker* find_worker(HubChannel& channel, uint32_t worker) {
     return nullptr;
 }
 
-void send_command(io::Worker& worker, Hub& hub, HubChannel& channel, pool::ListenKind kind,
+void send_command(worker::Worker& worker, Hub& hub, HubChannel& channel, pool::ListenKind kind,
                   const std::string& name) {
     PGPLEX_ASSERT(hub.state == HubState::Ready);
     std::string sql = pool::listen_sql(kind, name);
@@ -160,7 +160,7 @@ void send_command(io::Worker& worker, Hub& hub, HubChannel& channel, pool::Liste
 }
 
 // The workers waiting for the channel hear that it failed, and no longer want it.
-void fail_waiters(const io::Worker& worker, const pool::Pool& pool, const std::string& name,
+void fail_waiters(const worker::Worker& worker, const pool::Pool& pool, const std::string& name,
                   HubChannel& channel, const std::string& error, Outbox& outbox) {
     std::vector<HubWorker>& workers = channel.workers;
     for (size_t i = 0; i < workers.size();) {
@@ -176,7 +176,7 @@ void fail_waiters(const io::Worker& worker, const pool::Pool& pool, const std::s
     }
 }
 
-void fail_all_waiters(const io::Worker& worker, const pool::Pool& pool, Hub& hub,
+void fail_all_waiters(const worker::Worker& worker, const pool::Pool& pool, Hub& hub,
                       const std::string& error, Outbox& outbox) {
     for (auto& [name, channel] : hub.channels)
         fail_waiters(worker, pool, name, channel, error, outbox);
@@ -197,7 +197,7 @@ void log_name(const pool::Pool& pool, char (&out)[160]) {
 
 // The listener is gone, or never came: what it LISTENed on is forgotten, and while channels
 // are wanted a new one is opened after the backoff.
-void listener_lost(io::Worker& worker, const pool::Pool& pool, Hub& hub) {
+void listener_lost(worker::Worker& worker, const pool::Pool& pool, Hub& hub) {
     hub.server = io::nil;
     hub.commands.clear();
     hub.command_error.clear();
@@ -221,7 +221,7 @@ void listener_lost(io::Worker& worker, const pool::Pool& pool, Hub& hub) {
     set_state(worker, hub, HubState::Backoff);
 }
 
-void open_listener(io::Worker& worker, pool::Pool& pool, Hub& hub) {
+void open_listener(worker::Worker& worker, pool::Pool& pool, Hub& hub) {
     if (stopping(worker)) return;
     uint32_t slot = worker.server_acquire();
     if (slot == io::nil) {
@@ -250,14 +250,14 @@ void open_listener(io::Worker& worker, pool::Pool& pool, Hub& hub) {
 }
 
 // Closes the listener politely (a Terminate first), as an idle server at shutdown.
-void say_goodbye(io::Worker& worker, Server& server) {
+void say_goodbye(worker::Worker& worker, Server& server) {
     static const uint8_t terminate[5] = {uint8_t(proto::FrontendMessage::Terminate), 0, 0, 0, 4};
     queue(worker, server, terminate, sizeof terminate);
     server.conn.close_when_sent = true;
     set_state(worker, server, ServerState::Closing);
 }
 
-void want(io::Worker& worker, pool::Pool& pool, Hub& hub, const ListenMessage& message,
+void want(worker::Worker& worker, pool::Pool& pool, Hub& hub, const ListenMessage& message,
           Outbox& outbox) {
     auto it = hub.channels.try_emplace(message.channel).first;
     HubChannel& channel = it->second;
@@ -280,7 +280,7 @@ void want(io::Worker& worker, pool::Pool& pool, Hub& hub, const ListenMessage& m
         open_listener(worker, pool, hub);  // last: it may fail, and fail the waiters, at once
 }
 
-void unwant(io::Worker& worker, Hub& hub, const ListenMessage& message) {
+void unwant(worker::Worker& worker, Hub& hub, const ListenMessage& message) {
     auto it = hub.channels.find(message.channel);
     if (it == hub.channels.end()) return;
     HubChannel& channel = it->second;
@@ -295,7 +295,7 @@ void unwant(io::Worker& worker, Hub& hub, const ListenMessage& message) {
         hub.channels.erase(it);
 }
 
-void hub_want(io::Worker& worker, pool::Pool& pool, const ListenMessage& message) {
+void hub_want(worker::Worker& worker, pool::Pool& pool, const ListenMessage& message) {
     Hub& hub = hub_of(worker, pool);
     Outbox outbox;
     if (message.wanted)
@@ -306,7 +306,7 @@ void hub_want(io::Worker& worker, pool::Pool& pool, const ListenMessage& message
 }
 
 // The listener's oldest LISTEN/UNLISTEN got its ReadyForQuery.
-void command_done(io::Worker& worker, const pool::Pool& pool, Hub& hub) {
+void command_done(worker::Worker& worker, const pool::Pool& pool, Hub& hub) {
     if (hub.commands.empty()) return;
     std::string name = std::move(hub.commands.front());
     hub.commands.pop_front();
@@ -339,7 +339,7 @@ void command_done(io::Worker& worker, const pool::Pool& pool, Hub& hub) {
 }
 
 // A NotificationResponse: to every worker that wants its channel, as is.
-void hub_notify(io::Worker& worker, const pool::Pool& pool, Hub& hub, const uint8_t* body,
+void hub_notify(worker::Worker& worker, const pool::Pool& pool, Hub& hub, const uint8_t* body,
                 uint32_t size) {
     if (size < 6) return;
     const char* channel = reinterpret_cast<const char*>(body) + 4;
@@ -363,7 +363,7 @@ void hub_notify(io::Worker& worker, const pool::Pool& pool, Hub& hub, const uint
 
 // What the listener receives: notifications, and the replies to its LISTEN/UNLISTEN.
 struct ListenerHandler {
-    io::Worker& worker;
+    worker::Worker& worker;
     Server& server;
     Hub& hub;
 
@@ -411,7 +411,7 @@ struct ListenerHandler {
     }
 };
 
-void dispatch(io::Worker& worker, std::unique_ptr<ListenMessage> message) {
+void dispatch(worker::Worker& worker, std::unique_ptr<ListenMessage> message) {
     pool::Pool* pool = worker.shared.pools.by_id(message->pool_id);
     if (pool == nullptr) return;
     switch (message->kind) {
@@ -432,17 +432,17 @@ void dispatch(io::Worker& worker, std::unique_ptr<ListenMessage> message) {
 
 }  // namespace
 
-pool::PoolListen& pool_listen(io::Worker& worker, uint32_t pool_id) {
+pool::PoolListen& pool_listen(worker::Worker& worker, uint32_t pool_id) {
     std::unique_ptr<pool::PoolListen>& listens = worker.pools[pool_id].listen;
     if (!listens) listens = std::make_unique<pool::PoolListen>();
     return *listens;
 }
 
-uint32_t listen_home(const io::Worker& worker, const pool::Pool& pool) {
+uint32_t listen_home(const worker::Worker& worker, const pool::Pool& pool) {
     return pool.id % uint32_t(worker.shared.ring_fds.size());
 }
 
-void want_channel(io::Worker& worker, pool::Pool& pool, std::string_view channel, bool wanted,
+void want_channel(worker::Worker& worker, pool::Pool& pool, std::string_view channel, bool wanted,
                   uint64_t seq) {
     Outbox outbox;
     auto message = make(ListenMessage::Kind::Want, worker, pool, channel, seq);
@@ -451,17 +451,17 @@ void want_channel(io::Worker& worker, pool::Pool& pool, std::string_view channel
     send_all(worker, outbox);
 }
 
-void on_listen_message(io::Worker& worker, ListenMessage* message) {
+void on_listen_message(worker::Worker& worker, ListenMessage* message) {
     dispatch(worker, std::unique_ptr<ListenMessage>(message));
 }
 
-void on_listen_sent(io::Worker&, ListenMessage* message, int result) {
+void on_listen_sent(worker::Worker&, ListenMessage* message, int result) {
     if (result >= 0) return;  // the receiver owns it (and may have freed it already)
     log_warning("a LISTEN message to another worker was not delivered: %s", strerror(-result));
     delete message;
 }
 
-void listener_logged_in(io::Worker& worker, Server& server) {
+void listener_logged_in(worker::Worker& worker, Server& server) {
     Hub& hub = hub_of(worker, *server.pool);
     if (hub.server != worker.server_slot(server) || stopping(worker)) {
         say_goodbye(worker, server);
@@ -482,7 +482,7 @@ void listener_logged_in(io::Worker& worker, Server& server) {
              server.backend_pid, worker.index, count);
 }
 
-void listener_login_failed(io::Worker& worker, Server& server, const uint8_t* error,
+void listener_login_failed(worker::Worker& worker, Server& server, const uint8_t* error,
                            uint32_t error_size, const char* why) {
     pool::Pool& pool = *server.pool;
     Hub& hub = hub_of(worker, pool);
@@ -503,7 +503,8 @@ void listener_login_failed(io::Worker& worker, Server& server, const uint8_t* er
     send_all(worker, outbox);
 }
 
-uint32_t listener_consume(io::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
+uint32_t listener_consume(worker::Worker& worker, Server& server, const uint8_t* data,
+                          uint32_t size) {
     ListenerHandler handler{worker, server, hub_of(worker, *server.pool)};
     proto::FeedResult result =
         proto::feed(server.conn.frame, proto::Direction::Backend, data, size, handler);
@@ -517,7 +518,7 @@ uint32_t listener_consume(io::Worker& worker, Server& server, const uint8_t* dat
     return result.consumed;
 }
 
-void listener_closed(io::Worker& worker, Server& server) {
+void listener_closed(worker::Worker& worker, Server& server) {
     Hub& hub = hub_of(worker, *server.pool);
     if (hub.server != worker.server_slot(server)) return;  // already let go
     char name[160];
@@ -526,7 +527,7 @@ void listener_closed(io::Worker& worker, Server& server) {
     listener_lost(worker, *server.pool, hub);
 }
 
-void listener_shutdown(io::Worker& worker, Server& server) {
+void listener_shutdown(worker::Worker& worker, Server& server) {
     Hub& hub = hub_of(worker, *server.pool);
     if (hub.server == worker.server_slot(server)) {
         hub.server = io::nil;
@@ -535,7 +536,7 @@ void listener_shutdown(io::Worker& worker, Server& server) {
     say_goodbye(worker, server);
 }
 
-void listen_tick(io::Worker& worker, pool::Pool& pool) {
+void listen_tick(worker::Worker& worker, pool::Pool& pool) {
     std::unique_ptr<pool::PoolListen>& listens = worker.pools[pool.id].listen;
     if (!listens || !listens->hub) return;
     Hub& hub = *listens->hub;

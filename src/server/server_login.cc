@@ -34,7 +34,7 @@ using proto::BackendMessage;
 }  // namespace
 
 // A connected, non-blocking socket of the endpoint's family, installed as a fixed file.
-bool open_socket(io::Worker& worker, Server& server, uint32_t slot, std::string& reason) {
+bool open_socket(worker::Worker& worker, Server& server, uint32_t slot, std::string& reason) {
     const config::Endpoint& endpoint = server.pool->target.endpoint;
     int fd = socket(endpoint.address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -56,7 +56,7 @@ bool open_socket(io::Worker& worker, Server& server, uint32_t slot, std::string&
     return true;
 }
 
-void submit_connect(io::Worker& worker, Server& server) {
+void submit_connect(worker::Worker& worker, Server& server) {
     const config::Endpoint& endpoint = server.pool->target.endpoint;
     io_uring_sqe* sqe = worker.ring.sqe();
     io_uring_prep_connect(sqe, int(server.conn.file),
@@ -70,7 +70,7 @@ void submit_connect(io::Worker& worker, Server& server) {
 
 namespace {
 
-void send_startup(io::Worker& worker, Server& server) {
+void send_startup(worker::Worker& worker, Server& server) {
     const pool::Target& target = server.pool->target;
     std::vector<uint8_t> bytes(64 + target.user.size() + target.dbname.size());
     for (const auto& [name, value] : target.startup_parameters)
@@ -92,7 +92,7 @@ void send_startup(io::Worker& worker, Server& server) {
     queue(worker, server, writer.data(), writer.size());
 }
 
-void send_password(io::Worker& worker, Server& server, std::string_view payload) {
+void send_password(worker::Worker& worker, Server& server, std::string_view payload) {
     std::vector<uint8_t> bytes(payload.size() + 16);
     proto::Writer writer(bytes.data(), uint32_t(bytes.size()));
     writer.begin(proto::FrontendMessage::PasswordMessage);
@@ -102,7 +102,7 @@ void send_password(io::Worker& worker, Server& server, std::string_view payload)
     queue(worker, server, writer.data(), writer.size());
 }
 
-bool start_scram(io::Worker& worker, Server& server, std::string_view mechanisms,
+bool start_scram(worker::Worker& worker, Server& server, std::string_view mechanisms,
                  std::string& why) {
     bool offered = false;
     for (size_t at = 0; at < mechanisms.size();) {
@@ -148,7 +148,7 @@ bool start_scram(io::Worker& worker, Server& server, std::string_view mechanisms
 }
 
 // Answers one Authentication message. Returns false with why on failure.
-bool on_authentication(io::Worker& worker, Server& server, const uint8_t* body, uint32_t size,
+bool on_authentication(worker::Worker& worker, Server& server, const uint8_t* body, uint32_t size,
                        std::string& why) {
     auto request = static_cast<AuthRequest>(proto::read_be32(body));
     const pool::Target& target = server.pool->target;
@@ -205,7 +205,7 @@ bool on_authentication(io::Worker& worker, Server& server, const uint8_t* body, 
     return false;
 }
 
-void login_done(io::Worker& worker, Server& server) {
+void login_done(worker::Worker& worker, Server& server) {
     if (server.listener) {
         server.login.reset();
         listener_logged_in(worker, server);
@@ -222,7 +222,7 @@ void login_done(io::Worker& worker, Server& server) {
 }
 
 struct LoginHandler {
-    io::Worker& worker;
+    worker::Worker& worker;
     Server& server;
     std::string why;
     bool failed = false;
@@ -277,7 +277,7 @@ struct LoginHandler {
 
 }  // namespace
 
-uint32_t login_consume(io::Worker& worker, Server& server, uint32_t, const uint8_t* data,
+uint32_t login_consume(worker::Worker& worker, Server& server, uint32_t, const uint8_t* data,
                        uint32_t size) {
     LoginHandler handler{worker, server};
     proto::FeedResult result =
@@ -292,7 +292,7 @@ uint32_t login_consume(io::Worker& worker, Server& server, uint32_t, const uint8
     return result.consumed;
 }
 
-void login_failed(io::Worker& worker, Server& server, const uint8_t* error, uint32_t error_size,
+void login_failed(worker::Worker& worker, Server& server, const uint8_t* error, uint32_t error_size,
                   const char* why) {
     if (server.listener) {
         listener_login_failed(worker, server, error, error_size, why);
@@ -330,7 +330,7 @@ void login_failed(io::Worker& worker, Server& server, const uint8_t* error, uint
     }
 }
 
-bool connect(io::Worker& worker, pool::Pool& pool) {
+bool connect(worker::Worker& worker, pool::Pool& pool) {
     uint32_t slot = worker.server_acquire();
     if (slot == io::nil) {
         pool.release_server();
@@ -349,7 +349,7 @@ bool connect(io::Worker& worker, pool::Pool& pool) {
     return true;
 }
 
-void on_connected(io::Worker& worker, Server& server, int result) {
+void on_connected(worker::Worker& worker, Server& server, int result) {
     uint32_t slot = worker.server_slot(server);
     if (result < 0) {
         std::string why = std::string("could not connect: ") + strerror(-result);
@@ -377,7 +377,7 @@ void on_connected(io::Worker& worker, Server& server, int result) {
     send_startup(worker, server);
 }
 
-void send_cancel(io::Worker& worker, const Server& target) {
+void send_cancel(worker::Worker& worker, const Server& target) {
     uint32_t slot = worker.server_acquire();
     if (slot == io::nil) return;
     Server& server = claim(worker, slot, ServerState::Cancelling, *target.pool);
@@ -393,7 +393,7 @@ void send_cancel(io::Worker& worker, const Server& target) {
     submit_connect(worker, server);
 }
 
-Server& claim(io::Worker& worker, uint32_t slot, ServerState state, pool::Pool& pool) {
+Server& claim(worker::Worker& worker, uint32_t slot, ServerState state, pool::Pool& pool) {
     Server& server = worker.server(slot);
     PGPLEX_ASSERT(server.state == ServerState::Free);
     uint32_t generation = server.conn.generation + 1;

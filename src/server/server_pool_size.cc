@@ -31,7 +31,7 @@ bool alias_configured(const config::Config& config, const std::string& name) {
     return alias != nullptr && alias->name == name;
 }
 
-void keep_warm(io::Worker& worker, pool::Pool& pool) {
+void keep_warm(worker::Worker& worker, pool::Pool& pool) {
     int min = pool.min_size.load(std::memory_order_acquire);
     if (min <= 0 || !alias_configured(*worker.config, pool.target.alias)) return;
     int64_t failed_ms = pool.login_failed_ms.load(std::memory_order_acquire);
@@ -45,7 +45,7 @@ void keep_warm(io::Worker& worker, pool::Pool& pool) {
 
 }  // namespace
 
-bool take_from_reserve(io::Worker& worker, pool::Pool& pool) {
+bool take_from_reserve(worker::Worker& worker, pool::Pool& pool) {
     int64_t timeout_ms = worker.config->reserve_pool_timeout_ms;
     // As in PgBouncer, a reserve_pool_timeout of 0 disables the reserve.
     if (timeout_ms == 0 || pool.reserve_limit.load(std::memory_order_acquire) <= 0) return false;
@@ -66,7 +66,7 @@ bool leave_above_min_pool_size(pool::Pool& pool) {
 }
 
 // Also where each pool's listener is looked after: the same worker keeps it.
-void keep_pools_warm(io::Worker& worker) {
+void keep_pools_warm(worker::Worker& worker) {
     uint32_t workers = uint32_t(worker.shared.ring_fds.size());
     // Pool ids are table slots: a pool may sit at any of them.
     uint32_t count = worker.shared.pools.capacity();

@@ -26,7 +26,7 @@ namespace {
 
 using proto::BackendMessage;
 
-uint32_t queued_bytes_max(const io::Worker& worker) {
+uint32_t queued_bytes_max(const worker::Worker& worker) {
     return limits::queued_buffers_max * worker.buffers.buffer_size();
 }
 
@@ -41,7 +41,7 @@ void record_parameter(Server& server, const uint8_t* body, uint32_t size) {
 
 // Bytes from an Active server, on their way to its client.
 struct ForwardHandler {
-    io::Worker& worker;
+    worker::Worker& worker;
     Server& server;
     client::Client& client;
     uint32_t buffer;
@@ -151,7 +151,7 @@ proto::FeedResult feed_active(Server& server, const client::Client& client, Forw
 // with "transaction blocks not allowed in statement pooling mode" (FATAL, 08P01); pgplex
 // tells the client the same words and closes it, but keeps the server: unlink() rolls the
 // transaction back and returns the server to the pool.
-void refuse_transaction_block(io::Worker& worker, client::Client& client) {
+void refuse_transaction_block(worker::Worker& worker, client::Client& client) {
     client::fail(worker, client, client::CloseReason::TransactionBlock, proto::Severity::Fatal,
                  sqlstate::protocol_violation,
                  "transaction blocks not allowed in statement pooling mode", {},
@@ -254,8 +254,8 @@ struct OwnQueryHandler {
     }
 };
 
-uint32_t consume_active(io::Worker& worker, Server& server, uint32_t buffer, const uint8_t* data,
-                        uint32_t size) {
+uint32_t consume_active(worker::Worker& worker, Server& server, uint32_t buffer,
+                        const uint8_t* data, uint32_t size) {
     client::Client& client = worker.client(server.client);
     ForwardHandler handler{worker, server, client, buffer, worker.buffers.data(buffer)};
     bool refused = false;
@@ -281,7 +281,7 @@ uint32_t consume_active(io::Worker& worker, Server& server, uint32_t buffer, con
     return result.consumed;
 }
 
-uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
+uint32_t consume_own(worker::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
     OwnQueryHandler handler{server};
     proto::FeedResult result =
         proto::feed(server.conn.frame, proto::Direction::Backend, data, size, handler);
@@ -342,7 +342,7 @@ uint32_t consume_own(io::Worker& worker, Server& server, const uint8_t* data, ui
 
 }  // namespace
 
-void send_query(io::Worker& worker, Server& server, std::string_view sql) {
+void send_query(worker::Worker& worker, Server& server, std::string_view sql) {
     std::vector<uint8_t> bytes(sql.size() + 16);
     proto::Writer writer(bytes.data(), uint32_t(bytes.size()));
     writer.begin(proto::FrontendMessage::Query);
@@ -360,12 +360,12 @@ uint8_t* assembly(Server& server, uint32_t size) {
     return server.assembly.get();
 }
 
-void queue(io::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
+void queue(worker::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
     worker.buffers.append_copy(server.conn.out, data, size);
     worker.mark_dirty(server.conn, io::Op::ServerSend, worker.server_slot(server));
 }
 
-void on_recv(io::Worker& worker, Server& server, uint32_t buffer, uint32_t size) {
+void on_recv(worker::Worker& worker, Server& server, uint32_t buffer, uint32_t size) {
     const uint8_t* data = worker.buffers.data(buffer);
     uint32_t used = 0;
     while (used < size && server.state != ServerState::Closing) {
@@ -400,7 +400,7 @@ void on_recv(io::Worker& worker, Server& server, uint32_t buffer, uint32_t size)
     }
 }
 
-void on_recv_end(io::Worker& worker, Server& server, int result) {
+void on_recv_end(worker::Worker& worker, Server& server, int result) {
     server.conn.eof = true;
     if (server.state == ServerState::Closing) {
         worker.request_close(server.conn, io::Op::ServerClose, worker.server_slot(server));
@@ -427,30 +427,30 @@ void on_recv_end(io::Worker& worker, Server& server, int result) {
     close(worker, server, CloseReason::ServerGone);
 }
 
-void on_sent(io::Worker& worker, Server& server) {
+void on_sent(worker::Worker& worker, Server& server) {
     if (server.client == io::nil) return;
     client::Client& client = worker.client(server.client);
     if (server.conn.out.bytes < queued_bytes_max(worker) / 2)
         worker.resume_recv(client.conn, io::Op::ClientRecv, server.client);
 }
 
-void on_client_output(io::Worker& worker, Server& server) {
+void on_client_output(worker::Worker& worker, Server& server) {
     worker.mark_dirty(server.conn, io::Op::ServerSend, worker.server_slot(server));
 }
 
 // The close itself; `release_place`: give the server's place in its pool back (false when
 // the caller already did).
-void close_server(io::Worker& worker, Server& server, CloseReason reason, bool release_place);
+void close_server(worker::Worker& worker, Server& server, CloseReason reason, bool release_place);
 
-void close(io::Worker& worker, Server& server, CloseReason reason) {
+void close(worker::Worker& worker, Server& server, CloseReason reason) {
     close_server(worker, server, reason, true);
 }
 
-void close_released(io::Worker& worker, Server& server, CloseReason reason) {
+void close_released(worker::Worker& worker, Server& server, CloseReason reason) {
     close_server(worker, server, reason, false);
 }
 
-void close_server(io::Worker& worker, Server& server, CloseReason reason, bool release_place) {
+void close_server(worker::Worker& worker, Server& server, CloseReason reason, bool release_place) {
     if (server.state == ServerState::Closing || server.state == ServerState::Free) return;
     if (server.state == ServerState::Idle) idle_remove(worker, worker.server_slot(server));
     if (server.state == ServerState::Yielding) {
@@ -481,7 +481,7 @@ void close_server(io::Worker& worker, Server& server, CloseReason reason, bool r
     worker.request_close(server.conn, io::Op::ServerClose, worker.server_slot(server));
 }
 
-void on_closed(io::Worker& worker, Server& server) {
+void on_closed(worker::Worker& worker, Server& server) {
     if (server.listener) listener_closed(worker, server);
     forget_expected(worker, server);  // drops the statements its replies still held
     set_state(worker, server, ServerState::Free);
@@ -495,7 +495,7 @@ void on_closed(io::Worker& worker, Server& server) {
     worker.server_release_slot(worker.server_slot(server));
 }
 
-void on_tick(io::Worker& worker, Server& server) {
+void on_tick(worker::Worker& worker, Server& server) {
     const config::Config& config = *worker.config;
     int64_t age = worker.now - server.since;
     switch (server.state) {
@@ -531,7 +531,7 @@ void on_tick(io::Worker& worker, Server& server) {
     }
 }
 
-void on_shutdown(io::Worker& worker, Server& server, bool immediate) {
+void on_shutdown(worker::Worker& worker, Server& server, bool immediate) {
     switch (server.state) {
         case ServerState::Idle: {
             // Say goodbye properly so the backend does not log an unexpected EOF.

@@ -6,15 +6,15 @@
 
 #include "pgplex/client/client.h"
 
-namespace pgplex::io {
+namespace pgplex::worker {
 class Worker;
 }
 
 namespace pgplex::client {
 
 // Authenticated: refuses a user not in admin_users, else sends the welcome.
-void begin_admin(io::Worker& worker, Client& client);
+void begin_admin(worker::Worker& worker, Client& client);
 // Consumes whole messages at data; returns the bytes used (0: a message is incomplete).
-uint32_t admin_consume(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size);
+uint32_t admin_consume(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size);
 
 }  // namespace pgplex::client

@@ -24,7 +24,7 @@ namespace pgplex::route {
 struct Routing;
 }
 
-namespace pgplex::io {
+namespace pgplex::worker {
 class Worker;
 }
 
@@ -133,6 +133,6 @@ struct Client {
 
 // The one way a client changes state (client.cc): asserts the edge is allowed, keeps the
 // worker's count of clients per state, and notes when the state began (since).
-void set_state(io::Worker& worker, Client& client, ClientState state);
+void set_state(worker::Worker& worker, Client& client, ClientState state);
 
 }  // namespace pgplex::client

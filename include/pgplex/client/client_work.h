@@ -8,45 +8,45 @@
 #include "pgplex/client/client.h"
 #include "pgplex/proto/error.h"
 
-namespace pgplex::io {
+namespace pgplex::worker {
 class Worker;
 }
 
 namespace pgplex::client {
 
-void on_accepted(io::Worker& worker, uint32_t slot, uint32_t listener);
-void on_recv(io::Worker& worker, Client& client, uint32_t buffer, uint32_t size);
-void on_recv_end(io::Worker& worker, Client& client, int result);  // EOF (0) or -errno
-void on_sent(io::Worker& worker, Client& client);
-void on_closed(io::Worker& worker, Client& client);
-void on_tick(io::Worker& worker, Client& client);
-void on_shutdown(io::Worker& worker, Client& client, bool immediate);
+void on_accepted(worker::Worker& worker, uint32_t slot, uint32_t listener);
+void on_recv(worker::Worker& worker, Client& client, uint32_t buffer, uint32_t size);
+void on_recv_end(worker::Worker& worker, Client& client, int result);  // EOF (0) or -errno
+void on_sent(worker::Worker& worker, Client& client);
+void on_closed(worker::Worker& worker, Client& client);
+void on_tick(worker::Worker& worker, Client& client);
+void on_shutdown(worker::Worker& worker, Client& client, bool immediate);
 
 // A server is linked to this waiting client (server side calls it).
-void on_server_ready(io::Worker& worker, Client& client);
+void on_server_ready(worker::Worker& worker, Client& client);
 // The server the client waited for or used failed; `error` is an ErrorResponse body to pass
 // on when the server sent one (empty: pgplex writes its own).
-void on_server_failed(io::Worker& worker, Client& client, const uint8_t* error,
+void on_server_failed(worker::Worker& worker, Client& client, const uint8_t* error,
                       uint32_t error_size);
 // Transaction pooling: the server was given back at the end of a transaction.
-void on_released(io::Worker& worker, Client& client);
+void on_released(worker::Worker& worker, Client& client);
 // Something the client's held bytes waited for happened (its LISTEN was confirmed): go on.
-void resume(io::Worker& worker, Client& client);
+void resume(worker::Worker& worker, Client& client);
 // Bytes from the linked server were queued to the client.
-void on_server_output(io::Worker& worker, Client& client);
+void on_server_output(worker::Worker& worker, Client& client);
 
 // A Parse of the client's failed or was skipped: it does not own `name` after all.
-void forget_statement(io::Worker& worker, Client& client, std::string_view name,
+void forget_statement(worker::Worker& worker, Client& client, std::string_view name,
                       const pool::Statement* statement);
 
 // Sends an error and closes.
-void fail(io::Worker& worker, Client& client, CloseReason reason, proto::Severity severity,
+void fail(worker::Worker& worker, Client& client, CloseReason reason, proto::Severity severity,
           const char* sqlstate, std::string_view message, std::string_view detail = {},
           std::string_view hint = {});
-void close(io::Worker& worker, Client& client, CloseReason reason);
+void close(worker::Worker& worker, Client& client, CloseReason reason);
 
 // A CancelRequest for a client of this worker (maybe forwarded from another worker).
-void cancel(io::Worker& worker, uint32_t pid, uint32_t key);
+void cancel(worker::Worker& worker, uint32_t pid, uint32_t key);
 uint32_t cancel_pid(uint32_t worker, uint32_t slot);
 
 }  // namespace pgplex::client

@@ -6,15 +6,15 @@
 #include <string_view>
 
 #include "pgplex/client/client.h"
-#include "pgplex/io/worker.h"
 #include "pgplex/proto/frame.h"
 #include "pgplex/server/server.h"
+#include "pgplex/worker/worker.h"
 
 namespace pgplex::client {
 
 // A message from the client on its way to its server, and the buffer it arrived in.
 struct Outbound {
-    io::Worker& worker;
+    worker::Worker& worker;
     Client& client;
     server::Server& server;
     uint32_t buffer;
@@ -30,7 +30,7 @@ struct Outbound {
 
 // Whether this client's named statements are renamed (transaction or statement pooling
 // with max_prepared_statements > 0).
-bool renames_statements(const io::Worker& worker, const Client& client);
+bool renames_statements(const worker::Worker& worker, const Client& client);
 // Whether a Bind must be read: it may name one of the client's statements, pgplex's own
 // unnamed one or portal, or the client's unnamed one that the server may lack.
 bool has_statements(const Client& client);
@@ -60,17 +60,17 @@ void on_sync(Client& client);
 // A simple Query from the client: its unnamed statement is gone, as in PostgreSQL
 // (protocol-flow.html#PROTOCOL-FLOW-EXT-QUERY: "a simple Query message also destroys the
 // unnamed statement"), whether or not the Query reaches a server.
-void on_simple_query(io::Worker& worker, Client& client);
+void on_simple_query(worker::Worker& worker, Client& client);
 
 // Between transactions: answers, without a server, a run of Parses of statements a server
 // already accepted (and Closes) ended by a Sync, as drivers send to prepare (pgbench and
 // psycopg wait for the answer before anything else, so a client that had to wait for a
 // server here could hold up the very clients that would free one). Returns the bytes
 // answered, 0 when the head of `data` needs a server.
-uint32_t answer_between_transactions(io::Worker& worker, Client& client, const uint8_t* data,
+uint32_t answer_between_transactions(worker::Worker& worker, Client& client, const uint8_t* data,
                                      uint32_t size);
 
 // Drops every name the client holds (it is closing).
-void drop_statements(io::Worker& worker, Client& client);
+void drop_statements(worker::Worker& worker, Client& client);
 
 }  // namespace pgplex::client

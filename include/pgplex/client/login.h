@@ -4,20 +4,20 @@
 #include <cstdint>
 
 #include "pgplex/client/client.h"
-#include "pgplex/io/worker.h"
+#include "pgplex/worker/worker.h"
 
 namespace pgplex::client {
 
 // Consumes startup-phase bytes (Startup or Auth state). Returns bytes used.
-uint32_t login_consume(io::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
+uint32_t login_consume(worker::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
                        uint32_t size);
 // The welcome a logged-in client gets once its server is ready: AuthenticationOk,
 // ParameterStatus for each server parameter, BackendKeyData, ReadyForQuery.
-void send_welcome(io::Worker& worker, Client& client);
+void send_welcome(worker::Worker& worker, Client& client);
 // Puts the client in line for a server of its pool.
-void request_server(io::Worker& worker, Client& client);
+void request_server(worker::Worker& worker, Client& client);
 
 // Queues pgplex-made bytes to the client.
-void queue(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size);
+void queue(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size);
 
 }  // namespace pgplex::client

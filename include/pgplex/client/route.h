@@ -8,7 +8,7 @@
 #include "pgplex/client/client.h"
 #include "pgplex/pool/pool_table.h"
 
-namespace pgplex::io {
+namespace pgplex::worker {
 class Worker;
 }
 
@@ -25,24 +25,26 @@ struct Resolved {
 // fallback, else "pgplex"/"pgbouncer" for admin_users; a service listener: its service.
 // Sets session.routing for routed clients, with `intent` (a startup option). Returns false
 // after failing the client.
-bool resolve_login(io::Worker& worker, Client& client, const std::string& intent, Resolved& out);
+bool resolve_login(worker::Worker& worker, Client& client, const std::string& intent,
+                   Resolved& out);
 // After authentication: the routed client's first node, then a server from its pool (or a
 // wait for a node that can take it).
-void begin_routed(io::Worker& worker, Client& client, pool::Target base);
+void begin_routed(worker::Worker& worker, Client& client, pool::Target base);
 // A routed client between transactions: the message at data begins one. Returns the bytes
 // pgplex answered itself (SET pgplex.intent, a bad hint); 0 when a node was chosen
 // (client.pool is set; the caller asks for a server) or none can take it yet (the client
 // then waits, in state Waiting with no pool).
-uint32_t route_transaction(io::Worker& worker, Client& client, const uint8_t* data, uint32_t size);
+uint32_t route_transaction(worker::Worker& worker, Client& client, const uint8_t* data,
+                           uint32_t size);
 // Tick, for a client waiting for a node: try again, or give up after query_wait_timeout.
-void retry_route(io::Worker& worker, Client& client);
+void retry_route(worker::Worker& worker, Client& client);
 // A routed client waiting for a server of a node that could not be reached (or is shutting
 // down or starting up, 57P0x): it waits for a node again, so a failover costs it a wait, not
 // its connection. False (the caller fails the client) for any other error, such as a
 // refused password.
-bool reroute_after_failure(io::Worker& worker, Client& client, const uint8_t* error,
+bool reroute_after_failure(worker::Worker& worker, Client& client, const uint8_t* error,
                            uint32_t error_size);
 // The client's lease of a node ended (transaction done, or the client left).
-void lease_ended(io::Worker& worker, Client& client);
+void lease_ended(worker::Worker& worker, Client& client);
 
 }  // namespace pgplex::client

@@ -21,10 +21,6 @@
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/route/route.h"
 
-namespace pgplex::io {
-class Worker;
-}
-
 namespace pgplex::route {
 
 // Transactions in flight per node, all workers: lock-free, keyed by an xxHash of

@@ -20,7 +20,7 @@ namespace pgplex::pool {
 struct Pool;
 }
 
-namespace pgplex::io {
+namespace pgplex::worker {
 class Worker;
 }
 
@@ -177,7 +177,7 @@ struct Transfer {
 
 // The one way a server changes state (server.cc): asserts the edge is allowed, keeps the
 // worker's count of servers per state, and notes when the state began (since).
-void set_state(io::Worker& worker, Server& server, ServerState state);
+void set_state(worker::Worker& worker, Server& server, ServerState state);
 
 // A value from parameters, or null.
 const std::string* parameter(const Server& server, const std::string& name);

@@ -5,7 +5,7 @@
 
 #include "pgplex/server/server.h"
 
-namespace pgplex::io {
+namespace pgplex::worker {
 class Worker;
 }
 
@@ -17,24 +17,24 @@ namespace pgplex::server {
 
 // Opens a new server connection for the pool (the caller has reserved its place).
 // Returns false when no slot is free (the reservation is given back).
-bool connect(io::Worker& worker, pool::Pool& pool);
+bool connect(worker::Worker& worker, pool::Pool& pool);
 // Opens a one-off connection to send a CancelRequest for the server's backend.
-void send_cancel(io::Worker& worker, const Server& target);
+void send_cancel(worker::Worker& worker, const Server& target);
 
-void on_connected(io::Worker& worker, Server& server, int result);
-void on_recv(io::Worker& worker, Server& server, uint32_t buffer, uint32_t size);
-void on_recv_end(io::Worker& worker, Server& server, int result);
-void on_sent(io::Worker& worker, Server& server);
-void on_closed(io::Worker& worker, Server& server);
-void on_tick(io::Worker& worker, Server& server);
-void on_shutdown(io::Worker& worker, Server& server, bool immediate);
+void on_connected(worker::Worker& worker, Server& server, int result);
+void on_recv(worker::Worker& worker, Server& server, uint32_t buffer, uint32_t size);
+void on_recv_end(worker::Worker& worker, Server& server, int result);
+void on_sent(worker::Worker& worker, Server& server);
+void on_closed(worker::Worker& worker, Server& server);
+void on_tick(worker::Worker& worker, Server& server);
+void on_shutdown(worker::Worker& worker, Server& server, bool immediate);
 
 // The linked client has new bytes queued for this server.
-void on_client_output(io::Worker& worker, Server& server);
+void on_client_output(worker::Worker& worker, Server& server);
 
-void close(io::Worker& worker, Server& server, CloseReason reason);
+void close(worker::Worker& worker, Server& server, CloseReason reason);
 
 // Tick: opens servers for the pools this worker keeps at min_pool_size (each pool is kept by
 // exactly one worker).
-void keep_pools_warm(io::Worker& worker);
+void keep_pools_warm(worker::Worker& worker);
 }  // namespace pgplex::server

@@ -1,6 +1,6 @@
 // See worker.h. The loop: submit and wait, reap every completion, dispatch each to its
 // side, return recycled buffers, send what the turn queued, repeat.
-#include "pgplex/io/worker.h"
+#include "pgplex/worker/worker.h"
 
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -16,7 +16,17 @@
 #include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_work.h"
 
-namespace pgplex::io {
+namespace pgplex::worker {
+
+using io::Conn;
+using io::generation_of;
+using io::MessageKind;
+using io::nil;
+using io::Op;
+using io::op_of;
+using io::pack;
+using io::pointer_of;
+using io::slot_of;
 
 namespace {
 
@@ -37,11 +47,11 @@ uint32_t client_slots_for(const config::Config& config) {
 
 Worker::Worker(uint32_t index_, Shared& shared_, std::shared_ptr<const config::Config> config_,
                std::vector<base::UniqueFd> listeners, std::vector<ListenerRole> roles)
-    : index(index_),
+    : io::Loop(ring_entries, client_slots_for(*config_) + server_slots, client_slots_for(*config_),
+               config_->buffer_count, config_->buffer_size),
+      index(index_),
       shared(shared_),
       config(std::move(config_)),
-      ring(ring_entries, client_slots_for(*config) + server_slots, client_slots_for(*config)),
-      buffers(ring.raw(), config->buffer_count, config->buffer_size),
       client_capacity(client_slots_for(*config)),
       server_capacity(server_slots),
       listeners_(std::move(listeners)),
@@ -79,8 +89,7 @@ void Worker::run() {
 }
 
 void Worker::loop_turn() {
-    int rc = ring.submit_and_wait(sends_queued_);
-    sends_queued_ = 0;
+    int rc = submit_and_wait();
     if (rc < 0 && rc != -EINTR && rc != -ETIME && rc != -EBUSY && rc != -EAGAIN)
         log_error("worker %u: io_uring_submit_and_wait: %s", index, strerror(-rc));
     now = base::monotonic_ms();
@@ -92,9 +101,12 @@ void Worker::loop_turn() {
         ++seen;
     }
     io_uring_cq_advance(&ring.raw(), seen);
-    buffers.flush_recycled();
-    if (!starved_.empty()) rearm_starved();
-    flush_dirty();
+    end_turn([this](Op op, uint32_t slot) -> Conn& { return conn_at(op, slot); });
+}
+
+Conn& Worker::conn_at(Op op, uint32_t slot) {
+    bool client_side = op == Op::ClientRecv || op == Op::ClientSend;
+    return client_side ? clients[slot].conn : servers[slot].conn;
 }
 
 void Worker::dispatch(io_uring_cqe* cqe) {
@@ -228,8 +240,7 @@ void Worker::on_recv(io_uring_cqe* cqe, Op op) {
             server::on_recv(*this, servers[slot], buffer, uint32_t(cqe->res));
         buffers.unref(buffer);
     } else if (cqe->res == -ENOBUFS) {
-        conn.recv_starved = true;
-        starved_.push_back(pack(op, slot, generation));
+        recv_starved(conn, op, slot);
     } else if (cqe->res <= 0 && cqe->res != -ECANCELED && !conn.closing) {
         if (client_side)
             client::on_recv_end(*this, clients[slot], cqe->res);
@@ -245,104 +256,7 @@ void Worker::on_recv(io_uring_cqe* cqe, Op op) {
         arm_recv(conn, op, slot);
 }
 
-void Worker::arm_recv(Conn& conn, Op recv_op, uint32_t slot) {
-    PGPLEX_ASSERT(!conn.recv_armed && !conn.closing);
-    io_uring_sqe* sqe = ring.sqe();
-    io_uring_prep_recv_multishot(sqe, int(conn.file), nullptr, 0, 0);
-    sqe->flags |= IOSQE_FIXED_FILE | IOSQE_BUFFER_SELECT;
-    sqe->buf_group = buffer_group;
-    io_uring_sqe_set_data64(sqe, pack(recv_op, slot, conn.generation));
-    conn.recv_armed = true;
-    ++conn.inflight;
-}
-
-void Worker::pause_recv(Conn& conn, Op recv_op, uint32_t slot) {
-    if (conn.recv_paused) return;
-    conn.recv_paused = true;
-    if (!conn.recv_armed) return;
-    io_uring_sqe* sqe = ring.sqe();
-    io_uring_prep_cancel64(sqe, pack(recv_op, slot, conn.generation), 0);
-    io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
-}
-
-void Worker::resume_recv(Conn& conn, Op recv_op, uint32_t slot) {
-    if (!conn.recv_paused) return;
-    conn.recv_paused = false;
-    if (!conn.recv_armed && !conn.closing && !conn.eof && !conn.recv_starved)
-        arm_recv(conn, recv_op, slot);
-}
-
-void Worker::rearm_starved() {
-    // Re-arm in arrival order while a reasonable share of the ring is free again.
-    size_t kept = 0;
-    for (size_t i = 0; i < starved_.size(); ++i) {
-        uint64_t data = starved_[i];
-        if (buffers.ring_free() < buffers.ring_count() / 8) {
-            starved_[kept++] = data;
-            continue;
-        }
-        Op op = op_of(data);
-        uint32_t slot = slot_of(data);
-        Conn& conn = op == Op::ClientRecv ? clients[slot].conn : servers[slot].conn;
-        if (conn.generation != generation_of(data) || !conn.recv_starved) continue;
-        conn.recv_starved = false;
-        if (!conn.recv_armed && !conn.recv_paused && !conn.closing && !conn.eof)
-            arm_recv(conn, op, slot);
-    }
-    starved_.resize(kept);
-}
-
 // --- send ---------------------------------------------------------------------------------
-
-void Worker::mark_dirty(Conn& conn, Op send_op, uint32_t slot) {
-    if (conn.dirty || conn.closing) return;
-    conn.dirty = true;
-    dirty_.push_back(pack(send_op, slot, conn.generation));
-}
-
-void Worker::flush_dirty() {
-    // submit_send may mark nothing new, so a plain index loop over a stable vector is safe.
-    for (size_t i = 0; i < dirty_.size(); ++i) {
-        uint64_t data = dirty_[i];
-        Op op = op_of(data);
-        uint32_t slot = slot_of(data);
-        Conn& conn = op == Op::ClientSend ? clients[slot].conn : servers[slot].conn;
-        if (conn.generation != generation_of(data)) continue;
-        conn.dirty = false;
-        if (!conn.send_busy && !conn.out.empty() && !conn.close_submitted)
-            submit_send(conn, op, slot);
-    }
-    dirty_.clear();
-}
-
-void Worker::submit_send(Conn& conn, Op op, uint32_t slot) {
-    if (send_free_ == nil) {
-        send_ops_.push_back(std::make_unique<SendOp>());
-        send_free_ = uint32_t(send_ops_.size() - 1);
-    }
-    uint32_t index_op = send_free_;
-    SendOp& send = *send_ops_[index_op];
-    send_free_ = send.next_free;
-    uint32_t count = 0;
-    for (uint32_t c = conn.out.head; c != nil && count < limits::send_iovecs_max;
-         c = buffers.chunk(c).next) {
-        const Chunk& chunk = buffers.chunk(c);
-        send.vectors[count].iov_base = buffers.data(chunk.buffer) + chunk.offset;
-        send.vectors[count].iov_len = chunk.size;
-        ++count;
-    }
-    send.header = msghdr{};
-    send.header.msg_iov = send.vectors;
-    send.header.msg_iovlen = count;
-    io_uring_sqe* sqe = ring.sqe();
-    io_uring_prep_sendmsg(sqe, int(conn.file), &send.header, MSG_NOSIGNAL | MSG_WAITALL);
-    sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64(sqe, pack(op, slot, conn.generation));
-    conn.send_busy = true;
-    conn.send_op = index_op;
-    ++sends_queued_;
-    ++conn.inflight;
-}
 
 void Worker::on_send(io_uring_cqe* cqe, Op op) {
     uint32_t slot = slot_of(cqe->user_data);
@@ -353,10 +267,7 @@ void Worker::on_send(io_uring_cqe* cqe, Op op) {
         return;
     }
     --conn.inflight;
-    conn.send_busy = false;
-    send_ops_[conn.send_op]->next_free = send_free_;
-    send_free_ = conn.send_op;
-    conn.send_op = nil;
+    send_done(conn);
     Op close_op = client_side ? Op::ClientClose : Op::ServerClose;
     if (cqe->res < 0) {
         // The peer is gone (-EPIPE, -ECONNRESET): what was queued cannot be delivered.
@@ -388,30 +299,6 @@ void Worker::on_send(io_uring_cqe* cqe, Op op) {
 
 // --- close --------------------------------------------------------------------------------
 
-void Worker::request_close(Conn& conn, Op close_op, uint32_t slot) {
-    if (conn.closing) return;
-    conn.closing = true;
-    conn.close_when_sent = false;
-    // Shut the socket down so a live multishot recv and any send complete now, and cancel
-    // whatever is left (a connect to an unreachable host, a send to a peer that stopped
-    // reading). Both address the fixed-file index, so both are counted in flight: the file
-    // is closed only after they completed (continue_close), or a late one could hit the
-    // next connection given the same index.
-    Op shutdown_op = close_op == Op::ClientClose ? Op::ClientShutdown : Op::ServerShutdown;
-    io_uring_sqe* sqe = ring.sqe();
-    io_uring_prep_shutdown(sqe, int(conn.file), SHUT_RDWR);
-    sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64(sqe, pack(shutdown_op, slot, conn.generation));
-    ++conn.inflight;
-    if (conn.inflight > 1) {
-        sqe = ring.sqe();
-        io_uring_prep_cancel_fd(sqe, int(conn.file),
-                                IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_FD_FIXED);
-        io_uring_sqe_set_data64(sqe, pack(shutdown_op, slot, conn.generation));
-        ++conn.inflight;
-    }
-}
-
 void Worker::on_shutdown_done(io_uring_cqe* cqe, Op op) {
     uint32_t slot = slot_of(cqe->user_data);
     bool client_side = op == Op::ClientShutdown;
@@ -419,18 +306,6 @@ void Worker::on_shutdown_done(io_uring_cqe* cqe, Op op) {
     PGPLEX_ASSERT(conn.generation == generation_of(cqe->user_data) && conn.closing);
     --conn.inflight;
     continue_close(conn, client_side ? Op::ClientClose : Op::ServerClose, slot);
-}
-
-void Worker::continue_close(Conn& conn, Op close_op, uint32_t slot) {
-    PGPLEX_ASSERT(conn.closing);
-    if (conn.inflight > 0 || conn.close_submitted) return;
-    buffers.clear(conn.out);
-    buffers.clear(conn.held_in);
-    conn.close_submitted = true;
-    io_uring_sqe* sqe = ring.sqe();
-    io_uring_prep_close_direct(sqe, conn.file);
-    io_uring_sqe_set_data64(sqe, pack(close_op, slot, conn.generation));
-    ++conn.inflight;
 }
 
 void Worker::on_close(io_uring_cqe* cqe, Op op) {
@@ -577,4 +452,4 @@ bool Worker::drained() const {
     return true;
 }
 
-}  // namespace pgplex::io
+}  // namespace pgplex::worker

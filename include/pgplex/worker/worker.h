@@ -24,8 +24,7 @@
 #include "pgplex/client/client.h"
 #include "pgplex/cluster/topology.h"
 #include "pgplex/config/config.h"
-#include "pgplex/io/buffers.h"
-#include "pgplex/io/ring.h"
+#include "pgplex/io/loop.h"
 #include "pgplex/io/user_data.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/pool/pool_table.h"
@@ -34,7 +33,7 @@
 #include "pgplex/server/server.h"
 #include "pgplex/tls/scram.h"
 
-namespace pgplex::io {
+namespace pgplex::worker {
 
 class Worker;
 
@@ -74,12 +73,6 @@ struct ListenerRole {
     std::string service;
 };
 
-struct SendOp {
-    msghdr header{};
-    iovec vectors[32];
-    uint32_t next_free = nil;
-};
-
 struct Counters {
     uint64_t stale_completions = 0;
     uint64_t clients_accepted = 0;
@@ -91,7 +84,7 @@ struct Counters {
     std::array<uint32_t, server::server_state_count> servers_in{};
 };
 
-class Worker {
+class Worker : public io::Loop {
   public:
     // Must be constructed on the thread that will run it: with SINGLE_ISSUER the ring
     // belongs to the thread that made it.
@@ -106,8 +99,6 @@ class Worker {
     uint32_t index;
     Shared& shared;
     std::shared_ptr<const config::Config> config;  // the newest snapshot this worker saw
-    Ring ring;
-    Buffers buffers;
     base::Milliseconds now = 0;
     uint32_t client_capacity;
     uint32_t server_capacity;
@@ -132,18 +123,12 @@ class Worker {
     uint32_t server_slot(const server::Server& s) const { return uint32_t(&s - servers.data()); }
     uint32_t server_file(uint32_t slot) const { return client_capacity + slot; }
 
-    // Socket operations shared by clients and servers. `recv_op` / `send_op` / `close_op`
-    // name the side, `slot` the slot.
-    void arm_recv(Conn& conn, Op recv_op, uint32_t slot);
-    void pause_recv(Conn& conn, Op recv_op, uint32_t slot);
-    void resume_recv(Conn& conn, Op recv_op, uint32_t slot);
-    void mark_dirty(Conn& conn, Op send_op, uint32_t slot);
-    void request_close(Conn& conn, Op close_op, uint32_t slot);
-    // After an op completed on a closing conn: submits the close when nothing is in flight.
-    void continue_close(Conn& conn, Op close_op, uint32_t slot);
+    // Socket operations on clients and servers: io::Loop's (arm/pause/resume recv, send,
+    // close).
     bool shutting_down() const { return shutting_down_; }
     // Submits an IORING_OP_MSG_RING to another worker.
-    void message(uint32_t worker, MessageKind kind, uint32_t payload_high, uint32_t payload_low);
+    void message(uint32_t worker, io::MessageKind kind, uint32_t payload_high,
+                 uint32_t payload_low);
 
     uint32_t server_acquire();  // a free server slot, or nil
     void server_release_slot(uint32_t slot);
@@ -155,28 +140,19 @@ class Worker {
     void arm_accept(uint32_t listener);
     void arm_tick();
     void on_accept(io_uring_cqe* cqe, uint32_t listener);
-    void on_recv(io_uring_cqe* cqe, Op op);
-    void on_send(io_uring_cqe* cqe, Op op);
-    void on_close(io_uring_cqe* cqe, Op op);
-    void on_shutdown_done(io_uring_cqe* cqe, Op op);
+    void on_recv(io_uring_cqe* cqe, io::Op op);
+    void on_send(io_uring_cqe* cqe, io::Op op);
+    void on_close(io_uring_cqe* cqe, io::Op op);
+    void on_shutdown_done(io_uring_cqe* cqe, io::Op op);
     void on_message(io_uring_cqe* cqe);
     void on_tick();
-    void flush_dirty();
-    void submit_send(Conn& conn, Op op, uint32_t slot);
-    void rearm_starved();
+    io::Conn& conn_at(io::Op op, uint32_t slot);
     void begin_shutdown();
     bool drained() const;
 
     std::vector<base::UniqueFd> listeners_;
     std::vector<bool> accept_armed_;
-    // The kernel reads a SendOp's msghdr and iovecs while the send is in flight, so each
-    // lives at a fixed address: the vector holds owners, never the ops themselves.
-    std::vector<std::unique_ptr<SendOp>> send_ops_;
-    uint32_t send_free_ = nil;
-    unsigned sends_queued_ = 0;      // sendmsg entries prepared since the last submit
-    std::vector<uint64_t> dirty_;    // packed {op, slot, generation} of conns to send
-    std::vector<uint64_t> starved_;  // packed {op, slot, generation} awaiting buffers
-    uint32_t server_free_ = nil;
+    uint32_t server_free_ = io::nil;
     uint32_t server_high_ = 0;  // slots [0, server_high_) have been used
     uint32_t client_high_ = 0;
     __kernel_timespec tick_{};
@@ -188,4 +164,4 @@ class Worker {
     uint64_t random_state_;
 };
 
-}  // namespace pgplex::io
+}  // namespace pgplex::worker
