@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/run.sh PATH_TO_PGPLEX
+# bench/run.sh PATH_TO_PGPLEX [PATH_TO_BASELINE_PGPLEX]
 #
 # Runs pgbench straight at PostgreSQL, through PgBouncer and through pgplex, in one
 # invocation and against the same PostgreSQL 15 instance, so the three figures of a row
@@ -7,6 +7,14 @@
 # reads the CPU time each proxy process used (utime + stime from /proc/PID/stat, all
 # threads) and reports it per 1000 transactions: on a small machine where PostgreSQL,
 # pgbench and the proxy share the cores, that is the figure that decides throughput.
+#
+# With a second binary (a baseline, e.g. a build of an older commit), that binary runs as
+# a fourth target, "pgplex-base", with the same generated config as pgplex but its own
+# port (BENCH_PORT + 3). It takes its turn in every round like the other targets (in even
+# rounds before pgplex, in odd rounds after it, so neither always runs first), and the
+# table gains its tps, latency and CPU per 1000 transactions and the ratio
+# "plex/base" = pgplex tps / baseline tps of the same round: a before/after comparison
+# from one run. Without the second binary the output is as it always was.
 #
 # Environment overrides (defaults in brackets):
 #   DURATION    seconds per pgbench run                      [15]
@@ -19,7 +27,7 @@
 #   POOL_SIZE   server connections per pool   [largest CLIENTS in session mode, else 20]
 #   THREADS     pgbench -j                                   [2]
 #   BENCH_PORT  first of the four loopback ports used        [26432]
-#               (PostgreSQL, PgBouncer, pgplex, spare)
+#               (PostgreSQL, PgBouncer, pgplex, baseline pgplex or spare)
 #   BENCH_KEEP  1: keep the temporary directory (logs, configs) after the run
 #   SYSCALLS    1: also count each proxy's syscalls with perf stat over the middle half
 #               of every run, and print them per transaction after the table   [0]
@@ -59,9 +67,16 @@ results_dir=$repo/bench/results
 die() { echo "bench: $*" >&2; exit 1; }
 note() { echo "bench: $*" >&2; }
 
-[ $# -eq 1 ] || die "usage: bench/run.sh PATH_TO_PGPLEX"
+[ $# -eq 1 ] || [ $# -eq 2 ] ||
+  die "usage: bench/run.sh PATH_TO_PGPLEX [PATH_TO_BASELINE_PGPLEX]"
 pgplex_bin=$1
 case $pgplex_bin in /*) ;; *) pgplex_bin=$PWD/$pgplex_bin ;; esac
+# The baseline pgplex, if any: one more target, "pgplex-base", configured as pgplex is.
+base_bin=${2:-}
+[ $# -eq 2 ] && [ -z "$base_bin" ] && die "the baseline pgplex path is empty"
+case $base_bin in /*|"") ;; *) base_bin=$PWD/$base_bin ;; esac
+targets="direct pgbouncer pgplex"
+[ -n "$base_bin" ] && targets+=" pgplex-base"
 # The postgres user runs initdb, pg_ctl and PgBouncer; a cwd it cannot read makes them warn.
 cd /
 [ "$(id -u)" -eq 0 ] || die "run as root (PostgreSQL and PgBouncer are started as postgres)"
@@ -89,8 +104,10 @@ done
 pg_port=$BENCH_PORT
 pgbouncer_port=$((BENCH_PORT + 1))
 pgplex_port=$((BENCH_PORT + 2))
-declare -A port_of=([direct]=$pg_port [pgbouncer]=$pgbouncer_port [pgplex]=$pgplex_port)
-for p in $pg_port $pgbouncer_port $pgplex_port; do
+base_port=$((BENCH_PORT + 3))
+declare -A port_of=([direct]=$pg_port [pgbouncer]=$pgbouncer_port [pgplex]=$pgplex_port
+                    [pgplex-base]=$base_port)
+for p in $pg_port $pgbouncer_port $pgplex_port ${base_bin:+$base_port}; do
   if ss -Hltn "sport = :$p" | grep -q .; then die "port $p is in use; set BENCH_PORT"; fi
 done
 
@@ -119,6 +136,7 @@ pg_dir=$tmp/pg
 pg_started_by=""        # "pgcluster" or "pg_ctl"
 pgbouncer_pid=""
 pgplex_pid=""
+base_pid=""
 perf_pid=""
 declare -A failed=()    # target -> reason it cannot run at all
 
@@ -126,6 +144,7 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   stop_pid "$perf_pid" perf
+  stop_pid "$base_pid" pgplex-base
   stop_pid "$pgplex_pid" pgplex
   stop_pid "$pgbouncer_pid" pgbouncer
   case $pg_started_by in
@@ -282,10 +301,11 @@ EOF
   chown postgres: "$tmp/pgbouncer.ini"
 }
 
+# write_pgplex_toml FILE PORT: the baseline pgplex gets the same file but for its port.
 write_pgplex_toml() {
-  cat >"$tmp/pgplex.toml" <<EOF
+  cat >"$1" <<EOF
 [pgplex]
-listen = ["127.0.0.1:$pgplex_port"]
+listen = ["127.0.0.1:$2"]
 workers = 2
 max_client_conn = $max_client_conn
 pool_mode = "$POOL_MODE"
@@ -372,25 +392,29 @@ start_pgbouncer() {
   fi
 }
 
+# start_pgplex NAME BINARY PORT PID_VARIABLE: pgplex (NAME pgplex) or the baseline
+# (NAME pgplex-base), with $tmp/NAME.toml and $tmp/NAME.log; its PID into PID_VARIABLE.
 start_pgplex() {
-  if [ ! -x "$pgplex_bin" ]; then
-    failed[pgplex]="$pgplex_bin is not an executable (run 'make build' first)"
-    note "pgplex failed: ${failed[pgplex]}"
+  local name=$1 bin=$2 port=$3 pid_var=$4 pid
+  if [ ! -x "$bin" ]; then
+    failed[$name]="$bin is not an executable (run 'make build' first)"
+    note "$name failed: ${failed[$name]}"
     return
   fi
-  write_pgplex_toml
-  if ! "$pgplex_bin" --check "$tmp/pgplex.toml" >"$tmp/pgplex-check.log" 2>&1; then
-    failed[pgplex]="--check refused the generated config: $(head -1 "$tmp/pgplex-check.log")"
-    note "pgplex failed: ${failed[pgplex]}"
+  write_pgplex_toml "$tmp/$name.toml" "$port"
+  if ! "$bin" --check "$tmp/$name.toml" >"$tmp/$name-check.log" 2>&1; then
+    failed[$name]="--check refused the generated config: $(head -1 "$tmp/$name-check.log")"
+    note "$name failed: ${failed[$name]}"
     return
   fi
-  "$pgplex_bin" "$tmp/pgplex.toml" >"$tmp/pgplex.log" 2>&1 &
-  pgplex_pid=$!
-  if ! wait_ready pgplex "$pgplex_pid" "$pgplex_port"; then
-    show_log pgplex "$tmp/pgplex.log"
+  "$bin" "$tmp/$name.toml" >"$tmp/$name.log" 2>&1 &
+  pid=$!
+  printf -v "$pid_var" '%s' "$pid"
+  if ! wait_ready "$name" "$pid" "$port"; then
+    show_log "$name" "$tmp/$name.log"
     # A proxy that does not work must not keep taking CPU from the other targets' runs.
-    stop_pid "$pgplex_pid" pgplex
-    pgplex_pid=""
+    stop_pid "$pid" "$name"
+    printf -v "$pid_var" '%s' ""
   fi
 }
 
@@ -462,6 +486,7 @@ run_pgbench() {
   case $target in
     pgbouncer) pid=$pgbouncer_pid ;;
     pgplex) pid=$pgplex_pid ;;
+    pgplex-base) pid=$base_pid ;;
   esac
   if [ -n "${failed[$target]:-}" ]; then
     tps[$key]=FAILED
@@ -538,15 +563,29 @@ cell() {
     if (v == "") print "-"; else if (v !~ /^[0-9.]+$/) print v; else printf "%.*f\n", d, v; }'
 }
 
+# table_line MODE PROTO CLIENTS ROUND D_TPS D_LAT B_TPS B_LAT P_TPS P_LAT X_TPS X_LAT
+#            PLEX/BNC PLEX/DIR PLEX/BASE B_CPU P_CPU X_CPU: one line of the table, D direct,
+# B PgBouncer, P pgplex, X the baseline pgplex, whose columns are left out without one.
+table_line() {
+  if [ -z "$base_bin" ]; then
+    printf '%-6s %-8s %7s %5s | %10s %7s | %10s %7s | %10s %7s | %8s %8s | %9s %9s\n' \
+      "${@:1:10}" "${@:13:2}" "${@:16:2}"
+  else
+    printf '%-6s %-8s %7s %5s | %10s %7s | %10s %7s | %10s %7s | %10s %7s | %8s %8s %9s |'\
+' %9s %9s %11s\n' "$@"
+  fi
+}
+
 row() {
-  local mode=$1 protocol=$2 clients=$3 round=$4 d=$5 b=$6 p=$7
-  printf '%-6s %-8s %7s %5s | %10s %7s | %10s %7s | %10s %7s | %8s %8s | %9s %9s\n' \
-    "$mode" "$protocol" "$clients" "$round" \
+  local mode=$1 protocol=$2 clients=$3 round=$4 d=$5 b=$6 p=$7 x=$8
+  table_line "$mode" "$protocol" "$clients" "$round" \
     "$(cell "${tps[$d]:-}" 1)" "$(cell "${latency[$d]:-}" 3)" \
     "$(cell "${tps[$b]:-}" 1)" "$(cell "${latency[$b]:-}" 3)" \
     "$(cell "${tps[$p]:-}" 1)" "$(cell "${latency[$p]:-}" 3)" \
+    "$(cell "${tps[$x]:-}" 1)" "$(cell "${latency[$x]:-}" 3)" \
     "$(ratio "${tps[$p]:-}" "${tps[$b]:-}")" "$(ratio "${tps[$p]:-}" "${tps[$d]:-}")" \
-    "$(cell "${cpu_s[$b]:-}" 4)" "$(cell "${cpu_s[$p]:-}" 4)"
+    "$(ratio "${tps[$p]:-}" "${tps[$x]:-}")" \
+    "$(cell "${cpu_s[$b]:-}" 4)" "$(cell "${cpu_s[$p]:-}" 4)" "$(cell "${cpu_s[$x]:-}" 4)"
 }
 
 # mean_into ARRAY OUT_KEY KEY...: ARRAY[OUT_KEY] = mean of ARRAY over the keys whose run
@@ -578,13 +617,19 @@ header() {
        "(max_connections $max_connections, fsync and synchronous_commit off)," \
        "$("$PGBOUNCER_BIN" --version 2>/dev/null | head -1)," \
        "$("$pgplex_bin" --version 2>/dev/null || echo 'pgplex (version unknown)')"
+  [ -n "$base_bin" ] &&
+    echo "pgplex: $pgplex_bin; baseline pgplex (pgplex-base): $base_bin," \
+         "$("$base_bin" --version 2>/dev/null || echo 'version unknown')"
   echo "pgbench -j $THREADS -T $DURATION, scale $SCALE, -M as in the proto column;" \
        "all targets over TCP 127.0.0.1;" \
        "proxies: $POOL_MODE pooling, pool size $pool_size, SCRAM to clients and PostgreSQL"
   echo "tps: transactions/s (without connection time); lat: average latency in ms;"
   echo "ratios: pgplex tps / PgBouncer tps and pgplex tps / direct tps;"
+  [ -n "$base_bin" ] &&
+    echo "plex/base: pgplex tps / baseline pgplex tps (same config, same round)"
   echo "cpu/1k: proxy CPU seconds (utime+stime from /proc) per 1000 transactions"
-  for t in pgbouncer pgplex; do
+  for t in $targets; do
+    [ "$t" = direct ] && continue
     [ -n "${failed[$t]:-}" ] && echo "FAILED target $t: ${failed[$t]}"
     for p in $PROTOCOL; do
       reason=$(skip_reason "$t" "$p")
@@ -592,17 +637,28 @@ header() {
     done
   done
   echo
-  printf '%-6s %-8s %7s %5s | %10s %7s | %10s %7s | %10s %7s | %8s %8s | %9s %9s\n' \
-    mode proto clients round "direct tps" lat "bouncer tps" lat "pgplex tps" lat \
-    plex/bnc plex/dir "bnc cpu/1k" "plex cpu/1k"
+  table_line mode proto clients round "direct tps" lat "bouncer tps" lat "pgplex tps" lat \
+    "base tps" lat plex/bnc plex/dir plex/base "bnc cpu/1k" "plex cpu/1k" "base cpu/1k"
+}
+
+# syscalls_line MODE PROTO CLIENTS ROUND B P X BY_NAME: X (the baseline) left out without one.
+syscalls_line() {
+  if [ -z "$base_bin" ]; then
+    printf '%-6s %-8s %7s %5s | %10s %10s | %s\n' "${@:1:6}" "$8"
+  else
+    printf '%-6s %-8s %7s %5s | %10s %10s %10s | %s\n' "$@"
+  fi
 }
 
 syscalls_row() {
-  local mode=$1 protocol=$2 clients=$3 round=$4 b=$5 p=$6 by_name=""
+  local mode=$1 protocol=$2 clients=$3 round=$4 b=$5 p=$6 x=$7 by_name=""
   [ -n "${syscalls_by_name[$b]:-}" ] && by_name="PgBouncer: ${syscalls_by_name[$b]}"
   [ -n "${syscalls_by_name[$p]:-}" ] && by_name+="${by_name:+; }pgplex: ${syscalls_by_name[$p]}"
-  printf '%-6s %-8s %7s %5s | %10s %10s | %s\n' "$mode" "$protocol" "$clients" "$round" \
-    "$(cell "${syscalls_tx[$b]:-}" 2)" "$(cell "${syscalls_tx[$p]:-}" 2)" "$by_name"
+  [ -n "${syscalls_by_name[$x]:-}" ] &&
+    by_name+="${by_name:+; }pgplex-base: ${syscalls_by_name[$x]}"
+  syscalls_line "$mode" "$protocol" "$clients" "$round" \
+    "$(cell "${syscalls_tx[$b]:-}" 2)" "$(cell "${syscalls_tx[$p]:-}" 2)" \
+    "$(cell "${syscalls_tx[$x]:-}" 2)" "$by_name"
 }
 
 syscalls_table() {
@@ -612,18 +668,19 @@ syscalls_table() {
        "${syscalls_start} s into each run for ${syscalls_window} s; transactions: pgbench's" \
        "per-second progress (-P 1) summed over that window; by syscall:" \
        "syscalls:sys_enter_NAME per transaction"
-  printf '%-6s %-8s %7s %5s | %10s %10s | %s\n' mode proto clients round "bnc sys/tx" \
-    "plex sys/tx" "by syscall"
+  syscalls_line mode proto clients round "bnc sys/tx" "plex sys/tx" "base sys/tx" "by syscall"
   for mode in $MODES; do
     for protocol in $PROTOCOL; do
       for clients in $CLIENTS; do
         for ((round = 1; round <= ROUNDS; round++)); do
           k="$mode/$protocol/$clients/$round"
-          syscalls_row "$mode" "$protocol" "$clients" "$round" "pgbouncer/$k" "pgplex/$k"
+          syscalls_row "$mode" "$protocol" "$clients" "$round" "pgbouncer/$k" "pgplex/$k" \
+            "pgplex-base/$k"
         done
         if [ "$ROUNDS" -gt 1 ]; then
           k="$mode/$protocol/$clients/mean"
-          syscalls_row "$mode" "$protocol" "$clients" mean "pgbouncer/$k" "pgplex/$k"
+          syscalls_row "$mode" "$protocol" "$clients" mean "pgbouncer/$k" "pgplex/$k" \
+            "pgplex-base/$k"
         fi
       done
     done
@@ -635,11 +692,12 @@ syscalls_table() {
 start_postgres
 write_userlist
 start_pgbouncer
-start_pgplex
+start_pgplex pgplex "$pgplex_bin" "$pgplex_port" pgplex_pid
+[ -n "$base_bin" ] && start_pgplex pgplex-base "$base_bin" "$base_port" base_pid
 
 runs=0
 for mode in $MODES; do for protocol in $PROTOCOL; do for c in $CLIENTS; do
-  for t in direct pgbouncer pgplex; do
+  for t in $targets; do
     [ -z "$(skip_reason "$t" "$protocol")" ] && runs=$((runs + ROUNDS))
   done
 done; done; done
@@ -650,8 +708,12 @@ for mode in $MODES; do
     for clients in $CLIENTS; do
       for ((round = 1; round <= ROUNDS; round++)); do
         # Targets alternate within each round so that drift (caches, thermal, autovacuum)
-        # spreads over all three instead of favouring whichever ran first.
-        for t in direct pgbouncer pgplex; do
+        # spreads over all of them instead of favouring whichever ran first. The baseline
+        # pgplex runs after pgplex in odd rounds and before it in even ones.
+        order=$targets
+        [ -n "$base_bin" ] && [ $((round % 2)) -eq 0 ] &&
+          order="direct pgbouncer pgplex-base pgplex"
+        for t in $order; do
           run_pgbench "$t" "${port_of[$t]}" "$mode" "$protocol" "$clients" \
             "$t/$mode/$protocol/$clients/$round"
         done
@@ -668,10 +730,11 @@ mkdir -p "$results_dir"
       for clients in $CLIENTS; do
         for ((round = 1; round <= ROUNDS; round++)); do
           k="$mode/$protocol/$clients/$round"
-          row "$mode" "$protocol" "$clients" "$round" "direct/$k" "pgbouncer/$k" "pgplex/$k"
+          row "$mode" "$protocol" "$clients" "$round" "direct/$k" "pgbouncer/$k" "pgplex/$k" \
+            "pgplex-base/$k"
         done
         if [ "$ROUNDS" -gt 1 ]; then
-          for t in direct pgbouncer pgplex; do
+          for t in $targets; do
             keys=()
             for ((round = 1; round <= ROUNDS; round++)); do
               keys+=("$t/$mode/$protocol/$clients/$round")
@@ -682,7 +745,8 @@ mkdir -p "$results_dir"
             mean_into tps "$t/$mode/$protocol/$clients/mean" "${keys[@]}"
           done
           k="$mode/$protocol/$clients/mean"
-          row "$mode" "$protocol" "$clients" mean "direct/$k" "pgbouncer/$k" "pgplex/$k"
+          row "$mode" "$protocol" "$clients" mean "direct/$k" "pgbouncer/$k" "pgplex/$k" \
+            "pgplex-base/$k"
         fi
       done
     done
