@@ -1,14 +1,14 @@
 // See client/admin.h. Simple queries only, as PgBouncer's admin console: each Query is
 // answered from the config and topology snapshots the worker holds.
-#include "pgplex/client/admin.h"
+#include "pgplex/client/client_admin.h"
 
 #include <algorithm>
 #include <vector>
 
 #include "pgplex/admin/show.h"
 #include "pgplex/base/log.h"
+#include "pgplex/client/client_login.h"
 #include "pgplex/client/client_work.h"
-#include "pgplex/client/login.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/message.h"
 #include "pgplex/proto/sqlstate.h"

@@ -15,10 +15,10 @@
 #include <string>
 
 #include "pgplex/base/limits.h"
+#include "pgplex/client/client_extended.h"
+#include "pgplex/client/client_listen.h"
+#include "pgplex/client/client_login.h"
 #include "pgplex/client/client_work.h"
-#include "pgplex/client/extended.h"
-#include "pgplex/client/listen.h"
-#include "pgplex/client/login.h"
 #include "pgplex/pool/session_state.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/sqlstate.h"

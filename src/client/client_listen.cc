@@ -24,13 +24,13 @@
 
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
+#include "pgplex/client/client_listen.h"
+#include "pgplex/client/client_login.h"
 #include "pgplex/client/client_work.h"
-#include "pgplex/client/listen.h"
-#include "pgplex/client/login.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/server/internal.h"
-#include "pgplex/server/listen.h"
+#include "pgplex/server/server_listen.h"
 #include "pgplex/worker/worker.h"
 
 namespace pgplex::client {

@@ -12,10 +12,10 @@
 
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
-#include "pgplex/client/admin.h"
+#include "pgplex/client/client_admin.h"
+#include "pgplex/client/client_login.h"
+#include "pgplex/client/client_route.h"
 #include "pgplex/client/client_work.h"
-#include "pgplex/client/login.h"
-#include "pgplex/client/route.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/proto/startup.h"

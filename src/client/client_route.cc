@@ -1,14 +1,14 @@
 // See client/route.h. The router decides; this file turns its decisions into the client's
 // states: a pool to wait on, an answer pgplex gives itself, or a wait for a node.
-#include "pgplex/client/route.h"
+#include "pgplex/client/client_route.h"
 
 #include <strings.h>
 
 #include <algorithm>
 
 #include "pgplex/base/log.h"
+#include "pgplex/client/client_login.h"
 #include "pgplex/client/client_work.h"
-#include "pgplex/client/login.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/message.h"

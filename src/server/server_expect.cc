@@ -11,8 +11,8 @@
 // name.
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
+#include "pgplex/client/client_listen.h"
 #include "pgplex/client/client_work.h"
-#include "pgplex/client/listen.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/internal.h"

@@ -28,14 +28,14 @@
 
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
-#include "pgplex/client/listen.h"
+#include "pgplex/client/client_listen.h"
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/internal.h"
-#include "pgplex/server/listen.h"
 #include "pgplex/server/server_lease.h"
+#include "pgplex/server/server_listen.h"
 #include "pgplex/server/server_work.h"
 #include "pgplex/worker/worker.h"
 

@@ -19,8 +19,8 @@
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/internal.h"
-#include "pgplex/server/listen.h"
 #include "pgplex/server/server_lease.h"
+#include "pgplex/server/server_listen.h"
 #include "pgplex/server/server_work.h"
 #include "pgplex/tls/md5.h"
 

@@ -14,8 +14,8 @@
 #include "pgplex/pool/pool.h"
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/server/internal.h"
-#include "pgplex/server/listen.h"
 #include "pgplex/server/server_lease.h"
+#include "pgplex/server/server_listen.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::server {

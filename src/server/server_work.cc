@@ -7,17 +7,17 @@
 
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
+#include "pgplex/client/client_extended.h"
+#include "pgplex/client/client_listen.h"
 #include "pgplex/client/client_work.h"
-#include "pgplex/client/extended.h"
-#include "pgplex/client/listen.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/internal.h"
-#include "pgplex/server/listen.h"
 #include "pgplex/server/server_lease.h"
+#include "pgplex/server/server_listen.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::server {

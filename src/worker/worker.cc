@@ -12,8 +12,8 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_work.h"
-#include "pgplex/server/listen.h"
 #include "pgplex/server/server_lease.h"
+#include "pgplex/server/server_listen.h"
 #include "pgplex/server/server_work.h"
 
 namespace pgplex::worker {

@@ -8,7 +8,7 @@
 #include <string_view>
 
 #include "pgplex/client/client.h"
-#include "pgplex/client/extended.h"
+#include "pgplex/client/client_extended.h"
 #include "pgplex/proto/writer.h"
 #include "pgplex/server/server.h"
 
