@@ -1,4 +1,4 @@
-// See client/admin.h. Simple queries only, as PgBouncer's admin console: each Query is
+// See client/client_admin.h. Simple queries only, as PgBouncer's admin console: each Query is
 // answered from the config and topology snapshots the worker holds.
 #include "pgplex/client/client_admin.h"
 

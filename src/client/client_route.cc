@@ -1,4 +1,4 @@
-// See client/route.h. The router decides; this file turns its decisions into the client's
+// See client/client_route.h. The router decides; this file turns its decisions into the client's
 // states: a pool to wait on, an answer pgplex gives itself, or a wait for a node.
 #include "pgplex/client/client_route.h"
 
