@@ -151,10 +151,17 @@ void stamp_prepared(client::Session& session) {
 // (DEALLOCATE ALL first); a name pgplex has no text for is dropped the same way.
 void reconcile_prepared(Server& server, client::Session& session,
                         const std::vector<std::string>& rows) {
+    // Candidates, the later preferred: what the client had, what the transaction prepared,
+    // then what would stand had all of it run (a PREPARE of a name in use leaves the old
+    // statement, and its settings, in place).
     std::vector<pool::Setting> known = session.sql_prepared;
-    for (const pool::SetChange& change : session.pending)
+    std::vector<pool::Setting> all_ran = session.sql_prepared;
+    for (const pool::SetChange& change : session.pending) {
         if (change.kind == pool::SetKind::Prepare)
             known.push_back({change.name, change.sql, {}, {}});
+        pool::apply_prepare_change(all_ran, change);
+    }
+    known.insert(known.end(), all_ran.begin(), all_ran.end());
     session.pending.clear();
     std::vector<pool::Setting> held;
     for (const std::string& row : rows) {
@@ -167,7 +174,7 @@ void reconcile_prepared(Server& server, client::Session& session,
         }
         std::string_view name(row.data() + colon + 1, length);
         std::string_view text = std::string_view(row).substr(colon + 1 + length);
-        const pool::Setting* found = nullptr;  // the newest of that name its text holds
+        const pool::Setting* found = nullptr;  // the last of that name its text holds
         const pool::Setting* newest = nullptr;
         for (const pool::Setting& candidate : known) {
             if (candidate.name != name) continue;

@@ -153,6 +153,11 @@ REPRODUCTIONS = {
     "a_failed_prepare_of_a_name_in_use_leaves_the_first":
         ([(0, "PREPARE p1 (int) AS SELECT $1 * 3"), (0, "BEGIN; PREPARE p1 AS SELECT 7"),
           (0, "ROLLBACK"), (1, "SELECT 1"), (0, "EXECUTE p1(2)")], {}),
+    "a_failed_prepare_of_the_same_text_keeps_the_first_ones_search_path":
+        ([(0, "PREPARE p2 AS SELECT tag FROM shared_table LIMIT 1"),
+          (0, "SET search_path = pg_catalog"),
+          (0, "PREPARE p2 AS SELECT tag FROM shared_table LIMIT 1"), (1, "DEALLOCATE ALL"),
+          (0, "EXECUTE p2")], {}),
     "set_session_characteristics_replays":
         ([(0, "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
           DIRTY], {}),
