@@ -208,6 +208,7 @@ int run_control(std::shared_ptr<const config::Config> config) {
     worker::Shared shared(pool_table_capacity);
     shared.publish(config);
     shared.ring_fds.assign(worker_count, -1);
+    shared.stats = std::make_unique<worker::WorkerStats[]>(worker_count);
 
     std::vector<std::unique_ptr<WorkerThread>> threads;
     for (uint32_t i = 0; i < worker_count; ++i) {

@@ -36,7 +36,7 @@ constexpr Type type_text{25, -1};
 constexpr size_t echoed_command_bytes_max = 64;
 
 struct Column {
-    const char* name;
+    std::string name;
     Type type;
 };
 
@@ -306,6 +306,59 @@ Table services_table(const Context& context) {
     return table;
 }
 
+Table state_table(const Context& context) {
+    Table table{{{"worker", type_int8}}, {}};
+    if (context.workers == nullptr || context.workers->empty()) return table;
+    const WorkerState& first = context.workers->front();
+    for (const auto& [name, count] : first.clients)
+        table.columns.push_back({"cl_" + name, type_int8});
+    for (const auto& [name, count] : first.servers)
+        table.columns.push_back({"sv_" + name, type_int8});
+    for (const char* name :
+         {"pinned", "ring_buffers_used", "out_buffers_used", "chunks_used", "bytes_queued"})
+        table.columns.push_back({name, type_int8});
+    for (const WorkerState& worker : *context.workers) {
+        Row row{integer(worker.worker)};
+        for (const auto& [name, count] : worker.clients) row.push_back(integer(count));
+        for (const auto& [name, count] : worker.servers) row.push_back(integer(count));
+        for (uint64_t value :
+             {uint64_t(worker.pinned), uint64_t(worker.ring_in_use), uint64_t(worker.out_in_use),
+              uint64_t(worker.chunks_in_use), worker.bytes_queued})
+            row.push_back(integer(int64_t(value)));
+        table.rows.push_back(std::move(row));
+    }
+    return table;
+}
+
+// PgBouncer's SHOW MEM shape (name, size, used, free, memtotal), summed over the workers:
+// the provided buffer rings, the out buffers pgplex writes its own messages into, and the
+// chunks of the send queues.
+Table mem_table(const Context& context) {
+    Table table{{{"name", type_text},
+                 {"size", type_int8},
+                 {"used", type_int8},
+                 {"free", type_int8},
+                 {"memtotal", type_int8}},
+                {}};
+    uint64_t size = 0, ring[2] = {0, 0}, out[2] = {0, 0}, chunks[2] = {0, 0};  // used, count
+    if (context.workers != nullptr)
+        for (const WorkerState& worker : *context.workers) {
+            size = worker.buffer_size;
+            ring[0] += worker.ring_in_use, ring[1] += worker.ring_count;
+            out[0] += worker.out_in_use, out[1] += worker.out_count;
+            chunks[0] += worker.chunks_in_use, chunks[1] += worker.chunk_count;
+        }
+    auto add = [&table](const char* name, uint64_t item, const uint64_t(&counts)[2]) {
+        table.rows.push_back({text(name), integer(int64_t(item)), integer(int64_t(counts[0])),
+                              integer(int64_t(counts[1] - counts[0])),
+                              integer(int64_t(item * counts[1]))});
+    };
+    add("ring_buffers", size, ring);
+    add("out_buffers", size, out);
+    add("chunks", 16, chunks);
+    return table;
+}
+
 Table version_table(const Context&) {
     return Table{{{"version", type_text}}, {{text("pgplex " PGPLEX_VERSION)}}};
 }
@@ -319,7 +372,8 @@ struct ShowCommand {
 
 constexpr ShowCommand show_commands[] = {
     {"CLUSTERS", clusters_table}, {"NODES", nodes_table}, {"SERVICES", services_table},
-    {"VERSION", version_table},   {"HELP", help_table},
+    {"STATE", state_table},       {"MEM", mem_table},     {"VERSION", version_table},
+    {"HELP", help_table},
 };
 
 Table help_table(const Context&) {

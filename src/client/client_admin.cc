@@ -12,6 +12,7 @@
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/message.h"
 #include "pgplex/proto/sqlstate.h"
+#include "pgplex/server/server.h"
 #include "pgplex/worker/worker.h"
 
 namespace pgplex::client {
@@ -63,6 +64,39 @@ void begin_admin(worker::Worker& worker, Client& client) {
              worker.index, worker.client_slot(client));
 }
 
+namespace {
+
+// What every worker last published (worker.h WorkerStats), for SHOW STATE and SHOW MEM.
+std::vector<admin::WorkerState> worker_states(const worker::Worker& worker) {
+    std::vector<admin::WorkerState> out;
+    constexpr auto relaxed = std::memory_order_relaxed;
+    for (uint32_t i = 0; worker.shared.stats && i < worker.shared.ring_fds.size(); ++i) {
+        const worker::WorkerStats& stats = worker.shared.stats[i];
+        if (!stats.published.load(std::memory_order_acquire)) continue;
+        admin::WorkerState state;
+        state.worker = i;
+        for (size_t s = 1; s < stats.clients_in.size(); ++s)  // 0 is Free
+            state.clients.emplace_back(to_string(ClientState(s)),
+                                       stats.clients_in[s].load(relaxed));
+        for (size_t s = 1; s < stats.servers_in.size(); ++s)
+            state.servers.emplace_back(server::to_string(server::ServerState(s)),
+                                       stats.servers_in[s].load(relaxed));
+        state.pinned = stats.pinned.load(relaxed);
+        state.ring_in_use = stats.ring_in_use.load(relaxed);
+        state.ring_count = stats.ring_count.load(relaxed);
+        state.buffer_size = stats.buffer_size.load(relaxed);
+        state.out_in_use = stats.out_in_use.load(relaxed);
+        state.out_count = stats.out_count.load(relaxed);
+        state.chunks_in_use = stats.chunks_in_use.load(relaxed);
+        state.chunk_count = stats.chunk_count.load(relaxed);
+        state.bytes_queued = stats.bytes_queued.load(relaxed);
+        out.push_back(std::move(state));
+    }
+    return out;
+}
+
+}  // namespace
+
 uint32_t admin_consume(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
     if (size < 5) return 0;
     uint32_t length = proto::read_be32(data + 1);
@@ -80,7 +114,8 @@ uint32_t admin_consume(worker::Worker& worker, Client& client, const uint8_t* da
         case uint8_t(FrontendMessage::Query): {
             std::string_view sql(reinterpret_cast<const char*>(data + 5), length - 4);
             sql = sql.substr(0, sql.find('\0'));
-            admin::Context context{*worker.config, worker.topology.get(), worker.now};
+            std::vector<admin::WorkerState> workers = worker_states(worker);
+            admin::Context context{*worker.config, worker.topology.get(), worker.now, &workers};
             admin::answer(sql, context, out);
             break;
         }

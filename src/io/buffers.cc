@@ -80,6 +80,7 @@ uint32_t Buffers::out_acquire() {
 }
 
 uint32_t Buffers::chunk_acquire() {
+    ++chunks_used_;
     if (chunk_free_ == nil) {
         chunks_.push_back(Chunk{});
         return uint32_t(chunks_.size() - 1);
@@ -91,6 +92,7 @@ uint32_t Buffers::chunk_acquire() {
 }
 
 void Buffers::chunk_release(uint32_t index) {
+    --chunks_used_;
     chunks_[index].next = chunk_free_;
     chunks_[index].buffer = nil;
     chunk_free_ = index;

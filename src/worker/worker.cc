@@ -407,9 +407,13 @@ void Worker::on_tick() {
     if ((shared.shutdown.load(std::memory_order_acquire) || immediate) && !shutting_down_)
         begin_shutdown();
     if (shutting_down_ && now >= shared.shutdown_deadline_ms.load()) immediate = true;
+    uint32_t pinned = 0;
+    uint64_t bytes_queued = 0;
     for (uint32_t i = 0; i < client_high_; ++i) {
         client::Client& c = clients[i];
         if (c.state == client::ClientState::Free) continue;
+        pinned += c.session && c.session->pinned ? 1 : 0;
+        bytes_queued += c.conn.out.bytes + c.conn.held_in.bytes;
         if (shutting_down_)
             client::on_shutdown(*this, c, immediate);
         else
@@ -418,6 +422,7 @@ void Worker::on_tick() {
     for (uint32_t i = 0; i < server_high_; ++i) {
         server::Server& s = servers[i];
         if (s.state == server::ServerState::Free) continue;
+        bytes_queued += s.conn.out.bytes + s.conn.held_in.bytes;
         if (shutting_down_)
             server::on_shutdown(*this, s, immediate);
         else
@@ -428,7 +433,28 @@ void Worker::on_tick() {
         for (uint32_t i = 0; i < listeners_.size(); ++i)
             if (!accept_armed_[i]) arm_accept(i);
     }
+    publish_stats(pinned, bytes_queued);
     if (shutting_down_ && drained()) done_ = true;
+}
+
+void Worker::publish_stats(uint32_t pinned, uint64_t bytes_queued) {
+    if (!shared.stats) return;
+    WorkerStats& stats = shared.stats[index];
+    constexpr auto relaxed = std::memory_order_relaxed;
+    for (size_t i = 0; i < stats.clients_in.size(); ++i)
+        stats.clients_in[i].store(counters.clients_in[i], relaxed);
+    for (size_t i = 0; i < stats.servers_in.size(); ++i)
+        stats.servers_in[i].store(counters.servers_in[i], relaxed);
+    stats.pinned.store(pinned, relaxed);
+    stats.ring_in_use.store(buffers.ring_in_use(), relaxed);
+    stats.ring_count.store(buffers.ring_count(), relaxed);
+    stats.buffer_size.store(buffers.buffer_size(), relaxed);
+    stats.out_in_use.store(buffers.out_in_use(), relaxed);
+    stats.out_count.store(buffers.out_count(), relaxed);
+    stats.chunks_in_use.store(buffers.chunks_in_use(), relaxed);
+    stats.chunk_count.store(buffers.chunk_count(), relaxed);
+    stats.bytes_queued.store(bytes_queued, relaxed);
+    stats.published.store(true, std::memory_order_release);
 }
 
 void Worker::begin_shutdown() {

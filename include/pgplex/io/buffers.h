@@ -77,6 +77,13 @@ class Buffers {
     void flush_recycled();
     uint32_t ring_free() const { return ring_free_; }
     uint32_t ring_count() const { return ring_count_; }
+    // For SHOW STATE / SHOW MEM: ring buffers pgplex holds (received, not yet given back),
+    // out buffers made and in use, chunks made and in use.
+    uint32_t ring_in_use() const { return ring_count_ - ring_free_ - pending_advance_; }
+    uint32_t out_count() const { return uint32_t(out_blocks_.size()); }
+    uint32_t out_in_use() const { return uint32_t(out_blocks_.size() - out_free_.size()); }
+    uint32_t chunk_count() const { return uint32_t(chunks_.size()); }
+    uint32_t chunks_in_use() const { return chunks_used_; }
 
   private:
     uint32_t chunk_acquire();
@@ -95,6 +102,7 @@ class Buffers {
     std::vector<uint32_t> out_free_;
     std::vector<Chunk> chunks_;
     uint32_t chunk_free_ = nil;
+    uint32_t chunks_used_ = 0;
 };
 
 }  // namespace pgplex::io

@@ -37,6 +37,18 @@ namespace pgplex::worker {
 
 class Worker;
 
+// What a worker last published of its resources (each tick), for SHOW STATE and SHOW MEM:
+// written by that worker only, read by any.
+struct WorkerStats {
+    std::array<std::atomic<uint32_t>, client::client_state_count> clients_in{};
+    std::array<std::atomic<uint32_t>, server::server_state_count> servers_in{};
+    std::atomic<uint32_t> pinned{0};  // transaction-pooled clients pinned now
+    std::atomic<uint32_t> ring_in_use{0}, ring_count{0}, buffer_size{0};
+    std::atomic<uint32_t> out_in_use{0}, out_count{0}, chunks_in_use{0}, chunk_count{0};
+    std::atomic<uint64_t> bytes_queued{0};  // in send queues and held input, all conns
+    std::atomic<bool> published{false};
+};
+
 // What all workers and the control thread share. Written by the control thread, read by
 // the workers on their tick.
 struct Shared {
@@ -57,8 +69,9 @@ struct Shared {
     std::atomic<bool> shutdown{false};   // SIGTERM: drain then exit
     std::atomic<bool> immediate{false};  // SIGINT: exit now
     std::atomic<int64_t> shutdown_deadline_ms{0};
-    std::vector<int> ring_fds;         // index: worker
-    std::atomic<bool> started{false};  // every ring exists: workers may message
+    std::vector<int> ring_fds;             // index: worker
+    std::unique_ptr<WorkerStats[]> stats;  // index: worker
+    std::atomic<bool> started{false};      // every ring exists: workers may message
     std::atomic<int> finished_workers{0};
 
   private:
@@ -148,6 +161,7 @@ class Worker : public io::Loop {
     void on_tick();
     io::Conn& conn_at(io::Op op, uint32_t slot);
     void begin_shutdown();
+    void publish_stats(uint32_t pinned, uint64_t bytes_queued);
     bool drained() const;
 
     std::vector<base::UniqueFd> listeners_;

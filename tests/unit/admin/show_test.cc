@@ -430,10 +430,71 @@ Test(show, version_names_pgplex_and_its_version) {
 Test(show, help_lists_every_command) {
     config::Config config = test_config();
     Result help = ask_one("SHOW HELP", config, nullptr);
-    cr_assert_eq(help.rows.size(), 5u);
+    cr_assert_eq(help.rows.size(), 7u);
     assert_text(*help.rows[0][0], "SHOW CLUSTERS");
     assert_text(*help.rows[2][0], "SHOW SERVICES");
-    assert_text(*help.rows[4][0], "SHOW HELP");
+    assert_text(*help.rows[3][0], "SHOW STATE");
+    assert_text(*help.rows[4][0], "SHOW MEM");
+    assert_text(*help.rows[6][0], "SHOW HELP");
+}
+
+std::vector<admin::WorkerState> two_workers() {
+    admin::WorkerState busy;
+    busy.worker = 0;
+    busy.clients = {{"idle", 3}, {"active", 2}};
+    busy.servers = {{"idle", 1}, {"active", 2}};
+    busy.pinned = 1;
+    busy.ring_in_use = 4, busy.ring_count = 2048, busy.buffer_size = 16384;
+    busy.out_in_use = 1, busy.out_count = 8, busy.chunks_in_use = 5, busy.chunk_count = 4096;
+    busy.bytes_queued = 70000;
+    admin::WorkerState quiet = busy;
+    quiet.worker = 1;
+    quiet.clients = {{"idle", 0}, {"active", 0}};
+    quiet.servers = {{"idle", 2}, {"active", 0}};
+    quiet.pinned = quiet.ring_in_use = quiet.out_in_use = quiet.chunks_in_use = 0;
+    quiet.bytes_queued = 0;
+    return {busy, quiet};
+}
+
+Test(show, state_has_a_row_per_worker_with_its_clients_and_servers_by_state) {
+    config::Config config = test_config();
+    std::vector<admin::WorkerState> workers = two_workers();
+    std::vector<uint8_t> out;
+    admin::answer("SHOW STATE", admin::Context{config, nullptr, now_ms, &workers}, out);
+    std::vector<Result> results = read_reply(out);
+    cr_assert_eq(results.size(), 1u);
+    const Result& state = results[0];
+    cr_assert_eq(state.rows.size(), 2u);
+    assert_text(*state.at({"0"}, "cl_active"), "2");
+    assert_text(*state.at({"0"}, "sv_idle"), "1");
+    assert_text(*state.at({"0"}, "pinned"), "1");
+    assert_text(*state.at({"0"}, "bytes_queued"), "70000");
+    assert_text(*state.at({"1"}, "sv_idle"), "2");
+    assert_text(*state.at({"1"}, "ring_buffers_used"), "0");
+}
+
+Test(show, mem_sums_the_workers_buffers_in_pgbouncers_columns) {
+    config::Config config = test_config();
+    std::vector<admin::WorkerState> workers = two_workers();
+    std::vector<uint8_t> out;
+    admin::answer("SHOW MEM", admin::Context{config, nullptr, now_ms, &workers}, out);
+    std::vector<Result> results = read_reply(out);
+    cr_assert_eq(results.size(), 1u);
+    const Result& mem = results[0];
+    cr_assert_eq(mem.columns.size(), 5u);
+    assert_text(mem.columns[4], "memtotal");
+    assert_text(*mem.at({"ring_buffers"}, "used"), "4");
+    assert_text(*mem.at({"ring_buffers"}, "free"), "4092");
+    assert_text(*mem.at({"ring_buffers"}, "memtotal"), std::to_string(4096ull * 16384).c_str());
+    assert_text(*mem.at({"chunks"}, "used"), "5");
+}
+
+Test(show, state_and_mem_answer_before_any_worker_published) {
+    config::Config config = test_config();
+    Result state = ask_one("SHOW STATE", config, nullptr);
+    cr_assert_eq(state.rows.size(), 0u);
+    Result mem = ask_one("SHOW MEM", config, nullptr);
+    assert_text(*mem.at({"out_buffers"}, "used"), "0");
 }
 
 // --- reading commands ------------------------------------------------------------------------
