@@ -13,6 +13,9 @@ fixed two-client scripts distilled from what the seeds found. Longer runs:
                                                   look past a known bug; same sequences else)
 as `make fuzz-pool SEEDS=1-200 [MINUTES=M]` or `tests/integration/pooldiff.py --seeds ...`.
 
+After each seed, with its clients gone, every worker must be back to its idle baseline
+(SHOW STATE: no server lent, no pin, no buffer or byte held).
+
 A failure prints the seed, the client, its sequence up to the difference, both sides'
 answers and a replay command.
 
@@ -26,7 +29,9 @@ import time
 import pytest
 
 import pooldiff
-from conftest import HOST, PASSWORDS
+from conftest import HOST, PASSWORDS, wait_until
+from test_admin_clusters import ADMIN
+from test_admin_state import at_baseline
 
 DEFAULT_SEEDS = "1-8"
 SEED_SECONDS = float(os.environ.get("POOLDIFF_SECONDS", "10"))
@@ -50,7 +55,7 @@ def start_pgplex(cluster, make_pgplex, pool_size):
     alias = {"host": HOST, "port": cluster.port, "dbname": pooldiff.POOL_DB,
              "pool_size": pool_size}
     return make_pgplex(users={**PASSWORDS, pooldiff.SUPERUSER: pooldiff.SUPERUSER_PASSWORD},
-                       settings={"pool_mode": "transaction"},
+                       settings={"pool_mode": "transaction", **ADMIN},
                        databases={pooldiff.ALIAS: alias}, query_wait_timeout="60s")
 
 
@@ -62,6 +67,12 @@ def run_seed(seed, cluster, make_pgplex):
     pgplex = start_pgplex(cluster, make_pgplex, plan.pool_size)
     endpoints = pooldiff.Endpoints(HOST, pgplex.port, cluster.port)
     failures, steps = pooldiff.run_plan(plan, endpoints, SEED_SECONDS)
+    rows = []
+
+    def settled():
+        ok, rows[:] = at_baseline(pgplex.port)
+        return ok
+    assert wait_until(settled, 10), f"seed {seed}: pgplex not back to its baseline: {rows}"
     code, killed = pgplex.stop()  # one pgplex per seed, not hundreds in a long run
     assert (code, killed) == (0, False), f"pgplex exited {code} (killed: {killed}) after " \
         f"seed {seed}:\n{pgplex.log()[-5000:]}"
