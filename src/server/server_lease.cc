@@ -380,6 +380,12 @@ void release_if_done(worker::Worker& worker, Server& server) {
                 server.status == proto::TransactionStatus::Idle &&
                 server.conn.frame.between_messages() && client.conn.frame.between_messages();
     if (!done) return;
+    // The client has its whole reply: what the server says next is pgplex's to read (a
+    // check below, or an idle server's notice or EOF). A reply larger than the client's send
+    // queue bound paused the server's receives until the client drained it (on_server_output),
+    // and only this client's sends would resume them: a server left paused here would never
+    // read its next client's replies, nor the check's.
+    worker.resume_recv(server.conn, io::Op::ServerRecv, worker.server_slot(server));
     if (client.session->routing && client.session->routing->needs_lsn) {
         set_state(worker, server, ServerState::Syncing);
         server.reading_lsn = true;
@@ -537,6 +543,8 @@ void make_available(worker::Worker& worker, Server& server) {
         close(worker, server, CloseReason::Lifetime);
         return;
     }
+    // Whoever gets it next must hear it: no flow control of its last client stays on.
+    worker.resume_recv(server.conn, io::Op::ServerRecv, worker.server_slot(server));
     uint32_t waiter = waiter_front(worker, pool);
     if (waiter != io::nil) {
         waiter_remove(worker, waiter);
