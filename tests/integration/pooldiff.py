@@ -50,6 +50,9 @@ What is compared (observe):
   pooler replaying the PREPARE on another server legitimately changes.
 Protocol-level prepared statements are compared by what Bind/Describe of them return.
 
+One documented limit is kept out of the grammar: in a multi-statement Query a RESET of a
+startup parameter goes last (pgplex puts the startup value back after the Query).
+
 run_script runs a fixed interleaving of a few clients instead, one action at a time, for
 minimal reproductions of what the seeds find (test_pool_differential.REPRODUCTIONS).
 
@@ -196,6 +199,19 @@ def omitted_from_environment():
 
 # ---------------------------------------------------------------------------------------
 # The grammar
+
+
+STARTUP_GUCS = ("application_name", "work_mem", "search_path", "statement_timeout")
+
+
+def resets_a_startup_parameter(statement):
+    """Whether the statement may reset a GUC Grammar.startup() gives a startup value."""
+    words = statement.lower().split()
+    if words[:2] == ["reset", "all"]:
+        return True
+    resets = (words[:1] == ["reset"]
+              or (words[:1] == ["set"] and words[-2:] == ["to", "default"]))
+    return resets and any(guc in words for guc in STARTUP_GUCS)
 
 
 class Grammar:
@@ -349,6 +365,10 @@ class Grammar:
             f"PREPARE {self.pick(SQL_NAMES)} AS SELECT 7", "DEALLOCATE ALL",
             self.role_statement(), self.data_statement(),
         ]) for _ in range(self.rng.randint(2, 4))]
+        # A documented limit (pgplex.toml(5), ISOLATION): pgplex gives a reset startup
+        # parameter its startup value back after the Query that reset it, so a statement
+        # later in the same Query still sees the server's default. Such resets go last.
+        parts.sort(key=resets_a_startup_parameter)  # stable: the rest keep their order
         return [self.q("; ".join(parts))]
 
     def step_set_config(self):
