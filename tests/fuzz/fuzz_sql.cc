@@ -35,8 +35,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         FUZZ_CHECK(all == change.name.empty());
         apply_prepare_change(prepared, change);
     }
-    for (const std::string& statement : prepared_sync(prepared, {}))
-        parse_set_statements(statement);
+    for (const Setting& step : prepared_sync(prepared, {})) parse_set_statements(step.sql);
+    // A reset's follow-up is pgplex's own SELECT: no SET, RESET or PREPARE of its own.
+    std::vector<Setting> startup = {{"application_name", {}, std::string(query), {}}};
+    FUZZ_CHECK(parse_set_statements(reset_follow_up_sql(startup, changes)).empty());
     // Any text as a setting's value stays one quoted literal: the replay is one
     // SELECT, whatever the value holds.
     auto none = [](const std::string&) -> const std::string* { return nullptr; };
