@@ -40,6 +40,7 @@ void set_state(worker::Worker& worker, Client& client, ClientState state) {
     PGPLEX_ASSERT(allowed(client.state, state));
     if (client.state != ClientState::Free) --worker.counters.clients_in[size_t(client.state)];
     if (state != ClientState::Free) ++worker.counters.clients_in[size_t(state)];
+    if (state != client.state) client.wait_logged = false;
     client.state = state;
     client.since = worker.now;
 }

@@ -387,6 +387,29 @@ void release(worker::Worker& worker, Client& client) {
     }
 }
 
+// A wait worth a log line: half of query_wait_timeout, at most 5 s.
+int64_t long_wait_ms(const config::Config& config) {
+    int64_t half = config.query_wait_timeout_ms > 0 ? config.query_wait_timeout_ms / 2 : 5000;
+    return std::min<int64_t>(half, 5000);
+}
+
+// Says once why a client has waited long: its pool is full (servers of pool_size, how many
+// wait in all) or its servers do not log in.
+void log_long_wait(worker::Worker& worker, Client& client) {
+    client.wait_logged = true;
+    const pool::Pool& pool = *client.pool;
+    int64_t failed = pool.login_failed_ms.load(std::memory_order_relaxed);
+    log_warning(
+        "client slot %u (user=%s database=%s) has waited %lld ms for a server of %s/%s: "
+        "%d of pool_size %d servers open, %d clients waiting on all workers%s",
+        worker.client_slot(client), client.session ? client.session->user.c_str() : "",
+        client.session ? client.session->database.c_str() : "",
+        (long long)(worker.now - client.since), pool.target.dbname.c_str(),
+        pool.target.user.c_str(), pool.servers(), pool.size_limit(),
+        pool.waiting.load(std::memory_order_relaxed),
+        failed > 0 && worker.now - failed < 10000 ? "; the last server login failed" : "");
+}
+
 }  // namespace
 
 uint32_t cancel_pid(uint32_t worker, uint32_t slot) {
@@ -564,6 +587,7 @@ void on_tick(worker::Worker& worker, Client& client) {
             // find it between two states, and nothing else would ask twice.
             if (server::waiter_front(worker, *client.pool) == worker.client_slot(client))
                 server::want_server(worker, *client.pool);
+            if (!client.wait_logged && age > long_wait_ms(config)) log_long_wait(worker, client);
             if (config.query_wait_timeout_ms > 0 && age > config.query_wait_timeout_ms) {
                 std::string message = "query_wait_timeout: no server connection became free in " +
                                       std::to_string(config.query_wait_timeout_ms) + " ms";

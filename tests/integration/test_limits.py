@@ -1,6 +1,7 @@
 """Limits a user runs into: max_client_conn, pool sizes, query_wait_timeout, and what a
 session leaves behind on a pooled server connection."""
 
+import re
 import threading
 import time
 
@@ -107,6 +108,9 @@ def test_waiting_past_query_wait_timeout_gives_an_error(make_pgplex):
             f"expected an error, got {waiter.result!r} / {waiter.error!r}"
         assert "query_wait_timeout" in str(waiter.error), str(waiter.error)
         assert 0.8 <= waiter.elapsed() <= 3.5, waiter.elapsed()
+        # Before the error, a log line said why it waited (from half the timeout on).
+        assert re.search(r"has waited \d+ ms for a server of payam_db/payam: 1 of pool_size 1 "
+                         r"servers open, 1 clients waiting", pgplex.log()), pgplex.log()[-3000:]
         # The holder is unaffected, and once it leaves a new client is served.
         assert holder.execute("SELECT 2").fetchone() == (2,)
         holder.close()

@@ -126,6 +126,7 @@ struct Client {
     uint16_t listener = 0;         // the listener it came in by: main or a service
     base::Milliseconds since = 0;  // when the current state began
     bool consuming = false;        // inside consume_held(): no re-entry
+    bool wait_logged = false;      // Waiting: its long wait was logged (client_work.cc)
     std::unique_ptr<Login> login;
     std::unique_ptr<Session> session;
     std::unique_ptr<uint8_t[]> assembly;  // an inspected Query split across buffers
