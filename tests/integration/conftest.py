@@ -2,7 +2,7 @@
 
 One PostgreSQL 15 primary with one streaming replica runs for the whole session
 (scripts/pgcluster.sh, in a temp dir under /tmp, on free ports from 25432 up, or from
-PGPLEX_TEST_PORT_BASE). Each test
+PGPLEX_TEST_PORT_BASE, below 32768). Each test
 then starts its own pgplex in front of it, from a config it can shape (pool sizes, auth,
 limits, timeouts), so every test begins from a known state. At teardown pgplex gets SIGTERM
 and must exit 0: a crash or a hang fails the test that caused it, with pgplex's stderr.
@@ -78,7 +78,9 @@ def pytest_runtest_makereport(item, call):
 
 _next_port = [0]
 # Where the ports a run takes begin (the cluster's, then pgplex's 1000 above): a second run
-# on the same machine (a long `make fuzz-pool`) takes another range, e.g. 35432.
+# on the same machine (a long `make fuzz-pool`) takes another range, e.g. 20432. Keep it
+# below the kernel's ephemeral range (ip_local_port_range, usually from 32768): there a
+# client's outgoing connection can take a port between the check and pgplex's bind.
 PORT_BASE = int(os.environ.get("PGPLEX_TEST_PORT_BASE", "25432"))
 
 
