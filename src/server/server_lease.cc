@@ -163,6 +163,7 @@ void reconcile_prepared(Server& server, client::Session& session,
     }
     known.insert(known.end(), all_ran.begin(), all_ran.end());
     session.pending.clear();
+    session.pending_unsure = false;
     std::vector<pool::Setting> held;
     for (const std::string& row : rows) {
         // length ':' name, then the start of the text the statement was prepared from
@@ -464,6 +465,7 @@ void settings_checked(worker::Worker& worker, Server& server, bool error) {
         log_warning("server %s: reading the session's settings failed; closing it",
                     server.pool->target.endpoint.to_string().c_str());
         session.pending.clear();
+        session.pending_unsure = false;
         client.server = io::nil;
         server.client = io::nil;
         close(worker, server, CloseReason::Unusable);
@@ -518,8 +520,12 @@ void settle_settings(Server& server, client::Session& session) {
     if (session.pending.empty()) return;
     if (!kept) {
         session.check_settings = true;
+        session.pending_unsure = session.mode != config::PoolMode::Session;
         return;
     }
+    // Once a transaction that touched them failed, only the check tells (reconcile_prepared):
+    // a later ReadyForQuery of the same lease (pgplex's own follow-up Query) is no commit.
+    if (session.pending_unsure) return;
     for (const pool::SetChange& change : session.pending)
         pool::apply_prepare_change(session.sql_prepared, change);
     // What they were prepared under: the settings of now, unless a check is to tell.

@@ -98,6 +98,8 @@ struct Session {
     std::vector<pool::SetChange> pending;
     bool transaction_failed = false;       // an ErrorResponse since the last idle
     bool transaction_rolled_back = false;  // a ROLLBACK since the last idle
+    // pending belongs to a transaction that failed: the settings check decides what stands.
+    bool pending_unsure = false;
     // pgplex answered a message with an error: the client's messages up to its Sync are
     // ignored, as PostgreSQL ignores them after an error.
     bool discarding = false;
