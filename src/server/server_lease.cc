@@ -523,8 +523,11 @@ void settle_settings(Server& server, client::Session& session) {
         session.pending_unsure = session.mode != config::PoolMode::Session;
         return;
     }
-    // Once a transaction that touched them failed, only the check tells (reconcile_prepared):
-    // a later ReadyForQuery of the same lease (pgplex's own follow-up Query) is no commit.
+    // Once a transaction that touched them failed, only the check tells (reconcile_prepared).
+    // The check waits for the lease to end, and a lease can outlast the failed transaction:
+    // when pgplex follows the client's Query with its own (a reset of a startup parameter),
+    // the client has its ReadyForQuery before that reply is in, and a Query it sends at once
+    // runs on the same lease. Its commit says nothing of the failed one's statements.
     if (session.pending_unsure) return;
     for (const pool::SetChange& change : session.pending)
         pool::apply_prepare_change(session.sql_prepared, change);

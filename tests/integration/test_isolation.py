@@ -8,7 +8,7 @@ steps on a direct connection give the expected answer."""
 import psycopg
 import pytest
 
-from conftest import auth_file_secrets, connect
+from conftest import RawClient, ServerError, auth_file_secrets, connect, message
 
 TRANSACTION = {"pool_mode": "transaction"}
 ADMIN = "iso_admin"
@@ -170,3 +170,22 @@ def test_reset_goes_back_to_the_clients_startup_value(make_pgplex, cluster, mode
     finally:
         direct.close()
         pooled.close()
+
+
+def test_a_failed_deallocate_stays_undone_when_the_next_query_rides_the_same_lease(make_pgplex):
+    # The Query resets a startup parameter, so pgplex follows it with its own Query; the
+    # client's next Query, sent without waiting, reaches the server before that follow-up's
+    # reply and runs on the same lease. Its commit must not count the failed Query's
+    # DEALLOCATE ALL as done: directly, p1 is still there.
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    with RawClient(pgplex.port) as client:
+        client.login("payam", "payam_db", application_name="start")
+        client.query("PREPARE p1 (int) AS SELECT $1 * 3")
+        client.send(message(b"Q", b"SELECT 1/0; DEALLOCATE ALL; SET application_name TO DEFAULT\0")
+                    + message(b"Q", b"SELECT 1\0"))
+        with pytest.raises(ServerError) as raised:
+            client.results()
+        assert raised.value.sqlstate == "22012"
+        assert client.results() == [["1"]]
+        assert client.query("EXECUTE p1(2)") == [["6"]]
+        assert client.query("SHOW application_name") == [["start"]]
