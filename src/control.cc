@@ -209,6 +209,7 @@ int run_control(std::shared_ptr<const config::Config> config) {
     shared.publish(config);
     shared.ring_fds.assign(worker_count, -1);
     shared.stats = std::make_unique<worker::WorkerStats[]>(worker_count);
+    shared.client_lists = std::make_unique<worker::ClientListSlot[]>(worker_count * worker_count);
 
     std::vector<std::unique_ptr<WorkerThread>> threads;
     for (uint32_t i = 0; i < worker_count; ++i) {

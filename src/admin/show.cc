@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cinttypes>
 #include <cstdio>
+#include <ctime>
 #include <optional>
 
 #include "pgplex/proto/error.h"
@@ -359,6 +360,95 @@ Table mem_table(const Context& context) {
     return table;
 }
 
+// As PgBouncer prints its timestamps: "2026-12-07 03:10:11 UTC".
+Value timestamp(const Context& context, int64_t monotonic_ms) {
+    if (monotonic_ms <= 0 || context.wall_ms <= 0) return Value();
+    time_t seconds = time_t((context.wall_ms - (context.now_ms - monotonic_ms)) / 1000);
+    struct tm parts;
+    gmtime_r(&seconds, &parts);
+    char buffer[32];
+    strftime(buffer, sizeof buffer, "%Y-%m-%d %H:%M:%S UTC", &parts);
+    return std::string(buffer);
+}
+
+// PgBouncer's names for where a client is: logging in, waiting for a server, or active
+// (whether or not it holds one).
+const char* pgbouncer_state(std::string_view state) {
+    if (state == "startup" || state == "auth") return "login";
+    if (state == "waiting" || state == "asking") return "waiting";
+    return "active";
+}
+
+// PgBouncer's columns first, in its order, so its exporters and scripts read them; then
+// pgplex's. wait and wait_us are the seconds and the microseconds beyond them of the current
+// wait, whatever its reason (wait_reason); 0 when the client waits for nothing. addr, port,
+// local_addr and local_port are NULL: accepted as direct descriptors, pgplex's sockets have
+// no address to ask yet.
+Table clients_table(const Context& context) {
+    Table table{{{"type", type_text},
+                 {"user", type_text},
+                 {"database", type_text},
+                 {"replication", type_text},
+                 {"state", type_text},
+                 {"addr", type_text},
+                 {"port", type_int8},
+                 {"local_addr", type_text},
+                 {"local_port", type_int8},
+                 {"connect_time", type_text},
+                 {"request_time", type_text},
+                 {"wait", type_int8},
+                 {"wait_us", type_int8},
+                 {"close_needed", type_int8},
+                 {"ptr", type_text},
+                 {"link", type_text},
+                 {"remote_pid", type_int8},
+                 {"tls", type_text},
+                 {"application_name", type_text},
+                 {"prepared_statements", type_int8},
+                 {"id", type_int8},
+                 {"worker", type_int8},
+                 {"pgplex_state", type_text},
+                 {"wait_reason", type_text},
+                 {"pinned", type_bool},
+                 {"bytes_queued", type_int8}},
+                {}};
+    if (context.clients == nullptr) return table;
+    for (const ClientRow& client : *context.clients) {
+        int64_t wait_us = client.wait_reason.empty()
+                              ? 0
+                              : std::max<int64_t>(0, context.now_ms - client.wait_since_ms) * 1000;
+        char ptr[24];
+        snprintf(ptr, sizeof ptr, "%x", client.id);
+        table.rows.push_back({text("C"),
+                              text(client.user),
+                              text(client.database),
+                              text("none"),
+                              text(pgbouncer_state(client.state)),
+                              Value(),
+                              Value(),
+                              Value(),
+                              Value(),
+                              timestamp(context, client.connected_ms),
+                              timestamp(context, client.request_ms),
+                              integer(wait_us / 1000000),
+                              integer(wait_us % 1000000),
+                              integer(0),
+                              text(ptr),
+                              Value(),
+                              integer(client.server_pid),
+                              Value(),
+                              text(client.application_name),
+                              integer(client.prepared_statements),
+                              integer(client.id),
+                              integer(client.worker),
+                              text(client.state),
+                              text(client.wait_reason),
+                              boolean(client.pinned),
+                              integer(int64_t(client.bytes_queued))});
+    }
+    return table;
+}
+
 Table version_table(const Context&) {
     return Table{{{"version", type_text}}, {{text("pgplex " PGPLEX_VERSION)}}};
 }
@@ -372,8 +462,8 @@ struct ShowCommand {
 
 constexpr ShowCommand show_commands[] = {
     {"CLUSTERS", clusters_table}, {"NODES", nodes_table}, {"SERVICES", services_table},
-    {"STATE", state_table},       {"MEM", mem_table},     {"VERSION", version_table},
-    {"HELP", help_table},
+    {"CLIENTS", clients_table},   {"STATE", state_table}, {"MEM", mem_table},
+    {"VERSION", version_table},   {"HELP", help_table},
 };
 
 Table help_table(const Context&) {
@@ -445,6 +535,18 @@ bool answer_one(std::string_view command, const Context& context, std::vector<ui
 }
 
 }  // namespace
+
+bool needs_clients(std::string_view sql) {
+    sql = sql.substr(0, sql.find('\0'));
+    while (!sql.empty()) {
+        size_t end = sql.find(';');
+        std::string_view command = trimmed(sql.substr(0, end));
+        sql.remove_prefix(end == std::string_view::npos ? sql.size() : end + 1);
+        const ShowCommand* known = command.empty() ? nullptr : find_command(command);
+        if (known != nullptr && known->build == clients_table) return true;
+    }
+    return false;
+}
 
 void answer(std::string_view sql, const Context& context, std::vector<uint8_t>& out) {
     sql = sql.substr(0, sql.find('\0'));  // a Query's text ends at its terminator

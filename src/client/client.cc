@@ -22,12 +22,15 @@ bool allowed(ClientState from, ClientState to) {
             return from == ClientState::Startup;
         case ClientState::Idle:
             return from == ClientState::Startup || from == ClientState::Auth ||
-                   from == ClientState::Syncing || from == ClientState::Active;
+                   from == ClientState::Syncing || from == ClientState::Active ||
+                   from == ClientState::Asking;
         case ClientState::Waiting:
         case ClientState::Syncing:
         case ClientState::Active:
             return from != ClientState::Free && from != ClientState::Closing &&
-                   (from != to || to != ClientState::Syncing);
+                   from != ClientState::Asking && (from != to || to != ClientState::Syncing);
+        case ClientState::Asking:
+            return from == ClientState::Idle;
         case ClientState::Closing:
             return from != ClientState::Free && from != ClientState::Closing;
     }
@@ -61,6 +64,8 @@ const char* to_string(ClientState state) {
             return "syncing";
         case ClientState::Active:
             return "active";
+        case ClientState::Asking:
+            return "asking";
         case ClientState::Closing:
             return "closing";
     }

@@ -95,7 +95,172 @@ std::vector<admin::WorkerState> worker_states(const worker::Worker& worker) {
     return out;
 }
 
+// Answers sql (every ';'-separated command of one Query) and its ReadyForQuery.
+void answer_query(worker::Worker& worker, Client& client, std::string_view sql,
+                  const std::vector<admin::ClientRow>* clients) {
+    std::vector<admin::WorkerState> workers = worker_states(worker);
+    admin::Context context{*worker.config, worker.topology.get(), worker.now, &workers,
+                           clients,        base::wall_ms()};
+    std::vector<uint8_t> out;
+    admin::answer(sql, context, out);
+    size_t at = out.size();
+    out.resize(at + 6);
+    proto::Writer writer(out.data() + at, 6);
+    proto::write_ready_for_query(writer, proto::TransactionStatus::Idle);
+    queue(worker, client, out.data(), uint32_t(out.size()));
+}
+
+admin::ClientRow describe(const worker::Worker& worker, const Client& client) {
+    admin::ClientRow row;
+    row.worker = worker.index;
+    row.id = cancel_pid(worker.index, worker.client_slot(client));
+    row.state = to_string(client.state);
+    row.wait_reason = wait_reason(worker, client, row.wait_since_ms);
+    row.connected_ms = client.connected;
+    row.request_ms = client.request;
+    row.bytes_queued = client.conn.out.bytes + client.conn.held_in.bytes;
+    if (client.server != io::nil) row.server_pid = worker.server(client.server).backend_pid;
+    if (!client.session) return row;
+    const Session& session = *client.session;
+    row.user = session.user;
+    row.database = session.database;
+    const std::string* application =
+        pool::value_of(pool::settings_of(session.settings), "application_name");
+    if (application == nullptr)
+        application = pool::value_of(pool::settings_of(session.startup), "application_name");
+    if (application != nullptr) row.application_name = *application;
+    row.pinned = session.pinned;
+    row.prepared_statements = uint32_t(session.sql_prepared.size());
+    if (session.statements) row.prepared_statements += uint32_t(session.statements->names.size());
+    return row;
+}
+
+// Serials wrap: a is b or later when it is less than half the range ahead of b.
+bool not_older(uint32_t a, uint32_t b) {
+    return a - b < (1u << 31);
+}
+
+worker::ClientListSlot& list_slot(worker::Worker& worker, uint32_t asker, uint32_t lister) {
+    return worker.shared.client_lists[asker * worker.shared.ring_fds.size() + lister];
+}
+
+// Every worker's list that answers request `asking` (or a later one), then the asking
+// client's answer; its held input goes on.
+void finish_asking(worker::Worker& worker, Client& client) {
+    std::vector<admin::ClientRow> rows;
+    for (uint32_t lister = 0; lister < worker.shared.ring_fds.size(); ++lister) {
+        worker::ClientListSlot& slot = list_slot(worker, worker.index, lister);
+        worker::ClientList* list = slot.list.exchange(nullptr, std::memory_order_acq_rel);
+        if (list == nullptr) continue;
+        if (!not_older(list->serial, client.asking)) {  // an answer nobody waits for now
+            delete list;
+            continue;
+        }
+        rows.insert(rows.end(), list->rows.begin(), list->rows.end());
+        // Give it back for a later request of another client; keep the newer of two.
+        while (list != nullptr) {
+            worker::ClientList* other = slot.list.exchange(list, std::memory_order_acq_rel);
+            if (other != nullptr && not_older(other->serial, list->serial)) {
+                list = other;  // newer: it goes back in, ours comes out next turn
+                continue;
+            }
+            delete other;
+            list = nullptr;
+        }
+    }
+    std::string sql = std::move(client.session->admin_query);
+    client.session->admin_query.clear();
+    set_state(worker, client, ClientState::Idle);
+    answer_query(worker, client, sql, &rows);
+    resume(worker, client);
+}
+
+// SHOW CLIENTS: this worker's list now, the others' asked for.
+void begin_asking(worker::Worker& worker, Client& client, std::string_view sql) {
+    uint32_t serial = worker.shared.client_list_serial.fetch_add(1) + 1;
+    client.asking = serial;
+    client.asking_left = uint32_t(worker.shared.ring_fds.size()) - 1;
+    client.session->admin_query = std::string(sql);
+    set_state(worker, client, ClientState::Asking);
+    uint32_t pid = cancel_pid(worker.index, worker.client_slot(client));
+    for (uint32_t other = 0; other < worker.shared.ring_fds.size(); ++other)
+        if (other != worker.index)
+            worker.message(other, io::MessageKind::ClientsWanted, serial, pid);
+    list_clients(worker, serial, pid);
+}
+
 }  // namespace
+
+void list_clients(worker::Worker& worker, uint32_t serial, uint32_t asker_pid) {
+    std::vector<admin::ClientRow> rows;
+    for (uint32_t i = 0; i < worker.client_capacity; ++i) {
+        const Client& client = worker.client(i);
+        if (client.state != ClientState::Free) rows.push_back(describe(worker, client));
+    }
+    uint32_t asker = asker_pid >> limits::cancel_slot_bits;
+    uint32_t slot = asker_pid & (limits::client_slots_per_worker_max - 1);
+    if (asker >= worker.shared.ring_fds.size()) return;
+    auto* list = new worker::ClientList{serial, std::move(rows)};
+    // What it replaces is an answer nobody took (its asker left or gave up).
+    delete list_slot(worker, asker, worker.index).list.exchange(list, std::memory_order_acq_rel);
+    if (asker == worker.index) {
+        Client& client = worker.client(slot);
+        if (client.asking_left == 0) finish_asking(worker, client);
+        return;
+    }
+    worker.message(asker, io::MessageKind::ClientsListed, serial, slot);
+}
+
+void clients_listed(worker::Worker& worker, uint32_t serial, uint32_t slot) {
+    if (slot >= worker.client_capacity) return;
+    Client& client = worker.client(slot);
+    // Not for it: the client left meanwhile, or gave up waiting (admin_on_tick).
+    if (client.state != ClientState::Asking || client.asking != serial) return;
+    if (--client.asking_left == 0) finish_asking(worker, client);
+}
+
+void admin_on_tick(worker::Worker& worker, Client& client) {
+    if (worker.now - client.since <= limits::admin_gather_ms) return;
+    log_warning(
+        "admin: %u worker(s) did not list their clients within %lld ms; SHOW CLIENTS "
+        "leaves them out",
+        client.asking_left, (long long)limits::admin_gather_ms);
+    finish_asking(worker, client);
+}
+
+const char* wait_reason(const worker::Worker& worker, const Client& client,
+                        base::Milliseconds& since) {
+    since = client.since;
+    switch (client.state) {
+        case ClientState::Startup:
+        case ClientState::Auth:
+            return "login";
+        case ClientState::Waiting:
+            return client.pool != nullptr ? "pool" : "node";
+        case ClientState::Syncing:
+            return "replay";
+        case ClientState::Asking:
+            return "workers";
+        case ClientState::Active:
+            break;
+        case ClientState::Free:
+        case ClientState::Idle:
+        case ClientState::Closing:
+            return "";
+    }
+    // Active: whatever holds up the statement it sent last.
+    since = client.request;
+    const server::Server& server = worker.server(client.server);
+    if (client.conn.recv_starved || server.conn.recv_starved) return "buffers";
+    if (server.conn.recv_paused) return "client_read";
+    if (client.conn.recv_paused) return "server_read";
+    if (server.expected.empty() && server.pending_syncs == 0) return "";
+    if (client.cancelled >= client.request) {
+        since = client.cancelled;
+        return "cancel";
+    }
+    return "query";
+}
 
 uint32_t admin_consume(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
     if (size < 5) return 0;
@@ -114,10 +279,11 @@ uint32_t admin_consume(worker::Worker& worker, Client& client, const uint8_t* da
         case uint8_t(FrontendMessage::Query): {
             std::string_view sql(reinterpret_cast<const char*>(data + 5), length - 4);
             sql = sql.substr(0, sql.find('\0'));
-            std::vector<admin::WorkerState> workers = worker_states(worker);
-            admin::Context context{*worker.config, worker.topology.get(), worker.now, &workers};
-            admin::answer(sql, context, out);
-            break;
+            if (admin::needs_clients(sql))
+                begin_asking(worker, client, sql);
+            else
+                answer_query(worker, client, sql, nullptr);
+            return 1 + length;
         }
         case uint8_t(FrontendMessage::Sync): {
             out.resize(512);

@@ -532,6 +532,7 @@ uint32_t login_consume(worker::Worker& worker, Client& client, uint32_t, const u
         case ClientState::Waiting:
         case ClientState::Syncing:
         case ClientState::Active:
+        case ClientState::Asking:
         case ClientState::Closing:
             break;
     }

@@ -334,7 +334,8 @@ uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const 
                 continue;
             case ClientState::Waiting:
             case ClientState::Syncing:
-                return used;  // held until the server is ready
+            case ClientState::Asking:
+                return used;  // held until the server (or the other workers) is ready
             case ClientState::Closing:
             case ClientState::Free:
                 return size;
@@ -429,6 +430,8 @@ void on_accepted(worker::Worker& worker, uint32_t slot, uint32_t listener) {
     client.conn.generation = generation;
     client.conn.file = slot;
     set_state(worker, client, ClientState::Startup);
+    client.connected = client.request = worker.now;
+    client.cancelled = 0;
     client.login = std::make_unique<Login>();
     int count = worker.shared.clients.fetch_add(1, std::memory_order_acq_rel) + 1;
     worker.arm_recv(client.conn, io::Op::ClientRecv, slot);
@@ -442,6 +445,7 @@ void on_accepted(worker::Worker& worker, uint32_t slot, uint32_t listener) {
 
 void on_recv(worker::Worker& worker, Client& client, uint32_t buffer, uint32_t size) {
     if (client.state == ClientState::Closing) return;
+    client.request = worker.now;
     // Through the held queue, always: consume_held() is the one place that feeds a client's
     // bytes, so a server lent in the middle of them cannot be given back under its feet.
     worker.buffers.append(client.conn.held_in, buffer, 0, size);
@@ -598,9 +602,28 @@ void on_tick(worker::Worker& worker, Client& client) {
                      "Raise pool_size or query_wait_timeout, or hold connections for less time.");
             }
             return;
+        case ClientState::Syncing:
+            // pgplex's own statements (the replay of the client's session state, a check
+            // after its transaction) can wait on a lock like any other.
+            if (config.query_wait_timeout_ms > 0 && age > config.query_wait_timeout_ms) {
+                server::send_cancel(worker, worker.server(client.server));
+                fail(worker, client, CloseReason::WaitTimeout, Severity::Fatal,
+                     sqlstate::protocol_violation,
+                     "query_wait_timeout: pgplex's own statements for this session did not "
+                     "finish on the server in " +
+                         std::to_string(config.query_wait_timeout_ms) + " ms",
+                     "They replay the session's settings and prepared statements on the "
+                     "server it was given, or read what its last transaction left; one may "
+                     "wait for a lock another session holds.",
+                     "Look for long-held locks (pg_locks) on what the session's prepared "
+                     "statements name.");
+            }
+            return;
+        case ClientState::Asking:
+            admin_on_tick(worker, client);
+            return;
         case ClientState::Free:
         case ClientState::Idle:
-        case ClientState::Syncing:
         case ClientState::Active:
         case ClientState::Closing:
             return;
@@ -629,6 +652,7 @@ void cancel(worker::Worker& worker, uint32_t pid, uint32_t key) {
     if (client.cancel_key != key || client.server == io::nil ||
         (client.state != ClientState::Active && client.state != ClientState::Syncing))
         return;
+    client.cancelled = worker.now;
     server::send_cancel(worker, worker.server(client.server));
 }
 

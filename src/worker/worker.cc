@@ -11,6 +11,7 @@
 #include "pgplex/base/assert.h"
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
+#include "pgplex/client/client_admin.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_listen.h"
@@ -373,6 +374,12 @@ void Worker::on_message(io_uring_cqe* cqe) {
         }
         case MessageKind::HandoffFailed:
             server::handoff_failed(*this, low);
+            return;
+        case MessageKind::ClientsWanted:
+            client::list_clients(*this, high, low);
+            return;
+        case MessageKind::ClientsListed:
+            client::clients_listed(*this, high, low);
             return;
         case MessageKind::Wake:
             return;

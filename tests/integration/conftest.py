@@ -358,8 +358,8 @@ class RawClient:
         rows, error = [], None
         while True:
             kind, body = self.read_message()
-            if kind is None:
-                raise ConnectionError("closed during query")
+            if kind is None:  # a FATAL error, then the close
+                raise error or ConnectionError("closed during query")
             if kind == b"D":
                 rows.append(parse_data_row(body))
             elif kind == b"E":

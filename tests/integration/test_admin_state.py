@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import connect, wait_until
+from conftest import RawClient, connect, message, wait_until
 from test_admin_clusters import ADMIN, show
 
 pytestmark = pytest.mark.usefixtures("hard_timeout")
@@ -88,3 +88,76 @@ def test_every_worker_returns_to_its_idle_baseline_after_load(make_pgplex):
     assert int(mem["ring_buffers"]["used"]) == 0
     assert int(mem["ring_buffers"]["free"]) > 0
     assert int(mem["chunks"]["used"]) == 0
+
+
+def by_application(rows):
+    return {row["application_name"]: row for row in rows if row["database"] != "pgplex"}
+
+
+def test_show_clients_lists_every_client_of_every_worker_with_what_it_waits_for(make_pgplex):
+    """Transaction pooling, two servers: one client sits in an open transaction (holds a
+    server, waits for nothing), one runs a long statement ("query"), one waits for a server
+    ("pool"); each is listed once, with its wait's reason and age in PgBouncer's wait and
+    wait_us and pgplex's wait_reason, whichever worker holds it."""
+    pgplex = make_pgplex(settings={**ADMIN, "pool_mode": "transaction"}, workers=2,
+                         pool_size=2, query_wait_timeout="30s")
+    holder = connect(pgplex.port, autocommit=True, application_name="holder")
+    sleeper = connect(pgplex.port, autocommit=True, application_name="sleeper")
+    waiter = connect(pgplex.port, autocommit=True, application_name="waiter")
+    idlers = [connect(pgplex.port, autocommit=True, application_name=f"idle{n}")
+              for n in range(4)]
+    threads = []
+    try:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        threads.append(threading.Thread(target=sleeper.execute, args=("SELECT pg_sleep(4)",)))
+        threads[-1].start()
+        time.sleep(0.5)
+        threads.append(threading.Thread(target=lambda: waiter.execute("SELECT 'served'")))
+        threads[-1].start()
+        time.sleep(1.5)
+        rows = show(pgplex.port, "SHOW CLIENTS")
+        named = by_application(rows)
+        assert sorted(named) == ["holder", "idle0", "idle1", "idle2", "idle3", "sleeper",
+                                 "waiter"], rows
+        assert len(rows) == 8, rows  # and this psql, asking
+        asking = [row for row in rows if row["database"] == "pgplex"]
+        assert [(row["pgplex_state"], row["wait_reason"]) for row in asking] == \
+            [("asking", "workers")], asking
+        waiting = named["waiter"]
+        assert (waiting["state"], waiting["pgplex_state"], waiting["wait_reason"]) == \
+            ("waiting", "waiting", "pool")
+        assert int(waiting["wait"]) >= 1 and 0 <= int(waiting["wait_us"]) < 1000000
+        running = named["sleeper"]
+        assert (running["state"], running["wait_reason"]) == ("active", "query")
+        assert int(running["wait"]) >= 1 and int(running["remote_pid"]) > 0
+        held = named["holder"]
+        assert (held["state"], held["pgplex_state"], held["wait_reason"]) == \
+            ("active", "active", "")
+        assert (held["wait"], held["wait_us"]) == ("0", "0")
+        for row in rows:
+            assert row["type"] == "C" and row["user"] == "payam", row
+            assert row["connect_time"].endswith("UTC") and row["request_time"].endswith("UTC")
+        assert len({row["id"] for row in rows}) == len(rows)
+        assert {row["worker"] for row in rows} <= {"0", "1"}
+        holder.execute("COMMIT")
+        for thread in threads:
+            thread.join(10)
+        assert not any(thread.is_alive() for thread in threads)
+        assert {row["wait_reason"] for row in show(pgplex.port, "SHOW CLIENTS")} == {"",
+                                                                                     "workers"}
+    finally:
+        for conn in [holder, sleeper, waiter, *idlers]:
+            conn.close()
+
+
+def test_queries_sent_behind_show_clients_wait_for_its_answer(make_pgplex):
+    """SHOW CLIENTS waits for the other workers; what the client sent after it is answered
+    after it, in order."""
+    pgplex = make_pgplex(settings=ADMIN, workers=2)
+    with RawClient(pgplex.port) as admin:
+        admin.login("payam", "pgplex")
+        admin.send(message(b"Q", b"SHOW CLIENTS\0") + message(b"Q", b"SHOW VERSION\0"))
+        listed = admin.results()
+        assert [row[22] for row in listed] == ["asking"], listed  # pgplex_state
+        assert admin.results()[0][0].startswith("pgplex ")

@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import connect, login_error, psql
+from conftest import RawClient, ServerError, connect, login_error, psql
 
 
 class Background:
@@ -111,12 +111,51 @@ def test_waiting_past_query_wait_timeout_gives_an_error(make_pgplex):
         # Before the error, a log line said why it waited (from half the timeout on).
         assert re.search(r"has waited \d+ ms for a server of payam_db/payam: 1 of pool_size 1 "
                          r"servers open, 1 clients waiting", pgplex.log()), pgplex.log()[-3000:]
+        raw = login_error(pgplex.port, "payam", "payam_db")  # libpq hides its SQLSTATE
+        assert raw is not None and raw.sqlstate == "08P01", raw
         # The holder is unaffected, and once it leaves a new client is served.
         assert holder.execute("SELECT 2").fetchone() == (2,)
         holder.close()
         assert query_once(pgplex.port) == (1,)
     finally:
         holder.close()
+
+
+def test_a_replay_waiting_on_a_lock_ends_at_query_wait_timeout(make_pgplex, cluster):
+    """Transaction pooling: a client's SQL PREPARE is replayed on each server it is lent; the
+    replay waits for a lock like any statement. It is bounded by query_wait_timeout too, ends
+    with 08P01 for that client alone, and its server is not lent on mid-replay."""
+    cluster.admin_psql("DROP TABLE IF EXISTS replay_locked; CREATE TABLE replay_locked (x int);"
+                       " GRANT ALL ON replay_locked TO payam", dbname="payam_db")
+    pgplex = make_pgplex(pool_size=2, settings={"pool_mode": "transaction"},
+                         query_wait_timeout="2s")
+    preparer = RawClient(pgplex.port)  # libpq keeps a FATAL's SQLSTATE to itself
+    preparer.login("payam", "payam_db")
+    other = connect(pgplex.port, autocommit=True)
+    locker = psycopg.connect(host=cluster.dir, port=cluster.port, dbname="payam_db",
+                             user="payam", autocommit=True)
+    try:
+        preparer.query("PREPARE p AS SELECT count(*) FROM replay_locked")  # on server 1
+        other.execute("BEGIN")
+        other.execute("SELECT 1")  # holds server 1: the preparer's next gets server 2
+        locker.execute("BEGIN")
+        locker.execute("LOCK replay_locked IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(ServerError) as raised:
+            preparer.query("SELECT 1")  # waits while server 2 replays PREPARE p
+        assert raised.value.sqlstate == "08P01", raised.value
+        assert "query_wait_timeout" in str(raised.value), str(raised.value)
+        assert 1.5 <= time.monotonic() - started <= 5
+        assert other.execute("SELECT 2").fetchone() == (2,)  # the other client goes on
+        locker.execute("ROLLBACK")
+        other.execute("COMMIT")
+        with connect(pgplex.port, autocommit=True) as fresh:
+            assert fresh.execute("SELECT count(*) FROM replay_locked").fetchone() == (0,)
+            with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+                fresh.execute("EXECUTE p")  # never anyone else's
+    finally:
+        for conn in (preparer, other, locker):
+            conn.close()
 
 
 def test_server_connection_is_reused_after_a_client_disconnects(make_pgplex, cluster):

@@ -32,12 +32,33 @@ struct WorkerState {
     uint64_t bytes_queued = 0;  // send queues and held input of every connection
 };
 
+// One client connection as SHOW CLIENTS lists it, taken by its own worker (client_admin.cc).
+// Times are monotonic milliseconds, as Context::now_ms.
+struct ClientRow {
+    uint32_t worker = 0;
+    uint32_t id = 0;  // the process id pgplex gave it in BackendKeyData
+    std::string user, database, application_name;
+    std::string state;        // pgplex's own client state (client.h)
+    std::string wait_reason;  // what it waits for now, "" when nothing (pgplex.8)
+    int64_t connected_ms = 0, request_ms = 0, wait_since_ms = 0;
+    bool pinned = false;
+    uint32_t server_pid = 0;  // backend pid of the server it holds, 0 when none
+    uint32_t prepared_statements = 0;
+    uint64_t bytes_queued = 0;  // its send queue and held input
+};
+
 struct Context {
     const config::Config& config;
     const cluster::Topology* topology;  // may be null before the first round of checks
     int64_t now_ms;                     // monotonic, as NodeStatus::checked_ms, for "ms ago"
     const std::vector<WorkerState>* workers = nullptr;  // null: none published yet
+    const std::vector<ClientRow>* clients = nullptr;    // SHOW CLIENTS; null: not gathered
+    int64_t wall_ms = 0;  // the same instant as now_ms on the wall clock, for timestamps
 };
+
+// Whether answering sql needs every worker's clients (Context::clients): the caller gathers
+// them first, as they live on other threads.
+bool needs_clients(std::string_view sql);
 
 // Answers one simple-protocol Query text sent to the "pgplex" database: appends the reply
 // messages (RowDescription, DataRow..., CommandComplete; or one ErrorResponse) to out, but
@@ -47,8 +68,9 @@ struct Context {
 //
 // Commands (case-insensitive, any whitespace, optional trailing ';'): SHOW CLUSTERS,
 // SHOW NODES, SHOW SERVICES, SHOW STATE (per worker: clients and servers by state, pins,
-// buffers, bytes queued), SHOW MEM (PgBouncer's columns: name, size, used, free, memtotal,
-// over all workers), SHOW VERSION, SHOW HELP. Anything else is syntax_error.
+// buffers, bytes queued), SHOW CLIENTS (PgBouncer's columns, then pgplex's: worker,
+// pgplex_state, wait_reason, pinned, bytes_queued), SHOW MEM (PgBouncer's columns: name, size,
+// used, free, memtotal, over all workers), SHOW VERSION, SHOW HELP. Anything else is syntax_error.
 void answer(std::string_view sql, const Context& context, std::vector<uint8_t>& out);
 
 }  // namespace pgplex::admin

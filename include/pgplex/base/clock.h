@@ -14,4 +14,11 @@ inline Milliseconds monotonic_ms() {
     return static_cast<Milliseconds>(now.tv_sec) * 1000 + now.tv_nsec / 1000000;
 }
 
+// The wall clock, for timestamps people read (SHOW CLIENTS); never for durations.
+inline Milliseconds wall_ms() {
+    timespec now{};
+    clock_gettime(CLOCK_REALTIME_COARSE, &now);
+    return static_cast<Milliseconds>(now.tv_sec) * 1000 + now.tv_nsec / 1000000;
+}
+
 }  // namespace pgplex::base

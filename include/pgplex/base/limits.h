@@ -70,6 +70,10 @@ inline constexpr long send_wait_us = 200;
 // Housekeeping (timeouts, idle servers, reload pickup) runs at this period on each worker.
 inline constexpr int64_t tick_ms = 200;
 
+// SHOW CLIENTS waits this long for every worker to list its clients; a worker that has not
+// answered by then (stuck, or shutting down) is left out of the answer and logged.
+inline constexpr int64_t admin_gather_ms = 1000;
+
 // After a server login of a pool fails, min_pool_size opens no server for it for this long
 // (PgBouncer's server_login_retry default), so a server that is down is not asked again on
 // every tick.

@@ -40,6 +40,8 @@ enum class ClientState : uint8_t {
     Waiting,  // authenticated; queued for a server in the pool's waiter list on this worker
     Syncing,  // server linked; pgplex's SET that gives it the client's parameters runs
     Active,   // server linked for the session; bytes flow both ways
+    Asking,   // the management database: a SHOW that lists every worker's clients waits
+              // for the other workers' answers (client_admin.cc); its input is held
     Closing,  // close requested; becomes Free when every op has completed
 };
 
@@ -113,7 +115,8 @@ struct Session {
     std::unique_ptr<pool::ClientListen> listen;
     // A client of a cluster (route/router.h): where its transactions go. Null otherwise.
     std::shared_ptr<route::Routing> routing;
-    bool admin = false;  // the management database (client/client_admin.cc)
+    bool admin = false;       // the management database (client/client_admin.cc)
+    std::string admin_query;  // Asking: the Query it answers once every worker has
 };
 
 struct Client {
@@ -125,10 +128,15 @@ struct Client {
     uint32_t wait_next = io::nil;
     pool::Pool* pool = nullptr;
     uint32_t cancel_key = 0;
-    uint16_t listener = 0;         // the listener it came in by: main or a service
-    base::Milliseconds since = 0;  // when the current state began
-    bool consuming = false;        // inside consume_held(): no re-entry
-    bool wait_logged = false;      // Waiting: its long wait was logged (client_work.cc)
+    uint16_t listener = 0;             // the listener it came in by: main or a service
+    base::Milliseconds since = 0;      // when the current state began
+    base::Milliseconds connected = 0;  // when it was accepted
+    base::Milliseconds request = 0;    // when its last bytes came in
+    base::Milliseconds cancelled = 0;  // when a cancel of its statement went to its server
+    uint32_t asking = 0;               // Asking: the serial of its request to the workers
+    uint32_t asking_left = 0;          // Asking: workers yet to answer it
+    bool consuming = false;            // inside consume_held(): no re-entry
+    bool wait_logged = false;          // Waiting: its long wait was logged (client_work.cc)
     std::unique_ptr<Login> login;
     std::unique_ptr<Session> session;
     std::unique_ptr<uint8_t[]> assembly;  // an inspected Query split across buffers

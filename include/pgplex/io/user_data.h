@@ -63,6 +63,9 @@ enum class MessageKind : uint8_t {
     PoolYield = 4,      // generation field: pool id; res: requester << 24 | its file index.
                         // Hand an idle server of that pool over, if there is one
     HandoffFailed = 5,  // generation field: pool id; res: the file index that stays empty
+    ClientsWanted = 6,  // generation field: request serial; res: the asking client's pid.
+                        // List this worker's clients (SHOW CLIENTS) and answer
+    ClientsListed = 7,  // generation field: request serial; res: the asking client's slot
 };
 
 }  // namespace pgplex::io

@@ -19,6 +19,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "pgplex/admin/show.h"
 #include "pgplex/base/clock.h"
 #include "pgplex/base/unique_fd.h"
 #include "pgplex/client/client.h"
@@ -49,6 +50,19 @@ struct WorkerStats {
     std::atomic<bool> published{false};
 };
 
+// SHOW CLIENTS: one worker's list of its clients, for a request (serial) of another's client.
+struct ClientList {
+    uint32_t serial = 0;
+    std::vector<admin::ClientRow> rows;
+};
+
+// Where worker W leaves its list for worker A (Shared::client_lists[A * workers + W]). Whoever
+// exchanges a list in or out owns it from then on: no lock, and no list read while written.
+struct ClientListSlot {
+    std::atomic<ClientList*> list{nullptr};
+    ~ClientListSlot() { delete list.load(); }
+};
+
 // What all workers and the control thread share. Written by the control thread, read by
 // the workers on their tick.
 struct Shared {
@@ -69,9 +83,11 @@ struct Shared {
     std::atomic<bool> shutdown{false};   // SIGTERM: drain then exit
     std::atomic<bool> immediate{false};  // SIGINT: exit now
     std::atomic<int64_t> shutdown_deadline_ms{0};
-    std::vector<int> ring_fds;             // index: worker
-    std::unique_ptr<WorkerStats[]> stats;  // index: worker
-    std::atomic<bool> started{false};      // every ring exists: workers may message
+    std::vector<int> ring_fds;                       // index: worker
+    std::unique_ptr<WorkerStats[]> stats;            // index: worker
+    std::unique_ptr<ClientListSlot[]> client_lists;  // index: asker * workers + lister
+    std::atomic<uint32_t> client_list_serial{0};
+    std::atomic<bool> started{false};  // every ring exists: workers may message
     std::atomic<int> finished_workers{0};
 
   private:
@@ -132,6 +148,8 @@ class Worker : public io::Loop {
 
     client::Client& client(uint32_t slot) { return clients[slot]; }
     server::Server& server(uint32_t slot) { return servers[slot]; }
+    const client::Client& client(uint32_t slot) const { return clients[slot]; }
+    const server::Server& server(uint32_t slot) const { return servers[slot]; }
     uint32_t client_slot(const client::Client& c) const { return uint32_t(&c - clients.data()); }
     uint32_t server_slot(const server::Server& s) const { return uint32_t(&s - servers.data()); }
     uint32_t server_file(uint32_t slot) const { return client_capacity + slot; }

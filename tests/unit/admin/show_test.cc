@@ -430,12 +430,13 @@ Test(show, version_names_pgplex_and_its_version) {
 Test(show, help_lists_every_command) {
     config::Config config = test_config();
     Result help = ask_one("SHOW HELP", config, nullptr);
-    cr_assert_eq(help.rows.size(), 7u);
+    cr_assert_eq(help.rows.size(), 8u);
     assert_text(*help.rows[0][0], "SHOW CLUSTERS");
     assert_text(*help.rows[2][0], "SHOW SERVICES");
-    assert_text(*help.rows[3][0], "SHOW STATE");
-    assert_text(*help.rows[4][0], "SHOW MEM");
-    assert_text(*help.rows[6][0], "SHOW HELP");
+    assert_text(*help.rows[3][0], "SHOW CLIENTS");
+    assert_text(*help.rows[4][0], "SHOW STATE");
+    assert_text(*help.rows[5][0], "SHOW MEM");
+    assert_text(*help.rows[7][0], "SHOW HELP");
 }
 
 std::vector<admin::WorkerState> two_workers() {
@@ -550,4 +551,84 @@ Test(show, an_empty_query_is_answered_with_empty_query_response) {
     std::vector<uint8_t> out;
     admin::answer("", admin::Context{config, nullptr, now_ms}, out);
     cr_assert(out == (std::vector<uint8_t>{'I', 0, 0, 0, 4}));
+}
+
+std::vector<admin::ClientRow> three_clients() {
+    admin::ClientRow waiting;
+    waiting.worker = 1;
+    waiting.id = 0x10002;
+    waiting.user = "app";
+    waiting.database = "shop";
+    waiting.application_name = "billing";
+    waiting.state = "waiting";
+    waiting.wait_reason = "pool";
+    waiting.connected_ms = now_ms - 60000;
+    waiting.request_ms = waiting.wait_since_ms = now_ms - 2500;  // 2.5 s ago
+    admin::ClientRow active = waiting;
+    active.worker = 0;
+    active.id = 7;
+    active.state = "active";
+    active.wait_reason = "";
+    active.server_pid = 4242;
+    active.pinned = true;
+    active.prepared_statements = 3;
+    admin::ClientRow login = waiting;
+    login.id = 8;
+    login.state = "auth";
+    login.wait_reason = "login";
+    login.user = login.database = login.application_name = "";
+    return {waiting, active, login};
+}
+
+// The value in `column` of row `row`.
+const Value& cell(const Result& result, size_t row, std::string_view column) {
+    for (size_t i = 0; i < result.columns.size(); ++i)
+        if (result.columns[i] == column) return result.rows[row][i];
+    cr_assert_fail("no column %.*s", int(column.size()), column.data());
+    abort();
+}
+
+Test(show, clients_has_pgbouncers_columns_first_then_pgplexs) {
+    config::Config config = test_config();
+    std::vector<admin::ClientRow> clients = three_clients();
+    std::vector<uint8_t> out;
+    admin::Context context{config, nullptr, now_ms, nullptr, &clients, 1796613011000};
+    admin::answer("SHOW CLIENTS", context, out);
+    std::vector<Result> results = read_reply(out);
+    cr_assert_eq(results.size(), 1u);
+    const Result& shown = results[0];
+    const char* pgbouncer[] = {"type", "user", "database", "replication", "state", "addr",
+                               "port", "local_addr", "local_port", "connect_time",
+                               "request_time", "wait", "wait_us", "close_needed", "ptr",
+                               "link", "remote_pid", "tls", "application_name",
+                               "prepared_statements", "id"};
+    for (size_t i = 0; i < std::size(pgbouncer); ++i) assert_text(shown.columns[i], pgbouncer[i]);
+    assert_text(shown.columns[std::size(pgbouncer)], "worker");
+    cr_assert_eq(shown.rows.size(), 3u);
+    assert_text(*cell(shown, 0, "state"), "waiting");
+    assert_text(*cell(shown, 0, "wait_reason"), "pool");
+    assert_text(*cell(shown, 0, "wait"), "2");
+    assert_text(*cell(shown, 0, "wait_us"), "500000");
+    assert_text(*cell(shown, 0, "ptr"), "10002");
+    assert_text(*cell(shown, 0, "id"), "65538");
+    // The wall clock at now_ms, less the age: 2026-12-07 03:10:11 less 60 s and 2.5 s.
+    assert_text(*cell(shown, 0, "connect_time"), "2026-12-07 03:09:11 UTC");
+    assert_text(*cell(shown, 0, "request_time"), "2026-12-07 03:10:08 UTC");
+    cr_assert(!cell(shown, 0, "addr").has_value());
+    assert_text(*cell(shown, 1, "state"), "active");
+    assert_text(*cell(shown, 1, "wait"), "0");
+    assert_text(*cell(shown, 1, "wait_us"), "0");
+    assert_text(*cell(shown, 1, "remote_pid"), "4242");
+    assert_text(*cell(shown, 1, "pinned"), "t");
+    assert_text(*cell(shown, 1, "prepared_statements"), "3");
+    assert_text(*cell(shown, 2, "state"), "login");
+    assert_text(*cell(shown, 2, "pgplex_state"), "auth");
+}
+
+Test(show, only_show_clients_needs_the_workers_clients) {
+    cr_assert(admin::needs_clients("show clients"));
+    cr_assert(admin::needs_clients("SHOW STATE; SHOW CLIENTS;"));
+    cr_assert(!admin::needs_clients("SHOW STATE"));
+    cr_assert(!admin::needs_clients("SHOW CLIENTS extra"));  // an error, answered at once
+    cr_assert(!admin::needs_clients(""));
 }
