@@ -103,6 +103,8 @@ const char* to_string(CloseReason reason) {
             return "shutdown";
         case CloseReason::CancelDone:
             return "cancel sent";
+        case CloseReason::CancelTimeout:
+            return "cancel not confirmed in time";
         case CloseReason::HandedOver:
             return "handed over to another worker";
         case CloseReason::Direct:

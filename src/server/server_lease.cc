@@ -63,8 +63,9 @@ void ask_for_handoff(worker::Worker& worker, pool::Pool& pool, uint32_t target) 
 // as PostgreSQL does when a client disconnects.
 bool reusable(const Server& server) {
     return server.pending_syncs == 0 && !server.unsynced && server.expected.empty() &&
-           !server.skipping && !server.conn.eof && !server.conn.closing &&
-           server.conn.held_in.empty() && server.conn.frame.between_messages();
+           server.cancels_in_flight == 0 && !server.cancel_unsure && !server.skipping &&
+           !server.conn.eof && !server.conn.closing && server.conn.held_in.empty() &&
+           server.conn.frame.between_messages();
 }
 
 // The server's SQL-level prepared statements to drop or prepare for the client's.
@@ -381,6 +382,9 @@ void release_if_done(worker::Worker& worker, Server& server) {
                 server.status == proto::TransactionStatus::Idle &&
                 server.conn.frame.between_messages() && client.conn.frame.between_messages();
     if (!done) return;
+    // A cancel of the client's on its way would hit whatever the server runs when it lands:
+    // the server stays the client's until it has (cancel_done).
+    if (server.cancels_in_flight > 0) return;
     // The client has its whole reply: what the server says next is pgplex's to read (a
     // check below, or an idle server's notice or EOF). A reply larger than the client's send
     // queue bound paused the server's receives until the client drained it (on_server_output),
@@ -417,6 +421,13 @@ void release_if_done(worker::Worker& worker, Server& server) {
         return;
     }
     if (client.session->pinned) return;  // nothing sent that could let go of it
+    if (server.cancel_unsure) {          // a cancel of it may still land: lent to nobody
+        client.server = io::nil;
+        server.client = io::nil;
+        close(worker, server, CloseReason::Unusable);
+        client::on_released(worker, client);
+        return;
+    }
     give_back(worker, server, client);
 }
 

@@ -369,15 +369,15 @@ void on_connected(worker::Worker& worker, Server& server, int result) {
         writer.int32(server.cancel_pid);
         writer.int32(server.cancel_key);
         writer.end();
+        // PostgreSQL closes the connection once it has signalled the backend (cancel_done).
         queue(worker, server, writer.data(), writer.size());
-        server.conn.close_when_sent = true;
         return;
     }
     set_state(worker, server, ServerState::Login);
     send_startup(worker, server);
 }
 
-void send_cancel(worker::Worker& worker, const Server& target) {
+void send_cancel(worker::Worker& worker, Server& target) {
     uint32_t slot = worker.server_acquire();
     if (slot == io::nil) return;
     Server& server = claim(worker, slot, ServerState::Cancelling, *target.pool);
@@ -390,6 +390,9 @@ void send_cancel(worker::Worker& worker, const Server& target) {
         worker.server_release_slot(slot);
         return;
     }
+    server.cancel_of = worker.server_slot(target);
+    server.cancel_of_generation = target.conn.generation;
+    ++target.cancels_in_flight;
     submit_connect(worker, server);
 }
 

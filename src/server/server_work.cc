@@ -442,6 +442,18 @@ void on_client_output(worker::Worker& worker, Server& server) {
 // the caller already did).
 void close_server(worker::Worker& worker, Server& server, CloseReason reason, bool release_place);
 
+// A cancel request's connection ends: its server may be lent again, once no other cancel of
+// it is in flight, unless this one's fate is unknown (a late signal could still come).
+void cancel_done(worker::Worker& worker, Server& server, CloseReason reason) {
+    if (server.cancel_of == io::nil) return;
+    Server& target = worker.server(server.cancel_of);
+    server.cancel_of = io::nil;
+    if (target.conn.generation != server.cancel_of_generation || target.cancels_in_flight == 0)
+        return;  // it closed meanwhile
+    if (reason == CloseReason::CancelTimeout) target.cancel_unsure = true;
+    if (--target.cancels_in_flight == 0) release_if_done(worker, target);
+}
+
 void close(worker::Worker& worker, Server& server, CloseReason reason) {
     close_server(worker, server, reason, true);
 }
@@ -462,6 +474,7 @@ void close_server(worker::Worker& worker, Server& server, CloseReason reason, bo
         handoff_failed(worker, worker.server_file(worker.server_slot(server)));
         return;
     }
+    if (server.state == ServerState::Cancelling) cancel_done(worker, server, reason);
     if (server.state != ServerState::Cancelling && !server.listener) {
         if (release_place) server.pool->release_server();
         if (reason != CloseReason::LoginFailed)
@@ -513,7 +526,11 @@ void on_tick(worker::Worker& worker, Server& server) {
                 login_failed(worker, server, nullptr, 0, "server_connect_timeout");
             return;
         case ServerState::Cancelling:
-            if (age > 5000) close(worker, server, CloseReason::CancelDone);
+            if (age > limits::cancel_confirm_ms) {
+                log_warning("cancel of backend %u: the server did not confirm it in %lld ms",
+                            server.cancel_pid, (long long)limits::cancel_confirm_ms);
+                close(worker, server, CloseReason::CancelTimeout);
+            }
             return;
         case ServerState::Adopting:
             // The other worker never answered: stop holding the slot. A late arrival is

@@ -191,6 +191,36 @@ def test_cancel_reaches_the_server_running_the_clients_query(make_pgplex):
         a.close()
 
 
+def test_a_cancel_racing_the_end_of_its_query_never_hits_the_next_clients(make_pgplex):
+    """A cancel that reaches PostgreSQL after its statement ended must not cancel what the
+    server runs next. One server, two clients: the first runs a short sleep and is cancelled
+    around the moment it ends, the second waits for the server meanwhile. Whatever the race
+    does to the first (cancelled or not), the second is never cancelled."""
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    first, second = plain(pgplex.port), plain(pgplex.port)
+    random = __import__("random").Random(7)
+    hits, cancelled = [], 0
+    try:
+        for _ in range(40):
+            runner = Background(lambda: first.execute("SELECT pg_sleep(0.1)"))
+            time.sleep(0.02)
+            waiter = Background(lambda: second.execute("SELECT pg_sleep(0.05)"))
+            time.sleep(0.08 + random.uniform(-0.03, 0.01))
+            first.cancel()
+            assert runner.join(10) and waiter.join(10), "a client got no answer"
+            if isinstance(runner.error, psycopg.errors.QueryCanceled):
+                cancelled += 1
+            else:
+                assert runner.error is None, runner.error
+            if waiter.error is not None:
+                hits.append(repr(waiter.error))
+        assert not hits, f"{len(hits)} of 40 cancels hit the next client: {hits[:3]}"
+        assert 0 < cancelled < 40, cancelled  # the race was run from both sides
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_set_sent_through_the_extended_protocol_follows_the_client(make_pgplex):
     pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
     with two_clients(pgplex.port) as (a, b):

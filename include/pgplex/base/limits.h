@@ -70,6 +70,10 @@ inline constexpr long send_wait_us = 200;
 // Housekeeping (timeouts, idle servers, reload pickup) runs at this period on each worker.
 inline constexpr int64_t tick_ms = 200;
 
+// A cancel request's connection not closed by the server (which it does once it has signalled
+// the backend) within this long is given up; the server it cancelled is then not lent again.
+inline constexpr int64_t cancel_confirm_ms = 5000;
+
 // SHOW CLIENTS waits this long for every worker to list its clients; a worker that has not
 // answered by then (stuck, or shutting down) is left out of the answer and logged.
 inline constexpr int64_t admin_gather_ms = 1000;

@@ -58,10 +58,10 @@ enum class CloseReason : uint8_t {
     PoolWanted,   // closed so another worker's waiter can connect
     ConnectTimeout,
     Shutdown,
-    CancelDone,
-    HandedOver,
-    Direct,  // a direct service's server: its client left  // given to another worker, which now
-             // owns the socket
+    CancelDone,     // the server closed a cancel request's connection: it signalled
+    CancelTimeout,  // a cancel request's connection was not closed by the server in time
+    HandedOver,     // given to another worker, which now owns the socket
+    Direct,         // a direct service's server: its client left
 };
 
 const char* to_string(CloseReason reason);
@@ -122,6 +122,14 @@ struct Server {
     base::Milliseconds since = 0;  // when the current state began
     uint32_t cancel_pid = 0;       // Cancelling: what to send
     uint32_t cancel_key = 0;
+    // Cancelling: the server whose statement it cancels (slot, and its generation then).
+    uint32_t cancel_of = io::nil;
+    uint32_t cancel_of_generation = 0;
+    // Its cancel requests not yet known to have been delivered. PostgreSQL signals the
+    // backend when the request arrives, whatever it runs then: until the request's
+    // connection is closed by the server (the signal is sent), it is lent to nobody else.
+    uint16_t cancels_in_flight = 0;
+    bool cancel_unsure = false;  // one was never confirmed: it is closed, not lent again
     // Every ParameterStatus the server reported.
     std::vector<std::pair<std::string, std::string>> parameters;
     // Its session's settings (session_state.h): what pgplex replayed and what the last

@@ -19,7 +19,7 @@ namespace pgplex::server {
 // Returns false when no slot is free (the reservation is given back).
 bool connect(worker::Worker& worker, pool::Pool& pool);
 // Opens a one-off connection to send a CancelRequest for the server's backend.
-void send_cancel(worker::Worker& worker, const Server& target);
+void send_cancel(worker::Worker& worker, Server& target);
 
 void on_connected(worker::Worker& worker, Server& server, int result);
 void on_recv(worker::Worker& worker, Server& server, uint32_t buffer, uint32_t size);
