@@ -254,12 +254,12 @@ const char* wait_reason(const worker::Worker& worker, const Client& client,
     if (client.conn.recv_starved || server.conn.recv_starved) return "buffers";
     if (server.conn.recv_paused) return "client_read";
     if (client.conn.recv_paused) return "server_read";
-    if (server.expected.empty() && server.pending_syncs == 0) return "";
-    if (client.cancelled >= client.request) {
+    bool running = !server.expected.empty() || server.pending_syncs > 0;
+    if (server.cancels_in_flight > 0 || (running && client.cancelled >= client.request)) {
         since = client.cancelled;
         return "cancel";
     }
-    return "query";
+    return running ? "query" : "";
 }
 
 uint32_t admin_consume(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {

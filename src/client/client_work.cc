@@ -295,6 +295,16 @@ uint32_t consume_active(worker::Worker& worker, Client& client, uint32_t buffer,
     return result.consumed;
 }
 
+// A cancel of the client's is on its way to a server that now runs nothing of it: PostgreSQL
+// would cancel whatever comes next when it lands, so what comes next waits for it
+// (server::cancel_done resumes the client). libpq's PQcancel waits as long on a direct
+// connection, as PostgreSQL closes the request's connection only once it has signalled.
+bool waits_for_cancel(const worker::Worker& worker, const Client& client) {
+    const server::Server& server = worker.server(client.server);
+    return server.cancels_in_flight > 0 && server.expected.empty() && server.pending_syncs == 0 &&
+           !server.unsynced && client.conn.frame.between_messages();
+}
+
 // Feeds bytes at data (inside `buffer`) to whatever the client's state expects.
 uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
                  uint32_t size) {
@@ -307,6 +317,7 @@ uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const 
                 step = login_consume(worker, client, buffer, data + used, size - used);
                 break;
             case ClientState::Active:
+                if (waits_for_cancel(worker, client)) return used;
                 step = consume_active(worker, client, buffer, data + used, size - used);
                 break;
             case ClientState::Idle:

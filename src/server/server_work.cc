@@ -451,7 +451,13 @@ void cancel_done(worker::Worker& worker, Server& server, CloseReason reason) {
     if (target.conn.generation != server.cancel_of_generation || target.cancels_in_flight == 0)
         return;  // it closed meanwhile
     if (reason == CloseReason::CancelTimeout) target.cancel_unsure = true;
-    if (--target.cancels_in_flight == 0) release_if_done(worker, target);
+    if (--target.cancels_in_flight > 0) return;
+    uint32_t holder = target.client;
+    release_if_done(worker, target);
+    // Still the client's (session pooling, an open transaction): what it sent meanwhile goes.
+    if (holder != io::nil && target.client == holder &&
+        worker.client(holder).state == client::ClientState::Active)
+        client::resume(worker, worker.client(holder));
 }
 
 void close(worker::Worker& worker, Server& server, CloseReason reason) {

@@ -193,7 +193,7 @@ def test_cancel_reaches_the_server_running_the_clients_query(make_pgplex):
 
 def test_a_cancel_racing_the_end_of_its_query_never_hits_the_next_clients(make_pgplex):
     """A cancel that reaches PostgreSQL after its statement ended must not cancel what the
-    server runs next. One server, two clients: the first runs a short sleep and is cancelled
+    server runs next, another client's statement or, once cancel() returned, its own. One server, two clients: the first runs a short sleep and is cancelled
     around the moment it ends, the second waits for the server meanwhile. Whatever the race
     does to the first (cancelled or not), the second is never cancelled."""
     pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
@@ -214,11 +214,40 @@ def test_a_cancel_racing_the_end_of_its_query_never_hits_the_next_clients(make_p
                 assert runner.error is None, runner.error
             if waiter.error is not None:
                 hits.append(repr(waiter.error))
-        assert not hits, f"{len(hits)} of 40 cancels hit the next client: {hits[:3]}"
+            # Once cancel() has returned, as on a direct connection, the client's own next
+            # statement is safe from it too.
+            try:
+                first.execute("SELECT pg_sleep(0.01)")
+            except psycopg.errors.QueryCanceled as error:
+                hits.append(f"its own next statement: {error!r}")
+        assert not hits, f"{len(hits)} of 40 cancels hit a later statement: {hits[:3]}"
         assert 0 < cancelled < 40, cancelled  # the race was run from both sides
     finally:
         first.close()
         second.close()
+
+
+def test_once_cancel_returned_it_never_hits_the_clients_next_statement(make_pgplex):
+    """libpq's cancel() returns once PostgreSQL has signalled (it closes the request's
+    connection then), so on a direct connection the next statement is safe from it. Through
+    pgplex, which answers the client's cancel connection at once, the client's next statement
+    waits for the server's confirmation instead."""
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    random = __import__("random").Random(11)
+    hits, cancelled = [], 0
+    with plain(pgplex.port) as conn:
+        for _ in range(40):
+            runner = Background(lambda: conn.execute("SELECT pg_sleep(0.05)"))
+            time.sleep(0.05 + random.uniform(-0.02, 0.01))
+            conn.cancel()
+            assert runner.join(10), "no answer"
+            cancelled += isinstance(runner.error, psycopg.errors.QueryCanceled)
+            try:
+                conn.execute("SELECT pg_sleep(0.05)")
+            except psycopg.errors.QueryCanceled as error:
+                hits.append(repr(error))
+    assert not hits, f"{len(hits)} of 40 cancels hit the next statement"
+    assert cancelled < 40, cancelled
 
 
 def test_a_set_sent_through_the_extended_protocol_follows_the_client(make_pgplex):
