@@ -616,6 +616,16 @@ void on_tick(worker::Worker& worker, Client& client) {
         case ClientState::Syncing:
             // pgplex's own statements (the replay of the client's session state, a check
             // after its transaction) can wait on a lock like any other.
+            if (!client.wait_logged && age > long_wait_ms(config)) {
+                client.wait_logged = true;
+                log_warning(
+                    "client slot %u (user=%s database=%s) has waited %lld ms for "
+                    "pgplex's own statements for its session on server backend %u "
+                    "(a lock?)",
+                    worker.client_slot(client), client.session->user.c_str(),
+                    client.session->database.c_str(), (long long)age,
+                    worker.server(client.server).backend_pid);
+            }
             if (config.query_wait_timeout_ms > 0 && age > config.query_wait_timeout_ms) {
                 server::send_cancel(worker, worker.server(client.server));
                 fail(worker, client, CloseReason::WaitTimeout, Severity::Fatal,

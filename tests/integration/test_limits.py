@@ -146,6 +146,8 @@ def test_a_replay_waiting_on_a_lock_ends_at_query_wait_timeout(make_pgplex, clus
         assert raised.value.sqlstate == "08P01", raised.value
         assert "query_wait_timeout" in str(raised.value), str(raised.value)
         assert 1.5 <= time.monotonic() - started <= 5
+        assert re.search(r"has waited \d+ ms for pgplex's own statements for its session on "
+                         r"server backend \d+", pgplex.log()), pgplex.log()[-3000:]
         assert other.execute("SELECT 2").fetchone() == (2,)  # the other client goes on
         locker.execute("ROLLBACK")
         other.execute("COMMIT")
