@@ -61,6 +61,15 @@ fuzz-pool: build
 	  $(if $(MINUTES),POOLDIFF_MINUTES=$(MINUTES)) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider -s tests/integration/test_pool_differential.py
 
+# The soak (tests/integration/soak.py): about twenty clients over a small transaction pool
+# for DURATION seconds; `make check` runs its bounded form (60 s) with the integration tests.
+DURATION    ?= 3600
+SEED        ?= 1
+.PHONY: soak
+soak: build
+	PGPLEX_BIN=$(CURDIR)/$(BUILD)/pgplex SOAK_SECONDS=$(DURATION) SOAK_SEED=$(SEED) \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider -s tests/integration/test_soak.py
+
 check: deps build unit tidy integration asan fuzz
 
 demo: build
