@@ -167,3 +167,58 @@ def test_64_mb_bytea_after_a_cancelled_sleep_on_a_used_pool(make_pgplex, table):
                 conn.execute("SELECT pg_sleep(30)")
             assert canceller.join(5) and canceller.error is None
             round_trip(conn, table, 0, data)
+
+
+SMALL_RING = {"buffer_count": 64, "buffer_size": 4096}  # a 256 kB ring: 4 MB is 16 rings
+
+
+def big_round_trip(conn, size=4 * 1024 * 1024):
+    """A Query of `size` bytes and a reply as big."""
+    text = "q" * size
+    assert conn.execute("SELECT length(%s::text), %s::text", (text, text)).fetchone() == \
+        (size, text)
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+@pytest.mark.parametrize("state", ["holds", "waits", "pinned", "cancelled", "after_error"])
+def test_a_message_larger_than_the_ring_streams_in_every_state(make_pgplex, mode, state):
+    """A Query and a reply each sixteen times pgplex's whole buffer ring, whether the client
+    holds a server, waits for one, is pinned to its own, was just cancelled, or follows an
+    error; another client's small queries go on meanwhile."""
+    if state == "waits" and mode == "session":
+        pytest.skip("in session pooling a client waits for a server only at login")
+    pgplex = make_pgplex(pool_size=2, settings={"pool_mode": mode, **SMALL_RING})
+    with deadline(), pooled(pgplex.port) as conn:
+        holder = None
+        if state == "holds":
+            conn.execute("BEGIN")
+        elif state == "waits":  # both servers in open transactions for 0.5 s
+            holder, blocker = pooled(pgplex.port), pooled(pgplex.port)
+            for held in (holder, blocker):
+                held.execute("BEGIN")
+                held.execute("SELECT 1")
+            releaser = Background(lambda: [(time.sleep(0.5), held.execute("COMMIT"), held.close())
+                                           for held in (holder, blocker)])
+        elif state == "pinned":
+            conn.execute("CREATE TEMP TABLE pinned_here (x int)")
+        elif state == "cancelled":
+            canceller = Background(lambda: (time.sleep(0.3), conn.cancel()))
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("SELECT pg_sleep(30)")
+            assert canceller.join(5)
+        elif state == "after_error":
+            with pytest.raises(psycopg.errors.DivisionByZero):
+                conn.execute("SELECT 1/0")
+        others = Background(lambda: [query_small(pgplex.port) for _ in range(3)])
+        big_round_trip(conn)
+        if state == "holds":
+            conn.execute("COMMIT")
+        if holder is not None:
+            assert releaser.join(5) and releaser.error is None, releaser.error
+        assert others.join(DEADLINE_SECONDS) and others.error is None, others.error
+        big_round_trip(conn)  # and once more, the client back to its usual state
+
+
+def query_small(port):
+    with pooled(port) as conn:
+        assert conn.execute("SELECT 42").fetchone() == (42,)
