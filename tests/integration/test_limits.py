@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import RawClient, ServerError, connect, login_error, psql
+from conftest import RawClient, ServerError, connect, login_error, parse_error_fields, psql
 
 
 class Background:
@@ -215,3 +215,18 @@ def test_session_left_inside_a_transaction_is_rolled_back_for_the_next(make_pgpl
     conn.close()  # mid-transaction
     assert psql(pgplex.port, "SELECT count(*) FROM orders WHERE id = 7001") == "0"
     assert psql(pgplex.port, "SELECT 1") == "1"
+
+
+def test_a_login_that_never_finishes_ends_at_client_login_timeout(make_pgplex):
+    """SHOW CLIENTS' "login" wait: a client that sends half a startup packet and nothing
+    more is refused with 08P01 at client_login_timeout and its slot is freed."""
+    pgplex = make_pgplex(settings={"client_login_timeout": "1s"})
+    with RawClient(pgplex.port) as client:
+        client.send(b"\0\0\0\x40\0\x03")  # a startup packet's length and half its version
+        started = time.monotonic()
+        kind, body = client.read_message()
+        assert kind == b"E", kind
+        assert parse_error_fields(body)["C"] == "08P01", parse_error_fields(body)
+        assert 0.8 <= time.monotonic() - started <= 3
+        assert client.is_closed()
+    assert query_once(pgplex.port) == (1,)

@@ -385,3 +385,17 @@ def test_maxqueue_refuses_a_client_beyond_the_queue_of_a_node_with_53300(
         holder.close()
     assert queued.join(10) and queued.error is None, queued.error
     assert queued.result == (nodes.primary,)
+
+
+def test_a_client_no_node_can_take_gets_57p03_at_query_wait_timeout(replicated,
+                                                                     make_cluster_pgplex):
+    """The wait for a node (SHOW CLIENTS' "node") ends like every wait pgplex owns: a
+    service whose selector matches no node and that has no backup makes its client wait
+    query_wait_timeout, then refuses it with 57P03 cannot_connect_now."""
+    services = {"nowhere": {"selector": "offline && primary", "dest": "pool"}}
+    pgplex = make_cluster_pgplex(replicated, services=services, query_wait_timeout="2s")
+    started = time.monotonic()
+    error = login_error(pgplex.service_port("nowhere"), "payam", "payam_db",
+                        PASSWORDS["payam"])
+    assert error is not None and error.sqlstate == "57P03", error
+    assert 1.5 <= time.monotonic() - started <= 8
