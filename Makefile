@@ -40,8 +40,8 @@ asan: deps $(ASAN_BUILD)/build.ninja
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  meson test -C $(ASAN_BUILD) --suite unit --print-errorlogs
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  PGPLEX_BIN=$(CURDIR)/$(ASAN_BUILD)/pgplex $(PYTHON) -m pytest -q -p no:cacheprovider \
-	  $(if $(SMOKE),-m smoke) tests/integration
+	  PGPLEX_BIN=$(CURDIR)/$(ASAN_BUILD)/pgplex SOAK_SECONDS=30 \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider $(if $(SMOKE),-m smoke) tests/integration
 
 $(FUZZ_BUILD)/build.ninja:
 	CXX=clang++ meson setup $(FUZZ_BUILD) -Dfuzz=true --buildtype=debug -Dwerror=false
