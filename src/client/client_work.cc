@@ -673,8 +673,13 @@ void cancel(worker::Worker& worker, uint32_t pid, uint32_t key) {
     if (client.cancel_key != key || client.server == io::nil ||
         (client.state != ClientState::Active && client.state != ClientState::Syncing))
         return;
+    server::Server& server = worker.server(client.server);
+    // pgplex's own read after the client's transaction ended: nothing of the client's runs,
+    // as PostgreSQL would ignore the cancel; sent, it would fail the read and lose what the
+    // transaction set.
+    if (server.reading_settings || server.checking || server.reading_lsn) return;
     client.cancelled = worker.now;
-    server::send_cancel(worker, worker.server(client.server));
+    server::send_cancel(worker, server);
 }
 
 }  // namespace pgplex::client
