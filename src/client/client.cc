@@ -23,7 +23,7 @@ bool allowed(ClientState from, ClientState to) {
         case ClientState::Idle:
             return from == ClientState::Startup || from == ClientState::Auth ||
                    from == ClientState::Syncing || from == ClientState::Active ||
-                   from == ClientState::Asking;
+                   from == ClientState::Asking || from == ClientState::Waiting;
         case ClientState::Waiting:
         case ClientState::Syncing:
         case ClientState::Active:

@@ -8,6 +8,7 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_admin.h"
+#include "pgplex/client/client_cancel.h"
 #include "pgplex/client/client_extended.h"
 #include "pgplex/client/client_listen.h"
 #include "pgplex/client/client_login.h"
@@ -62,6 +63,7 @@ struct ForwardHandler {
         if (session.discarding && type != uint8_t(FrontendMessage::Sync) &&
             type != uint8_t(FrontendMessage::Terminate))
             return proto::Fate::Drop;
+        if (out.client.cancel_wanted != 0 && refuse_cancelled(out, type)) return proto::Fate::Drop;
         bool inspectable = length <= limits::assembled_message_bytes_max;
         switch (static_cast<FrontendMessage>(type)) {
             case FrontendMessage::Terminate:
@@ -295,16 +297,6 @@ uint32_t consume_active(worker::Worker& worker, Client& client, uint32_t buffer,
     return result.consumed;
 }
 
-// A cancel of the client's is on its way to a server that now runs nothing of it: PostgreSQL
-// would cancel whatever comes next when it lands, so what comes next waits for it
-// (server::cancel_done resumes the client). libpq's PQcancel waits as long on a direct
-// connection, as PostgreSQL closes the request's connection only once it has signalled.
-bool waits_for_cancel(const worker::Worker& worker, const Client& client) {
-    const server::Server& server = worker.server(client.server);
-    return server.cancels_in_flight > 0 && server.expected.empty() && server.pending_syncs == 0 &&
-           !server.unsynced && client.conn.frame.between_messages();
-}
-
 // Feeds bytes at data (inside `buffer`) to whatever the client's state expects.
 uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
                  uint32_t size) {
@@ -344,6 +336,10 @@ uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const 
                 request_server(worker, client);
                 continue;
             case ClientState::Waiting:
+                // A request cancelled before it got a server is answered at once.
+                step = answer_cancelled(worker, client, data + used, size - used);
+                if (client.state == ClientState::Closing) return size;
+                break;
             case ClientState::Syncing:
             case ClientState::Asking:
                 return used;  // held until the server (or the other workers) is ready
@@ -355,6 +351,13 @@ uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const 
         if (step == 0) break;
     }
     return used;
+}
+
+// A waiting client with nothing left to wait for (its requests were cancelled).
+void stop_waiting(worker::Worker& worker, Client& client) {
+    if (client.pool != nullptr) server::waiter_remove(worker, worker.client_slot(client));
+    lease_ended(worker, client);
+    set_state(worker, client, ClientState::Idle);
 }
 
 // Processes bytes held from earlier receives, oldest first, as far as the state allows.
@@ -374,6 +377,11 @@ void consume_held(worker::Worker& worker, Client& client) {
     }
     client.consuming = false;
     if (client.state == ClientState::Closing) return;
+    // A waiting client whose every request was cancelled waits for nothing any more.
+    if (client.state == ClientState::Waiting && client.cancel_answered && held.empty() &&
+        client.conn.frame.between_messages() && !client.session->discarding)
+        stop_waiting(worker, client);
+    client.cancel_answered = false;
     // Transaction pooling: a login that just got its welcome, or a client whose held bytes
     // are all out and answered, gives its server back.
     if (client.state == ClientState::Active && client.server != io::nil)
@@ -443,6 +451,7 @@ void on_accepted(worker::Worker& worker, uint32_t slot, uint32_t listener) {
     set_state(worker, client, ClientState::Startup);
     client.connected = client.request = worker.now;
     client.cancelled = 0;
+    client.cancel_wanted = 0;
     client.login = std::make_unique<Login>();
     int count = worker.shared.clients.fetch_add(1, std::memory_order_acq_rel) + 1;
     worker.arm_recv(client.conn, io::Op::ClientRecv, slot);
@@ -663,23 +672,6 @@ void on_shutdown(worker::Worker& worker, Client& client, bool immediate) {
     if (!idle && !immediate) return;
     fail(worker, client, CloseReason::Shutdown, Severity::Fatal, sqlstate::admin_shutdown,
          "terminating connection due to administrator command", "pgplex is shutting down");
-}
-
-void cancel(worker::Worker& worker, uint32_t pid, uint32_t key) {
-    uint32_t slot = pid & (limits::client_slots_per_worker_max - 1);
-    if (slot >= worker.client_capacity) return;
-    Client& client = worker.client(slot);
-    // PostgreSQL ignores a cancel with a wrong key without a word; so does pgplex.
-    if (client.cancel_key != key || client.server == io::nil ||
-        (client.state != ClientState::Active && client.state != ClientState::Syncing))
-        return;
-    server::Server& server = worker.server(client.server);
-    // pgplex's own read after the client's transaction ended: nothing of the client's runs,
-    // as PostgreSQL would ignore the cancel; sent, it would fail the read and lose what the
-    // transaction set.
-    if (server.reading_settings || server.checking || server.reading_lsn) return;
-    client.cancelled = worker.now;
-    server::send_cancel(worker, server);
 }
 
 }  // namespace pgplex::client

@@ -3,12 +3,14 @@ for one transaction at a time, and each client's session settings follow it from
 server."""
 
 import contextlib
+import struct
 import time
 
 import psycopg
 import pytest
 
-from conftest import assert_pgbench_clean, connect, run_pgbench
+from conftest import (CANCEL_REQUEST_CODE, RawClient, ServerError, assert_pgbench_clean, connect,
+                      message, run_pgbench)
 from test_limits import Background
 
 TRANSACTION = {"pool_mode": "transaction"}
@@ -248,6 +250,109 @@ def test_once_cancel_returned_it_never_hits_the_clients_next_statement(make_pgpl
                 hits.append(repr(error))
     assert not hits, f"{len(hits)} of 40 cancels hit the next statement"
     assert cancelled < 40, cancelled
+
+
+def send_cancel(port, backend_key):
+    with RawClient(port) as canceller:
+        canceller.send(struct.pack("!IIII", 16, CANCEL_REQUEST_CODE, *backend_key))
+        assert canceller.is_closed()
+
+
+@pytest.fixture
+def probe(cluster):
+    """A table a cancelled statement would have written to."""
+    cluster.admin_psql("DROP TABLE IF EXISTS cancel_probe; CREATE TABLE cancel_probe (x int);"
+                       " GRANT ALL ON cancel_probe TO payam", dbname="payam_db")
+    return lambda: int(cluster.admin_psql("SELECT count(*) FROM cancel_probe",
+                                          dbname="payam_db").strip())
+
+
+def test_a_cancel_of_a_client_waiting_for_a_server_answers_it_at_once(make_pgplex, probe):
+    """The pool's only server is held: a client's statement waits for it. Its cancel (JDBC's
+    Statement.cancel, psql's ^C) is answered 57014 at once, as PostgreSQL answers a cancelled
+    statement, and the statement never runs; the client goes on, and so does the holder."""
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    holder, waiter = plain(pgplex.port), plain(pgplex.port)
+    try:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        # psycopg without prepare: Parse/Bind/Describe/Execute/Sync (the extended protocol).
+        insert = Background(lambda: waiter.execute("INSERT INTO cancel_probe VALUES (1)"))
+        time.sleep(0.5)
+        assert not insert.done()
+        started = time.monotonic()
+        waiter.cancel()
+        assert insert.join(5), "the cancelled client got no answer while the pool was full"
+        assert isinstance(insert.error, psycopg.errors.QueryCanceled), insert.error
+        assert time.monotonic() - started < 2
+        assert one(holder, "SELECT 2") == 2  # the holder's transaction is untouched
+        holder.execute("COMMIT")
+        assert one(waiter, "SELECT 3") == 3
+        assert probe() == 0
+    finally:
+        holder.close()
+        waiter.close()
+
+
+def test_a_cancel_while_waiting_cancels_the_first_request_only(make_pgplex, probe):
+    """Simple-protocol requests pipelined while waiting for a server: the cancel answers the
+    first (57014, ReadyForQuery idle) and the second runs once a server is free, as on a
+    direct connection where the cancel lands during the first."""
+    pgplex = make_pgplex(pool_size=1, settings=TRANSACTION)
+    holder = plain(pgplex.port)
+    with RawClient(pgplex.port) as client:
+        client.login("payam", "payam_db")
+        try:
+            holder.execute("BEGIN")
+            holder.execute("SELECT 1")
+            client.send(message(b"Q", b"INSERT INTO cancel_probe VALUES (1)\0") +
+                        message(b"Q", b"SELECT 'second'\0"))
+            time.sleep(0.3)
+            send_cancel(pgplex.port, client.backend_key)
+            with pytest.raises(ServerError) as raised:
+                client.results()
+            assert raised.value.sqlstate == "57014"
+            holder.execute("COMMIT")
+            assert client.results() == [["second"]]
+            assert client.query("SELECT 'after'") == [["after"]]
+            assert probe() == 0
+        finally:
+            holder.close()
+
+
+def test_a_cancel_while_pgplex_replays_the_session_cancels_the_waiting_statement(
+        make_pgplex, cluster, probe):
+    """The client's statement waits behind pgplex's replay of its session (a PREPARE that
+    waits for a lock) on the server it was lent. A cancel then must neither hit the replay
+    nor be lost: once the replay is done the statement is answered 57014 without running."""
+    cluster.admin_psql("DROP TABLE IF EXISTS replay_locked; CREATE TABLE replay_locked (x int);"
+                       " GRANT ALL ON replay_locked TO payam", dbname="payam_db")
+    pgplex = make_pgplex(pool_size=2, settings=TRANSACTION)
+    other = plain(pgplex.port)
+    locker = psycopg.connect(host=cluster.dir, port=cluster.port, dbname="payam_db",
+                             user="payam", autocommit=True)
+    with RawClient(pgplex.port) as client:
+        client.login("payam", "payam_db")
+        try:
+            client.query("PREPARE p AS SELECT count(*) FROM replay_locked")  # on server 1
+            other.execute("BEGIN")
+            other.execute("SELECT 1")  # holds server 1: the client's next gets server 2
+            locker.execute("BEGIN")
+            locker.execute("LOCK replay_locked IN ACCESS EXCLUSIVE MODE")
+            client.send(message(b"Q", b"INSERT INTO cancel_probe VALUES (1)\0"))
+            time.sleep(0.5)  # server 2 replays PREPARE p, waiting for the lock
+            send_cancel(pgplex.port, client.backend_key)
+            time.sleep(0.3)
+            locker.execute("ROLLBACK")
+            with pytest.raises(ServerError) as raised:
+                client.results()
+            assert raised.value.sqlstate == "57014"
+            assert client.query("EXECUTE p") == [["0"]]  # the replay was not cancelled
+            assert probe() == 0
+            other.execute("COMMIT")
+        finally:
+            other.close()
+            locker.close()
 
 
 def test_a_set_sent_through_the_extended_protocol_follows_the_client(make_pgplex):

@@ -133,10 +133,14 @@ struct Client {
     base::Milliseconds connected = 0;  // when it was accepted
     base::Milliseconds request = 0;    // when its last bytes came in
     base::Milliseconds cancelled = 0;  // when a cancel of its statement went to its server
-    uint32_t asking = 0;               // Asking: the serial of its request to the workers
-    uint32_t asking_left = 0;          // Asking: workers yet to answer it
-    bool consuming = false;            // inside consume_held(): no re-entry
-    bool wait_logged = false;          // Waiting: its long wait was logged (client_work.cc)
+    // When a cancel came for a request not yet at a server: the request is answered 57014
+    // unsent (client_cancel.h).
+    base::Milliseconds cancel_wanted = 0;
+    bool cancel_answered = false;  // Waiting: a cancelled request was answered (consume_held)
+    uint32_t asking = 0;           // Asking: the serial of its request to the workers
+    uint32_t asking_left = 0;      // Asking: workers yet to answer it
+    bool consuming = false;        // inside consume_held(): no re-entry
+    bool wait_logged = false;      // Waiting: its long wait was logged (client_work.cc)
     std::unique_ptr<Login> login;
     std::unique_ptr<Session> session;
     std::unique_ptr<uint8_t[]> assembly;  // an inspected Query split across buffers

@@ -46,6 +46,7 @@ void fail(worker::Worker& worker, Client& client, CloseReason reason, proto::Sev
 void close(worker::Worker& worker, Client& client, CloseReason reason);
 
 // A CancelRequest for a client of this worker (maybe forwarded from another worker).
+// A CancelRequest for the client of this pid and key (client_cancel.cc).
 void cancel(worker::Worker& worker, uint32_t pid, uint32_t key);
 uint32_t cancel_pid(uint32_t worker, uint32_t slot);
 

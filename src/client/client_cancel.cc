@@ -1,0 +1,176 @@
+// A client's CancelRequest (client_cancel.h): sent on to the server that runs the client's
+// statement, or, when none does yet, the statement it is for answered 57014 unsent.
+#include "pgplex/client/client_cancel.h"
+
+#include "pgplex/base/limits.h"
+#include "pgplex/client/client_login.h"
+#include "pgplex/client/client_work.h"
+#include "pgplex/proto/sqlstate.h"
+#include "pgplex/proto/writer.h"
+#include "pgplex/server/internal.h"
+#include "pgplex/server/server_work.h"
+#include "pgplex/worker/worker.h"
+
+namespace pgplex::client {
+
+namespace {
+
+using proto::FrontendMessage;
+
+constexpr const char* cancelled_text = "canceling statement due to user request";
+
+// The ErrorResponse PostgreSQL sends for a cancelled statement, whole (with_header) or its
+// body only.
+uint32_t write_cancelled(uint8_t* bytes, uint32_t capacity) {
+    proto::Writer writer(bytes, capacity);
+    proto::write_error(writer, proto::Severity::Error, sqlstate::query_canceled, cancelled_text);
+    PGPLEX_ASSERT(writer.ok());
+    return writer.size();
+}
+
+void queue_ready(worker::Worker& worker, Client& client) {
+    const uint8_t ready[6] = {uint8_t(proto::BackendMessage::ReadyForQuery), 0, 0, 0, 5,
+                              uint8_t(proto::TransactionStatus::Idle)};
+    queue(worker, client, ready, sizeof ready);
+}
+
+// Whether a message of this type begins a request PostgreSQL would answer with an error
+// when cancelled; which reply pgplex owes in its place.
+bool cancellable(uint8_t type, server::Expect& expect) {
+    switch (static_cast<FrontendMessage>(type)) {
+        case FrontendMessage::Query:
+            expect = server::Expect::Query;
+            return true;
+        case FrontendMessage::Parse:
+            expect = server::Expect::Parse;
+            return true;
+        case FrontendMessage::Bind:
+            expect = server::Expect::Bind;
+            return true;
+        case FrontendMessage::Describe:
+            expect = server::Expect::Describe;
+            return true;
+        case FrontendMessage::Execute:
+            expect = server::Expect::Execute;
+            return true;
+        case FrontendMessage::Close:
+            expect = server::Expect::Close;
+            return true;
+        case FrontendMessage::Sync:
+        case FrontendMessage::Flush:
+        case FrontendMessage::FunctionCall:
+        case FrontendMessage::CopyData:
+        case FrontendMessage::CopyDone:
+        case FrontendMessage::CopyFail:
+        case FrontendMessage::PasswordMessage:
+        case FrontendMessage::Terminate:
+            break;
+    }
+    return false;
+}
+
+// A waiting client's input: its cancelled request dropped and answered, the rest held.
+struct CancelledHandler {
+    worker::Worker& worker;
+    Client& client;
+
+    proto::Fate on_header(uint8_t type, uint32_t) {
+        Session& session = *client.session;
+        if (session.discarding) {
+            if (type == uint8_t(FrontendMessage::Terminate)) return proto::Fate::Hold;
+            if (type == uint8_t(FrontendMessage::Sync)) {
+                session.discarding = false;
+                queue_ready(worker, client);
+            }
+            return proto::Fate::Drop;
+        }
+        if (client.cancel_wanted == 0) return proto::Fate::Hold;
+        client.cancel_wanted = 0;
+        server::Expect expect;
+        if (!cancellable(type, expect)) return proto::Fate::Hold;
+        uint8_t bytes[256];
+        queue(worker, client, bytes, write_cancelled(bytes, sizeof bytes));
+        if (expect == server::Expect::Query) {
+            on_simple_query(worker, client);
+            queue_ready(worker, client);
+        } else {
+            session.discarding = true;  // PostgreSQL skips to the Sync after an error
+        }
+        return proto::Fate::Drop;
+    }
+    void forward(const uint8_t*, uint32_t, bool) {}
+    uint8_t* assembly(uint32_t) { return nullptr; }
+    proto::Verdict on_message(uint8_t, const uint8_t*, uint32_t) {
+        return proto::Verdict::Continue;
+    }
+    proto::Fate on_head(uint8_t, const uint8_t*, uint32_t, uint32_t) { return proto::Fate::Drop; }
+};
+
+}  // namespace
+
+bool waits_for_cancel(const worker::Worker& worker, const Client& client) {
+    const server::Server& server = worker.server(client.server);
+    return server.cancels_in_flight > 0 && server.expected.empty() && server.pending_syncs == 0 &&
+           !server.unsynced && client.conn.frame.between_messages();
+}
+
+uint32_t answer_cancelled(worker::Worker& worker, Client& client, const uint8_t* data,
+                          uint32_t size) {
+    if (client.cancel_wanted == 0 && !client.session->discarding) return 0;
+    CancelledHandler handler{worker, client};
+    proto::FeedResult result =
+        proto::feed(client.conn.frame, proto::Direction::Frontend, data, size, handler);
+    client.cancel_answered = client.cancel_answered || result.consumed > 0;
+    if (result.status == proto::FeedStatus::Violation) {
+        fail(worker, client, CloseReason::ProtocolViolation, proto::Severity::Fatal,
+             sqlstate::protocol_violation, result.reason);
+        return size;
+    }
+    return result.consumed;
+}
+
+bool refuse_cancelled(Outbound& out, uint8_t type) {
+    out.client.cancel_wanted = 0;
+    server::Expect expect;
+    if (!cancellable(type, expect)) return false;
+    uint8_t bytes[256];
+    uint32_t size = write_cancelled(bytes, sizeof bytes);
+    server::Pending pending;
+    pending.expect = expect;
+    pending.reply = server::Reply::Fail;
+    pending.text.assign(reinterpret_cast<const char*>(bytes) + 5, size - 5);
+    if (expect == server::Expect::Query) {
+        on_simple_query(out.worker, out.client);
+    } else {
+        out.server.unsynced = true;
+        out.client.session->discarding = true;
+    }
+    server::expect(out.worker, out.server, std::move(pending));
+    return true;
+}
+
+void cancel(worker::Worker& worker, uint32_t pid, uint32_t key) {
+    uint32_t slot = pid & (limits::client_slots_per_worker_max - 1);
+    if (slot >= worker.client_capacity) return;
+    Client& client = worker.client(slot);
+    // PostgreSQL ignores a cancel with a wrong key without a word; so does pgplex.
+    if (client.cancel_key != key || !client.session || client.session->admin) return;
+    bool runs_nothing = client.state == ClientState::Waiting ||
+                        client.state == ClientState::Syncing ||
+                        (client.state == ClientState::Active && client.server != io::nil &&
+                         waits_for_cancel(worker, client));
+    if (runs_nothing) {
+        // Nothing of the client's runs on a server (pgplex's own statements may: a replay,
+        // a read of what its last transaction left). A request it sent since is what the
+        // cancel is for; without one, PostgreSQL would ignore the cancel, and so does pgplex.
+        if (client.conn.held_in.empty()) return;
+        client.cancel_wanted = worker.now;
+        if (client.state == ClientState::Waiting) resume(worker, client);  // answered now
+        return;
+    }
+    if (client.state != ClientState::Active || client.server == io::nil) return;
+    client.cancelled = worker.now;
+    server::send_cancel(worker, worker.server(client.server));
+}
+
+}  // namespace pgplex::client
