@@ -132,7 +132,10 @@ uint32_t answer_cancelled(worker::Worker& worker, Client& client, const uint8_t*
 bool refuse_cancelled(Outbound& out, uint8_t type) {
     out.client.cancel_wanted = 0;
     server::Expect expect;
-    if (!cancellable(type, expect)) return false;
+    // Answered in the server's place only outside a transaction block, where the failed
+    // statement leaves nothing behind on the server either.
+    if (out.server.status != proto::TransactionStatus::Idle || !cancellable(type, expect))
+        return false;
     uint8_t bytes[256];
     uint32_t size = write_cancelled(bytes, sizeof bytes);
     server::Pending pending;
@@ -155,10 +158,13 @@ void cancel(worker::Worker& worker, uint32_t pid, uint32_t key) {
     Client& client = worker.client(slot);
     // PostgreSQL ignores a cancel with a wrong key without a word; so does pgplex.
     if (client.cancel_key != key || !client.session || client.session->admin) return;
+    // In a transaction block the statement must fail on the server too (PostgreSQL's
+    // transaction is then aborted): that cancel goes to the server, as before.
     bool runs_nothing = client.state == ClientState::Waiting ||
                         client.state == ClientState::Syncing ||
                         (client.state == ClientState::Active && client.server != io::nil &&
-                         waits_for_cancel(worker, client));
+                         waits_for_cancel(worker, client) &&
+                         worker.server(client.server).status == proto::TransactionStatus::Idle);
     if (runs_nothing) {
         // Nothing of the client's runs on a server (pgplex's own statements may: a replay,
         // a read of what its last transaction left). A request it sent since is what the

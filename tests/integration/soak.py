@@ -58,6 +58,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,6 +235,11 @@ def describe(error):
     """An error in one line, with its SQLSTATE when the server sent one."""
     sqlstate = getattr(error, "sqlstate", None)
     text = " ".join(str(error).split())
+    if not text and error.__traceback__ is not None:
+        # A bare assertion (psycopg's own checks have no message): where it was raised.
+        frames = traceback.extract_tb(error.__traceback__)
+        text = "raised at " + " <- ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}"
+                                          for f in reversed(frames[-4:]))
     return f"[{sqlstate}] {text}" if sqlstate and sqlstate not in text else text
 
 
@@ -525,9 +531,13 @@ class RaceClient(SoakClient):
         with self.clock.step("race query"):
             try:
                 if self.rng.random() < 0.3:
-                    with conn.transaction():
-                        for _ in range(self.rng.randint(2, 4)):
-                            self.check(conn.execute(query, (count,)).fetchone(), count)
+                    # BEGIN/COMMIT by hand: psycopg 3.1's conn.transaction() counts the
+                    # transaction before its BEGIN runs and never uncounts it when the BEGIN
+                    # itself is cancelled (it can be, waiting for a server), then asserts.
+                    conn.execute("BEGIN")
+                    for _ in range(self.rng.randint(2, 4)):
+                        self.check(conn.execute(query, (count,)).fetchone(), count)
+                    conn.execute("COMMIT")
                 else:
                     self.check(conn.execute(query, (count,)).fetchone(), count)
             except errors.QueryCanceled:
