@@ -10,7 +10,7 @@ packages=(
   postgresql-15 postgresql-client-15 pgbouncer debhelper
   python3 python3-psycopg python3-pytest
   python3-psycopg2 libpostgresql-jdbc-java default-jdk-headless nodejs
-  procps psmisc iproute2 util-linux strace
+  procps psmisc iproute2 util-linux strace openssl
 )
 
 # node-postgres for the driver tests (tests/integration/test_drivers.py): Debian's node-pg, or,

@@ -436,7 +436,7 @@ Table clients_table(const Context& context) {
                               text(ptr),
                               Value(),
                               integer(client.server_pid),
-                              Value(),
+                              client.tls.empty() ? Value() : text(client.tls),
                               text(client.application_name),
                               integer(client.prepared_statements),
                               integer(client.id),

@@ -96,6 +96,8 @@ const char* to_string(CloseReason reason) {
             return "cancel request";
         case CloseReason::TransactionBlock:
             return "transaction block in statement pooling mode";
+        case CloseReason::TlsFailed:
+            return "TLS failed";
     }
     return "unknown";
 }

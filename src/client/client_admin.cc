@@ -118,7 +118,9 @@ admin::ClientRow describe(const worker::Worker& worker, const Client& client) {
     row.wait_reason = wait_reason(worker, client, row.wait_since_ms);
     row.connected_ms = client.connected;
     row.request_ms = client.request;
-    row.bytes_queued = client.conn.out.bytes + client.conn.held_in.bytes;
+    row.bytes_queued = client.conn.out.bytes + client.conn.sealed.bytes + client.conn.held_in.bytes;
+    if (client.conn.tls && client.conn.tls->established())
+        row.tls = client.conn.tls->version() + "/" + client.conn.tls->cipher();
     if (client.server != io::nil) row.server_pid = worker.server(client.server).backend_pid;
     if (!client.session) return row;
     const Session& session = *client.session;

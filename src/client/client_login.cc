@@ -29,6 +29,10 @@ namespace pgplex::client {
 
 namespace {
 
+// The first byte of a TLS handshake record (a ClientHello); no StartupMessage begins so, as
+// its length would be over 369 MB.
+constexpr uint8_t tls_handshake_record = 0x16;
+
 // The pool mode of a client: a direct service's clients each keep their own server; else as
 // PgBouncer decides (config.h), for a client of no alias from [users] and [pgplex].
 config::PoolMode mode_of(const config::Config& config, const config::Alias* alias,
@@ -254,6 +258,74 @@ void begin_session(worker::Worker& worker, Client& client, const proto::StartupP
     begin_auth(worker, client);
 }
 
+// SSLRequest: 'S' and the server side of a TLS handshake when client_tls_sslmode is not
+// "disable", else 'N'.
+void answer_ssl_request(worker::Worker& worker, Client& client) {
+    if (client.conn.tls) {
+        fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
+             sqlstate::protocol_violation, "SSLRequest received on an encrypted connection");
+        return;
+    }
+    const tls::Context* context = worker.config->client_tls_context.get();
+    if (context == nullptr) {
+        const uint8_t no = 'N';
+        queue(worker, client, &no, 1);
+        return;
+    }
+    const uint8_t yes = 'S';
+    worker.start_tls(client.conn, *context, io::Op::ClientSend, worker.client_slot(client), &yes,
+                     1);
+    client.login->ssl_answered = true;
+}
+
+// A connection that begins with a TLS record (PostgreSQL 17's sslnegotiation=direct): the
+// handshake starts at once, on what arrived. Returns the bytes used.
+uint32_t begin_direct_tls(worker::Worker& worker, Client& client, const uint8_t* data,
+                          uint32_t size) {
+    client.login->direct_tls = true;
+    uint32_t slot = worker.client_slot(client);
+    worker.start_tls(client.conn, *worker.config->client_tls_context, io::Op::ClientSend, slot,
+                     nullptr, 0);
+    tls::Status status = worker.open_tls(client.conn, io::Op::ClientSend, slot, data, size,
+                                         [&worker, &client](uint32_t buffer, uint32_t got) {
+                                             on_recv(worker, client, buffer, got);
+                                         });
+    if (status == tls::Status::Failed) on_tls_failed(worker, client, client.conn.tls->reason());
+    return size;
+}
+
+// Before a login begins: whether the connection is as encrypted as client_tls_sslmode
+// asks (else it is refused, 28000), and a direct TLS one spoke ALPN "postgresql".
+bool tls_acceptable(worker::Worker& worker, Client& client, std::string_view user) {
+    const config::Config& config = *worker.config;
+    tls::SslMode mode = config.client_tls.mode;
+    tls::Session* session = client.conn.tls.get();
+    if (session != nullptr && client.login->direct_tls && session->alpn() != "postgresql") {
+        fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
+             sqlstate::protocol_violation,
+             "a direct TLS connection must negotiate ALPN protocol \"postgresql\"");
+        return false;
+    }
+    if (session == nullptr && mode >= tls::SslMode::Require) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::invalid_authorization_specification,
+             "TLS is required: this pgplex accepts only encrypted connections", {},
+             std::string("client_tls_sslmode is \"") + tls::to_string(mode) +
+                 "\"; connect with sslmode=require (or verify-ca, verify-full).");
+        return false;
+    }
+    if (session != nullptr && mode == tls::SslMode::VerifyFull &&
+        session->peer_common_name() != user) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::invalid_authorization_specification,
+             "the client certificate's common name \"" + session->peer_common_name() +
+                 "\" does not match user \"" + std::string(user) + "\"",
+             {}, "client_tls_sslmode = \"verify-full\" needs CN = the user name.");
+        return false;
+    }
+    return true;
+}
+
 // The startup packet is complete: answer SSL/GSS, route a cancel, or begin a login.
 void on_startup_packet(worker::Worker& worker, Client& client) {
     Login& login = *client.login;
@@ -276,6 +348,9 @@ void on_startup_packet(worker::Worker& worker, Client& client) {
     }
     switch (packet.kind) {
         case proto::StartupKind::SSLRequest:
+            login.packet.clear();
+            answer_ssl_request(worker, client);
+            return;
         case proto::StartupKind::GSSENCRequest: {
             const uint8_t no = 'N';
             queue(worker, client, &no, 1);
@@ -296,6 +371,7 @@ void on_startup_packet(worker::Worker& worker, Client& client) {
             break;
     }
     login.packet.clear();
+    if (!tls_acceptable(worker, client, packet.user)) return;
     begin_session(worker, client, packet);
 }
 
@@ -303,6 +379,9 @@ uint32_t consume_startup(worker::Worker& worker, Client& client, const uint8_t* 
                          uint32_t size) {
     Login& login = *client.login;
     uint32_t used = 0;
+    if (login.packet.empty() && !client.conn.tls && size > 0 && data[0] == tls_handshake_record &&
+        worker.config->client_tls_context)
+        return begin_direct_tls(worker, client, data, size);
     if (login.packet.size() < 4) {
         uint32_t take = std::min<uint32_t>(4 - uint32_t(login.packet.size()), size);
         login.packet.insert(login.packet.end(), data, data + take);
@@ -319,6 +398,17 @@ uint32_t consume_startup(worker::Worker& worker, Client& client, const uint8_t* 
     login.packet.insert(login.packet.end(), data + used, data + used + take);
     used += take;
     if (login.packet.size() == length) on_startup_packet(worker, client);
+    if (client.login && login.ssl_answered) {
+        login.ssl_answered = false;
+        // Bytes sent after the SSLRequest before the handshake are not the client's to
+        // send: read as plaintext they could be injected by anyone on the path
+        // (CVE-2021-3935). PostgreSQL refuses them the same way.
+        if (used < size || client.conn.held_in.bytes > size) {
+            fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
+                 sqlstate::protocol_violation, "received unencrypted data after SSL request");
+            return size;
+        }
+    }
     return used;
 }
 
@@ -512,9 +602,11 @@ void authenticated(worker::Worker& worker, Client& client) {
     }
     client.pool = pool;
     if (config.log_connections)
-        log_info("login: user=%s database=%s alias=%s server=%s (worker %u slot %u)",
+        log_info("login: user=%s database=%s alias=%s server=%s%s%s (worker %u slot %u)",
                  session.user.c_str(), session.database.c_str(), alias->name.c_str(),
-                 alias->server.to_string().c_str(), worker.index, worker.client_slot(client));
+                 alias->server.to_string().c_str(), client.conn.tls ? " tls=" : "",
+                 client.conn.tls ? client.conn.tls->version().c_str() : "", worker.index,
+                 worker.client_slot(client));
     request_server(worker, client);
 }
 

@@ -475,6 +475,12 @@ void on_recv(worker::Worker& worker, Client& client, uint32_t buffer, uint32_t s
         worker.pause_recv(client.conn, io::Op::ClientRecv, worker.client_slot(client));
 }
 
+void on_tls_failed(worker::Worker& worker, Client& client, const std::string& reason) {
+    log_warning("client slot %u: %s%s", worker.client_slot(client),
+                client.login ? "TLS handshake failed: " : "TLS failed: ", reason.c_str());
+    close(worker, client, CloseReason::TlsFailed);
+}
+
 void on_recv_end(worker::Worker& worker, Client& client, int result) {
     client.conn.eof = true;
     if (client.state == ClientState::Closing) {
@@ -559,7 +565,7 @@ void fail(worker::Worker& worker, Client& client, CloseReason reason, Severity s
     client.close_reason = reason;
     uint32_t slot = worker.client_slot(client);
     worker.pause_recv(client.conn, io::Op::ClientRecv, slot);
-    if (client.conn.out.empty() && !client.conn.send_busy)
+    if (client.conn.all_sent())
         worker.request_close(client.conn, io::Op::ClientClose, slot);
     else
         client.conn.close_when_sent = true;

@@ -290,6 +290,26 @@ constexpr Setting<Config> pgplex_settings[] = {
      }},
     {"admin_users",
      [](Loader& loader, Config& config) { return loader.string_list(config.admin_users); }},
+    {"client_tls_sslmode",
+     [](Loader& loader, Config& config) {
+         std::string mode;
+         if (!loader.one_of({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"},
+                            mode))
+             return false;
+         return tls::parse_ssl_mode(mode, config.client_tls.mode);
+     }},
+    {"client_tls_cert_file",
+     [](Loader& loader, Config& config) { return loader.string(config.client_tls.cert_file); }},
+    {"client_tls_key_file",
+     [](Loader& loader, Config& config) { return loader.string(config.client_tls.key_file); }},
+    {"client_tls_ca_file",
+     [](Loader& loader, Config& config) { return loader.string(config.client_tls.ca_file); }},
+    {"client_tls_protocols",
+     [](Loader& loader, Config& config) { return loader.string(config.client_tls.protocols); }},
+    {"client_tls_ciphers",
+     [](Loader& loader, Config& config) { return loader.string(config.client_tls.ciphers); }},
+    {"client_tls13_ciphers",
+     [](Loader& loader, Config& config) { return loader.string(config.client_tls.tls13_ciphers); }},
     {"read_only_functions",
      [](Loader& loader, Config& config) {
          if (!loader.string_list(config.read_only_functions)) return false;
@@ -456,6 +476,28 @@ bool parse_databases(Loader& loader, const toml::node& node, Config& config) {
     return true;
 }
 
+std::string beside_config(const Config& config, const std::string& name) {
+    std::filesystem::path file(name);
+    if (name.empty() || !file.is_relative()) return name;
+    return (std::filesystem::path(config.path).parent_path() / file).string();
+}
+
+// client_tls_*: the files are read and checked now, into the context every worker shares.
+bool load_client_tls(Loader& loader, const toml::table& section, Config& config) {
+    tls::Settings& settings = config.client_tls;
+    settings.cert_file = beside_config(config, settings.cert_file);
+    settings.key_file = beside_config(config, settings.key_file);
+    settings.ca_file = beside_config(config, settings.ca_file);
+    if (settings.mode == tls::SslMode::Disable) return true;
+    std::string error;
+    config.client_tls_context = tls::Context::make_server(settings, error);
+    if (config.client_tls_context) return true;
+    const toml::node* at = section.get("client_tls_sslmode");
+    return loader.fail_on(
+        at != nullptr ? *at : section,
+        "client_tls_sslmode = \"" + std::string(to_string(settings.mode)) + "\": " + error);
+}
+
 // Reads the auth file named in [pgplex], relative to the config file's directory.
 bool load_auth_file(Loader& loader, const toml::table& section, Config& config) {
     const toml::node* node = section.get("auth_file");
@@ -517,6 +559,7 @@ bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
         unsigned cpus = std::thread::hardware_concurrency();
         config.workers = int(std::clamp(cpus, 1u, limits::workers_max));
     }
+    if (!load_client_tls(loader, *table, config)) return false;
     return load_auth_file(loader, *table, config);
 }
 

@@ -57,7 +57,44 @@ void Loop::mark_dirty(Conn& conn, Op send_op, uint32_t slot) {
     dirty_.push_back(pack(send_op, slot, conn.generation));
 }
 
+void Loop::seal(Conn& conn) {
+    tls::Session& session = *conn.tls;
+    uint32_t room = limits::sealed_bytes_max;
+    while (!conn.out.empty() && conn.sealed.bytes < room) {
+        const Chunk& chunk = buffers.chunk(conn.out.head);
+        uint32_t size = chunk.size;
+        // Before the handshake is done there is no key to encrypt with: pgplex's own words
+        // to a client that never finished it (a login timeout) are dropped.
+        if (session.established()) session.write(buffers.data(chunk.buffer) + chunk.offset, size);
+        buffers.consume(conn.out, size);
+    }
+    while (session.pending() > 0) {
+        uint32_t buffer = buffers.out_acquire();
+        uint32_t got = session.take(buffers.data(buffer), buffers.buffer_size());
+        if (got > 0) buffers.append(conn.sealed, buffer, 0, got);
+        buffers.unref(buffer);
+        if (got == 0) break;
+    }
+}
+
+void Loop::start_tls(Conn& conn, const tls::Context& context, Op send_op, uint32_t slot,
+                     const uint8_t* raw, uint32_t raw_size) {
+    PGPLEX_ASSERT(!conn.tls);
+    // What was queued in clear goes first, in clear.
+    while (!conn.out.empty()) {
+        const Chunk& chunk = buffers.chunk(conn.out.head);
+        buffers.append(conn.sealed, chunk.buffer, chunk.offset, chunk.size);
+        buffers.consume(conn.out, chunk.size);
+    }
+    if (raw_size > 0) buffers.append_copy(conn.sealed, raw, raw_size);
+    conn.tls = std::make_unique<tls::Session>(context);
+    if (!conn.sealed.empty()) mark_dirty(conn, send_op, slot);
+}
+
 void Loop::submit_send(Conn& conn, Op op, uint32_t slot) {
+    if (conn.tls) seal(conn);
+    ChunkQueue& wire = conn.wire();
+    if (wire.empty()) return;
     if (send_free_ == nil) {
         send_ops_.push_back(std::make_unique<SendOp>());
         send_free_ = uint32_t(send_ops_.size() - 1);
@@ -66,7 +103,7 @@ void Loop::submit_send(Conn& conn, Op op, uint32_t slot) {
     SendOp& send = *send_ops_[index_op];
     send_free_ = send.next_free;
     uint32_t count = 0;
-    for (uint32_t c = conn.out.head; c != nil && count < limits::send_iovecs_max;
+    for (uint32_t c = wire.head; c != nil && count < limits::send_iovecs_max;
          c = buffers.chunk(c).next) {
         const Chunk& chunk = buffers.chunk(c);
         send.vectors[count].iov_base = buffers.data(chunk.buffer) + chunk.offset;
@@ -123,7 +160,9 @@ void Loop::continue_close(Conn& conn, Op close_op, uint32_t slot) {
     PGPLEX_ASSERT(conn.closing);
     if (conn.inflight > 0 || conn.close_submitted) return;
     buffers.clear(conn.out);
+    buffers.clear(conn.sealed);
     buffers.clear(conn.held_in);
+    conn.tls.reset();
     conn.close_submitted = true;
     io_uring_sqe* sqe = ring.sqe();
     io_uring_prep_close_direct(sqe, conn.file);

@@ -235,7 +235,9 @@ void Worker::on_recv(io_uring_cqe* cqe, Op op) {
     }
     if (cqe->res > 0 && has_buffer) {
         buffers.received(buffer);
-        if (!conn.closing && client_side)
+        if (!conn.closing && client_side && conn.tls)
+            on_tls_recv(clients[slot], slot, buffer, uint32_t(cqe->res));
+        else if (!conn.closing && client_side)
             client::on_recv(*this, clients[slot], buffer, uint32_t(cqe->res));
         else if (!conn.closing)
             server::on_recv(*this, servers[slot], buffer, uint32_t(cqe->res));
@@ -257,6 +259,21 @@ void Worker::on_recv(io_uring_cqe* cqe, Op op) {
         arm_recv(conn, op, slot);
 }
 
+// A TLS client's ciphertext: its plaintext goes to the client as any received bytes do.
+void Worker::on_tls_recv(client::Client& client, uint32_t slot, uint32_t buffer, uint32_t size) {
+    tls::Status status = open_tls(client.conn, Op::ClientSend, slot, buffers.data(buffer), size,
+                                  [this, &client](uint32_t plain, uint32_t got) {
+                                      if (client.state != client::ClientState::Closing)
+                                          client::on_recv(*this, client, plain, got);
+                                  });
+    if (client.state == client::ClientState::Closing) return;
+    if (status == tls::Status::Closed) {
+        client::on_recv_end(*this, client, 0);
+    } else if (status == tls::Status::Failed) {
+        client::on_tls_failed(*this, client, client.conn.tls->reason());
+    }
+}
+
 // --- send ---------------------------------------------------------------------------------
 
 void Worker::on_send(io_uring_cqe* cqe, Op op) {
@@ -273,6 +290,7 @@ void Worker::on_send(io_uring_cqe* cqe, Op op) {
     if (cqe->res < 0) {
         // The peer is gone (-EPIPE, -ECONNRESET): what was queued cannot be delivered.
         buffers.clear(conn.out);
+        buffers.clear(conn.sealed);
         conn.eof = true;
         if (client_side)
             client::on_recv_end(*this, clients[slot], cqe->res);
@@ -281,14 +299,13 @@ void Worker::on_send(io_uring_cqe* cqe, Op op) {
         if (conn.closing) continue_close(conn, close_op, slot);
         return;
     }
-    buffers.consume(conn.out, uint32_t(cqe->res));
+    buffers.consume(conn.wire(), uint32_t(cqe->res));
     if (conn.closing) {
         continue_close(conn, close_op, slot);
         return;
     }
-    if (!conn.out.empty()) {
-        submit_send(conn, op, slot);
-    } else if (conn.close_when_sent) {
+    if (!conn.out.empty() || !conn.sealed.empty()) submit_send(conn, op, slot);
+    if (!conn.send_busy && conn.close_when_sent) {
         request_close(conn, close_op, slot);
         return;
     }

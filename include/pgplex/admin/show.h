@@ -45,6 +45,7 @@ struct ClientRow {
     uint32_t server_pid = 0;  // backend pid of the server it holds, 0 when none
     uint32_t prepared_statements = 0;
     uint64_t bytes_queued = 0;  // its send queue and held input
+    std::string tls;            // "TLSv1.3/TLS_AES_256_GCM_SHA384", "" in clear
 };
 
 struct Context {

@@ -48,6 +48,9 @@ inline constexpr uint32_t send_iovecs_max = 32;
 // receiving until the peer drains below half of it: the provided buffer ring is shared
 // by every connection of a worker, and one fast producer must not starve the others.
 inline constexpr uint32_t queued_buffers_max = 16;
+// TLS: ciphertext encrypted ahead of the socket's sends; the rest waits as plaintext, where
+// flow control counts it.
+inline constexpr uint32_t sealed_bytes_max = 256 * 1024;
 
 // Slot indexes are packed in 24 bits of io_uring user_data (see io/user_data.h).
 inline constexpr uint32_t slots_per_worker_max = 1u << 24;

@@ -61,6 +61,7 @@ enum class CloseReason : uint8_t {
     Shutdown,
     CancelRequest,     // a cancel connection, done
     TransactionBlock,  // statement pooling: the client opened a transaction block
+    TlsFailed,         // the TLS handshake or a record failed (nothing can be said to it)
 };
 
 const char* to_string(CloseReason reason);
@@ -76,6 +77,8 @@ struct Login {
     bool user_known = false;
     std::unique_ptr<tls::scram::ServerExchange> scram;
     std::vector<uint8_t> assembly;  // a PasswordMessage split across buffers
+    bool ssl_answered = false;      // 'S' was just queued: nothing may follow in clear
+    bool direct_tls = false;        // the connection began with a TLS ClientHello
 };
 
 // For the whole session: who the client is and the state it expects on any server.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "pgplex/client/client.h"
@@ -17,6 +18,8 @@ namespace pgplex::client {
 void on_accepted(worker::Worker& worker, uint32_t slot, uint32_t listener);
 void on_recv(worker::Worker& worker, Client& client, uint32_t buffer, uint32_t size);
 void on_recv_end(worker::Worker& worker, Client& client, int result);  // EOF (0) or -errno
+// The client's TLS handshake or a record failed: logged, and the client closed.
+void on_tls_failed(worker::Worker& worker, Client& client, const std::string& reason);
 void on_sent(worker::Worker& worker, Client& client);
 void on_closed(worker::Worker& worker, Client& client);
 void on_tick(worker::Worker& worker, Client& client);

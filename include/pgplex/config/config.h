@@ -16,6 +16,8 @@
 #include <utility>
 #include <vector>
 
+#include "pgplex/tls/session.h"
+
 namespace pgplex::config {
 
 enum class PoolMode : uint8_t { Session, Transaction, Statement };
@@ -210,6 +212,13 @@ struct Config {
     std::string log_level = "info";  // error | warning | notice | info | debug
     uint32_t buffer_size = 16384;    // bytes per provided buffer
     uint32_t buffer_count = 2048;    // provided buffers per worker (power of two)
+
+    // TLS toward clients (PgBouncer's client_tls_* settings); files resolved relative to the
+    // config file. The context is built at load, so a reload with a bad certificate is
+    // refused and the running daemon keeps the old one; null when client_tls_sslmode is
+    // "disable".
+    tls::Settings client_tls;
+    std::shared_ptr<const tls::Context> client_tls_context;
 
     std::vector<std::string> admin_users;          // may use the pgplex database
     std::vector<std::string> read_only_functions;  // besides the built-in list

@@ -4,9 +4,11 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 
 #include "pgplex/io/buffers.h"
 #include "pgplex/proto/frame.h"
+#include "pgplex/tls/session.h"
 
 namespace pgplex::io {
 
@@ -24,9 +26,18 @@ struct Conn {
     bool close_when_sent = false;  // close once the send queue is empty
     bool eof = false;              // the peer closed or reset its side
     uint32_t send_op = nil;        // index of the SendOp carrying the send in flight
-    ChunkQueue out;                // bytes to send to this socket
+    ChunkQueue out;                // bytes to send to this socket (plaintext under TLS)
     ChunkQueue held_in;            // bytes received from it, not yet processed
     proto::FrameState frame;       // framing of the bytes received from it
+    // TLS (io::Loop::start_tls): what is received is decrypted before anyone sees it, and
+    // `out` is encrypted into `sealed`, which is what goes on the wire.
+    std::unique_ptr<tls::Session> tls;
+    ChunkQueue sealed;
+
+    // The queue sends are made from.
+    ChunkQueue& wire() { return tls ? sealed : out; }
+    // Nothing queued, nothing in flight.
+    bool all_sent() const { return out.empty() && sealed.empty() && !send_busy; }
 };
 
 }  // namespace pgplex::io

@@ -46,6 +46,18 @@ class Loop {
     // After an op completed on a closing conn: submits the close when nothing is in flight.
     void continue_close(Conn& conn, Op close_op, uint32_t slot);
 
+    // TLS from now on (the server side of the handshake): bytes already received and not
+    // processed must have been taken out by the caller. `raw`, if any, goes out before it in
+    // clear (the 'S' answering an SSLRequest).
+    void start_tls(Conn& conn, const tls::Context& context, Op send_op, uint32_t slot,
+                   const uint8_t* raw, uint32_t raw_size);
+    // Ciphertext received on a TLS conn: decrypts it, and hands each piece of plaintext to
+    // deliver(buffer, size) as if it had been received (the caller holds one reference on
+    // the buffer meanwhile). Returns the session's status afterwards (Failed: close it).
+    template <typename Deliver>
+    tls::Status open_tls(Conn& conn, Op send_op, uint32_t slot, const uint8_t* data, uint32_t size,
+                         Deliver deliver);
+
   protected:
     // Submits what the turn prepared and waits for a completion.
     int submit_and_wait();
@@ -54,6 +66,9 @@ class Loop {
     // A send completed: its SendOp is free again.
     void send_done(Conn& conn);
     void submit_send(Conn& conn, Op send_op, uint32_t slot);
+    // TLS: encrypts `out` into `sealed`, as far as `sealed` has room (flow control sees the
+    // plaintext left in `out`), and takes the session's ciphertext (handshake, alerts).
+    void seal(Conn& conn);
     // After the turn's completions: buffers back to the ring, starved recvs re-armed, and a
     // send for every conn that queued output. conn_at(op, slot) finds the conn.
     template <typename ConnAt>
@@ -82,10 +97,29 @@ void Loop::end_turn(ConnAt conn_at) {
         Conn& conn = conn_at(op, slot);
         if (conn.generation != generation_of(data)) continue;
         conn.dirty = false;
-        if (!conn.send_busy && !conn.out.empty() && !conn.close_submitted)
+        if (!conn.send_busy && (!conn.out.empty() || !conn.sealed.empty()) && !conn.close_submitted)
             submit_send(conn, op, slot);
     }
     dirty_.clear();
+}
+
+template <typename Deliver>
+tls::Status Loop::open_tls(Conn& conn, Op send_op, uint32_t slot, const uint8_t* data,
+                           uint32_t size, Deliver deliver) {
+    tls::Session& session = *conn.tls;
+    session.feed(data, size);
+    while (!conn.closing) {
+        uint32_t buffer = buffers.out_acquire();
+        uint32_t got = session.read(buffers.data(buffer), buffers.buffer_size());
+        if (got > 0) deliver(buffer, got);
+        buffers.unref(buffer);
+        if (got == 0 || !conn.tls) break;
+    }
+    if (conn.tls && conn.tls->pending() > 0) {
+        seal(conn);  // the handshake's answer, or an alert
+        mark_dirty(conn, send_op, slot);
+    }
+    return conn.tls ? conn.tls->status() : tls::Status::Failed;
 }
 
 template <typename ConnAt>

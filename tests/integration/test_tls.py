@@ -1,0 +1,285 @@
+"""TLS toward clients (client_tls_*): SSLRequest answered 'S', direct TLS with ALPN, every
+sslmode of libpq against every client_tls_sslmode that matters, client certificates, and
+the injection of bytes between SSLRequest and the handshake (CVE-2021-3935). Certificates
+are made here by openssl: a CA, a server certificate for localhost/127.0.0.1, a client
+certificate with CN=payam, and a second CA that signed nothing of ours."""
+
+import os
+import re
+import socket
+import ssl
+import struct
+import subprocess
+import time
+
+import psycopg
+import pytest
+
+from conftest import PASSWORDS, PROTOCOL_3_0, RawClient, ServerError, message
+from test_admin_clusters import ADMIN, show
+from test_reload import run_check
+
+SSL_REQUEST_CODE = 80877103
+
+
+def openssl(*args, cwd):
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """Files of a test PKI, by name: ca.crt, server.crt/key, client.crt/key (CN=payam),
+    stranger.crt/key (CN=analyst), other_ca.crt and server2.crt/key that it signed."""
+    d = tmp_path_factory.mktemp("pki")
+    for ca in ("ca", "other_ca"):
+        openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                "-subj", f"/CN=pgplex test {ca}", "-keyout", f"{ca}.key", "-out", f"{ca}.crt",
+                cwd=d)
+    (d / "san.ext").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    for name, cn, ext in (("server", "localhost", ["-extfile", "san.ext"]),
+                          ("client", "payam", []), ("stranger", "analyst", [])):
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
+                "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+                "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", *ext, cwd=d)
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", "server2.key", "-out", "server2.csr", cwd=d)
+    openssl("x509", "-req", "-in", "server2.csr", "-CA", "other_ca.crt", "-CAkey", "other_ca.key",
+            "-CAcreateserial", "-days", "2", "-out", "server2.crt", "-extfile", "san.ext", cwd=d)
+    for key in d.glob("*.key"):
+        key.chmod(0o600)
+    return {path.name: str(path) for path in d.iterdir()}
+
+
+def tls_settings(certs, mode="require", **extra):
+    settings = {"client_tls_sslmode": mode, "client_tls_cert_file": certs["server.crt"],
+                "client_tls_key_file": certs["server.key"]}
+    settings.update(extra)
+    return settings
+
+
+def tls_connect(port, sslmode, certs=None, host="127.0.0.1", user="payam", **kwargs):
+    args = {"sslmode": sslmode}
+    if certs is not None:
+        args["sslrootcert"] = certs["ca.crt"]
+    return psycopg.connect(host=host, port=port, dbname="payam_db", user=user,
+                           password=PASSWORDS[user], autocommit=True, connect_timeout=10,
+                           **args, **kwargs)
+
+
+def ssl_in_use(conn):
+    return conn.pgconn.ssl_in_use
+
+
+def test_sslmode_require_gets_tls_and_queries_work(make_pgplex, certs):
+    pgplex = make_pgplex(settings=tls_settings(certs))
+    with tls_connect(pgplex.port, "require") as conn:
+        assert ssl_in_use(conn)
+        assert conn.execute("SELECT 'over tls', 40 + 2").fetchone() == ("over tls", 42)
+    assert " tls=TLSv1." in pgplex.log()
+
+
+def test_verify_full_checks_the_name_pgplex_presents(make_pgplex, certs):
+    pgplex = make_pgplex(settings=tls_settings(certs))
+    with tls_connect(pgplex.port, "verify-full", certs, host="localhost",
+                     hostaddr="127.0.0.1") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with tls_connect(pgplex.port, "verify-full", certs, host="127.0.0.1") as conn:
+        assert ssl_in_use(conn)  # 127.0.0.1 is in the certificate's subjectAltName too
+    wrong = {"ca.crt": certs["other_ca.crt"]}
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        tls_connect(pgplex.port, "verify-ca", wrong)
+    # A name the certificate does not carry: libpq refuses it.
+    with pytest.raises(psycopg.OperationalError, match="does not match host name"):
+        tls_connect(pgplex.port, "verify-full", certs, host="elsewhere.invalid",
+                    hostaddr="127.0.0.1")
+
+
+def test_every_libpq_sslmode_against_require_and_prefer(make_pgplex, certs):
+    for mode in ("require", "prefer"):
+        pgplex = make_pgplex(settings=tls_settings(certs, mode))
+        for sslmode in ("allow", "prefer", "require"):
+            with tls_connect(pgplex.port, sslmode) as conn:
+                # allow tries in clear first: only "require" makes it come back with TLS.
+                assert ssl_in_use(conn) == (sslmode != "allow" or mode == "require")
+                assert conn.execute("SELECT 7").fetchone() == (7,)
+        if mode == "prefer":
+            with tls_connect(pgplex.port, "disable") as conn:
+                assert not ssl_in_use(conn)
+                assert conn.execute("SELECT 8").fetchone() == (8,)
+        else:
+            with pytest.raises(psycopg.OperationalError, match="TLS is required"):
+                tls_connect(pgplex.port, "disable")
+
+
+def test_plaintext_is_refused_with_28000_when_tls_is_required(make_pgplex, certs):
+    pgplex = make_pgplex(settings=tls_settings(certs, "require"))
+    with RawClient(pgplex.port) as client:
+        with pytest.raises(ServerError) as raised:
+            client.login("payam", "payam_db", PASSWORDS["payam"])
+        assert raised.value.sqlstate == "28000"
+
+
+def test_disable_answers_n_and_plaintext_works(make_pgplex, certs):
+    pgplex = make_pgplex(settings={"client_tls_sslmode": "disable"})
+    with pytest.raises(psycopg.OperationalError, match="does not support SSL|server does not"):
+        tls_connect(pgplex.port, "require")
+    with tls_connect(pgplex.port, "prefer") as conn:
+        assert not ssl_in_use(conn)
+
+
+def test_client_certificates_verify_ca_and_verify_full(make_pgplex, certs):
+    pgplex = make_pgplex(settings=tls_settings(certs, "verify-full",
+                                               client_tls_ca_file=certs["ca.crt"]))
+    with tls_connect(pgplex.port, "require", sslcert=certs["client.crt"],
+                     sslkey=certs["client.key"]) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("payam",)
+    # No certificate: the handshake fails (the client sees the connection end).
+    with pytest.raises(psycopg.OperationalError):
+        tls_connect(pgplex.port, "require")
+    # A certificate of the right CA for another name: verify-full refuses it (28000).
+    with pytest.raises(psycopg.OperationalError, match="does not match user"):
+        tls_connect(pgplex.port, "require", sslcert=certs["stranger.crt"],
+                    sslkey=certs["stranger.key"])
+    pgplex_ca = make_pgplex(settings=tls_settings(certs, "verify-ca",
+                                                  client_tls_ca_file=certs["ca.crt"]))
+    with tls_connect(pgplex_ca.port, "require", sslcert=certs["stranger.crt"],
+                     sslkey=certs["stranger.key"]) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("payam",)
+
+
+def test_bytes_after_sslrequest_before_the_handshake_are_never_read(make_pgplex, certs):
+    """CVE-2021-3935: a man in the middle appends a StartupMessage (or a query) to the
+    client's SSLRequest. pgplex must not read it as plaintext: the connection is closed."""
+    pgplex = make_pgplex(settings=tls_settings(certs, "prefer"))
+    startup = struct.pack("!I", PROTOCOL_3_0) + b"user\0payam\0database\0payam_db\0\0"
+    startup = struct.pack("!I", len(startup) + 4) + startup
+    with RawClient(pgplex.port) as client:
+        client.send(struct.pack("!II", 8, SSL_REQUEST_CODE) + startup)
+        assert client.recv_exactly(1) == b"S"
+        assert client.is_closed()
+    assert "received unencrypted data after SSL request" in pgplex.log()
+    with tls_connect(pgplex.port, "require") as conn:  # the daemon goes on
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def direct_tls(port, certs, alpn=("postgresql",)):
+    context = ssl.create_default_context(cafile=certs["ca.crt"])
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
+def startup_message(user, database):
+    body = struct.pack("!I", PROTOCOL_3_0) + f"user\0{user}\0database\0{database}\0\0".encode()
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def read_message(sock):
+    header = b""
+    while len(header) < 5:
+        chunk = sock.recv(5 - len(header))
+        if not chunk:
+            return None, None
+        header += chunk
+    length = struct.unpack("!I", header[1:])[0] - 4
+    body = b""
+    while len(body) < length:
+        chunk = sock.recv(length - len(body))
+        if not chunk:
+            return None, None
+        body += chunk
+    return header[:1], body
+
+
+def test_direct_tls_with_alpn_postgresql(make_pgplex, certs):
+    """PostgreSQL 17's sslnegotiation=direct: the ClientHello comes first, no SSLRequest;
+    ALPN "postgresql" is required."""
+    pgplex = make_pgplex(settings=tls_settings(certs), auth_type="trust")
+    with direct_tls(pgplex.port, certs) as sock:
+        assert sock.selected_alpn_protocol() == "postgresql"
+        sock.sendall(startup_message("payam", "payam_db"))
+        kinds = []
+        while True:
+            kind, _ = read_message(sock)
+            assert kind is not None, kinds
+            kinds.append(kind)
+            if kind == b"Z":
+                break
+        assert b"R" in kinds and b"K" in kinds
+        sock.sendall(message(b"Q", b"SELECT 'direct'\0"))
+        rows = []
+        while True:
+            kind, body = read_message(sock)
+            if kind == b"D":
+                rows.append(body)
+            if kind in (b"Z", None):
+                break
+        assert len(rows) == 1 and rows[0].endswith(b"direct")
+    with direct_tls(pgplex.port, certs, alpn=None) as sock:  # no ALPN: refused
+        sock.sendall(startup_message("payam", "payam_db"))
+        kind, body = read_message(sock)
+        assert kind == b"E" and b"ALPN" in body
+    with pytest.raises(ssl.SSLError, match="NO_APPLICATION_PROTOCOL|no application protocol"):
+        direct_tls(pgplex.port, certs, alpn=("http/1.1",))
+
+
+def test_large_values_and_many_clients_over_tls(make_pgplex, certs):
+    pgplex = make_pgplex(settings={**tls_settings(certs), "pool_mode": "transaction"})
+    payload = os.urandom(8 << 20)
+    with tls_connect(pgplex.port, "require") as conn:
+        back = conn.execute("SELECT %s::bytea", (payload,)).fetchone()[0]
+        assert back == payload
+        rows = conn.execute("SELECT g, repeat('x', 1000) FROM generate_series(1, 20000) g")
+        assert sum(1 for _ in rows) == 20000
+    conns = [tls_connect(pgplex.port, "require") for _ in range(30)]
+    try:
+        for index, conn in enumerate(conns):
+            assert conn.execute("SELECT %s::int", (index,)).fetchone() == (index,)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_show_clients_tells_the_tls_version_and_cipher(make_pgplex, certs):
+    pgplex = make_pgplex(settings={**tls_settings(certs, "prefer"), **ADMIN})
+    with tls_connect(pgplex.port, "require") as conn:
+        conn.execute("SELECT 1")
+        rows = show(pgplex.port, "SHOW CLIENTS")  # psql over TLS too (sslmode=prefer)
+    values = [row["tls"] for row in rows]
+    assert len([v for v in values if v.startswith("TLSv1.") and "/" in v]) == 2, values
+
+
+def test_sighup_takes_a_new_certificate_for_new_clients_only(make_pgplex, certs):
+    pgplex = make_pgplex(settings=tls_settings(certs))
+    old = tls_connect(pgplex.port, "verify-ca", certs)
+    try:
+        pgplex.settings["client_tls_cert_file"] = certs["server2.crt"]
+        pgplex.settings["client_tls_key_file"] = certs["server2.key"]
+        pgplex.reload()
+        other = {"ca.crt": certs["other_ca.crt"]}
+        with tls_connect(pgplex.port, "verify-ca", other) as conn:
+            assert conn.execute("SELECT 'new cert'").fetchone() == ("new cert",)
+        with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+            tls_connect(pgplex.port, "verify-ca", certs)
+        assert old.execute("SELECT 'old session'").fetchone() == ("old session",)
+    finally:
+        old.close()
+
+
+def test_a_bad_certificate_is_refused_with_file_and_reason(make_pgplex, certs, tmp_path):
+    broken = tmp_path / "broken.crt"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot a certificate\n")
+    pgplex = make_pgplex(settings=tls_settings(certs, client_tls_cert_file=str(broken)),
+                         start=False)
+    pgplex.write()
+    result = run_check(pgplex.config_path)
+    assert result.returncode == 1, result.stderr
+    assert re.search(r"config\.toml:\d+: client_tls_sslmode", result.stderr), result.stderr
+    assert "broken.crt" in result.stderr, result.stderr
+    wrong_key = make_pgplex(settings=tls_settings(certs, client_tls_key_file=certs["client.key"]),
+                            start=False)
+    wrong_key.write()
+    result = run_check(wrong_key.config_path)
+    assert result.returncode == 1 and "mismatch" in result.stderr, result.stderr
