@@ -133,8 +133,18 @@ tls::scram::Secret scram_secret_for(worker::Worker& worker, const Login& login) 
 void start_scram(worker::Worker& worker, Client& client) {
     Login& login = *client.login;
     login.scram = std::make_unique<tls::scram::ServerExchange>(scram_secret_for(worker, login));
-    static const char mechanisms[] = "SCRAM-SHA-256\0";  // a list ending with an empty name
-    send_auth_request(worker, client, proto::AuthRequest::SASL, mechanisms, sizeof mechanisms);
+    // Lists ending with an empty name. Over TLS, -PLUS first: libpq takes it when it can.
+    static const char plain[] = "SCRAM-SHA-256\0";
+    static const char with_plus[] = "SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0";
+    std::string end_point;
+    if (client.conn.tls && client.conn.tls->established())
+        end_point = client.conn.tls->server_end_point();
+    if (!end_point.empty()) {
+        login.scram->offer_channel_binding(std::move(end_point));
+        send_auth_request(worker, client, proto::AuthRequest::SASL, with_plus, sizeof with_plus);
+    } else {
+        send_auth_request(worker, client, proto::AuthRequest::SASL, plain, sizeof plain);
+    }
     login.step = AuthStep::ScramFirst;
     set_state(worker, client, ClientState::Auth);
 }
@@ -432,8 +442,10 @@ void on_password_message(worker::Worker& worker, Client& client, const uint8_t* 
         }
         case AuthStep::ScramFirst: {
             size_t nul = text.find('\0');
-            if (nul == std::string_view::npos || text.substr(0, nul) != "SCRAM-SHA-256" ||
-                size < nul + 5) {
+            std::string_view mechanism =
+                nul == std::string_view::npos ? std::string_view{} : text.substr(0, nul);
+            bool plus = mechanism == "SCRAM-SHA-256-PLUS" && login.scram->offers_channel_binding();
+            if ((mechanism != "SCRAM-SHA-256" && !plus) || size < nul + 5) {
                 fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
                      sqlstate::protocol_violation,
                      "client selected an invalid SASL authentication mechanism");
@@ -447,6 +459,7 @@ void on_password_message(worker::Worker& worker, Client& client, const uint8_t* 
                 return;
             }
             std::string server_first, reason;
+            login.scram->choose_plus(plus);
             if (!login.scram->handle_client_first(data, server_first, reason)) {
                 fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
                      sqlstate::protocol_violation, "malformed SCRAM message: " + reason);

@@ -134,17 +134,49 @@ std::string_view value_of(std::string_view attribute) {
     return attribute.substr(2);
 }
 
-// Cuts "<cbind-flag>,<authzid>," off a client-first-message. Only "n,," and "y,," are
-// accepted: pgplex offers neither channel binding nor authorization identities.
-bool take_gs2_header(std::string_view& message, std::string& header, std::string& reason) {
+constexpr std::string_view end_point_header = "p=tls-server-end-point,,";
+
+// Cuts "<cbind-flag>,<authzid>," off a client-first-message and checks it against what was
+// negotiated (RFC 5802 6, PostgreSQL's read_client_first_message): "p=tls-server-end-point"
+// exactly when the client chose SCRAM-SHA-256-PLUS, "y" only when no -PLUS was offered.
+// Authorization identities are not supported.
+bool take_gs2_header(std::string_view& message, bool offered_plus, bool chose_plus,
+                     std::string& header, std::string& reason) {
     if (message.starts_with("p=")) {
+        if (!offered_plus) {
+            reason =
+                "the client requires channel binding, which pgplex offers only over TLS "
+                "(connect with sslmode=require, or without channel_binding=require)";
+            return false;
+        }
+        if (!chose_plus) {
+            reason = "the client uses channel binding with SCRAM-SHA-256 (not -PLUS)";
+            return false;
+        }
+        if (!message.starts_with(end_point_header)) {
+            reason = "unsupported SCRAM channel-binding type (only tls-server-end-point)";
+            return false;
+        }
+        header = std::string(end_point_header);
+        message.remove_prefix(end_point_header.size());
+        return true;
+    }
+    if (chose_plus) {
         reason =
-            "the client requires channel binding, which pgplex does not offer "
-            "(use SCRAM-SHA-256 without channel binding)";
+            "the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include "
+            "channel binding data";
         return false;
     }
     if (!message.starts_with("n,") && !message.starts_with("y,")) {
         reason = "malformed SCRAM message: unexpected channel-binding flag";
+        return false;
+    }
+    if (message.starts_with("y,") && offered_plus) {
+        // The client could bind and believes pgplex cannot: something in between took
+        // SCRAM-SHA-256-PLUS out of the list (a downgrade).
+        reason =
+            "SCRAM channel binding negotiation error: the client supports channel binding "
+            "and thinks pgplex does not, but it does";
         return false;
     }
     if (message.size() > 2 && message[2] == 'a') {
@@ -373,6 +405,10 @@ ServerExchange::ServerExchange(Secret secret) : secret_(std::move(secret)) {
     PGPLEX_ASSERT(secret_.iterations > 0);
 }
 
+void ServerExchange::offer_channel_binding(std::string server_end_point) {
+    binding_ = std::move(server_end_point);
+}
+
 bool ServerExchange::handle_client_first(std::string_view message, std::string& server_first,
                                          std::string& reason) {
     if (step_ != Step::AwaitingClientFirst) {
@@ -381,7 +417,8 @@ bool ServerExchange::handle_client_first(std::string_view message, std::string& 
     }
     step_ = Step::Finished;  // until the message proves well formed
     std::string client_nonce;
-    if (!take_gs2_header(message, gs2_header_, reason)) return false;
+    bool offered_plus = !binding_.empty();
+    if (!take_gs2_header(message, offered_plus, chose_plus_, gs2_header_, reason)) return false;
     if (!read_client_first_bare(message, client_nonce, reason)) return false;
 
     client_first_bare_ = std::string(message);
@@ -402,7 +439,9 @@ bool ServerExchange::handle_client_final(std::string_view message, std::string& 
     step_ = Step::Finished;
     ClientFinal final_message;
     if (!read_client_final(message, final_message, reason)) return false;
-    if (final_message.channel_binding != base64_encode(gs2_header_)) {
+    std::string expected_binding = gs2_header_;
+    if (gs2_header_.starts_with("p=")) expected_binding += binding_;
+    if (final_message.channel_binding != base64_encode(expected_binding)) {
         reason = "SCRAM channel binding check failed";
         return false;
     }

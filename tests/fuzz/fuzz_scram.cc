@@ -19,8 +19,11 @@ const scram::Secret& server_secret() {
     return secret;
 }
 
-void fuzz_server(std::string_view first, std::string_view final_message) {
+// binding: as over TLS (SCRAM-SHA-256-PLUS offered; `plus`: the client chose it).
+void fuzz_server(std::string_view first, std::string_view final_message, bool binding, bool plus) {
     scram::ServerExchange server(server_secret());
+    if (binding) server.offer_channel_binding(std::string(32, '\x5a'));
+    server.choose_plus(plus);
     std::string server_first, server_final, reason;
     if (!server.handle_client_first(first, server_first, reason)) {
         if (reason.empty()) std::abort();
@@ -68,7 +71,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     std::string_view final_message =
         newline == std::string_view::npos ? std::string_view() : input.substr(newline + 1);
     scram::set_nonce_for_test("fuzz");
-    fuzz_server(first, final_message);
+    fuzz_server(first, final_message, false, false);
+    fuzz_server(first, final_message, true, false);
+    fuzz_server(first, final_message, true, true);
     fuzz_client(first, final_message);
     scram::set_nonce_for_test("");
     fuzz_codecs(input);

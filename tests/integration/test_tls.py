@@ -4,6 +4,7 @@ the injection of bytes between SSLRequest and the handshake (CVE-2021-3935). Cer
 are made here by openssl: a CA, a server certificate for localhost/127.0.0.1, a client
 certificate with CN=payam, and a second CA that signed nothing of ours."""
 
+import base64
 import os
 import re
 import socket
@@ -283,3 +284,44 @@ def test_a_bad_certificate_is_refused_with_file_and_reason(make_pgplex, certs, t
     wrong_key.write()
     result = run_check(wrong_key.config_path)
     assert result.returncode == 1 and "mismatch" in result.stderr, result.stderr
+
+
+def test_scram_channel_binding_over_tls(make_pgplex, certs):
+    """Over TLS pgplex offers SCRAM-SHA-256-PLUS (tls-server-end-point): libpq's
+    channel_binding=require works, and binds to the certificate pgplex presented."""
+    pgplex = make_pgplex(settings=tls_settings(certs, "prefer"))
+    with tls_connect(pgplex.port, "require", channel_binding="require") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("payam",)
+    with tls_connect(pgplex.port, "require", channel_binding="prefer") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    # Without TLS there is nothing to bind to: libpq refuses before sending a password.
+    with pytest.raises(psycopg.OperationalError, match="channel binding"):
+        tls_connect(pgplex.port, "disable", channel_binding="require")
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host="127.0.0.1", port=pgplex.port, dbname="payam_db", user="payam",
+                        password="wrong", sslmode="require", channel_binding="require",
+                        connect_timeout=10)
+
+
+def test_a_sasl_plus_exchange_with_a_wrong_binding_is_refused(make_pgplex, certs):
+    """A client-final-message whose c= does not carry pgplex's certificate hash (a man in
+    the middle relaying the exchange over its own TLS) fails, whatever the proof."""
+    pgplex = make_pgplex(settings=tls_settings(certs), auth_type="scram-sha-256")
+    with direct_tls(pgplex.port, certs) as sock:
+        sock.sendall(startup_message("payam", "payam_db"))
+        kind, body = read_message(sock)
+        assert kind == b"R" and struct.unpack("!I", body[:4])[0] == 10
+        assert b"SCRAM-SHA-256-PLUS\0" in body[4:]
+        first = b"p=tls-server-end-point,,n=,r=clientnonce"
+        sock.sendall(message(b"p", b"SCRAM-SHA-256-PLUS\0" + struct.pack("!I", len(first)) +
+                             first))
+        kind, body = read_message(sock)
+        assert kind == b"R" and struct.unpack("!I", body[:4])[0] == 11
+        server_first = body[4:].decode()
+        nonce = dict(part.split("=", 1) for part in server_first.split(","))["r"]
+
+        wrong = base64.b64encode(b"p=tls-server-end-point,," + b"\0" * 32).decode()
+        final = f"c={wrong},r={nonce},p={base64.b64encode(b'x' * 32).decode()}"
+        sock.sendall(message(b"p", final.encode()))
+        kind, body = read_message(sock)
+        assert kind == b"E" and b"channel binding" in body, body

@@ -1,6 +1,7 @@
 // SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL speaks it (protocol-flow.html#SASL),
 // both as the server (pgplex authenticating a client) and as the client (pgplex
-// authenticating to a node). Channel binding is not offered ("n,," / SCRAM-SHA-256 only).
+// authenticating to a node). As the server, channel binding (SCRAM-SHA-256-PLUS,
+// tls-server-end-point) when the connection is TLS; as the client, none ("n,,").
 //
 // These run at login only; they may allocate.
 #pragma once
@@ -46,8 +47,15 @@ void set_nonce_for_test(std::string_view nonce, std::string_view user = {});
 //   exchange.handle_client_first(SASLInitialResponse data) → server-first-message, or error
 //   exchange.handle_client_final(SASLResponse data)        → server-final-message, or error
 class ServerExchange {
-public:
+  public:
     explicit ServerExchange(Secret secret);
+
+    // Over TLS: SCRAM-SHA-256-PLUS is offered, binding to this tls-server-end-point data
+    // (tls::Session::server_end_point). Before handle_client_first.
+    void offer_channel_binding(std::string server_end_point);
+    bool offers_channel_binding() const { return !binding_.empty(); }
+    // The mechanism the client chose in its SASLInitialResponse.
+    void choose_plus(bool plus) { chose_plus_ = plus; }
 
     // Returns false with reason on a malformed message.
     bool handle_client_first(std::string_view message, std::string& server_first,
@@ -62,7 +70,7 @@ public:
     // lets pgplex log in to a node holding the same secret without the plain password.
     const Key& client_key() const { return client_key_; }
 
-private:
+  private:
     // Where the exchange stands; each handler runs in exactly one step.
     enum class Step : uint8_t {
         AwaitingClientFirst,  // nothing received yet
@@ -71,7 +79,9 @@ private:
     };
     Step step_ = Step::AwaitingClientFirst;
     Secret secret_;
-    std::string gs2_header_;  // "n,," or "y,,": c= in client-final must encode it
+    std::string gs2_header_;  // "n,,", "y,," or "p=tls-server-end-point,,": c= encodes it
+    std::string binding_;     // tls-server-end-point data; empty: -PLUS not offered
+    bool chose_plus_ = false;
     std::string client_first_bare_;
     std::string server_first_;
     std::string nonce_;  // client nonce + server nonce
@@ -82,7 +92,7 @@ private:
 // pgplex as the SCRAM client of a node. Either a plain password or a ClientKey (+ the
 // ServerKey when known, to verify the server) is enough.
 class ClientExchange {
-public:
+  public:
     static ClientExchange with_password(std::string_view password);
     static ClientExchange with_keys(const Key& client_key, const Key& server_key);
 
@@ -94,7 +104,7 @@ public:
     // From AuthenticationSASLFinal data: verifies the server signature.
     bool handle_server_final(std::string_view message, std::string& reason);
 
-private:
+  private:
     ClientExchange() = default;
     std::string password_;
     bool have_keys_ = false;
