@@ -565,6 +565,8 @@ void fail(worker::Worker& worker, Client& client, CloseReason reason, Severity s
     client.close_reason = reason;
     uint32_t slot = worker.client_slot(client);
     worker.pause_recv(client.conn, io::Op::ClientRecv, slot);
+    // A TLS handshake not done has no key to say it with: the client only sees the close.
+    if (client.conn.tls && !client.conn.tls->established()) worker.buffers.clear(client.conn.out);
     if (client.conn.all_sent())
         worker.request_close(client.conn, io::Op::ClientClose, slot);
     else

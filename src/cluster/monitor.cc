@@ -403,6 +403,15 @@ ConnectParameters connect_parameters(const config::Config& config, const config:
     parameters.add("application_name", "pgplex monitor");
     int64_t timeout_seconds = std::max<int64_t>(1, (cluster.check_timeout_ms + 999) / 1000);
     parameters.add("connect_timeout", std::to_string(timeout_seconds));
+    // server_tls_*, as pgplex's own server connections use them (libpq's sslmode has the
+    // same names; verify-full checks `host`, the node's name as configured).
+    const tls::Settings& tls = config.server_tls;
+    if (!endpoint.is_unix()) {
+        parameters.add("sslmode", tls::to_string(tls.mode));
+        if (!tls.ca_file.empty()) parameters.add("sslrootcert", tls.ca_file);
+        if (!tls.cert_file.empty()) parameters.add("sslcert", tls.cert_file);
+        if (!tls.key_file.empty()) parameters.add("sslkey", tls.key_file);
+    }
     return parameters;
 }
 

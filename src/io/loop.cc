@@ -63,8 +63,9 @@ void Loop::seal(Conn& conn) {
     while (!conn.out.empty() && conn.sealed.bytes < room) {
         const Chunk& chunk = buffers.chunk(conn.out.head);
         uint32_t size = chunk.size;
-        // Before the handshake is done there is no key to encrypt with: pgplex's own words
-        // to a client that never finished it (a login timeout) are dropped.
+        // Before the handshake is done there is no key to encrypt with: what is queued
+        // waits for it (a StartupMessage to a server); a session that failed sends nothing.
+        if (!session.established() && session.status() == tls::Status::Ok) break;
         if (session.established()) session.write(buffers.data(chunk.buffer) + chunk.offset, size);
         buffers.consume(conn.out, size);
     }
@@ -88,6 +89,15 @@ void Loop::start_tls(Conn& conn, const tls::Context& context, Op send_op, uint32
     }
     if (raw_size > 0) buffers.append_copy(conn.sealed, raw, raw_size);
     conn.tls = std::make_unique<tls::Session>(context);
+    if (!conn.sealed.empty()) mark_dirty(conn, send_op, slot);
+}
+
+void Loop::start_tls_client(Conn& conn, const tls::Context& context, const std::string& host,
+                            Op send_op, uint32_t slot) {
+    PGPLEX_ASSERT(!conn.tls);
+    conn.tls = std::make_unique<tls::Session>(context, host);
+    conn.tls->start();
+    seal(conn);
     if (!conn.sealed.empty()) mark_dirty(conn, send_op, slot);
 }
 

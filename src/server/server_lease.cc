@@ -234,7 +234,7 @@ void yield_idle(worker::Worker& worker, pool::Pool& pool, uint32_t request) {
 
 void continue_yield(worker::Worker& worker, Server& server) {
     PGPLEX_ASSERT(server.state == ServerState::Yielding && !server.conn.recv_armed);
-    if (!server.conn.held_in.empty() || !server.conn.out.empty() || server.conn.send_busy ||
+    if (!server.conn.held_in.empty() || !server.conn.all_sent() ||
         !server.conn.frame.between_messages() || server.conn.eof) {
         close(worker, server, CloseReason::PoolWanted);
         return;
@@ -249,6 +249,7 @@ void continue_yield(worker::Worker& worker, Server& server) {
     transfer->prepared = std::move(server.prepared);
     transfer->sql_prepared = std::move(server.sql_prepared);
     transfer->sql_prepared_unknown = server.sql_prepared_unknown;
+    transfer->tls = std::move(server.conn.tls);
     server.transfer = transfer;
     io_uring_sqe* sqe = worker.ring.sqe();
     io_uring_prep_rw(IORING_OP_MSG_RING, sqe, worker.shared.ring_fds[server.yield_worker],
@@ -304,6 +305,7 @@ void adopt(worker::Worker& worker, Transfer* transfer) {
     server.prepared = std::move(transfer->prepared);
     server.sql_prepared = std::move(transfer->sql_prepared);
     server.sql_prepared_unknown = transfer->sql_prepared_unknown;
+    server.conn.tls = std::move(transfer->tls);
     server.status = proto::TransactionStatus::Idle;
     server.pending_syncs = 0;
     server.unsynced = false;

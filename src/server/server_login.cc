@@ -277,8 +277,49 @@ struct LoginHandler {
 
 }  // namespace
 
+namespace {
+
+// The server's one-byte answer to pgplex's SSLRequest. Returns the bytes used.
+uint32_t on_ssl_answer(worker::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
+    server.login->awaiting_ssl = false;
+    const config::Config& config = *worker.config;
+    if (data[0] == 'S') {
+        // Bytes after the 'S' were not encrypted, so anyone on the path could have put them
+        // there (CVE-2021-23222): refused, as libpq refuses them.
+        if (size > 1 || server.conn.held_in.bytes > size || !config.server_tls_context) {
+            login_failed(worker, server, nullptr, 0,
+                         "the server sent unencrypted data after its answer to SSLRequest");
+            return size;
+        }
+        worker.start_tls_client(server.conn, *config.server_tls_context,
+                                server.pool->target.endpoint.host, io::Op::ServerSend,
+                                worker.server_slot(server));
+        send_startup(worker, server);  // waits for the handshake
+        return 1;
+    }
+    if (data[0] == 'N') {
+        if (config.server_tls.mode >= tls::SslMode::Require) {
+            std::string why = std::string(
+                                  "the server does not accept TLS, and server_tls_sslmode "
+                                  "is \"") +
+                              tls::to_string(config.server_tls.mode) + "\"";
+            login_failed(worker, server, nullptr, 0, why.c_str());
+            return size;
+        }
+        send_startup(worker, server);
+        return 1;
+    }
+    return 0;  // an ErrorResponse (too many connections, say): read as any login message
+}
+
+}  // namespace
+
 uint32_t login_consume(worker::Worker& worker, Server& server, uint32_t, const uint8_t* data,
                        uint32_t size) {
+    if (server.login && server.login->awaiting_ssl && size > 0) {
+        uint32_t used = on_ssl_answer(worker, server, data, size);
+        if (used > 0) return used;
+    }
     LoginHandler handler{worker, server};
     proto::FeedResult result =
         proto::feed(server.conn.frame, proto::Direction::Backend, data, size, handler);
@@ -374,7 +415,29 @@ void on_connected(worker::Worker& worker, Server& server, int result) {
         return;
     }
     set_state(worker, server, ServerState::Login);
+    // server_tls_sslmode prefer and up: an SSLRequest first (PostgreSQL speaks no TLS over
+    // its Unix socket, and says 'N' there).
+    if (worker.config->server_tls_context && !server.pool->target.endpoint.is_unix()) {
+        if (!server.login) server.login = std::make_unique<ServerLogin>();
+        server.login->awaiting_ssl = true;
+        uint8_t request[8];
+        proto::Writer writer(request, sizeof request);
+        writer.begin_untyped();
+        writer.int32(uint32_t(proto::StartupCode::SSLRequest));
+        writer.end();
+        queue(worker, server, writer.data(), writer.size());
+        return;
+    }
     send_startup(worker, server);
+}
+
+void on_tls_failed(worker::Worker& worker, Server& server, const std::string& reason) {
+    if (server.state == ServerState::Login) {
+        login_failed(worker, server, nullptr, 0, reason.c_str());
+        return;
+    }
+    log_warning("server %s: %s", server.pool->target.endpoint.to_string().c_str(), reason.c_str());
+    on_recv_end(worker, server, -EPROTO);
 }
 
 void send_cancel(worker::Worker& worker, Server& target) {

@@ -1,6 +1,7 @@
 // See session.h.
 #include "pgplex/tls/session.h"
 
+#include <arpa/inet.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -189,6 +190,60 @@ std::shared_ptr<const Context> Context::make_server(const Settings& settings, st
     return context;
 }
 
+std::shared_ptr<const Context> Context::make_client(const Settings& settings, std::string& error) {
+    ERR_clear_error();
+    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == nullptr) {
+        error = openssl_error("cannot make a TLS context");
+        return nullptr;
+    }
+    std::shared_ptr<Context> context(new Context(ctx, settings));
+    int min = 0;
+    int max = 0;
+    if (!protocol_range(settings.protocols, min, max, error)) return nullptr;
+    SSL_CTX_set_min_proto_version(ctx, min);
+    SSL_CTX_set_max_proto_version(ctx, max);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    if (SSL_CTX_set_cipher_list(ctx, cipher_list(settings.ciphers).c_str()) != 1) {
+        error = openssl_error("server_tls_ciphers \"" + settings.ciphers + "\" names no cipher");
+        return nullptr;
+    }
+    if (!settings.tls13_ciphers.empty() &&
+        SSL_CTX_set_ciphersuites(ctx, settings.tls13_ciphers.c_str()) != 1) {
+        error = openssl_error("server_tls13_ciphers \"" + settings.tls13_ciphers +
+                              "\" names no TLS 1.3 cipher suite");
+        return nullptr;
+    }
+    bool verify = settings.mode == SslMode::VerifyCa || settings.mode == SslMode::VerifyFull;
+    if (verify && settings.ca_file.empty()) {
+        error = std::string("server_tls_sslmode = \"") + to_string(settings.mode) +
+                "\" needs server_tls_ca_file to verify the servers' certificates with";
+        return nullptr;
+    }
+    if (!settings.ca_file.empty() &&
+        SSL_CTX_load_verify_locations(ctx, settings.ca_file.c_str(), nullptr) != 1) {
+        error = openssl_error("cannot load CA file \"" + settings.ca_file + "\"");
+        return nullptr;
+    }
+    SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+    if (!settings.cert_file.empty() || !settings.key_file.empty()) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, settings.cert_file.c_str()) != 1) {
+            error = openssl_error("cannot load certificate \"" + settings.cert_file + "\"");
+            return nullptr;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, settings.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+            error = openssl_error("cannot load private key \"" + settings.key_file + "\"");
+            return nullptr;
+        }
+    }
+    // PostgreSQL 17 servers want ALPN "postgresql" for direct TLS; earlier ones ignore it.
+    static const unsigned char alpn[] = "\x0apostgresql";
+    SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1);
+    ERR_clear_error();
+    return context;
+}
+
 Context::~Context() {
     SSL_CTX_free(ctx_);
 }
@@ -202,6 +257,37 @@ Session::Session(const Context& context) {
     BIO_set_mem_eof_return(out_, -1);
     SSL_set_bio(ssl_, in_, out_);
     SSL_set_accept_state(ssl_);
+}
+
+Session::Session(const Context& context, const std::string& host) {
+    ssl_ = SSL_new(context.raw());
+    in_ = BIO_new(BIO_s_mem());
+    out_ = BIO_new(BIO_s_mem());
+    PGPLEX_ASSERT(ssl_ != nullptr && in_ != nullptr && out_ != nullptr);
+    BIO_set_mem_eof_return(in_, -1);
+    BIO_set_mem_eof_return(out_, -1);
+    SSL_set_bio(ssl_, in_, out_);
+    SSL_set_connect_state(ssl_);
+    unsigned char address[16];
+    bool is_address = inet_pton(AF_INET, host.c_str(), address) == 1 ||
+                      inet_pton(AF_INET6, host.c_str(), address) == 1;
+    if (!is_address && !host.empty()) SSL_set_tlsext_host_name(ssl_, host.c_str());
+    if (context.settings().mode == SslMode::VerifyFull) {
+        X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+        if (is_address)
+            X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str());
+        else
+            SSL_set1_host(ssl_, host.c_str());
+    }
+}
+
+void Session::start() {
+    int rc = SSL_do_handshake(ssl_);
+    if (rc != 1) {
+        int error = SSL_get_error(ssl_, rc);
+        if (error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE) fail();
+    }
+    ERR_clear_error();
 }
 
 Session::~Session() {

@@ -239,6 +239,8 @@ void Worker::on_recv(io_uring_cqe* cqe, Op op) {
             on_tls_recv(clients[slot], slot, buffer, uint32_t(cqe->res));
         else if (!conn.closing && client_side)
             client::on_recv(*this, clients[slot], buffer, uint32_t(cqe->res));
+        else if (!conn.closing && conn.tls)
+            on_tls_recv(servers[slot], slot, buffer, uint32_t(cqe->res));
         else if (!conn.closing)
             server::on_recv(*this, servers[slot], buffer, uint32_t(cqe->res));
         buffers.unref(buffer);
@@ -272,6 +274,20 @@ void Worker::on_tls_recv(client::Client& client, uint32_t slot, uint32_t buffer,
     } else if (status == tls::Status::Failed) {
         client::on_tls_failed(*this, client, client.conn.tls->reason());
     }
+}
+
+// A TLS server's ciphertext: its plaintext goes to the server side as any received bytes.
+void Worker::on_tls_recv(server::Server& server, uint32_t slot, uint32_t buffer, uint32_t size) {
+    tls::Status status = open_tls(server.conn, Op::ServerSend, slot, buffers.data(buffer), size,
+                                  [this, &server](uint32_t plain, uint32_t got) {
+                                      if (server.state != server::ServerState::Closing)
+                                          server::on_recv(*this, server, plain, got);
+                                  });
+    if (server.state == server::ServerState::Closing) return;
+    if (status == tls::Status::Closed)
+        server::on_recv_end(*this, server, 0);
+    else if (status == tls::Status::Failed)
+        server::on_tls_failed(*this, server, "TLS: " + server.conn.tls->reason());
 }
 
 // --- send ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ certificate with CN=payam, and a second CA that signed nothing of ours."""
 
 import base64
 import os
+from pathlib import Path
 import re
 import socket
 import ssl
@@ -325,3 +326,97 @@ def test_a_sasl_plus_exchange_with_a_wrong_binding_is_refused(make_pgplex, certs
         sock.sendall(message(b"p", final.encode()))
         kind, body = read_message(sock)
         assert kind == b"E" and b"channel binding" in body, body
+
+
+# ---------------------------------------------------------------------------------------
+# TLS toward servers (server_tls_*): the shared test cluster's primary turns ssl on for
+# these tests with the test PKI's server certificate (CN=localhost, SAN 127.0.0.1).
+
+
+@pytest.fixture
+def server_ssl(cluster, certs):
+    """ssl = on on the cluster's primary, for the test; off again after it."""
+    import shutil
+    directory = Path(cluster.dir)
+    for name in ("server.crt", "server.key"):
+        shutil.copy(certs[name], directory / f"tls_{name}")
+        shutil.chown(directory / f"tls_{name}", "postgres", "postgres")
+        (directory / f"tls_{name}").chmod(0o600)
+    cluster.admin_psql(f"ALTER SYSTEM SET ssl_cert_file = '{directory / 'tls_server.crt'}'")
+    cluster.admin_psql(f"ALTER SYSTEM SET ssl_key_file = '{directory / 'tls_server.key'}'")
+    cluster.admin_psql("ALTER SYSTEM SET ssl = on")
+    cluster.admin_psql("SELECT pg_reload_conf()")
+    time.sleep(0.5)
+    yield cluster
+    for setting in ("ssl", "ssl_cert_file", "ssl_key_file"):
+        cluster.admin_psql(f"ALTER SYSTEM RESET {setting}")
+    cluster.admin_psql("SELECT pg_reload_conf()")
+    time.sleep(0.3)
+
+
+def server_ssl_in_use(port, **kwargs):
+    with connect_through(port, **kwargs) as conn:
+        return conn.execute("SELECT ssl, version FROM pg_stat_ssl "
+                            "WHERE pid = pg_backend_pid()").fetchone()
+
+
+def connect_through(port, **kwargs):
+    return psycopg.connect(host="127.0.0.1", port=port, dbname="payam_db", user="payam",
+                           password=PASSWORDS["payam"], autocommit=True, connect_timeout=10,
+                           sslmode="disable", **kwargs)
+
+
+def test_server_tls_require_encrypts_pgplexs_server_connections(make_pgplex, server_ssl):
+    pgplex = make_pgplex(settings={"server_tls_sslmode": "require"})
+    ssl_on, version = server_ssl_in_use(pgplex.port)
+    assert ssl_on is True and version.startswith("TLSv1.")
+    plain = make_pgplex(settings={"server_tls_sslmode": "disable"})
+    assert server_ssl_in_use(plain.port)[0] is False
+
+
+def test_server_tls_verify_full_checks_the_servers_certificate(make_pgplex, server_ssl, certs):
+    good = make_pgplex(settings={"server_tls_sslmode": "verify-full",
+                                 "server_tls_ca_file": certs["ca.crt"]})
+    assert server_ssl_in_use(good.port)[0] is True  # 127.0.0.1 is in its subjectAltName
+    wrong_ca = make_pgplex(settings={"server_tls_sslmode": "verify-ca",
+                                     "server_tls_ca_file": certs["other_ca.crt"]})
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        server_ssl_in_use(wrong_ca.port)
+    assert "certificate verify failed" in wrong_ca.log()
+
+
+def test_server_tls_require_against_a_server_without_ssl_fails_clearly(make_pgplex, cluster):
+    pgplex = make_pgplex(settings={"server_tls_sslmode": "require"})
+    with pytest.raises(psycopg.OperationalError, match="does not accept TLS"):
+        server_ssl_in_use(pgplex.port)
+    prefer = make_pgplex(settings={"server_tls_sslmode": "prefer"})
+    assert server_ssl_in_use(prefer.port)[0] is False  # prefer goes on in clear
+
+
+def test_tls_on_both_sides_in_transaction_pooling_under_pgbench(make_pgplex, server_ssl, certs):
+    """Both sides encrypted, two workers (idle servers move between them with their TLS
+    sessions), 16 clients over 4 servers; and a large value through both."""
+    from conftest import assert_pgbench_clean, pgbench_command, pgbench_env
+    pgplex = make_pgplex(pool_size=4, workers=2,
+                         settings={**tls_settings(certs), "pool_mode": "transaction",
+                                   "server_tls_sslmode": "require"})
+    result = subprocess.run(
+        pgbench_command(pgplex.port, ["-n", "-S", "-t", "200", "-c", "16", "-j", "2"], "appdb",
+                        "app"),
+        capture_output=True, text=True, timeout=120,
+        env={**pgbench_env("app"), "PGSSLMODE": "require"})
+    assert_pgbench_clean(result)
+    payload = os.urandom(4 << 20)
+    with tls_connect(pgplex.port, "require") as conn:
+        assert conn.execute("SELECT %s::bytea", (payload,)).fetchone()[0] == payload
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                            ).fetchone() == (True,)
+    conns = [tls_connect(pgplex.port, "require") for _ in range(16)]
+    try:
+        for round_ in range(20):
+            for index, conn in enumerate(conns):
+                assert conn.execute("SELECT %s::int + %s", (index, round_)).fetchone() == (
+                    index + round_,)
+    finally:
+        for conn in conns:
+            conn.close()

@@ -219,6 +219,10 @@ struct Config {
     // "disable".
     tls::Settings client_tls;
     std::shared_ptr<const tls::Context> client_tls_context;
+    // TLS toward servers (PgBouncer's server_tls_*), for pools, LISTEN connections and
+    // cancels; null when server_tls_sslmode is "disable" or "allow" (plain first).
+    tls::Settings server_tls;
+    std::shared_ptr<const tls::Context> server_tls_context;
 
     std::vector<std::string> admin_users;          // may use the pgplex database
     std::vector<std::string> read_only_functions;  // besides the built-in list

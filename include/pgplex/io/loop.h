@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "pgplex/base/limits.h"
@@ -51,6 +52,10 @@ class Loop {
     // clear (the 'S' answering an SSLRequest).
     void start_tls(Conn& conn, const tls::Context& context, Op send_op, uint32_t slot,
                    const uint8_t* raw, uint32_t raw_size);
+    // TLS from now on, as the client (toward a server named `host`): the ClientHello goes
+    // out now; what is queued meanwhile waits for the handshake.
+    void start_tls_client(Conn& conn, const tls::Context& context, const std::string& host,
+                          Op send_op, uint32_t slot);
     // Ciphertext received on a TLS conn: decrypts it, and hands each piece of plaintext to
     // deliver(buffer, size) as if it had been received (the caller holds one reference on
     // the buffer meanwhile). Returns the session's status afterwards (Failed: close it).
@@ -115,8 +120,9 @@ tls::Status Loop::open_tls(Conn& conn, Op send_op, uint32_t slot, const uint8_t*
         buffers.unref(buffer);
         if (got == 0 || !conn.tls) break;
     }
-    if (conn.tls && conn.tls->pending() > 0) {
-        seal(conn);  // the handshake's answer, or an alert
+    // The handshake's answer or an alert; or, the handshake just done, what waited for it.
+    if (conn.tls && (conn.tls->pending() > 0 || (conn.tls->established() && !conn.out.empty()))) {
+        seal(conn);
         mark_dirty(conn, send_op, slot);
     }
     return conn.tls ? conn.tls->status() : tls::Status::Failed;

@@ -100,6 +100,7 @@ struct Pending {
 struct ServerLogin {
     std::unique_ptr<tls::scram::ClientExchange> scram;
     std::vector<uint8_t> assembly;
+    bool awaiting_ssl = false;  // an SSLRequest went out: the next byte is 'S' or 'N'
 };
 
 struct Server {
@@ -181,6 +182,7 @@ struct Transfer {
     pool::ServerStatements prepared;
     std::vector<pool::Setting> sql_prepared;
     bool sql_prepared_unknown = false;
+    std::unique_ptr<tls::Session> tls;  // its TLS session, when it has one
 };
 
 // The one way a server changes state (server.cc): asserts the edge is allowed, keeps the

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "pgplex/server/server.h"
 
@@ -24,6 +25,8 @@ void send_cancel(worker::Worker& worker, Server& target);
 void on_connected(worker::Worker& worker, Server& server, int result);
 void on_recv(worker::Worker& worker, Server& server, uint32_t buffer, uint32_t size);
 void on_recv_end(worker::Worker& worker, Server& server, int result);
+// The server's TLS handshake or a record failed: a login fails, a server in use is lost.
+void on_tls_failed(worker::Worker& worker, Server& server, const std::string& reason);
 void on_sent(worker::Worker& worker, Server& server);
 void on_closed(worker::Worker& worker, Server& server);
 void on_tick(worker::Worker& worker, Server& server);

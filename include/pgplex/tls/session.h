@@ -39,6 +39,10 @@ class Context {
     // client certificates are asked for (required from verify-ca on). Null on error, with
     // `error` saying why (a file that cannot be read, a key that does not match...).
     static std::shared_ptr<const Context> make_server(const Settings& settings, std::string& error);
+    // The client side (toward servers): verify-ca and verify-full check the server's
+    // certificate against ca_file (verify-full also its name, per Session); cert_file and
+    // key_file, when set, are presented to servers that ask for a client certificate.
+    static std::shared_ptr<const Context> make_client(const Settings& settings, std::string& error);
     ~Context();
     Context(const Context&) = delete;
     Context& operator=(const Context&) = delete;
@@ -64,6 +68,10 @@ class Session {
     // The server side of one connection, on a context that outlives nothing: the session
     // holds its own reference to the SSL_CTX.
     explicit Session(const Context& context);
+    // The client side, toward `host` (a name or an address): sent as SNI when a name, and
+    // checked against the certificate under verify-full. start() makes the ClientHello.
+    Session(const Context& context, const std::string& host);
+    void start();
     ~Session();
     Session(const Session&) = delete;
     Session& operator=(const Session&) = delete;

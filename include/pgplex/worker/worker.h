@@ -173,6 +173,7 @@ class Worker : public io::Loop {
     void on_accept(io_uring_cqe* cqe, uint32_t listener);
     void on_recv(io_uring_cqe* cqe, io::Op op);
     void on_tls_recv(client::Client& client, uint32_t slot, uint32_t buffer, uint32_t size);
+    void on_tls_recv(server::Server& server, uint32_t slot, uint32_t buffer, uint32_t size);
     void on_send(io_uring_cqe* cqe, io::Op op);
     void on_close(io_uring_cqe* cqe, io::Op op);
     void on_shutdown_done(io_uring_cqe* cqe, io::Op op);

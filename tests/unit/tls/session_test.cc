@@ -189,3 +189,63 @@ Test(tls_context, ssl_modes_parse_as_pgbouncer_spells_them) {
     SslMode mode;
     cr_assert(!pgplex::tls::parse_ssl_mode("on", mode));
 }
+
+// Both ends are pgplex's Sessions: the client side (toward a server) against the server
+// side (toward clients). Returns whether the client's handshake finished.
+static bool handshake(Session& client, Session& server) {
+    client.start();
+    uint8_t bytes[16384];
+    for (int round = 0; round < 20; ++round) {
+        bool moved = false;
+        uint32_t got;
+        while ((got = client.take(bytes, sizeof bytes)) > 0) {
+            server.feed(bytes, got);
+            moved = true;
+        }
+        server.read(bytes, sizeof bytes);
+        while ((got = server.take(bytes, sizeof bytes)) > 0) {
+            client.feed(bytes, got);
+            moved = true;
+        }
+        client.read(bytes, sizeof bytes);
+        if (!moved) break;
+    }
+    return client.established();
+}
+
+Test(tls_session, client_side_verify_full_checks_the_name) {
+    Fixture fixture;
+    Settings settings;
+    settings.mode = SslMode::VerifyFull;
+    settings.ca_file = fixture.identity.cert_file;  // self-signed: its own CA
+    std::string error;
+    std::shared_ptr<const Context> client_context = Context::make_client(settings, error);
+    cr_assert(client_context != nullptr, "%s", error.c_str());
+    {
+        Session server(*fixture.context);
+        Session client(*client_context, "localhost");
+        cr_assert(handshake(client, server), "%s", client.reason().c_str());
+        assert_text(client.alpn(), "postgresql");
+        std::string text = "StartupMessage";
+        cr_assert(
+            client.write(reinterpret_cast<const uint8_t*>(text.data()), uint32_t(text.size())));
+        uint8_t bytes[256];
+        uint32_t got = client.take(bytes, sizeof bytes);
+        server.feed(bytes, got);
+        got = server.read(bytes, sizeof bytes);
+        assert_text(std::string(reinterpret_cast<char*>(bytes), got), text);
+    }
+    {
+        Session server(*fixture.context);
+        Session client(*client_context, "elsewhere.example");
+        cr_assert(!handshake(client, server));
+        cr_assert_eq(int(client.status()), int(Status::Failed));
+        cr_assert(client.reason().find("certificate verify failed") != std::string::npos, "%s",
+                  client.reason().c_str());
+    }
+    settings.mode = SslMode::Require;  // no verification: any name
+    std::shared_ptr<const Context> lax = Context::make_client(settings, error);
+    Session server(*fixture.context);
+    Session client(*lax, "elsewhere.example");
+    cr_assert(handshake(client, server));
+}
