@@ -29,6 +29,11 @@
 #   BENCH_PORT  first of the four loopback ports used        [26432]
 #               (PostgreSQL, PgBouncer, pgplex, baseline pgplex or spare)
 #   BENCH_KEEP  1: keep the temporary directory (logs, configs) after the run
+#   TLS         1: every target over TLS (pgbench sslmode=require; PostgreSQL ssl = on,
+#               PgBouncer and pgplex client_tls_sslmode = require), with a self-signed
+#               P-256 certificate made for the run                                [0]
+#   BASE_PLAIN  1 (with TLS=1 and a baseline binary): the baseline pgplex serves its
+#               clients in clear, so "plex/base" is the cost of TLS to pgplex itself  [0]
 #   SYSCALLS    1: also count each proxy's syscalls with perf stat over the middle half
 #               of every run, and print them per transaction after the table   [0]
 #
@@ -130,6 +135,16 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $want_files ]; then
 fi
 
 tmp=$(mktemp -d /tmp/pgplex-bench.XXXXXX) || die "mktemp failed"
+TLS=${TLS:-0}
+BASE_PLAIN=${BASE_PLAIN:-0}
+if [ "$TLS" = 1 ]; then
+  command -v openssl >/dev/null || die "TLS=1 needs openssl"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -subj /CN=localhost -keyout "$tmp/tls.key" -out "$tmp/tls.crt" >/dev/null 2>&1 ||
+    die "could not make the TLS certificate"
+  chown postgres: "$tmp/tls.key" "$tmp/tls.crt"
+  chmod 600 "$tmp/tls.key"
+fi
 chmod 755 "$tmp"
 chown postgres: "$tmp"
 pg_dir=$tmp/pg
@@ -238,6 +253,11 @@ configure_postgres() {
   else
     pg_admin -c "SELECT pg_reload_conf()" >/dev/null
   fi
+  if [ "$TLS" = 1 ]; then
+    pg_admin -c "ALTER SYSTEM SET ssl_cert_file = '$tmp/tls.crt'" \
+             -c "ALTER SYSTEM SET ssl_key_file = '$tmp/tls.key'" -c "ALTER SYSTEM SET ssl = on" \
+             -c "SELECT pg_reload_conf()" >/dev/null || die "could not turn ssl on"
+  fi
   pg_admin -c "CREATE ROLE $BENCH_USER LOGIN PASSWORD '$BENCH_PASSWORD'" \
            -c "CREATE DATABASE $BENCH_DB OWNER $BENCH_USER" >/dev/null ||
     die "could not create the bench role and database"
@@ -298,13 +318,24 @@ log_disconnections = 0
 listen_backlog = 1024
 ignore_startup_parameters = extra_float_digits
 EOF
+  if [ "$TLS" = 1 ]; then
+    printf '%s\n' "client_tls_sslmode = require" "client_tls_cert_file = $tmp/tls.crt" \
+      "client_tls_key_file = $tmp/tls.key" >>"$tmp/pgbouncer.ini"
+  fi
   chown postgres: "$tmp/pgbouncer.ini"
 }
 
-# write_pgplex_toml FILE PORT: the baseline pgplex gets the same file but for its port.
+# write_pgplex_toml FILE PORT [plain]: the baseline pgplex gets the same file but for its
+# port (and, with "plain", no TLS).
 write_pgplex_toml() {
+  local tls_lines=""
+  if [ "$TLS" = 1 ] && [ "${3:-}" != plain ]; then
+    tls_lines=$(printf '%s\n' 'client_tls_sslmode = "require"' \
+                  "client_tls_cert_file = \"$tmp/tls.crt\"" "client_tls_key_file = \"$tmp/tls.key\"")
+  fi
   cat >"$1" <<EOF
 [pgplex]
+$tls_lines
 listen = ["127.0.0.1:$2"]
 workers = 2
 max_client_conn = $max_client_conn
@@ -401,7 +432,9 @@ start_pgplex() {
     note "$name failed: ${failed[$name]}"
     return
   fi
-  write_pgplex_toml "$tmp/$name.toml" "$port"
+  local plain=""
+  [ "$name" = pgplex-base ] && [ "$BASE_PLAIN" = 1 ] && plain=plain
+  write_pgplex_toml "$tmp/$name.toml" "$port" $plain
   if ! "$bin" --check "$tmp/$name.toml" >"$tmp/$name-check.log" 2>&1; then
     failed[$name]="--check refused the generated config: $(head -1 "$tmp/$name-check.log")"
     note "$name failed: ${failed[$name]}"
@@ -512,7 +545,11 @@ run_pgbench() {
       -- sleep $((syscalls_start + syscalls_window)) >/dev/null 2>&1 &
     perf_pid=$!
   fi
-  out=$(PGPASSWORD=$BENCH_PASSWORD timeout $((DURATION + 120)) pgbench "${mode_args[@]}" \
+  local sslmode=disable
+  [ "$TLS" = 1 ] && sslmode=require
+  [ "$target" = pgplex-base ] && [ "$BASE_PLAIN" = 1 ] && sslmode=disable
+  out=$(PGSSLMODE=$sslmode PGPASSWORD=$BENCH_PASSWORD timeout $((DURATION + 120)) \
+          pgbench "${mode_args[@]}" \
           -M "$protocol" -j "$THREADS" -c "$clients" -T "$DURATION" -h 127.0.0.1 -p "$port" \
           -U "$BENCH_USER" "$BENCH_DB" 2>&1)
   rc=$?
@@ -623,6 +660,10 @@ header() {
   echo "pgbench -j $THREADS -T $DURATION, scale $SCALE, -M as in the proto column;" \
        "all targets over TCP 127.0.0.1;" \
        "proxies: $POOL_MODE pooling, pool size $pool_size, SCRAM to clients and PostgreSQL"
+  if [ "$TLS" = 1 ]; then
+    echo "TLS: clients of every target over TLS (sslmode=require, P-256 certificate)," \
+         "$([ "$BASE_PLAIN" = 1 ] && echo "pgplex-base in clear,") proxies to PostgreSQL in clear"
+  fi
   echo "tps: transactions/s (without connection time); lat: average latency in ms;"
   echo "ratios: pgplex tps / PgBouncer tps and pgplex tps / direct tps;"
   [ -n "$base_bin" ] &&

@@ -8,6 +8,7 @@ import base64
 import os
 from pathlib import Path
 import re
+import shutil
 import socket
 import ssl
 import struct
@@ -420,3 +421,45 @@ def test_tls_on_both_sides_in_transaction_pooling_under_pgbench(make_pgplex, ser
     finally:
         for conn in conns:
             conn.close()
+
+
+def test_psql_psycopg2_jdbc_and_node_postgres_over_tls(make_pgplex, certs):
+    """Each client library's own TLS stack against pgplex: libpq (psql, psycopg2), Java's
+    JSSE (JDBC) and Node's OpenSSL binding (node-postgres, verifying the certificate)."""
+    from conftest import clean_env
+    from test_drivers import HERE, JDBC_JAR, node_path
+    pgplex = make_pgplex(settings=tls_settings(certs))
+    args = ["127.0.0.1", str(pgplex.port), "payam", PASSWORDS["payam"], "payam_db"]
+    psql = subprocess.run(
+        ["psql", "-X", "-At", "-c", "SELECT 'psql over tls'",
+         f"host=localhost hostaddr=127.0.0.1 port={pgplex.port} dbname=payam_db user=payam "
+         f"sslmode=verify-full sslrootcert={certs['ca.crt']}"],
+        capture_output=True, text=True, timeout=30,
+        env=clean_env(PGPASSWORD=PASSWORDS["payam"]))
+    assert psql.stdout.strip() == "psql over tls", psql.stderr
+    import psycopg2
+    conn = psycopg2.connect(host="127.0.0.1", port=pgplex.port, dbname="payam_db",
+                            user="payam", password=PASSWORDS["payam"], sslmode="require")
+    try:
+        cur = conn.cursor()
+        cur.execute("SELECT 'psycopg2 over tls'")
+        assert cur.fetchone() == ("psycopg2 over tls",)
+    finally:
+        conn.close()
+    ran = ["psql", "psycopg2"]
+    if JDBC_JAR.exists() and shutil.which("javac"):
+        jdbc = subprocess.run(["java", "-cp", str(JDBC_JAR), str(HERE / "TlsCheck.java"), *args,
+                               "require"], capture_output=True, text=True, timeout=120,
+                              env=clean_env())
+        assert jdbc.stdout.strip() == "jdbc over tls", jdbc.stderr
+        ran.append("jdbc")
+    path = node_path()
+    if path:
+        node = subprocess.run(["node", str(HERE / "tls_check.js"), *args, certs["ca.crt"]],
+                              capture_output=True, text=True, timeout=60,
+                              env=clean_env(NODE_PATH=path))
+        assert node.stdout.strip() == "node over tls", node.stderr
+        ran.append("node-postgres")
+    assert len(re.findall(r" tls=TLSv1\.", pgplex.log())) >= len(ran), pgplex.log()[-2000:]
+    if len(ran) < 4:
+        pytest.skip(f"ran {ran}; the others are not installed here (scripts/deps.sh)")
