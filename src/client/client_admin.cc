@@ -2,6 +2,9 @@
 // answered from the config and topology snapshots the worker holds.
 #include "pgplex/client/client_admin.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <vector>
 
@@ -18,6 +21,21 @@
 namespace pgplex::client {
 
 namespace {
+
+// "10.0.0.1" and its port, from a socket address.
+void address_of(const sockaddr_storage& address, std::string& text, int& port) {
+    char buffer[INET6_ADDRSTRLEN] = "";
+    if (address.ss_family == AF_INET) {
+        const auto* v4 = reinterpret_cast<const sockaddr_in*>(&address);
+        inet_ntop(AF_INET, &v4->sin_addr, buffer, sizeof buffer);
+        port = ntohs(v4->sin_port);
+    } else if (address.ss_family == AF_INET6) {
+        const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&address);
+        inet_ntop(AF_INET6, &v6->sin6_addr, buffer, sizeof buffer);
+        port = ntohs(v6->sin6_port);
+    }
+    text = buffer;
+}
 
 using proto::FrontendMessage;
 using proto::Severity;
@@ -119,6 +137,10 @@ admin::ClientRow describe(const worker::Worker& worker, const Client& client) {
     row.connected_ms = client.connected;
     row.request_ms = client.request;
     row.bytes_queued = client.conn.out.bytes + client.conn.sealed.bytes + client.conn.held_in.bytes;
+    if (client.addresses_known) {
+        address_of(client.peer, row.addr, row.port);
+        address_of(client.local, row.local_addr, row.local_port);
+    }
     if (client.conn.tls && client.conn.tls->established())
         row.tls = client.conn.tls->version() + "/" + client.conn.tls->cipher();
     if (client.server != io::nil) row.server_pid = worker.server(client.server).backend_pid;

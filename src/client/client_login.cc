@@ -6,7 +6,11 @@
 
 #include <strings.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <openssl/crypto.h>
 #include <algorithm>
+
 #include <cstring>
 #include <string>
 
@@ -160,13 +164,114 @@ void start_md5(worker::Worker& worker, Client& client) {
 
 void authenticated(worker::Worker& worker, Client& client);
 
+// PasswordMessage in clear (hba's "password"): checked against a plain secret, an md5 hash
+// or a SCRAM secret alike.
+void start_cleartext(worker::Worker& worker, Client& client) {
+    send_auth_request(worker, client, proto::AuthRequest::CleartextPassword, nullptr, 0);
+    client.login->step = AuthStep::Cleartext;
+    set_state(worker, client, ClientState::Auth);
+}
+
+bool cleartext_matches(const std::string& user, const std::string& secret,
+                       std::string_view password) {
+    if (tls::scram::is_secret(secret)) {
+        tls::scram::Secret stored;
+        if (!tls::scram::parse_secret(secret, stored)) return false;
+        tls::scram::Secret derived =
+            tls::scram::make_secret(password, stored.salt, stored.iterations);
+        return CRYPTO_memcmp(derived.stored_key.data(), stored.stored_key.data(), 32) == 0;
+    }
+    std::string expected = tls::md5::is_hash(secret) ? secret : std::string();
+    std::string given =
+        tls::md5::is_hash(secret) ? tls::md5::password_hash(user, password) : std::string(password);
+    if (!tls::md5::is_hash(secret)) expected = secret;
+    return given.size() == expected.size() &&
+           CRYPTO_memcmp(given.data(), expected.data(), given.size()) == 0;
+}
+
+// "host "127.0.0.1", user "u", database "d", SSL encryption": PostgreSQL's words.
+std::string hba_who(const Client& client) {
+    char address[INET6_ADDRSTRLEN] = "unknown";
+    if (client.addresses_known) {
+        const sockaddr_storage& peer = client.peer;
+        if (peer.ss_family == AF_INET)
+            inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, address,
+                      sizeof address);
+        else if (peer.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr, address,
+                      sizeof address);
+    }
+    return "host \"" + std::string(address) + "\", user \"" + client.session->user +
+           "\", database \"" + client.session->database + "\", " +
+           (client.conn.tls ? "SSL encryption" : "no encryption");
+}
+
+void start_md5_or_scram(worker::Worker& worker, Client& client, config::AuthType type);
+
+// auth_type = "hba": the first matching rule of auth_hba_file says how.
+void begin_hba_auth(worker::Worker& worker, Client& client) {
+    const config::Config& config = *worker.config;
+    if (client.addresses_asked) {
+        client.login->awaiting_addresses = true;  // resume_login
+        return;
+    }
+    config::HbaPeer peer;
+    peer.tls = client.conn.tls != nullptr;
+    peer.address =
+        client.addresses_known ? reinterpret_cast<const sockaddr*>(&client.peer) : nullptr;
+    peer.database = client.session->database;
+    peer.user = client.session->user;
+    const config::HbaRule* rule = config.hba ? config.hba->match(peer) : nullptr;
+    auto refuse = [&](const std::string& message) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::invalid_authorization_specification, message);
+    };
+    if (rule == nullptr) return refuse("no pg_hba.conf entry for " + hba_who(client));
+    switch (rule->method) {
+        case config::HbaMethod::Trust:
+            authenticated(worker, client);
+            return;
+        case config::HbaMethod::Reject:
+            return refuse("pg_hba.conf rejects connection for " + hba_who(client));
+        case config::HbaMethod::Md5:
+            return start_md5_or_scram(worker, client, config::AuthType::Md5);
+        case config::HbaMethod::ScramSha256:
+            return start_md5_or_scram(worker, client, config::AuthType::ScramSha256);
+        case config::HbaMethod::Password:
+            return start_cleartext(worker, client);
+        case config::HbaMethod::Cert: {
+            tls::Session* session = client.conn.tls.get();
+            if (session != nullptr && session->peer_verified() &&
+                session->peer_common_name() == client.session->user) {
+                authenticated(worker, client);
+                return;
+            }
+            return refuse("certificate authentication failed for user \"" + client.session->user +
+                          "\"");
+        }
+        case config::HbaMethod::Peer:
+            return refuse("peer authentication failed for user \"" + client.session->user +
+                          "\": pgplex has no Unix socket for clients yet");
+    }
+}
+
 void begin_auth(worker::Worker& worker, Client& client) {
     const config::Config& config = *worker.config;
     Login& login = *client.login;
     auto found = config.users.find(client.session->user);
     login.user_known = found != config.users.end();
     if (login.user_known) login.secret = found->second;
-    switch (config.auth_type) {
+    if (config.auth_type == config::AuthType::Hba) {
+        begin_hba_auth(worker, client);
+        return;
+    }
+    start_md5_or_scram(worker, client, config.auth_type);
+}
+
+void start_md5_or_scram(worker::Worker& worker, Client& client, config::AuthType type) {
+    Login& login = *client.login;
+    switch (type) {
+        case config::AuthType::Hba:
         case config::AuthType::Trust:
             authenticated(worker, client);
             return;
@@ -188,6 +293,15 @@ void begin_auth(worker::Worker& worker, Client& client) {
             return;
     }
 }
+
+}  // namespace
+
+void resume_login(worker::Worker& worker, Client& client) {
+    if (client.state == ClientState::Startup || client.state == ClientState::Auth)
+        begin_hba_auth(worker, client);
+}
+
+namespace {
 
 // A startup parameter as a setting: "SET name = E'value'", kept under its lower-case name.
 bool add_startup_setting(std::vector<pool::Setting>& settings, const std::string& name,
@@ -424,22 +538,31 @@ uint32_t consume_startup(worker::Worker& worker, Client& client, const uint8_t* 
 
 // --- the password / SASL exchange ---------------------------------------------------------
 
+bool md5_matches(const Client& client, std::string_view response) {
+    const Login& login = *client.login;
+    std::array<uint8_t, 4> salt;
+    memcpy(salt.data(), login.md5_salt, 4);
+    return login.user_known && tls::md5::verify(client.session->user, login.secret, salt, response);
+}
+
 void on_password_message(worker::Worker& worker, Client& client, const uint8_t* body,
                          uint32_t size) {
     Login& login = *client.login;
     std::string_view text(reinterpret_cast<const char*>(body), size);
     switch (login.step) {
-        case AuthStep::Md5: {
-            std::string_view response = text.substr(0, text.find('\0'));
-            std::array<uint8_t, 4> salt;
-            memcpy(salt.data(), login.md5_salt, 4);
-            if (login.user_known &&
-                tls::md5::verify(client.session->user, login.secret, salt, response))
+        case AuthStep::Cleartext:
+            if (login.user_known && cleartext_matches(client.session->user, login.secret,
+                                                      text.substr(0, text.find('\0'))))
                 authenticated(worker, client);
             else
                 fail_password(worker, client);
             return;
-        }
+        case AuthStep::Md5:
+            if (md5_matches(client, text.substr(0, text.find('\0'))))
+                authenticated(worker, client);
+            else
+                fail_password(worker, client);
+            return;
         case AuthStep::ScramFirst: {
             size_t nul = text.find('\0');
             std::string_view mechanism =

@@ -455,6 +455,9 @@ void on_accepted(worker::Worker& worker, uint32_t slot, uint32_t listener) {
     client.login = std::make_unique<Login>();
     int count = worker.shared.clients.fetch_add(1, std::memory_order_acq_rel) + 1;
     worker.arm_recv(client.conn, io::Op::ClientRecv, slot);
+    client.addresses_asked = true;
+    client.addresses_known = false;
+    worker.ask_addresses(client.conn, io::Op::ClientPeer, slot);
     if (count > worker.config->max_client_conn) {
         log_warning("refusing a client: max_client_conn (%d) reached",
                     worker.config->max_client_conn);
@@ -473,6 +476,20 @@ void on_recv(worker::Worker& worker, Client& client, uint32_t buffer, uint32_t s
     if (client.state == ClientState::Closing) return;
     if (client.conn.held_in.bytes > queued_bytes_max(worker))
         worker.pause_recv(client.conn, io::Op::ClientRecv, worker.client_slot(client));
+}
+
+void on_addresses(worker::Worker& worker, Client& client, const sockaddr_storage* peer,
+                  const sockaddr_storage* local) {
+    client.addresses_asked = false;
+    if (peer != nullptr && local != nullptr) {
+        client.peer = *peer;
+        client.local = *local;
+        client.addresses_known = true;
+    }
+    if (client.login && client.login->awaiting_addresses) {
+        client.login->awaiting_addresses = false;
+        resume_login(worker, client);
+    }
 }
 
 void on_tls_failed(worker::Worker& worker, Client& client, const std::string& reason) {

@@ -191,8 +191,11 @@ bool Loader::pool_mode(PoolMode& out) {
 
 bool Loader::auth_type(AuthType& out) {
     std::string type;
-    if (!one_of({"trust", "md5", "scram-sha-256"}, type)) return false;
-    out = type == "trust" ? AuthType::Trust : type == "md5" ? AuthType::Md5 : AuthType::ScramSha256;
+    if (!one_of({"trust", "md5", "scram-sha-256", "hba"}, type)) return false;
+    out = type == "trust" ? AuthType::Trust
+          : type == "md5" ? AuthType::Md5
+          : type == "hba" ? AuthType::Hba
+                          : AuthType::ScramSha256;
     return true;
 }
 
@@ -262,6 +265,8 @@ constexpr Setting<Config> pgplex_settings[] = {
     {"auth_type",
      [](Loader& loader, Config& config) { return loader.auth_type(config.auth_type); }},
     {"auth_file", [](Loader& loader, Config& config) { return loader.string(config.auth_file); }},
+    {"auth_hba_file",
+     [](Loader& loader, Config& config) { return loader.string(config.auth_hba_file); }},
     {"server_reset_query",
      [](Loader& loader, Config& config) { return loader.string(config.server_reset_query); }},
     {"server_idle_timeout",
@@ -535,6 +540,27 @@ bool load_server_tls(Loader& loader, const toml::table& section, Config& config)
         "server_tls_sslmode = \"" + std::string(to_string(settings.mode)) + "\": " + error);
 }
 
+// auth_type = "hba": the rules of auth_hba_file, read and checked now.
+bool load_hba(Loader& loader, const toml::table& section, Config& config) {
+    const toml::node* node = section.get("auth_hba_file");
+    if (config.auth_type != AuthType::Hba) {
+        if (node != nullptr)
+            return loader.fail_on(*node, "auth_hba_file is read only with auth_type = \"hba\"");
+        return true;
+    }
+    if (node == nullptr) return loader.fail_on(section, "auth_type = \"hba\" needs auth_hba_file");
+    config.auth_hba_file = beside_config(config, config.auth_hba_file);
+    std::string text;
+    std::string reason;
+    if (!read_whole_file(config.auth_hba_file, auth_file_bytes_max, text, reason))
+        return loader.fail_on(
+            *node, "cannot read auth_hba_file \"" + config.auth_hba_file + "\": " + reason);
+    auto rules = std::make_shared<HbaRules>();
+    if (!parse_hba(config.auth_hba_file, text, *rules, loader.error)) return false;
+    config.hba = std::move(rules);
+    return true;
+}
+
 // Reads the auth file named in [pgplex], relative to the config file's directory.
 bool load_auth_file(Loader& loader, const toml::table& section, Config& config) {
     const toml::node* node = section.get("auth_file");
@@ -598,6 +624,7 @@ bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
     }
     if (!load_client_tls(loader, *table, config)) return false;
     if (!load_server_tls(loader, *table, config)) return false;
+    if (!load_hba(loader, *table, config)) return false;
     return load_auth_file(loader, *table, config);
 }
 
@@ -728,6 +755,8 @@ const char* to_string(AuthType type) {
             return "md5";
         case AuthType::ScramSha256:
             return "scram-sha-256";
+        case AuthType::Hba:
+            return "hba";
     }
     return "scram-sha-256";
 }

@@ -3,6 +3,8 @@
 
 #include "pgplex/base/assert.h"
 
+#include <unistd.h>
+
 namespace pgplex::io {
 
 Loop::Loop(uint32_t ring_entries, uint32_t files, uint32_t files_for_accept, uint32_t buffer_count,
@@ -138,6 +140,29 @@ void Loop::send_done(Conn& conn) {
     send_ops_[conn.send_op]->next_free = send_free_;
     send_free_ = conn.send_op;
     conn.send_op = nil;
+}
+
+// --- addresses ----------------------------------------------------------------------------
+
+// IORING_OP_FIXED_FD_INSTALL, which liburing 2.3's headers predate.
+constexpr uint8_t op_fixed_fd_install = 54;
+
+void Loop::ask_addresses(Conn& conn, Op op, uint32_t slot) {
+    io_uring_sqe* sqe = ring.sqe();
+    io_uring_prep_rw(op_fixed_fd_install, sqe, int(conn.file), nullptr, 0, 0);
+    sqe->flags = IOSQE_FIXED_FILE;
+    sqe->rw_flags = 0;  // install_fd_flags: O_CLOEXEC
+    io_uring_sqe_set_data64(sqe, pack(op, slot, conn.generation));
+    ++conn.inflight;
+}
+
+bool Loop::read_addresses(int fd, sockaddr_storage& peer, sockaddr_storage& local) {
+    socklen_t peer_size = sizeof peer;
+    socklen_t local_size = sizeof local;
+    bool ok = getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_size) == 0 &&
+              getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_size) == 0;
+    ::close(fd);
+    return ok;
 }
 
 // --- close --------------------------------------------------------------------------------

@@ -182,7 +182,12 @@ std::shared_ptr<const Context> Context::make_server(const Settings& settings, st
         STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(settings.ca_file.c_str());
         if (names != nullptr) SSL_CTX_set_client_CA_list(ctx, names);
     }
-    if (verify) SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    // With a CA file, a certificate is asked for (and checked when sent) whatever the mode,
+    // for hba's "cert" method; verify-ca and verify-full require one.
+    if (verify)
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    else if (!settings.ca_file.empty())
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
     SSL_CTX_set_alpn_select_cb(ctx, select_alpn, nullptr);
     static const unsigned char session_id[] = "pgplex";
     SSL_CTX_set_session_id_context(ctx, session_id, sizeof session_id - 1);

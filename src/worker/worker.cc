@@ -133,6 +133,9 @@ void Worker::dispatch(io_uring_cqe* cqe) {
         case Op::ServerRecv:
             on_recv(cqe, op);
             return;
+        case Op::ClientPeer:
+            on_client_addresses(cqe);
+            return;
         case Op::ClientSend:
         case Op::ServerSend:
             on_send(cqe, op);
@@ -155,14 +158,9 @@ void Worker::dispatch(io_uring_cqe* cqe) {
             server::on_listen_sent(*this, static_cast<pool::ListenMessage*>(pointer_of(data)),
                                    cqe->res);
             return;
-        case Op::ServerYieldSent: {
-            server::Server& s = servers[slot];
-            PGPLEX_ASSERT(s.conn.generation == generation &&
-                          s.state == server::ServerState::Yielding);
-            --s.conn.inflight;
-            server::on_yield_sent(*this, s, cqe->res);
+        case Op::ServerYieldSent:
+            on_yield_sent(cqe);
             return;
-        }
         case Op::ServerConnect: {
             server::Server& s = servers[slot];
             if (s.conn.generation != generation) {
@@ -211,6 +209,34 @@ void Worker::on_accept(io_uring_cqe* cqe, uint32_t listener) {
     // A multishot accept that ended on an error is re-armed by the tick, not here: an error
     // that repeats must not spin the loop.
     if (!more && !shutting_down_ && cqe->res >= 0) arm_accept(listener);
+}
+
+void Worker::on_yield_sent(io_uring_cqe* cqe) {
+    server::Server& s = servers[slot_of(cqe->user_data)];
+    PGPLEX_ASSERT(s.conn.generation == generation_of(cqe->user_data) &&
+                  s.state == server::ServerState::Yielding);
+    --s.conn.inflight;
+    server::on_yield_sent(*this, s, cqe->res);
+}
+
+// The client's socket, installed in the fd table for a moment: its addresses, then closed.
+void Worker::on_client_addresses(io_uring_cqe* cqe) {
+    uint32_t slot = slot_of(cqe->user_data);
+    client::Client& client = clients[slot];
+    sockaddr_storage peer{};
+    sockaddr_storage local{};
+    bool known = cqe->res >= 0 && read_addresses(cqe->res, peer, local);
+    if (cqe->res < 0 && now - address_error_logged_ms_ > 60000) {
+        address_error_logged_ms_ = now;  // a kernel older than 6.8: logged now and then
+        log_warning("worker %u: reading a client's address: %s", index, strerror(-cqe->res));
+    }
+    PGPLEX_ASSERT(client.conn.generation == generation_of(cqe->user_data));
+    --client.conn.inflight;
+    if (client.conn.closing) {
+        continue_close(client.conn, Op::ClientClose, slot);
+        return;
+    }
+    client::on_addresses(*this, client, known ? &peer : nullptr, known ? &local : nullptr);
 }
 
 // --- recv ---------------------------------------------------------------------------------

@@ -61,11 +61,12 @@ def tls_settings(certs, mode="require", **extra):
     return settings
 
 
-def tls_connect(port, sslmode, certs=None, host="127.0.0.1", user="payam", **kwargs):
+def tls_connect(port, sslmode, certs=None, host="127.0.0.1", user="payam", dbname="payam_db",
+                **kwargs):
     args = {"sslmode": sslmode}
     if certs is not None:
         args["sslrootcert"] = certs["ca.crt"]
-    return psycopg.connect(host=host, port=port, dbname="payam_db", user=user,
+    return psycopg.connect(host=host, port=port, dbname=dbname, user=user,
                            password=PASSWORDS[user], autocommit=True, connect_timeout=10,
                            **args, **kwargs)
 
@@ -463,3 +464,74 @@ def test_psql_psycopg2_jdbc_and_node_postgres_over_tls(make_pgplex, certs):
     assert len(re.findall(r" tls=TLSv1\.", pgplex.log())) >= len(ran), pgplex.log()[-2000:]
     if len(ran) < 4:
         pytest.skip(f"ran {ran}; the others are not installed here (scripts/deps.sh)")
+
+
+# ---------------------------------------------------------------------------------------
+# auth_type = "hba" (auth_hba_file in pg_hba.conf's syntax)
+
+
+def hba_pgplex(make_pgplex, tmp_path, rules, **settings):
+    hba = tmp_path / "pgplex_hba.conf"
+    hba.write_text(rules)
+    return make_pgplex(auth_type="hba", settings={"auth_hba_file": str(hba), **settings})
+
+
+def login_error(port, user="payam", dbname="payam_db", **kwargs):
+    with pytest.raises(psycopg.OperationalError) as raised:
+        psycopg.connect(host="127.0.0.1", port=port, dbname=dbname, user=user,
+                        password=PASSWORDS.get(user, "x"), connect_timeout=10, **kwargs)
+    return str(raised.value)
+
+
+def test_hba_rules_decide_each_login_first_match_wins(make_pgplex, tmp_path, certs):
+    pgplex = hba_pgplex(make_pgplex, tmp_path, """
+# TYPE     DATABASE  USER     ADDRESS        METHOD
+host       all       analyst  127.0.0.1/32   reject
+hostssl    payam_dw  payam    127.0.0.1/32   cert
+host       payam_dw  all      127.0.0.0/8    password
+host       payam_db  payam    127.0.0.1 255.255.255.255  scram-sha-256
+host       all       all      10.0.0.0/8     trust
+""", **tls_settings(certs, "prefer", client_tls_ca_file=certs["ca.crt"]))
+    assert "pg_hba.conf rejects connection for host \"127.0.0.1\", user \"analyst\"" in \
+        login_error(pgplex.port, user="analyst", dbname="payam_db", sslmode="disable")
+    with connect_through(pgplex.port) as conn:  # scram-sha-256
+        assert conn.execute("SELECT current_user").fetchone() == ("payam",)
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host="127.0.0.1", port=pgplex.port, dbname="payam_db", user="payam",
+                        password="wrong", sslmode="disable", connect_timeout=10)
+    # payam_dw over TLS with a certificate for CN=payam: cert.
+    with tls_connect(pgplex.port, "require", sslcert=certs["client.crt"],
+                     sslkey=certs["client.key"], dbname="payam_dw") as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    # ... with a certificate for another name: refused, not passed on to the next line.
+    assert "certificate authentication failed for user \"payam\"" in login_error(
+        pgplex.port, dbname="payam_dw", sslmode="require", sslcert=certs["stranger.crt"],
+        sslkey=certs["stranger.key"])
+    # payam_dw in clear: the hostssl line does not apply; cleartext password.
+    with psycopg.connect(host="127.0.0.1", port=pgplex.port, dbname="payam_dw", user="payam",
+                         password=PASSWORDS["payam"], sslmode="disable",
+                         connect_timeout=10) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert "no pg_hba.conf entry for host \"127.0.0.1\", user \"payam\", database \"other\"," \
+           " no encryption" in login_error(pgplex.port, dbname="other", sslmode="disable")
+
+
+def test_show_clients_gives_each_clients_address_and_port(make_pgplex):
+    pgplex = make_pgplex(settings=ADMIN)
+    with connect_through(pgplex.port) as conn:
+        conn.execute("SELECT 1")
+        rows = show(pgplex.port, "SHOW CLIENTS")
+    mine = [row for row in rows if row["database"] == "payam_db"]
+    assert len(mine) == 1, rows
+    assert mine[0]["addr"] == "127.0.0.1" and int(mine[0]["port"]) > 0, mine
+    assert mine[0]["local_addr"] == "127.0.0.1" and int(mine[0]["local_port"]) == pgplex.port
+
+
+def test_a_bad_hba_line_is_refused_with_file_line_and_reason(make_pgplex, tmp_path):
+    hba = tmp_path / "pgplex_hba.conf"
+    hba.write_text("host all all 127.0.0.1/32 trust\nhost all all 10.0.0.0/33 trust\n")
+    pgplex = make_pgplex(auth_type="hba", settings={"auth_hba_file": str(hba)}, start=False)
+    pgplex.write()
+    result = run_check(pgplex.config_path)
+    assert result.returncode == 1, result.stderr
+    assert "pgplex_hba.conf:2: invalid IP address \"10.0.0.0/33\"" in result.stderr, result.stderr

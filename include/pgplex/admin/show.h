@@ -44,8 +44,10 @@ struct ClientRow {
     bool pinned = false;
     uint32_t server_pid = 0;  // backend pid of the server it holds, 0 when none
     uint32_t prepared_statements = 0;
-    uint64_t bytes_queued = 0;  // its send queue and held input
-    std::string tls;            // "TLSv1.3/TLS_AES_256_GCM_SHA384", "" in clear
+    uint64_t bytes_queued = 0;     // its send queue and held input
+    std::string tls;               // "TLSv1.3/TLS_AES_256_GCM_SHA384", "" in clear
+    std::string addr, local_addr;  // "" when not known
+    int port = -1, local_port = -1;
 };
 
 struct Context {

@@ -1,6 +1,8 @@
 // A client connection: the state machine of one application's session with pgplex.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -66,7 +68,7 @@ enum class CloseReason : uint8_t {
 
 const char* to_string(CloseReason reason);
 
-enum class AuthStep : uint8_t { None, Md5, ScramFirst, ScramFinal };
+enum class AuthStep : uint8_t { None, Md5, Cleartext, ScramFirst, ScramFinal };
 
 // Only while logging in: the assembly of the startup packet and the auth exchange.
 struct Login {
@@ -76,9 +78,10 @@ struct Login {
     std::string secret;  // the auth file's secret for this user
     bool user_known = false;
     std::unique_ptr<tls::scram::ServerExchange> scram;
-    std::vector<uint8_t> assembly;  // a PasswordMessage split across buffers
-    bool ssl_answered = false;      // 'S' was just queued: nothing may follow in clear
-    bool direct_tls = false;        // the connection began with a TLS ClientHello
+    std::vector<uint8_t> assembly;    // a PasswordMessage split across buffers
+    bool ssl_answered = false;        // 'S' was just queued: nothing may follow in clear
+    bool awaiting_addresses = false;  // auth_type = "hba": the rules wait for its address
+    bool direct_tls = false;          // the connection began with a TLS ClientHello
 };
 
 // For the whole session: who the client is and the state it expects on any server.
@@ -140,10 +143,15 @@ struct Client {
     // unsent (client_cancel.h).
     base::Milliseconds cancel_wanted = 0;
     bool cancel_answered = false;  // Waiting: a cancelled request was answered (consume_held)
-    uint32_t asking = 0;           // Asking: the serial of its request to the workers
-    uint32_t asking_left = 0;      // Asking: workers yet to answer it
-    bool consuming = false;        // inside consume_held(): no re-entry
-    bool wait_logged = false;      // Waiting: its long wait was logged (client_work.cc)
+    // Its address and the listener's, once io::Loop::ask_addresses has read them.
+    bool addresses_asked = false;  // the read is in flight or done
+    bool addresses_known = false;
+    sockaddr_storage peer{};
+    sockaddr_storage local{};
+    uint32_t asking = 0;       // Asking: the serial of its request to the workers
+    uint32_t asking_left = 0;  // Asking: workers yet to answer it
+    bool consuming = false;    // inside consume_held(): no re-entry
+    bool wait_logged = false;  // Waiting: its long wait was logged (client_work.cc)
     std::unique_ptr<Login> login;
     std::unique_ptr<Session> session;
     std::unique_ptr<uint8_t[]> assembly;  // an inspected Query split across buffers

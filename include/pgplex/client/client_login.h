@@ -14,6 +14,8 @@ uint32_t login_consume(worker::Worker& worker, Client& client, uint32_t buffer, 
 // The welcome a logged-in client gets once its server is ready: AuthenticationOk,
 // ParameterStatus for each server parameter, BackendKeyData, ReadyForQuery.
 void send_welcome(worker::Worker& worker, Client& client);
+// auth_type = "hba": the client's addresses came in while its login waited for them.
+void resume_login(worker::Worker& worker, Client& client);
 // Puts the client in line for a server of its pool.
 void request_server(worker::Worker& worker, Client& client);
 

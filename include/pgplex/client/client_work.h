@@ -2,6 +2,8 @@
 // server side when a server becomes available or fails.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -18,6 +20,9 @@ namespace pgplex::client {
 void on_accepted(worker::Worker& worker, uint32_t slot, uint32_t listener);
 void on_recv(worker::Worker& worker, Client& client, uint32_t buffer, uint32_t size);
 void on_recv_end(worker::Worker& worker, Client& client, int result);  // EOF (0) or -errno
+// The client's addresses are read (peer and local null: they could not be).
+void on_addresses(worker::Worker& worker, Client& client, const sockaddr_storage* peer,
+                  const sockaddr_storage* local);
 // The client's TLS handshake or a record failed: logged, and the client closed.
 void on_tls_failed(worker::Worker& worker, Client& client, const std::string& reason);
 void on_sent(worker::Worker& worker, Client& client);

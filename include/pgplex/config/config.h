@@ -16,12 +16,14 @@
 #include <utility>
 #include <vector>
 
+#include "pgplex/config/hba.h"
 #include "pgplex/tls/session.h"
 
 namespace pgplex::config {
 
 enum class PoolMode : uint8_t { Session, Transaction, Statement };
-enum class AuthType : uint8_t { Trust, Md5, ScramSha256 };
+// Hba: the method is the first matching line of auth_hba_file's (config/hba.h).
+enum class AuthType : uint8_t { Trust, Md5, ScramSha256, Hba };
 
 const char* to_string(PoolMode mode);
 const char* to_string(AuthType type);
@@ -196,7 +198,9 @@ struct Config {
     int reserve_pool_size = 0;                // extra servers for a pool whose clients wait
     int64_t reserve_pool_timeout_ms = 5'000;  // ... this long; 0: the reserve is never used
     AuthType auth_type = AuthType::ScramSha256;
-    std::string auth_file;  // resolved relative to the config file
+    std::string auth_file;                // resolved relative to the config file
+    std::string auth_hba_file;            // auth_type = "hba": resolved relative to the config file
+    std::shared_ptr<const HbaRules> hba;  // its rules; null unless auth_type = "hba"
     // user → secret as written in the auth file: plain text, "md5<32 hex>" or
     // "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>".
     std::unordered_map<std::string, std::string> users;

@@ -47,6 +47,13 @@ class Loop {
     // After an op completed on a closing conn: submits the close when nothing is in flight.
     void continue_close(Conn& conn, Op close_op, uint32_t slot);
 
+    // A direct descriptor has no address to ask: this installs it in the process's fd
+    // table (IORING_OP_FIXED_FD_INSTALL, Linux 6.8), and the completion's fd is given to
+    // read_addresses() and closed.
+    void ask_addresses(Conn& conn, Op op, uint32_t slot);
+    // The peer's and our own address of a socket `fd`; closes it. False if unreadable.
+    static bool read_addresses(int fd, sockaddr_storage& peer, sockaddr_storage& local);
+
     // TLS from now on (the server side of the handshake): bytes already received and not
     // processed must have been taken out by the caller. `raw`, if any, goes out before it in
     // clear (the 'S' answering an SSLRequest).

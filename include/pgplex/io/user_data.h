@@ -31,6 +31,8 @@ enum class Op : uint8_t {
     Tick,             // the worker's housekeeping timeout
     Message,          // a message from another ring (IORING_OP_MSG_RING)
     Ignored,          // cancels, shutdowns, messages we sent: nothing to do on completion
+    ClientPeer,       // the client's socket put in the fd table for a moment, to read its
+                      // addresses (Loop::ask_addresses); counted in flight
 };
 
 inline uint64_t pack(Op op, uint32_t slot, uint32_t generation) {

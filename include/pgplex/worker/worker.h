@@ -172,6 +172,8 @@ class Worker : public io::Loop {
     void arm_tick();
     void on_accept(io_uring_cqe* cqe, uint32_t listener);
     void on_recv(io_uring_cqe* cqe, io::Op op);
+    void on_client_addresses(io_uring_cqe* cqe);
+    void on_yield_sent(io_uring_cqe* cqe);
     void on_tls_recv(client::Client& client, uint32_t slot, uint32_t buffer, uint32_t size);
     void on_tls_recv(server::Server& server, uint32_t slot, uint32_t buffer, uint32_t size);
     void on_send(io_uring_cqe* cqe, io::Op op);
@@ -191,6 +193,7 @@ class Worker : public io::Loop {
     uint32_t client_high_ = 0;
     __kernel_timespec tick_{};
     base::Milliseconds accept_error_logged_ms_ = -100000;
+    base::Milliseconds address_error_logged_ms_ = 0;
     bool shutting_down_ = false;
     bool done_ = false;
     uint64_t seen_generation_ = 0;

@@ -334,7 +334,7 @@ Test(config_load, an_unknown_word_lists_the_accepted_ones) {
                    "\"notice\", \"info\", \"debug\"");
     assert_refused("[pgplex]\nlisten = \"127.0.0.1:6432\"\nauth_type = \"password\"\n",
                    "DIR/pgplex.toml:3: auth_type must be one of \"trust\", \"md5\", "
-                   "\"scram-sha-256\"");
+                   "\"scram-sha-256\", \"hba\"");
 }
 
 Test(config_load, a_bad_duration_is_an_error) {
