@@ -1,0 +1,163 @@
+"""Hostile input, as PgBouncer's and Odyssey's CVE history tried it: out-of-order and
+malformed login messages, absurd lengths, floods of bad connections, slow logins. Each
+must end with a clear error or a close, never a crash, a hang or a wrong login, and the
+daemon must go on serving everyone else."""
+
+import socket
+import struct
+import threading
+import time
+
+import psycopg
+import pytest
+
+from conftest import PASSWORDS, PROTOCOL_3_0, RawClient, ServerError, connect, message
+
+
+def startup(user="payam", database="payam_db", **params):
+    body = struct.pack("!I", PROTOCOL_3_0)
+    for key, value in {"user": user, "database": database, **params}.items():
+        body += key.encode() + b"\0" + value.encode() + b"\0"
+    body += b"\0"
+    return struct.pack("!I", len(body) + 4) + body
+
+
+def still_serving(port):
+    with connect(port, autocommit=True) as conn:
+        return conn.execute("SELECT 'alive'").fetchone() == ("alive",)
+
+
+def read_error(client):
+    """The ErrorResponse the client gets before the close (or None if closed silently)."""
+    for _ in range(20):
+        kind, body = client.read_message()
+        if kind is None:
+            return None
+        if kind == b"E":
+            return body
+    raise AssertionError("no error and no close")
+
+
+def test_password_message_before_startup_is_refused(pgplex):
+    """CVE-2015-4054: a PasswordMessage where the StartupMessage belongs."""
+    with RawClient(pgplex.port) as client:
+        client.send(message(b"p", b"secret\0"))
+        error = read_error(client)
+        assert error is None or b"08P01" in error, error
+        assert client.is_closed()
+    assert still_serving(pgplex.port)
+
+
+def test_a_second_startup_message_during_scram_does_not_log_in(pgplex):
+    """CVE-2026-107350: a StartupMessage sent in the middle of a SCRAM exchange (to switch
+    users) is a malformed password message, never a new login."""
+    with RawClient(pgplex.port) as client:
+        client.send(startup("payam"))
+        kind, body = client.read_message()
+        assert kind == b"R" and struct.unpack("!I", body[:4])[0] == 10  # SASL
+        client.send(startup("analyst", "payam_dw"))
+        error = read_error(client)
+        assert error is not None and (b"08P01" in error or b"28P01" in error), error
+        assert client.is_closed()
+    assert still_serving(pgplex.port)
+
+
+def test_options_with_an_empty_dash_c_is_refused_at_once(pgplex):
+    """CVE-2026-107349: options "-c=" (and friends) made a pooler spin forever."""
+    for options in ("-c=", "-c", "-c =x", "--=", "-c a", "-c\\", "-c " + "x" * 5000):
+        started = time.monotonic()
+        with RawClient(pgplex.port) as client:
+            client.send(startup(options=options))
+            kinds = []
+            while True:
+                kind, body = client.read_message()
+                if kind is None or kind in (b"E", b"R"):
+                    kinds.append(kind)
+                    break
+            assert time.monotonic() - started < 5, options
+    assert still_serving(pgplex.port)
+
+
+@pytest.mark.parametrize("length", [0x7fffffff, 0x80000000, 0xffffffff, 0x7ffffffc])
+def test_message_lengths_near_2_to_the_31_are_refused_before_any_buffering(pgplex, length):
+    """CVE-2026-6664 / -107348: declared lengths that overflow a buffer's growth."""
+    with RawClient(pgplex.port) as client:
+        client.login("payam", "payam_db", PASSWORDS["payam"])
+        client.send(b"Q" + struct.pack("!I", length) + b"SELECT 1")
+        error = read_error(client)
+        assert error is not None and b"08P01" in error, error
+        assert client.is_closed()
+    with RawClient(pgplex.port) as client:  # the same in a startup packet
+        client.send(struct.pack("!I", length) + struct.pack("!I", PROTOCOL_3_0))
+        error = read_error(client)
+        assert error is None or b"08P01" in error, error
+        assert client.is_closed()
+    assert still_serving(pgplex.port)
+
+
+def test_ten_thousand_bad_startup_packets_in_a_row_leave_the_daemon_serving(pgplex):
+    """Garbage, truncated packets and immediate closes, from several threads at once."""
+    bad = [b"\x00\x00\x00\x08\x00\x00\x00\x00", b"GET / HTTP/1.1\r\n\r\n",
+           b"\x00\x00\x00\x04", b"\x00\x00\x01\x00" + b"\xff" * 20, b"\x16\x03\x01\x00\x05hello",
+           struct.pack("!II", 16, 80877102) + b"\x00" * 8, b""]
+    errors = []
+
+    def hammer(offset):
+        try:
+            for i in range(2500):
+                with socket.create_connection(("127.0.0.1", pgplex.port), timeout=10) as sock:
+                    payload = bad[(i + offset) % len(bad)]
+                    if payload:
+                        sock.sendall(payload)
+                    sock.shutdown(socket.SHUT_WR)
+                    sock.settimeout(10)
+                    while sock.recv(4096):
+                        pass
+        except OSError as error:
+            errors.append(repr(error))
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    # Normal clients keep working meanwhile.
+    served = 0
+    while any(thread.is_alive() for thread in threads) and time.monotonic() - started < 120:
+        assert still_serving(pgplex.port)
+        served += 1
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors[:3]
+    assert served > 0
+    assert still_serving(pgplex.port)
+
+
+def test_a_slow_loris_login_is_cut_at_client_login_timeout_while_others_run(make_pgplex):
+    pgplex = make_pgplex(settings={"client_login_timeout": "1s"})
+    loris = [RawClient(pgplex.port) for _ in range(20)]
+    try:
+        for client in loris:
+            client.send(startup()[:7])  # never finishes its startup packet
+        with connect(pgplex.port, autocommit=True) as conn:
+            for _ in range(20):
+                assert conn.execute("SELECT 1").fetchone() == (1,)
+        for client in loris:  # 08P01 "client_login_timeout", then the close
+            messages = client.read_until_closed()
+            assert [kind for kind, _ in messages] == [b"E"], messages
+            assert b"client_login_timeout" in messages[0][1]
+    finally:
+        for client in loris:
+            client.close()
+    assert still_serving(pgplex.port)
+
+
+def test_the_management_database_refuses_users_not_in_admin_users(make_pgplex):
+    """CVE-2026-6667: every management command checks admin_users."""
+    pgplex = make_pgplex(settings={"admin_users": ["payam"]})
+    with pytest.raises(psycopg.OperationalError, match="admin|not allowed|permission"):
+        psycopg.connect(host="127.0.0.1", port=pgplex.port, dbname="pgplex", user="analyst",
+                        password=PASSWORDS["analyst"], connect_timeout=10)
+    with psycopg.connect(host="127.0.0.1", port=pgplex.port, dbname="pgplex", user="payam",
+                         password=PASSWORDS["payam"], connect_timeout=10,
+                         autocommit=True) as admin:
+        assert admin.execute("SHOW VERSION").fetchone()
