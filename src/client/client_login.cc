@@ -102,11 +102,19 @@ void send_auth_request(worker::Worker& worker, Client& client, proto::AuthReques
     queue(worker, client, bytes, writer.size());
 }
 
-void fail_password(worker::Worker& worker, Client& client) {
+void answer_failed_password(worker::Worker& worker, Client& client) {
     std::string message = "password authentication failed for user \"" +
                           (client.session ? client.session->user : std::string()) + "\"";
     fail(worker, client, CloseReason::LoginFailed, Severity::Fatal, sqlstate::invalid_password,
          message);
+}
+
+// A wrong password: answered at once, or after auth_failure_delay (login_tick).
+void fail_password(worker::Worker& worker, Client& client) {
+    if (worker.config->auth_failure_delay_ms <= 0) return answer_failed_password(worker, client);
+    client.login->step = AuthStep::Failed;
+    client.login->failed_at = worker.now;
+    worker.pause_recv(client.conn, io::Op::ClientRecv, worker.client_slot(client));
 }
 
 // The SCRAM secret to check this user's proof against: the stored one, one derived from a
@@ -295,6 +303,13 @@ void start_md5_or_scram(worker::Worker& worker, Client& client, config::AuthType
 }
 
 }  // namespace
+
+bool login_tick(worker::Worker& worker, Client& client) {
+    if (!client.login || client.login->step != AuthStep::Failed) return false;
+    if (worker.now - client.login->failed_at >= worker.config->auth_failure_delay_ms)
+        answer_failed_password(worker, client);
+    return true;
+}
 
 void resume_login(worker::Worker& worker, Client& client) {
     if (client.state == ClientState::Startup || client.state == ClientState::Auth)
@@ -545,54 +560,62 @@ bool md5_matches(const Client& client, std::string_view response) {
     return login.user_known && tls::md5::verify(client.session->user, login.secret, salt, response);
 }
 
+// SASLInitialResponse: the mechanism the client chose, and its client-first-message.
+void on_sasl_initial_response(worker::Worker& worker, Client& client, const uint8_t* body,
+                              uint32_t size) {
+    Login& login = *client.login;
+    std::string_view text(reinterpret_cast<const char*>(body), size);
+    size_t nul = text.find('\0');
+    std::string_view mechanism =
+        nul == std::string_view::npos ? std::string_view{} : text.substr(0, nul);
+    bool plus = mechanism == "SCRAM-SHA-256-PLUS" && login.scram->offers_channel_binding();
+    if ((mechanism != "SCRAM-SHA-256" && !plus) || size < nul + 5) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::protocol_violation,
+             "client selected an invalid SASL authentication mechanism");
+        return;
+    }
+    uint32_t length = proto::read_be32(body + nul + 1);
+    std::string_view data = text.substr(nul + 5);
+    if (length != data.size()) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::protocol_violation, "malformed SASLInitialResponse");
+        return;
+    }
+    std::string server_first, reason;
+    login.scram->choose_plus(plus);
+    if (!login.scram->handle_client_first(data, server_first, reason)) {
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::protocol_violation, "malformed SCRAM message: " + reason);
+        return;
+    }
+    send_auth_request(worker, client, proto::AuthRequest::SASLContinue, server_first.data(),
+                      uint32_t(server_first.size()));
+    login.step = AuthStep::ScramFinal;
+    return;
+}
+
 void on_password_message(worker::Worker& worker, Client& client, const uint8_t* body,
                          uint32_t size) {
     Login& login = *client.login;
     std::string_view text(reinterpret_cast<const char*>(body), size);
     switch (login.step) {
         case AuthStep::Cleartext:
-            if (login.user_known && cleartext_matches(client.session->user, login.secret,
-                                                      text.substr(0, text.find('\0'))))
+        case AuthStep::Md5: {
+            std::string_view given = text.substr(0, text.find('\0'));
+            bool right = login.step == AuthStep::Md5
+                             ? md5_matches(client, given)
+                             : login.user_known &&
+                                   cleartext_matches(client.session->user, login.secret, given);
+            if (right)
                 authenticated(worker, client);
             else
                 fail_password(worker, client);
-            return;
-        case AuthStep::Md5:
-            if (md5_matches(client, text.substr(0, text.find('\0'))))
-                authenticated(worker, client);
-            else
-                fail_password(worker, client);
-            return;
-        case AuthStep::ScramFirst: {
-            size_t nul = text.find('\0');
-            std::string_view mechanism =
-                nul == std::string_view::npos ? std::string_view{} : text.substr(0, nul);
-            bool plus = mechanism == "SCRAM-SHA-256-PLUS" && login.scram->offers_channel_binding();
-            if ((mechanism != "SCRAM-SHA-256" && !plus) || size < nul + 5) {
-                fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
-                     sqlstate::protocol_violation,
-                     "client selected an invalid SASL authentication mechanism");
-                return;
-            }
-            uint32_t length = proto::read_be32(body + nul + 1);
-            std::string_view data = text.substr(nul + 5);
-            if (length != data.size()) {
-                fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
-                     sqlstate::protocol_violation, "malformed SASLInitialResponse");
-                return;
-            }
-            std::string server_first, reason;
-            login.scram->choose_plus(plus);
-            if (!login.scram->handle_client_first(data, server_first, reason)) {
-                fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
-                     sqlstate::protocol_violation, "malformed SCRAM message: " + reason);
-                return;
-            }
-            send_auth_request(worker, client, proto::AuthRequest::SASLContinue, server_first.data(),
-                              uint32_t(server_first.size()));
-            login.step = AuthStep::ScramFinal;
             return;
         }
+        case AuthStep::ScramFirst:
+            on_sasl_initial_response(worker, client, body, size);
+            return;
         case AuthStep::ScramFinal: {
             std::string server_final, reason;
             bool ok = login.scram->handle_client_final(text, server_final, reason);
@@ -609,6 +632,7 @@ void on_password_message(worker::Worker& worker, Client& client, const uint8_t* 
             authenticated(worker, client);
             return;
         }
+        case AuthStep::Failed:  // not reached: consume_auth reads nothing then
         case AuthStep::None:
             break;
     }
@@ -641,6 +665,7 @@ struct AuthHandler {
 };
 
 uint32_t consume_auth(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+    if (client.login->step == AuthStep::Failed) return size;  // nothing more is read
     AuthHandler handler{worker, client};
     proto::FeedResult result =
         proto::feed(client.conn.frame, proto::Direction::Frontend, data, size, handler);

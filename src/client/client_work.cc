@@ -622,6 +622,7 @@ void on_tick(worker::Worker& worker, Client& client) {
     switch (client.state) {
         case ClientState::Startup:
         case ClientState::Auth:
+            if (login_tick(worker, client)) return;
             if (config.client_login_timeout_ms > 0 && age > config.client_login_timeout_ms)
                 fail(worker, client, CloseReason::LoginTimeout, Severity::Fatal,
                      sqlstate::protocol_violation,

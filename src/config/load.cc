@@ -279,6 +279,8 @@ constexpr Setting<Config> pgplex_settings[] = {
      [](Loader& loader, Config& config) {
          return loader.duration(config.client_login_timeout_ms);
      }},
+    {"auth_failure_delay",
+     [](Loader& loader, Config& config) { return loader.duration(config.auth_failure_delay_ms); }},
     {"server_connect_timeout",
      [](Loader& loader, Config& config) {
          return loader.duration(config.server_connect_timeout_ms);

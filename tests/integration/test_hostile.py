@@ -161,3 +161,35 @@ def test_the_management_database_refuses_users_not_in_admin_users(make_pgplex):
                          password=PASSWORDS["payam"], connect_timeout=10,
                          autocommit=True) as admin:
         assert admin.execute("SHOW VERSION").fetchone()
+
+
+def test_a_wrong_password_is_answered_after_auth_failure_delay(make_pgplex):
+    """A password guesser gets one guess per connection per auth_failure_delay; everyone
+    else logs in at full speed meanwhile."""
+    pgplex = make_pgplex(settings={"auth_failure_delay": "1s"})
+    guesses = []
+
+    def guess():
+        started = time.monotonic()
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(host="127.0.0.1", port=pgplex.port, dbname="payam_db",
+                            user="payam", password="guess", connect_timeout=10)
+        guesses.append(time.monotonic() - started)
+
+    threads = [threading.Thread(target=guess) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    started = time.monotonic()
+    for _ in range(5):
+        assert still_serving(pgplex.port)
+    honest = time.monotonic() - started
+    for thread in threads:
+        thread.join(20)
+    assert len(guesses) == 5 and min(guesses) >= 0.95, guesses
+    assert honest < 3, honest
+    instant = make_pgplex(settings={"auth_failure_delay": "0"})
+    started = time.monotonic()
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(host="127.0.0.1", port=instant.port, dbname="payam_db", user="payam",
+                        password="guess", connect_timeout=10)
+    assert time.monotonic() - started < 0.9

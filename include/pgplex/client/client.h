@@ -68,7 +68,8 @@ enum class CloseReason : uint8_t {
 
 const char* to_string(CloseReason reason);
 
-enum class AuthStep : uint8_t { None, Md5, Cleartext, ScramFirst, ScramFinal };
+// Failed: a wrong password, answered after auth_failure_delay (on_tick); input is dropped.
+enum class AuthStep : uint8_t { None, Md5, Cleartext, ScramFirst, ScramFinal, Failed };
 
 // Only while logging in: the assembly of the startup packet and the auth exchange.
 struct Login {
@@ -78,10 +79,11 @@ struct Login {
     std::string secret;  // the auth file's secret for this user
     bool user_known = false;
     std::unique_ptr<tls::scram::ServerExchange> scram;
-    std::vector<uint8_t> assembly;    // a PasswordMessage split across buffers
-    bool ssl_answered = false;        // 'S' was just queued: nothing may follow in clear
-    bool awaiting_addresses = false;  // auth_type = "hba": the rules wait for its address
-    bool direct_tls = false;          // the connection began with a TLS ClientHello
+    std::vector<uint8_t> assembly;     // a PasswordMessage split across buffers
+    bool ssl_answered = false;         // 'S' was just queued: nothing may follow in clear
+    bool awaiting_addresses = false;   // auth_type = "hba": the rules wait for its address
+    base::Milliseconds failed_at = 0;  // Failed: when the wrong password came
+    bool direct_tls = false;           // the connection began with a TLS ClientHello
 };
 
 // For the whole session: who the client is and the state it expects on any server.

@@ -14,6 +14,9 @@ uint32_t login_consume(worker::Worker& worker, Client& client, uint32_t buffer, 
 // The welcome a logged-in client gets once its server is ready: AuthenticationOk,
 // ParameterStatus for each server parameter, BackendKeyData, ReadyForQuery.
 void send_welcome(worker::Worker& worker, Client& client);
+// Each tick while logging in: a wrong password waiting out auth_failure_delay is answered
+// when it is over. True while it waits (client_login_timeout does not apply then).
+bool login_tick(worker::Worker& worker, Client& client);
 // auth_type = "hba": the client's addresses came in while its login waited for them.
 void resume_login(worker::Worker& worker, Client& client);
 // Puts the client in line for a server of its pool.

@@ -209,6 +209,9 @@ struct Config {
     int64_t server_lifetime_ms = 3'600'000;
     int64_t query_wait_timeout_ms = 120'000;
     int64_t client_login_timeout_ms = 60'000;
+    // A wrong password (or unknown user) is answered this much later, its connection held
+    // meanwhile: a password guesser gets one guess per connection per delay.
+    int64_t auth_failure_delay_ms = 500;
     int64_t server_connect_timeout_ms = 15'000;
     int64_t shutdown_timeout_ms = 30'000;
     bool log_connections = true;
