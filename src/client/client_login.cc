@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <xxhash.h>
 #include <algorithm>
 
 #include <cstring>
@@ -109,8 +110,61 @@ void answer_failed_password(worker::Worker& worker, Client& client) {
          message);
 }
 
+// The auth_failures slot of the client's address, or null when its address is not known.
+std::atomic<uint64_t>* failure_slot(worker::Worker& worker, const Client& client) {
+    if (!client.addresses_known) return nullptr;
+    const sockaddr_storage& peer = client.peer;
+    const void* bytes = nullptr;
+    size_t size = 0;
+    if (peer.ss_family == AF_INET) {
+        bytes = &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr;
+        size = 4;
+    } else if (peer.ss_family == AF_INET6) {
+        bytes = &reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr;
+        size = 16;
+    } else {
+        return nullptr;
+    }
+    uint64_t hash = XXH3_64bits(bytes, size);
+    return &worker.shared.auth_failures[hash % worker::Shared::auth_failure_slots];
+}
+
+// A slot holds {second its minute began << 32 | failures since}: the minute starts at the
+// first failure after the previous one ended.
+uint64_t now_seconds(const worker::Worker& worker) {
+    return uint64_t(worker.now / 1000) & 0xffffffffu;
+}
+
+bool within_minute(uint64_t seen, uint64_t now) {
+    return seen != 0 && now - (seen >> 32) < 60;
+}
+
+void count_failure(worker::Worker& worker, const Client& client) {
+    std::atomic<uint64_t>* slot = failure_slot(worker, client);
+    if (slot == nullptr) return;
+    uint64_t now = now_seconds(worker);
+    uint64_t seen = slot->load(std::memory_order_relaxed);
+    while (true) {
+        uint64_t next = within_minute(seen, now)
+                            ? (seen & ~uint64_t(0xffffffffu)) |
+                                  std::min<uint64_t>((seen & 0xffffffffu) + 1, 0xffffffffu)
+                            : now << 32 | 1;
+        if (slot->compare_exchange_weak(seen, next, std::memory_order_relaxed)) return;
+    }
+}
+
+// auth_failure_limit: whether the client's address failed too often in its minute.
+bool too_many_failures(worker::Worker& worker, const Client& client) {
+    int limit = worker.config->auth_failure_limit;
+    std::atomic<uint64_t>* slot = failure_slot(worker, client);
+    if (limit <= 0 || slot == nullptr) return false;
+    uint64_t seen = slot->load(std::memory_order_relaxed);
+    return within_minute(seen, now_seconds(worker)) && (seen & 0xffffffffu) >= uint64_t(limit);
+}
+
 // A wrong password: answered at once, or after auth_failure_delay (login_tick).
 void fail_password(worker::Worker& worker, Client& client) {
+    count_failure(worker, client);
     if (worker.config->auth_failure_delay_ms <= 0) return answer_failed_password(worker, client);
     client.login->step = AuthStep::Failed;
     client.login->failed_at = worker.now;
@@ -269,6 +323,14 @@ void begin_auth(worker::Worker& worker, Client& client) {
     auto found = config.users.find(client.session->user);
     login.user_known = found != config.users.end();
     if (login.user_known) login.secret = found->second;
+    if (too_many_failures(worker, client)) {
+        log_warning("client slot %u: %s: refused, over auth_failure_limit (%d a minute)",
+                    worker.client_slot(client), hba_who(client).c_str(), config.auth_failure_limit);
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::invalid_authorization_specification,
+             "too many failed logins from this address; try again in a minute");
+        return;
+    }
     if (config.auth_type == config::AuthType::Hba) {
         begin_hba_auth(worker, client);
         return;

@@ -279,6 +279,10 @@ constexpr Setting<Config> pgplex_settings[] = {
      [](Loader& loader, Config& config) {
          return loader.duration(config.client_login_timeout_ms);
      }},
+    {"auth_failure_limit",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, 1'000'000, config.auth_failure_limit);
+     }},
     {"auth_failure_delay",
      [](Loader& loader, Config& config) { return loader.duration(config.auth_failure_delay_ms); }},
     {"server_connect_timeout",

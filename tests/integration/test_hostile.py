@@ -193,3 +193,22 @@ def test_a_wrong_password_is_answered_after_auth_failure_delay(make_pgplex):
         psycopg.connect(host="127.0.0.1", port=instant.port, dbname="payam_db", user="payam",
                         password="guess", connect_timeout=10)
     assert time.monotonic() - started < 0.9
+
+
+def test_an_address_over_auth_failure_limit_is_refused_until_the_minute_is_over(make_pgplex):
+    """auth_failure_limit: after that many failed logins from one address within a minute of
+    its first, its logins are refused before any password is asked for, even the right one."""
+    pgplex = make_pgplex(settings={"auth_failure_delay": "0", "auth_failure_limit": 3})
+    for _ in range(3):
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(host="127.0.0.1", port=pgplex.port, dbname="payam_db",
+                            user="payam", password="guess", connect_timeout=10)
+    with pytest.raises(psycopg.OperationalError, match="too many failed logins"):
+        connect(pgplex.port)
+    assert "over auth_failure_limit" in pgplex.log()
+    unlimited = make_pgplex(settings={"auth_failure_delay": "0", "auth_failure_limit": 0})
+    for _ in range(5):
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(host="127.0.0.1", port=unlimited.port, dbname="payam_db",
+                            user="payam", password="guess", connect_timeout=10)
+    assert still_serving(unlimited.port)

@@ -212,6 +212,9 @@ struct Config {
     // A wrong password (or unknown user) is answered this much later, its connection held
     // meanwhile: a password guesser gets one guess per connection per delay.
     int64_t auth_failure_delay_ms = 500;
+    // Failed logins from one address in a minute after which its logins are refused until
+    // the minute is over (28000); 0: no limit.
+    int auth_failure_limit = 20;
     int64_t server_connect_timeout_ms = 15'000;
     int64_t shutdown_timeout_ms = 30'000;
     bool log_connections = true;

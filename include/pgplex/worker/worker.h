@@ -79,7 +79,12 @@ struct Shared {
     std::atomic<uint64_t> config_generation{0};
 
     pool::PoolTable pools;
-    std::atomic<int> clients{0};         // client connections, all workers
+    std::atomic<int> clients{0};  // client connections, all workers
+    // Failed logins per client address in the current minute (auth_failure_limit): a
+    // slot per hash of the address, {minute << 32 | count}, changed by compare-and-swap.
+    // Addresses that share a slot share a count (4096 slots: rare, and only stricter).
+    static constexpr size_t auth_failure_slots = 4096;
+    std::array<std::atomic<uint64_t>, auth_failure_slots> auth_failures{};
     std::atomic<bool> shutdown{false};   // SIGTERM: drain then exit
     std::atomic<bool> immediate{false};  // SIGINT: exit now
     std::atomic<int64_t> shutdown_deadline_ms{0};
