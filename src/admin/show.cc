@@ -316,7 +316,8 @@ Table state_table(const Context& context) {
     for (const auto& [name, count] : first.servers)
         table.columns.push_back({"sv_" + name, type_int8});
     for (const char* name :
-         {"pinned", "ring_buffers_used", "out_buffers_used", "chunks_used", "bytes_queued"})
+         {"pinned", "ring_buffers_used", "out_buffers_used", "chunks_used", "bytes_queued",
+          "tls_failures", "auth_failures", "logins_refused", "protocol_violations"})
         table.columns.push_back({name, type_int8});
     for (const WorkerState& worker : *context.workers) {
         Row row{integer(worker.worker)};
@@ -324,7 +325,8 @@ Table state_table(const Context& context) {
         for (const auto& [name, count] : worker.servers) row.push_back(integer(count));
         for (uint64_t value :
              {uint64_t(worker.pinned), uint64_t(worker.ring_in_use), uint64_t(worker.out_in_use),
-              uint64_t(worker.chunks_in_use), worker.bytes_queued})
+              uint64_t(worker.chunks_in_use), worker.bytes_queued, worker.tls_failures,
+              worker.auth_failures, worker.logins_refused, worker.protocol_violations})
             row.push_back(integer(int64_t(value)));
         table.rows.push_back(std::move(row));
     }

@@ -108,6 +108,10 @@ std::vector<admin::WorkerState> worker_states(const worker::Worker& worker) {
         state.chunks_in_use = stats.chunks_in_use.load(relaxed);
         state.chunk_count = stats.chunk_count.load(relaxed);
         state.bytes_queued = stats.bytes_queued.load(relaxed);
+        state.tls_failures = stats.tls_failures.load(relaxed);
+        state.auth_failures = stats.auth_failures.load(relaxed);
+        state.logins_refused = stats.logins_refused.load(relaxed);
+        state.protocol_violations = stats.protocol_violations.load(relaxed);
         out.push_back(std::move(state));
     }
     return out;

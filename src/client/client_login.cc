@@ -164,6 +164,7 @@ bool too_many_failures(worker::Worker& worker, const Client& client) {
 
 // A wrong password: answered at once, or after auth_failure_delay (login_tick).
 void fail_password(worker::Worker& worker, Client& client) {
+    ++worker.counters.auth_failures;
     count_failure(worker, client);
     if (worker.config->auth_failure_delay_ms <= 0) return answer_failed_password(worker, client);
     client.login->step = AuthStep::Failed;
@@ -285,6 +286,7 @@ void begin_hba_auth(worker::Worker& worker, Client& client) {
     peer.user = client.session->user;
     const config::HbaRule* rule = config.hba ? config.hba->match(peer) : nullptr;
     auto refuse = [&](const std::string& message) {
+        ++worker.counters.logins_refused;
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
              sqlstate::invalid_authorization_specification, message);
     };
@@ -324,6 +326,7 @@ void begin_auth(worker::Worker& worker, Client& client) {
     login.user_known = found != config.users.end();
     if (login.user_known) login.secret = found->second;
     if (too_many_failures(worker, client)) {
+        ++worker.counters.logins_refused;
         log_warning("client slot %u: %s: refused, over auth_failure_limit (%d a minute)",
                     worker.client_slot(client), hba_who(client).c_str(), config.auth_failure_limit);
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,

@@ -493,6 +493,7 @@ void on_addresses(worker::Worker& worker, Client& client, const sockaddr_storage
 }
 
 void on_tls_failed(worker::Worker& worker, Client& client, const std::string& reason) {
+    ++worker.counters.tls_failures;
     log_warning("client slot %u: %s%s", worker.client_slot(client),
                 client.login ? "TLS handshake failed: " : "TLS failed: ", reason.c_str());
     close(worker, client, CloseReason::TlsFailed);
@@ -568,6 +569,7 @@ void fail(worker::Worker& worker, Client& client, CloseReason reason, Severity s
           const char* sqlstate, std::string_view message, std::string_view detail,
           std::string_view hint) {
     if (client.state == ClientState::Closing) return;
+    if (reason == CloseReason::ProtocolViolation) ++worker.counters.protocol_violations;
     uint8_t bytes[2048];
     proto::Writer writer(bytes, sizeof bytes);
     proto::write_error(writer, severity, sqlstate, message.substr(0, 1024), detail.substr(0, 400),

@@ -520,6 +520,10 @@ void Worker::publish_stats(uint32_t pinned, uint64_t bytes_queued) {
     stats.chunks_in_use.store(buffers.chunks_in_use(), relaxed);
     stats.chunk_count.store(buffers.chunk_count(), relaxed);
     stats.bytes_queued.store(bytes_queued, relaxed);
+    stats.tls_failures.store(counters.tls_failures, relaxed);
+    stats.auth_failures.store(counters.auth_failures, relaxed);
+    stats.logins_refused.store(counters.logins_refused, relaxed);
+    stats.protocol_violations.store(counters.protocol_violations, relaxed);
     stats.published.store(true, std::memory_order_release);
 }
 

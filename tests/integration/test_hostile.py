@@ -11,7 +11,8 @@ import time
 import psycopg
 import pytest
 
-from conftest import PASSWORDS, PROTOCOL_3_0, RawClient, ServerError, connect, message
+from conftest import PASSWORDS, PROTOCOL_3_0, RawClient, connect, message
+from test_admin_clusters import show
 
 
 def startup(user="payam", database="payam_db", **params):
@@ -198,7 +199,8 @@ def test_a_wrong_password_is_answered_after_auth_failure_delay(make_pgplex):
 def test_an_address_over_auth_failure_limit_is_refused_until_the_minute_is_over(make_pgplex):
     """auth_failure_limit: after that many failed logins from one address within a minute of
     its first, its logins are refused before any password is asked for, even the right one."""
-    pgplex = make_pgplex(settings={"auth_failure_delay": "0", "auth_failure_limit": 3})
+    pgplex = make_pgplex(settings={"auth_failure_delay": "0", "auth_failure_limit": 3,
+                                   "admin_users": ["analyst"]})
     for _ in range(3):
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(host="127.0.0.1", port=pgplex.port, dbname="payam_db",
@@ -206,6 +208,14 @@ def test_an_address_over_auth_failure_limit_is_refused_until_the_minute_is_over(
     with pytest.raises(psycopg.OperationalError, match="too many failed logins"):
         connect(pgplex.port)
     assert "over auth_failure_limit" in pgplex.log()
+    # SHOW STATE counts them (the admin logs in from the same address: its count is over
+    # the limit too, so the counters are read once the limit is lifted by a reload).
+    pgplex.settings["auth_failure_limit"] = 0
+    pgplex.reload()
+    rows = show(pgplex.port, "SHOW STATE", user="analyst")
+    total = {name: sum(int(row[name]) for row in rows)
+             for name in ("auth_failures", "logins_refused", "tls_failures")}
+    assert total == {"auth_failures": 3, "logins_refused": 1, "tls_failures": 0}, total
     unlimited = make_pgplex(settings={"auth_failure_delay": "0", "auth_failure_limit": 0})
     for _ in range(5):
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):

@@ -30,6 +30,8 @@ struct WorkerState {
     uint32_t ring_in_use = 0, ring_count = 0, buffer_size = 0;
     uint32_t out_in_use = 0, out_count = 0, chunks_in_use = 0, chunk_count = 0;
     uint64_t bytes_queued = 0;  // send queues and held input of every connection
+    // Since start: TLS failures, failed and refused logins, protocol violations.
+    uint64_t tls_failures = 0, auth_failures = 0, logins_refused = 0, protocol_violations = 0;
 };
 
 // One client connection as SHOW CLIENTS lists it, taken by its own worker (client_admin.cc).

@@ -47,6 +47,9 @@ struct WorkerStats {
     std::atomic<uint32_t> ring_in_use{0}, ring_count{0}, buffer_size{0};
     std::atomic<uint32_t> out_in_use{0}, out_count{0}, chunks_in_use{0}, chunk_count{0};
     std::atomic<uint64_t> bytes_queued{0};  // in send queues and held input, all conns
+    // Hostile or broken clients, counted since start (Counters).
+    std::atomic<uint64_t> tls_failures{0}, auth_failures{0}, logins_refused{0};
+    std::atomic<uint64_t> protocol_violations{0};
     std::atomic<bool> published{false};
 };
 
@@ -111,7 +114,11 @@ struct Counters {
     uint64_t stale_completions = 0;
     uint64_t clients_accepted = 0;
     uint64_t servers_connected = 0;
-    uint64_t pinned_clients = 0;  // transaction-pooled clients pinned by session state
+    uint64_t pinned_clients = 0;       // transaction-pooled clients pinned by session state
+    uint64_t tls_failures = 0;         // clients whose TLS handshake or a record failed
+    uint64_t auth_failures = 0;        // wrong passwords, unknown users, failed certificates
+    uint64_t logins_refused = 0;       // refused by auth_failure_limit, hba reject or no match
+    uint64_t protocol_violations = 0;  // clients closed with 08P01
     // How many clients and servers are in each state now (Free not counted), kept by their
     // set_state().
     std::array<uint32_t, client::client_state_count> clients_in{};
