@@ -476,10 +476,11 @@ def hba_pgplex(make_pgplex, tmp_path, rules, **settings):
     return make_pgplex(auth_type="hba", settings={"auth_hba_file": str(hba), **settings})
 
 
-def login_error(port, user="payam", dbname="payam_db", **kwargs):
+def login_error(port, user="payam", dbname="payam_db", password_override=None, **kwargs):
+    password = password_override if password_override is not None else PASSWORDS.get(user, "x")
     with pytest.raises(psycopg.OperationalError) as raised:
         psycopg.connect(host="127.0.0.1", port=port, dbname=dbname, user=user,
-                        password=PASSWORDS.get(user, "x"), connect_timeout=10, **kwargs)
+                        password=password, connect_timeout=10, **kwargs)
     return str(raised.value)
 
 
@@ -535,3 +536,16 @@ def test_a_bad_hba_line_is_refused_with_file_line_and_reason(make_pgplex, tmp_pa
     result = run_check(pgplex.config_path)
     assert result.returncode == 1, result.stderr
     assert "pgplex_hba.conf:2: invalid IP address \"10.0.0.0/33\"" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("secrets", ["plain", "md5", "scram"])
+def test_hba_password_checks_a_cleartext_password_against_any_kind_of_secret(
+        make_pgplex, tmp_path, secrets):
+    hba = tmp_path / "pgplex_hba.conf"
+    hba.write_text("host all all 127.0.0.1/32 password\n")
+    pgplex = make_pgplex(auth_type="hba", secrets=secrets,
+                         settings={"auth_hba_file": str(hba), "auth_failure_delay": "0"})
+    with connect_through(pgplex.port) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("payam",)
+    assert "password authentication failed" in login_error(
+        pgplex.port, sslmode="disable", password_override="nope")
