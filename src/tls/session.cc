@@ -124,9 +124,10 @@ bool parse_ssl_mode(std::string_view text, SslMode& out) {
     return false;
 }
 
-std::shared_ptr<const Context> Context::make_server(const Settings& settings, std::string& error) {
+std::shared_ptr<Context> Context::make_context(const SSL_METHOD* method, const Settings& settings,
+                                               const char* side, std::string& error) {
     ERR_clear_error();
-    SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+    SSL_CTX* ctx = SSL_CTX_new(method);
     if (ctx == nullptr) {
         error = openssl_error("cannot make a TLS context");
         return nullptr;
@@ -137,20 +138,27 @@ std::shared_ptr<const Context> Context::make_server(const Settings& settings, st
     if (!protocol_range(settings.protocols, min, max, error)) return nullptr;
     SSL_CTX_set_min_proto_version(ctx, min);
     SSL_CTX_set_max_proto_version(ctx, max);
-    SSL_CTX_set_options(
-        ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    // Idle connections keep no record buffers (many thousands of clients wait idle).
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    std::string prefix = std::string(side) + "_tls";
     if (SSL_CTX_set_cipher_list(ctx, cipher_list(settings.ciphers).c_str()) != 1) {
-        error = openssl_error("client_tls_ciphers \"" + settings.ciphers + "\" names no cipher");
+        error = openssl_error(prefix + "_ciphers \"" + settings.ciphers + "\" names no cipher");
         return nullptr;
     }
     if (!settings.tls13_ciphers.empty() &&
         SSL_CTX_set_ciphersuites(ctx, settings.tls13_ciphers.c_str()) != 1) {
-        error = openssl_error("client_tls13_ciphers \"" + settings.tls13_ciphers +
+        error = openssl_error(std::string(side) + "_tls13_ciphers \"" + settings.tls13_ciphers +
                               "\" names no TLS 1.3 cipher suite");
         return nullptr;
     }
+    return context;
+}
+
+std::shared_ptr<const Context> Context::make_server(const Settings& settings, std::string& error) {
+    std::shared_ptr<Context> context = make_context(TLS_server_method(), settings, "client", error);
+    if (!context) return nullptr;
+    SSL_CTX* ctx = context->raw();
+    SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
     if (settings.cert_file.empty() || settings.key_file.empty()) {
         error = "TLS toward clients needs client_tls_cert_file and client_tls_key_file";
         return nullptr;
@@ -196,30 +204,9 @@ std::shared_ptr<const Context> Context::make_server(const Settings& settings, st
 }
 
 std::shared_ptr<const Context> Context::make_client(const Settings& settings, std::string& error) {
-    ERR_clear_error();
-    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-    if (ctx == nullptr) {
-        error = openssl_error("cannot make a TLS context");
-        return nullptr;
-    }
-    std::shared_ptr<Context> context(new Context(ctx, settings));
-    int min = 0;
-    int max = 0;
-    if (!protocol_range(settings.protocols, min, max, error)) return nullptr;
-    SSL_CTX_set_min_proto_version(ctx, min);
-    SSL_CTX_set_max_proto_version(ctx, max);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    if (SSL_CTX_set_cipher_list(ctx, cipher_list(settings.ciphers).c_str()) != 1) {
-        error = openssl_error("server_tls_ciphers \"" + settings.ciphers + "\" names no cipher");
-        return nullptr;
-    }
-    if (!settings.tls13_ciphers.empty() &&
-        SSL_CTX_set_ciphersuites(ctx, settings.tls13_ciphers.c_str()) != 1) {
-        error = openssl_error("server_tls13_ciphers \"" + settings.tls13_ciphers +
-                              "\" names no TLS 1.3 cipher suite");
-        return nullptr;
-    }
+    std::shared_ptr<Context> context = make_context(TLS_client_method(), settings, "server", error);
+    if (!context) return nullptr;
+    SSL_CTX* ctx = context->raw();
     bool verify = settings.mode == SslMode::VerifyCa || settings.mode == SslMode::VerifyFull;
     if (verify && settings.ca_file.empty()) {
         error = std::string("server_tls_sslmode = \"") + to_string(settings.mode) +
@@ -254,24 +241,22 @@ Context::~Context() {
 }
 
 Session::Session(const Context& context) {
+    attach(context);
+    SSL_set_accept_state(ssl_);
+}
+
+void Session::attach(const Context& context) {
     ssl_ = SSL_new(context.raw());
     in_ = BIO_new(BIO_s_mem());
     out_ = BIO_new(BIO_s_mem());
     PGPLEX_ASSERT(ssl_ != nullptr && in_ != nullptr && out_ != nullptr);
     BIO_set_mem_eof_return(in_, -1);  // no more ciphertext yet: retry, not EOF
     BIO_set_mem_eof_return(out_, -1);
-    SSL_set_bio(ssl_, in_, out_);
-    SSL_set_accept_state(ssl_);
+    SSL_set_bio(ssl_, in_, out_);  // ssl_ owns both from now on
 }
 
 Session::Session(const Context& context, const std::string& host) {
-    ssl_ = SSL_new(context.raw());
-    in_ = BIO_new(BIO_s_mem());
-    out_ = BIO_new(BIO_s_mem());
-    PGPLEX_ASSERT(ssl_ != nullptr && in_ != nullptr && out_ != nullptr);
-    BIO_set_mem_eof_return(in_, -1);
-    BIO_set_mem_eof_return(out_, -1);
-    SSL_set_bio(ssl_, in_, out_);
+    attach(context);
     SSL_set_connect_state(ssl_);
     unsigned char address[16];
     bool is_address = inet_pton(AF_INET, host.c_str(), address) == 1 ||

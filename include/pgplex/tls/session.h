@@ -14,6 +14,7 @@
 using SSL_CTX = struct ssl_ctx_st;
 using SSL = struct ssl_st;
 using BIO = struct bio_st;
+using SSL_METHOD = struct ssl_method_st;
 
 namespace pgplex::tls {
 
@@ -52,6 +53,10 @@ class Context {
 
   private:
     Context(SSL_CTX* ctx, Settings settings) : ctx_(ctx), settings_(std::move(settings)) {}
+    // What both sides share: protocols, options, cipher lists; `side` ("client" or
+    // "server") names the settings in errors. Null on error.
+    static std::shared_ptr<Context> make_context(const SSL_METHOD* method, const Settings& settings,
+                                                 const char* side, std::string& error);
     SSL_CTX* ctx_;
     Settings settings_;
 };
@@ -104,6 +109,7 @@ class Session {
     std::string server_end_point() const;
 
   private:
+    void attach(const Context& context);  // the SSL and its two memory BIOs
     void fail();
     SSL* ssl_ = nullptr;
     BIO* in_ = nullptr;   // ciphertext from the peer (owned by ssl_)
