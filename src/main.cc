@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 
+#include "pgplex/admin/schema.h"
 #include "pgplex/base/log.h"
 #include "pgplex/config/config.h"
 #include "pgplex/control.h"
@@ -13,10 +14,12 @@
 namespace {
 
 const char* usage =
-    "usage: pgplex [--check] CONFIG\n"
+    "usage: pgplex [--check] CONFIG | --print-schema\n"
     "  CONFIG     the TOML configuration file (see pgplex.toml(5))\n"
     "  --check    validate CONFIG and its auth file, print any error as FILE:LINE: reason,\n"
     "             and exit 0 when it is good, 1 when it is not\n"
+    "  --print-schema  print the SQL of the pgplex schema (auth_query's lookup function)\n"
+    "             to install on each node, and exit\n"
     "  --version  print the version and exit\n"
     "  --help     print this and exit\n";
 
@@ -40,6 +43,9 @@ int main(int argc, char** argv) {
             check = true;
         } else if (arg == "--help" || arg == "-h") {
             fputs(usage, stdout);
+            return 0;
+        } else if (arg == "--print-schema") {
+            fputs(pgplex::admin::schema_sql, stdout);
             return 0;
         } else if (arg == "--version" || arg == "-V") {
             puts("pgplex " PGPLEX_VERSION);

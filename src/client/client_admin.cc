@@ -112,6 +112,8 @@ std::vector<admin::WorkerState> worker_states(const worker::Worker& worker) {
         state.auth_failures = stats.auth_failures.load(relaxed);
         state.logins_refused = stats.logins_refused.load(relaxed);
         state.protocol_violations = stats.protocol_violations.load(relaxed);
+        state.auth_queries = stats.auth_queries.load(relaxed);
+        state.auth_query_failures = stats.auth_query_failures.load(relaxed);
         out.push_back(std::move(state));
     }
     return out;

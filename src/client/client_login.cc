@@ -18,6 +18,7 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_admin.h"
+#include "pgplex/client/client_auth_query.h"
 #include "pgplex/client/client_login.h"
 #include "pgplex/client/client_route.h"
 #include "pgplex/client/client_work.h"
@@ -334,12 +335,22 @@ void begin_auth(worker::Worker& worker, Client& client) {
              "too many failed logins from this address; try again in a minute");
         return;
     }
+    if (!login.user_known && begin_lookup(worker, client)) return;  // on to continue_auth
+    continue_auth(worker, client);
+}
+
+}  // namespace
+
+void continue_auth(worker::Worker& worker, Client& client) {
+    const config::Config& config = *worker.config;
     if (config.auth_type == config::AuthType::Hba) {
         begin_hba_auth(worker, client);
         return;
     }
     start_md5_or_scram(worker, client, config.auth_type);
 }
+
+namespace {
 
 void start_md5_or_scram(worker::Worker& worker, Client& client, config::AuthType type) {
     Login& login = *client.login;
@@ -370,6 +381,7 @@ void start_md5_or_scram(worker::Worker& worker, Client& client, config::AuthType
 }  // namespace
 
 bool login_tick(worker::Worker& worker, Client& client) {
+    if (client.login && client.login->lookup == LookupStep::InLine) lookup_tick(worker, client);
     if (!client.login || client.login->step != AuthStep::Failed) return false;
     if (worker.now - client.login->failed_at >= worker.config->auth_failure_delay_ms)
         answer_failed_password(worker, client);
@@ -672,6 +684,10 @@ void on_password_message(worker::Worker& worker, Client& client, const uint8_t* 
                              ? md5_matches(client, given)
                              : login.user_known &&
                                    cleartext_matches(client.session->user, login.secret, given);
+            tls::scram::Secret secret;
+            if (right && login.step == AuthStep::Cleartext &&
+                tls::scram::parse_secret(login.secret, secret))
+                login.password_key = tls::scram::client_key_of(given, secret);
             if (right)
                 authenticated(worker, client);
             else
@@ -779,7 +795,8 @@ pool::Target target_for(const config::Config& config, const config::Alias* alias
     return target;
 }
 
-// The alias of a routed client, found again (a reload may have come since the login began).
+}  // namespace
+
 const config::Alias* routed_alias(const config::Config& config, const Session& session) {
     const config::Alias* alias = config.find_alias(session.database);
     if (alias != nullptr && alias->name != "*") return alias;
@@ -788,6 +805,8 @@ const config::Alias* routed_alias(const config::Config& config, const Session& s
     alias = config.find_alias(session.database.substr(0, at));
     return alias != nullptr && alias->name != "*" ? alias : nullptr;
 }
+
+namespace {
 
 void authenticated(worker::Worker& worker, Client& client) {
     const config::Config& config = *worker.config;
@@ -820,11 +839,16 @@ void authenticated(worker::Worker& worker, Client& client) {
     pool->reserve_limit.store(config.reserve_pool_size_of(*alias), std::memory_order_release);
     pool->min_size.store(config.min_pool_size_of(*alias), std::memory_order_release);
     Login& login = *client.login;
-    if (login.scram && login.user_known && tls::scram::is_secret(login.secret) &&
+    // The client proved the password of a SCRAM secret the pool logs in with: its key lets
+    // pgplex log in too (SCRAM pass-through).
+    const tls::scram::Key* client_key = login.scram          ? &login.scram->client_key()
+                                        : login.password_key ? &*login.password_key
+                                                             : nullptr;
+    if (client_key != nullptr && login.user_known && tls::scram::is_secret(login.secret) &&
         target.password == login.secret) {
         tls::scram::Secret secret;
         if (tls::scram::parse_secret(login.secret, secret))
-            pool->publish_scram_keys(login.scram->client_key(), secret.server_key);
+            pool->publish_scram_keys(*client_key, secret.server_key);
     }
     client.pool = pool;
     if (config.log_connections)

@@ -8,6 +8,7 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_admin.h"
+#include "pgplex/client/client_auth_query.h"
 #include "pgplex/client/client_cancel.h"
 #include "pgplex/client/client_extended.h"
 #include "pgplex/client/client_listen.h"
@@ -392,7 +393,9 @@ void consume_held(worker::Worker& worker, Client& client) {
 }
 
 void release(worker::Worker& worker, Client& client) {
-    if (client.state == ClientState::Waiting && client.pool != nullptr)
+    bool in_line = client.state == ClientState::Waiting ||
+                   (client.login && client.login->lookup == LookupStep::InLine);
+    if (in_line && client.pool != nullptr)
         server::waiter_remove(worker, worker.client_slot(client));
     lease_ended(worker, client);
     if (client.server != io::nil) {
@@ -546,6 +549,15 @@ void resume(worker::Worker& worker, Client& client) {
 void on_server_failed(worker::Worker& worker, Client& client, const uint8_t* error,
                       uint32_t error_size) {
     client.server = io::nil;
+    if (client.login && (client.login->lookup == LookupStep::InLine ||
+                         client.login->lookup == LookupStep::Running)) {
+        std::string why = "its server failed";
+        proto::ErrorFields fields;
+        if (error != nullptr && proto::parse_error(error, error_size, fields))
+            why = "its server said " + std::string(fields.code) + " " + std::string(fields.message);
+        lookup_failed(worker, client, why);
+        return;
+    }
     if (reroute_after_failure(worker, client, error, error_size)) return;
     if (error != nullptr && error_size > 0) {
         // Pass the server's own words on, as a FATAL: the session cannot go on.

@@ -267,6 +267,12 @@ constexpr Setting<Config> pgplex_settings[] = {
     {"auth_file", [](Loader& loader, Config& config) { return loader.string(config.auth_file); }},
     {"auth_hba_file",
      [](Loader& loader, Config& config) { return loader.string(config.auth_hba_file); }},
+    {"auth_user", [](Loader& loader, Config& config) { return loader.string(config.auth_user); }},
+    {"auth_query", [](Loader& loader, Config& config) { return loader.string(config.auth_query); }},
+    {"auth_dbname",
+     [](Loader& loader, Config& config) { return loader.string(config.auth_dbname); }},
+    {"auth_cache_ttl",
+     [](Loader& loader, Config& config) { return loader.duration(config.auth_cache_ttl_ms); }},
     {"server_reset_query",
      [](Loader& loader, Config& config) { return loader.string(config.server_reset_query); }},
     {"server_idle_timeout",
@@ -430,6 +436,10 @@ constexpr Setting<AliasDraft> alias_settings[] = {
          return loader.one_of({"primary", "replica", "standby", "offline", "delayed"},
                               draft.alias.default_route);
      }},
+    {"auth_user",
+     [](Loader& loader, AliasDraft& draft) { return loader.string(draft.alias.auth_user); }},
+    {"auth_dbname",
+     [](Loader& loader, AliasDraft& draft) { return loader.string(draft.alias.auth_dbname); }},
     {"pin_on_session_state",
      [](Loader& loader, AliasDraft& draft) {
          bool pin = true;
@@ -628,6 +638,9 @@ bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
         unsigned cpus = std::thread::hardware_concurrency();
         config.workers = int(std::clamp(cpus, 1u, limits::workers_max));
     }
+    if (config.auth_query.find("$1") == std::string::npos)
+        return loader.fail_on(*table->get("auth_query"),
+                              "auth_query must name the user it looks up as $1");
     if (!load_client_tls(loader, *table, config)) return false;
     if (!load_server_tls(loader, *table, config)) return false;
     if (!load_hba(loader, *table, config)) return false;

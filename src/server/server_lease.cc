@@ -333,6 +333,10 @@ void link(worker::Worker& worker, Server& server, client::Client& client) {
     PGPLEX_ASSERT(server.state == ServerState::Idle && server.client == io::nil);
     server.client = worker.client_slot(client);
     client.server = worker.server_slot(server);
+    if (client.login && client.login->lookup == client::LookupStep::InLine) {
+        start_lookup(worker, server, client);
+        return;
+    }
     ++server.epoch;
     if (!sync_session(worker, server, *client.session)) {
         set_state(worker, server, ServerState::Active);

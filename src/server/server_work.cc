@@ -201,6 +201,8 @@ struct OwnQueryHandler {
     proto::Fate on_header(uint8_t type, uint32_t length) {
         switch (type) {
             case uint8_t(BackendMessage::DataRow):
+                if (server.looking_up)
+                    return ++server.lookup_rows == 1 ? inspect_if_small(length) : proto::Fate::Drop;
                 if (server.reading_settings) return inspect_if_small(length);
                 return (server.checking || server.reading_lsn) && length <= 64
                            ? proto::Fate::Inspect
@@ -233,6 +235,10 @@ struct OwnQueryHandler {
                 if (error_body.empty()) error_body.assign(body, body + size);
                 break;
             case uint8_t(BackendMessage::DataRow):
+                if (server.looking_up) {
+                    server.lookup_row.assign(reinterpret_cast<const char*>(body), size);
+                    break;
+                }
                 if (server.reading_settings) {
                     std::string_view name, value;
                     if (!two_texts(body, size, name, value)) {
@@ -304,6 +310,10 @@ uint32_t consume_own(worker::Worker& worker, Server& server, const uint8_t* data
             if (!handler.ready) return result.consumed;
             std::vector<uint8_t> error = std::move(server.pending_error);
             server.pending_error.clear();
+            if (server.looking_up) {
+                looked_up(worker, server, error);
+                return result.consumed;
+            }
             if (server.reading_settings) {
                 settings_checked(worker, server, !error.empty());
                 return result.consumed;

@@ -395,6 +395,10 @@ Secret make_secret(std::string_view password, std::string_view salt, int iterati
     return secret;
 }
 
+Key client_key_of(std::string_view password, const Secret& secret) {
+    return hmac(as_chars(salted_password(password, secret.salt, secret.iterations)), "Client Key");
+}
+
 std::string format_secret(const Secret& secret) {
     return std::string(secret_prefix) + std::to_string(secret.iterations) + ":" +
            base64_encode(secret.salt) + "$" + base64_encode(as_chars(secret.stored_key)) + ":" +

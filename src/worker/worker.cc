@@ -524,6 +524,8 @@ void Worker::publish_stats(uint32_t pinned, uint64_t bytes_queued) {
     stats.auth_failures.store(counters.auth_failures, relaxed);
     stats.logins_refused.store(counters.logins_refused, relaxed);
     stats.protocol_violations.store(counters.protocol_violations, relaxed);
+    stats.auth_queries.store(counters.auth_queries, relaxed);
+    stats.auth_query_failures.store(counters.auth_query_failures, relaxed);
     stats.published.store(true, std::memory_order_release);
 }
 

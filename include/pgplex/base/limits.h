@@ -38,6 +38,13 @@ inline constexpr uint32_t cluster_nodes_max = 64;
 // PgBouncer's MAX_PASSWORD: long enough for a SCRAM secret or a long plain password.
 inline constexpr uint32_t password_bytes_max = 996;
 
+// auth_query: results a worker keeps (auth_lookup.h); past it the cache starts over, so a
+// flood of made-up user names costs lookups, not memory.
+inline constexpr uint32_t auth_cache_entries_max = 10000;
+// auth_query: server connections of one lookup pool. A lookup is one round trip, and the
+// cache answers repeated logins of a user: a few connections serve a storm of logins.
+inline constexpr int auth_lookup_servers_max = 2;
+
 // A CancelRequest is exactly this long (length, code, pid, key).
 inline constexpr uint32_t cancel_request_bytes = 16;
 

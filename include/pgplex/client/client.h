@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -71,19 +72,26 @@ const char* to_string(CloseReason reason);
 // Failed: a wrong password, answered after auth_failure_delay (on_tick); input is dropped.
 enum class AuthStep : uint8_t { None, Md5, Cleartext, ScramFirst, ScramFinal, Failed };
 
+// auth_query (client_auth_query.h): InLine waits for a server of the lookup pool (in its
+// waiter list, client.pool set); Running: the query runs there; Done: the secret is in.
+enum class LookupStep : uint8_t { None, InLine, Running, Done };
+
 // Only while logging in: the assembly of the startup packet and the auth exchange.
 struct Login {
     std::vector<uint8_t> packet;  // startup packet bytes gathered so far
     AuthStep step = AuthStep::None;
     uint8_t md5_salt[4] = {};
-    std::string secret;  // the auth file's secret for this user
+    std::string secret;  // the auth file's (or auth_query's) secret for this user
     bool user_known = false;
     std::unique_ptr<tls::scram::ServerExchange> scram;
+    // A password given in clear that matched a SCRAM secret: its ClientKey.
+    std::optional<tls::scram::Key> password_key;
     std::vector<uint8_t> assembly;     // a PasswordMessage split across buffers
     bool ssl_answered = false;         // 'S' was just queued: nothing may follow in clear
     bool awaiting_addresses = false;   // auth_type = "hba": the rules wait for its address
     base::Milliseconds failed_at = 0;  // Failed: when the wrong password came
     bool direct_tls = false;           // the connection began with a TLS ClientHello
+    LookupStep lookup = LookupStep::None;
 };
 
 // For the whole session: who the client is and the state it expects on any server.

@@ -19,6 +19,11 @@ void send_welcome(worker::Worker& worker, Client& client);
 bool login_tick(worker::Worker& worker, Client& client);
 // auth_type = "hba": the client's addresses came in while its login waited for them.
 void resume_login(worker::Worker& worker, Client& client);
+// The password exchange (or hba's method), once the user's secret is known: from the auth
+// file, or from auth_query (client_auth_query.h).
+void continue_auth(worker::Worker& worker, Client& client);
+// The alias of a routed client, found again (a reload may have come since the login began).
+const config::Alias* routed_alias(const config::Config& config, const Session& session);
 // Puts the client in line for a server of its pool.
 void request_server(worker::Worker& worker, Client& client);
 

@@ -163,6 +163,8 @@ struct Alias {
     bool pool_mode_set = false;
     PoolMode pool_mode = PoolMode::Session;  // valid when pool_mode_set
     int pin_on_session_state = -1;           // -1: [pgplex]'s; else 0 or 1
+    std::string auth_user;                   // empty: [pgplex] auth_user
+    std::string auth_dbname;                 // empty: [pgplex] auth_dbname, else the alias's dbname
 };
 
 // One [users.NAME] table: settings for the pools whose server user is NAME (PgBouncer's
@@ -174,6 +176,11 @@ struct UserSettings {
     bool pool_mode_set = false;
     PoolMode pool_mode = PoolMode::Session;  // valid when pool_mode_set
 };
+
+// The default auth_query: the function of `pgplex --print-schema` (SECURITY DEFINER, its
+// search_path pinned), which returns no secret once VALID UNTIL has passed.
+inline constexpr std::string_view default_auth_query =
+    "SELECT uname, phash, valid_until FROM pgplex.user_lookup($1)";
 
 struct Listen {
     Endpoint endpoint;  // host:port to bind
@@ -204,6 +211,13 @@ struct Config {
     // user → secret as written in the auth file: plain text, "md5<32 hex>" or
     // "SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>".
     std::unordered_map<std::string, std::string> users;
+    // auth_query (pool/auth_lookup.h): users not in the auth file are looked up on the
+    // server as auth_user (whose secret is in the auth file), in auth_dbname (empty: the
+    // alias's database); results are kept auth_cache_ttl (0: not kept).
+    std::string auth_user;
+    std::string auth_query{default_auth_query};
+    std::string auth_dbname;
+    int64_t auth_cache_ttl_ms = 5'000;
     std::string server_reset_query = "DISCARD ALL";
     int64_t server_idle_timeout_ms = 600'000;
     int64_t server_lifetime_ms = 3'600'000;
@@ -263,6 +277,9 @@ struct Config {
     bool pin_on_session_state_of(const Alias& alias) const {
         return alias.pin_on_session_state >= 0 ? alias.pin_on_session_state == 1
                                                : pin_on_session_state;
+    }
+    const std::string& auth_user_of(const Alias& alias) const {
+        return alias.auth_user.empty() ? auth_user : alias.auth_user;
     }
     PoolMode pool_mode_of(const Alias& alias, const std::string& client_user) const {
         auto user = user_settings.find(alias.user.empty() ? client_user : alias.user);

@@ -57,6 +57,10 @@ void synced(worker::Worker& worker, Server& server, const std::vector<uint8_t>& 
 void settings_checked(worker::Worker& worker, Server& server, bool error);
 void checked_session_state(worker::Worker& worker, Server& server, bool error);
 void read_lsn_done(worker::Worker& worker, Server& server, bool error);
+// auth_query (server_lookup.cc): sent for a client logging in, in place of lending; its
+// answer (an ErrorResponse body, or none) goes to the client and the server back to its pool.
+void start_lookup(worker::Worker& worker, Server& server, client::Client& client);
+void looked_up(worker::Worker& worker, Server& server, const std::vector<uint8_t>& error);
 
 // The reply a message of the linked client (or pgplex's own, for it) will get
 // (server_expect.cc). pgplex's own replies that are due are written at once.

@@ -151,6 +151,11 @@ struct Server {
     // Syncing: the query is settings_check_sql; the rows read so far.
     bool reading_settings = false;
     std::vector<pool::Setting> checked;
+    // Syncing: auth_query runs for the linked client, still logging in (server_lookup.cc):
+    // the rows it returned, and the first one (a DataRow body).
+    bool looking_up = false;
+    uint32_t lookup_rows = 0;
+    std::string lookup_row;
     // Syncing, lent: the replay's first Query sets the client's settings (sync_settings);
     // replies counts its ReadyForQuerys, and settings_failed says the first one failed.
     bool sync_settings = false;

@@ -32,6 +32,9 @@ bool parse_secret(std::string_view text, Secret& out);
 // it leaves unchanged; other input is used as is, as PostgreSQL does when SASLprep fails).
 Secret make_secret(std::string_view password, std::string_view salt, int iterations);
 std::string format_secret(const Secret& secret);
+// The ClientKey of a plain password under a secret's salt and iterations: what lets pgplex
+// log in to a node with that secret after a client proved the password in clear.
+Key client_key_of(std::string_view password, const Secret& secret);
 
 std::string base64_encode(std::string_view bytes);
 bool base64_decode(std::string_view text, std::string& out);

@@ -27,6 +27,7 @@
 #include "pgplex/config/config.h"
 #include "pgplex/io/loop.h"
 #include "pgplex/io/user_data.h"
+#include "pgplex/pool/auth_lookup.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/pool/prepared.h"
@@ -50,6 +51,7 @@ struct WorkerStats {
     // Hostile or broken clients, counted since start (Counters).
     std::atomic<uint64_t> tls_failures{0}, auth_failures{0}, logins_refused{0};
     std::atomic<uint64_t> protocol_violations{0};
+    std::atomic<uint64_t> auth_queries{0}, auth_query_failures{0};
     std::atomic<bool> published{false};
 };
 
@@ -119,6 +121,8 @@ struct Counters {
     uint64_t auth_failures = 0;        // wrong passwords, unknown users, failed certificates
     uint64_t logins_refused = 0;       // refused by auth_failure_limit, hba reject or no match
     uint64_t protocol_violations = 0;  // clients closed with 08P01
+    uint64_t auth_queries = 0;         // auth_query lookups run on a server
+    uint64_t auth_query_failures = 0;  // ... that failed (an error, a bad row, no server)
     // How many clients and servers are in each state now (Free not counted), kept by their
     // set_state().
     std::array<uint32_t, client::client_state_count> clients_in{};
@@ -149,6 +153,8 @@ class Worker : public io::Loop {
     Counters counters;
     // SCRAM secrets derived from plain-text auth file passwords (PBKDF2 is slow by design).
     std::unordered_map<std::string, tls::scram::Secret> scram_cache;
+    // auth_query's results, kept auth_cache_ttl.
+    pool::AuthCache auth_cache;
     // Named statements of this worker's clients (transaction pooling), interned.
     pool::StatementCache statements;
     // Startup settings shared by the clients that logged in with the same ones.
