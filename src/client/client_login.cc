@@ -9,7 +9,6 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <openssl/crypto.h>
-#include <xxhash.h>
 #include <algorithm>
 
 #include <cstring>
@@ -19,6 +18,7 @@
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_admin.h"
 #include "pgplex/client/client_auth_query.h"
+#include "pgplex/client/client_limits.h"
 #include "pgplex/client/client_login.h"
 #include "pgplex/client/client_route.h"
 #include "pgplex/client/client_work.h"
@@ -113,21 +113,8 @@ void answer_failed_password(worker::Worker& worker, Client& client) {
 
 // The auth_failures slot of the client's address, or null when its address is not known.
 std::atomic<uint64_t>* failure_slot(worker::Worker& worker, const Client& client) {
-    if (!client.addresses_known) return nullptr;
-    const sockaddr_storage& peer = client.peer;
-    const void* bytes = nullptr;
-    size_t size = 0;
-    if (peer.ss_family == AF_INET) {
-        bytes = &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr;
-        size = 4;
-    } else if (peer.ss_family == AF_INET6) {
-        bytes = &reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr;
-        size = 16;
-    } else {
-        return nullptr;
-    }
-    uint64_t hash = XXH3_64bits(bytes, size);
-    return &worker.shared.auth_failures[hash % worker::Shared::auth_failure_slots];
+    size_t slot = 0;
+    return address_slot(client, slot) ? &worker.shared.auth_failures[slot] : nullptr;
 }
 
 // A slot holds {second its minute began << 32 | failures since}: the minute starts at the

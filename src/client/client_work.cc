@@ -11,6 +11,7 @@
 #include "pgplex/client/client_auth_query.h"
 #include "pgplex/client/client_cancel.h"
 #include "pgplex/client/client_extended.h"
+#include "pgplex/client/client_limits.h"
 #include "pgplex/client/client_listen.h"
 #include "pgplex/client/client_login.h"
 #include "pgplex/client/client_route.h"
@@ -488,6 +489,7 @@ void on_addresses(worker::Worker& worker, Client& client, const sockaddr_storage
         client.peer = *peer;
         client.local = *local;
         client.addresses_known = true;
+        if (!admit_address(worker, client)) return;
     }
     if (client.login && client.login->awaiting_addresses) {
         client.login->awaiting_addresses = false;

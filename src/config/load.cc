@@ -289,6 +289,14 @@ constexpr Setting<Config> pgplex_settings[] = {
      [](Loader& loader, Config& config) {
          return loader.integer_as(0, 1'000'000, config.auth_failure_limit);
      }},
+    {"client_connect_rate_limit",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, 1'000'000, config.client_connect_rate_limit);
+     }},
+    {"client_login_limit",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, 1'000'000, config.client_login_limit);
+     }},
     {"auth_failure_delay",
      [](Loader& loader, Config& config) { return loader.duration(config.auth_failure_delay_ms); }},
     {"server_connect_timeout",

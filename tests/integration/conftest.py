@@ -240,8 +240,10 @@ class RawClient:
     """A hand-driven v3 protocol client: for SQLSTATEs of refused logins and for
     deliberately broken traffic."""
 
-    def __init__(self, port, timeout=10):
-        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+    def __init__(self, port, timeout=10, source=None):
+        """source: the local address to connect from (another loopback address)."""
+        self.sock = socket.create_connection((HOST, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buffer = b""
         self.backend_key = None
         self.parameters = {}

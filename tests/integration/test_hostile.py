@@ -222,3 +222,58 @@ def test_an_address_over_auth_failure_limit_is_refused_until_the_minute_is_over(
             psycopg.connect(host="127.0.0.1", port=unlimited.port, dbname="payam_db",
                             user="payam", password="guess", connect_timeout=10)
     assert still_serving(unlimited.port)
+
+
+def test_client_login_limit_bounds_logins_in_progress_per_address(make_pgplex):
+    """client_login_limit: an address with that many logins unfinished gets 53300 for the
+    next one, while other addresses log in as usual; a finished login frees its place."""
+    pgplex = make_pgplex(settings={"client_login_limit": 3, "admin_users": ["payam"]})
+    stalled = [RawClient(pgplex.port) for _ in range(3)]
+    try:
+        for client in stalled:  # each waits in the SASL exchange
+            client.startup("payam", "payam_db")
+            kind, _ = client.read_message()
+            assert kind == b"R"
+        with RawClient(pgplex.port) as refused:
+            error = read_error(refused)
+            assert error is not None and b"53300" in error, error
+            assert b"too many logins in progress from this address" in error
+            assert refused.is_closed()
+        with RawClient(pgplex.port, source="127.0.0.2") as other:
+            other.login("payam", "payam_db")
+        stalled.pop().close()
+        time.sleep(0.3)
+        with RawClient(pgplex.port) as again:
+            again.login("payam", "payam_db")
+        # A logged-in client holds no place: many of them, one after another.
+        for _ in range(5):
+            assert still_serving(pgplex.port)
+    finally:
+        for client in stalled:
+            client.close()
+    assert pgplex.wait_log(r"refused: too many logins in progress from this address")
+
+
+def test_client_connect_rate_limit_bounds_new_connections_per_address(make_pgplex):
+    """client_connect_rate_limit: past N new connections in a second from one address the
+    rest of that second's get 53300; another address and the next second are unaffected."""
+    pgplex = make_pgplex(settings={"client_connect_rate_limit": 5, "admin_users": ["payam"]})
+    time.sleep(1.0 - time.monotonic() % 1.0 + 0.05)  # early in a second, roughly
+    clients = [RawClient(pgplex.port, timeout=0.5) for _ in range(12)]  # within a second or two
+    outcomes = []  # refused? Admitted ones hear nothing until they send a startup packet.
+    for client in clients:
+        try:
+            kind, body = client.read_message()
+            outcomes.append(kind == b"E" and b"53300" in body)
+        except socket.timeout:
+            outcomes.append(False)
+        client.close()
+    assert sum(outcomes) >= 2, outcomes  # 12 within 2 s: at least 12 - 2 * 5 refused
+    assert not all(outcomes), outcomes
+    with RawClient(pgplex.port, source="127.0.0.3") as other:
+        other.login("payam", "payam_db")
+    time.sleep(1.1)
+    with RawClient(pgplex.port) as later:
+        later.login("payam", "payam_db")
+    rows = show(pgplex.port, "SHOW STATE", user="payam")
+    assert sum(int(row["logins_refused"]) for row in rows) >= 2

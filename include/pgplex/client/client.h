@@ -3,6 +3,7 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -92,6 +93,15 @@ struct Login {
     base::Milliseconds failed_at = 0;  // Failed: when the wrong password came
     bool direct_tls = false;           // the connection began with a TLS ClientHello
     LookupStep lookup = LookupStep::None;
+    // Its count in Shared::logins_in_progress (client_limits.h), given back with the login.
+    std::atomic<uint32_t>* login_slot = nullptr;
+
+    Login() = default;
+    Login(const Login&) = delete;
+    Login& operator=(const Login&) = delete;
+    ~Login() {
+        if (login_slot != nullptr) login_slot->fetch_sub(1, std::memory_order_acq_rel);
+    }
 };
 
 // For the whole session: who the client is and the state it expects on any server.

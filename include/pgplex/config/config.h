@@ -229,6 +229,10 @@ struct Config {
     // Failed logins from one address in a minute after which its logins are refused until
     // the minute is over (28000); 0: no limit.
     int auth_failure_limit = 20;
+    // Per client address: new connections a second, and logins in progress at once, past
+    // which connections are refused (53300); 0: no limit.
+    int client_connect_rate_limit = 0;
+    int client_login_limit = 0;
     int64_t server_connect_timeout_ms = 15'000;
     int64_t shutdown_timeout_ms = 30'000;
     bool log_connections = true;

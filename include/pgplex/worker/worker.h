@@ -88,8 +88,13 @@ struct Shared {
     // Failed logins per client address in the current minute (auth_failure_limit): a
     // slot per hash of the address, {minute << 32 | count}, changed by compare-and-swap.
     // Addresses that share a slot share a count (4096 slots: rare, and only stricter).
-    static constexpr size_t auth_failure_slots = 4096;
-    std::array<std::atomic<uint64_t>, auth_failure_slots> auth_failures{};
+    static constexpr size_t address_slots = 4096;
+    std::array<std::atomic<uint64_t>, address_slots> auth_failures{};
+    // Per address slot, likewise: new connections in the current second
+    // ({second << 32 | count}, client_connect_rate_limit) and logins in progress
+    // (client_login_limit), client/client_limits.h.
+    std::array<std::atomic<uint64_t>, address_slots> connect_rate{};
+    std::array<std::atomic<uint32_t>, address_slots> logins_in_progress{};
     std::atomic<bool> shutdown{false};   // SIGTERM: drain then exit
     std::atomic<bool> immediate{false};  // SIGINT: exit now
     std::atomic<int64_t> shutdown_deadline_ms{0};
