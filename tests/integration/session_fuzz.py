@@ -9,7 +9,10 @@ dropped. Sessions run from a few threads at once.
 
 What must hold afterwards, and what test_session_fuzz.py checks: pgplex is alive, a normal
 client is served, every worker is back to its idle baseline (nothing lent, held or pinned),
-and pgplex exits 0 on SIGTERM (the fixture's check). Under ASan (make asan) the same run
+pgplex exits 0 on SIGTERM (the fixture's check), and the server never saw a message no
+client sent: a relay between pgplex and PostgreSQL (wiretap.py) records what reached the
+server, and every Query text, Parse statement, COPY message and FunctionCall there must be
+one a session sent whole, or one of pgplex's own statements. Under ASan (make asan) the same run
 checks memory. A failing seed replays: PGPLEX_FUZZ_SEED=N.
 """
 
@@ -93,9 +96,35 @@ def one_message(rng):
     return message(b"S", b"")
 
 
+def record(sent, stream):
+    """Notes what the messages of a session's byte stream say, framed as a server frames
+    them (the startup packet by its length word, then type and length): the text of each
+    Query, the statement of each Parse, the body of COPY data and FunctionCalls. A message
+    is whatever its declared length covers, so one cut short swallows the bytes after it."""
+    stream = bytes(stream)
+    if len(stream) < 4:
+        return
+    at = struct.unpack("!I", stream[:4])[0]
+    while at + 5 <= len(stream):
+        kind = stream[at:at + 1]
+        size = struct.unpack("!I", stream[at + 1:at + 5])[0]
+        if size < 4 or at + 1 + size > len(stream):
+            return
+        body = stream[at + 5:at + 1 + size]
+        if kind == b"Q":
+            sent.add((kind, body.split(b"\0", 1)[0]))
+        elif kind == b"P" and body.count(b"\0") >= 2:
+            sent.add((kind, body.split(b"\0", 2)[1]))
+        elif kind in (b"d", b"c", b"f", b"F"):
+            sent.add((kind, body))
+        at += 1 + size
+
+
 class Session:
-    def __init__(self, port, rng):
+    def __init__(self, port, rng, sent):
         self.rng = rng
+        self.sent = sent
+        self.stream = bytearray()  # every byte sent after the TLS handshake, if any
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
         mode = rng.random()
         if mode < 0.25:
@@ -121,13 +150,23 @@ class Session:
         except (socket.timeout, ssl.SSLError, OSError):
             pass
 
+    def send(self, data):
+        self.stream += data
+        self.sock.sendall(data)
+
     def run(self):
+        try:
+            self.talk()
+        finally:
+            record(self.sent, self.stream)
+
+    def talk(self):
         rng = self.rng
-        self.sock.sendall(startup(rng))
+        self.send(startup(rng))
         if rng.random() < 0.1:  # a password nobody asked for (pgplex runs auth_type trust)
-            self.sock.sendall(message(b"p", PASSWORDS["payam"].encode() + b"\0"))
+            self.send(message(b"p", PASSWORDS["payam"].encode() + b"\0"))
         for _ in range(rng.randrange(0, 25)):
-            self.sock.sendall(one_message(rng))
+            self.send(one_message(rng))
             if rng.random() < 0.3:
                 self.drain(0.01)
             if rng.random() < 0.03:
@@ -141,9 +180,11 @@ class Session:
             pass
 
 
-def run(port, seed, sessions, threads=4, seconds=60):
+def run(port, seed, sessions, threads=4, seconds=60, sent=None):
     """Runs `sessions` sessions from `threads` threads, seeded; returns the failures of the
-    harness itself (a session that could not even connect), with their seeds."""
+    harness itself (a session that could not even connect), with their seeds. `sent`, a set,
+    gathers what the sessions' whole messages said (record)."""
+    sent = set() if sent is None else sent
     problems = []
     deadline = time.monotonic() + seconds
 
@@ -153,7 +194,7 @@ def run(port, seed, sessions, threads=4, seconds=60):
                 return
             rng = random.Random(seed * 100003 + number)
             try:
-                session = Session(port, rng)
+                session = Session(port, rng, sent)
             except (ConnectionRefusedError, socket.timeout) as error:
                 problems.append(f"session {number} (seed {seed}): cannot connect: {error!r}")
                 continue
