@@ -795,6 +795,22 @@ const config::Alias* routed_alias(const config::Config& config, const Session& s
 
 namespace {
 
+// The client proved the password of the SCRAM secret its pools log in with: the keys that
+// let pgplex log in too (SCRAM pass-through). False when it did not.
+bool proven_scram_keys(const Login& login, const pool::Target& target, tls::scram::Key& client,
+                       tls::scram::Key& server) {
+    const tls::scram::Key* client_key = login.scram          ? &login.scram->client_key()
+                                        : login.password_key ? &*login.password_key
+                                                             : nullptr;
+    tls::scram::Secret secret;
+    if (client_key == nullptr || !login.user_known || target.password != login.secret ||
+        !tls::scram::parse_secret(login.secret, secret))
+        return false;
+    client = *client_key;
+    server = secret.server_key;
+    return true;
+}
+
 void authenticated(worker::Worker& worker, Client& client) {
     const config::Config& config = *worker.config;
     Session& session = *client.session;
@@ -805,6 +821,9 @@ void authenticated(worker::Worker& worker, Client& client) {
     if (session.routing) {
         pool::Target base =
             target_for(config, routed_alias(config, session), session, *client.login);
+        route::Routing& routing = *session.routing;
+        routing.scram_keys = proven_scram_keys(*client.login, base, routing.scram_client_key,
+                                               routing.scram_server_key);
         begin_routed(worker, client, std::move(base));
         return;
     }
@@ -825,18 +844,9 @@ void authenticated(worker::Worker& worker, Client& client) {
     pool->set_size_limit(config.pool_size(*alias));
     pool->reserve_limit.store(config.reserve_pool_size_of(*alias), std::memory_order_release);
     pool->min_size.store(config.min_pool_size_of(*alias), std::memory_order_release);
-    Login& login = *client.login;
-    // The client proved the password of a SCRAM secret the pool logs in with: its key lets
-    // pgplex log in too (SCRAM pass-through).
-    const tls::scram::Key* client_key = login.scram          ? &login.scram->client_key()
-                                        : login.password_key ? &*login.password_key
-                                                             : nullptr;
-    if (client_key != nullptr && login.user_known && tls::scram::is_secret(login.secret) &&
-        target.password == login.secret) {
-        tls::scram::Secret secret;
-        if (tls::scram::parse_secret(login.secret, secret))
-            pool->publish_scram_keys(*client_key, secret.server_key);
-    }
+    tls::scram::Key client_key, server_key;
+    if (proven_scram_keys(*client.login, target, client_key, server_key))
+        pool->publish_scram_keys(client_key, server_key);
     client.pool = pool;
     if (config.log_connections)
         log_info("login: user=%s database=%s alias=%s server=%s%s%s (worker %u slot %u)",

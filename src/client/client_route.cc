@@ -152,6 +152,8 @@ pool::Pool* pool_of(worker::Worker& worker, route::Routing& routing,
     pool::Pool* pool = worker.shared.pools.find_or_create(target);
     if (pool == nullptr) return nullptr;
     pool->set_size_limit(routing.pool_size);
+    if (routing.scram_keys)
+        pool->publish_scram_keys(routing.scram_client_key, routing.scram_server_key);
     pool->reserve_limit.store(routing.reserve_pool_size, std::memory_order_release);
     pool->min_size.store(routing.min_pool_size, std::memory_order_release);
     routing.pools.emplace_back(node.name, pool);

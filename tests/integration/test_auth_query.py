@@ -251,3 +251,35 @@ def test_auth_query_must_name_the_user(cluster, make_pgplex):
                             capture_output=True, text=True, timeout=10)
     assert result.returncode == 1
     assert "config.toml:" in result.stderr and "auth_query must name the user" in result.stderr
+
+
+def test_a_routed_client_is_looked_up_on_its_cluster(replicated, make_cluster_pgplex):
+    """A client of an alias over a cluster: the lookup runs on a healthy node of the cluster
+    (its primary), and the looked-up user's statements then route as anyone's."""
+    from conftest import pgplex_binary, wait_until
+    schema = subprocess.run([pgplex_binary(), "--print-schema"], capture_output=True,
+                            text=True, timeout=10, check=True).stdout
+    primary = replicated.primary
+    replicated.admin_psql(primary, schema, dbname="payam_db")
+    replicated.admin_psql(
+        primary, f"DROP ROLE IF EXISTS {AUTH_USER}; CREATE ROLE {AUTH_USER} LOGIN PASSWORD "
+        f"'{AUTH_PASSWORD}'; DROP ROLE IF EXISTS aq_routed; "
+        "CREATE ROLE aq_routed LOGIN PASSWORD 'routed-secret'")
+    replicated.admin_psql(primary, f"GRANT USAGE ON SCHEMA pgplex TO {AUTH_USER};"
+                          f"GRANT EXECUTE ON FUNCTION pgplex.user_lookup(text) TO {AUTH_USER}",
+                          dbname="payam_db")
+    replicated.wait_replayed()
+    pgplex = make_cluster_pgplex(
+        replicated, aliases={"rdb": {"cluster": "c1", "dbname": "payam_db",
+                                     "pool_mode": "transaction"}},
+        settings={"auth_user": AUTH_USER},
+        users={AUTH_USER: AUTH_PASSWORD, "payam": PASSWORDS["payam"]})
+
+    def logs_in():
+        try:
+            return login(pgplex.port, "aq_routed", "routed-secret", dbname="rdb")[0]
+        except psycopg.OperationalError:
+            return None
+    assert wait_until(lambda: logs_in() == "aq_routed", 10), pgplex.log()[-2000:]
+    assert "password authentication failed" in login_error(pgplex.port, "aq_routed", "nope",
+                                                           dbname="rdb")

@@ -384,3 +384,21 @@ def test_the_extended_protocol_is_routed_like_the_simple_one(routing_tables, sta
         assert reads_settle_on(conn, nodes.replica1, READ)
         assert port_of(conn, sql, ("port",), prepare=True) == nodes.replica1
 
+
+
+def test_scram_pass_through_reaches_every_node(routing_tables, make_cluster_pgplex):
+    """An auth file holding only SCRAM secrets: a routed client's proof lends its keys to the
+    pools of every node it is routed to, as an alias's client does to its one pool (they
+    were once kept for the alias's pool only, and routed clients could not log in)."""
+    nodes = routing_tables
+    pgplex = make_cluster_pgplex(nodes, aliases={"rdb": ALIAS}, secrets="scram")
+
+    def lands_on_replica():
+        try:
+            with rdb(pgplex, connect_timeout=5) as conn:
+                return port_of(conn) == nodes.replica1
+        except psycopg.OperationalError:
+            return False
+    assert wait_until(lands_on_replica, SETTLE_SECONDS), pgplex.log()[-2000:]
+    with rdb(pgplex) as conn:
+        assert write(conn, "scram pass-through") == nodes.primary

@@ -64,6 +64,11 @@ struct Routing {
     // before the server is lent again.
     bool needs_lsn = false;
     pool::Target base;  // the pools' target, endpoint aside
+    // The client proved the password of base's SCRAM secret at login: the keys each node's
+    // pool logs in with (SCRAM pass-through), published as the pools are made.
+    bool scram_keys = false;
+    tls::scram::Key scram_client_key{};
+    tls::scram::Key scram_server_key{};
     int pool_size = 0;
     int reserve_pool_size = 0;
     int min_pool_size = 0;
