@@ -319,26 +319,6 @@ constexpr Setting<Config> pgplex_settings[] = {
      [](Loader& loader, Config& config) { return loader.string(config.client_tls.protocols); }},
     {"client_tls_ciphers",
      [](Loader& loader, Config& config) { return loader.string(config.client_tls.ciphers); }},
-    {"server_tls_sslmode",
-     [](Loader& loader, Config& config) {
-         std::string mode;
-         if (!loader.one_of({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"},
-                            mode))
-             return false;
-         return tls::parse_ssl_mode(mode, config.server_tls.mode);
-     }},
-    {"server_tls_cert_file",
-     [](Loader& loader, Config& config) { return loader.string(config.server_tls.cert_file); }},
-    {"server_tls_key_file",
-     [](Loader& loader, Config& config) { return loader.string(config.server_tls.key_file); }},
-    {"server_tls_ca_file",
-     [](Loader& loader, Config& config) { return loader.string(config.server_tls.ca_file); }},
-    {"server_tls_protocols",
-     [](Loader& loader, Config& config) { return loader.string(config.server_tls.protocols); }},
-    {"server_tls_ciphers",
-     [](Loader& loader, Config& config) { return loader.string(config.server_tls.ciphers); }},
-    {"server_tls13_ciphers",
-     [](Loader& loader, Config& config) { return loader.string(config.server_tls.tls13_ciphers); }},
     {"client_tls13_ciphers",
      [](Loader& loader, Config& config) { return loader.string(config.client_tls.tls13_ciphers); }},
     {"read_only_functions",
@@ -529,23 +509,6 @@ bool load_client_tls(Loader& loader, const toml::table& section, Config& config)
         "client_tls_sslmode = \"" + std::string(to_string(settings.mode)) + "\": " + error);
 }
 
-// server_tls_*: "disable" and "allow" start in clear (no context); the others send an
-// SSLRequest first.
-bool load_server_tls(Loader& loader, const toml::table& section, Config& config) {
-    tls::Settings& settings = config.server_tls;
-    settings.cert_file = beside_config(config, settings.cert_file);
-    settings.key_file = beside_config(config, settings.key_file);
-    settings.ca_file = beside_config(config, settings.ca_file);
-    if (settings.mode == tls::SslMode::Disable || settings.mode == tls::SslMode::Allow) return true;
-    std::string error;
-    config.server_tls_context = tls::Context::make_client(settings, error);
-    if (config.server_tls_context) return true;
-    const toml::node* at = section.get("server_tls_sslmode");
-    return loader.fail_on(
-        at != nullptr ? *at : section,
-        "server_tls_sslmode = \"" + std::string(to_string(settings.mode)) + "\": " + error);
-}
-
 // auth_type = "hba": the rules of auth_hba_file, read and checked now.
 bool load_hba(Loader& loader, const toml::table& section, Config& config) {
     const toml::node* node = section.get("auth_hba_file");
@@ -622,14 +585,17 @@ bool parse_users(Loader& loader, const toml::node& node, Config& config) {
 bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
     const toml::table* table = node.as_table();
     if (table == nullptr) return loader.fail_on(node, "[pgplex] must be a table");
-    if (!apply_settings(loader, *table, "pgplex", pgplex_settings, config)) return false;
+    ServerTlsLevel server_tls;
+    if (!apply_settings(loader, *table, "pgplex", pgplex_settings, config, &server_tls))
+        return false;
     if (config.listen.empty()) return loader.fail_on(*table, "listen is required in [pgplex]");
     if (config.workers == 0) {
         unsigned cpus = std::thread::hardware_concurrency();
         config.workers = int(std::clamp(cpus, 1u, limits::workers_max));
     }
     if (!load_client_tls(loader, *table, config)) return false;
-    if (!load_server_tls(loader, *table, config)) return false;
+    if (!resolve_server_tls(loader, config, ServerTls{}, server_tls, "", config.server_tls))
+        return false;
     if (!load_hba(loader, *table, config)) return false;
     return load_auth_file(loader, *table, config);
 }

@@ -424,6 +424,136 @@ def test_tls_on_both_sides_in_transaction_pooling_under_pgbench(make_pgplex, ser
             conn.close()
 
 
+class TlsRelay:
+    """A man in the middle between pgplex and PostgreSQL: it answers pgplex's SSLRequest
+    with 'S' and its own certificate (server2.crt, of another CA), opens its own TLS session
+    to PostgreSQL and relays the plaintext. Only channel binding can tell it is there."""
+
+    def __init__(self, certs, server_port):
+        import threading
+        self.server_port = server_port
+        self.inbound = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.inbound.load_cert_chain(certs["server2.crt"], certs["server2.key"])
+        self.outbound = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.outbound.check_hostname = False
+        self.outbound.verify_mode = ssl.CERT_NONE
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.relayed = 0
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        import threading
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.relay, args=(near,), daemon=True).start()
+
+    def relay(self, near):
+        import threading
+        try:
+            assert near.recv(8) == struct.pack("!II", 8, SSL_REQUEST_CODE)
+            near.sendall(b"S")
+            near = self.inbound.wrap_socket(near, server_side=True)
+            far = socket.create_connection(("127.0.0.1", self.server_port))
+            far.sendall(struct.pack("!II", 8, SSL_REQUEST_CODE))
+            assert far.recv(1) == b"S"
+            far = self.outbound.wrap_socket(far)
+        except (OSError, AssertionError):
+            near.close()
+            return
+        self.relayed += 1
+
+        def pump(source, sink):
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        threading.Thread(target=pump, args=(far, near), daemon=True).start()
+        pump(near, far)
+
+    def close(self):
+        self.listener.close()
+
+
+def relayed_pgplex(make_pgplex, relay, **settings):
+    """pgplex whose payam_db alias reaches PostgreSQL through the relay."""
+    return make_pgplex(databases={"payam_db": {"port": relay.port}},
+                       settings={"server_tls_sslmode": "require", **settings})
+
+
+def test_server_channel_binding_require_logs_in_with_scram_sha_256_plus(make_pgplex, server_ssl):
+    pgplex = make_pgplex(settings={"server_tls_sslmode": "require",
+                                   "server_channel_binding": "require"})
+    ssl_on, _ = server_ssl_in_use(pgplex.port)
+    assert ssl_on is True
+    assert re.search(r"logged in \(backend pid \d+, worker \d+, TLSv1\.\d, "
+                     r"SCRAM-SHA-256-PLUS\)", pgplex.log()), pgplex.log()[-2000:]
+    disabled = make_pgplex(settings={"server_tls_sslmode": "require",
+                                     "server_channel_binding": "disable"})
+    assert server_ssl_in_use(disabled.port)[0] is True
+    assert re.search(r"logged in \(.*TLSv1\.\d, SCRAM-SHA-256\)", disabled.log())
+
+
+def test_server_channel_binding_with_keys_from_a_clients_scram_exchange(make_pgplex, server_ssl):
+    """An auth file with only SCRAM secrets: pgplex logs in with the keys of the client's
+    own exchange, bound to the server's certificate."""
+    pgplex = make_pgplex(secrets="scram", settings={"server_tls_sslmode": "require",
+                                                    "server_channel_binding": "require"})
+    assert server_ssl_in_use(pgplex.port)[0] is True
+    assert re.search(r"logged in \(.*SCRAM-SHA-256-PLUS\)", pgplex.log()), pgplex.log()[-2000:]
+
+
+def test_server_channel_binding_catches_a_relay_with_another_certificate(
+        make_pgplex, server_ssl, certs):
+    """Through a relay that terminates TLS, PostgreSQL hashes its own certificate and
+    pgplex the relay's: with binding the login fails on PostgreSQL's side, which shows the
+    hash was sent and checked; without binding the same relay goes unnoticed."""
+    relay = TlsRelay(certs, server_ssl.port)
+    try:
+        unbound = relayed_pgplex(make_pgplex, relay, server_channel_binding="disable")
+        with connect_through(unbound.port) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("payam",)
+        assert relay.relayed >= 1
+        for policy in ("prefer", "require"):
+            bound = relayed_pgplex(make_pgplex, relay, server_channel_binding=policy)
+            with pytest.raises(psycopg.OperationalError, match="channel binding"):
+                server_ssl_in_use(bound.port)
+            assert "SCRAM channel binding check failed" in bound.log(), bound.log()[-2000:]
+    finally:
+        relay.close()
+
+
+def test_server_channel_binding_require_refuses_a_server_without_tls(make_pgplex, cluster):
+    pgplex = make_pgplex(settings={"server_tls_sslmode": "prefer",
+                                   "server_channel_binding": "require"})
+    with pytest.raises(psycopg.OperationalError,
+                       match='server_channel_binding = "require", and the connection to the '
+                             'server is not encrypted'):
+        server_ssl_in_use(pgplex.port)
+    assert 'login failed: server_channel_binding = "require"' in pgplex.log()
+    prefer = make_pgplex(settings={"server_tls_sslmode": "prefer"})
+    assert server_ssl_in_use(prefer.port)[0] is False  # prefer: SCRAM without binding
+
+
+def test_server_channel_binding_require_without_tls_is_refused_at_load(make_pgplex):
+    pgplex = make_pgplex(settings={"server_channel_binding": "require"}, start=False)
+    pgplex.write()
+    result = run_check(pgplex.config_path)
+    assert result.returncode == 1, result.stderr
+    assert re.search(r'config\.toml:\d+: server_channel_binding = "require" needs TLS, and '
+                     r'server_tls_sslmode is "disable"', result.stderr), result.stderr
+
+
 def test_psql_psycopg2_jdbc_and_node_postgres_over_tls(make_pgplex, certs):
     """Each client library's own TLS stack against pgplex: libpq (psql, psycopg2), Java's
     JSSE (JDBC) and Node's OpenSSL binding (node-postgres, verifying the certificate)."""

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "pgplex/config/hba.h"
+#include "pgplex/config/server_tls.h"
 #include "pgplex/tls/session.h"
 
 namespace pgplex::config {
@@ -229,10 +230,12 @@ struct Config {
     // "disable".
     tls::Settings client_tls;
     std::shared_ptr<const tls::Context> client_tls_context;
-    // TLS toward servers (PgBouncer's server_tls_*), for pools, LISTEN connections and
-    // cancels; null when server_tls_sslmode is "disable" or "allow" (plain first).
-    tls::Settings server_tls;
-    std::shared_ptr<const tls::Context> server_tls_context;
+    // TLS toward servers (PgBouncer's server_tls_*, server_channel_binding,
+    // server_tls_negotiation) as [pgplex] sets it, for pools, LISTEN connections, cancels and
+    // monitors that no alias, cluster or node sets otherwise (server_tls.h); never null.
+    std::shared_ptr<const ServerTls> server_tls = std::make_shared<const ServerTls>();
+    // Every distinct set of the file, each with its context built once.
+    std::vector<std::shared_ptr<const ServerTls>> server_tls_sets;
 
     std::vector<std::string> admin_users;          // may use the pgplex database
     std::vector<std::string> read_only_functions;  // besides the built-in list
