@@ -420,9 +420,10 @@ ConnectParameters connect_parameters(const config::Config& config, const config:
     parameters.add("application_name", "pgplex monitor");
     int64_t timeout_seconds = std::max<int64_t>(1, (cluster.check_timeout_ms + 999) / 1000);
     parameters.add("connect_timeout", std::to_string(timeout_seconds));
-    // server_tls_*, as pgplex's own server connections use them (libpq's sslmode has the
-    // same names; verify-full checks `host`, the node's name as configured).
-    const config::ServerTls& server_tls = *config.server_tls;
+    // The node's server TLS settings, as pgplex's own connections to it use them (libpq's
+    // sslmode has the same names; verify-full checks `host`, the node's name as configured).
+    const config::ServerTls& server_tls =
+        node.config.server_tls ? *node.config.server_tls : *config.server_tls;
     if (!endpoint.is_unix()) add_tls_parameters(parameters, server_tls);
     return parameters;
 }

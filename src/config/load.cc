@@ -346,6 +346,7 @@ struct AliasDraft {
     uint32_t password_line = 0;  // 0: password not given
     uint32_t cluster_line = 0;   // 0: cluster not given
     std::optional<std::string> application_name, client_encoding, datestyle, timezone, options;
+    ServerTlsLevel server_tls;
 };
 
 constexpr Setting<AliasDraft> alias_settings[] = {
@@ -440,7 +441,21 @@ void add_startup_parameters(AliasDraft& draft) {
     }
 }
 
-bool parse_alias(Loader& loader, std::string_view name, const toml::node& node, Alias& out) {
+// The alias's server TLS settings over [pgplex]'s; an alias that names a cluster takes its
+// nodes' settings instead.
+bool resolve_alias_tls(Loader& loader, Config& config, const std::string& section,
+                       AliasDraft& draft) {
+    if (draft.cluster_line != 0 && !draft.server_tls.empty())
+        return loader.fail_at(draft.server_tls.line,
+                              "[" + section +
+                                  "] names a cluster: set its server TLS settings in [clusters." +
+                                  draft.alias.cluster + "] or its node_options");
+    return resolve_server_tls(loader, config, *config.server_tls, draft.server_tls,
+                              "[" + section + "]", draft.alias.server_tls);
+}
+
+bool parse_alias(Loader& loader, std::string_view name, const toml::node& node, Config& config,
+                 Alias& out) {
     const toml::table* table = node.as_table();
     std::string section = section_name(name);
     if (table == nullptr) return loader.fail_on(node, "[" + section + "] must be a table");
@@ -451,7 +466,9 @@ bool parse_alias(Loader& loader, std::string_view name, const toml::node& node, 
     AliasDraft draft;
     draft.alias.name = std::string(name);
     draft.alias.line = table->source().begin.line;
-    if (!apply_settings(loader, *table, section, alias_settings, draft)) return false;
+    if (!apply_settings(loader, *table, section, alias_settings, draft, &draft.server_tls))
+        return false;
+    if (!resolve_alias_tls(loader, config, section, draft)) return false;
     if (draft.password_line != 0 && draft.alias.user.empty())
         return loader.fail_at(draft.password_line, "password is given without user");
     if (draft.cluster_line != 0 && draft.host_line != 0)
@@ -475,7 +492,7 @@ bool parse_databases(Loader& loader, const toml::node& node, Config& config) {
     if (table == nullptr) return loader.fail_on(node, "databases must be a table");
     for (auto&& [key, value] : *table) {
         Alias alias;
-        if (!parse_alias(loader, key.str(), value, alias)) return false;
+        if (!parse_alias(loader, key.str(), value, config, alias)) return false;
         if (alias.name == "*") {
             config.fallback = std::make_unique<Alias>(std::move(alias));
         } else {

@@ -31,8 +31,9 @@ def openssl(*args, cwd):
 
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory):
-    """Files of a test PKI, by name: ca.crt, server.crt/key, client.crt/key (CN=payam),
-    stranger.crt/key (CN=analyst), other_ca.crt and server2.crt/key that it signed."""
+    """Files of a test PKI, by name: ca.crt, server.crt/key, server_dns.crt/key (localhost
+    only, no IP address), client.crt/key (CN=payam), stranger.crt/key (CN=analyst),
+    other_ca.crt and server2.crt/key that it signed."""
     d = tmp_path_factory.mktemp("pki")
     for ca in ("ca", "other_ca"):
         openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
@@ -45,6 +46,13 @@ def certs(tmp_path_factory):
                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", *ext, cwd=d)
+    # server_dns: a server certificate for the name localhost only (no IP address).
+    (d / "dns.ext").write_text("subjectAltName=DNS:localhost\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", "server_dns.key", "-out", "server_dns.csr", cwd=d)
+    openssl("x509", "-req", "-in", "server_dns.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", "server_dns.crt", "-extfile", "dns.ext",
+            cwd=d)
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
             "-keyout", "server2.key", "-out", "server2.csr", cwd=d)
     openssl("x509", "-req", "-in", "server2.csr", "-CA", "other_ca.crt", "-CAkey", "other_ca.key",
@@ -335,13 +343,11 @@ def test_a_sasl_plus_exchange_with_a_wrong_binding_is_refused(make_pgplex, certs
 # these tests with the test PKI's server certificate (CN=localhost, SAN 127.0.0.1).
 
 
-@pytest.fixture
-def server_ssl(cluster, certs):
-    """ssl = on on the cluster's primary, for the test; off again after it."""
-    import shutil
+def ssl_on(cluster, certs, identity):
+    """ssl = on on the cluster's primary with identity.crt/key; off again after it."""
     directory = Path(cluster.dir)
     for name in ("server.crt", "server.key"):
-        shutil.copy(certs[name], directory / f"tls_{name}")
+        shutil.copy(certs[name.replace("server", identity)], directory / f"tls_{name}")
         shutil.chown(directory / f"tls_{name}", "postgres", "postgres")
         (directory / f"tls_{name}").chmod(0o600)
     cluster.admin_psql(f"ALTER SYSTEM SET ssl_cert_file = '{directory / 'tls_server.crt'}'")
@@ -354,6 +360,19 @@ def server_ssl(cluster, certs):
         cluster.admin_psql(f"ALTER SYSTEM RESET {setting}")
     cluster.admin_psql("SELECT pg_reload_conf()")
     time.sleep(0.3)
+
+
+@pytest.fixture
+def server_ssl(cluster, certs):
+    """ssl = on on the cluster's primary (server.crt: localhost and 127.0.0.1)."""
+    yield from ssl_on(cluster, certs, "server")
+
+
+@pytest.fixture
+def server_ssl_dns(cluster, certs):
+    """ssl = on on the cluster's primary with server_dns.crt: the name localhost only, so
+    verify-full toward 127.0.0.1 fails."""
+    yield from ssl_on(cluster, certs, "server_dns")
 
 
 def server_ssl_in_use(port, **kwargs):
@@ -552,6 +571,93 @@ def test_server_channel_binding_require_without_tls_is_refused_at_load(make_pgpl
     assert result.returncode == 1, result.stderr
     assert re.search(r'config\.toml:\d+: server_channel_binding = "require" needs TLS, and '
                      r'server_tls_sslmode is "disable"', result.stderr), result.stderr
+
+
+# With server_ssl_dns, a host the server's certificate does not name.
+WRONG_NAME = "127.0.0.1"
+
+
+def verify_full(certs, **extra):
+    return {"server_tls_sslmode": "verify-full", "server_tls_ca_file": certs["ca.crt"], **extra}
+
+
+def test_server_tls_per_alias_verify_full_checks_each_aliases_host(
+        make_pgplex, server_ssl_dns, certs):
+    """[pgplex] says disable; payam_db (host localhost) and payam_dw (host 127.0.0.1) each
+    say verify-full: the first is encrypted and verified, the second refused for its
+    name, and the "*" alias keeps [pgplex]'s plaintext."""
+    pgplex = make_pgplex(databases={
+        "payam_db": {"host": "localhost", **verify_full(certs)},
+        "payam_dw": {"host": WRONG_NAME, **verify_full(certs)},
+    })
+    assert server_ssl_in_use(pgplex.port)[0] is True
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        psycopg.connect(host="127.0.0.1", port=pgplex.port, dbname="payam_dw", user="payam",
+                        password=PASSWORDS["payam"], sslmode="disable", connect_timeout=10)
+    assert re.search(r"login failed: TLS: .*certificate verify failed", pgplex.log())
+    with psycopg.connect(host="127.0.0.1", port=pgplex.port, dbname="payam_archive",
+                         user="payam", password=PASSWORDS["payam"], sslmode="disable",
+                         autocommit=True, connect_timeout=10) as conn:
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                            ).fetchone() == (False,)
+
+
+def monitor_ssl(cluster):
+    """ssl of each monitor connection PostgreSQL sees, by the node it came in for."""
+    rows = cluster.admin_psql(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+        "WHERE a.application_name = 'pgplex monitor'")
+    return rows.split()
+
+
+def tls_cluster(cluster, nodes, **settings):
+    from conftest import FAST_CHECKS, next_free_port
+    return {"nodes": nodes, "monitor_user": "payam", "monitor_dbname": "payam_db",
+            **FAST_CHECKS, "services": {"primary": {"port": next_free_port()}}, **settings}
+
+
+def test_server_tls_per_cluster_and_node_most_specific_wins(
+        make_pgplex, server_ssl_dns, certs):
+    """c1 verifies its node by name; c2 says verify-full too, but its node (127.0.0.1, a
+    name the certificate does not carry) says require in node_options, which wins; c3 is c2
+    without that node entry, so its node fails verify-full, in the monitor and for clients
+    alike."""
+    server_ssl = server_ssl_dns
+    port = server_ssl.port
+    wrong = f"{WRONG_NAME}:{port}"
+    pgplex = make_pgplex(settings={"server_tls_sslmode": "disable"}, clusters={
+        "c1": tls_cluster(server_ssl, [f"localhost:{port}"], **verify_full(certs)),
+        "c2": tls_cluster(server_ssl, [wrong], **verify_full(certs),
+                          node_options={wrong: {"server_tls_sslmode": "require"}}),
+        "c3": tls_cluster(server_ssl, [wrong], **verify_full(certs)),
+    })
+    for name in ("c1", "c2"):
+        assert pgplex.wait_log(rf"cluster {name}: primary is ", timeout=10), pgplex.log()
+        ssl_on, _ = server_ssl_in_use(pgplex.service_port("primary", name))
+        assert ssl_on is True
+    assert pgplex.wait_log(r"cluster c3: node 127\.0\.0\.1:\d+ is down: .*does not match",
+                           timeout=10), pgplex.log()[-3000:]
+    assert monitor_ssl(server_ssl).count("t") >= 2
+    with pytest.raises(psycopg.OperationalError):
+        server_ssl_in_use(pgplex.service_port("primary", "c3"))
+
+
+def test_server_tls_settings_an_alias_of_a_cluster_may_not_set(make_pgplex, certs):
+    pgplex = make_pgplex(databases={"routed": {"cluster": "c1", "server_tls_sslmode": "require",
+                                               "host": None}},
+                         clusters={"c1": {"nodes": ["127.0.0.1:5432"]}}, start=False)
+    del pgplex.databases["routed"]["host"]
+    pgplex.write()
+    result = run_check(pgplex.config_path)
+    assert result.returncode == 1, result.stderr
+    assert re.search(r"config\.toml:\d+: \[databases\.routed\] names a cluster: set its server "
+                     r"TLS settings in \[clusters\.c1\]", result.stderr), result.stderr
+    bad = make_pgplex(databases={"payam_db": {"server_tls_sslmode": "verify-ca"}}, start=False)
+    bad.write()
+    result = run_check(bad.config_path)
+    assert result.returncode == 1, result.stderr
+    assert re.search(r'config\.toml:\d+: \[databases\.payam_db\]: server_tls_sslmode = '
+                     r'"verify-ca": .*needs server_tls_ca_file', result.stderr), result.stderr
 
 
 def test_psql_psycopg2_jdbc_and_node_postgres_over_tls(make_pgplex, certs):

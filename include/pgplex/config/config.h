@@ -53,6 +53,8 @@ struct Node {
     std::string name;  // "host:port" as written in nodes
     Endpoint endpoint;
     NodeOptions options;
+    // Its node_options' server TLS settings over its cluster's over [pgplex]'s; never null.
+    std::shared_ptr<const ServerTls> server_tls;
 };
 
 enum class Dest : uint8_t { Pool, Direct };
@@ -158,6 +160,9 @@ struct Alias {
     // Sent in the server's StartupMessage, in this order: application_name,
     // client_encoding, DateStyle, TimeZone, options (names as the server expects them).
     std::vector<std::pair<std::string, std::string>> startup_parameters;
+    // Its server TLS settings over [pgplex]'s (an alias that names a cluster may set none:
+    // its nodes' apply); never null.
+    std::shared_ptr<const ServerTls> server_tls;
     int pool_size = -1;          // -1: [pgplex] default_pool_size
     int reserve_pool_size = -1;  // -1: [pgplex] reserve_pool_size
     int min_pool_size = -1;      // -1: [pgplex] min_pool_size
