@@ -40,6 +40,8 @@ const config::ServerTls& server_tls_of(const worker::Worker& worker, const Serve
                                       target.server_tls ? *target.server_tls : *config.server_tls);
 }
 
+void begin_login(worker::Worker& worker, Server& server);
+
 }  // namespace
 
 // A connected, non-blocking socket of the endpoint's family, installed as a fixed file.
@@ -397,6 +399,17 @@ uint32_t on_ssl_answer(worker::Worker& worker, Server& server, const uint8_t* da
 
 uint32_t login_consume(worker::Worker& worker, Server& server, uint32_t, const uint8_t* data,
                        uint32_t size) {
+    if (server.login && server.login->check_alpn && size > 0) {
+        // As libpq: a server that took a direct handshake without ALPN "postgresql" may be
+        // something else speaking TLS on that port.
+        server.login->check_alpn = false;
+        if (!server.conn.tls || server.conn.tls->alpn() != "postgresql") {
+            login_failed(worker, server, nullptr, 0,
+                         "server_tls_negotiation = \"direct\", and the server did not choose "
+                         "ALPN \"postgresql\" in the TLS handshake");
+            return size;
+        }
+    }
     if (server.login && server.login->awaiting_ssl && size > 0) {
         uint32_t used = on_ssl_answer(worker, server, data, size);
         if (used > 0) return used;
@@ -496,9 +509,28 @@ void on_connected(worker::Worker& worker, Server& server, int result) {
         return;
     }
     set_state(worker, server, ServerState::Login);
-    // server_tls_sslmode prefer and up: an SSLRequest first (PostgreSQL speaks no TLS over
-    // its Unix socket, and says 'N' there).
-    if (server_tls_of(worker, server).context && !server.pool->target.endpoint.is_unix()) {
+    begin_login(worker, server);
+}
+
+namespace {
+
+// server_tls_sslmode prefer and up: an SSLRequest first, or with server_tls_negotiation =
+// "direct" the TLS handshake at once (PostgreSQL 17's sslnegotiation=direct, ALPN
+// "postgresql"); the StartupMessage waits in the queue for the handshake. PostgreSQL speaks
+// no TLS over its Unix socket (it says 'N' there): such servers are never asked.
+void begin_login(worker::Worker& worker, Server& server) {
+    const config::ServerTls& server_tls = server_tls_of(worker, server);
+    const config::Endpoint& endpoint = server.pool->target.endpoint;
+    if (server_tls.context && !endpoint.is_unix() &&
+        server_tls.negotiation == config::TlsNegotiation::Direct) {
+        if (!server.login) server.login = std::make_unique<ServerLogin>();
+        server.login->check_alpn = true;
+        worker.start_tls_client(server.conn, *server_tls.context, endpoint.host, io::Op::ServerSend,
+                                worker.server_slot(server));
+        send_startup(worker, server);
+        return;
+    }
+    if (server_tls.context && !endpoint.is_unix()) {
         if (!server.login) server.login = std::make_unique<ServerLogin>();
         server.login->awaiting_ssl = true;
         uint8_t request[8];
@@ -511,6 +543,8 @@ void on_connected(worker::Worker& worker, Server& server, int result) {
     }
     send_startup(worker, server);
 }
+
+}  // namespace
 
 void on_tls_failed(worker::Worker& worker, Server& server, const std::string& reason) {
     if (server.state == ServerState::Login) {

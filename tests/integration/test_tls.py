@@ -660,6 +660,126 @@ def test_server_tls_settings_an_alias_of_a_cluster_may_not_set(make_pgplex, cert
                      r'"verify-ca": .*needs server_tls_ca_file', result.stderr), result.stderr
 
 
+class Sniffer:
+    """A plain TCP relay to 127.0.0.1:port that keeps the first bytes of each connection."""
+
+    def __init__(self, port):
+        import threading
+        self.port_to = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.openings = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        import threading
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return
+            far = socket.create_connection(("127.0.0.1", self.port_to))
+            threading.Thread(target=self.pump, args=(near, far, True), daemon=True).start()
+            threading.Thread(target=self.pump, args=(far, near, False), daemon=True).start()
+
+    def pump(self, source, sink, record):
+        try:
+            first = True
+            while data := source.recv(65536):
+                if record and first:
+                    self.openings.append(data[:8])
+                first = False
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.listener.close()
+
+
+def direct_to(port, certs, **extra):
+    return {"host": "localhost", "port": port, **verify_full(certs),
+            "server_tls_negotiation": "direct", **extra}
+
+
+def test_server_tls_negotiation_direct_through_a_second_pgplex(make_pgplex, certs):
+    """pgplex B's payam_db is pgplex A, which takes direct TLS from clients (PostgreSQL 15
+    cannot): B opens with a ClientHello, not an SSLRequest, verifies A's certificate and
+    name, and logs in with SCRAM bound to it."""
+    upstream = make_pgplex(settings=tls_settings(certs))
+    sniffer = Sniffer(upstream.port)
+    try:
+        chained = make_pgplex(databases={"payam_db": direct_to(sniffer.port, certs)})
+        with connect_through(chained.port) as conn:
+            assert conn.execute("SELECT current_user, 'chained'").fetchone() == (
+                "payam", "chained")
+        assert sniffer.openings and all(opening[0] == 0x16 for opening in sniffer.openings), \
+            sniffer.openings  # a TLS handshake record; an SSLRequest starts 00 00 00 08
+        assert re.search(r"server payam_db/payam@localhost:\d+: logged in \(.*TLSv1\.3, "
+                         r"SCRAM-SHA-256-PLUS\)", chained.log()), chained.log()[-2000:]
+        assert " tls=TLSv1.3" in upstream.log()
+    finally:
+        sniffer.close()
+
+
+def test_server_tls_negotiation_direct_against_postgresql_15_fails(make_pgplex, server_ssl,
+                                                                   certs):
+    """PostgreSQL 15 reads the ClientHello as a startup packet and refuses it: direct TLS
+    really is what pgplex sends (the same alias with "postgres" negotiation works)."""
+    direct = make_pgplex(databases={"payam_db": direct_to(server_ssl.port, certs)})
+    with pytest.raises(psycopg.OperationalError):
+        server_ssl_in_use(direct.port)
+    assert "login failed" in direct.log()
+    negotiated = make_pgplex(databases={
+        "payam_db": direct_to(server_ssl.port, certs, server_tls_negotiation="postgres")})
+    assert server_ssl_in_use(negotiated.port)[0] is True
+
+
+def test_server_tls_negotiation_direct_requires_alpn_postgresql(make_pgplex, certs):
+    """A server that completes the handshake without choosing ALPN "postgresql" is not
+    taken for PostgreSQL."""
+    import threading
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs["server.crt"], certs["server.key"])  # no ALPN
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        try:
+            raw, _ = listener.accept()
+            with context.wrap_socket(raw, server_side=True) as sock:
+                sock.recv(65536)  # the StartupMessage
+                sock.sendall(message(b"R", struct.pack("!I", 0)))
+                time.sleep(1)
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        pgplex = make_pgplex(databases={
+            "payam_db": direct_to(listener.getsockname()[1], certs)})
+        with pytest.raises(psycopg.OperationalError,
+                           match='did not choose ALPN "postgresql"'):
+            server_ssl_in_use(pgplex.port)
+    finally:
+        listener.close()
+
+
+def test_server_tls_negotiation_direct_needs_require_or_stronger(make_pgplex):
+    pgplex = make_pgplex(databases={"payam_db": {"server_tls_sslmode": "prefer",
+                                                 "server_tls_negotiation": "direct"}},
+                         start=False)
+    pgplex.write()
+    result = run_check(pgplex.config_path)
+    assert result.returncode == 1, result.stderr
+    assert re.search(r'config\.toml:\d+: \[databases\.payam_db\]: server_tls_negotiation = '
+                     r'"direct" needs server_tls_sslmode require', result.stderr), result.stderr
+
+
 def test_psql_psycopg2_jdbc_and_node_postgres_over_tls(make_pgplex, certs):
     """Each client library's own TLS stack against pgplex: libpq (psql, psycopg2), Java's
     JSSE (JDBC) and Node's OpenSSL binding (node-postgres, verifying the certificate)."""
