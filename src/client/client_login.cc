@@ -779,6 +779,7 @@ pool::Target target_for(const config::Config& config, const config::Alias* alias
         if (found != config.users.end()) target.password = found->second;
     }
     target.startup_parameters = alias->startup_parameters;
+    target.server_tls = alias->server_tls;
     return target;
 }
 

@@ -149,6 +149,10 @@ pool::Pool* pool_of(worker::Worker& worker, route::Routing& routing,
     pool::Target target = routing.base;
     target.endpoint = node.endpoint;
     target.alias = routing.base.alias + "@" + node.name;
+    // The node's server TLS settings (node_options over its cluster's over [pgplex]'s).
+    const config::Cluster* cluster = worker.config->find_cluster(routing.cluster);
+    const config::Node* configured = cluster ? cluster->find_node(node.name) : nullptr;
+    target.server_tls = configured ? configured->server_tls : nullptr;
     pool::Pool* pool = worker.shared.pools.find_or_create(target);
     if (pool == nullptr) return nullptr;
     pool->set_size_limit(routing.pool_size);

@@ -140,6 +140,9 @@ constexpr const char* check_query = R"(SELECT r.recovery,
     FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) END
 FROM (SELECT pg_is_in_recovery() AS recovery) AS r)";
 
+// PQlibVersion() of the first libpq that knows the sslnegotiation parameter.
+constexpr int libpq_with_sslnegotiation = 170000;
+
 // The check query's columns, in order.
 enum Column : int {
     ColumnRecovery,
@@ -386,6 +389,20 @@ struct ConnectParameters {
     }
 };
 
+// libpq's names for the server TLS settings. sslnegotiation exists from libpq 17 on; an
+// older libpq speaks SSLRequest first, which a PostgreSQL 17 server accepts as well.
+void add_tls_parameters(ConnectParameters& parameters, const config::ServerTls& server_tls) {
+    const tls::Settings& tls = server_tls.settings;
+    parameters.add("sslmode", tls::to_string(tls.mode));
+    if (!tls.ca_file.empty()) parameters.add("sslrootcert", tls.ca_file);
+    if (!tls.cert_file.empty()) parameters.add("sslcert", tls.cert_file);
+    if (!tls.key_file.empty()) parameters.add("sslkey", tls.key_file);
+    parameters.add("channel_binding", config::to_string(server_tls.channel_binding));
+    if (server_tls.negotiation == config::TlsNegotiation::Direct &&
+        PQlibVersion() >= libpq_with_sslnegotiation)
+        parameters.add("sslnegotiation", "direct");
+}
+
 ConnectParameters connect_parameters(const config::Config& config, const config::Cluster& cluster,
                                      const Node& node) {
     ConnectParameters parameters;
@@ -403,15 +420,11 @@ ConnectParameters connect_parameters(const config::Config& config, const config:
     parameters.add("application_name", "pgplex monitor");
     int64_t timeout_seconds = std::max<int64_t>(1, (cluster.check_timeout_ms + 999) / 1000);
     parameters.add("connect_timeout", std::to_string(timeout_seconds));
-    // server_tls_*, as pgplex's own server connections use them (libpq's sslmode has the
-    // same names; verify-full checks `host`, the node's name as configured).
-    const tls::Settings& tls = config.server_tls;
-    if (!endpoint.is_unix()) {
-        parameters.add("sslmode", tls::to_string(tls.mode));
-        if (!tls.ca_file.empty()) parameters.add("sslrootcert", tls.ca_file);
-        if (!tls.cert_file.empty()) parameters.add("sslcert", tls.cert_file);
-        if (!tls.key_file.empty()) parameters.add("sslkey", tls.key_file);
-    }
+    // The node's server TLS settings, as pgplex's own connections to it use them (libpq's
+    // sslmode has the same names; verify-full checks `host`, the node's name as configured).
+    const config::ServerTls& server_tls =
+        node.config.server_tls ? *node.config.server_tls : *config.server_tls;
+    if (!endpoint.is_unix()) add_tls_parameters(parameters, server_tls);
     return parameters;
 }
 

@@ -333,26 +333,6 @@ constexpr Setting<Config> pgplex_settings[] = {
      [](Loader& loader, Config& config) { return loader.string(config.client_tls.protocols); }},
     {"client_tls_ciphers",
      [](Loader& loader, Config& config) { return loader.string(config.client_tls.ciphers); }},
-    {"server_tls_sslmode",
-     [](Loader& loader, Config& config) {
-         std::string mode;
-         if (!loader.one_of({"disable", "allow", "prefer", "require", "verify-ca", "verify-full"},
-                            mode))
-             return false;
-         return tls::parse_ssl_mode(mode, config.server_tls.mode);
-     }},
-    {"server_tls_cert_file",
-     [](Loader& loader, Config& config) { return loader.string(config.server_tls.cert_file); }},
-    {"server_tls_key_file",
-     [](Loader& loader, Config& config) { return loader.string(config.server_tls.key_file); }},
-    {"server_tls_ca_file",
-     [](Loader& loader, Config& config) { return loader.string(config.server_tls.ca_file); }},
-    {"server_tls_protocols",
-     [](Loader& loader, Config& config) { return loader.string(config.server_tls.protocols); }},
-    {"server_tls_ciphers",
-     [](Loader& loader, Config& config) { return loader.string(config.server_tls.ciphers); }},
-    {"server_tls13_ciphers",
-     [](Loader& loader, Config& config) { return loader.string(config.server_tls.tls13_ciphers); }},
     {"client_tls13_ciphers",
      [](Loader& loader, Config& config) { return loader.string(config.client_tls.tls13_ciphers); }},
     {"read_only_functions",
@@ -380,6 +360,7 @@ struct AliasDraft {
     uint32_t password_line = 0;  // 0: password not given
     uint32_t cluster_line = 0;   // 0: cluster not given
     std::optional<std::string> application_name, client_encoding, datestyle, timezone, options;
+    ServerTlsLevel server_tls;
 };
 
 constexpr Setting<AliasDraft> alias_settings[] = {
@@ -478,7 +459,21 @@ void add_startup_parameters(AliasDraft& draft) {
     }
 }
 
-bool parse_alias(Loader& loader, std::string_view name, const toml::node& node, Alias& out) {
+// The alias's server TLS settings over [pgplex]'s; an alias that names a cluster takes its
+// nodes' settings instead.
+bool resolve_alias_tls(Loader& loader, Config& config, const std::string& section,
+                       AliasDraft& draft) {
+    if (draft.cluster_line != 0 && !draft.server_tls.empty())
+        return loader.fail_at(draft.server_tls.line,
+                              "[" + section +
+                                  "] names a cluster: set its server TLS settings in [clusters." +
+                                  draft.alias.cluster + "] or its node_options");
+    return resolve_server_tls(loader, config, *config.server_tls, draft.server_tls,
+                              "[" + section + "]", draft.alias.server_tls);
+}
+
+bool parse_alias(Loader& loader, std::string_view name, const toml::node& node, Config& config,
+                 Alias& out) {
     const toml::table* table = node.as_table();
     std::string section = section_name(name);
     if (table == nullptr) return loader.fail_on(node, "[" + section + "] must be a table");
@@ -489,7 +484,9 @@ bool parse_alias(Loader& loader, std::string_view name, const toml::node& node, 
     AliasDraft draft;
     draft.alias.name = std::string(name);
     draft.alias.line = table->source().begin.line;
-    if (!apply_settings(loader, *table, section, alias_settings, draft)) return false;
+    if (!apply_settings(loader, *table, section, alias_settings, draft, &draft.server_tls))
+        return false;
+    if (!resolve_alias_tls(loader, config, section, draft)) return false;
     if (draft.password_line != 0 && draft.alias.user.empty())
         return loader.fail_at(draft.password_line, "password is given without user");
     if (draft.cluster_line != 0 && draft.host_line != 0)
@@ -513,7 +510,7 @@ bool parse_databases(Loader& loader, const toml::node& node, Config& config) {
     if (table == nullptr) return loader.fail_on(node, "databases must be a table");
     for (auto&& [key, value] : *table) {
         Alias alias;
-        if (!parse_alias(loader, key.str(), value, alias)) return false;
+        if (!parse_alias(loader, key.str(), value, config, alias)) return false;
         if (alias.name == "*") {
             config.fallback = std::make_unique<Alias>(std::move(alias));
         } else {
@@ -545,23 +542,6 @@ bool load_client_tls(Loader& loader, const toml::table& section, Config& config)
     return loader.fail_on(
         at != nullptr ? *at : section,
         "client_tls_sslmode = \"" + std::string(to_string(settings.mode)) + "\": " + error);
-}
-
-// server_tls_*: "disable" and "allow" start in clear (no context); the others send an
-// SSLRequest first.
-bool load_server_tls(Loader& loader, const toml::table& section, Config& config) {
-    tls::Settings& settings = config.server_tls;
-    settings.cert_file = beside_config(config, settings.cert_file);
-    settings.key_file = beside_config(config, settings.key_file);
-    settings.ca_file = beside_config(config, settings.ca_file);
-    if (settings.mode == tls::SslMode::Disable || settings.mode == tls::SslMode::Allow) return true;
-    std::string error;
-    config.server_tls_context = tls::Context::make_client(settings, error);
-    if (config.server_tls_context) return true;
-    const toml::node* at = section.get("server_tls_sslmode");
-    return loader.fail_on(
-        at != nullptr ? *at : section,
-        "server_tls_sslmode = \"" + std::string(to_string(settings.mode)) + "\": " + error);
 }
 
 // auth_type = "hba": the rules of auth_hba_file, read and checked now.
@@ -640,7 +620,9 @@ bool parse_users(Loader& loader, const toml::node& node, Config& config) {
 bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
     const toml::table* table = node.as_table();
     if (table == nullptr) return loader.fail_on(node, "[pgplex] must be a table");
-    if (!apply_settings(loader, *table, "pgplex", pgplex_settings, config)) return false;
+    ServerTlsLevel server_tls;
+    if (!apply_settings(loader, *table, "pgplex", pgplex_settings, config, &server_tls))
+        return false;
     if (config.listen.empty()) return loader.fail_on(*table, "listen is required in [pgplex]");
     if (config.workers == 0) {
         unsigned cpus = std::thread::hardware_concurrency();
@@ -650,7 +632,8 @@ bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
         return loader.fail_on(*table->get("auth_query"),
                               "auth_query must name the user it looks up as $1");
     if (!load_client_tls(loader, *table, config)) return false;
-    if (!load_server_tls(loader, *table, config)) return false;
+    if (!resolve_server_tls(loader, config, ServerTls{}, server_tls, "", config.server_tls))
+        return false;
     if (!load_hba(loader, *table, config)) return false;
     return load_auth_file(loader, *table, config);
 }

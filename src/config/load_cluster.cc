@@ -20,6 +20,8 @@ struct ClusterDraft {
     bool downinter_set = false;
     const toml::node* node_options = nullptr;
     const toml::node* services = nullptr;
+    ServerTlsLevel server_tls;
+    std::vector<ServerTlsLevel> node_tls;  // by index in cluster.nodes
 };
 
 bool set_nodes(Loader& loader, ClusterDraft& draft) {
@@ -263,7 +265,27 @@ bool parse_node_options(Loader& loader, ClusterDraft& draft) {
                                   "[" + section + "] names a node that is not in nodes");
         const toml::table* table = value.as_table();
         if (table == nullptr) return loader.fail_on(value, "[" + section + "] must be a table");
-        if (!apply_settings(loader, *table, section, node_settings, found->options)) return false;
+        ServerTlsLevel& tls = draft.node_tls[size_t(found - cluster.nodes.begin())];
+        if (!apply_settings(loader, *table, section, node_settings, found->options, &tls))
+            return false;
+    }
+    return true;
+}
+
+// Each node's server TLS settings: its node_options' over the cluster's over [pgplex]'s.
+bool resolve_cluster_tls(Loader& loader, Config& config, ClusterDraft& draft) {
+    Cluster& cluster = draft.cluster;
+    std::string section = "[" + section_name(cluster.name, "clusters") + "]";
+    std::shared_ptr<const ServerTls> cluster_tls;
+    if (!resolve_server_tls(loader, config, *config.server_tls, draft.server_tls, section,
+                            cluster_tls))
+        return false;
+    for (size_t i = 0; i < cluster.nodes.size(); i++) {
+        std::string node_section = "[" + section_name(cluster.name, "clusters") +
+                                   ".node_options.\"" + cluster.nodes[i].name + "\"]";
+        if (!resolve_server_tls(loader, config, *cluster_tls, draft.node_tls[i], node_section,
+                                cluster.nodes[i].server_tls))
+            return false;
     }
     return true;
 }
@@ -279,9 +301,11 @@ bool parse_cluster(Loader& loader, Config& config, std::string_view name, const 
     ClusterDraft draft;
     draft.cluster.name = std::string(name);
     draft.cluster.line = table->source().begin.line;
-    if (!apply_settings(loader, *table, section, cluster_settings, draft)) return false;
+    if (!apply_settings(loader, *table, section, cluster_settings, draft, &draft.server_tls))
+        return false;
     Cluster& cluster = draft.cluster;
     if (cluster.nodes.empty()) return loader.fail_on(*table, "[" + section + "] needs nodes");
+    draft.node_tls.resize(cluster.nodes.size());
     if (!draft.fastinter_set) cluster.fastinter_ms = cluster.inter_ms;
     if (!draft.downinter_set) cluster.downinter_ms = cluster.inter_ms;
     if (cluster.inter_ms <= 0 || cluster.fastinter_ms <= 0 || cluster.downinter_ms <= 0)
@@ -289,6 +313,7 @@ bool parse_cluster(Loader& loader, Config& config, std::string_view name, const 
                                           "]: inter, fastinter and downinter must "
                                           "be more than zero");
     if (draft.node_options != nullptr && !parse_node_options(loader, draft)) return false;
+    if (!resolve_cluster_tls(loader, config, draft)) return false;
     if (draft.services != nullptr) {
         for (auto&& [key, value] : *draft.services->as_table())
             if (!parse_service(loader, config, cluster, key.str(), value)) return false;

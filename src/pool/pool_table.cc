@@ -32,6 +32,16 @@ uint64_t target_key(const Target& target) {
     }
     uint8_t direct = target.direct ? 1 : 0;
     XXH3_64bits_update(state, &direct, 1);
+    // Servers reached with other TLS settings are not interchangeable.
+    if (target.server_tls) {
+        const tls::Settings& tls = target.server_tls->settings;
+        uint8_t modes[3] = {uint8_t(tls.mode), uint8_t(target.server_tls->channel_binding),
+                            uint8_t(target.server_tls->negotiation)};
+        XXH3_64bits_update(state, modes, sizeof modes);
+        for (const std::string* field : {&tls.cert_file, &tls.key_file, &tls.ca_file,
+                                         &tls.protocols, &tls.ciphers, &tls.tls13_ciphers})
+            hash_field(state, *field);
+    }
     uint64_t key = XXH3_64bits_digest(state);
     XXH3_freeState(state);
     return key == 0 ? 1 : key;

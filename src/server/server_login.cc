@@ -31,6 +31,17 @@ namespace {
 using proto::AuthRequest;
 using proto::BackendMessage;
 
+// The server TLS settings of the server's pool (its alias's, cluster's or node's, else
+// [pgplex]'s), with the context of the newest config that has them.
+const config::ServerTls& server_tls_of(const worker::Worker& worker, const Server& server) {
+    const config::Config& config = *worker.config;
+    const pool::Target& target = server.pool->target;
+    return config::current_server_tls(config,
+                                      target.server_tls ? *target.server_tls : *config.server_tls);
+}
+
+void begin_login(worker::Worker& worker, Server& server);
+
 }  // namespace
 
 // A connected, non-blocking socket of the endpoint's family, installed as a fixed file.
@@ -102,19 +113,51 @@ void send_password(worker::Worker& worker, Server& server, std::string_view payl
     queue(worker, server, writer.data(), writer.size());
 }
 
-bool start_scram(worker::Worker& worker, Server& server, std::string_view mechanisms,
-                 std::string& why) {
-    bool offered = false;
+bool offers(std::string_view mechanisms, std::string_view wanted) {
     for (size_t at = 0; at < mechanisms.size();) {
         size_t end = mechanisms.find('\0', at);
         if (end == std::string_view::npos || end == at) break;
-        if (mechanisms.substr(at, end - at) == "SCRAM-SHA-256") offered = true;
+        if (mechanisms.substr(at, end - at) == wanted) return true;
         at = end + 1;
     }
-    if (!offered) {
+    return false;
+}
+
+// server_channel_binding, as libpq's channel_binding: SCRAM-SHA-256-PLUS over TLS when the
+// server offers it (prefer, require); "y" when pgplex could bind and the server offered no
+// -PLUS (RFC 5802 6: a server that does support it then sees the downgrade); require
+// refuses anything else. False with why.
+bool choose_binding(const worker::Worker& worker, const Server& server, std::string_view mechanisms,
+                    tls::scram::ClientExchange& exchange, std::string& why) {
+    config::ChannelBinding policy = server_tls_of(worker, server).channel_binding;
+    const tls::Session* session = server.conn.tls.get();
+    bool over_tls = session != nullptr && session->established();
+    std::string end_point = over_tls ? session->peer_end_point() : std::string();
+    bool plus = offers(mechanisms, "SCRAM-SHA-256-PLUS");
+    if (policy != config::ChannelBinding::Disable && plus && !end_point.empty()) {
+        exchange.bind(tls::scram::Binding::EndPoint, std::move(end_point));
+        return true;
+    }
+    if (policy == config::ChannelBinding::Require) {
+        why = !over_tls ? "server_channel_binding = \"require\", and the connection to the "
+                          "server is not encrypted"
+              : !plus   ? "server_channel_binding = \"require\", and the server does not "
+                          "offer SCRAM-SHA-256-PLUS"
+                        : "server_channel_binding = \"require\", and the server's certificate "
+                          "has no hash to bind to";
+        return false;
+    }
+    if (!offers(mechanisms, "SCRAM-SHA-256")) {
         why = "the server offers no SASL mechanism pgplex supports";
         return false;
     }
+    bool could = over_tls && policy != config::ChannelBinding::Disable && !end_point.empty();
+    exchange.bind(could ? tls::scram::Binding::Supported : tls::scram::Binding::None);
+    return true;
+}
+
+bool start_scram(worker::Worker& worker, Server& server, std::string_view mechanisms,
+                 std::string& why) {
     pool::Pool& pool = *server.pool;
     const std::string& password = pool.target.password;
     auto login = std::make_unique<ServerLogin>();
@@ -134,8 +177,9 @@ bool start_scram(worker::Worker& worker, Server& server, std::string_view mechan
         login->scram = std::make_unique<tls::scram::ClientExchange>(
             tls::scram::ClientExchange::with_password(password));
     }
+    if (!choose_binding(worker, server, mechanisms, *login->scram, why)) return false;
     std::string first = login->scram->client_first();
-    std::string payload = "SCRAM-SHA-256";
+    std::string payload = login->scram->mechanism();
     payload.push_back('\0');
     uint32_t size = uint32_t(first.size());
     uint8_t length[4] = {uint8_t(size >> 24), uint8_t(size >> 16), uint8_t(size >> 8),
@@ -147,6 +191,40 @@ bool start_scram(worker::Worker& worker, Server& server, std::string_view mechan
     return true;
 }
 
+// server_channel_binding = "require": the server may not log pgplex in, nor ask for a
+// password, other than through SCRAM-SHA-256-PLUS (libpq's check, which stops a man in the
+// middle from answering "trust" or asking for the password in clear).
+bool binding_allows(const worker::Worker& worker, const Server& server, AuthRequest request,
+                    std::string& why) {
+    if (server_tls_of(worker, server).channel_binding != config::ChannelBinding::Require)
+        return true;
+    const tls::scram::ClientExchange* scram = server.login ? server.login->scram.get() : nullptr;
+    bool bound = scram != nullptr && scram->binding() == tls::scram::Binding::EndPoint;
+    switch (request) {
+        case AuthRequest::Ok:
+            if (bound && scram->finished()) return true;
+            why =
+                "server_channel_binding = \"require\", and the server logged pgplex in "
+                "without channel binding";
+            return false;
+        case AuthRequest::SASL:
+        case AuthRequest::SASLContinue:
+        case AuthRequest::SASLFinal:
+            return true;
+        case AuthRequest::CleartextPassword:
+        case AuthRequest::MD5Password:
+        case AuthRequest::KerberosV5:
+        case AuthRequest::GSS:
+        case AuthRequest::GSSContinue:
+        case AuthRequest::SSPI:
+            break;
+    }
+    why =
+        "server_channel_binding = \"require\", and the server asks for a password "
+        "without SCRAM channel binding";
+    return false;
+}
+
 // Answers one Authentication message. Returns false with why on failure.
 bool on_authentication(worker::Worker& worker, Server& server, const uint8_t* body, uint32_t size,
                        std::string& why) {
@@ -154,6 +232,7 @@ bool on_authentication(worker::Worker& worker, Server& server, const uint8_t* bo
     const pool::Target& target = server.pool->target;
     const std::string& password = target.password;
     std::string_view data(reinterpret_cast<const char*>(body + 4), size - 4);
+    if (!binding_allows(worker, server, request, why)) return false;
     switch (request) {
         case AuthRequest::Ok:
             return true;
@@ -213,11 +292,16 @@ void login_done(worker::Worker& worker, Server& server) {
     }
     worker.pools[server.pool->id].connecting--;
     server.pool->login_failed_ms.store(0, std::memory_order_release);
-    server.login.reset();
     ++worker.counters.servers_connected;
-    log_info("server %s/%s@%s: logged in (backend pid %u, worker %u)",
+    // What protects the login, so a log shows whether TLS and channel binding were used.
+    const tls::scram::ClientExchange* scram = server.login ? server.login->scram.get() : nullptr;
+    std::string how = server.conn.tls ? server.conn.tls->version() : std::string("no TLS");
+    if (scram != nullptr) how += std::string(", ") + scram->mechanism();
+    log_info("server %s/%s@%s: logged in (backend pid %u, worker %u, %s)",
              server.pool->target.dbname.c_str(), server.pool->target.user.c_str(),
-             server.pool->target.endpoint.to_string().c_str(), server.backend_pid, worker.index);
+             server.pool->target.endpoint.to_string().c_str(), server.backend_pid, worker.index,
+             how.c_str());
+    server.login.reset();
     make_available(worker, server);
 }
 
@@ -282,27 +366,26 @@ namespace {
 // The server's one-byte answer to pgplex's SSLRequest. Returns the bytes used.
 uint32_t on_ssl_answer(worker::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
     server.login->awaiting_ssl = false;
-    const config::Config& config = *worker.config;
+    const config::ServerTls& server_tls = server_tls_of(worker, server);
     if (data[0] == 'S') {
         // Bytes after the 'S' were not encrypted, so anyone on the path could have put them
         // there (CVE-2021-23222): refused, as libpq refuses them.
-        if (size > 1 || server.conn.held_in.bytes > size || !config.server_tls_context) {
+        if (size > 1 || server.conn.held_in.bytes > size || !server_tls.context) {
             login_failed(worker, server, nullptr, 0,
                          "the server sent unencrypted data after its answer to SSLRequest");
             return size;
         }
-        worker.start_tls_client(server.conn, *config.server_tls_context,
-                                server.pool->target.endpoint.host, io::Op::ServerSend,
-                                worker.server_slot(server));
+        worker.start_tls_client(server.conn, *server_tls.context, server.pool->target.endpoint.host,
+                                io::Op::ServerSend, worker.server_slot(server));
         send_startup(worker, server);  // waits for the handshake
         return 1;
     }
     if (data[0] == 'N') {
-        if (config.server_tls.mode >= tls::SslMode::Require) {
+        if (server_tls.settings.mode >= tls::SslMode::Require) {
             std::string why = std::string(
                                   "the server does not accept TLS, and server_tls_sslmode "
                                   "is \"") +
-                              tls::to_string(config.server_tls.mode) + "\"";
+                              tls::to_string(server_tls.settings.mode) + "\"";
             login_failed(worker, server, nullptr, 0, why.c_str());
             return size;
         }
@@ -316,6 +399,17 @@ uint32_t on_ssl_answer(worker::Worker& worker, Server& server, const uint8_t* da
 
 uint32_t login_consume(worker::Worker& worker, Server& server, uint32_t, const uint8_t* data,
                        uint32_t size) {
+    if (server.login && server.login->check_alpn && size > 0) {
+        // As libpq: a server that took a direct handshake without ALPN "postgresql" may be
+        // something else speaking TLS on that port.
+        server.login->check_alpn = false;
+        if (!server.conn.tls || server.conn.tls->alpn() != "postgresql") {
+            login_failed(worker, server, nullptr, 0,
+                         "server_tls_negotiation = \"direct\", and the server did not choose "
+                         "ALPN \"postgresql\" in the TLS handshake");
+            return size;
+        }
+    }
     if (server.login && server.login->awaiting_ssl && size > 0) {
         uint32_t used = on_ssl_answer(worker, server, data, size);
         if (used > 0) return used;
@@ -415,9 +509,28 @@ void on_connected(worker::Worker& worker, Server& server, int result) {
         return;
     }
     set_state(worker, server, ServerState::Login);
-    // server_tls_sslmode prefer and up: an SSLRequest first (PostgreSQL speaks no TLS over
-    // its Unix socket, and says 'N' there).
-    if (worker.config->server_tls_context && !server.pool->target.endpoint.is_unix()) {
+    begin_login(worker, server);
+}
+
+namespace {
+
+// server_tls_sslmode prefer and up: an SSLRequest first, or with server_tls_negotiation =
+// "direct" the TLS handshake at once (PostgreSQL 17's sslnegotiation=direct, ALPN
+// "postgresql"); the StartupMessage waits in the queue for the handshake. PostgreSQL speaks
+// no TLS over its Unix socket (it says 'N' there): such servers are never asked.
+void begin_login(worker::Worker& worker, Server& server) {
+    const config::ServerTls& server_tls = server_tls_of(worker, server);
+    const config::Endpoint& endpoint = server.pool->target.endpoint;
+    if (server_tls.context && !endpoint.is_unix() &&
+        server_tls.negotiation == config::TlsNegotiation::Direct) {
+        if (!server.login) server.login = std::make_unique<ServerLogin>();
+        server.login->check_alpn = true;
+        worker.start_tls_client(server.conn, *server_tls.context, endpoint.host, io::Op::ServerSend,
+                                worker.server_slot(server));
+        send_startup(worker, server);
+        return;
+    }
+    if (server_tls.context && !endpoint.is_unix()) {
         if (!server.login) server.login = std::make_unique<ServerLogin>();
         server.login->awaiting_ssl = true;
         uint8_t request[8];
@@ -430,6 +543,8 @@ void on_connected(worker::Worker& worker, Server& server, int result) {
     }
     send_startup(worker, server);
 }
+
+}  // namespace
 
 void on_tls_failed(worker::Worker& worker, Server& server, const std::string& reason) {
     if (server.state == ServerState::Login) {

@@ -1,8 +1,8 @@
 // SCRAM-SHA-256 as PostgreSQL speaks it (see scram.h): the stored secret format, base64, and
 // both halves of the exchange. The semantics follow PostgreSQL's auth-scram.c (server) and
 // fe-auth-scram.c (client): the user name in client-first is ignored (the startup packet
-// names the user), channel binding is never offered, extensions after the mandatory
-// attributes are ignored, and a wrong proof is told apart from a malformed message.
+// names the user), channel binding is tls-server-end-point only, extensions after the
+// mandatory attributes are ignored, and a wrong proof is told apart from a malformed message.
 //
 // Messages are cut into attributes at ',' up front, so each check below reads one
 // attribute and nothing walks past the end of a message.
@@ -482,11 +482,34 @@ ClientExchange ClientExchange::with_keys(const Key& client_key, const Key& serve
     return exchange;
 }
 
+void ClientExchange::bind(Binding binding, std::string server_end_point) {
+    PGPLEX_ASSERT(client_first_bare_.empty());
+    PGPLEX_ASSERT((binding == Binding::EndPoint) == !server_end_point.empty());
+    binding_ = binding;
+    end_point_ = std::move(server_end_point);
+}
+
+const char* ClientExchange::mechanism() const {
+    return binding_ == Binding::EndPoint ? "SCRAM-SHA-256-PLUS" : "SCRAM-SHA-256";
+}
+
+std::string ClientExchange::gs2_header() const {
+    switch (binding_) {
+        case Binding::None:
+            return std::string(gs2_header_without_binding);
+        case Binding::Supported:
+            return "y,,";
+        case Binding::EndPoint:
+            return std::string(end_point_header);
+    }
+    return std::string(gs2_header_without_binding);
+}
+
 std::string ClientExchange::client_first() {
     PGPLEX_ASSERT(client_first_bare_.empty());
     client_nonce_ = make_nonce();
     client_first_bare_ = "n=" + test_user + ",r=" + client_nonce_;
-    return std::string(gs2_header_without_binding) + client_first_bare_;
+    return gs2_header() + client_first_bare_;
 }
 
 bool ClientExchange::handle_server_first(std::string_view message, std::string& client_final,
@@ -505,8 +528,9 @@ bool ClientExchange::handle_server_first(std::string_view message, std::string& 
         client_key = hmac(as_chars(salted), "Client Key");
         server_key = hmac(as_chars(salted), "Server Key");
     }
+    // c= carries the gs2 header and, when bound, the channel's data (RFC 5802 7).
     std::string without_proof =
-        "c=" + base64_encode(gs2_header_without_binding) + ",r=" + std::string(first.nonce);
+        "c=" + base64_encode(gs2_header() + end_point_) + ",r=" + std::string(first.nonce);
     std::string auth_message =
         client_first_bare_ + "," + std::string(message) + "," + without_proof;
     Key proof = xor_keys(client_key, hmac(as_chars(sha256(client_key)), auth_message));
@@ -534,6 +558,7 @@ bool ClientExchange::handle_server_final(std::string_view message, std::string& 
         reason = "incorrect server signature: the server does not know the password";
         return false;
     }
+    finished_ = true;
     return true;
 }
 

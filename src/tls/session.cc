@@ -92,6 +92,24 @@ int select_alpn(SSL*, const unsigned char** out, unsigned char* out_size, const 
     return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+// tls-server-end-point data (RFC 5929 4.1): the certificate's hash with the digest of its
+// signature algorithm, SHA-256 where that is MD5 or SHA-1, as PostgreSQL's
+// be_tls_get_certificate_hash computes it. Empty when there is no certificate or its
+// signature algorithm names no digest (PostgreSQL refuses to bind to such a certificate).
+std::string end_point_of(X509* certificate) {
+    if (certificate == nullptr) return {};
+    int digest_nid = NID_undef;
+    if (OBJ_find_sigid_algs(X509_get_signature_nid(certificate), &digest_nid, nullptr) != 1)
+        return {};
+    if (digest_nid == NID_md5 || digest_nid == NID_sha1) digest_nid = NID_sha256;
+    const EVP_MD* md = EVP_get_digestbynid(digest_nid);
+    if (md == nullptr) return {};
+    unsigned char hash[EVP_MAX_MD_SIZE];
+    unsigned int size = 0;
+    if (X509_digest(certificate, md, hash, &size) != 1) return {};
+    return std::string(reinterpret_cast<const char*>(hash), size);
+}
+
 }  // namespace
 
 const char* to_string(SslMode mode) {
@@ -374,18 +392,11 @@ bool Session::peer_verified() const {
 }
 
 std::string Session::server_end_point() const {
-    X509* mine = SSL_get_certificate(ssl_);
-    if (mine == nullptr) return {};
-    int digest_nid = NID_undef;
-    if (OBJ_find_sigid_algs(X509_get_signature_nid(mine), &digest_nid, nullptr) != 1) return {};
-    // RFC 5929 4.1: MD5 and SHA-1 are replaced by SHA-256.
-    if (digest_nid == NID_md5 || digest_nid == NID_sha1) digest_nid = NID_sha256;
-    const EVP_MD* md = EVP_get_digestbynid(digest_nid);
-    if (md == nullptr) return {};
-    unsigned char hash[EVP_MAX_MD_SIZE];
-    unsigned int size = 0;
-    if (X509_digest(mine, md, hash, &size) != 1) return {};
-    return std::string(reinterpret_cast<const char*>(hash), size);
+    return end_point_of(SSL_get_certificate(ssl_));
+}
+
+std::string Session::peer_end_point() const {
+    return end_point_of(SSL_get0_peer_certificate(ssl_));
 }
 
 }  // namespace pgplex::tls

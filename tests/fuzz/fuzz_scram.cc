@@ -33,10 +33,12 @@ void fuzz_server(std::string_view first, std::string_view final_message, bool bi
         std::abort();
 }
 
-void fuzz_client(std::string_view first, std::string_view final_message) {
+// binding: the client's gs2 header, as toward a node over TLS.
+void fuzz_client(std::string_view first, std::string_view final_message, scram::Binding binding) {
     const scram::Secret& secret = server_secret();
     scram::ClientExchange client =
         scram::ClientExchange::with_keys(secret.stored_key, secret.server_key);
+    client.bind(binding, binding == scram::Binding::EndPoint ? std::string(32, '\x5a') : "");
     client.client_first();
     std::string client_final, reason;
     if (!client.handle_server_first(first, client_final, reason)) {
@@ -74,7 +76,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     fuzz_server(first, final_message, false, false);
     fuzz_server(first, final_message, true, false);
     fuzz_server(first, final_message, true, true);
-    fuzz_client(first, final_message);
+    fuzz_client(first, final_message, scram::Binding::None);
+    fuzz_client(first, final_message, scram::Binding::Supported);
+    fuzz_client(first, final_message, scram::Binding::EndPoint);
     scram::set_nonce_for_test("");
     fuzz_codecs(input);
     return 0;

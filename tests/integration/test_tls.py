@@ -31,8 +31,9 @@ def openssl(*args, cwd):
 
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory):
-    """Files of a test PKI, by name: ca.crt, server.crt/key, client.crt/key (CN=payam),
-    stranger.crt/key (CN=analyst), other_ca.crt and server2.crt/key that it signed."""
+    """Files of a test PKI, by name: ca.crt, server.crt/key, server_dns.crt/key (localhost
+    only, no IP address), client.crt/key (CN=payam), stranger.crt/key (CN=analyst),
+    other_ca.crt and server2.crt/key that it signed."""
     d = tmp_path_factory.mktemp("pki")
     for ca in ("ca", "other_ca"):
         openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
@@ -45,6 +46,13 @@ def certs(tmp_path_factory):
                 "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
         openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
                 "-CAcreateserial", "-days", "2", "-out", f"{name}.crt", *ext, cwd=d)
+    # server_dns: a server certificate for the name localhost only (no IP address).
+    (d / "dns.ext").write_text("subjectAltName=DNS:localhost\n")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", "server_dns.key", "-out", "server_dns.csr", cwd=d)
+    openssl("x509", "-req", "-in", "server_dns.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-out", "server_dns.crt", "-extfile", "dns.ext",
+            cwd=d)
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
             "-keyout", "server2.key", "-out", "server2.csr", cwd=d)
     openssl("x509", "-req", "-in", "server2.csr", "-CA", "other_ca.crt", "-CAkey", "other_ca.key",
@@ -335,13 +343,11 @@ def test_a_sasl_plus_exchange_with_a_wrong_binding_is_refused(make_pgplex, certs
 # these tests with the test PKI's server certificate (CN=localhost, SAN 127.0.0.1).
 
 
-@pytest.fixture
-def server_ssl(cluster, certs):
-    """ssl = on on the cluster's primary, for the test; off again after it."""
-    import shutil
+def ssl_on(cluster, certs, identity):
+    """ssl = on on the cluster's primary with identity.crt/key; off again after it."""
     directory = Path(cluster.dir)
     for name in ("server.crt", "server.key"):
-        shutil.copy(certs[name], directory / f"tls_{name}")
+        shutil.copy(certs[name.replace("server", identity)], directory / f"tls_{name}")
         shutil.chown(directory / f"tls_{name}", "postgres", "postgres")
         (directory / f"tls_{name}").chmod(0o600)
     cluster.admin_psql(f"ALTER SYSTEM SET ssl_cert_file = '{directory / 'tls_server.crt'}'")
@@ -354,6 +360,19 @@ def server_ssl(cluster, certs):
         cluster.admin_psql(f"ALTER SYSTEM RESET {setting}")
     cluster.admin_psql("SELECT pg_reload_conf()")
     time.sleep(0.3)
+
+
+@pytest.fixture
+def server_ssl(cluster, certs):
+    """ssl = on on the cluster's primary (server.crt: localhost and 127.0.0.1)."""
+    yield from ssl_on(cluster, certs, "server")
+
+
+@pytest.fixture
+def server_ssl_dns(cluster, certs):
+    """ssl = on on the cluster's primary with server_dns.crt: the name localhost only, so
+    verify-full toward 127.0.0.1 fails."""
+    yield from ssl_on(cluster, certs, "server_dns")
 
 
 def server_ssl_in_use(port, **kwargs):
@@ -422,6 +441,343 @@ def test_tls_on_both_sides_in_transaction_pooling_under_pgbench(make_pgplex, ser
     finally:
         for conn in conns:
             conn.close()
+
+
+class TlsRelay:
+    """A man in the middle between pgplex and PostgreSQL: it answers pgplex's SSLRequest
+    with 'S' and its own certificate (server2.crt, of another CA), opens its own TLS session
+    to PostgreSQL and relays the plaintext. Only channel binding can tell it is there."""
+
+    def __init__(self, certs, server_port):
+        import threading
+        self.server_port = server_port
+        self.inbound = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.inbound.load_cert_chain(certs["server2.crt"], certs["server2.key"])
+        self.outbound = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.outbound.check_hostname = False
+        self.outbound.verify_mode = ssl.CERT_NONE
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.relayed = 0
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        import threading
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.relay, args=(near,), daemon=True).start()
+
+    def relay(self, near):
+        import threading
+        try:
+            assert near.recv(8) == struct.pack("!II", 8, SSL_REQUEST_CODE)
+            near.sendall(b"S")
+            near = self.inbound.wrap_socket(near, server_side=True)
+            far = socket.create_connection(("127.0.0.1", self.server_port))
+            far.sendall(struct.pack("!II", 8, SSL_REQUEST_CODE))
+            assert far.recv(1) == b"S"
+            far = self.outbound.wrap_socket(far)
+        except (OSError, AssertionError):
+            near.close()
+            return
+        self.relayed += 1
+
+        def pump(source, sink):
+            try:
+                while data := source.recv(65536):
+                    sink.sendall(data)
+            except OSError:
+                pass
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        threading.Thread(target=pump, args=(far, near), daemon=True).start()
+        pump(near, far)
+
+    def close(self):
+        self.listener.close()
+
+
+def relayed_pgplex(make_pgplex, relay, **settings):
+    """pgplex whose payam_db alias reaches PostgreSQL through the relay."""
+    return make_pgplex(databases={"payam_db": {"port": relay.port}},
+                       settings={"server_tls_sslmode": "require", **settings})
+
+
+def test_server_channel_binding_require_logs_in_with_scram_sha_256_plus(make_pgplex, server_ssl):
+    pgplex = make_pgplex(settings={"server_tls_sslmode": "require",
+                                   "server_channel_binding": "require"})
+    ssl_on, _ = server_ssl_in_use(pgplex.port)
+    assert ssl_on is True
+    assert re.search(r"logged in \(backend pid \d+, worker \d+, TLSv1\.\d, "
+                     r"SCRAM-SHA-256-PLUS\)", pgplex.log()), pgplex.log()[-2000:]
+    disabled = make_pgplex(settings={"server_tls_sslmode": "require",
+                                     "server_channel_binding": "disable"})
+    assert server_ssl_in_use(disabled.port)[0] is True
+    assert re.search(r"logged in \(.*TLSv1\.\d, SCRAM-SHA-256\)", disabled.log())
+
+
+def test_server_channel_binding_with_keys_from_a_clients_scram_exchange(make_pgplex, server_ssl):
+    """An auth file with only SCRAM secrets: pgplex logs in with the keys of the client's
+    own exchange, bound to the server's certificate."""
+    pgplex = make_pgplex(secrets="scram", settings={"server_tls_sslmode": "require",
+                                                    "server_channel_binding": "require"})
+    assert server_ssl_in_use(pgplex.port)[0] is True
+    assert re.search(r"logged in \(.*SCRAM-SHA-256-PLUS\)", pgplex.log()), pgplex.log()[-2000:]
+
+
+def test_server_channel_binding_catches_a_relay_with_another_certificate(
+        make_pgplex, server_ssl, certs):
+    """Through a relay that terminates TLS, PostgreSQL hashes its own certificate and
+    pgplex the relay's: with binding the login fails on PostgreSQL's side, which shows the
+    hash was sent and checked; without binding the same relay goes unnoticed."""
+    relay = TlsRelay(certs, server_ssl.port)
+    try:
+        unbound = relayed_pgplex(make_pgplex, relay, server_channel_binding="disable")
+        with connect_through(unbound.port) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == ("payam",)
+        assert relay.relayed >= 1
+        for policy in ("prefer", "require"):
+            bound = relayed_pgplex(make_pgplex, relay, server_channel_binding=policy)
+            with pytest.raises(psycopg.OperationalError, match="channel binding"):
+                server_ssl_in_use(bound.port)
+            assert "SCRAM channel binding check failed" in bound.log(), bound.log()[-2000:]
+    finally:
+        relay.close()
+
+
+def test_server_channel_binding_require_refuses_a_server_without_tls(make_pgplex, cluster):
+    pgplex = make_pgplex(settings={"server_tls_sslmode": "prefer",
+                                   "server_channel_binding": "require"})
+    with pytest.raises(psycopg.OperationalError,
+                       match='server_channel_binding = "require", and the connection to the '
+                             'server is not encrypted'):
+        server_ssl_in_use(pgplex.port)
+    assert 'login failed: server_channel_binding = "require"' in pgplex.log()
+    prefer = make_pgplex(settings={"server_tls_sslmode": "prefer"})
+    assert server_ssl_in_use(prefer.port)[0] is False  # prefer: SCRAM without binding
+
+
+def test_server_channel_binding_require_without_tls_is_refused_at_load(make_pgplex):
+    pgplex = make_pgplex(settings={"server_channel_binding": "require"}, start=False)
+    pgplex.write()
+    result = run_check(pgplex.config_path)
+    assert result.returncode == 1, result.stderr
+    assert re.search(r'config\.toml:\d+: server_channel_binding = "require" needs TLS, and '
+                     r'server_tls_sslmode is "disable"', result.stderr), result.stderr
+
+
+# With server_ssl_dns, a host the server's certificate does not name.
+WRONG_NAME = "127.0.0.1"
+
+
+def verify_full(certs, **extra):
+    return {"server_tls_sslmode": "verify-full", "server_tls_ca_file": certs["ca.crt"], **extra}
+
+
+def test_server_tls_per_alias_verify_full_checks_each_aliases_host(
+        make_pgplex, server_ssl_dns, certs):
+    """[pgplex] says disable; payam_db (host localhost) and payam_dw (host 127.0.0.1) each
+    say verify-full: the first is encrypted and verified, the second refused for its
+    name, and the "*" alias keeps [pgplex]'s plaintext."""
+    pgplex = make_pgplex(databases={
+        "payam_db": {"host": "localhost", **verify_full(certs)},
+        "payam_dw": {"host": WRONG_NAME, **verify_full(certs)},
+    })
+    assert server_ssl_in_use(pgplex.port)[0] is True
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        psycopg.connect(host="127.0.0.1", port=pgplex.port, dbname="payam_dw", user="payam",
+                        password=PASSWORDS["payam"], sslmode="disable", connect_timeout=10)
+    assert re.search(r"login failed: TLS: .*certificate verify failed", pgplex.log())
+    with psycopg.connect(host="127.0.0.1", port=pgplex.port, dbname="payam_archive",
+                         user="payam", password=PASSWORDS["payam"], sslmode="disable",
+                         autocommit=True, connect_timeout=10) as conn:
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+                            ).fetchone() == (False,)
+
+
+def monitor_ssl(cluster):
+    """ssl of each monitor connection PostgreSQL sees, by the node it came in for."""
+    rows = cluster.admin_psql(
+        "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) "
+        "WHERE a.application_name = 'pgplex monitor'")
+    return rows.split()
+
+
+def tls_cluster(cluster, nodes, **settings):
+    from conftest import FAST_CHECKS, next_free_port
+    return {"nodes": nodes, "monitor_user": "payam", "monitor_dbname": "payam_db",
+            **FAST_CHECKS, "services": {"primary": {"port": next_free_port()}}, **settings}
+
+
+def test_server_tls_per_cluster_and_node_most_specific_wins(
+        make_pgplex, server_ssl_dns, certs):
+    """c1 verifies its node by name; c2 says verify-full too, but its node (127.0.0.1, a
+    name the certificate does not carry) says require in node_options, which wins; c3 is c2
+    without that node entry, so its node fails verify-full, in the monitor and for clients
+    alike."""
+    server_ssl = server_ssl_dns
+    port = server_ssl.port
+    wrong = f"{WRONG_NAME}:{port}"
+    pgplex = make_pgplex(settings={"server_tls_sslmode": "disable"}, clusters={
+        "c1": tls_cluster(server_ssl, [f"localhost:{port}"], **verify_full(certs)),
+        "c2": tls_cluster(server_ssl, [wrong], **verify_full(certs),
+                          node_options={wrong: {"server_tls_sslmode": "require"}}),
+        "c3": tls_cluster(server_ssl, [wrong], **verify_full(certs)),
+    })
+    for name in ("c1", "c2"):
+        assert pgplex.wait_log(rf"cluster {name}: primary is ", timeout=10), pgplex.log()
+        ssl_on, _ = server_ssl_in_use(pgplex.service_port("primary", name))
+        assert ssl_on is True
+    assert pgplex.wait_log(r"cluster c3: node 127\.0\.0\.1:\d+ is down: .*does not match",
+                           timeout=10), pgplex.log()[-3000:]
+    assert monitor_ssl(server_ssl).count("t") >= 2
+    with pytest.raises(psycopg.OperationalError):
+        server_ssl_in_use(pgplex.service_port("primary", "c3"))
+
+
+def test_server_tls_settings_an_alias_of_a_cluster_may_not_set(make_pgplex, certs):
+    pgplex = make_pgplex(databases={"routed": {"cluster": "c1", "server_tls_sslmode": "require",
+                                               "host": None}},
+                         clusters={"c1": {"nodes": ["127.0.0.1:5432"]}}, start=False)
+    del pgplex.databases["routed"]["host"]
+    pgplex.write()
+    result = run_check(pgplex.config_path)
+    assert result.returncode == 1, result.stderr
+    assert re.search(r"config\.toml:\d+: \[databases\.routed\] names a cluster: set its server "
+                     r"TLS settings in \[clusters\.c1\]", result.stderr), result.stderr
+    bad = make_pgplex(databases={"payam_db": {"server_tls_sslmode": "verify-ca"}}, start=False)
+    bad.write()
+    result = run_check(bad.config_path)
+    assert result.returncode == 1, result.stderr
+    assert re.search(r'config\.toml:\d+: \[databases\.payam_db\]: server_tls_sslmode = '
+                     r'"verify-ca": .*needs server_tls_ca_file', result.stderr), result.stderr
+
+
+class Sniffer:
+    """A plain TCP relay to 127.0.0.1:port that keeps the first bytes of each connection."""
+
+    def __init__(self, port):
+        import threading
+        self.port_to = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.openings = []
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        import threading
+        while True:
+            try:
+                near, _ = self.listener.accept()
+            except OSError:
+                return
+            far = socket.create_connection(("127.0.0.1", self.port_to))
+            threading.Thread(target=self.pump, args=(near, far, True), daemon=True).start()
+            threading.Thread(target=self.pump, args=(far, near, False), daemon=True).start()
+
+    def pump(self, source, sink, record):
+        try:
+            first = True
+            while data := source.recv(65536):
+                if record and first:
+                    self.openings.append(data[:8])
+                first = False
+                sink.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, sink):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.listener.close()
+
+
+def direct_to(port, certs, **extra):
+    return {"host": "localhost", "port": port, **verify_full(certs),
+            "server_tls_negotiation": "direct", **extra}
+
+
+def test_server_tls_negotiation_direct_through_a_second_pgplex(make_pgplex, certs):
+    """pgplex B's payam_db is pgplex A, which takes direct TLS from clients (PostgreSQL 15
+    cannot): B opens with a ClientHello, not an SSLRequest, verifies A's certificate and
+    name, and logs in with SCRAM bound to it."""
+    upstream = make_pgplex(settings=tls_settings(certs))
+    sniffer = Sniffer(upstream.port)
+    try:
+        chained = make_pgplex(databases={"payam_db": direct_to(sniffer.port, certs)})
+        with connect_through(chained.port) as conn:
+            assert conn.execute("SELECT current_user, 'chained'").fetchone() == (
+                "payam", "chained")
+        assert sniffer.openings and all(opening[0] == 0x16 for opening in sniffer.openings), \
+            sniffer.openings  # a TLS handshake record; an SSLRequest starts 00 00 00 08
+        assert re.search(r"server payam_db/payam@localhost:\d+: logged in \(.*TLSv1\.3, "
+                         r"SCRAM-SHA-256-PLUS\)", chained.log()), chained.log()[-2000:]
+        assert " tls=TLSv1.3" in upstream.log()
+    finally:
+        sniffer.close()
+
+
+def test_server_tls_negotiation_direct_against_postgresql_15_fails(make_pgplex, server_ssl,
+                                                                   certs):
+    """PostgreSQL 15 reads the ClientHello as a startup packet and refuses it: direct TLS
+    really is what pgplex sends (the same alias with "postgres" negotiation works)."""
+    direct = make_pgplex(databases={"payam_db": direct_to(server_ssl.port, certs)})
+    with pytest.raises(psycopg.OperationalError):
+        server_ssl_in_use(direct.port)
+    assert "login failed" in direct.log()
+    negotiated = make_pgplex(databases={
+        "payam_db": direct_to(server_ssl.port, certs, server_tls_negotiation="postgres")})
+    assert server_ssl_in_use(negotiated.port)[0] is True
+
+
+def test_server_tls_negotiation_direct_requires_alpn_postgresql(make_pgplex, certs):
+    """A server that completes the handshake without choosing ALPN "postgresql" is not
+    taken for PostgreSQL."""
+    import threading
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certs["server.crt"], certs["server.key"])  # no ALPN
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve():
+        try:
+            raw, _ = listener.accept()
+            with context.wrap_socket(raw, server_side=True) as sock:
+                sock.recv(65536)  # the StartupMessage
+                sock.sendall(message(b"R", struct.pack("!I", 0)))
+                time.sleep(1)
+        except OSError:
+            pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        pgplex = make_pgplex(databases={
+            "payam_db": direct_to(listener.getsockname()[1], certs)})
+        with pytest.raises(psycopg.OperationalError,
+                           match='did not choose ALPN "postgresql"'):
+            server_ssl_in_use(pgplex.port)
+    finally:
+        listener.close()
+
+
+def test_server_tls_negotiation_direct_needs_require_or_stronger(make_pgplex):
+    pgplex = make_pgplex(databases={"payam_db": {"server_tls_sslmode": "prefer",
+                                                 "server_tls_negotiation": "direct"}},
+                         start=False)
+    pgplex.write()
+    result = run_check(pgplex.config_path)
+    assert result.returncode == 1, result.stderr
+    assert re.search(r'config\.toml:\d+: \[databases\.payam_db\]: server_tls_negotiation = '
+                     r'"direct" needs server_tls_sslmode require', result.stderr), result.stderr
 
 
 def test_psql_psycopg2_jdbc_and_node_postgres_over_tls(make_pgplex, certs):

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "pgplex/config/hba.h"
+#include "pgplex/config/server_tls.h"
 #include "pgplex/tls/session.h"
 
 namespace pgplex::config {
@@ -52,6 +53,8 @@ struct Node {
     std::string name;  // "host:port" as written in nodes
     Endpoint endpoint;
     NodeOptions options;
+    // Its node_options' server TLS settings over its cluster's over [pgplex]'s; never null.
+    std::shared_ptr<const ServerTls> server_tls;
 };
 
 enum class Dest : uint8_t { Pool, Direct };
@@ -157,6 +160,9 @@ struct Alias {
     // Sent in the server's StartupMessage, in this order: application_name,
     // client_encoding, DateStyle, TimeZone, options (names as the server expects them).
     std::vector<std::pair<std::string, std::string>> startup_parameters;
+    // Its server TLS settings over [pgplex]'s (an alias that names a cluster may set none:
+    // its nodes' apply); never null.
+    std::shared_ptr<const ServerTls> server_tls;
     int pool_size = -1;          // -1: [pgplex] default_pool_size
     int reserve_pool_size = -1;  // -1: [pgplex] reserve_pool_size
     int min_pool_size = -1;      // -1: [pgplex] min_pool_size
@@ -247,10 +253,12 @@ struct Config {
     // "disable".
     tls::Settings client_tls;
     std::shared_ptr<const tls::Context> client_tls_context;
-    // TLS toward servers (PgBouncer's server_tls_*), for pools, LISTEN connections and
-    // cancels; null when server_tls_sslmode is "disable" or "allow" (plain first).
-    tls::Settings server_tls;
-    std::shared_ptr<const tls::Context> server_tls_context;
+    // TLS toward servers (PgBouncer's server_tls_*, server_channel_binding,
+    // server_tls_negotiation) as [pgplex] sets it, for pools, LISTEN connections, cancels and
+    // monitors that no alias, cluster or node sets otherwise (server_tls.h); never null.
+    std::shared_ptr<const ServerTls> server_tls = std::make_shared<const ServerTls>();
+    // Every distinct set of the file, each with its context built once.
+    std::vector<std::shared_ptr<const ServerTls>> server_tls_sets;
 
     std::vector<std::string> admin_users;          // may use the pgplex database
     std::vector<std::string> read_only_functions;  // besides the built-in list

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "pgplex/config/config.h"
+#include "pgplex/config/server_tls.h"
 
 namespace pgplex::config {
 
@@ -66,12 +67,31 @@ struct Setting {
     bool (*apply)(Loader&, Target&);
 };
 
-// Applies each key of `table` through the setting of that name.
+// The server_tls_* settings, server_channel_binding and server_tls_negotiation, which every
+// level that reaches servers accepts (load_server_tls.cc).
+bool is_server_tls_setting(std::string_view name);
+// Reads the setting loader.name (one of those) into `level`.
+bool read_server_tls_setting(Loader& loader, ServerTlsLevel& level);
+// `level` over `base`, checked and built (or found among config.server_tls_sets, equal sets
+// sharing one context). `what` names the level in messages ("[databases.x]").
+bool resolve_server_tls(Loader& loader, Config& config, const ServerTls& base,
+                        const ServerTlsLevel& level, const std::string& what,
+                        std::shared_ptr<const ServerTls>& out);
+
+// Applies each key of `table` through the setting of that name; with `server_tls`, the
+// server TLS settings too, into it.
 template <typename Target, size_t count>
 inline bool apply_settings(Loader& loader, const toml::table& table, std::string_view section,
-                           const Setting<Target> (&settings)[count], Target& target) {
+                           const Setting<Target> (&settings)[count], Target& target,
+                           ServerTlsLevel* server_tls = nullptr) {
     for (auto&& [key, node] : table) {
         std::string_view name = key.str();
+        if (server_tls != nullptr && is_server_tls_setting(name)) {
+            loader.name = name;
+            loader.node = &node;
+            if (!read_server_tls_setting(loader, *server_tls)) return false;
+            continue;
+        }
         const Setting<Target>* setting =
             std::find_if(settings, settings + count,
                          [name](const Setting<Target>& s) { return s.name == name; });

@@ -36,6 +36,8 @@ struct Target {
     std::vector<std::pair<std::string, std::string>> startup_parameters;
     // A service with dest = "direct": each client its own server, closed when it leaves.
     bool direct = false;
+    // TLS toward the servers: the alias's, cluster's or node's settings; null: [pgplex]'s.
+    std::shared_ptr<const config::ServerTls> server_tls;
 };
 
 uint64_t target_key(const Target& target);
@@ -44,7 +46,7 @@ struct Pool {
     uint32_t id = 0;
     uint64_t key = 0;
     Target target;
-    std::atomic<int> waiting{0};  // clients waiting for a server, all workers
+    std::atomic<int> waiting{0};              // clients waiting for a server, all workers
     std::atomic<int> reserve_limit{0};        // reserve_pool_size, as size_limit
     std::atomic<int> min_size{0};             // min_pool_size (at most size_limit), likewise
     std::atomic<int64_t> login_failed_ms{0};  // when a server login last failed; 0: never

@@ -101,6 +101,9 @@ struct ServerLogin {
     std::unique_ptr<tls::scram::ClientExchange> scram;
     std::vector<uint8_t> assembly;
     bool awaiting_ssl = false;  // an SSLRequest went out: the next byte is 'S' or 'N'
+    // Direct TLS (server_tls_negotiation = "direct"): the server must have chosen ALPN
+    // "postgresql"; checked at its first message.
+    bool check_alpn = false;
 };
 
 struct Server {

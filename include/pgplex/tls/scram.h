@@ -1,7 +1,8 @@
 // SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL speaks it (protocol-flow.html#SASL),
 // both as the server (pgplex authenticating a client) and as the client (pgplex
-// authenticating to a node). As the server, channel binding (SCRAM-SHA-256-PLUS,
-// tls-server-end-point) when the connection is TLS; as the client, none ("n,,").
+// authenticating to a node). Both roles bind to the TLS channel (SCRAM-SHA-256-PLUS,
+// tls-server-end-point, RFC 5929) when the connection is TLS: the server offers it, the
+// client uses it when the node offers it.
 //
 // These run at login only; they may allocate.
 #pragma once
@@ -92,6 +93,13 @@ class ServerExchange {
     bool proof_wrong_ = false;
 };
 
+// What a SCRAM client says of channel binding in its gs2 header (RFC 5802 6, 7).
+enum class Binding : uint8_t {
+    None,       // "n,,": the client cannot bind (no TLS, or binding turned off)
+    Supported,  // "y,,": it could, but the server offered no SCRAM-SHA-256-PLUS
+    EndPoint,   // "p=tls-server-end-point,,": bound to the server certificate's hash
+};
+
 // pgplex as the SCRAM client of a node. Either a plain password or a ClientKey (+ the
 // ServerKey when known, to verify the server) is enough.
 class ClientExchange {
@@ -99,16 +107,28 @@ class ClientExchange {
     static ClientExchange with_password(std::string_view password);
     static ClientExchange with_keys(const Key& client_key, const Key& server_key);
 
-    // The SASLInitialResponse payload: "n,,n=,r=<nonce>".
+    // Before client_first: how the exchange binds. EndPoint takes the server certificate's
+    // tls-server-end-point hash (tls::Session::peer_end_point, not empty) and makes the
+    // mechanism SCRAM-SHA-256-PLUS.
+    void bind(Binding binding, std::string server_end_point = {});
+    Binding binding() const { return binding_; }
+    const char* mechanism() const;  // "SCRAM-SHA-256" or "SCRAM-SHA-256-PLUS"
+    // The SASLInitialResponse payload: "<gs2 header>n=,r=<nonce>".
     std::string client_first();
     // From AuthenticationSASLContinue data; returns the SASLResponse payload.
     bool handle_server_first(std::string_view message, std::string& client_final,
                              std::string& reason);
     // From AuthenticationSASLFinal data: verifies the server signature.
     bool handle_server_final(std::string_view message, std::string& reason);
+    // The server proved it knows the secret (and, with EndPoint, that the channel was ours).
+    bool finished() const { return finished_; }
 
   private:
     ClientExchange() = default;
+    std::string gs2_header() const;
+    Binding binding_ = Binding::None;
+    std::string end_point_;  // with EndPoint: the server certificate's hash
+    bool finished_ = false;
     std::string password_;
     bool have_keys_ = false;
     Key client_key_{};

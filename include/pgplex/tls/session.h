@@ -105,8 +105,11 @@ class Session {
     std::string alpn() const;
     std::string peer_common_name() const;
     bool peer_verified() const;
-    // tls-server-end-point channel binding data: the hash of our certificate (RFC 5929).
+    // tls-server-end-point channel binding data (RFC 5929): the hash of our certificate on
+    // the server side; on the client side, peer_end_point() is the server certificate's
+    // (empty before the handshake, or when the certificate's algorithm names no digest).
     std::string server_end_point() const;
+    std::string peer_end_point() const;
 
   private:
     void attach(const Context& context);  // the SSL and its two memory BIOs

@@ -18,7 +18,6 @@ using pgplex::tls::scram::Secret;
 using pgplex::tls::scram::ServerExchange;
 namespace scram = pgplex::tls::scram;
 
-
 namespace {
 
 // RFC 7677 section 3.
@@ -199,6 +198,78 @@ Test(scram, client_with_keys_refuses_a_server_that_does_not_know_the_server_key)
     ServerExchange second(impostor);
     ClientExchange with_keys = ClientExchange::with_keys(first.client_key(), secret.server_key);
     cr_assert(contains(exchange(second, with_keys), "server signature"));
+}
+
+// tls-server-end-point data as both ends of one TLS connection would see it.
+const std::string end_point(32, '\x42');
+
+Test(scram, client_bound_to_the_end_point_logs_in_with_scram_sha_256_plus) {
+    Secret secret = parsed(postgres_secret);
+    ServerExchange server(secret);
+    server.offer_channel_binding(end_point);
+    server.choose_plus(true);
+    ClientExchange client = ClientExchange::with_password("correct horse");
+    client.bind(scram::Binding::EndPoint, end_point);
+    cr_assert_str_eq(client.mechanism(), "SCRAM-SHA-256-PLUS");
+    cr_assert_not(client.finished());
+    assert_text(exchange(server, client), "");
+    cr_assert(client.finished());
+}
+
+Test(scram, client_bound_with_keys_logs_in_with_scram_sha_256_plus) {
+    Secret secret = parsed(postgres_secret);
+    ServerExchange first(secret);
+    ClientExchange with_password = ClientExchange::with_password("correct horse");
+    assert_text(exchange(first, with_password), "");
+
+    ServerExchange second(secret);
+    second.offer_channel_binding(end_point);
+    second.choose_plus(true);
+    ClientExchange with_keys = ClientExchange::with_keys(first.client_key(), secret.server_key);
+    with_keys.bind(scram::Binding::EndPoint, end_point);
+    assert_text(exchange(second, with_keys), "");
+}
+
+Test(scram, client_bound_to_another_certificate_is_refused_by_the_server) {
+    // A man in the middle with its own certificate relays the exchange: the hashes differ.
+    ServerExchange server(parsed(postgres_secret));
+    server.offer_channel_binding(end_point);
+    server.choose_plus(true);
+    ClientExchange client = ClientExchange::with_password("correct horse");
+    client.bind(scram::Binding::EndPoint, std::string(32, '\x43'));
+    std::string reason = exchange(server, client);
+    cr_assert(contains(reason, "channel binding"), "%s", reason.c_str());
+    cr_assert_not(client.finished());
+}
+
+Test(scram, client_gs2_header_and_c_attribute_follow_the_binding) {
+    scram::set_nonce_for_test("clientnonce");
+    ClientExchange none = ClientExchange::with_password("x");
+    ClientExchange supported = ClientExchange::with_password("x");
+    supported.bind(scram::Binding::Supported);
+    ClientExchange bound = ClientExchange::with_password("x");
+    bound.bind(scram::Binding::EndPoint, "ab");
+    assert_text(none.client_first(), "n,,n=,r=clientnonce");
+    assert_text(supported.client_first(), "y,,n=,r=clientnonce");
+    assert_text(bound.client_first(), "p=tls-server-end-point,,n=,r=clientnonce");
+    scram::set_nonce_for_test("");
+    const char* server_first = "r=clientnonceserver,s=c2FsdA==,i=1";
+    std::string final_message, reason;
+    cr_assert(supported.handle_server_first(server_first, final_message, reason));
+    cr_assert(final_message.starts_with("c=eSws,"), "%s", final_message.c_str());  // "y,,"
+    cr_assert(bound.handle_server_first(server_first, final_message, reason));
+    std::string expected = "c=" + base64_encode("p=tls-server-end-point,,ab") + ",";
+    cr_assert(final_message.starts_with(expected), "%s", final_message.c_str());
+}
+
+Test(scram, a_client_that_could_bind_is_refused_by_a_server_offering_plus) {
+    // "y,," while the server offered -PLUS: someone in between removed it from the list.
+    ServerExchange server(parsed(postgres_secret));
+    server.offer_channel_binding(end_point);
+    ClientExchange client = ClientExchange::with_password("correct horse");
+    client.bind(scram::Binding::Supported);
+    std::string reason = exchange(server, client);
+    cr_assert(contains(reason, "negotiation error"), "%s", reason.c_str());
 }
 
 Test(scram, nonces_are_24_base64_characters_and_differ_each_time) {
