@@ -19,9 +19,9 @@ namespace {
 using proto::Severity;
 
 // The node a routed client's lookup runs on: its cluster's primary when healthy, else any
-// healthy node (each holds the same roles). False when none is known to be up.
-bool cluster_endpoint(const worker::Worker& worker, const std::string& cluster,
-                      config::Endpoint& out) {
+// healthy node (each holds the same roles), with the node's server TLS settings. False when
+// none is known to be up.
+bool cluster_node(const worker::Worker& worker, const std::string& cluster, pool::Target& out) {
     const cluster::ClusterStatus* status =
         worker.topology ? worker.topology->find(cluster) : nullptr;
     if (status == nullptr) return false;
@@ -31,7 +31,10 @@ bool cluster_endpoint(const worker::Worker& worker, const std::string& cluster,
         if (chosen == nullptr || node.role == cluster::Role::Primary) chosen = &node;
     }
     if (chosen == nullptr) return false;
-    out = chosen->endpoint;
+    out.endpoint = chosen->endpoint;
+    const config::Cluster* configured = worker.config->find_cluster(cluster);
+    const config::Node* node = configured ? configured->find_node(chosen->name) : nullptr;
+    out.server_tls = node ? node->server_tls : nullptr;
     return true;
 }
 
@@ -46,10 +49,11 @@ pool::Pool* lookup_pool(worker::Worker& worker, const Client& client) {
     pool::Target target;
     target.alias = "auth_query";
     if (session.routing) {
-        if (!cluster_endpoint(worker, session.routing->cluster, target.endpoint)) return nullptr;
+        if (!cluster_node(worker, session.routing->cluster, target)) return nullptr;
     } else {
         if (alias == nullptr || !alias->cluster.empty()) return nullptr;
         target.endpoint = alias->server;
+        target.server_tls = alias->server_tls;
     }
     size_t at = session.routing ? session.database.rfind('@') : std::string::npos;
     if (alias != nullptr && !alias->auth_dbname.empty())
