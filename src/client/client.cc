@@ -96,6 +96,8 @@ const char* to_string(CloseReason reason) {
             return "cancel request";
         case CloseReason::TransactionBlock:
             return "transaction block in statement pooling mode";
+        case CloseReason::Stalled:
+            return "client read none of its output for client_stall_timeout";
         case CloseReason::TlsFailed:
             return "TLS failed";
     }

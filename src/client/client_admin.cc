@@ -114,6 +114,7 @@ std::vector<admin::WorkerState> worker_states(const worker::Worker& worker) {
         state.protocol_violations = stats.protocol_violations.load(relaxed);
         state.auth_queries = stats.auth_queries.load(relaxed);
         state.auth_query_failures = stats.auth_query_failures.load(relaxed);
+        state.clients_stalled = stats.clients_stalled.load(relaxed);
         out.push_back(std::move(state));
     }
     return out;

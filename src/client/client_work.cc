@@ -453,7 +453,7 @@ void on_accepted(worker::Worker& worker, uint32_t slot, uint32_t listener) {
     client.conn.generation = generation;
     client.conn.file = slot;
     set_state(worker, client, ClientState::Startup);
-    client.connected = client.request = worker.now;
+    client.connected = client.request = client.sent_at = worker.now;
     client.cancelled = 0;
     client.cancel_wanted = 0;
     client.login = std::make_unique<Login>();
@@ -516,6 +516,7 @@ void on_recv_end(worker::Worker& worker, Client& client, int result) {
 }
 
 void on_sent(worker::Worker& worker, Client& client) {
+    client.sent_at = worker.now;
     // Flow control: the server may send again once the client has taken most of it.
     if (client.server == io::nil) return;
     server::Server& server = worker.server(client.server);
@@ -632,9 +633,32 @@ void on_closed(worker::Worker& worker, Client& client) {
     worker.shared.clients.fetch_sub(1, std::memory_order_acq_rel);
 }
 
+// client_stall_timeout: a client that has taken none of what pgplex queued for it in that
+// long (a flood of pipelined queries whose results it never reads holds its server) is
+// closed; nothing can be said to it. True when it was.
+bool close_if_stalled(worker::Worker& worker, Client& client) {
+    int64_t timeout = worker.config->client_stall_timeout_ms;
+    if (client.conn.all_sent() || client.state == ClientState::Closing) {
+        client.sent_at = worker.now;
+        return false;
+    }
+    if (timeout <= 0 || worker.now - client.sent_at <= timeout) return false;
+    ++worker.counters.clients_stalled;
+    log_warning(
+        "client slot %u (user=%s database=%s): read none of the %llu bytes queued for it in "
+        "%lld ms; closing it (client_stall_timeout)",
+        worker.client_slot(client), client.session ? client.session->user.c_str() : "",
+        client.session ? client.session->database.c_str() : "",
+        (unsigned long long)(client.conn.out.bytes + client.conn.sealed.bytes),
+        (long long)(worker.now - client.sent_at));
+    close(worker, client, CloseReason::Stalled);
+    return true;
+}
+
 void on_tick(worker::Worker& worker, Client& client) {
     const config::Config& config = *worker.config;
     int64_t age = worker.now - client.since;
+    if (close_if_stalled(worker, client)) return;
     switch (client.state) {
         case ClientState::Startup:
         case ClientState::Auth:

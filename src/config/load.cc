@@ -293,6 +293,10 @@ constexpr Setting<Config> pgplex_settings[] = {
      [](Loader& loader, Config& config) {
          return loader.integer_as(0, 1'000'000, config.client_connect_rate_limit);
      }},
+    {"client_stall_timeout",
+     [](Loader& loader, Config& config) {
+         return loader.duration(config.client_stall_timeout_ms);
+     }},
     {"client_login_limit",
      [](Loader& loader, Config& config) {
          return loader.integer_as(0, 1'000'000, config.client_login_limit);

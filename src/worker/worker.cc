@@ -526,6 +526,7 @@ void Worker::publish_stats(uint32_t pinned, uint64_t bytes_queued) {
     stats.protocol_violations.store(counters.protocol_violations, relaxed);
     stats.auth_queries.store(counters.auth_queries, relaxed);
     stats.auth_query_failures.store(counters.auth_query_failures, relaxed);
+    stats.clients_stalled.store(counters.clients_stalled, relaxed);
     stats.published.store(true, std::memory_order_release);
 }
 

@@ -277,3 +277,33 @@ def test_client_connect_rate_limit_bounds_new_connections_per_address(make_pgple
         later.login("payam", "payam_db")
     rows = show(pgplex.port, "SHOW STATE", user="payam")
     assert sum(int(row["logins_refused"]) for row in rows) >= 2
+
+
+def test_a_client_that_floods_without_reading_is_closed_and_frees_its_server(make_pgplex):
+    """A client pipelines queries with large results and reads none of them: pgplex stops
+    reading from it and from its server (bounded queues), and after client_stall_timeout
+    closes it, so the one server of the pool goes to the client waiting for it."""
+    pgplex = make_pgplex(pool_size=1, settings={
+        "pool_mode": "transaction", "client_stall_timeout": "2s", "admin_users": ["payam"]})
+    flooder = RawClient(pgplex.port)
+    flooder.login("payam", "payam_db")
+    flooder.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    query = message(b"Q", b"SELECT repeat('x', 1000000)\0")
+    sent = 0
+    flooder.sock.settimeout(0.5)
+    try:
+        while sent < 2000:  # until pgplex stops reading (bounded: ~1 MB of results each)
+            flooder.sock.sendall(query)
+            sent += 1
+    except (socket.timeout, OSError):
+        pass
+    started = time.monotonic()
+    with connect(pgplex.port, autocommit=True, connect_timeout=20) as conn:
+        assert conn.execute("SELECT 'served'").fetchone() == ("served",)
+    waited = time.monotonic() - started
+    assert waited < 10, f"the waiting client was served after {waited:.1f} s"
+    assert pgplex.wait_log(r"read none of the \d+ bytes queued for it in \d+ ms; closing it")
+    flooder.close()
+    rows = show(pgplex.port, "SHOW STATE", user="payam")
+    assert sum(int(row["clients_stalled"]) for row in rows) == 1
+    assert still_serving(pgplex.port)

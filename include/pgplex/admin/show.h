@@ -33,6 +33,7 @@ struct WorkerState {
     // Since start: TLS failures, failed and refused logins, protocol violations.
     uint64_t tls_failures = 0, auth_failures = 0, logins_refused = 0, protocol_violations = 0;
     uint64_t auth_queries = 0, auth_query_failures = 0;  // auth_query lookups, and failed ones
+    uint64_t clients_stalled = 0;                        // closed by client_stall_timeout
 };
 
 // One client connection as SHOW CLIENTS lists it, taken by its own worker (client_admin.cc).

@@ -66,6 +66,7 @@ enum class CloseReason : uint8_t {
     CancelRequest,     // a cancel connection, done
     TransactionBlock,  // statement pooling: the client opened a transaction block
     TlsFailed,         // the TLS handshake or a record failed (nothing can be said to it)
+    Stalled,           // it read nothing of its queued output for client_stall_timeout
 };
 
 const char* to_string(CloseReason reason);
@@ -159,6 +160,9 @@ struct Client {
     base::Milliseconds connected = 0;  // when it was accepted
     base::Milliseconds request = 0;    // when its last bytes came in
     base::Milliseconds cancelled = 0;  // when a cancel of its statement went to its server
+    // When its socket last took bytes, or (on a tick) had nothing queued: a client that
+    // reads nothing of its output for client_stall_timeout is closed.
+    base::Milliseconds sent_at = 0;
     // When a cancel came for a request not yet at a server: the request is answered 57014
     // unsent (client_cancel.h).
     base::Milliseconds cancel_wanted = 0;

@@ -238,6 +238,9 @@ struct Config {
     // Per client address: new connections a second, and logins in progress at once, past
     // which connections are refused (53300); 0: no limit.
     int client_connect_rate_limit = 0;
+    // A client that takes none of its queued output for this long is closed (it holds its
+    // server meanwhile); 0: never.
+    int64_t client_stall_timeout_ms = 300'000;
     int client_login_limit = 0;
     int64_t server_connect_timeout_ms = 15'000;
     int64_t shutdown_timeout_ms = 30'000;
