@@ -63,7 +63,7 @@ Worker::Worker(uint32_t index_, Shared& shared_, std::shared_ptr<const config::C
     clients.resize(client_capacity);
     servers.resize(server_capacity);
     pools.resize(shared.pools.capacity());
-    accept_armed_.assign(listeners_.size(), false);
+    accepts_armed_.assign(listeners_.size(), 0);
     seen_generation_ = shared.config_generation.load();
     uint64_t seed = 0;
     if (getentropy(&seed, sizeof seed) == 0) random_state_ ^= seed;
@@ -84,7 +84,7 @@ uint32_t Worker::random_u32() {
 
 void Worker::run() {
     now = base::monotonic_ms();
-    for (uint32_t i = 0; i < listeners_.size(); ++i) arm_accept(i);
+    arm_accepts();
     arm_tick();
     while (!done_) loop_turn();
 }
@@ -181,19 +181,45 @@ void Worker::dispatch(io_uring_cqe* cqe) {
 
 // --- accept -------------------------------------------------------------------------------
 
-void Worker::arm_accept(uint32_t listener) {
+uint32_t Worker::free_client_slots() const {
+    uint32_t in_use = 0;
+    for (uint32_t count : counters.clients_in) in_use += count;
+    return in_use < client_capacity ? client_capacity - in_use : 0;
+}
+
+// Single-shot accepts, a few per listener so a burst of connections is taken a few per loop
+// turn: a multishot accept takes every connection queued at once, more than the free slots
+// when they run short, and a connection accepted without a slot is lost.
+void Worker::arm_accepts() {
     if (shutting_down_) return;
-    io_uring_sqe* sqe = ring.sqe();
-    // No SOCK_CLOEXEC: a direct descriptor has no fd-table entry to close on exec, and the
-    // kernel refuses the flag with EINVAL.
-    io_uring_prep_multishot_accept_direct(sqe, listeners_[listener].get(), nullptr, nullptr, 0);
-    io_uring_sqe_set_data64(sqe, pack(Op::Accept, listener, 0));
-    accept_armed_[listener] = true;
+    constexpr uint32_t per_listener = 4;
+    uint32_t room = free_client_slots();
+    for (uint32_t listener = 0; listener < listeners_.size(); ++listener) {
+        while (accepts_armed_[listener] < per_listener && accepts_in_flight_ < room) {
+            io_uring_sqe* sqe = ring.sqe();
+            // No SOCK_CLOEXEC: a direct descriptor has no fd-table entry to close on exec,
+            // and the kernel refuses the flag with EINVAL.
+            io_uring_prep_accept(sqe, listeners_[listener].get(), nullptr, nullptr, 0);
+            // A fixed-file slot of the kernel's choosing (in the client range registered by
+            // io::Loop). Set directly: liburing versions differ in how they encode it.
+            sqe->file_index = IORING_FILE_INDEX_ALLOC;
+            io_uring_sqe_set_data64(sqe, pack(Op::Accept, listener, 0));
+            ++accepts_armed_[listener];
+            ++accepts_in_flight_;
+        }
+    }
+    if (accepts_in_flight_ == 0 && !listeners_.empty() && now - slots_full_logged_ms_ > 10000) {
+        slots_full_logged_ms_ = now;
+        log_warning(
+            "worker %u: every client slot (%u) is taken; new connections wait in the listen "
+            "queue until a client leaves",
+            index, client_capacity);
+    }
 }
 
 void Worker::on_accept(io_uring_cqe* cqe, uint32_t listener) {
-    bool more = (cqe->flags & IORING_CQE_F_MORE) != 0;
-    if (!more) accept_armed_[listener] = false;
+    --accepts_armed_[listener];
+    --accepts_in_flight_;
     if (cqe->res >= 0) {
         uint32_t slot = uint32_t(cqe->res);
         PGPLEX_ASSERT(slot < client_capacity);
@@ -202,13 +228,13 @@ void Worker::on_accept(io_uring_cqe* cqe, uint32_t listener) {
         ++counters.clients_accepted;
         client::on_accepted(*this, slot, listener);
     } else if (cqe->res != -ECANCELED && now - accept_error_logged_ms_ > 10000) {
-        // -ENFILE: every client slot is taken. Logged at most every 10 s.
+        // -EMFILE and the like, logged at most every 10 s.
         accept_error_logged_ms_ = now;
         log_warning("worker %u: accept: %s", index, strerror(-cqe->res));
     }
-    // A multishot accept that ended on an error is re-armed by the tick, not here: an error
-    // that repeats must not spin the loop.
-    if (!more && !shutting_down_ && cqe->res >= 0) arm_accept(listener);
+    // An accept that ended on an error is armed again by the tick, not here: an error that
+    // repeats must not spin the loop.
+    if (cqe->res >= 0) arm_accepts();
 }
 
 void Worker::on_yield_sent(io_uring_cqe* cqe) {
@@ -376,6 +402,7 @@ void Worker::on_close(io_uring_cqe* cqe, Op op) {
         --c.conn.inflight;
         PGPLEX_ASSERT(c.conn.inflight == 0);
         client::on_closed(*this, c);
+        arm_accepts();  // a slot is free: a connection waiting in the listen queue may have it
     } else {
         server::Server& s = servers[slot];
         PGPLEX_ASSERT(s.conn.generation == generation_of(cqe->user_data));
@@ -496,8 +523,7 @@ void Worker::on_tick() {
     }
     if (!shutting_down_) {
         server::keep_pools_warm(*this);
-        for (uint32_t i = 0; i < listeners_.size(); ++i)
-            if (!accept_armed_[i]) arm_accept(i);
+        arm_accepts();
     }
     publish_stats(pinned, bytes_queued);
     if (shutting_down_ && drained()) done_ = true;
@@ -533,9 +559,9 @@ void Worker::publish_stats(uint32_t pinned, uint64_t bytes_queued) {
 void Worker::begin_shutdown() {
     shutting_down_ = true;
     for (uint32_t i = 0; i < listeners_.size(); ++i) {
-        if (!accept_armed_[i]) continue;
+        if (accepts_armed_[i] == 0) continue;
         io_uring_sqe* sqe = ring.sqe();
-        io_uring_prep_cancel64(sqe, pack(Op::Accept, i, 0), 0);
+        io_uring_prep_cancel64(sqe, pack(Op::Accept, i, 0), IORING_ASYNC_CANCEL_ALL);
         io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
     }
     // New connections must be refused at once, not left in an accept queue nobody reads.

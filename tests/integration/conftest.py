@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -587,6 +588,7 @@ class Pgplex:
         self.log_path = self.dir / "pgplex.stderr"
         self.process = None
         self.returncode = None
+        self.file_limit = None        # RLIMIT_NOFILE to start it with (soft and hard)
 
     def render(self):
         lines = ["[pgplex]"]
@@ -629,9 +631,14 @@ class Pgplex:
     def start(self):
         self.write()
         self.stderr_file = open(self.log_path, "wb")
+        limit = self.file_limit
+
+        def set_file_limit():
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
         self.process = subprocess.Popen([self.binary, str(self.config_path)], cwd=self.dir,
                                         stdin=subprocess.DEVNULL, stdout=self.stderr_file,
-                                        stderr=self.stderr_file)
+                                        stderr=self.stderr_file, preexec_fn=set_file_limit)
         # Every listener is bound before the first accepts: services get a short grace.
         for port, timeout in [(self.port, START_TIMEOUT_SECONDS)] + [
                 (port, SERVICE_START_GRACE_SECONDS) for port in self.service_ports()]:

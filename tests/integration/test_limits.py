@@ -230,3 +230,34 @@ def test_a_login_that_never_finishes_ends_at_client_login_timeout(make_pgplex):
         assert 0.8 <= time.monotonic() - started <= 3
         assert client.is_closed()
     assert query_once(pgplex.port) == (1,)
+
+
+def test_when_every_client_slot_is_taken_accepting_pauses_and_resumes(make_pgplex):
+    """Run with a file limit that leaves a worker fewer client slots than max_client_conn
+    asks for: once every slot is taken, pgplex stops accepting (the kernel's listen queue
+    holds the next connections, nothing is refused or lost), logs it, keeps serving the
+    clients it has, and accepts the waiting ones as slots free up."""
+    pgplex = make_pgplex(workers=1, max_client_conn=5000, start=False)
+    # client slots = file limit - 8192 server slots - 64 (worker.cc): 8300 leaves 44.
+    pgplex.file_limit = 8300
+    pgplex.start()
+    slots = int(pgplex.wait_log(r"(\d+) client slots").group(1))
+    assert slots == 44, pgplex.log()
+    held = [RawClient(pgplex.port) for _ in range(slots)]
+    try:
+        for client in held[:3]:
+            client.login("payam", "payam_db")
+        late = [RawClient(pgplex.port) for _ in range(5)]  # connected; in the listen queue
+        assert pgplex.wait_log(r"every client slot \(44\) is taken", timeout=5), pgplex.log()
+        assert held[0].query("SELECT 1") == [["1"]]  # a client it has is still served
+        for client in held[3:13]:
+            client.close()
+        for client in late:  # accepted now that slots are free, and served
+            client.login("payam", "payam_db")
+        for client in late:
+            client.close()
+    finally:
+        for client in held:
+            client.close()
+    with connect(pgplex.port, autocommit=True) as conn:
+        assert conn.execute("SELECT 'after'").fetchone() == ("after",)

@@ -192,7 +192,8 @@ class Worker : public io::Loop {
   private:
     void loop_turn();
     void dispatch(io_uring_cqe* cqe);
-    void arm_accept(uint32_t listener);
+    void arm_accepts();
+    uint32_t free_client_slots() const;
     void arm_tick();
     void on_accept(io_uring_cqe* cqe, uint32_t listener);
     void on_recv(io_uring_cqe* cqe, io::Op op);
@@ -211,7 +212,12 @@ class Worker : public io::Loop {
     bool drained() const;
 
     std::vector<base::UniqueFd> listeners_;
-    std::vector<bool> accept_armed_;
+    // Accepts in flight per listener, and in all: never more than free client slots, so a
+    // connection the kernel hands over always has a slot (accept_direct cannot give one
+    // back: it would be closed). Past that, connections wait in the listen queue.
+    std::vector<uint32_t> accepts_armed_;
+    uint32_t accepts_in_flight_ = 0;
+    base::Milliseconds slots_full_logged_ms_ = 0;
     uint32_t server_free_ = io::nil;
     uint32_t server_high_ = 0;  // slots [0, server_high_) have been used
     uint32_t client_high_ = 0;
