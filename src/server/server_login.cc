@@ -497,19 +497,84 @@ void on_connected(worker::Worker& worker, Server& server, int result) {
     }
     worker.arm_recv(server.conn, io::Op::ServerRecv, slot);
     if (server.state == ServerState::Cancelling) {
-        uint8_t packet[16];
-        proto::Writer writer(packet, sizeof packet);
-        writer.begin_untyped();
-        writer.int32(uint32_t(proto::StartupCode::CancelRequest));
-        writer.int32(server.cancel_pid);
-        writer.int32(server.cancel_key);
-        writer.end();
-        // PostgreSQL closes the connection once it has signalled the backend (cancel_done).
-        queue(worker, server, writer.data(), writer.size());
+        begin_cancel(worker, server);
         return;
     }
     set_state(worker, server, ServerState::Login);
     begin_login(worker, server);
+}
+
+namespace {
+
+// The CancelRequest itself; PostgreSQL closes the connection once it has signalled the
+// backend (cancel_done). Under TLS it waits in the queue for the handshake.
+void send_cancel_request(worker::Worker& worker, Server& server) {
+    uint8_t packet[16];
+    proto::Writer writer(packet, sizeof packet);
+    writer.begin_untyped();
+    writer.int32(uint32_t(proto::StartupCode::CancelRequest));
+    writer.int32(server.cancel_pid);
+    writer.int32(server.cancel_key);
+    writer.end();
+    queue(worker, server, writer.data(), writer.size());
+}
+
+void send_ssl_request(worker::Worker& worker, Server& server) {
+    if (!server.login) server.login = std::make_unique<ServerLogin>();
+    server.login->awaiting_ssl = true;
+    uint8_t request[8];
+    proto::Writer writer(request, sizeof request);
+    writer.begin_untyped();
+    writer.int32(uint32_t(proto::StartupCode::SSLRequest));
+    writer.end();
+    queue(worker, server, writer.data(), writer.size());
+}
+
+}  // namespace
+
+// A cancel request goes as the server's own connections do: under the same TLS (PostgreSQL
+// accepts a CancelRequest after SSLRequest, or over direct TLS), so the key that lets anyone
+// cancel the client's statement never crosses the network in clear when TLS is asked for.
+void begin_cancel(worker::Worker& worker, Server& server) {
+    const config::ServerTls& server_tls = server_tls_of(worker, server);
+    const config::Endpoint& endpoint = server.pool->target.endpoint;
+    if (!server_tls.context || endpoint.is_unix()) {
+        send_cancel_request(worker, server);
+        return;
+    }
+    if (server_tls.negotiation == config::TlsNegotiation::Direct) {
+        worker.start_tls_client(server.conn, *server_tls.context, endpoint.host, io::Op::ServerSend,
+                                worker.server_slot(server));
+        send_cancel_request(worker, server);
+        return;
+    }
+    send_ssl_request(worker, server);
+}
+
+// The server's answer to a cancel connection's SSLRequest: the CancelRequest follows, in TLS
+// after 'S'; in clear after 'N' only when server_tls_sslmode allows plain text. Returns the
+// bytes used; the rest of what a cancel connection receives is ignored.
+uint32_t cancel_consume(worker::Worker& worker, Server& server, const uint8_t* data,
+                        uint32_t size) {
+    if (!server.login || !server.login->awaiting_ssl || size == 0) return size;
+    server.login->awaiting_ssl = false;
+    const config::ServerTls& server_tls = server_tls_of(worker, server);
+    bool plain_allowed = server_tls.settings.mode < tls::SslMode::Require;
+    if (data[0] == 'S' && size == 1 && server.conn.held_in.bytes <= size) {
+        worker.start_tls_client(server.conn, *server_tls.context, server.pool->target.endpoint.host,
+                                io::Op::ServerSend, worker.server_slot(server));
+        send_cancel_request(worker, server);
+    } else if (data[0] == 'N' && plain_allowed) {
+        send_cancel_request(worker, server);
+    } else {
+        log_warning("server %s: cancel request not sent: %s",
+                    server.pool->target.endpoint.to_string().c_str(),
+                    data[0] == 'N' ? "the server does not accept TLS, and server_tls_sslmode "
+                                     "requires it"
+                                   : "unexpected answer to SSLRequest");
+        close(worker, server, CloseReason::CancelDone);
+    }
+    return size;
 }
 
 namespace {
@@ -531,14 +596,7 @@ void begin_login(worker::Worker& worker, Server& server) {
         return;
     }
     if (server_tls.context && !endpoint.is_unix()) {
-        if (!server.login) server.login = std::make_unique<ServerLogin>();
-        server.login->awaiting_ssl = true;
-        uint8_t request[8];
-        proto::Writer writer(request, sizeof request);
-        writer.begin_untyped();
-        writer.int32(uint32_t(proto::StartupCode::SSLRequest));
-        writer.end();
-        queue(worker, server, writer.data(), writer.size());
+        send_ssl_request(worker, server);
         return;
     }
     send_startup(worker, server);

@@ -394,7 +394,7 @@ void on_recv(worker::Worker& worker, Server& server, uint32_t buffer, uint32_t s
                 step = consume_own(worker, server, data + used, size - used);
                 break;
             case ServerState::Cancelling:
-                step = size - used;
+                step = cancel_consume(worker, server, data + used, size - used);
                 break;
             case ServerState::Listening:
                 step = listener_consume(worker, server, data + used, size - used);

@@ -905,3 +905,27 @@ def test_hba_password_checks_a_cleartext_password_against_any_kind_of_secret(
         assert conn.execute("SELECT current_user").fetchone() == ("payam",)
     assert "password authentication failed" in login_error(
         pgplex.port, sslmode="disable", password_override="nope")
+
+
+def test_cancel_requests_to_servers_go_under_tls_too(make_pgplex, server_ssl):
+    """With server_tls_sslmode = "require", the CancelRequest pgplex sends a server goes
+    after an SSLRequest, in TLS, like its other connections: the cancel key never crosses
+    the network in clear. The cancel still works."""
+    import threading
+    sniffer = Sniffer(server_ssl.port)
+    try:
+        pgplex = make_pgplex(settings={"server_tls_sslmode": "require"},
+                             databases={"payam_db": {"port": sniffer.port}})
+        with connect_through(pgplex.port) as conn:
+            timer = threading.Timer(0.5, conn.cancel)
+            timer.start()
+            started = time.monotonic()
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                conn.execute("SELECT pg_sleep(20)")
+            assert time.monotonic() - started < 10
+            timer.join()
+        ssl_request = struct.pack("!II", 8, 80877103)
+        assert len(sniffer.openings) >= 2, sniffer.openings  # the session's, the cancel's
+        assert all(opening == ssl_request for opening in sniffer.openings), sniffer.openings
+    finally:
+        sniffer.close()

@@ -12,6 +12,11 @@
 
 namespace pgplex::server {
 
+// A cancel request's connection (server_login.cc): connected, it sends the CancelRequest
+// (after SSLRequest or in direct TLS when the server's TLS settings ask for it); what comes
+// back is read by cancel_consume (the answer to SSLRequest; the rest is ignored).
+void begin_cancel(worker::Worker& worker, Server& server);
+uint32_t cancel_consume(worker::Worker& worker, Server& server, const uint8_t* data, uint32_t size);
 // Consumes bytes from a server in the Login state.
 uint32_t login_consume(worker::Worker& worker, Server& server, uint32_t buffer, const uint8_t* data,
                        uint32_t size);
