@@ -638,11 +638,17 @@ void on_closed(worker::Worker& worker, Client& client) {
 // closed; nothing can be said to it. True when it was.
 bool close_if_stalled(worker::Worker& worker, Client& client) {
     int64_t timeout = worker.config->client_stall_timeout_ms;
-    if (client.conn.all_sent() || client.state == ClientState::Closing) {
+    if (client.conn.all_sent()) {
         client.sent_at = worker.now;
         return false;
     }
     if (timeout <= 0 || worker.now - client.sent_at <= timeout) return false;
+    if (client.state == ClientState::Closing) {
+        // Its last words (a FATAL error) wait to be sent before the close: not for ever.
+        if (client.conn.close_when_sent)
+            worker.request_close(client.conn, io::Op::ClientClose, worker.client_slot(client));
+        return false;
+    }
     ++worker.counters.clients_stalled;
     log_warning(
         "client slot %u (user=%s database=%s): read none of the %llu bytes queued for it in "
