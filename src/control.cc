@@ -198,6 +198,35 @@ void log_listeners(const config::Config& config) {
                          config::to_string(service.dest));
 }
 
+// Worker `index` on its own thread: it builds its ring, says so through the entry's state
+// (1, or -1 with the error), waits until every ring exists, then runs until shutdown.
+std::unique_ptr<WorkerThread> start_worker(worker::Shared& shared,
+                                           std::shared_ptr<const config::Config> config,
+                                           uint32_t index, std::vector<base::UniqueFd> listeners,
+                                           std::vector<worker::ListenerRole> roles) {
+    auto entry = std::make_unique<WorkerThread>();
+    WorkerThread* slot = entry.get();
+    entry->thread = std::thread([&shared, config, index, slot, fds = std::move(listeners),
+                                 roles = std::move(roles)]() mutable {
+        std::unique_ptr<worker::Worker> worker;
+        try {
+            worker = std::make_unique<worker::Worker>(index, shared, config, std::move(fds),
+                                                      std::move(roles));
+        } catch (const std::exception& error) {
+            slot->error = error.what();
+            slot->state.store(-1);
+            return;
+        }
+        shared.ring_fds[index] = worker->ring.fd();
+        slot->state.store(1, std::memory_order_release);
+        while (!shared.started.load(std::memory_order_acquire)) std::this_thread::yield();
+        worker->run();
+        worker.reset();
+        shared.finished_workers.fetch_add(1, std::memory_order_acq_rel);
+    });
+    return entry;
+}
+
 }  // namespace
 
 int run_control(std::shared_ptr<const config::Config> config) {
@@ -216,27 +245,7 @@ int run_control(std::shared_ptr<const config::Config> config) {
         std::vector<base::UniqueFd> listeners;
         std::vector<worker::ListenerRole> roles;
         if (!open_listeners(*config, i, listeners, roles)) return 1;
-        auto entry = std::make_unique<WorkerThread>();
-        WorkerThread* slot = entry.get();
-        entry->thread = std::thread([&shared, config, i, slot, fds = std::move(listeners),
-                                     roles = std::move(roles)]() mutable {
-            std::unique_ptr<worker::Worker> worker;
-            try {
-                worker = std::make_unique<worker::Worker>(i, shared, config, std::move(fds),
-                                                          std::move(roles));
-            } catch (const std::exception& error) {
-                slot->error = error.what();
-                slot->state.store(-1);
-                return;
-            }
-            shared.ring_fds[i] = worker->ring.fd();
-            slot->state.store(1, std::memory_order_release);
-            while (!shared.started.load(std::memory_order_acquire)) std::this_thread::yield();
-            worker->run();
-            worker.reset();
-            shared.finished_workers.fetch_add(1, std::memory_order_acq_rel);
-        });
-        threads.push_back(std::move(entry));
+        threads.push_back(start_worker(shared, config, i, std::move(listeners), std::move(roles)));
     }
     bool failed = false;
     for (auto& entry : threads) {
@@ -259,9 +268,11 @@ int run_control(std::shared_ptr<const config::Config> config) {
         sd_notify(0, "READY=1\nSTATUS=serving");
     }
 
-    cluster::Monitor monitor([&shared](std::shared_ptr<const cluster::Topology> topology) {
-        shared.publish_topology(std::move(topology));
-    });
+    cluster::Monitor monitor(
+        [&shared](std::shared_ptr<const cluster::Topology> topology) {
+            shared.publish_topology(std::move(topology));
+        },
+        &shared.suspects);
     if (!failed) monitor.start(config);
     wait_for_signals(shared, monitor, config->path, failed, running);
     monitor.stop();

@@ -33,6 +33,29 @@ REVOKE ALL ON FUNCTION pgplex.user_lookup(text) FROM PUBLIC;
 -- Then, for the role named auth_user in pgplex.toml (its secret in the auth file):
 --   GRANT USAGE ON SCHEMA pgplex TO pgplex_auth;
 --   GRANT EXECUTE ON FUNCTION pgplex.user_lookup(text) TO pgplex_auth;
+
+-- The host's load for balance = "load" (pgplex.toml(5)): the monitor reads it with each check
+-- once monitor_user may execute it. The 1-minute load average and the CPUs, from /proc, read
+-- with the owner's rights (pg_read_file); NULLs where /proc cannot be read.
+CREATE OR REPLACE FUNCTION pgplex.node_metrics(OUT load1 float8, OUT cpus int)
+RETURNS record
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    load1 := split_part(pg_read_file('/proc/loadavg'), ' ', 1)::float8;
+    cpus := (SELECT count(*) FROM regexp_matches(pg_read_file('/proc/cpuinfo'),
+                                                 '^processor\s*:', 'gn'))::int;
+EXCEPTION WHEN OTHERS THEN
+    load1 := NULL;
+    cpus := NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION pgplex.node_metrics() FROM PUBLIC;
+
+-- Then, for monitor_user:
+--   GRANT USAGE ON SCHEMA pgplex TO monitor_user;
+--   GRANT EXECUTE ON FUNCTION pgplex.node_metrics() TO monitor_user;
 )SQL";
 
 }  // namespace pgplex::admin

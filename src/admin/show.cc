@@ -214,6 +214,13 @@ Table clusters_table(const Context& context) {
     return table;
 }
 
+// A load average as /proc/loadavg writes it: two decimals.
+std::string load_text(double load) {
+    char buffer[32];
+    snprintf(buffer, sizeof buffer, "%.2f", load);
+    return buffer;
+}
+
 Row node_row(const config::Cluster& cluster, const cluster::NodeStatus& node, int64_t now_ms) {
     Value checked_ms_ago;
     if (node.checked_ms > 0)
@@ -239,19 +246,24 @@ Row node_row(const config::Cluster& cluster, const cluster::NodeStatus& node, in
         integer_or_null(node.check_us),
         text(node.source),
         text(node.last_error),
+        node.load1 >= 0 ? text(load_text(node.load1)) : Value(),
+        node.cpus > 0 ? integer(node.cpus) : Value(),
     };
 }
 
 Table nodes_table(const Context& context) {
-    Table table{
-        {{"cluster", type_text},         {"node", type_text},           {"role", type_text},
-         {"health", type_text},          {"sync", type_bool},           {"delayed", type_bool},
-         {"offline", type_bool},         {"offline_query", type_bool},  {"weight", type_int8},
-         {"lag_bytes", type_int8},       {"lag_ms", type_int8},         {"current_lsn", type_text},
-         {"receive_lsn", type_text},     {"replay_lsn", type_text},     {"free_slots", type_int8},
-         {"max_connections", type_int8}, {"checked_ms_ago", type_int8}, {"check_us", type_int8},
-         {"source", type_text},          {"last_error", type_text}},
-        {}};
+    Table table{{{"cluster", type_text},        {"node", type_text},
+                 {"role", type_text},           {"health", type_text},
+                 {"sync", type_bool},           {"delayed", type_bool},
+                 {"offline", type_bool},        {"offline_query", type_bool},
+                 {"weight", type_int8},         {"lag_bytes", type_int8},
+                 {"lag_ms", type_int8},         {"current_lsn", type_text},
+                 {"receive_lsn", type_text},    {"replay_lsn", type_text},
+                 {"free_slots", type_int8},     {"max_connections", type_int8},
+                 {"checked_ms_ago", type_int8}, {"check_us", type_int8},
+                 {"source", type_text},         {"last_error", type_text},
+                 {"load1", type_text},          {"cpus", type_int8}},
+                {}};
     for (const config::Cluster& cluster : context.config.clusters) {
         const cluster::ClusterStatus* status = status_of(context, cluster);
         for (const config::Node& node : cluster.nodes) {

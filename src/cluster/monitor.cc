@@ -118,7 +118,7 @@ namespace {
 // else cluster_name, else "walreceiver", as walreceiver.c picks it. The primary lists its
 // synchronous standbys (sync or quorum), one application_name a line: PostgreSQL keeps
 // application_name printable ASCII, so no name holds a newline.
-constexpr const char* check_query = R"(SELECT r.recovery,
+constexpr const char* check_columns = R"(SELECT r.recovery,
   CASE WHEN NOT r.recovery THEN pg_current_wal_lsn() END,
   pg_last_wal_receive_lsn(),
   pg_last_wal_replay_lsn(),
@@ -137,8 +137,17 @@ constexpr const char* check_query = R"(SELECT r.recovery,
     nullif(current_setting('cluster_name'), ''),
     'walreceiver') END,
   CASE WHEN NOT r.recovery THEN (SELECT string_agg(application_name, E'\n')
-    FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) END
-FROM (SELECT pg_is_in_recovery() AS recovery) AS r)";
+    FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) END,
+  coalesce(has_function_privilege(to_regprocedure('pgplex.node_metrics()'), 'EXECUTE'),
+           false))";
+constexpr const char* check_from = "\nFROM (SELECT pg_is_in_recovery() AS recovery) AS r";
+
+// The pgplex schema's host metrics (admin/schema.h), once the last check found them there
+// and executable: a query that names a missing function would fail the check, so it is only
+// asked for after the check query itself said it may be.
+const std::string check_query = std::string(check_columns) + check_from;
+const std::string check_query_with_metrics = std::string(check_columns) + ",\n  m.load1, m.cpus" +
+                                             check_from + ", pgplex.node_metrics() AS m";
 
 // PQlibVersion() of the first libpq that knows the sslnegotiation parameter.
 constexpr int libpq_with_sslnegotiation = 170000;
@@ -156,7 +165,11 @@ enum Column : int {
     ColumnFreeSlots,
     ColumnApplicationName,
     ColumnSyncStandbys,
-    ColumnCount,
+    ColumnHasMetrics,
+    ColumnCount,  // of check_query
+    ColumnLoad1 = ColumnCount,
+    ColumnCpus,
+    ColumnCountWithMetrics,
 };
 
 // What one good check query read.
@@ -172,6 +185,9 @@ struct Reading {
     int64_t free_slots = -1;
     std::string application_name;
     std::vector<std::string> sync_standbys;
+    bool has_metrics = false;  // pgplex.node_metrics() may be asked for
+    double load1 = -1;         // its readings, when asked: -1 and 0 when unknown
+    int64_t cpus = 0;
 };
 
 // Reads one column of the check's single row. A NULL leaves `out` as it is.
@@ -211,8 +227,20 @@ std::vector<std::string> split_lines(std::string_view text) {
     return lines;
 }
 
+// The metrics columns of check_query_with_metrics, when it was the query.
+bool parse_metrics(const PGresult* result, Reading& out) {
+    if (PQnfields(result) != ColumnCountWithMetrics) return true;
+    Row row(result);
+    if (!row.integer(ColumnCpus, out.cpus)) return false;
+    if (row.null(ColumnLoad1)) return true;
+    std::string_view text = row.text(ColumnLoad1);
+    auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), out.load1);
+    return error == std::errc() && end == text.data() + text.size();
+}
+
 bool parse_reading(const PGresult* result, Reading& out, std::string& error) {
-    if (PQntuples(result) != 1 || PQnfields(result) != ColumnCount) {
+    int fields = PQnfields(result);
+    if (PQntuples(result) != 1 || (fields != ColumnCount && fields != ColumnCountWithMetrics)) {
         error = "the check query returned an unexpected result";
         return false;
     }
@@ -225,7 +253,8 @@ bool parse_reading(const PGresult* result, Reading& out, std::string& error) {
               row.integer(ColumnApplyDelayMs, out.apply_delay_ms) &&
               row.boolean(ColumnReplayPaused, out.replay_paused) &&
               row.integer(ColumnMaxConnections, out.max_connections) &&
-              row.integer(ColumnFreeSlots, out.free_slots);
+              row.integer(ColumnFreeSlots, out.free_slots) &&
+              row.boolean(ColumnHasMetrics, out.has_metrics) && parse_metrics(result, out);
     if (!ok) {
         error = "the check query returned a value pgplex cannot read";
         return false;
@@ -281,6 +310,7 @@ struct Node {
 
     PatroniProbe probes[ProbeCount];
     bool patroni_sync = false;  // Patroni's /sync answered 200 on the last check
+    bool metrics = false;       // the last check found pgplex.node_metrics() executable
 
     std::vector<std::string> sync_standbys;  // as primary: its sync/quorum standbys
     int64_t became_primary_us = 0;           // when it was last seen to turn primary
@@ -339,6 +369,7 @@ void set_sql_state(Node& node, SqlState next) {
 // Ends this check's SQL part in failure and drops the connection: the next check starts
 // from a fresh login, whatever state the server left this one in.
 void sql_fail(Node& node, std::string reason) {
+    node.metrics = false;
     if (node.checking && !node.sql_done) {
         node.sql_done = true;
         node.sql_ok = false;
@@ -446,7 +477,8 @@ void flush(Node& node) {
 }
 
 void send_query(Node& node) {
-    if (PQsendQuery(node.connection.get(), check_query) == 0)
+    const std::string& query = node.metrics ? check_query_with_metrics : check_query;
+    if (PQsendQuery(node.connection.get(), query.c_str()) == 0)
         return sql_fail(node, connection_error(node.connection.get()));
     set_sql_state(node, SqlState::Querying);
     flush(node);
@@ -519,6 +551,9 @@ void take_result(Node& node, const PGresult* result) {
         return;
     }
     node.sql_ok = false;
+    // Maybe the metrics function went away or lost its grant: the next check asks without it
+    // (and finds out again whether it may).
+    node.metrics = false;
     if (node.sql_error.empty()) node.sql_error = one_line(PQresultErrorMessage(result));
     if (node.sql_error.empty()) node.sql_error = PQresStatus(PQresultStatus(result));
 }
@@ -667,6 +702,9 @@ void apply_reading(Node& node, int64_t now) {
     status.max_connections = int(reading.max_connections);
     status.free_slots = int(std::max<int64_t>(reading.free_slots, 0));
     status.application_name = reading.application_name;
+    node.metrics = reading.has_metrics;
+    status.load1 = reading.load1;
+    status.cpus = int(reading.cpus);
     node.sync_standbys = reading.recovery ? std::vector<std::string>() : reading.sync_standbys;
 }
 
@@ -795,7 +833,7 @@ struct Watch {
 }  // namespace
 
 struct Monitor::Impl {
-    explicit Impl(Publish callback) : publish(std::move(callback)) {}
+    Impl(Publish callback, Suspects* reports) : publish(std::move(callback)), suspects(reports) {}
 
     void run();
     void run_loop();
@@ -807,8 +845,10 @@ struct Monitor::Impl {
     int64_t next_wakeup() const;
     void wait(int64_t now);
     void drain_wake();
+    void check_suspects(int64_t now);
 
     Publish publish;
+    Suspects* suspects;
     std::mutex mutex;                               // guards pending
     std::shared_ptr<const config::Config> pending;  // a config the thread has not taken yet
     std::atomic<bool> stopping{false};
@@ -989,10 +1029,32 @@ void Monitor::Impl::wait(int64_t now) {
     }
 }
 
+// Nodes a worker found failing are checked now, unless a check began in the last 100 ms
+// (then right after that): a burst of failing connections costs one check, not one each.
+void Monitor::Impl::check_suspects(int64_t now) {
+    if (suspects == nullptr) return;
+    std::vector<uint64_t> reported = suspects->take();
+    if (reported.empty()) return;
+    constexpr int64_t spacing_us = 100'000;
+    for (ClusterState& cluster : clusters) {
+        for (std::unique_ptr<Node>& node : cluster.nodes) {
+            if (node->checking) continue;
+            uint64_t hash = Suspects::hash(node->config.endpoint);
+            if (std::find(reported.begin(), reported.end(), hash) == reported.end()) continue;
+            int64_t at = std::max(now, node->check_started_us + spacing_us);
+            if (at >= node->next_check_us) continue;
+            node->next_check_us = at;
+            log_info("monitor: %s: a connection to it failed on the data path; checking it now",
+                     node->status.name.c_str());
+        }
+    }
+}
+
 void Monitor::Impl::run_loop() {
     while (!stopping.load(std::memory_order_acquire)) {
         take_pending();
         int64_t now = now_us();
+        check_suspects(now);
         advance_checks(now);
         publish_if_due(now);
         wait(now);
@@ -1012,7 +1074,8 @@ void Monitor::Impl::run() {
 
 // --- the public face ------------------------------------------------------------------------
 
-Monitor::Monitor(Publish publish) : impl_(std::make_unique<Impl>(std::move(publish))) {
+Monitor::Monitor(Publish publish, Suspects* suspects)
+    : impl_(std::make_unique<Impl>(std::move(publish), suspects)) {
     if (!impl_->wake.valid()) log_warning("monitor: eventfd failed; stop() waits up to 100 ms");
 }
 
@@ -1028,6 +1091,8 @@ void Monitor::start(std::shared_ptr<const config::Config> config) {
         impl_->pending = std::move(config);
     }
     impl_->stopping.store(false, std::memory_order_release);
+    if (impl_->suspects != nullptr && impl_->wake.valid())
+        impl_->suspects->attach(impl_->wake.get());
     try {
         impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
     } catch (const std::exception& error) {
@@ -1048,6 +1113,7 @@ void Monitor::reconfigure(std::shared_ptr<const config::Config> config) {
 
 void Monitor::stop() {
     if (!impl_->thread.joinable()) return;
+    if (impl_->suspects != nullptr) impl_->suspects->attach(-1);
     impl_->stopping.store(true, std::memory_order_release);
     uint64_t one = 1;
     ssize_t wrote = ::write(impl_->wake.get(), &one, sizeof one);

@@ -214,7 +214,10 @@ double load_score(const cluster::NodeStatus& node, const Candidate& candidate) {
         lag = 1.0 / (1.0 + ms / 250.0 + bytes / double(4 << 20));
     }
     double slots = node.free_slots < 0 ? 1.0 : double(node.free_slots) / (node.free_slots + 4.0);
-    return candidate.weight * lag * slots / (1.0 + candidate.in_flight);
+    // The host's load per CPU, when the pgplex schema reports it: an idle host counts 1, one
+    // whose every CPU is busy 1/2, one with twice the work its CPUs can run 1/3.
+    double cpu = node.load1 >= 0 && node.cpus > 0 ? 1.0 / (1.0 + node.load1 / node.cpus) : 1.0;
+    return candidate.weight * lag * slots * cpu / (1.0 + candidate.in_flight);
 }
 
 }  // namespace

@@ -488,6 +488,7 @@ void on_connected(worker::Worker& worker, Server& server, int result) {
     uint32_t slot = worker.server_slot(server);
     if (result < 0) {
         std::string why = std::string("could not connect: ") + strerror(-result);
+        worker.shared.suspects.report(server.pool->target.endpoint);
         if (server.state == ServerState::Cancelling) {
             close(worker, server, CloseReason::CancelDone);
             return;

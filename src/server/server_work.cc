@@ -420,6 +420,8 @@ void on_recv_end(worker::Worker& worker, Server& server, int result) {
         close(worker, server, CloseReason::CancelDone);
         return;
     }
+    // A connection that ends unasked: the node may be going down; the monitor looks now.
+    worker.shared.suspects.report(server.pool->target.endpoint);
     if (server.state == ServerState::Login) {
         std::string why = result < 0 ? std::string("connection lost: ") + strerror(-result)
                                      : std::string("the server closed the connection");

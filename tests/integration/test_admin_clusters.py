@@ -13,10 +13,11 @@ import csv
 import io
 import re
 import subprocess
+import time
 
 import pytest
 
-from conftest import (PASSWORDS, PG_BIN, RawClient, ServerError, clean_env, conninfo,
+from conftest import (PASSWORDS, PG_BIN, RawClient, ServerError, clean_env, connect, conninfo,
                       wait_until)
 
 pytestmark = pytest.mark.usefixtures("hard_timeout")
@@ -217,3 +218,60 @@ def test_show_nodes_and_services_follow_a_stopped_replica(failover_cluster,
     picked = wait_until(on_backups, SETTLE_SECONDS)
     assert picked, show(pgplex.port, "SHOW SERVICES")
     assert as_backup(picked), picked
+
+
+def test_a_connection_lost_on_the_data_path_gets_its_node_checked_at_once(
+        failover_cluster, make_cluster_pgplex):
+    """inter = 30s: a node stopped between checks would be seen down only at the next one.
+    A worker whose server connection to it ends reports it, and the monitor checks it at
+    once (then fastinter while it falls): the node is down in seconds."""
+    nodes = failover_cluster
+    pgplex = make_cluster_pgplex(
+        nodes, settings=ADMIN, offline=(),
+        cluster_settings={"inter": "30s", "fastinter": "100ms", "downinter": "1s",
+                          "rise": 1, "fall": 2})
+    assert wait_until(lambda: all_healthy(pgplex.port, nodes), SETTLE_SECONDS), \
+        show(pgplex.port, "SHOW NODES")
+    replica_port = pgplex.service_port("replica")
+
+    def on_replica1():
+        with connect(replica_port, autocommit=True, connect_timeout=5) as conn:
+            return conn.execute("SELECT inet_server_port()").fetchone()[0] == nodes.replica1
+    # The replica service spreads over both replicas: a few clients hold a server on each.
+    assert wait_until(on_replica1, SETTLE_SECONDS)
+    nodes.stop("replica1")
+    stopped = time.monotonic()
+
+    def down():
+        row = node_row(show(pgplex.port, "SHOW NODES"), nodes.replica1)
+        return row is not None and healthy(row) is False
+
+    assert wait_until(down, 10), show(pgplex.port, "SHOW NODES")
+    assert time.monotonic() - stopped < 10
+    assert pgplex.wait_log(r"a connection to it failed on the data path; checking it now")
+
+
+def test_node_metrics_of_the_pgplex_schema_show_in_show_nodes(failover_cluster,
+                                                              make_cluster_pgplex):
+    """Without the pgplex schema SHOW NODES has no load; once `pgplex --print-schema` is
+    installed in monitor_dbname (and replicated), every node reports its host's load average
+    and CPUs, read by the monitor's own check."""
+    import os
+    from conftest import pgplex_binary
+    nodes = failover_cluster
+    pgplex = make_cluster_pgplex(nodes, settings=ADMIN)
+    assert wait_until(lambda: all_healthy(pgplex.port, nodes), SETTLE_SECONDS)
+    rows = show(pgplex.port, "SHOW NODES")
+    assert all(row["load1"] == "" and row["cpus"] == "" for row in rows), rows
+    schema = subprocess.run([pgplex_binary(), "--print-schema"], capture_output=True,
+                            text=True, timeout=10, check=True).stdout
+    nodes.admin_psql(nodes.primary, schema, dbname="postgres")
+    nodes.wait_replayed()
+
+    def reported():
+        rows = show(pgplex.port, "SHOW NODES")
+        return all(row["cpus"] == str(os.cpu_count()) and float(row["load1"]) >= 0
+                   for row in rows if row["health"] == "up") and rows
+    rows = wait_until(reported, SETTLE_SECONDS)
+    assert rows, show(pgplex.port, "SHOW NODES")
+    assert all(row["health"] == "up" for row in rows), rows

@@ -9,6 +9,7 @@
 #include <memory>
 #include <string_view>
 
+#include "pgplex/cluster/suspects.h"
 #include "pgplex/cluster/topology.h"
 #include "pgplex/config/config.h"
 
@@ -38,7 +39,9 @@ class Monitor {
   public:
     using Publish = std::function<void(std::shared_ptr<const Topology>)>;
 
-    explicit Monitor(Publish publish);
+    // `suspects`: where workers report nodes failing on the data path (suspects.h); each is
+    // checked at once. May be null.
+    explicit Monitor(Publish publish, Suspects* suspects = nullptr);
     ~Monitor();  // stops the thread
     Monitor(const Monitor&) = delete;
     Monitor& operator=(const Monitor&) = delete;

@@ -35,8 +35,12 @@ struct NodeStatus {
     int64_t lag_bytes = -1;  // primary's current_lsn - replay_lsn; 0 on the primary; -1 unknown
     int64_t lag_ms = -1;     // replay lag in time; 0 on the primary; -1 unknown
     int max_connections = 0;
-    int free_slots = -1;             // connections it would still accept; -1 unknown
-    std::string application_name;    // the name its WAL receiver gives the primary
+    int free_slots = -1;           // connections it would still accept; -1 unknown
+    std::string application_name;  // the name its WAL receiver gives the primary
+    // The host's 1-minute load average and CPUs, from the pgplex schema's node_metrics()
+    // when installed (balance = "load"); -1 and 0 when unknown.
+    double load1 = -1;
+    int cpus = 0;
     int64_t up_since_ms = 0;         // monotonic ms when it last became healthy (slowstart)
     int64_t checked_ms = 0;          // monotonic ms of the last check, good or bad
     int64_t check_us = -1;           // how long the last good check took

@@ -23,6 +23,7 @@
 #include "pgplex/base/clock.h"
 #include "pgplex/base/unique_fd.h"
 #include "pgplex/client/client.h"
+#include "pgplex/cluster/suspects.h"
 #include "pgplex/cluster/topology.h"
 #include "pgplex/config/config.h"
 #include "pgplex/io/loop.h"
@@ -80,6 +81,8 @@ struct Shared {
     void publish_topology(std::shared_ptr<const cluster::Topology> topology);
     std::atomic<uint64_t> topology_generation{0};
     route::NodeLoads node_loads{1024};
+    // Nodes whose connections failed on the data path, for the monitor to check at once.
+    cluster::Suspects suspects;
     // Derived SCRAM secrets for plain-text auth file passwords, made with the snapshot.
     std::atomic<uint64_t> config_generation{0};
 

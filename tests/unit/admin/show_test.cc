@@ -299,7 +299,12 @@ Test(show, nodes_prints_lag_and_check_times_and_null_when_unknown) {
     cluster::Topology topology = test_topology(config);
     topology.clusters[0].nodes[1].last_error = "";
     topology.clusters[0].nodes[2].last_error = "connection refused";
+    topology.clusters[0].nodes[1].load1 = 0.5;
+    topology.clusters[0].nodes[1].cpus = 2;
     Result nodes = ask_one("SHOW NODES", config, &topology);
+    assert_text(*nodes.at({"pg-test", replica_name}, "load1"), "0.50");
+    assert_text(*nodes.at({"pg-test", replica_name}, "cpus"), "2");
+    cr_assert_not(nodes.at({"pg-test", primary_name}, "load1"), "no pgplex schema there");
     assert_text(*nodes.at({"pg-test", primary_name}, "lag_bytes"), "0");
     assert_text(*nodes.at({"pg-test", replica_name}, "lag_bytes"), "55368");
     assert_text(*nodes.at({"pg-test", replica_name}, "lag_ms"), "12");
@@ -318,8 +323,10 @@ Test(show, nodes_types_its_columns_text_int8_and_bool) {
     Result nodes = ask_one("SHOW NODES", config, nullptr);
     std::map<std::string, uint32_t> types;
     for (size_t i = 0; i < nodes.columns.size(); ++i) types[nodes.columns[i]] = nodes.types[i];
-    cr_assert_eq(nodes.columns.size(), 20u);
+    cr_assert_eq(nodes.columns.size(), 22u);
     cr_assert_eq(types["node"], 25u);
+    cr_assert_eq(types["load1"], 25u);
+    cr_assert_eq(types["cpus"], 20u);
     cr_assert_eq(types["sync"], 16u);
     cr_assert_eq(types["offline_query"], 16u);
     cr_assert_eq(types["lag_bytes"], 20u);
@@ -337,6 +344,8 @@ Test(show, nodes_before_the_first_check_are_unknown_and_down) {
     cr_assert_not(nodes.at({"pg-test", offline_name}, "checked_ms_ago"));
     cr_assert_not(nodes.at({"pg-test", offline_name}, "replay_lsn"));
     cr_assert_not(nodes.at({"pg-test", offline_name}, "max_connections"));
+    cr_assert_not(nodes.at({"pg-test", offline_name}, "load1"));
+    cr_assert_not(nodes.at({"pg-test", offline_name}, "cpus"));
 }
 
 // --- SHOW SERVICES ---------------------------------------------------------------------------
