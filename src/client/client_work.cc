@@ -11,6 +11,7 @@
 #include "pgplex/client/client_auth_query.h"
 #include "pgplex/client/client_cancel.h"
 #include "pgplex/client/client_extended.h"
+#include "pgplex/client/client_failure.h"
 #include "pgplex/client/client_limits.h"
 #include "pgplex/client/client_listen.h"
 #include "pgplex/client/client_login.h"
@@ -325,6 +326,11 @@ uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const 
                     close(worker, client, CloseReason::ClientTerminated);
                     return size;
                 }
+                // What pgplex answers without a server: the news that its transaction block
+                // was lost, and what PostgreSQL would skip after an error, up to the Sync.
+                step = answer_unsent(worker, client, data + used, size - used);
+                if (client.state == ClientState::Closing) return size;
+                if (step > 0) break;
                 if (listen_holds(client)) return used;  // its LISTEN's reply comes first
                 step = answer_listen(worker, client, data + used, size - used);
                 if (step > 0) break;
@@ -339,7 +345,7 @@ uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const 
                 continue;
             case ClientState::Waiting:
                 // A request cancelled before it got a server is answered at once.
-                step = answer_cancelled(worker, client, data + used, size - used);
+                step = answer_unsent(worker, client, data + used, size - used);
                 if (client.state == ClientState::Closing) return size;
                 break;
             case ClientState::Syncing:
@@ -551,6 +557,10 @@ void resume(worker::Worker& worker, Client& client) {
 
 void on_server_failed(worker::Worker& worker, Client& client, const uint8_t* error,
                       uint32_t error_size) {
+    // Transaction pooling: answered in the dead server's place and kept (client_failure.h).
+    if (client.server != io::nil &&
+        survive_server_failure(worker, client, worker.server(client.server), error, error_size))
+        return;
     client.server = io::nil;
     if (client.login && (client.login->lookup == LookupStep::InLine ||
                          client.login->lookup == LookupStep::Running)) {
