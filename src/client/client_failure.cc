@@ -25,7 +25,10 @@
 // forwarded are fine: PostgreSQL too may fail a query after some of its rows): a message
 // half forwarded, one the client was half way through sending, or a COPY under way leave
 // the client closed as before; so do session pooling (its
-// session state was on the server) and a client pinned to its server by session state.
+// session state was on the server) and a client pinned to its server by session state, or
+// whose transaction ran a statement that may have made some (a session advisory lock
+// outlives a ROLLBACK: telling the client only that its transaction was lost would hide
+// that the lock is gone too).
 #include "pgplex/client/client_failure.h"
 
 #include <string>
@@ -149,8 +152,8 @@ uint32_t answer_owed(worker::Worker& worker, Client& client, const server::Serve
 // Whether pgplex can answer in the dead server's place (see the top of the file).
 bool survivable(const Client& client, const server::Server& server) {
     const Session* session = client.session.get();
-    if (session == nullptr || session->admin || session->pinned || client.login ||
-        session->mode == config::PoolMode::Session)
+    if (session == nullptr || session->admin || session->pinned || session->pin_suspect ||
+        client.login || session->mode == config::PoolMode::Session)
         return false;
     if (!client.conn.frame.between_messages() || !server.conn.frame.between_messages() ||
         server.copying)
@@ -168,7 +171,6 @@ void forget_transaction(Session& session) {
     session.pending.clear();
     session.pending_unsure = false;
     session.check_settings = false;
-    session.pin_suspect = false;
     session.transaction_failed = false;
     session.transaction_rolled_back = false;
 }

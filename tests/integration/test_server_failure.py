@@ -322,3 +322,21 @@ def test_jdbc_client_rolls_back_a_lost_transaction_and_goes_on(make_pgplex, clus
             process.wait()
     assert process.returncode == 0 and out.strip() == "ok", (out, err)
     assert_back_to_baseline(pgplex.port)
+
+
+def test_client_pinned_by_session_state_is_still_closed(make_pgplex, cluster):
+    """A session advisory lock pinned the client to its server: the lock died with it, and
+    no answer in the server's place could say so; the client is closed as before."""
+    pgplex = make_pgplex(settings=TRANSACTION, pool_size=2)
+    conn = connect(pgplex.port, autocommit=True, application_name="victim_pinned")
+    try:
+        conn.execute("SELECT pg_advisory_lock(4242)")
+        kill_backend(cluster, "victim_pinned", ("idle",))
+        with pytest.raises(psycopg.OperationalError) as raised:
+            conn.execute("SELECT 1")
+        assert not isinstance(raised.value, psycopg.errors.InFailedSqlTransaction)
+        assert conn.closed or conn.broken
+        assert kept(pgplex.port) == 0
+    finally:
+        conn.close()
+    assert_back_to_baseline(pgplex.port)
