@@ -300,6 +300,14 @@ uint32_t consume_active(worker::Worker& worker, Client& client, uint32_t buffer,
     return result.consumed;
 }
 
+// What pgplex answers between transactions without a server: a LISTEN, Parses of
+// statements it knows. Returns the bytes used; 0: none of these.
+uint32_t answer_idle(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+    uint32_t step = answer_listen(worker, client, data, size);
+    if (step > 0) return step;
+    return answer_between_transactions(worker, client, data, size);
+}
+
 // Feeds bytes at data (inside `buffer`) to whatever the client's state expects.
 uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
                  uint32_t size) {
@@ -332,9 +340,10 @@ uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const 
                 if (client.state == ClientState::Closing) return size;
                 if (step > 0) break;
                 if (listen_holds(client)) return used;  // its LISTEN's reply comes first
-                step = answer_listen(worker, client, data + used, size - used);
-                if (step > 0) break;
-                step = answer_between_transactions(worker, client, data + used, size - used);
+                // In a block lost with its server, PostgreSQL answers everything (25P02).
+                step = client.session->lost == TransactionLost::Aborted
+                           ? 0
+                           : answer_idle(worker, client, data + used, size - used);
                 if (step > 0) break;
                 if (client.session->routing) {
                     step = route_transaction(worker, client, data + used, size - used);

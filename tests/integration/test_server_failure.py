@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from psycopg.pq import TransactionStatus
 
-from conftest import HOST, PASSWORDS, RawClient, clean_env, connect, message, wait_until
+from conftest import (HOST, PASSWORDS, RawClient, ServerError, clean_env, connect, message,
+                      wait_until)
 from test_admin_clusters import show
 from test_admin_state import at_baseline
 
@@ -339,4 +340,28 @@ def test_client_pinned_by_session_state_is_still_closed(make_pgplex, cluster):
         assert kept(pgplex.port) == 0
     finally:
         conn.close()
+    assert_back_to_baseline(pgplex.port)
+
+
+def test_statements_pgplex_answers_between_transactions_are_refused_in_a_lost_block(
+        make_pgplex, cluster):
+    """A Parse of a statement pgplex already knows is answered by pgplex between
+    transactions; in a lost block PostgreSQL would refuse it (25P02), so pgplex must not
+    answer it as if the block were over."""
+    pgplex = make_pgplex(settings=TRANSACTION, pool_size=2, workers=1)
+    parse_sync = (message(b"P", b"s1\0SELECT 1\0" + struct.pack("!H", 0)) + message(b"S"))
+    with RawClient(pgplex.port, timeout=30) as raw:
+        raw.login("payam", "payam_db", application_name="victim_known")
+        raw.send(message(b"P", b"s0\0SELECT 1\0" + struct.pack("!H", 0)) + message(b"S"))
+        assert summary(read_reply(raw)) == (b"1Z", [], b"I")  # now a statement pgplex knows
+        assert raw.query("BEGIN") == []
+        kill_backend(cluster, "victim_known")
+        with pytest.raises(ServerError) as lost:
+            raw.query("SELECT 2")
+        assert lost.value.sqlstate == "08006", lost.value
+        raw.send(parse_sync)
+        assert summary(read_reply(raw)) == (b"EZ", ["25P02"], b"E")
+        assert raw.query("ROLLBACK") == []
+        raw.send(parse_sync)
+        assert summary(read_reply(raw)) == (b"1Z", [], b"I")
     assert_back_to_baseline(pgplex.port)
