@@ -149,11 +149,12 @@ uint32_t answer_owed(worker::Worker& worker, Client& client, const server::Serve
     return written;
 }
 
-// Whether pgplex can answer in the dead server's place (see the top of the file).
-bool survivable(const Client& client, const server::Server& server) {
+// Whether pgplex can answer in the dead server's place (see the top of the file). Not while
+// shutting down: clients are being closed anyway.
+bool survivable(const worker::Worker& worker, const Client& client, const server::Server& server) {
     const Session* session = client.session.get();
-    if (session == nullptr || session->admin || session->pinned || session->pin_suspect ||
-        client.login || session->mode == config::PoolMode::Session)
+    if (worker.shutting_down() || session == nullptr || session->admin || session->pinned ||
+        session->pin_suspect || client.login || session->mode == config::PoolMode::Session)
         return false;
     if (!client.conn.frame.between_messages() || !server.conn.frame.between_messages() ||
         server.copying)
@@ -192,7 +193,7 @@ uint32_t write_transaction_lost(const Client& client, uint8_t* bytes, uint32_t c
 
 bool survive_server_failure(worker::Worker& worker, Client& client, server::Server& server,
                             const uint8_t* error, uint32_t error_size) {
-    if (!survivable(client, server)) return false;
+    if (!survivable(worker, client, server)) return false;
     Session& session = *client.session;
     bool in_block =
         server.status != TransactionStatus::Idle || session.lost == TransactionLost::Aborted;

@@ -141,10 +141,12 @@ def test_statement_in_flight_in_a_block_gets_08006_and_commit_answers_rollback(m
     assert_back_to_baseline(pgplex.port)
 
 
-def test_implicit_statement_in_flight_gets_08006_and_the_session_goes_on(make_pgplex, cluster):
+@pytest.mark.parametrize("mode", ["transaction", "statement"])
+def test_implicit_statement_in_flight_gets_08006_and_the_session_goes_on(make_pgplex, cluster,
+                                                                         mode):
     """Outside a block the statement's fate is unknown (08006 says so), ReadyForQuery is
-    idle, and the next statement simply runs."""
-    pgplex = make_pgplex(settings=TRANSACTION, pool_size=2)
+    idle, and the next statement simply runs; in statement pooling too."""
+    pgplex = make_pgplex(settings={**TRANSACTION, "pool_mode": mode}, pool_size=2)
     conn = connect(pgplex.port, autocommit=True, application_name="victim_implicit",
                    prepare_threshold=None)
     try:
