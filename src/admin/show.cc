@@ -330,7 +330,7 @@ Table state_table(const Context& context) {
     for (const char* name :
          {"pinned", "ring_buffers_used", "out_buffers_used", "chunks_used", "bytes_queued",
           "tls_failures", "auth_failures", "logins_refused", "protocol_violations", "auth_queries",
-          "auth_query_failures", "clients_stalled"})
+          "auth_query_failures", "clients_stalled", "clients_kept"})
         table.columns.push_back({name, type_int8});
     for (const WorkerState& worker : *context.workers) {
         Row row{integer(worker.worker)};
@@ -340,7 +340,8 @@ Table state_table(const Context& context) {
              {uint64_t(worker.pinned), uint64_t(worker.ring_in_use), uint64_t(worker.out_in_use),
               uint64_t(worker.chunks_in_use), worker.bytes_queued, worker.tls_failures,
               worker.auth_failures, worker.logins_refused, worker.protocol_violations,
-              worker.auth_queries, worker.auth_query_failures, worker.clients_stalled})
+              worker.auth_queries, worker.auth_query_failures, worker.clients_stalled,
+              worker.clients_kept})
             row.push_back(integer(int64_t(value)));
         table.rows.push_back(std::move(row));
     }

@@ -115,6 +115,7 @@ std::vector<admin::WorkerState> worker_states(const worker::Worker& worker) {
         state.auth_queries = stats.auth_queries.load(relaxed);
         state.auth_query_failures = stats.auth_query_failures.load(relaxed);
         state.clients_stalled = stats.clients_stalled.load(relaxed);
+        state.clients_kept = stats.clients_kept.load(relaxed);
         out.push_back(std::move(state));
     }
     return out;

@@ -3,6 +3,7 @@
 #include "pgplex/client/client_cancel.h"
 
 #include "pgplex/base/limits.h"
+#include "pgplex/client/client_failure.h"
 #include "pgplex/client/client_login.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/proto/sqlstate.h"
@@ -28,9 +29,10 @@ uint32_t write_cancelled(uint8_t* bytes, uint32_t capacity) {
     return writer.size();
 }
 
+// Idle, or failed for a client that was told its transaction block was lost.
 void queue_ready(worker::Worker& worker, Client& client) {
-    const uint8_t ready[6] = {uint8_t(proto::BackendMessage::ReadyForQuery), 0, 0, 0, 5,
-                              uint8_t(proto::TransactionStatus::Idle)};
+    const uint8_t ready[6] = {
+        uint8_t(proto::BackendMessage::ReadyForQuery), 0, 0, 0, 5, uint8_t(local_status(client))};
     queue(worker, client, ready, sizeof ready);
 }
 
@@ -69,8 +71,9 @@ bool cancellable(uint8_t type, server::Expect& expect) {
     return false;
 }
 
-// A waiting client's input: its cancelled request dropped and answered, the rest held.
-struct CancelledHandler {
+// A client's input without a server: its cancelled request, or the first since its
+// transaction block was lost, dropped and answered; the rest held.
+struct UnsentHandler {
     worker::Worker& worker;
     Client& client;
 
@@ -84,6 +87,7 @@ struct CancelledHandler {
             }
             return proto::Fate::Drop;
         }
+        if (session.lost == TransactionLost::Untold) return tell_lost(type);
         if (client.cancel_wanted == 0) return proto::Fate::Hold;
         client.cancel_wanted = 0;
         server::Expect expect;
@@ -96,6 +100,42 @@ struct CancelledHandler {
         } else {
             session.discarding = true;  // PostgreSQL skips to the Sync after an error
         }
+        return proto::Fate::Drop;
+    }
+    // The client's transaction block was lost while nothing of it was in flight: this
+    // request hears it, as PostgreSQL's reply to it would have.
+    proto::Fate tell_lost(uint8_t type) {
+        Session& session = *client.session;
+        switch (static_cast<FrontendMessage>(type)) {
+            case FrontendMessage::Terminate:
+                return proto::Fate::Hold;
+            case FrontendMessage::Flush:
+            case FrontendMessage::CopyData:
+            case FrontendMessage::CopyDone:
+            case FrontendMessage::CopyFail:
+            case FrontendMessage::PasswordMessage:
+                return proto::Fate::Drop;  // no reply owed
+            case FrontendMessage::Query:
+            case FrontendMessage::FunctionCall:
+            case FrontendMessage::Sync:
+            case FrontendMessage::Parse:
+            case FrontendMessage::Bind:
+            case FrontendMessage::Describe:
+            case FrontendMessage::Execute:
+            case FrontendMessage::Close:
+                break;
+        }
+        uint8_t bytes[2048];
+        queue(worker, client, bytes, write_transaction_lost(client, bytes, sizeof bytes));
+        session.lost = TransactionLost::Aborted;
+        session.lost_where.clear();
+        server::Expect expect;
+        if (cancellable(type, expect) && expect != server::Expect::Query) {
+            session.discarding = true;  // PostgreSQL skips to the Sync after an error
+            return proto::Fate::Drop;
+        }
+        if (type == uint8_t(FrontendMessage::Query)) on_simple_query(worker, client);
+        queue_ready(worker, client);
         return proto::Fate::Drop;
     }
     void forward(const uint8_t*, uint32_t, bool) {}
@@ -114,10 +154,11 @@ bool waits_for_cancel(const worker::Worker& worker, const Client& client) {
            !server.unsynced && client.conn.frame.between_messages();
 }
 
-uint32_t answer_cancelled(worker::Worker& worker, Client& client, const uint8_t* data,
-                          uint32_t size) {
-    if (client.cancel_wanted == 0 && !client.session->discarding) return 0;
-    CancelledHandler handler{worker, client};
+uint32_t answer_unsent(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+    if (client.cancel_wanted == 0 && !client.session->discarding &&
+        client.session->lost != TransactionLost::Untold)
+        return 0;
+    UnsentHandler handler{worker, client};
     proto::FeedResult result =
         proto::feed(client.conn.frame, proto::Direction::Frontend, data, size, handler);
     client.cancel_answered = client.cancel_answered || result.consumed > 0;

@@ -277,8 +277,9 @@ uint32_t route_transaction(worker::Worker& worker, Client& client, const uint8_t
     std::string_view text = statement_text(client, data, size, complete);
     route::Reading reading =
         worker.router->read(routing, session.user, session.database, data[0], text);
+    // In a block lost with its server (client_failure.h) PostgreSQL answers it, 25P02.
     if (reading.answer != route::Answer::None && data[0] == uint8_t(FrontendMessage::Query) &&
-        complete) {
+        complete && session.lost != TransactionLost::Aborted) {
         answer(worker, client, reading);
         return 1 + proto::read_be32(data + 1);
     }

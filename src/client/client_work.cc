@@ -11,6 +11,7 @@
 #include "pgplex/client/client_auth_query.h"
 #include "pgplex/client/client_cancel.h"
 #include "pgplex/client/client_extended.h"
+#include "pgplex/client/client_failure.h"
 #include "pgplex/client/client_limits.h"
 #include "pgplex/client/client_listen.h"
 #include "pgplex/client/client_login.h"
@@ -299,6 +300,14 @@ uint32_t consume_active(worker::Worker& worker, Client& client, uint32_t buffer,
     return result.consumed;
 }
 
+// What pgplex answers between transactions without a server: a LISTEN, Parses of
+// statements it knows. Returns the bytes used; 0: none of these.
+uint32_t answer_idle(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+    uint32_t step = answer_listen(worker, client, data, size);
+    if (step > 0) return step;
+    return answer_between_transactions(worker, client, data, size);
+}
+
 // Feeds bytes at data (inside `buffer`) to whatever the client's state expects.
 uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const uint8_t* data,
                  uint32_t size) {
@@ -325,10 +334,16 @@ uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const 
                     close(worker, client, CloseReason::ClientTerminated);
                     return size;
                 }
-                if (listen_holds(client)) return used;  // its LISTEN's reply comes first
-                step = answer_listen(worker, client, data + used, size - used);
+                // What pgplex answers without a server: the news that its transaction block
+                // was lost, and what PostgreSQL would skip after an error, up to the Sync.
+                step = answer_unsent(worker, client, data + used, size - used);
+                if (client.state == ClientState::Closing) return size;
                 if (step > 0) break;
-                step = answer_between_transactions(worker, client, data + used, size - used);
+                if (listen_holds(client)) return used;  // its LISTEN's reply comes first
+                // In a block lost with its server, PostgreSQL answers everything (25P02).
+                step = client.session->lost == TransactionLost::Aborted
+                           ? 0
+                           : answer_idle(worker, client, data + used, size - used);
                 if (step > 0) break;
                 if (client.session->routing) {
                     step = route_transaction(worker, client, data + used, size - used);
@@ -339,7 +354,7 @@ uint32_t consume(worker::Worker& worker, Client& client, uint32_t buffer, const 
                 continue;
             case ClientState::Waiting:
                 // A request cancelled before it got a server is answered at once.
-                step = answer_cancelled(worker, client, data + used, size - used);
+                step = answer_unsent(worker, client, data + used, size - used);
                 if (client.state == ClientState::Closing) return size;
                 break;
             case ClientState::Syncing:
@@ -551,6 +566,10 @@ void resume(worker::Worker& worker, Client& client) {
 
 void on_server_failed(worker::Worker& worker, Client& client, const uint8_t* error,
                       uint32_t error_size) {
+    // Transaction pooling: answered in the dead server's place and kept (client_failure.h).
+    if (client.server != io::nil &&
+        survive_server_failure(worker, client, worker.server(client.server), error, error_size))
+        return;
     client.server = io::nil;
     if (client.login && (client.login->lookup == LookupStep::InLine ||
                          client.login->lookup == LookupStep::Running)) {

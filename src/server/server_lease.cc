@@ -200,6 +200,23 @@ std::string error_message(const std::vector<uint8_t>& error) {
     return std::string(fields.code) + " " + std::string(fields.message);
 }
 
+// A client whose transaction block was lost with its last server (client_failure.h) gets
+// this one in an aborted block: pgplex's BEGIN, then a statement that fails, their replies
+// read by pgplex. PostgreSQL then answers the client's statements 25P02 and its ROLLBACK
+// (or COMMIT) as it would have on the dead server. True: under way (Syncing).
+bool abort_for_lost_block(worker::Worker& worker, Server& server, client::Client& client) {
+    if (!client.session || client.session->lost != client::TransactionLost::Aborted) return false;
+    if (server.state != ServerState::Syncing) set_state(worker, server, ServerState::Syncing);
+    if (client.state != client::ClientState::Syncing)
+        client::set_state(worker, client, client::ClientState::Syncing);
+    server.aborting = true;
+    send_query(worker, server, "BEGIN");
+    send_query(worker, server,
+               "SELECT 1/0 -- pgplex: this client's transaction was lost with its server; "
+               "it is aborted here until the client rolls back");
+    return true;
+}
+
 }  // namespace
 
 void want_server(worker::Worker& worker, pool::Pool& pool) {
@@ -339,6 +356,7 @@ void link(worker::Worker& worker, Server& server, client::Client& client) {
     }
     ++server.epoch;
     if (!sync_session(worker, server, *client.session)) {
+        if (abort_for_lost_block(worker, server, client)) return;
         set_state(worker, server, ServerState::Active);
         client::on_server_ready(worker, client);
         return;
@@ -376,6 +394,25 @@ void synced(worker::Worker& worker, Server& server, const std::vector<uint8_t>& 
         server.sql_prepared_unknown = true;  // which one failed is not known
     }
     session.replay_failures = 0;
+    if (abort_for_lost_block(worker, server, client)) return;
+    set_state(worker, server, ServerState::Active);
+    client::on_server_ready(worker, client);
+}
+
+void lost_block_entered(worker::Worker& worker, Server& server) {
+    server.aborting = false;
+    PGPLEX_ASSERT(server.client != io::nil);
+    client::Client& client = worker.client(server.client);
+    if (server.status != proto::TransactionStatus::Failed) {
+        // Never expected: the client cannot be given a block it would not see as failed.
+        log_warning("server %s: pgplex's aborted transaction block did not abort; closing it",
+                    server.pool->target.endpoint.to_string().c_str());
+        client.server = io::nil;
+        server.client = io::nil;
+        close(worker, server, CloseReason::Unusable);
+        client::on_server_failed(worker, client, nullptr, 0);
+        return;
+    }
     set_state(worker, server, ServerState::Active);
     client::on_server_ready(worker, client);
 }

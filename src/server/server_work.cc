@@ -46,11 +46,25 @@ struct ForwardHandler {
     client::Client& client;
     uint32_t buffer;
     const uint8_t* base;
+    bool reading_error = false;  // an ErrorResponse held to see whether it is FATAL
 
     proto::Fate on_header(uint8_t type, uint32_t length) {
+        // A pooled client outlives its server (client_failure.h): a FATAL, the server's last
+        // words, answers none of its requests, so the error is read before it settles one.
+        if (type == uint8_t(BackendMessage::ErrorResponse) && client.session &&
+            client.session->mode != config::PoolMode::Session &&
+            length <= limits::assembled_message_bytes_max) {
+            reading_error = true;
+            return proto::Fate::Inspect;
+        }
         proto::Fate fate = on_reply(worker, server, type, length);
         if (fate != proto::Fate::Forward) return fate;  // dropped, or an error held back
         switch (type) {
+            case uint8_t(BackendMessage::CopyInResponse):
+            case uint8_t(BackendMessage::CopyOutResponse):
+            case uint8_t(BackendMessage::CopyBothResponse):
+                server.copying = true;
+                return proto::Fate::Forward;
             case uint8_t(BackendMessage::ReadyForQuery):
                 return proto::Fate::ForwardInspect;
             case uint8_t(BackendMessage::ParameterStatus):
@@ -71,6 +85,28 @@ struct ForwardHandler {
                 return proto::Fate::Forward;
         }
     }
+    // An ErrorResponse read on its way: kept when FATAL (the server closes next), else
+    // settled and passed on (or held back, on_held_error) as on_header would have.
+    void pass_error(const uint8_t* body, uint32_t size) {
+        proto::ErrorFields fields;
+        if (proto::parse_error(body, size, fields) &&
+            (fields.severity == "FATAL" || fields.severity == "PANIC")) {
+            server.last_words.assign(body, body + size);
+            return;
+        }
+        uint8_t type = uint8_t(BackendMessage::ErrorResponse);
+        proto::Fate fate = on_reply(worker, server, type, size + 4);
+        if (fate == proto::Fate::Inspect) {
+            on_held_error(worker, server, body, size);
+            return;
+        }
+        if (fate != proto::Fate::Forward) return;
+        client.session->transaction_failed = true;
+        uint8_t header[5] = {uint8_t(BackendMessage::ErrorResponse), 0, 0, 0, 0};
+        for (int i = 0; i < 4; ++i) header[1 + i] = uint8_t((size + 4) >> (24 - 8 * i));
+        worker.buffers.append_copy(client.conn.out, header, sizeof header);
+        worker.buffers.append_copy(client.conn.out, body, size);
+    }
     void forward(const uint8_t* data, uint32_t size, bool from_stash) {
         if (from_stash)
             worker.buffers.append_copy(client.conn.out, data, size);
@@ -79,11 +115,17 @@ struct ForwardHandler {
     }
     uint8_t* assembly(uint32_t size) { return server::assembly(server, size); }
     proto::Verdict on_message(uint8_t type, const uint8_t* body, uint32_t size) {
-        if (type == uint8_t(BackendMessage::ErrorResponse)) {
+        if (type == uint8_t(BackendMessage::ErrorResponse) && reading_error) {
+            reading_error = false;
+            pass_error(body, size);
+        } else if (type == uint8_t(BackendMessage::ErrorResponse)) {
             on_held_error(worker, server, body, size);
         } else if (type == uint8_t(BackendMessage::ReadyForQuery)) {
             server.status = static_cast<proto::TransactionStatus>(body[0]);
+            server.copying = false;
             if (server.status == proto::TransactionStatus::Idle && client.session) {
+                // A block lost with an earlier server is over: its ROLLBACK ran here.
+                client.session->lost = client::TransactionLost::None;
                 client::settle_listens(worker, client);
                 settle_settings(server, *client.session);
             }
@@ -260,6 +302,18 @@ struct OwnQueryHandler {
     }
 };
 
+// The server is gone (EOF, a reset, or its FATAL last words): its client hears of it, with
+// those words when it said any.
+void lost(worker::Worker& worker, Server& server) {
+    if (server.client != io::nil) {
+        client::Client& client = worker.client(server.client);
+        server.client = io::nil;
+        client::on_server_failed(worker, client, server.last_words.data(),
+                                 uint32_t(server.last_words.size()));
+    }
+    close(worker, server, CloseReason::ServerGone);
+}
+
 uint32_t consume_active(worker::Worker& worker, Server& server, uint32_t buffer,
                         const uint8_t* data, uint32_t size) {
     client::Client& client = worker.client(server.client);
@@ -268,6 +322,10 @@ uint32_t consume_active(worker::Worker& worker, Server& server, uint32_t buffer,
     proto::FeedResult result = feed_active(server, client, handler, data, size, refused);
     emit_due(worker, server);
     if (client.conn.out.bytes > 0) client::on_server_output(worker, client);
+    if (!server.last_words.empty()) {  // it said FATAL: it closes next
+        lost(worker, server);
+        return size;
+    }
     if (refused) {
         refuse_transaction_block(worker, client);
         return result.consumed;
@@ -297,6 +355,10 @@ uint32_t consume_own(worker::Worker& worker, Server& server, const uint8_t* data
     }
     switch (server.state) {
         case ServerState::Syncing: {
+            if (server.aborting) {  // its failing statement's error is the point
+                if (handler.ready) lost_block_entered(worker, server);
+                return result.consumed;
+            }
             if (server.reading_lsn) {
                 if (handler.ready) read_lsn_done(worker, server, handler.error);
                 return result.consumed;
@@ -431,12 +493,7 @@ void on_recv_end(worker::Worker& worker, Server& server, int result) {
     if (result < 0)
         log_warning("server %s: %s", server.pool->target.endpoint.to_string().c_str(),
                     strerror(-result));
-    if (server.client != io::nil) {
-        client::Client& client = worker.client(server.client);
-        server.client = io::nil;
-        client::on_server_failed(worker, client, nullptr, 0);
-    }
-    close(worker, server, CloseReason::ServerGone);
+    lost(worker, server);
 }
 
 void on_sent(worker::Worker& worker, Server& server) {

@@ -553,6 +553,7 @@ void Worker::publish_stats(uint32_t pinned, uint64_t bytes_queued) {
     stats.auth_queries.store(counters.auth_queries, relaxed);
     stats.auth_query_failures.store(counters.auth_query_failures, relaxed);
     stats.clients_stalled.store(counters.clients_stalled, relaxed);
+    stats.clients_kept.store(counters.clients_kept, relaxed);
     stats.published.store(true, std::memory_order_release);
 }
 

@@ -34,6 +34,7 @@ struct WorkerState {
     uint64_t tls_failures = 0, auth_failures = 0, logins_refused = 0, protocol_violations = 0;
     uint64_t auth_queries = 0, auth_query_failures = 0;  // auth_query lookups, and failed ones
     uint64_t clients_stalled = 0;                        // closed by client_stall_timeout
+    uint64_t clients_kept = 0;  // answered in place of a server that failed, not closed
 };
 
 // One client connection as SHOW CLIENTS lists it, taken by its own worker (client_admin.cc).

@@ -105,6 +105,13 @@ struct Login {
     }
 };
 
+// Transaction pooling: the client's server failed while it was in a transaction block
+// (client_failure.h). Untold: nothing of its was in flight, so its next request is answered
+// 08006 in the block's place. Aborted: it has been told, and believes itself in a failed
+// block; every server it gets is first put in one (server_lease.cc), until a ReadyForQuery
+// says idle (its ROLLBACK ran).
+enum class TransactionLost : uint8_t { None, Untold, Aborted };
+
 // For the whole session: who the client is and the state it expects on any server.
 struct Session {
     std::string user;
@@ -132,6 +139,8 @@ struct Session {
     // pgplex answered a message with an error: the client's messages up to its Sync are
     // ignored, as PostgreSQL ignores them after an error.
     bool discarding = false;
+    TransactionLost lost = TransactionLost::None;
+    std::string lost_where;  // Untold: the node that failed and its last words, for the error
     // Transaction pooling and session state (session_state.h, detect_session_state):
     bool pin_allowed = true;   // the alias's pin_on_session_state
     bool pin_suspect = false;  // a statement that may create some ran in this transaction

@@ -21,11 +21,12 @@ namespace pgplex::client {
 // client sends next waits until it has landed (server::cancel_done resumes the client).
 bool waits_for_cancel(const worker::Worker& worker, const Client& client);
 
-// Waiting for a server with a cancelled request at the head of its input: answers the
-// request (57014, then ReadyForQuery at its end) and drops it. Returns the bytes used; 0
-// when the head of `data` is a request to wait for a server with.
-uint32_t answer_cancelled(worker::Worker& worker, Client& client, const uint8_t* data,
-                          uint32_t size);
+// A request pgplex answers in the server's place before it reaches one: one cancelled while
+// the client waited (57014), or the first request of a client whose transaction block was
+// lost with its server (08006, client_failure.h); then ReadyForQuery at the request's end,
+// after PostgreSQL's rule that an extended-protocol error skips everything up to the Sync.
+// Returns the bytes used; 0 when the head of `data` is a request to get a server for.
+uint32_t answer_unsent(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size);
 
 // A message about to go to the client's server while a cancel of the client's waits for its
 // next request: a request is answered 57014 in its place, in order, and what follows it up

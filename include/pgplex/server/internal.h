@@ -62,6 +62,8 @@ void synced(worker::Worker& worker, Server& server, const std::vector<uint8_t>& 
 void settings_checked(worker::Worker& worker, Server& server, bool error);
 void checked_session_state(worker::Worker& worker, Server& server, bool error);
 void read_lsn_done(worker::Worker& worker, Server& server, bool error);
+// pgplex's BEGIN and failing statement for a client whose block was lost are answered.
+void lost_block_entered(worker::Worker& worker, Server& server);
 // auth_query (server_lookup.cc): sent for a client logging in, in place of lending; its
 // answer (an ErrorResponse body, or none) goes to the client and the server back to its pool.
 void start_lookup(worker::Worker& worker, Server& server, client::Client& client);

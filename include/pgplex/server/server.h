@@ -167,6 +167,15 @@ struct Server {
     std::deque<Pending> expected;  // replies owed for the linked client's messages
     // An extended-protocol error: the server ignores everything until the next Sync.
     bool skipping = false;
+    // A CopyInResponse, CopyOutResponse or CopyBothResponse went to the client since the last
+    // ReadyForQuery: a failure now cannot be answered in the server's place.
+    bool copying = false;
+    // Syncing: pgplex's BEGIN and failing statement put the server in an aborted transaction
+    // block for a client whose block was lost with its last server (server_lease.cc).
+    bool aborting = false;
+    // The FATAL ErrorResponse body the server sent before it closed (transaction pooling):
+    // not forwarded; what the client is told of its failure names it.
+    std::vector<uint8_t> last_words;
     uint32_t epoch = 0;  // counts lendings; what this one used is not evicted
     // The bytes from a retry Bind to its Sync, kept to send again (server_expect.cc).
     ReplayRecord replay_record = ReplayRecord::Off;

@@ -52,7 +52,8 @@ struct WorkerStats {
     // Hostile or broken clients, counted since start (Counters).
     std::atomic<uint64_t> tls_failures{0}, auth_failures{0}, logins_refused{0};
     std::atomic<uint64_t> protocol_violations{0};
-    std::atomic<uint64_t> auth_queries{0}, auth_query_failures{0}, clients_stalled{0};
+    std::atomic<uint64_t> auth_queries{0}, auth_query_failures{0}, clients_stalled{0},
+        clients_kept{0};
     std::atomic<bool> published{false};
 };
 
@@ -132,6 +133,7 @@ struct Counters {
     uint64_t auth_queries = 0;         // auth_query lookups run on a server
     uint64_t auth_query_failures = 0;  // ... that failed (an error, a bad row, no server)
     uint64_t clients_stalled = 0;      // closed by client_stall_timeout
+    uint64_t clients_kept = 0;         // their server failed; answered, kept (client_failure.h)
     // How many clients and servers are in each state now (Free not counted), kept by their
     // set_state().
     std::array<uint32_t, client::client_state_count> clients_in{};
