@@ -233,11 +233,13 @@ def test_a_connection_lost_on_the_data_path_gets_its_node_checked_at_once(
     assert wait_until(lambda: all_healthy(pgplex.port, nodes), SETTLE_SECONDS), \
         show(pgplex.port, "SHOW NODES")
     replica_port = pgplex.service_port("replica")
+    held = []
 
     def on_replica1():
-        with connect(replica_port, autocommit=True, connect_timeout=5) as conn:
-            return conn.execute("SELECT inet_server_port()").fetchone()[0] == nodes.replica1
-    # The replica service spreads over both replicas: a few clients hold a server on each.
+        conn = connect(replica_port, autocommit=True, connect_timeout=5)
+        held.append(conn)  # a session on the node, its server connection held open
+        return conn.execute("SELECT inet_server_port()").fetchone()[0] == nodes.replica1
+    # The replica service spreads over both replicas: some client lands on replica1.
     assert wait_until(on_replica1, SETTLE_SECONDS)
     nodes.stop("replica1")
     stopped = time.monotonic()
@@ -249,6 +251,8 @@ def test_a_connection_lost_on_the_data_path_gets_its_node_checked_at_once(
     assert wait_until(down, 10), show(pgplex.port, "SHOW NODES")
     assert time.monotonic() - stopped < 10
     assert pgplex.wait_log(r"a connection to it failed on the data path; checking it now")
+    for conn in held:
+        conn.close()
 
 
 def test_node_metrics_of_the_pgplex_schema_show_in_show_nodes(failover_cluster,
