@@ -138,13 +138,17 @@ constexpr const char* check_columns = R"(SELECT r.recovery,
     'walreceiver') END,
   CASE WHEN NOT r.recovery THEN (SELECT string_agg(application_name, E'\n')
     FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) END,
-  coalesce(has_function_privilege(to_regprocedure('pgplex.node_metrics()'), 'EXECUTE'),
-           false))";
+  CASE WHEN to_regnamespace('pgplex') IS NULL THEN false
+       WHEN NOT has_schema_privilege(to_regnamespace('pgplex'), 'USAGE') THEN false
+       ELSE coalesce(has_function_privilege(to_regprocedure('pgplex.node_metrics()'),
+                                            'EXECUTE'), false) END)";
 constexpr const char* check_from = "\nFROM (SELECT pg_is_in_recovery() AS recovery) AS r";
 
 // The pgplex schema's host metrics (admin/schema.h), once the last check found them there
 // and executable: a query that names a missing function would fail the check, so it is only
-// asked for after the check query itself said it may be.
+// asked for after the check query itself said it may be. That column looks the schema up
+// before the function: to_regprocedure() raises "permission denied for schema" where
+// monitor_user has no USAGE on it, which would fail every check.
 const std::string check_query = std::string(check_columns) + check_from;
 const std::string check_query_with_metrics = std::string(check_columns) + ",\n  m.load1, m.cpus" +
                                              check_from + ", pgplex.node_metrics() AS m";

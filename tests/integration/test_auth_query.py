@@ -283,3 +283,23 @@ def test_a_routed_client_is_looked_up_on_its_cluster(replicated, make_cluster_pg
     assert wait_until(lambda: logs_in() == "aq_routed", 10), pgplex.log()[-2000:]
     assert "password authentication failed" in login_error(pgplex.port, "aq_routed", "nope",
                                                            dbname="rdb")
+
+
+def test_a_monitor_without_rights_on_the_pgplex_schema_still_sees_its_node(lookup_roles,
+                                                                           make_pgplex):
+    """The pgplex schema is installed, but monitor_user has no USAGE on it: the checks go on
+    without the metrics (looking the function up would raise "permission denied for
+    schema"), and the node is up."""
+    from conftest import FAST_CHECKS, wait_until
+    pgplex = make_pgplex(
+        settings={"admin_users": ["payam"]},
+        clusters={"c9": {"nodes": [f"{HOST}:{lookup_roles.port}"], "monitor_user": "payam",
+                         "monitor_password": PASSWORDS["payam"], "monitor_dbname": "payam_db",
+                         **FAST_CHECKS}})
+
+    def up():
+        rows = show(pgplex.port, "SHOW NODES")
+        return rows and all(row["health"] == "up" for row in rows) and rows
+    rows = wait_until(up, 10)
+    assert rows, show(pgplex.port, "SHOW NODES")
+    assert rows[0]["load1"] == "" and rows[0]["last_error"] == "", rows

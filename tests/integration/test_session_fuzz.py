@@ -20,7 +20,8 @@ OWN_STATEMENTS = (b"SET ", b"RESET ", b"DISCARD ALL", b"DEALLOCATE", b"ROLLBACK"
                   b"COMMIT", b"LISTEN ", b"UNLISTEN ", b"PREPARE ",
                   b"SELECT pg_catalog.lower(name), pg_catalog.current_setting(name)",
                   b"SELECT (SELECT count(*) FROM pg_catalog.pg_locks",
-                  b"SELECT pg_current_wal_insert_lsn()", b"SELECT pg_catalog.set_config(")
+                  b"SELECT pg_current_wal_insert_lsn()", b"SELECT pg_catalog.set_config(",
+                  b"SELECT 1/0 -- pgplex: ")
 
 
 def unsent_messages(seen, sent):
