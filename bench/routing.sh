@@ -27,9 +27,9 @@
 # by default and reported separately.
 #
 # Environment overrides (defaults in brackets):
-#   DURATION    seconds per pgbench run                            [10]
+#   DURATION    seconds per pgbench run (or BENCH_SECONDS)         [10]
 #   CLIENTS     client counts to run                               ["16"]
-#   ROUNDS      rounds of each (protocol, clients)                 [2]
+#   ROUNDS      rounds of each (protocol, clients) (or BENCH_ROUNDS) [2]
 #   PROTOCOL    pgbench -M: "simple", "prepared" and/or "extended" ["simple prepared"]
 #   SCALE       pgbench scale factor                               [10]
 #   POOL_SIZE   server connections per pool, both proxies         [20]
@@ -48,55 +48,37 @@
 #
 # Runs as root (PostgreSQL and PgBouncer run as the postgres user). Everything it starts is
 # stopped on exit, by PID (PostgreSQL by scripts/pgcluster.sh stop on its own directory).
-set -uo pipefail
+set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-DURATION=${DURATION:-10}
+DURATION=${BENCH_SECONDS:-${DURATION:-10}}
 CLIENTS=${CLIENTS:-"16"}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${BENCH_ROUNDS:-${ROUNDS:-2}}
 PROTOCOL=${PROTOCOL:-"simple prepared"}
-SCALE=${SCALE:-10}
 POOL_SIZE=${POOL_SIZE:-20}
-THREADS=${THREADS:-2}
 BENCH_PORT=${BENCH_PORT:-28400}
-BENCH_KEEP=${BENCH_KEEP:-0}
 PROFILE=${PROFILE:-0}
 
-PG_BIN=/usr/lib/postgresql/15/bin
-PGBOUNCER_BIN=/usr/sbin/pgbouncer
-BENCH_USER=bench
-BENCH_PASSWORD=bench-$RANDOM$RANDOM
-BENCH_DB=bench
 ROUTED_DB=bench_routed           # the pgplex alias with cluster = "$CLUSTER"
 CLUSTER=bench
 MONITOR_USER=pgplex_monitor      # a pg_monitor member the node monitor logs in as
 MONITOR_PASSWORD=monitor-$RANDOM$RANDOM
-TARGETS="direct plain service routed bouncer"
-
-repo=$(cd "$(dirname "$0")/.." && pwd)
-results_dir=$repo/bench/results
-
-die() { echo "bench: $*" >&2; exit 1; }
-note() { echo "bench: $*" >&2; }
+TARGETS="direct plain service routed pgbouncer"
 
 [ $# -eq 1 ] || die "usage: bench/routing.sh PATH_TO_PGPLEX"
 pgplex_bin=$1
 case $pgplex_bin in /*) ;; *) pgplex_bin=$PWD/$pgplex_bin ;; esac
 cd /
-[ "$(id -u)" -eq 0 ] || die "run as root (PostgreSQL and PgBouncer are started as postgres)"
-id postgres >/dev/null 2>&1 || die "no postgres user; install postgresql-15 (scripts/deps.sh)"
-[ -x "$repo/scripts/pgcluster.sh" ] || die "scripts/pgcluster.sh missing"
-command -v pgbench >/dev/null || die "pgbench missing; install postgresql-client-15"
-for n in $DURATION $ROUNDS $SCALE $THREADS $BENCH_PORT $POOL_SIZE $CLIENTS; do
-  [[ $n =~ ^[0-9]+$ ]] && [ "$n" -gt 0 ] || die "not a positive integer: '$n'"
-done
+bench_check_host
+# shellcheck disable=SC2086
+check_positive "$DURATION" "$ROUNDS" "$SCALE" "$THREADS" "$BENCH_PORT" "$POOL_SIZE" $CLIENTS
 if [ "$PROFILE" = 1 ]; then
   command -v perf >/dev/null || die "PROFILE=1 needs perf (apt-get install linux-perf)"
   [ "$DURATION" -ge 8 ] || die "PROFILE=1 needs DURATION >= 8 (it samples the middle half)"
 fi
 [ -n "${PROTOCOL// /}" ] || die "PROTOCOL is empty (simple, prepared, extended)"
-for p in $PROTOCOL; do
-  case $p in simple|prepared|extended) ;; *) die "unknown protocol '$p'" ;; esac
-done
+for p in $PROTOCOL; do check_protocol "$p"; done
 
 primary_port=$BENCH_PORT
 replica_port=$((BENCH_PORT + 1))
@@ -104,12 +86,10 @@ pgbouncer_port=$((BENCH_PORT + 2))
 pgplex_port=$((BENCH_PORT + 3))
 service_port=$((BENCH_PORT + 4))
 declare -A port_of=([direct]=$replica_port [plain]=$pgplex_port [service]=$service_port
-                    [routed]=$pgplex_port [bouncer]=$pgbouncer_port)
+                    [routed]=$pgplex_port [pgbouncer]=$pgbouncer_port)
 declare -A db_of=([direct]=$BENCH_DB [plain]=$BENCH_DB [service]=$BENCH_DB
-                  [routed]=$ROUTED_DB [bouncer]=$BENCH_DB)
-for p in $primary_port $replica_port $pgbouncer_port $pgplex_port $service_port; do
-  if ss -Hltn "sport = :$p" | grep -q .; then die "port $p is in use; set BENCH_PORT"; fi
-done
+                  [routed]=$ROUTED_DB [pgbouncer]=$BENCH_DB)
+check_ports_free "$primary_port" "$replica_port" "$pgbouncer_port" "$pgplex_port" "$service_port"
 
 clients_max=0
 for c in $CLIENTS; do [ "$c" -gt "$clients_max" ] && clients_max=$c; done
@@ -117,86 +97,22 @@ for c in $CLIENTS; do [ "$c" -gt "$clients_max" ] && clients_max=$c; done
 max_connections=$(( clients_max + 50 > 300 ? clients_max + 50 : 300 ))
 max_client_conn=$(( clients_max + 100 > 1000 ? clients_max + 100 : 1000 ))
 
-want_files=10000
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $want_files ]; then
-  ulimit -n $want_files 2>/dev/null || note "could not raise ulimit -n to $want_files"
-fi
-
-tmp=$(mktemp -d /tmp/pgplex-routing.XXXXXX) || die "mktemp failed"
-chmod 755 "$tmp"
-chown postgres: "$tmp"
-pg_dir=$tmp/pg
-pg_started=0
+bench_prepare pgplex-routing
 pgbouncer_pid=""
 pgplex_pid=""
-perf_pid=""
-declare -A failed=()    # target -> reason it cannot run at all
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-
-cleanup() {
-  local rc=$?
-  trap - EXIT INT TERM
-  stop_pid "$perf_pid" perf
-  stop_pid "$pgplex_pid" pgplex
-  stop_pid "$pgbouncer_pid" pgbouncer
-  [ $pg_started = 1 ] && "$repo/scripts/pgcluster.sh" stop "$pg_dir" >/dev/null 2>&1
-  if [ "$BENCH_KEEP" = 1 ]; then note "kept $tmp"; else rm -rf "$tmp"; fi
-  exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# stop_pid PID NAME: SIGTERM, then SIGKILL after 10 s. Only ever a PID this script started.
-stop_pid() {
-  local pid=$1 name=$2 i
-  [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  note "$name (pid $pid) did not stop in 10 s; SIGKILL"
-  kill -KILL "$pid" 2>/dev/null
-}
 
 # ---- PostgreSQL: primary + 1 replica --------------------------------------------------------
 
-# pg_at PORT ARGS...: superuser psql on a node over its Unix socket (local trust), bounded.
-pg_at() {
-  local port=$1; shift
-  timeout 60 psql -X -q -At -v ON_ERROR_STOP=1 -h "$pg_dir" -p "$port" -U postgres \
-    -d postgres "$@"
-}
-
-start_postgres() {
-  note "starting a PostgreSQL 15 primary on 127.0.0.1:$primary_port and a replica on" \
-       "127.0.0.1:$replica_port (scripts/pgcluster.sh)"
-  pg_started=1
-  "$repo/scripts/pgcluster.sh" start "$pg_dir" "$primary_port" 1 >"$tmp/pgcluster.log" 2>&1 ||
-    { cat "$tmp/pgcluster.log" >&2; die "scripts/pgcluster.sh start failed"; }
-  if [ "$max_connections" -gt 300 ]; then
-    # A standby needs max_connections >= the primary's: raise the replica's first.
-    note "restarting both nodes for max_connections = $max_connections"
-    local node
-    for node in replica1 primary; do
-      echo "max_connections = $max_connections" >>"$pg_dir/$node/postgresql.conf"
-      runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$pg_dir/$node" -m fast -w -t 60 restart \
-        -l "$pg_dir/$node.log" >/dev/null || die "pg_ctl restart of $node failed"
-    done
-  fi
-  pg_at "$primary_port" \
-    -c "CREATE ROLE $BENCH_USER LOGIN PASSWORD '$BENCH_PASSWORD'" \
-    -c "CREATE DATABASE $BENCH_DB OWNER $BENCH_USER" \
-    -c "CREATE ROLE $MONITOR_USER LOGIN PASSWORD '$MONITOR_PASSWORD' IN ROLE pg_monitor" \
-    >/dev/null || die "could not create the bench and monitor roles"
-  note "initialising pgbench data (scale $SCALE) on the primary"
-  pgbench -i -q -s "$SCALE" -h "$pg_dir" -p "$primary_port" -U "$BENCH_USER" "$BENCH_DB" \
-    >"$tmp/pgbench-init.log" 2>&1 ||
-    { tail -20 "$tmp/pgbench-init.log" >&2; die "pgbench -i failed"; }
-  # The replica must have replayed it all before the first run reads from it.
+# start_cluster: the primary, one replica, the monitor role; waits until the replica has
+# replayed pgbench -i.
+start_cluster() {
   local lsn deadline=$((SECONDS + 120))
+  start_postgres "$primary_port" 1 "$max_connections"
+  pg_at "$primary_port" \
+    -c "CREATE ROLE $MONITOR_USER LOGIN PASSWORD '$MONITOR_PASSWORD' IN ROLE pg_monitor" \
+    >/dev/null || die "could not create the monitor role"
+  # The replica must have replayed it all before the first run reads from it.
   lsn=$(pg_at "$primary_port" -c "SELECT pg_current_wal_lsn()") || die "no LSN from the primary"
   until [ "$(pg_at "$replica_port" -c "SELECT pg_last_wal_replay_lsn() >= '$lsn'")" = t ]; do
     [ $SECONDS -lt $deadline ] || die "the replica did not replay up to $lsn within 120 s"
@@ -205,83 +121,22 @@ start_postgres() {
   note "replica caught up (replayed past $lsn)"
 }
 
-# Server connections of the bench role on both nodes.
-bench_backends() {
-  local p r
-  local sql="SELECT count(*) FROM pg_stat_activity WHERE usename = '$BENCH_USER'"
-  p=$(pg_at "$primary_port" -c "$sql") && r=$(pg_at "$replica_port" -c "$sql") &&
-  echo $((p + r))
-}
-
-# Waits (at most 60 s) until the bench role's connections are gone from both nodes: both
-# proxies close idle servers after 2 s, and a backend flushes its statistics as it exits.
-wait_backends_drained() {
-  local n deadline=$((SECONDS + 60))
-  while [ $SECONDS -lt $deadline ]; do
-    n=$(bench_backends 2>/dev/null) || n=unknown
-    [ "$n" = 0 ] && return 0
-    sleep 0.1
-  done
-  note "warning: $n server connections of $BENCH_USER still open after 60 s"
-}
-
 # Transactions committed in the bench database on a node so far.
 commits_at() {
-  pg_at "$1" -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$BENCH_DB'" 2>/dev/null
+  pg_at "$1" -c "SELECT xact_commit FROM pg_stat_database WHERE datname = '$BENCH_DB'" \
+    2>/dev/null || true
 }
 
 # ---- proxies --------------------------------------------------------------------------------
-
-write_userlist() {
-  printf '"%s" "%s"\n' "$BENCH_USER" "$BENCH_PASSWORD" >"$tmp/userlist.txt"
-  chown postgres: "$tmp/userlist.txt"
-  chmod 600 "$tmp/userlist.txt"
-}
-
-# The same settings as bench/run.sh's with POOL_MODE=transaction, pointed at the replica.
-write_pgbouncer_ini() {
-  cat >"$tmp/pgbouncer.ini" <<EOF
-[databases]
-$BENCH_DB = host=127.0.0.1 port=$replica_port dbname=$BENCH_DB
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $pgbouncer_port
-unix_socket_dir =
-pidfile = $tmp/pgbouncer.pid
-auth_type = scram-sha-256
-auth_file = $tmp/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-max_client_conn = $max_client_conn
-server_idle_timeout = 2
-server_reset_query = DISCARD ALL
-log_connections = 0
-log_disconnections = 0
-listen_backlog = 1024
-ignore_startup_parameters = extra_float_digits
-EOF
-  chown postgres: "$tmp/pgbouncer.ini"
-}
 
 # One pgplex for (b), (c) and (d). Alias $BENCH_DB is the plain one (host/port = the
 # replica) and also gives the replica service's clients their login (a service listener
 # uses the alias of the database name the client asks for); alias $ROUTED_DB routes per
 # statement over the cluster. admin_users lets the script read SHOW NODES / SHOW SERVICES.
 write_pgplex_toml() {
-  cat >"$tmp/pgplex.toml" <<EOF
-[pgplex]
-listen = ["127.0.0.1:$pgplex_port"]
-workers = 2
-max_client_conn = $max_client_conn
-pool_mode = "transaction"
-default_pool_size = $POOL_SIZE
-auth_type = "scram-sha-256"
-auth_file = "userlist.txt"
-server_reset_query = "DISCARD ALL"
-server_idle_timeout = "2s"
-log_connections = false
-log_disconnections = false
+  {
+    pgplex_toml_head "$pgplex_port" transaction "$POOL_SIZE" "$max_client_conn"
+    cat <<EOF
 admin_users = ["$BENCH_USER"]
 
 [clusters.$CLUSTER]
@@ -303,100 +158,25 @@ dbname = "$BENCH_DB"
 cluster = "$CLUSTER"
 dbname = "$BENCH_DB"
 EOF
-}
-
-# ready PORT DB: a real query goes through within 3 s.
-ready() {
-  PGPASSWORD=$BENCH_PASSWORD PGCONNECT_TIMEOUT=2 timeout 3 psql -X -At -h 127.0.0.1 \
-    -p "$1" -U "$BENCH_USER" -d "$2" -c "SELECT 1" >/dev/null 2>&1
-}
-
-# wait_ready NAME PID PORT DB...: true when a query goes through to every DB within 30 s.
-wait_ready() {
-  local name=$1 pid=$2 port=$3; shift 3
-  local deadline=$((SECONDS + 30)) db
-  for db in "$@"; do
-    while :; do
-      if ! kill -0 "$pid" 2>/dev/null; then
-        failed[$name]="exited during startup"
-        return 1
-      fi
-      ready "$port" "$db" && break
-      if [ $SECONDS -ge $deadline ]; then
-        failed[$name]="no working connection to $db through 127.0.0.1:$port within 30 s"
-        return 1
-      fi
-      sleep 0.2
-    done
-  done
-}
-
-show_log() {
-  local name=$1 log=$2 lines
-  lines=$(wc -l <"$log" 2>/dev/null || echo 0)
-  note "$name failed: ${failed[$name]}; its log ($lines lines) begins and ends:"
-  head -n 10 "$log" 2>/dev/null | sed 's/^/    /' >&2
-  [ "$lines" -gt 10 ] && { echo "    ..." >&2; tail -n 5 "$log" 2>/dev/null | sed 's/^/    /' >&2; }
-}
-
-start_pgbouncer() {
-  local runner i
-  write_pgbouncer_ini
-  runuser -u postgres -- bash -c 'ulimit -S -n "$(ulimit -H -n)" && exec "$0" "$@"' \
-    "$PGBOUNCER_BIN" "$tmp/pgbouncer.ini" >"$tmp/pgbouncer.log" 2>&1 &
-  runner=$!
-  for ((i = 0; i < 100; i++)); do
-    [ -s "$tmp/pgbouncer.pid" ] && break
-    kill -0 "$runner" 2>/dev/null || break
-    sleep 0.1
-  done
-  pgbouncer_pid=$(cat "$tmp/pgbouncer.pid" 2>/dev/null)
-  if [ -z "$pgbouncer_pid" ] || [ "$(cat "/proc/$pgbouncer_pid/comm" 2>/dev/null)" != pgbouncer ]
-  then
-    pgbouncer_pid=""
-    failed[bouncer]="did not start"
-    show_log bouncer "$tmp/pgbouncer.log"
-    return
-  fi
-  if ! wait_ready bouncer "$pgbouncer_pid" "$pgbouncer_port" "$BENCH_DB"; then
-    show_log bouncer "$tmp/pgbouncer.log"
-    stop_pid "$pgbouncer_pid" pgbouncer
-    pgbouncer_pid=""
-  fi
+  } >"$tmp/pgplex.toml"
 }
 
 # admin_show WHAT: pgplex's SHOW WHAT, from its management database.
 admin_show() {
   PGPASSWORD=$BENCH_PASSWORD PGCONNECT_TIMEOUT=2 timeout 5 psql -X -h 127.0.0.1 \
-    -p "$pgplex_port" -U "$BENCH_USER" -d pgplex -c "SHOW $1" 2>&1
+    -p "$pgplex_port" -U "$BENCH_USER" -d pgplex -c "SHOW $1" 2>&1 || true
 }
 
-start_pgplex() {
+# start_pgplex_targets: one pgplex process for plain, service and routed.
+start_pgplex_targets() {
   local t
-  if [ ! -x "$pgplex_bin" ]; then
-    for t in plain service routed; do failed[$t]="$pgplex_bin is not an executable"; done
-    note "pgplex failed: $pgplex_bin is not an executable (run 'make build' first)"
-    return
-  fi
   write_pgplex_toml
-  if ! "$pgplex_bin" --check "$tmp/pgplex.toml" >"$tmp/pgplex-check.log" 2>&1; then
-    for t in plain service routed; do
-      failed[$t]="--check refused the generated config: $(head -1 "$tmp/pgplex-check.log")"
-    done
-    note "pgplex failed: ${failed[plain]}"
-    return
+  start_pgplex pgplex "$pgplex_bin" "$tmp/pgplex.toml" pgplex_pid "$pgplex_port:$BENCH_DB" \
+    "$service_port:$BENCH_DB" "$pgplex_port:$ROUTED_DB"
+  if [ -z "$pgplex_pid" ]; then
+    for t in plain service routed; do failed[$t]=${failed[pgplex]}; done
+    return 0
   fi
-  "$pgplex_bin" "$tmp/pgplex.toml" >"$tmp/pgplex.log" 2>&1 &
-  pgplex_pid=$!
-  for t in plain:$pgplex_port:$BENCH_DB service:$service_port:$BENCH_DB \
-           routed:$pgplex_port:$ROUTED_DB; do
-    IFS=: read -r name port db <<<"$t"
-    if ! wait_ready "$name" "$pgplex_pid" "$port" "$db"; then
-      show_log "$name" "$tmp/pgplex.log"
-      kill -0 "$pgplex_pid" 2>/dev/null || { pgplex_pid=""; failed[plain]=${failed[$name]}
-        failed[service]=${failed[$name]}; failed[routed]=${failed[$name]}; return; }
-    fi
-  done
   admin_show NODES >"$tmp/nodes-start.txt"
   admin_show SERVICES >>"$tmp/nodes-start.txt"
   note "pgplex (pid $pgplex_pid) sees:"
@@ -405,18 +185,7 @@ start_pgplex() {
 
 # ---- measuring ------------------------------------------------------------------------------
 
-clock_ticks=$(getconf CLK_TCK)
-
-# cpu_ticks PID: utime + stime of the whole process (every thread), in clock ticks.
-cpu_ticks() {
-  local stat
-  stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo ""; return; }
-  stat=${stat##*\) }
-  awk '{ print $12 + $13 }' <<<"$stat"
-}
-
-declare -A tps=() latency=() transactions=() cpu_s=() on_replica=() load=()
-declare -A pg_query_share=() route_share=()
+declare -A on_replica=() load=() pg_query_share=() route_share=()
 
 # PROFILE=1: perf samples pgplex from 2 s + DURATION/4 into the run (clients logged in)
 # for DURATION/2 s. Self samples only: the share is what libpg_query's code (the parser and
@@ -433,80 +202,47 @@ profile_from() {
            if ($2 ~ /libpg_query/) q += p
            else if ($2 == "pgplex" && /pgplex::route::/) r += p }
          END { if (total > 0) printf "%.2f %.2f", q, r }')
-  [ -n "$shares" ] || { note "perf recorded nothing for $key"; return; }
+  [ -n "$shares" ] || { note "perf recorded nothing for $key"; return 0; }
   read -r "pg_query_share[$key]" "route_share[$key]" <<<"$shares"
-}
-
-skip_reason() {
-  if [ "$1" = bouncer ] && [ "$2" = prepared ]; then
-    echo "PgBouncer 1.18 does not support -M prepared in transaction pooling" \
-         "(\"prepared statement does not exist\")"
-  fi
 }
 
 # run_pgbench TARGET PROTOCOL CLIENTS KEY: one pgbench -S run; results into the arrays.
 run_pgbench() {
-  local target=$1 protocol=$2 clients=$3 key=$4 pid="" before="" after="" out rc
-  local p0 r0 p1 r1
+  local target=$1 protocol=$2 clients=$3 key=$4 pid="" p0 r0 p1 r1 perf_data=""
   case $target in
-    bouncer) pid=$pgbouncer_pid ;;
+    pgbouncer) pid=$pgbouncer_pid ;;
     plain|service|routed) pid=$pgplex_pid ;;
   esac
-  if [ -n "${failed[$target]:-}" ]; then tps[$key]=FAILED; return; fi
-  if [ -n "$(skip_reason "$target" "$protocol")" ]; then tps[$key]=skipped; return; fi
-  if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
-    failed[$target]="process $pid is gone"
-    note "$target failed: ${failed[$target]}"
-    tps[$key]=FAILED
-    return
+  if [ -n "$(skip_reason "$target" "$protocol" transaction)" ]; then
+    tps[$key]=skipped
+    return 0
   fi
-  wait_backends_drained
+  target_alive "$target" "$key" "$pid" || return 0
+  wait_backends_drained "$primary_port" "$replica_port"
   p0=$(commits_at "$primary_port"); r0=$(commits_at "$replica_port")
-  [ -n "$pid" ] && before=$(cpu_ticks "$pid")
-  local perf_data=""
-  if [ "$PROFILE" = 1 ] && [ -n "$pid" ] && [ "$target" != bouncer ]; then
+  if [ "$PROFILE" = 1 ] && [ -n "$pid" ] && [ "$target" != pgbouncer ]; then
     perf_data=$tmp/perf-${key//\//-}.data
-    perf record -q -F 499 -D $((profile_start * 1000)) -p "$pid" -o "$perf_data" \
-      -- sleep $((profile_start + profile_window)) >/dev/null 2>&1 &
-    perf_pid=$!
+    start_perf record -q -F 499 -D $((profile_start * 1000)) -p "$pid" -o "$perf_data" \
+      -- sleep $((profile_start + profile_window))
   fi
   # -n: no VACUUM before the run (the replica cannot, and pgbench -i has just done it).
-  out=$(PGPASSWORD=$BENCH_PASSWORD timeout $((DURATION + 120)) pgbench -n -S \
-          -M "$protocol" -j "$THREADS" -c "$clients" -T "$DURATION" -h 127.0.0.1 \
-          -p "${port_of[$target]}" -U "$BENCH_USER" "${db_of[$target]}" 2>&1)
-  rc=$?
-  [ -n "$pid" ] && after=$(cpu_ticks "$pid")
-  if [ -n "$perf_pid" ]; then
-    wait "$perf_pid"
-    perf_pid=""
-    profile_from "$perf_data" "$key"
-  fi
+  measure_pgbench "$target" "$key" "$pid" disable "$DURATION" -n -S -M "$protocol" \
+    -j "$THREADS" -c "$clients" -h 127.0.0.1 -p "${port_of[$target]}" -U "$BENCH_USER" \
+    "${db_of[$target]}" || true
+  wait_perf
+  [ -n "$perf_data" ] && profile_from "$perf_data" "$key"
   load[$key]=$(cut -d' ' -f1 /proc/loadavg)
-  printf '== %s %s\n%s\n' "$key" "$(date -u +%T)" "$out" >>"$tmp/pgbench-$target.log"
-  tps[$key]=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out" | tail -1)
-  latency[$key]=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' <<<"$out" | tail -1)
-  transactions[$key]=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' \
-                         <<<"$out" | tail -1)
-  if [ $rc -ne 0 ] || [ -z "${tps[$key]}" ] || [ -z "${transactions[$key]}" ] ||
-     [ "${transactions[$key]}" = 0 ]; then
-    note "$target: pgbench -S -M $protocol -c $clients failed (exit $rc):"
-    tail -n 5 <<<"$out" | sed 's/^/    /' >&2
-    tps[$key]=FAILED
-    return
-  fi
-  if [ -n "$pid" ] && [ -n "$before" ] && [ -n "$after" ]; then
-    cpu_s[$key]=$(awk -v t=$((after - before)) -v hz="$clock_ticks" -v n="${transactions[$key]}" \
-                    'BEGIN { if (n > 0) printf "%.4f", (t / hz) / (n / 1000); }')
-  fi
+  [ "${tps[$key]}" = FAILED ] && return 0
   # Where the transactions went: the servers' statistics are complete once they have exited.
-  wait_backends_drained
+  wait_backends_drained "$primary_port" "$replica_port"
   p1=$(commits_at "$primary_port"); r1=$(commits_at "$replica_port")
   if [[ "$p0$r0$p1$r1" =~ ^[0-9]+$ ]]; then
     on_replica[$key]=$(awk -v p=$((p1 - p0)) -v r=$((r1 - r0)) \
                          'BEGIN { if (p + r > 0) printf "%.1f", 100 * r / (p + r); }')
-    [ $((p1 - p0)) -gt 100 ] &&
+    if [ $((p1 - p0)) -gt 100 ]; then
       note "warning: $key: $((p1 - p0)) transactions committed on the primary" \
            "(replica: $((r1 - r0)))"
+    fi
   fi
   local message="$key: tps ${tps[$key]}, latency ${latency[$key]} ms"
   [ -n "${cpu_s[$key]:-}" ] && message+=", proxy CPU ${cpu_s[$key]} s per 1000 tx"
@@ -515,36 +251,6 @@ run_pgbench() {
 }
 
 # ---- report ---------------------------------------------------------------------------------
-
-ratio() {
-  awk -v a="$1" -v b="$2" 'BEGIN {
-    if (a !~ /^[0-9.]+$/ || b !~ /^[0-9.]+$/ || b + 0 == 0) print "-";
-    else printf "%.2f", a / b; }'
-}
-
-cell() {
-  awk -v v="${1:-}" -v d="$2" 'BEGIN {
-    if (v == "") print "-"; else if (v !~ /^[0-9.]+$/) print v; else printf "%.*f\n", d, v; }'
-}
-
-# mean_into ARRAY OUT_KEY KEY...: as bench/run.sh's: the mean over the runs that succeeded.
-mean_into() {
-  local array=$1 out=$2; shift 2
-  local -n values_of=$array
-  local values="" k skipped=1
-  for k in "$@"; do
-    [ "${tps[$k]:-}" = skipped ] || skipped=0
-    [ -n "${values_of[$k]:-}" ] && [ "${tps[$k]:-}" != FAILED ] &&
-      [ "${tps[$k]:-}" != skipped ] && values+="${values_of[$k]} "
-  done
-  values_of[$out]=$(awk -v v="$values" 'BEGIN { n = split(v, a, " "); if (n == 0) exit;
-    s = 0; for (i = 1; i <= n; i++) s += a[i]; printf "%.6f", s / n; }')
-  if [ -z "${values_of[$out]}" ]; then
-    if [ "$array" != tps ]; then unset "values_of[$out]"
-    elif [ $skipped = 1 ]; then values_of[$out]=skipped
-    else values_of[$out]=FAILED; fi
-  fi
-}
 
 row_format='%-8s %7s %5s | %8s %8s %8s %8s %8s | %5s %5s %5s %5s | %7s %7s %7s %7s'
 row_format+=' | %5s %5s | %5s\n'
@@ -563,13 +269,13 @@ row() {
   printf "$row_format" "$protocol" "$clients" "$round" \
     "$(cell "${tps[direct/$k]:-}" 0)" "$(cell "${tps[plain/$k]:-}" 0)" \
     "$(cell "${tps[service/$k]:-}" 0)" "$(cell "${tps[routed/$k]:-}" 0)" \
-    "$(cell "${tps[bouncer/$k]:-}" 0)" \
+    "$(cell "${tps[pgbouncer/$k]:-}" 0)" \
     "$(ratio "${tps[service/$k]:-}" "${tps[plain/$k]:-}")" \
     "$(ratio "${tps[routed/$k]:-}" "${tps[plain/$k]:-}")" \
-    "$(ratio "${tps[routed/$k]:-}" "${tps[bouncer/$k]:-}")" \
-    "$(ratio "${tps[plain/$k]:-}" "${tps[bouncer/$k]:-}")" \
+    "$(ratio "${tps[routed/$k]:-}" "${tps[pgbouncer/$k]:-}")" \
+    "$(ratio "${tps[plain/$k]:-}" "${tps[pgbouncer/$k]:-}")" \
     "$(cell "${cpu_s[plain/$k]:-}" 4)" "$(cell "${cpu_s[service/$k]:-}" 4)" \
-    "$(cell "${cpu_s[routed/$k]:-}" 4)" "$(cell "${cpu_s[bouncer/$k]:-}" 4)" \
+    "$(cell "${cpu_s[routed/$k]:-}" 4)" "$(cell "${cpu_s[pgbouncer/$k]:-}" 4)" \
     "$(cell "${on_replica[service/$k]:-}" 1)" "$(cell "${on_replica[routed/$k]:-}" 1)" \
     "$(round_load "$k")"
 }
@@ -614,17 +320,16 @@ profile_table() {
       [ "$ROUNDS" -gt 1 ] && profile_row "$protocol" "$clients" mean
     done
   done
+  return 0
 }
 
 header() {
   echo "pgplex routing overhead, $(date -u '+%Y-%m-%d %H:%M UTC')"
-  echo "machine: $(nproc) CPUs, $(uname -r)," \
-       "$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo);" \
+  echo "$(machine_line);" \
        "load average at start $load_start, at end $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "PostgreSQL $(pg_at "$primary_port" -c 'SHOW server_version' 2>/dev/null | cut -d' ' -f1)" \
+  echo "PostgreSQL $(pg_version "$primary_port")" \
        "primary + 1 streaming replica (scripts/pgcluster.sh, fsync and synchronous_commit off)," \
-       "$("$PGBOUNCER_BIN" --version 2>/dev/null | head -1)," \
-       "$("$pgplex_bin" --version 2>/dev/null || echo 'pgplex (version unknown)')"
+       "$(version_of "$PGBOUNCER_BIN" --version), $(version_of "$pgplex_bin" --version)"
   echo "pgbench -n -S -j $THREADS -T $DURATION, scale $SCALE, all at the replica over TCP" \
        "127.0.0.1; proxies: transaction pooling, pool size $POOL_SIZE, SCRAM both sides"
   echo "a direct: the replica; b plain: pgplex alias host/port = replica;" \
@@ -640,25 +345,27 @@ header() {
     [ -n "${failed[$t]:-}" ] && echo "FAILED target $t: ${failed[$t]}"
   done
   for p in $PROTOCOL; do
-    reason=$(skip_reason bouncer "$p")
+    reason=$(skip_reason pgbouncer "$p" transaction)
     [ -n "$reason" ] && echo "skipped: bouncer with -M $p: $reason"
   done
   echo
   # shellcheck disable=SC2059
   printf "$row_format" proto clients round "a direct" "b plain" "c svc" "d routed" "e bnc" \
     c/b d/b d/e b/e "b cpu" "c cpu" "d cpu" "e cpu" "c rep%" "d rep%" load
+  return 0
 }
 
 # ---- main -----------------------------------------------------------------------------------
 
-start_postgres
+start_cluster
 write_userlist
-start_pgbouncer
-start_pgplex
+write_pgbouncer_ini "$pgbouncer_port" "$replica_port" transaction "$POOL_SIZE" "$max_client_conn"
+start_pgbouncer "$pgbouncer_port"
+start_pgplex_targets
 
 runs=0
 for protocol in $PROTOCOL; do for c in $CLIENTS; do for t in $TARGETS; do
-  [ -z "$(skip_reason "$t" "$protocol")" ] && runs=$((runs + ROUNDS))
+  [ -z "$(skip_reason "$t" "$protocol" transaction)" ] && runs=$((runs + ROUNDS))
 done; done; done
 note "$runs pgbench runs of ${DURATION}s (about $((runs * (DURATION + 4) / 60 + 1)) min)"
 
@@ -708,8 +415,10 @@ mkdir -p "$results_dir"
     echo
     echo "pgplex log: $(wc -l <"$tmp/pgplex.log") lines," \
          "$(grep -ciE 'error|warn|fatal|panic' "$tmp/pgplex.log") with error/warning/fatal/panic"
-    grep -iE 'error|warn|fatal|panic' "$tmp/pgplex.log" | sort | uniq -c | sort -rn | head -10
+    { grep -iE 'error|warn|fatal|panic' "$tmp/pgplex.log" || true; } | sort | uniq -c | sort -rn |
+      head -10
     [ -s "$tmp/nodes-end.txt" ] && { echo "pgplex at the end:"; cat "$tmp/nodes-end.txt"; }
   fi
+  true
 } | tee "$results_dir/routing.txt"
 note "table written to bench/results/routing.txt"

@@ -4,10 +4,14 @@
 // refused with its file:line: reason, and the old snapshot keeps serving.
 #include "pgplex/control.h"
 
+#include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
-#include <systemd/sd-daemon.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -16,7 +20,11 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/cluster/monitor.h"
+#include "pgplex/gossip/consensus.h"
 #include "pgplex/io/listener.h"
+#include "pgplex/metrics/server.h"
+#include "pgplex/pool/budget.h"
+#include "pgplex/systemd.h"
 #include "pgplex/worker/worker.h"
 
 namespace pgplex {
@@ -39,16 +47,49 @@ struct WorkerThread {
     std::string error;
 };
 
-bool open_one(const config::Endpoint& endpoint, worker::ListenerRole role,
-              std::vector<base::UniqueFd>& out, std::vector<worker::ListenerRole>& roles) {
+bool open_one(const config::Config& config, const config::Endpoint& endpoint,
+              worker::ListenerRole role, std::vector<base::UniqueFd>& out,
+              std::vector<worker::ListenerRole>& roles) {
     std::string reason;
-    base::UniqueFd fd = io::listen_on(endpoint, reason);
+    base::UniqueFd fd = io::listen_on(endpoint, mode_t(config.unix_socket_mode), reason);
     if (!fd.valid()) {
         log_error("cannot listen: %s", reason.c_str());
         return false;
     }
     out.push_back(std::move(fd));
+    role.local = endpoint.is_unix();
     roles.push_back(std::move(role));
+    return true;
+}
+
+// The Unix sockets pgplex made go with it, as PgBouncer's do: a client then finds no socket
+// rather than one nobody accepts on. (Socket activation's belong to systemd.)
+void remove_unix_sockets(const config::Config& config) {
+    auto remove = [](const config::Endpoint& endpoint) {
+        if (endpoint.is_unix()) unlink(endpoint.to_string().c_str());
+    };
+    for (const config::Listen& listen : config.listen) remove(listen.endpoint);
+    for (const config::Cluster& cluster : config.clusters)
+        for (const config::Service& service : cluster.services)
+            for (const config::Endpoint& endpoint : service.listen) remove(endpoint);
+}
+
+// Under socket activation every worker gets its own descriptor of each TCP socket systemd
+// passed (they share one accept queue, as SO_REUSEPORT cannot be set on them afterwards); a
+// Unix socket goes to worker 0 only.
+bool share_activated(const std::vector<systemd::ActivatedSocket>& activated, uint32_t worker,
+                     std::vector<base::UniqueFd>& out, std::vector<worker::ListenerRole>& roles) {
+    for (const systemd::ActivatedSocket& socket : activated) {
+        if (socket.bound.is_unix() && worker != 0) continue;
+        base::UniqueFd fd(fcntl(socket.fd.get(), F_DUPFD_CLOEXEC, 3));
+        if (!fd.valid()) {
+            log_error("socket activation: dup: %s", strerror(errno));
+            return false;
+        }
+        out.push_back(std::move(fd));
+        roles.push_back(socket.role);
+        roles.back().local = socket.bound.is_unix();
+    }
     return true;
 }
 
@@ -58,13 +99,14 @@ bool open_listeners(const config::Config& config, uint32_t worker, std::vector<b
                     std::vector<worker::ListenerRole>& roles) {
     for (const config::Listen& listen : config.listen) {
         if (listen.endpoint.is_unix() && worker != 0) continue;
-        if (!open_one(listen.endpoint, {}, out, roles)) return false;
+        if (!open_one(config, listen.endpoint, {}, out, roles)) return false;
     }
     for (const config::Cluster& cluster : config.clusters)
         for (const config::Service& service : cluster.services)
             for (const config::Endpoint& endpoint : service.listen) {
                 if (endpoint.is_unix() && worker != 0) continue;
-                if (!open_one(endpoint, {cluster.name, service.name}, out, roles)) return false;
+                if (!open_one(config, endpoint, {cluster.name, service.name}, out, roles))
+                    return false;
             }
     return true;
 }
@@ -94,11 +136,22 @@ std::string service_addresses(const config::Config& config) {
 
 void reload(worker::Shared& shared, cluster::Monitor& monitor) {
     std::shared_ptr<const config::Config> current = shared.config_snapshot();
-    sd_notify(0, "RELOADING=1");
+    systemd::notify_reloading();
     config::LoadResult result = config::load(current->path);
     if (!result.config) {
         log_error("reload refused, keeping the running configuration: %s", result.error.c_str());
-        sd_notify(0, "READY=1\nSTATUS=reload refused; see the log");
+        systemd::notify_reloaded(true);
+        return;
+    }
+    // [gossip] names this appliance to the others and in its clients' cancel keys: it changes
+    // only at a restart, so a file that changes it is refused whole.
+    if (!result.config->gossip.same_members(current->gossip) ||
+        result.config->gossip.key != current->gossip.key) {
+        log_error(
+            "reload refused, keeping the running configuration: %s: [gossip] listen, "
+            "peers and key_file change only at a restart",
+            current->path.c_str());
+        systemd::notify_reloaded(true);
         return;
     }
     warn_restart_only(*current, *result.config);
@@ -109,41 +162,74 @@ void reload(worker::Shared& shared, cluster::Monitor& monitor) {
     shared.publish(result.config);
     log_info("reload: %s loaded (%zu aliases)", result.config->path.c_str(),
              result.config->aliases.size() + (result.config->fallback ? 1 : 0));
-    sd_notify(0, "READY=1\nSTATUS=serving");
+    systemd::notify_reloaded(false);
 }
 
-// Turns signals into reloads and shutdowns until every worker has finished.
+// How a signal stops pgplex, as PgBouncer's signals do: SIGTERM waits for the clients to
+// leave, SIGINT for their transactions to end, SIGQUIT waits for nothing; a second SIGTERM or
+// SIGINT during a shutdown makes it immediate. shutdown_timeout bounds every wait.
+enum class Stop {
+    WaitForClients,  // SIGTERM: no new clients; those connected go on until they leave
+    WaitForServers,  // SIGINT: each client is let go once its transaction ends
+    Immediate,       // SIGQUIT: every connection closed now
+};
+
+const char* describe(Stop stop) {
+    switch (stop) {
+        case Stop::WaitForClients:
+            return "waiting for clients to disconnect";
+        case Stop::WaitForServers:
+            return "letting transactions finish";
+        case Stop::Immediate:
+            return "now";
+    }
+    return "";
+}
+
+void begin_stop(worker::Shared& shared, int sig, bool stopping) {
+    Stop stop = sig == SIGTERM  ? Stop::WaitForClients
+                : sig == SIGINT ? Stop::WaitForServers
+                                : Stop::Immediate;
+    if (stopping) stop = Stop::Immediate;
+    if (!stopping) {
+        std::shared_ptr<const config::Config> current = shared.config_snapshot();
+        int64_t timeout = current->shutdown_timeout_ms > 0 ? current->shutdown_timeout_ms : 0;
+        shared.shutdown_deadline_ms.store(base::monotonic_ms() + timeout);
+        systemd::notify_stopping();
+    }
+    log_info("%s: shutting down %s", strsignal(sig), describe(stop));
+    if (stop == Stop::WaitForClients)
+        shared.wait_for_clients.store(true, std::memory_order_release);
+    shared.shutdown.store(true, std::memory_order_release);
+    if (stop == Stop::Immediate) shared.immediate.store(true, std::memory_order_release);
+}
+
+// Turns signals into reloads and shutdowns until every worker has finished; keeps systemd's
+// watchdog and STATUS= fed meanwhile.
 void wait_for_signals(worker::Shared& shared, cluster::Monitor& monitor, const std::string& path,
-                      bool failed, int running) {
+                      bool failed, int running, uint32_t workers) {
     sigset_t signals;
     sigemptyset(&signals);
-    sigaddset(&signals, SIGHUP);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGINT);
-    uint64_t watchdog_usec = 0;
-    bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+    for (int signal : {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2})
+        sigaddset(&signals, signal);
+    systemd::Heartbeat heartbeat(workers);
     bool stopping = failed;
     while (true) {
         timespec wait{0, 200 * 1000 * 1000};
         siginfo_t info{};
         int sig = sigtimedwait(&signals, &info, &wait);
-        if (watchdog) sd_notify(0, "WATCHDOG=1");
+        heartbeat.turn(shared, stopping);
+        // The management console's RELOAD and SHUTDOWN (admin/console.h) act as their signals.
+        if (sig < 0) sig = shared.console.signal.exchange(0, std::memory_order_acq_rel);
+        // SIGUSR1 / SIGUSR2: PAUSE / RESUME of every database, as PgBouncer.
+        if (sig == SIGUSR1 || sig == SIGUSR2)
+            admin::pause_signal(shared.console, shared.pools, sig == SIGUSR1);
         if (sig == SIGHUP && !stopping) {
             log_info("SIGHUP: reloading %s", path.c_str());
             reload(shared, monitor);
-        } else if (sig == SIGTERM || sig == SIGINT) {
-            bool immediate = sig == SIGINT || shared.shutdown.load();
-            std::shared_ptr<const config::Config> current = shared.config_snapshot();
-            int64_t timeout = current->shutdown_timeout_ms > 0 ? current->shutdown_timeout_ms : 0;
-            if (!stopping) {
-                shared.shutdown_deadline_ms.store(base::monotonic_ms() + timeout);
-                log_info("%s: shutting down%s", sig == SIGINT ? "SIGINT" : "SIGTERM",
-                         immediate ? " now" : ", letting transactions finish");
-                sd_notify(0, "STOPPING=1");
-            }
+        } else if (sig == SIGTERM || sig == SIGINT || sig == SIGQUIT) {
+            begin_stop(shared, sig, stopping);
             stopping = true;
-            shared.shutdown.store(true, std::memory_order_release);
-            if (immediate) shared.immediate.store(true, std::memory_order_release);
         }
         if (stopping && shared.finished_workers.load(std::memory_order_acquire) == running) break;
     }
@@ -169,7 +255,11 @@ std::shared_ptr<const config::Config> worker::Shared::config_snapshot() const {
     return config_;
 }
 
+// The limits a snapshot sets apply to the budgets at once, before any worker sees it: a
+// reload that lowers max_db_connections holds from the next server opened.
 void worker::Shared::publish(std::shared_ptr<const config::Config> config) {
+    pool::apply_config_limits(pools.budgets, *config);
+    pool::apply_node_budgets(pools.budgets, *config);
     {
         std::lock_guard<std::mutex> guard(config_mutex_);
         config_ = std::move(config);
@@ -183,7 +273,8 @@ namespace {
 void block_signals() {
     sigset_t signals;
     sigemptyset(&signals);
-    for (int signal : {SIGHUP, SIGTERM, SIGINT, SIGPIPE}) sigaddset(&signals, signal);
+    for (int signal : {SIGHUP, SIGTERM, SIGINT, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2})
+        sigaddset(&signals, signal);
     pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 }
 
@@ -208,6 +299,10 @@ std::unique_ptr<WorkerThread> start_worker(worker::Shared& shared,
     WorkerThread* slot = entry.get();
     entry->thread = std::thread([&shared, config, index, slot, fds = std::move(listeners),
                                  roles = std::move(roles)]() mutable {
+        // "pgplex-w3" in top -H, ps -L and /proc/PID/task/TID/comm.
+        char name[16];
+        snprintf(name, sizeof name, "pgplex-w%u", index);
+        pthread_setname_np(pthread_self(), name);
         std::unique_ptr<worker::Worker> worker;
         try {
             worker = std::make_unique<worker::Worker>(index, shared, config, std::move(fds),
@@ -227,6 +322,19 @@ std::unique_ptr<WorkerThread> start_worker(worker::Shared& shared,
     return entry;
 }
 
+// Waits until every worker has started or failed to; false: one failed (logged).
+bool all_started(const std::vector<std::unique_ptr<WorkerThread>>& threads) {
+    bool started = true;
+    for (const auto& entry : threads) {
+        while (entry->state.load(std::memory_order_acquire) == 0) std::this_thread::yield();
+        if (entry->state.load() < 0) {
+            log_error("worker failed to start: %s", entry->error.c_str());
+            started = false;
+        }
+    }
+    return started;
+}
+
 }  // namespace
 
 int run_control(std::shared_ptr<const config::Config> config) {
@@ -240,21 +348,27 @@ int run_control(std::shared_ptr<const config::Config> config) {
     shared.stats = std::make_unique<worker::WorkerStats[]>(worker_count);
     shared.client_lists = std::make_unique<worker::ClientListSlot[]>(worker_count * worker_count);
 
-    std::vector<std::unique_ptr<WorkerThread>> threads;
+    // Every socket is opened (or taken from systemd) before any worker starts, so a failure
+    // leaves no thread behind.
+    std::vector<systemd::ActivatedSocket> activated;
+    bool socket_activated = systemd::take_activated(*config, activated);
+    if (socket_activated && activated.empty()) {
+        log_error("socket activation: no socket systemd passed serves a listener");
+        return 1;
+    }
+    std::vector<std::vector<base::UniqueFd>> listeners(worker_count);
+    std::vector<std::vector<worker::ListenerRole>> roles(worker_count);
     for (uint32_t i = 0; i < worker_count; ++i) {
-        std::vector<base::UniqueFd> listeners;
-        std::vector<worker::ListenerRole> roles;
-        if (!open_listeners(*config, i, listeners, roles)) return 1;
-        threads.push_back(start_worker(shared, config, i, std::move(listeners), std::move(roles)));
+        bool opened = socket_activated ? share_activated(activated, i, listeners[i], roles[i])
+                                       : open_listeners(*config, i, listeners[i], roles[i]);
+        if (!opened) return 1;
     }
-    bool failed = false;
-    for (auto& entry : threads) {
-        while (entry->state.load(std::memory_order_acquire) == 0) std::this_thread::yield();
-        if (entry->state.load() < 0) {
-            log_error("worker failed to start: %s", entry->error.c_str());
-            failed = true;
-        }
-    }
+    activated.clear();  // each worker holds its own descriptors now
+    std::vector<std::unique_ptr<WorkerThread>> threads;
+    for (uint32_t i = 0; i < worker_count; ++i)
+        threads.push_back(
+            start_worker(shared, config, i, std::move(listeners[i]), std::move(roles[i])));
+    bool failed = !all_started(threads);
     if (failed) {
         shared.immediate.store(true);
         shared.shutdown.store(true);
@@ -264,20 +378,29 @@ int run_control(std::shared_ptr<const config::Config> config) {
     int running = 0;
     for (auto& entry : threads) running += entry->state.load() == 1 ? 1 : 0;
     if (!failed) {
-        log_listeners(*config);
-        sd_notify(0, "READY=1\nSTATUS=serving");
+        if (!socket_activated) log_listeners(*config);
+        systemd::notify_ready();
     }
 
+    gossip::Consensus consensus;  // the monitor thread's, with [gossip]
+    consensus.share_budgets(&shared.pools);
     cluster::Monitor monitor(
         [&shared](std::shared_ptr<const cluster::Topology> topology) {
             shared.publish_topology(std::move(topology));
         },
-        &shared.suspects);
+        cluster::Monitor::Links{&shared.suspects, &shared.requests, &shared.cancels,
+                                config->gossip.enabled ? &consensus : nullptr});
     if (!failed) monitor.start(config);
-    wait_for_signals(shared, monitor, config->path, failed, running);
+    metrics::Server metrics_server(shared, worker_count);  // [pgplex] metrics_listen
+    if (std::string why; !failed && !config->metrics_listen.empty() &&
+                         !metrics_server.start(config->metrics_endpoint, why))
+        log_error("metrics_listen: cannot listen on %s", why.c_str());
+    wait_for_signals(shared, monitor, config->path, failed, running, worker_count);
+    metrics_server.stop();
     monitor.stop();
     for (auto& entry : threads)
         if (entry->thread.joinable()) entry->thread.join();
+    if (!socket_activated) remove_unix_sockets(*config);
     log_info("pgplex stopped");
     return failed ? 1 : 0;
 }

@@ -10,6 +10,7 @@
 #include "pgplex/base/log.h"
 #include "pgplex/config/config.h"
 #include "pgplex/control.h"
+#include "pgplex/tools/import_pgbouncer.h"
 
 namespace {
 
@@ -35,6 +36,8 @@ void raise_file_limit() {
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc >= 2 && std::strcmp(argv[1], "import-pgbouncer") == 0)
+        return pgplex::tools::import_pgbouncer_main(argc, argv);
     bool check = false;
     std::string path;
     for (int i = 1; i < argc; ++i) {

@@ -100,6 +100,8 @@ const char* to_string(CloseReason reason) {
             return "client read none of its output for client_stall_timeout";
         case CloseReason::TlsFailed:
             return "TLS failed";
+        case CloseReason::Killed:
+            return "KILL_CLIENT";
     }
     return "unknown";
 }

@@ -27,7 +27,7 @@ bool cluster_node(const worker::Worker& worker, const std::string& cluster, pool
     if (status == nullptr) return false;
     const cluster::NodeStatus* chosen = nullptr;
     for (const cluster::NodeStatus& node : status->nodes) {
-        if (!node.healthy) continue;
+        if (!node.healthy || node.fenced) continue;
         if (chosen == nullptr || node.role == cluster::Role::Primary) chosen = &node;
     }
     if (chosen == nullptr) return false;

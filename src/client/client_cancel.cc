@@ -3,8 +3,10 @@
 #include "pgplex/client/client_cancel.h"
 
 #include "pgplex/base/limits.h"
+#include "pgplex/base/log.h"
 #include "pgplex/client/client_failure.h"
 #include "pgplex/client/client_login.h"
+#include "pgplex/client/client_route.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/proto/writer.h"
@@ -88,12 +90,16 @@ struct UnsentHandler {
             return proto::Fate::Drop;
         }
         if (session.lost == TransactionLost::Untold) return tell_lost(type);
-        if (client.cancel_wanted == 0) return proto::Fate::Hold;
+        bool no_primary = client.primary_wait_expired;
+        if (client.cancel_wanted == 0 && !no_primary) return proto::Fate::Hold;
         client.cancel_wanted = 0;
+        client.primary_wait_expired = false;
         server::Expect expect;
         if (!cancellable(type, expect)) return proto::Fate::Hold;
-        uint8_t bytes[256];
-        queue(worker, client, bytes, write_cancelled(bytes, sizeof bytes));
+        uint8_t bytes[1024];
+        queue(worker, client, bytes,
+              no_primary ? write_no_primary(worker, client, bytes, sizeof bytes)
+                         : write_cancelled(bytes, sizeof bytes));
         if (expect == server::Expect::Query) {
             on_simple_query(worker, client);
             queue_ready(worker, client);
@@ -155,7 +161,7 @@ bool waits_for_cancel(const worker::Worker& worker, const Client& client) {
 }
 
 uint32_t answer_unsent(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
-    if (client.cancel_wanted == 0 && !client.session->discarding &&
+    if (client.cancel_wanted == 0 && !client.primary_wait_expired && !client.session->discarding &&
         client.session->lost != TransactionLost::Untold)
         return 0;
     UnsentHandler handler{worker, client};
@@ -193,8 +199,17 @@ bool refuse_cancelled(Outbound& out, uint8_t type) {
     return true;
 }
 
+void forward_cancel(worker::Worker& worker, uint32_t pid, uint32_t key) {
+    const config::Gossip& gossip = worker.config->gossip;
+    // A pid no appliance of this site gave: PostgreSQL ignores a cancel for no backend.
+    if (!gossip.enabled || limits::pid_appliance(pid) >= gossip.appliances.size()) return;
+    if (!worker.shared.cancels.post(uint64_t(pid) << 32 | key))
+        log_warning("a cancel request for %s was dropped: too many wait to be forwarded",
+                    gossip.appliances[limits::pid_appliance(pid)].c_str());
+}
+
 void cancel(worker::Worker& worker, uint32_t pid, uint32_t key) {
-    uint32_t slot = pid & (limits::client_slots_per_worker_max - 1);
+    uint32_t slot = limits::pid_slot(pid);
     if (slot >= worker.client_capacity) return;
     Client& client = worker.client(slot);
     // PostgreSQL ignores a cancel with a wrong key without a word; so does pgplex.

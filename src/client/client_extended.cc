@@ -15,6 +15,7 @@
 #include <string>
 
 #include "pgplex/base/limits.h"
+#include "pgplex/client/client_admin.h"
 #include "pgplex/client/client_extended.h"
 #include "pgplex/client/client_listen.h"
 #include "pgplex/client/client_login.h"
@@ -626,6 +627,8 @@ bool answerable(worker::Worker& worker, const Client& client, const uint8_t* dat
 
 uint32_t answer_between_transactions(worker::Worker& worker, Client& client, const uint8_t* data,
                                      uint32_t size) {
+    // "--!pgplex SHOW POOLS": the console answers, never a server (client_admin.h).
+    if (uint32_t used = answer_comment_command(worker, client, data, size); used > 0) return used;
     uint32_t end = 0;
     if (!renames_statements(worker, client) || !answerable(worker, client, data, size, end))
         return 0;

@@ -24,15 +24,61 @@
 // pgplex can speak in the server's place only between messages both ways (rows already
 // forwarded are fine: PostgreSQL too may fail a query after some of its rows): a message
 // half forwarded, one the client was half way through sending, or a COPY under way leave
-// the client closed as before; so do session pooling (its
-// session state was on the server) and a client pinned to its server by session state, or
+// the client closed as before; so do a client pinned to its server by session state, or
 // whose transaction ran a statement that may have made some (a session advisory lock
 // outlives a ROLLBACK: telling the client only that its transaction was lost would hide
 // that the lock is gone too).
+//
+// Session pooling follows the same rules while pgplex knows all its session holds. A
+// statement that may change it (client_work.cc's watch_statement: a SET, set_config, a
+// PREPARE or DEALLOCATE, a LISTEN, a function, a temporary table, a lock, a text too long to
+// read) has the server asked when its transaction ends (server_lease.cc,
+// session_check_sql): its settings, its SQL-level and protocol-level prepared statements
+// (a named Parse is kept as sent once answered), the channels it listens on, and the count
+// of what no server can be given another (temporary tables, advisory locks, WITH HOLD
+// cursors). The next server the client gets is given its startup parameters, settings,
+// statements and channels before its first request (server_lease.cc, sync_session), and it
+// keeps that one to its end. The client is closed, with the reason, as PostgreSQL would
+// close it, when the count was not zero (Session::state_on_server), when the server fails
+// between the end of such a transaction and its check (state_unread: the client pipelined
+// past it), or inside a block after a PREPARE or a lock (which outlive a rollback) whose
+// end was never read. Notifications sent while no server listened for it are lost.
+//
+// Requests run again. One more case needs no answer in the dead server's place at all: the
+// request is sent again, to another node of the client's cluster or service, and the client
+// sees only a delay. It qualifies only when all of these hold, each for its reason:
+// - the client is routed (a service port, an alias over a cluster, db@cluster) in
+//   transaction pooling: there is another node that can take the same request, and no
+//   session state lived only on the dead server;
+// - the server reported in_hot_standby = on (ParameterStatus, PostgreSQL 14 and later) and
+//   said nothing else since: it was in recovery, where PostgreSQL refuses every write, DDL,
+//   nextval() and two-phase commit, so the request cannot have changed anything durable, and
+//   a promotion under it would have reported in_hot_standby = off to the client (below);
+// - the last ReadyForQuery said idle and the client was not in a lost block: the request
+//   opened no transaction block whose earlier statements would be lost silently;
+// - not one byte of the answer (nor any message pgplex itself wrote: a ParseComplete it
+//   synthesised, a notice, a ParameterStatus) went to the client during the lease: the
+//   client has seen nothing it would see twice, and the statements ran on no server it
+//   can tell from the new one;
+// - no statement of the lease may have created session state (pin_suspect: a session
+//   advisory lock, a temporary table, a WITH HOLD cursor), no COPY is under way, and both
+//   directions are between messages (the survivable() checks): a lock taken on the dead
+//   server, say, must not silently move;
+// - the client's bytes of the lease were at most limits::rerun_bytes_max, kept as it sent
+//   them; and the request has not been run again limits::request_reruns_max times already.
+// The kept bytes go back to the head of the client's held input, in front of anything it
+// sent since, and the client is Idle: it is routed afresh (or waits for a node, as any
+// request does) and its named prepared statements are prepared again lazily on the server
+// it gets, exactly as for a request that had never left pgplex. What a statement did
+// outside the database (a function calling out over the network, say) cannot be undone or
+// known; such a function on a replica would do it again.
+// Never run again: anything in a transaction block; anything on a primary (it may have
+// committed); a reply partly forwarded; COPY; a session that may hold session state.
 #include "pgplex/client/client_failure.h"
 
 #include <string>
 
+#include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_extended.h"
 #include "pgplex/client/client_listen.h"
@@ -154,7 +200,8 @@ uint32_t answer_owed(worker::Worker& worker, Client& client, const server::Serve
 bool survivable(const worker::Worker& worker, const Client& client, const server::Server& server) {
     const Session* session = client.session.get();
     if (worker.shutting_down() || session == nullptr || session->admin || session->pinned ||
-        session->pin_suspect || client.login || session->mode == config::PoolMode::Session)
+        session->pin_suspect || client.login ||
+        (session->mode == config::PoolMode::Session && !session_movable(*session)))
         return false;
     if (!client.conn.frame.between_messages() || !server.conn.frame.between_messages() ||
         server.copying)
@@ -176,7 +223,83 @@ void forget_transaction(Session& session) {
     session.transaction_rolled_back = false;
 }
 
+// Whether the request under way qualifies to be sent again (see the top of the file).
+bool may_rerun(const Client& client, const server::Server& server) {
+    const Session& session = *client.session;
+    return session.rerun_recording && !session.rerun.empty() &&
+           session.reruns < limits::request_reruns_max && client.state == ClientState::Active &&
+           server.status == TransactionStatus::Idle && session.lost == TransactionLost::None &&
+           !session.discarding && !server.aborting;
+}
+
+// Puts the kept bytes back in front of the client's held input.
+void hold_again(worker::Worker& worker, Client& client, const std::string& bytes) {
+    io::ChunkQueue front;
+    worker.buffers.append_copy(front, reinterpret_cast<const uint8_t*>(bytes.data()),
+                               uint32_t(bytes.size()));
+    io::ChunkQueue& held = client.conn.held_in;
+    if (!held.empty()) {
+        worker.buffers.chunk(front.tail).next = held.head;
+        front.tail = held.tail;
+        front.bytes += held.bytes;
+    }
+    held = front;
+}
+
+void rerun(worker::Worker& worker, Client& client, server::Server& server,
+           const std::string& place) {
+    Session& session = *client.session;
+    std::string bytes = std::move(session.rerun);
+    stop_rerun(session);
+    ++session.reruns;
+    server.client = worker.client_slot(client);
+    server::forget_expected(worker, server);
+    server.client = io::nil;
+    client.server = io::nil;
+    forget_transaction(session);
+    hold_again(worker, client, bytes);
+    ++worker.counters.requests_rerun;
+    log_info(
+        "client slot %u: %s failed before answering; its request (%zu bytes, outside a "
+        "transaction block, on a replica) runs again elsewhere (%u of %u)",
+        worker.client_slot(client), place.c_str(), bytes.size(), unsigned(session.reruns),
+        unsigned(limits::request_reruns_max));
+    lease_ended(worker, client);
+    set_state(worker, client, ClientState::Idle);
+    resume(worker, client);
+}
+
 }  // namespace
+
+bool session_movable(const Session& session) {
+    return !session.state_on_server && !session.unmovable && !session.state_unread &&
+           session.pending.empty() && !session.pin_suspect;
+}
+
+void start_rerun(const worker::Worker&, Client& client, const server::Server& server) {
+    if (!client.session) return;
+    Session& session = *client.session;
+    session.rerun.clear();
+    const std::string* standby = server::parameter(server, "in_hot_standby");
+    session.rerun_recording = client.login == nullptr && session.routing != nullptr &&
+                              session.mode == config::PoolMode::Transaction &&
+                              session.lost == TransactionLost::None && !session.pinned &&
+                              standby != nullptr && *standby == "on";
+}
+
+void record_rerun(Client& client, const uint8_t* data, uint32_t size) {
+    Session& session = *client.session;
+    if (session.rerun.size() + size > limits::rerun_bytes_max) {
+        stop_rerun(session);
+        return;
+    }
+    session.rerun.append(reinterpret_cast<const char*>(data), size);
+}
+
+void stop_rerun(Session& session) {
+    session.rerun_recording = false;
+    session.rerun.clear();
+}
 
 TransactionStatus local_status(const Client& client) {
     return client.session && client.session->lost != TransactionLost::None
@@ -195,9 +318,15 @@ bool survive_server_failure(worker::Worker& worker, Client& client, server::Serv
                             const uint8_t* error, uint32_t error_size) {
     if (!survivable(worker, client, server)) return false;
     Session& session = *client.session;
+    std::string place = where(client, server);
+    if (may_rerun(client, server)) {
+        rerun(worker, client, server, place);
+        return true;
+    }
+    session.reruns = 0;  // answered here: the client's next request has its own re-runs
+    stop_rerun(session);
     bool in_block =
         server.status != TransactionStatus::Idle || session.lost == TransactionLost::Aborted;
-    std::string place = where(client, server);
     uint32_t answered = answer_owed(worker, client, server, in_block, place);
     // The replies it owed are settled as failed: its Parses never happened.
     server.client = worker.client_slot(client);

@@ -21,6 +21,7 @@ namespace {
 std::string address_text(const Client& client) {
     char text[INET6_ADDRSTRLEN] = "unknown";
     const sockaddr_storage& peer = client.peer;
+    if (peer.ss_family == AF_UNIX) return "unix";
     if (peer.ss_family == AF_INET)
         inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, text,
                   sizeof text);
@@ -55,6 +56,7 @@ void refuse(worker::Worker& worker, Client& client, const std::string& message,
 
 }  // namespace
 
+// A Unix-socket client has no address to count: it is never rate-limited by address.
 bool address_slot(const Client& client, size_t& slot) {
     if (!client.addresses_known) return false;
     const sockaddr_storage& peer = client.peer;
@@ -89,6 +91,38 @@ bool admit_address(worker::Worker& worker, Client& client) {
     if (config.client_login_limit > 0 && now_logging_in > uint32_t(config.client_login_limit)) {
         refuse(worker, client, "too many logins in progress from this address",
                "client_login_limit = " + std::to_string(config.client_login_limit));
+        return false;
+    }
+    return true;
+}
+
+// PgBouncer counts a client in its database and user when it is given a pool, and refuses
+// it there with these words; the count is given back when the session ends (ClientCharge).
+bool admit_to_database(worker::Worker& worker, Client& client, const std::string& database) {
+    const config::Config& config = *worker.config;
+    Session& session = *client.session;
+    pool::BudgetTable& budgets = worker.shared.pools.budgets;
+    struct Check {
+        pool::ClientCharge& charge;
+        pool::Budget* budget;
+        int limit;
+        const char* key;
+    } checks[] = {
+        {session.database_clients, budgets.find_or_create(pool::BudgetKind::Database, database),
+         config.max_db_client_connections_of(database), "max_db_client_connections"},
+        {session.user_clients, budgets.find_or_create(pool::BudgetKind::User, session.user),
+         config.max_user_client_connections_of(session.user), "max_user_client_connections"},
+    };
+    for (Check& check : checks) {
+        if (check.budget == nullptr) continue;
+        int count = check.charge.take(*check.budget);
+        if (check.limit <= 0 || count <= check.limit) continue;
+        session.database_clients.release();
+        session.user_clients.release();
+        refuse(worker, client, std::string("no more connections allowed (") + check.key + ")",
+               std::string(check.key) + " = " + std::to_string(check.limit) + " for " +
+                   (check.budget->kind == pool::BudgetKind::Database ? "database \"" : "user \"") +
+                   check.budget->name + "\"");
         return false;
     }
     return true;

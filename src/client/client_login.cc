@@ -4,6 +4,7 @@
 // messages they send, so clients and tools see what they expect.
 #include <openssl/rand.h>
 
+#include <pwd.h>
 #include <strings.h>
 
 #include <arpa/inet.h>
@@ -240,11 +241,32 @@ bool cleartext_matches(const std::string& user, const std::string& secret,
            CRYPTO_memcmp(given.data(), expected.data(), given.size()) == 0;
 }
 
+// hba "peer": the operating system user connected on the Unix socket has the name the client
+// logs in as (PostgreSQL's peer authentication, without a user name map). getpwuid_r may
+// ask NSS, as PgBouncer's getpwuid does; it runs once per login on a local socket.
+bool peer_is_user(const Client& client) {
+    if (client.peer_uid == io::Loop::uid_unknown || !client.session) return false;
+    passwd entry{};
+    passwd* found = nullptr;
+    char buffer[2048];
+    if (getpwuid_r(uid_t(client.peer_uid), &entry, buffer, sizeof buffer, &found) != 0 ||
+        found == nullptr)
+        return false;
+    return client.session->user == found->pw_name;
+}
+
+// Whether the client came in by a Unix socket (hba "local" lines match it).
+bool on_unix_socket(const worker::Worker& worker, const Client& client) {
+    return client.listener < worker.listener_roles.size() &&
+           worker.listener_roles[client.listener].local;
+}
+
 // "host "127.0.0.1", user "u", database "d", SSL encryption": PostgreSQL's words.
 std::string hba_who(const Client& client) {
     char address[INET6_ADDRSTRLEN] = "unknown";
     if (client.addresses_known) {
         const sockaddr_storage& peer = client.peer;
+        if (peer.ss_family == AF_UNIX) strcpy(address, "[local]");
         if (peer.ss_family == AF_INET)
             inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, address,
                       sizeof address);
@@ -267,6 +289,7 @@ void begin_hba_auth(worker::Worker& worker, Client& client) {
         return;
     }
     config::HbaPeer peer;
+    peer.local = on_unix_socket(worker, client);
     peer.tls = client.conn.tls != nullptr;
     peer.address =
         client.addresses_known ? reinterpret_cast<const sockaddr*>(&client.peer) : nullptr;
@@ -302,8 +325,11 @@ void begin_hba_auth(worker::Worker& worker, Client& client) {
                           "\"");
         }
         case config::HbaMethod::Peer:
-            return refuse("peer authentication failed for user \"" + client.session->user +
-                          "\": pgplex has no Unix socket for clients yet");
+            if (peer_is_user(client)) {
+                authenticated(worker, client);
+                return;
+            }
+            return refuse("Peer authentication failed for user \"" + client.session->user + "\"");
     }
 }
 
@@ -509,7 +535,9 @@ bool tls_acceptable(worker::Worker& worker, Client& client, std::string_view use
              "a direct TLS connection must negotiate ALPN protocol \"postgresql\"");
         return false;
     }
-    if (session == nullptr && mode >= tls::SslMode::Require) {
+    // As PgBouncer: the file system guards a Unix socket (unix_socket_mode), and libpq never
+    // asks for TLS over one.
+    if (session == nullptr && mode >= tls::SslMode::Require && !on_unix_socket(worker, client)) {
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
              sqlstate::invalid_authorization_specification,
              "TLS is required: this pgplex accepts only encrypted connections", {},
@@ -561,8 +589,10 @@ void on_startup_packet(worker::Worker& worker, Client& client) {
             return;
         }
         case proto::StartupKind::CancelRequest: {
-            uint32_t target_worker = packet.cancel_pid >> limits::cancel_slot_bits;
-            if (target_worker == worker.index)
+            uint32_t target_worker = limits::pid_worker(packet.cancel_pid);
+            if (limits::pid_appliance(packet.cancel_pid) != worker.config->gossip.index)
+                forward_cancel(worker, packet.cancel_pid, packet.cancel_key);
+            else if (target_worker == worker.index)
                 cancel(worker, packet.cancel_pid, packet.cancel_key);
             else if (target_worker < worker.shared.ring_fds.size())
                 worker.message(target_worker, io::MessageKind::CancelClient, packet.cancel_key,
@@ -750,6 +780,13 @@ uint32_t consume_auth(worker::Worker& worker, Client& client, const uint8_t* dat
 
 // A client of no alias (a service port, or "db@cluster") logs in to the database it named,
 // as itself.
+// The database a client's servers and the client itself count against (max_db_connections,
+// max_db_client_connections): the alias, or under [databases."*"] the name the client gave,
+// as each such name is a database of its own in PgBouncer.
+std::string budget_database(const config::Alias* alias, const Session& session) {
+    return alias != nullptr && alias->name != "*" ? alias->name : session.database;
+}
+
 pool::Target target_for(const config::Config& config, const config::Alias* alias,
                         const Session& session, const Login& login) {
     pool::Target target;
@@ -761,12 +798,14 @@ pool::Target target_for(const config::Config& config, const config::Alias* alias
     std::string database = session.database.substr(0, at);
     if (alias == nullptr) {
         target.alias = session.database;
+        target.database = session.database;
         target.dbname = database;
         target.user = session.user;
         target.password = login.secret;
         return target;
     }
     target.alias = alias->name;
+    target.database = budget_database(alias, session);
     target.endpoint = alias->server;
     target.dbname = alias->dbname.empty() ? database : alias->dbname;
     target.user = alias->user.empty() ? session.user : alias->user;
@@ -819,6 +858,19 @@ void authenticated(worker::Worker& worker, Client& client) {
         begin_admin(worker, client);
         return;
     }
+    const admin::Console& console = worker.shared.console;
+    std::string name = session.database.substr(0, session.database.rfind('@'));
+    if (console.named.load(std::memory_order_acquire) > 0 &&
+        (console.is_disabled(session.database) || console.is_disabled(name))) {
+        // PgBouncer's words and SQLSTATE (its pooler errors are 08P01).
+        fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
+             sqlstate::protocol_violation, "database \"" + name + "\" is disabled", "",
+             "The management console's DISABLE holds it until ENABLE.");
+        return;
+    }
+    const config::Alias* wanted =
+        session.routing ? routed_alias(config, session) : config.find_alias(session.database);
+    if (!admit_to_database(worker, client, budget_database(wanted, session))) return;
     if (session.routing) {
         pool::Target base =
             target_for(config, routed_alias(config, session), session, *client.login);
@@ -842,7 +894,10 @@ void authenticated(worker::Worker& worker, Client& client) {
              sqlstate::too_many_connections, "no more pools can be created (pool table full)");
         return;
     }
+    if (console.named.load(std::memory_order_acquire) > 0 && console.is_paused(alias->name))
+        pool->paused.store(true, std::memory_order_release);  // a pool made while PAUSE db holds
     pool->set_size_limit(config.pool_size(*alias));
+    pool->set_budget_limits(config);
     pool->reserve_limit.store(config.reserve_pool_size_of(*alias), std::memory_order_release);
     pool->min_size.store(config.min_pool_size_of(*alias), std::memory_order_release);
     tls::scram::Key client_key, server_key;
@@ -883,7 +938,7 @@ void request_server(worker::Worker& worker, Client& client) {
     pool::Pool& pool = *client.pool;
     set_state(worker, client, ClientState::Waiting);
     uint32_t slot = worker.client_slot(client);
-    while (true) {
+    while (!server::paused(worker, pool)) {  // paused: it waits for RESUME (serve_waiters)
         uint32_t idle = server::idle_pop(worker, pool);
         if (idle == io::nil) break;
         server::Server& candidate = worker.server(idle);
@@ -922,7 +977,7 @@ void send_welcome(worker::Worker& worker, Client& client) {
     for (const auto& [name, value] : server.parameters)
         proto::write_parameter_status(writer, name, value);
     client.cancel_key = worker.random_u32();
-    proto::write_backend_key_data(writer, cancel_pid(worker.index, worker.client_slot(client)),
+    proto::write_backend_key_data(writer, cancel_pid(worker, worker.client_slot(client)),
                                   client.cancel_key);
     proto::write_ready_for_query(writer, proto::TransactionStatus::Idle);
     PGPLEX_ASSERT(writer.ok());

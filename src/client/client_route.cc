@@ -156,6 +156,7 @@ pool::Pool* pool_of(worker::Worker& worker, route::Routing& routing,
     pool::Pool* pool = worker.shared.pools.find_or_create(target);
     if (pool == nullptr) return nullptr;
     pool->set_size_limit(routing.pool_size);
+    pool->set_budget_limits(*worker.config);
     if (routing.scram_keys)
         pool->publish_scram_keys(routing.scram_client_key, routing.scram_server_key);
     pool->reserve_limit.store(routing.reserve_pool_size, std::memory_order_release);
@@ -167,13 +168,21 @@ pool::Pool* pool_of(worker::Worker& worker, route::Routing& routing,
 // Chooses the node for `request` and points the client at its pool. False: none can take it.
 bool place(worker::Worker& worker, Client& client, const route::Request& request) {
     route::Routing& routing = *client.session->routing;
+    worker.refresh_topology();
     if (!worker.topology) return false;
     const cluster::ClusterStatus* cluster = worker.topology->find(routing.cluster);
     if (cluster == nullptr) return false;
+    routing.pending = request;
+    // A request only the primary can take waits while there is none, and while a
+    // switchover holds writes (a transaction already on the primary is not stopped: it is
+    // routed at its start only).
+    routing.awaits_primary = (cluster->primary < 0 || cluster->hold_writes) &&
+                             worker.router->needs_primary(routing, request);
+    if (routing.awaits_primary) return false;
     int index = worker.router->choose(routing, request, *cluster, *worker.config,
                                       worker.shared.node_loads, worker.now);
-    routing.pending = request;
     if (index < 0) return false;
+    routing.awaits_primary = false;
     const cluster::NodeStatus& node = cluster->nodes[size_t(index)];
     pool::Pool* pool = pool_of(worker, routing, node);
     if (pool == nullptr) return false;
@@ -262,6 +271,7 @@ void begin_routed(worker::Worker& worker, Client& client, pool::Target base) {
     routing.base = std::move(base);
     route::Request request = worker.router->session_request(routing);
     request.may_write = false;  // the login's server runs nothing of the client's
+    request.takes_turn = client.session->mode == config::PoolMode::Session || routing.base.direct;
     if (!place(worker, client, request)) {
         wait_for_node(worker, client, request);
         return;
@@ -283,17 +293,90 @@ uint32_t route_transaction(worker::Worker& worker, Client& client, const uint8_t
         answer(worker, client, reading);
         return 1 + proto::read_be32(data + 1);
     }
+    // Every server a client in a lost block gets is first put in an aborted block, where
+    // PostgreSQL answers 25P02 and takes the ROLLBACK: any healthy node does, so its ROLLBACK
+    // does not wait for a primary through a failover.
+    if (session.lost == TransactionLost::Aborted) {
+        reading.request = route::Request{};
+        reading.request.target = route::Target::Replica;  // the primary among its backups
+        reading.request.may_write = false;
+    }
     if (!place(worker, client, reading.request)) wait_for_node(worker, client, reading.request);
     return 0;
 }
 
+uint32_t write_no_primary(const worker::Worker& worker, const Client& client, uint8_t* bytes,
+                          uint32_t capacity) {
+    const route::Routing& routing = *client.session->routing;
+    const config::Config& config = *worker.config;
+    int64_t timeout = config.failover_wait_timeout_of(config.find_cluster(routing.cluster));
+    const cluster::ClusterStatus* cluster =
+        worker.topology ? worker.topology->find(routing.cluster) : nullptr;
+    bool held = cluster != nullptr && cluster->primary >= 0 && cluster->hold_writes;
+    proto::Writer writer(bytes, capacity);
+    proto::write_error(
+        writer, Severity::Error, sqlstate::cannot_connect_now,
+        "cluster \"" + routing.cluster + "\" has no primary to take this transaction",
+        std::string(held ? "A switchover held writes"
+                         : "The cluster had no primary (a failover?)") +
+            " for the " + std::to_string(timeout) + " ms of failover_wait_timeout; the " +
+            "statement was not sent to any server.",
+        "The connection stays open: run the transaction again. SHOW NODES in the pgplex "
+        "database tells which nodes are up and their roles.");
+    PGPLEX_ASSERT(writer.ok());
+    return writer.size();
+}
+
+namespace {
+
+// failover_wait_timeout ran out. A client still logging in has no session to keep: it gets a
+// FATAL as any login that cannot get a server. Otherwise its held request is answered 57P03
+// unsent (answer_unsent) and the client goes on: a pooler that drops connections on a failover
+// is what pgplex replaces, and a request that never reached a server can be refused without
+// leaving anything behind.
+void give_up_on_primary(worker::Worker& worker, Client& client, int64_t timeout) {
+    route::Routing& routing = *client.session->routing;
+    ++worker.counters.primary_wait_timeouts;
+    log_warning("client slot %u: no primary of cluster %s for %lld ms (failover_wait_timeout)",
+                worker.client_slot(client), routing.cluster.c_str(), (long long)timeout);
+    if (client.login) {
+        fail(worker, client, CloseReason::WaitTimeout, Severity::Fatal,
+             sqlstate::cannot_connect_now,
+             "cluster \"" + routing.cluster + "\" has no primary to take this session",
+             "waited " + std::to_string(timeout) + " ms (failover_wait_timeout)",
+             "SHOW NODES in the pgplex database tells which nodes are up and their roles.");
+        return;
+    }
+    client.primary_wait_expired = true;
+    resume(worker, client);  // answers the request (answer_unsent); Idle when nothing is left
+    client.primary_wait_expired = false;
+    routing.awaits_primary = false;
+    if (client.state != ClientState::Waiting || !client.conn.frame.between_messages() ||
+        client.session->discarding)
+        return;
+    // Requests pipelined behind it are routed afresh, each with a wait of its own.
+    lease_ended(worker, client);
+    set_state(worker, client, ClientState::Idle);
+    resume(worker, client);
+}
+
+}  // namespace
+
 void retry_route(worker::Worker& worker, Client& client) {
     route::Routing& routing = *client.session->routing;
+    // The rest of a request answered unsent (give_up_on_primary) is dropped up to its Sync.
+    if (client.session->discarding) return;
     if (place(worker, client, routing.pending)) {
         request_server(worker, client);
         return;
     }
     const config::Config& config = *worker.config;
+    if (routing.awaits_primary) {
+        int64_t timeout = config.failover_wait_timeout_of(config.find_cluster(routing.cluster));
+        if (timeout > 0 && worker.now - client.since <= timeout) return;
+        give_up_on_primary(worker, client, timeout);
+        return;
+    }
     if (config.query_wait_timeout_ms <= 0 ||
         worker.now - client.since <= config.query_wait_timeout_ms)
         return;
@@ -317,11 +400,18 @@ bool reroute_after_failure(worker::Worker& worker, Client& client, const uint8_t
         return false;
     server::waiter_remove(worker, worker.client_slot(client));
     lease_ended(worker, client);
+    route::Routing& routing = *client.session->routing;
+    routing.awaits_primary = worker.router->needs_primary(routing, routing.pending);
     log_info("client slot %u: node %s cannot be reached; waiting for a node of cluster %s",
              worker.client_slot(client), client.session->routing->node.c_str(),
              client.session->routing->cluster.c_str());
     client.pool = nullptr;  // retried each tick (retry_route)
     return true;
+}
+
+bool awaits_primary(const Client& client) {
+    return client.state == ClientState::Waiting && client.pool == nullptr && client.session &&
+           client.session->routing && client.session->routing->awaits_primary;
 }
 
 void lease_ended(worker::Worker&, Client& client) {

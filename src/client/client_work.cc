@@ -2,6 +2,7 @@
 // shutdown. In session mode a client holds its server from its first ReadyForQuery to its
 // Terminate; every message goes through unchanged, straight from the buffer it arrived in,
 // except Terminate, which ends the client's lease instead of the server's session.
+#include <algorithm>
 #include <cstring>
 #include <string>
 
@@ -42,6 +43,7 @@ struct ForwardHandler {
     bool track_sets;  // transaction pooling: SET/RESET must follow the client
     bool renames;     // transaction pooling: named statements are renamed (extended.h)
     bool rewrites;    // [[rewrites]] exist: every Query is read, and may be rewritten
+    bool watch;       // session pooling, no state on the server yet: reads what may leave some
     bool terminate = false;
 
     void expect(server::Expect what) {
@@ -54,11 +56,27 @@ struct ForwardHandler {
         on_simple_query(out.worker, out.client);
         if ((track_sets || rewrites) && inspectable) return proto::Fate::Inspect;
         // Too long to read: it may change anything.
-        if (track_sets) session.check_settings = true;
+        if ((track_sets || watch) && !inspectable) session.check_settings = true;
         expect(server::Expect::Query);
-        // Read on its way, for a RESET of a startup parameter (follow_resets).
-        if (inspectable && !pool::settings_of(session.startup).empty())
+        // Read on its way, for a RESET of a startup parameter (follow_resets), or for what it
+        // may leave on a session-pooled server.
+        if (inspectable && (watch || !pool::settings_of(session.startup).empty()))
             return proto::Fate::ForwardInspect;
+        return proto::Fate::Forward;
+    }
+    proto::Fate on_parse_header(bool inspectable, uint32_t length) {
+        Session& session = *out.client.session;
+        // JDBC and other drivers send SET through the extended protocol too.
+        out.server.unsynced = true;
+        if (track_sets && !inspectable && !(renames && length <= limits::kept_statement_bytes_max))
+            session.check_settings = true;  // too long to read: it may change anything
+        if (renames)
+            return length <= limits::kept_statement_bytes_max ? proto::Fate::Inspect
+                                                              : proto::Fate::Head;
+        expect(server::Expect::Parse);
+        // A named statement too long to keep (its name cannot even be read).
+        if (watch && !inspectable) session.state_on_server = true;
+        if ((track_sets || watch) && inspectable) return proto::Fate::ForwardInspect;
         return proto::Fate::Forward;
     }
     proto::Fate on_header(uint8_t type, uint32_t length) {
@@ -75,7 +93,7 @@ struct ForwardHandler {
                 return on_query_header(inspectable);
             case FrontendMessage::FunctionCall:
                 // A fast-path call runs a function pgplex cannot see into.
-                if (track_sets) out.client.session->check_settings = true;
+                if (track_sets || watch) out.client.session->check_settings = true;
                 expect(server::Expect::FunctionCall);
                 break;
             case FrontendMessage::Sync:
@@ -91,17 +109,7 @@ struct ForwardHandler {
                 }
                 break;
             case FrontendMessage::Parse:
-                // JDBC and other drivers send SET through the extended protocol too.
-                out.server.unsynced = true;
-                if (track_sets && !inspectable &&
-                    !(renames && length <= limits::kept_statement_bytes_max))
-                    session.check_settings = true;  // too long to read: it may change anything
-                if (renames)
-                    return length <= limits::kept_statement_bytes_max ? proto::Fate::Inspect
-                                                                      : proto::Fate::Head;
-                expect(server::Expect::Parse);
-                if (track_sets && inspectable) return proto::Fate::ForwardInspect;
-                break;
+                return on_parse_header(inspectable, length);
             case FrontendMessage::Bind:
                 out.server.unsynced = true;
                 if (renames && has_statements(out.client)) return proto::Fate::Head;
@@ -113,6 +121,9 @@ struct ForwardHandler {
                 if (renames) return proto::Fate::Inspect;
                 expect(type == uint8_t(FrontendMessage::Close) ? server::Expect::Close
                                                                : server::Expect::Describe);
+                // Session pooling: the Close of a named statement drops it from the record.
+                if (watch && type == uint8_t(FrontendMessage::Close) && inspectable)
+                    return proto::Fate::ForwardInspect;
                 break;
             case FrontendMessage::Execute:
                 out.server.unsynced = true;
@@ -169,6 +180,9 @@ struct ForwardHandler {
             case uint8_t(FrontendMessage::Parse): {
                 if (renames) on_parse(out, body, size);
                 size_t name_end = text.find('\0');  // the statement name, then the query
+                // A named statement lives on the server (session pooling renames none).
+                if (watch && name_end != 0 && name_end != std::string_view::npos)
+                    follow_parse(text);
                 text = name_end == std::string_view::npos ? std::string_view{}
                                                           : text.substr(name_end + 1);
                 break;
@@ -177,7 +191,10 @@ struct ForwardHandler {
                 on_describe(out, body, size);
                 break;
             case uint8_t(FrontendMessage::Close):
-                on_close(out, body, size);
+                if (renames)
+                    on_close(out, body, size);
+                else if (watch && size > 2 && body[0] == 'S' && body[1] != 0)
+                    follow_close(text.substr(1, text.find('\0', 1) - 1));
                 break;
             case uint8_t(FrontendMessage::Execute):
                 on_execute(out, body, size);
@@ -188,6 +205,9 @@ struct ForwardHandler {
         if (track_sets &&
             (type == uint8_t(FrontendMessage::Query) || type == uint8_t(FrontendMessage::Parse)))
             note_sets(text.substr(0, text.find('\0')));
+        if (watch &&
+            (type == uint8_t(FrontendMessage::Query) || type == uint8_t(FrontendMessage::Parse)))
+            watch_statement(text.substr(0, text.find('\0')));
         out.client.assembly.reset();  // an idle client holds no buffer
         return proto::Verdict::Continue;
     }
@@ -240,6 +260,45 @@ struct ForwardHandler {
         out.copy(writer.data(), writer.size());
         return true;
     }
+    // Session pooling: a statement that may change what the session holds on its server
+    // has it read when its transaction ends (server_lease.cc): settings, SQL-level prepared
+    // statements as for transaction pooling (note_sets), LISTENs, and the count of what
+    // cannot move (a temporary table, a lock, a cursor). Erring towards yes costs a check.
+    void watch_statement(std::string_view text) {
+        Session& session = *out.client.session;
+        note_sets(text);
+        // A PREPARE, DEALLOCATE or DISCARD ALL: the check says which statements stand.
+        if (mentions_listen(text) || !session.pending.empty()) session.check_settings = true;
+        if (pool::detect_session_state(text) != pool::no_session_state) {
+            session.check_settings = true;
+            // Until the check counts none: a session advisory lock outlives a lost block.
+            session.pin_suspect = true;
+        }
+    }
+    // Session pooling: a named Parse is kept once the server answers ParseComplete
+    // (server_expect.cc), to be prepared again on the next server should this one fail.
+    void follow_parse(std::string_view body) {
+        Session& session = *out.client.session;
+        if (session.parse_bytes + body.size() > limits::session_parse_bytes_max) {
+            session.state_on_server = true;
+            return;
+        }
+        server::Pending& pending = out.server.expected.back();
+        PGPLEX_ASSERT(pending.expect == server::Expect::Parse);
+        pending.text.assign(body);
+        pending.session_record = true;
+    }
+    void follow_close(std::string_view name) {
+        server::Pending& pending = out.server.expected.back();
+        PGPLEX_ASSERT(pending.expect == server::Expect::Close);
+        pending.text.assign(name);
+        pending.session_record = true;
+    }
+    static bool mentions_listen(std::string_view text) {
+        static constexpr std::string_view word = "listen";
+        auto same = [](char a, char b) { return (a | 0x20) == b; };
+        return std::search(text.begin(), text.end(), word.begin(), word.end(), same) != text.end();
+    }
     // Transaction pooling: a Query or Parse that may create session state a server cannot
     // be lent on with pins the client to its server (checked when its transaction ends), or
     // with pin_on_session_state = false is refused with 0A000, unsent. True: refused.
@@ -279,13 +338,19 @@ uint32_t consume_active(worker::Worker& worker, Client& client, uint32_t buffer,
                         const uint8_t* data, uint32_t size) {
     server::Server& server = worker.server(client.server);
     bool track = client.session && client.session->mode != config::PoolMode::Session;
+    bool watch = client.session && !track && !client.session->state_on_server;
     ForwardHandler handler{{worker, client, server, buffer, worker.buffers.data(buffer)},
                            track,
                            renames_statements(worker, client),
-                           worker.router->has_rewrites()};
+                           worker.router->has_rewrites(),
+                           watch};
     proto::FeedResult result =
         proto::feed(client.conn.frame, proto::Direction::Frontend, data, size, handler);
+    // What the client sent while its server was lent (PgBouncer's total_received), forwarded
+    // as is, read and passed on, or answered by pgplex.
+    if (server.pool != nullptr) server.pool->count(pool::Stat::ReceivedBytes, result.consumed);
     if (server.conn.out.bytes > 0) server::on_client_output(worker, server);
+    if (client.session->rerun_recording) record_rerun(client, data, result.consumed);
     if (result.status == proto::FeedStatus::Violation) {
         fail(worker, client, CloseReason::ProtocolViolation, Severity::Fatal,
              sqlstate::protocol_violation, result.reason);
@@ -451,11 +516,12 @@ void log_long_wait(worker::Worker& worker, Client& client) {
 
 }  // namespace
 
-uint32_t cancel_pid(uint32_t worker, uint32_t slot) {
-    return worker << limits::cancel_slot_bits | slot;
+uint32_t cancel_pid(const worker::Worker& worker, uint32_t slot) {
+    return limits::cancel_pid(worker.config->gossip.index, worker.index, slot);
 }
 
 void queue(worker::Worker& worker, Client& client, const uint8_t* data, uint32_t size) {
+    if (client.session && client.session->rerun_recording) stop_rerun(*client.session);
     worker.buffers.append_copy(client.conn.out, data, size);
     worker.mark_dirty(client.conn, io::Op::ClientSend, worker.client_slot(client));
 }
@@ -540,6 +606,8 @@ void on_sent(worker::Worker& worker, Client& client) {
 }
 
 void on_server_output(worker::Worker& worker, Client& client) {
+    // A byte of the answer is the client's: the request can no longer be run again.
+    if (client.session && client.session->rerun_recording) stop_rerun(*client.session);
     uint32_t slot = worker.client_slot(client);
     worker.mark_dirty(client.conn, io::Op::ClientSend, slot);
     if (client.conn.out.bytes > queued_bytes_max(worker))
@@ -550,14 +618,34 @@ void on_server_ready(worker::Worker& worker, Client& client) {
     PGPLEX_ASSERT(client.server != io::nil);
     if (client.login) send_welcome(worker, client);
     set_state(worker, client, ClientState::Active);
+    start_rerun(worker, client, worker.server(client.server));
     consume_held(worker, client);
 }
 
 void on_released(worker::Worker& worker, Client& client) {
     lease_ended(worker, client);
+    if (client.session) {
+        stop_rerun(*client.session);
+        client.session->reruns = 0;
+    }
     set_state(worker, client, ClientState::Idle);
     flush_notifications(worker, client);
     consume_held(worker, client);
+}
+
+void follow_statement(Client& client, bool parse, std::string& text, bool ok) {
+    if (!ok || !client.session) return;
+    Session& session = *client.session;
+    std::string_view name = parse ? std::string_view(text).substr(0, text.find('\0')) : text;
+    auto found = std::find_if(session.parses.begin(), session.parses.end(),
+                              [name](const auto& kept) { return kept.first == name; });
+    if (found != session.parses.end()) {
+        session.parse_bytes -= found->second.size();
+        session.parses.erase(found);
+    }
+    if (!parse) return;
+    session.parse_bytes += text.size();
+    session.parses.emplace_back(std::string(name), std::move(text));
 }
 
 void resume(worker::Worker& worker, Client& client) {
@@ -581,12 +669,21 @@ void on_server_failed(worker::Worker& worker, Client& client, const uint8_t* err
         return;
     }
     if (reroute_after_failure(worker, client, error, error_size)) return;
+    // Session pooling: the session held state on that server that pgplex could not give
+    // another (client_failure.cc).
+    std::string why = client.session && client.session->mode == config::PoolMode::Session &&
+                              !session_movable(*client.session) &&
+                              client.state == ClientState::Active
+                          ? "session pooling: the session held state on that server that "
+                            "cannot be moved to another (a temporary table, an advisory "
+                            "lock, a WITH HOLD cursor, or a change not yet read back)"
+                          : "";
     if (error != nullptr && error_size > 0) {
         // Pass the server's own words on, as a FATAL: the session cannot go on.
         proto::ErrorFields fields;
         if (proto::parse_error(error, error_size, fields)) {
             fail(worker, client, CloseReason::ServerFailed, Severity::Fatal,
-                 std::string(fields.code).c_str(), fields.message);
+                 std::string(fields.code).c_str(), fields.message, why);
             return;
         }
     }
@@ -595,6 +692,7 @@ void on_server_failed(worker::Worker& worker, Client& client, const uint8_t* err
                               : "pgplex could not connect to the server";
     std::string detail;
     if (client.pool) detail = "server " + client.pool->target.endpoint.to_string();
+    if (!why.empty()) detail += (detail.empty() ? "" : "; ") + why;
     fail(worker, client, CloseReason::ServerFailed, Severity::Fatal, sqlstate::connection_failure,
          message, detail);
 }

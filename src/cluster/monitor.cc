@@ -5,7 +5,9 @@
 // node's rise/fall Health, then the cluster is derived again (primary, epoch, lag, sync)
 // and a new Topology is published at most once per publish batch. The loop sleeps until
 // the nearest deadline: a check due, a check timing out, a publication, or a wake from
-// reconfigure()/stop() through an eventfd.
+// reconfigure()/stop() through an eventfd. What the monitor does to nodes (promote, fence,
+// switch over) lives in failover.cc, on a second connection per node; the types both files
+// share are in monitor_state.h, and both connections are a PgConn (pg_conn.h).
 #include "pgplex/cluster/monitor.h"
 
 #include <arpa/inet.h>
@@ -27,84 +29,18 @@
 #include <thread>
 #include <vector>
 
+#include "monitor_state.h"
 #include "pgplex/base/assert.h"
 #include "pgplex/base/log.h"
 #include "pgplex/base/unique_fd.h"
+#include "pgplex/cluster/derive.h"
+#include "pgplex/cluster/monitor.h"
 #include "pgplex/cluster/patroni.h"
+#include "pgplex/cluster/saved_state.h"
 
 namespace pgplex::cluster {
 
-// --- health and LSNs --------------------------------------------------------------------------
-
-namespace {
-
-// Counters stop here; a node up for years must not overflow them.
-constexpr int health_count_max = 1 << 20;
-
-}  // namespace
-
-bool Health::observe(bool ok, int rise, int fall) {
-    bool was_up = up;
-    good = ok ? std::min(good + 1, health_count_max) : 0;
-    bad = ok ? 0 : std::min(bad + 1, health_count_max);
-    if (!known) {
-        known = true;
-        up = ok;
-    } else if (ok && !up && good >= std::max(rise, 1)) {
-        up = true;
-    } else if (!ok && up && bad >= std::max(fall, 1)) {
-        up = false;
-    }
-    return up != was_up;
-}
-
-int64_t Health::next_interval_ms(const config::Cluster& cluster) const {
-    if (up) return bad == 0 ? cluster.inter_ms : cluster.fastinter_ms;
-    return good == 0 ? cluster.downinter_ms : cluster.fastinter_ms;
-}
-
-namespace {
-
-bool parse_hex32(std::string_view text, uint32_t& out) {
-    if (text.empty() || text.size() > 8) return false;
-    uint32_t value = 0;
-    for (char c : text) {
-        uint32_t digit = 0;
-        if (c >= '0' && c <= '9') {
-            digit = uint32_t(c - '0');
-        } else if (c >= 'A' && c <= 'F') {
-            digit = uint32_t(c - 'A' + 10);
-        } else if (c >= 'a' && c <= 'f') {
-            digit = uint32_t(c - 'a' + 10);
-        } else {
-            return false;
-        }
-        value = value << 4 | digit;
-    }
-    out = value;
-    return true;
-}
-
-}  // namespace
-
-// PostgreSQL's pg_lsn_in: two hexadecimal halves of up to 8 digits around a slash.
-bool parse_lsn(std::string_view text, uint64_t& out) {
-    size_t slash = text.find('/');
-    if (slash == std::string_view::npos) return false;
-    uint32_t high = 0;
-    uint32_t low = 0;
-    if (!parse_hex32(text.substr(0, slash), high)) return false;
-    if (!parse_hex32(text.substr(slash + 1), low)) return false;
-    out = uint64_t(high) << 32 | low;
-    return true;
-}
-
-// PostgreSQL's pg_lsn_out: "%X/%X".
-std::string format_lsn(uint64_t lsn) {
-    char text[32];
-    std::snprintf(text, sizeof text, "%X/%X", unsigned(lsn >> 32), unsigned(lsn & 0xffffffffu));
-    return text;
-}
+using namespace monitor_detail;
 
 namespace {
 
@@ -141,7 +77,13 @@ constexpr const char* check_columns = R"(SELECT r.recovery,
   CASE WHEN to_regnamespace('pgplex') IS NULL THEN false
        WHEN NOT has_schema_privilege(to_regnamespace('pgplex'), 'USAGE') THEN false
        ELSE coalesce(has_function_privilege(to_regprocedure('pgplex.node_metrics()'),
-                                            'EXECUTE'), false) END)";
+                                            'EXECUTE'), false) END,
+  CASE WHEN to_regnamespace('pgplex') IS NULL THEN false
+       WHEN NOT has_schema_privilege(to_regnamespace('pgplex'), 'USAGE') THEN false
+       ELSE coalesce(has_function_privilege(to_regprocedure('pgplex.promote()'), 'EXECUTE')
+                     AND has_function_privilege(to_regprocedure('pgplex.fence()'), 'EXECUTE')
+                     AND has_function_privilege(to_regprocedure('pgplex.unfence()'), 'EXECUTE'),
+                     false) END)";
 constexpr const char* check_from = "\nFROM (SELECT pg_is_in_recovery() AS recovery) AS r";
 
 // The pgplex schema's host metrics (admin/schema.h), once the last check found them there
@@ -170,28 +112,11 @@ enum Column : int {
     ColumnApplicationName,
     ColumnSyncStandbys,
     ColumnHasMetrics,
+    ColumnHasFailover,
     ColumnCount,  // of check_query
     ColumnLoad1 = ColumnCount,
     ColumnCpus,
     ColumnCountWithMetrics,
-};
-
-// What one good check query read.
-struct Reading {
-    bool recovery = false;
-    uint64_t current_lsn = 0;
-    uint64_t receive_lsn = 0;
-    uint64_t replay_lsn = 0;
-    int64_t lag_ms = -1;
-    int64_t apply_delay_ms = 0;
-    bool replay_paused = false;
-    int64_t max_connections = 0;
-    int64_t free_slots = -1;
-    std::string application_name;
-    std::vector<std::string> sync_standbys;
-    bool has_metrics = false;  // pgplex.node_metrics() may be asked for
-    double load1 = -1;         // its readings, when asked: -1 and 0 when unknown
-    int64_t cpus = 0;
 };
 
 // Reads one column of the check's single row. A NULL leaves `out` as it is.
@@ -258,7 +183,8 @@ bool parse_reading(const PGresult* result, Reading& out, std::string& error) {
               row.boolean(ColumnReplayPaused, out.replay_paused) &&
               row.integer(ColumnMaxConnections, out.max_connections) &&
               row.integer(ColumnFreeSlots, out.free_slots) &&
-              row.boolean(ColumnHasMetrics, out.has_metrics) && parse_metrics(result, out);
+              row.boolean(ColumnHasMetrics, out.has_metrics) &&
+              row.boolean(ColumnHasFailover, out.has_failover) && parse_metrics(result, out);
     if (!ok) {
         error = "the check query returned a value pgplex cannot read";
         return false;
@@ -268,107 +194,13 @@ bool parse_reading(const PGresult* result, Reading& out, std::string& error) {
     return true;
 }
 
-// --- per node state ---------------------------------------------------------------------------
-
-struct ConnectionClose {
-    void operator()(PGconn* connection) const { PQfinish(connection); }
-};
-using Connection = std::unique_ptr<PGconn, ConnectionClose>;
-
-struct ResultClear {
-    void operator()(PGresult* result) const { PQclear(result); }
-};
-using Result = std::unique_ptr<PGresult, ResultClear>;
-
-// The SQL side of a node: its one connection, kept between checks.
-enum class SqlState : uint8_t {
-    Closed,      // connection == nullptr; the next check connects
-    Connecting,  // connection != nullptr, PQconnectPoll in progress: poll for connect_wants
-    Querying,    // logged in, check_query sent: flushing while `flushing`, then reading results
-    Ready,       // logged in, idle between checks: watched for the server closing it
-};
-
-// Patroni's endpoints, in the order of Node::probes.
-enum Probe : int { ProbePrimary, ProbeReplica, ProbeSync, ProbeCount };
-constexpr const char* probe_paths[ProbeCount] = {"/primary", "/replica", "/sync"};
-
-struct Node {
-    config::Node config;
-    NodeStatus status;
-    Health health;
-    int64_t next_check_us = 0;  // when the next check starts, while !checking
-
-    bool checking = false;  // a check is in flight: its SQL part and (with Patroni) probes
-    int64_t check_started_us = 0;
-    int64_t check_deadline_us = 0;
-
-    SqlState sql_state = SqlState::Closed;
-    Connection connection;
-    std::string connected_as;  // the credentials `connection` logged in with
-    PostgresPollingStatusType connect_wants = PGRES_POLLING_WRITING;
-    bool flushing = false;
-    bool sql_done = false;  // this check's SQL part is over: sql_ok, or sql_error says why not
-    bool sql_ok = false;
-    std::string sql_error;
-    Reading reading;  // valid when sql_ok
-
-    PatroniProbe probes[ProbeCount];
-    bool patroni_sync = false;  // Patroni's /sync answered 200 on the last check
-    bool metrics = false;       // the last check found pgplex.node_metrics() executable
-
-    std::vector<std::string> sync_standbys;  // as primary: its sync/quorum standbys
-    int64_t became_primary_us = 0;           // when it was last seen to turn primary
-    int64_t caught_up_us = 0;  // as replica: the last check that found it had replayed all
-};
-
-struct ClusterState {
-    const config::Cluster* config = nullptr;
-    std::vector<std::unique_ptr<Node>> nodes;
-    int primary = -1;
-    uint64_t epoch = 0;
-    std::string last_primary;   // name of the last node that was primary: epoch grows on another
-    bool split_warned = false;  // two healthy primaries were reported, once
-};
-
 int64_t now_us() {
     timespec now{};
     clock_gettime(CLOCK_MONOTONIC, &now);
     return int64_t(now.tv_sec) * 1'000'000 + now.tv_nsec / 1000;
 }
 
-// libpq's messages end in a newline and may span lines ("\n\tIs the server running...").
-std::string one_line(const char* message) {
-    std::string text = message != nullptr ? message : "";
-    for (char& c : text) {
-        if (c == '\n' || c == '\t') c = ' ';
-    }
-    while (!text.empty() && text.back() == ' ') text.pop_back();
-    size_t doubled = 0;
-    while ((doubled = text.find("  ")) != std::string::npos) text.erase(doubled, 1);
-    return text;
-}
-
 // --- the SQL side -----------------------------------------------------------------------------
-
-void set_sql_state(Node& node, SqlState next) {
-    switch (next) {
-        case SqlState::Closed:
-            node.connection.reset();
-            node.flushing = false;
-            break;
-        case SqlState::Connecting:
-            PGPLEX_ASSERT(node.sql_state == SqlState::Closed && node.connection != nullptr);
-            break;
-        case SqlState::Querying:
-            PGPLEX_ASSERT(node.sql_state == SqlState::Connecting ||
-                          node.sql_state == SqlState::Ready);
-            break;
-        case SqlState::Ready:
-            PGPLEX_ASSERT(node.sql_state == SqlState::Querying && !node.flushing);
-            break;
-    }
-    node.sql_state = next;
-}
 
 // Ends this check's SQL part in failure and drops the connection: the next check starts
 // from a fresh login, whatever state the server left this one in.
@@ -379,12 +211,7 @@ void sql_fail(Node& node, std::string reason) {
         node.sql_ok = false;
         node.sql_error = std::move(reason);
     }
-    set_sql_state(node, SqlState::Closed);
-}
-
-std::string connection_error(const PGconn* connection) {
-    std::string text = one_line(PQerrorMessage(connection));
-    return text.empty() ? "connection failed" : text;
+    node.sql.close();
 }
 
 // The monitor password: the cluster's, else a plain-text one from the auth file (an md5 or
@@ -412,18 +239,6 @@ std::string numeric_address(const config::Endpoint& endpoint) {
     return text;
 }
 
-// Connection settings as libpq keywords; values from the config go in as parameters, never
-// spliced into a conninfo string.
-struct ConnectParameters {
-    std::vector<std::string> keywords;
-    std::vector<std::string> values;
-
-    void add(const char* keyword, std::string value) {
-        keywords.emplace_back(keyword);
-        values.push_back(std::move(value));
-    }
-};
-
 // libpq's names for the server TLS settings. sslnegotiation exists from libpq 17 on; an
 // older libpq speaks SSLRequest first, which a PostgreSQL 17 server accepts as well.
 void add_tls_parameters(ConnectParameters& parameters, const config::ServerTls& server_tls) {
@@ -438,112 +253,28 @@ void add_tls_parameters(ConnectParameters& parameters, const config::ServerTls& 
         parameters.add("sslnegotiation", "direct");
 }
 
-ConnectParameters connect_parameters(const config::Config& config, const config::Cluster& cluster,
-                                     const Node& node) {
-    ConnectParameters parameters;
-    const config::Endpoint& endpoint = node.config.endpoint;
-    parameters.add("host", endpoint.host);
-    if (!endpoint.is_unix()) {
-        std::string address = numeric_address(endpoint);
-        if (!address.empty()) parameters.add("hostaddr", address);
-    }
-    parameters.add("port", std::to_string(endpoint.port));
-    parameters.add("user", cluster.monitor_user);
-    std::string password = password_of(config, cluster);
-    if (!password.empty()) parameters.add("password", password);
-    parameters.add("dbname", cluster.monitor_dbname);
-    parameters.add("application_name", "pgplex monitor");
-    int64_t timeout_seconds = std::max<int64_t>(1, (cluster.check_timeout_ms + 999) / 1000);
-    parameters.add("connect_timeout", std::to_string(timeout_seconds));
-    // The node's server TLS settings, as pgplex's own connections to it use them (libpq's
-    // sslmode has the same names; verify-full checks `host`, the node's name as configured).
-    const config::ServerTls& server_tls =
-        node.config.server_tls ? *node.config.server_tls : *config.server_tls;
-    if (!endpoint.is_unix()) add_tls_parameters(parameters, server_tls);
-    return parameters;
-}
-
-std::string credentials_of(const ConnectParameters& parameters) {
-    std::string text;
-    for (const std::string& value : parameters.values) text += value + '\0';
-    return text;
-}
-
-// libpq prints notices to stderr unless told otherwise; the monitor's belong in the log.
-void log_notice_text(void*, const char* message) {
-    log_debug("monitor: server notice: %s", one_line(message).c_str());
-}
-
-void flush(Node& node) {
-    int flushed = PQflush(node.connection.get());
-    if (flushed < 0) return sql_fail(node, connection_error(node.connection.get()));
-    node.flushing = flushed == 1;
-}
-
 void send_query(Node& node) {
     const std::string& query = node.metrics ? check_query_with_metrics : check_query;
-    if (PQsendQuery(node.connection.get(), query.c_str()) == 0)
-        return sql_fail(node, connection_error(node.connection.get()));
-    set_sql_state(node, SqlState::Querying);
-    flush(node);
-}
-
-void sql_connect(const config::Config& config, const config::Cluster& cluster, Node& node) {
-    ConnectParameters parameters = connect_parameters(config, cluster, node);
-    std::vector<const char*> keywords;
-    std::vector<const char*> values;
-    for (size_t i = 0; i < parameters.keywords.size(); ++i) {
-        keywords.push_back(parameters.keywords[i].c_str());
-        values.push_back(parameters.values[i].c_str());
-    }
-    keywords.push_back(nullptr);
-    values.push_back(nullptr);
-    PGconn* connection = PQconnectStartParams(keywords.data(), values.data(), 0);
-    if (connection == nullptr) return sql_fail(node, "out of memory");
-    node.connection.reset(connection);
-    PQsetNoticeProcessor(connection, log_notice_text, nullptr);
-    node.connected_as = credentials_of(parameters);
-    if (PQstatus(connection) == CONNECTION_BAD) return sql_fail(node, connection_error(connection));
-    // libpq-connect.html#LIBPQ-PQCONNECTSTARTPARAMS: before the first PQconnectPoll, act
-    // as if it had returned PGRES_POLLING_WRITING.
-    node.connect_wants = PGRES_POLLING_WRITING;
-    set_sql_state(node, SqlState::Connecting);
+    if (!node.sql.send(query)) sql_fail(node, node.sql.error());
 }
 
 void sql_begin(const config::Config& config, const config::Cluster& cluster, Node& node) {
     node.sql_done = false;
     node.sql_ok = false;
     node.sql_error.clear();
-    if (node.sql_state == SqlState::Ready &&
-        node.connected_as != credentials_of(connect_parameters(config, cluster, node)))
-        set_sql_state(node, SqlState::Closed);  // reloaded with other credentials
-    switch (node.sql_state) {
-        case SqlState::Closed:
-            return sql_connect(config, cluster, node);
-        case SqlState::Ready:
+    ConnectParameters parameters = connect_parameters(config, cluster, node);
+    if (node.sql.state() == PgConn::State::Ready &&
+        node.sql.connected_as() != parameters.credentials())
+        node.sql.close();  // reloaded with other credentials
+    switch (node.sql.state()) {
+        case PgConn::State::Closed:
+            if (!node.sql.connect(parameters)) sql_fail(node, node.sql.error());
+            return;
+        case PgConn::State::Ready:
             return send_query(node);
-        case SqlState::Connecting:
-        case SqlState::Querying:
+        case PgConn::State::Connecting:
+        case PgConn::State::Querying:
             PGPLEX_UNREACHABLE();
-    }
-}
-
-void advance_connect(Node& node) {
-    PostgresPollingStatusType polled = PQconnectPoll(node.connection.get());
-    switch (polled) {
-        case PGRES_POLLING_OK:
-            if (PQsetnonblocking(node.connection.get(), 1) != 0)
-                return sql_fail(node, connection_error(node.connection.get()));
-            return send_query(node);
-        case PGRES_POLLING_FAILED:
-            return sql_fail(node, connection_error(node.connection.get()));
-        case PGRES_POLLING_READING:
-        case PGRES_POLLING_WRITING:
-            node.connect_wants = polled;
-            return;
-        case PGRES_POLLING_ACTIVE:  // unused by libpq; poll again when writable
-            node.connect_wants = PGRES_POLLING_WRITING;
-            return;
     }
 }
 
@@ -562,70 +293,26 @@ void take_result(Node& node, const PGresult* result) {
     if (node.sql_error.empty()) node.sql_error = PQresStatus(PQresultStatus(result));
 }
 
-// Takes every result libpq has complete; PQgetResult's null ends the query.
-void read_results(Node& node) {
-    PGconn* connection = node.connection.get();
-    while (PQisBusy(connection) == 0) {
-        Result result(PQgetResult(connection));
-        if (result == nullptr) {
-            if (!node.sql_ok && node.sql_error.empty()) node.sql_error = "no result";
-            if (!node.sql_ok) return sql_fail(node, node.sql_error);
-            node.sql_done = true;
-            return set_sql_state(node, SqlState::Ready);
-        }
-        take_result(node, result.get());
-    }
-}
-
-void advance_query(Node& node, short revents) {
-    if (node.flushing && (revents & POLLOUT) != 0) {
-        flush(node);
-        if (node.sql_state != SqlState::Querying) return;
-    }
-    if ((revents & (POLLIN | POLLERR | POLLHUP)) == 0) return;
-    if (PQconsumeInput(node.connection.get()) == 0)
-        return sql_fail(node, connection_error(node.connection.get()));
-    read_results(node);
-}
-
-// An idle connection became readable: a notice, or the server closing it (shutdown,
-// pg_terminate_backend). A closed one is dropped now, so the next check logs in afresh
-// instead of failing on a dead socket.
-void advance_idle(Node& node) {
-    PGconn* connection = node.connection.get();
-    if (PQconsumeInput(connection) == 0 || PQstatus(connection) != CONNECTION_OK)
-        return set_sql_state(node, SqlState::Closed);
-    while (PQisBusy(connection) == 0) {
-        Result result(PQgetResult(connection));
-        if (result == nullptr) return;
-    }
+// Every result of the check query is in.
+void take_results(Node& node) {
+    for (const Result& result : node.sql.take_results()) take_result(node, result.get());
+    if (!node.sql_ok && node.sql_error.empty()) node.sql_error = "no result";
+    if (!node.sql_ok) return sql_fail(node, node.sql_error);
+    node.sql_done = true;
 }
 
 void advance_sql(Node& node, short revents) {
-    switch (node.sql_state) {
-        case SqlState::Connecting:
-            return advance_connect(node);
-        case SqlState::Querying:
-            return advance_query(node, revents);
-        case SqlState::Ready:
-            return advance_idle(node);
-        case SqlState::Closed:
-            PGPLEX_UNREACHABLE();
+    switch (node.sql.advance(revents)) {
+        case PgConn::Progress::LoggedIn:
+            return send_query(node);
+        case PgConn::Progress::Answered:
+            return take_results(node);
+        case PgConn::Progress::Failed:
+            return sql_fail(node, node.sql.error());
+        case PgConn::Progress::Waiting:
+        case PgConn::Progress::Dropped:
+            return;
     }
-}
-
-short sql_events(const Node& node) {
-    switch (node.sql_state) {
-        case SqlState::Closed:
-            return 0;
-        case SqlState::Connecting:
-            return node.connect_wants == PGRES_POLLING_READING ? POLLIN : POLLOUT;
-        case SqlState::Querying:
-            return short(POLLIN | (node.flushing ? POLLOUT : 0));
-        case SqlState::Ready:
-            return POLLIN;
-    }
-    return 0;
 }
 
 // --- a check: begin, time out, finish -----------------------------------------------------
@@ -679,143 +366,19 @@ std::string patroni_error(const Node& node) {
     return text;
 }
 
-// Lag in time: the age of the last replayed transaction overstates it when writes are rare
-// (a check that lands mid-replay would read seconds), so it is capped by the time since a
-// check last found the replica caught up.
-int64_t replay_lag_ms(Node& node, int64_t now) {
-    const Reading& reading = node.reading;
-    if (reading.receive_lsn == reading.replay_lsn) {
-        node.caught_up_us = now;
-        return 0;
-    }
-    if (node.caught_up_us == 0) return reading.lag_ms;
-    int64_t since_caught_up = (now - node.caught_up_us) / 1000;
-    return reading.lag_ms < 0 ? since_caught_up : std::min(reading.lag_ms, since_caught_up);
-}
-
-void apply_reading(Node& node, int64_t now) {
-    const Reading& reading = node.reading;
-    NodeStatus& status = node.status;
-    status.role = reading.recovery ? Role::Replica : Role::Primary;
-    status.current_lsn = reading.recovery ? 0 : reading.current_lsn;
-    status.receive_lsn = reading.recovery ? reading.receive_lsn : reading.current_lsn;
-    status.replay_lsn = reading.recovery ? reading.replay_lsn : reading.current_lsn;
-    status.lag_ms = reading.recovery ? replay_lag_ms(node, now) : 0;
-    status.apply_delay_ms = reading.apply_delay_ms;
-    status.replay_paused = reading.replay_paused;
-    status.max_connections = int(reading.max_connections);
-    status.free_slots = int(std::max<int64_t>(reading.free_slots, 0));
-    status.application_name = reading.application_name;
-    node.metrics = reading.has_metrics;
-    status.load1 = reading.load1;
-    status.cpus = int(reading.cpus);
-    node.sync_standbys = reading.recovery ? std::vector<std::string>() : reading.sync_standbys;
-}
-
-void log_node_change(const ClusterState& cluster, const Node& node, const Health& before,
-                     Role role_before) {
-    const char* cluster_name = cluster.config->name.c_str();
-    const char* name = node.config.name.c_str();
-    const NodeStatus& status = node.status;
-    if (status.role != role_before && role_before != Role::Unknown)
-        log_info("cluster %s: node %s is now %s (was %s)", cluster_name, name,
-                 to_string(status.role), to_string(role_before));
-    if (node.health.up && !before.up)
-        log_info("cluster %s: node %s is up (%s)", cluster_name, name, to_string(status.role));
-    if (!node.health.up && (before.up || !before.known))
-        log_warning("cluster %s: node %s is down: %s", cluster_name, name,
-                    status.last_error.c_str());
-}
-
 // Returns true when something the routing reads (health, role) changed.
 bool finish_check(const ClusterState& cluster, Node& node, int64_t now) {
     const config::Cluster& settings = *cluster.config;
     bool patroni = settings.patroni_port != 0;
-    Health before = node.health;
-    Role role_before = node.status.role;
+    Before before{node.health, node.status.role};
     node.checking = false;
-    if (node.sql_ok) apply_reading(node, now);
+    if (node.sql_ok) apply_reading(node, node.reading, now);
     bool ok = patroni ? apply_patroni(node) : node.sql_ok;
     node.status.source = patroni ? "patroni" : "monitor";
-    node.status.checked_ms = now / 1000;
-    node.status.last_error = ok ? std::string() : patroni ? patroni_error(node) : node.sql_error;
-    if (ok) node.status.check_us = now - node.check_started_us;
-    if (node.health.observe(ok, settings.rise, settings.fall) && node.health.up)
-        node.status.up_since_ms = now / 1000;
-    node.status.healthy = node.health.up;
-    if (node.status.role == Role::Primary && role_before != Role::Primary)
-        node.became_primary_us = now;
-    log_node_change(cluster, node, before, role_before);
+    std::string error = ok ? std::string() : patroni ? patroni_error(node) : node.sql_error;
+    bool changed =
+        record_check(settings, node, before, ok, std::move(error), node.check_started_us, now);
     node.next_check_us = now + node.health.next_interval_ms(settings) * 1000;
-    return node.health.up != before.up || node.status.role != role_before;
-}
-
-// --- the cluster: primary, epoch, lag, sync ---------------------------------------------
-
-// The healthy node that says it is primary. With two (a split brain, or a failover caught
-// half way), the current one stays while it stays healthy and primary; else the one that
-// turned primary last.
-int choose_primary(ClusterState& cluster) {
-    int claims = 0;
-    int latest = -1;
-    for (int i = 0; i < int(cluster.nodes.size()); ++i) {
-        const Node& node = *cluster.nodes[size_t(i)];
-        if (!node.status.healthy || node.status.role != Role::Primary) continue;
-        ++claims;
-        if (latest < 0 || node.became_primary_us > cluster.nodes[size_t(latest)]->became_primary_us)
-            latest = i;
-    }
-    int current = cluster.primary;
-    bool keep = current >= 0 && cluster.nodes[size_t(current)]->status.healthy &&
-                cluster.nodes[size_t(current)]->status.role == Role::Primary;
-    int chosen = keep ? current : latest;
-    if (claims > 1 && !cluster.split_warned)
-        log_warning("cluster %s: %d healthy nodes say they are primary; %s stays primary",
-                    cluster.config->name.c_str(), claims,
-                    cluster.nodes[size_t(chosen)]->config.name.c_str());
-    cluster.split_warned = claims > 1;
-    return chosen;
-}
-
-void fill_lag_and_sync(ClusterState& cluster) {
-    bool patroni = cluster.config->patroni_port != 0;
-    const Node* primary =
-        cluster.primary >= 0 ? cluster.nodes[size_t(cluster.primary)].get() : nullptr;
-    for (std::unique_ptr<Node>& node : cluster.nodes) {
-        NodeStatus& status = node->status;
-        if (status.role != Role::Replica) {
-            status.lag_bytes = status.role == Role::Primary ? 0 : -1;
-            status.sync = false;
-            continue;
-        }
-        status.lag_bytes = -1;
-        if (primary != nullptr) {
-            uint64_t head = primary->status.current_lsn;
-            status.lag_bytes = head > status.replay_lsn ? int64_t(head - status.replay_lsn) : 0;
-        }
-        const std::vector<std::string>* standbys = primary ? &primary->sync_standbys : nullptr;
-        status.sync =
-            patroni ? node->patroni_sync
-                    : standbys != nullptr && std::find(standbys->begin(), standbys->end(),
-                                                       status.application_name) != standbys->end();
-    }
-}
-
-// Returns true when the primary changed.
-bool derive(ClusterState& cluster) {
-    int chosen = choose_primary(cluster);
-    bool changed = chosen != cluster.primary;
-    cluster.primary = chosen;
-    if (changed && chosen >= 0) {
-        const std::string& name = cluster.nodes[size_t(chosen)]->config.name;
-        if (name != cluster.last_primary) ++cluster.epoch;
-        cluster.last_primary = name;
-        log_info("cluster %s: primary is %s (epoch %llu)", cluster.config->name.c_str(),
-                 name.c_str(), static_cast<unsigned long long>(cluster.epoch));
-    } else if (changed) {
-        log_warning("cluster %s: no healthy primary", cluster.config->name.c_str());
-    }
-    fill_lag_and_sync(cluster);
     return changed;
 }
 
@@ -828,7 +391,10 @@ namespace {
 // Checks that end within this of each other are published together.
 constexpr int64_t publish_batch_us = 100'000;
 
-// What poll(2) entry i belongs to: the SQL connection (probe < 0) or a Patroni probe.
+// What poll(2) entry i belongs to: the check connection, the action connection, or a
+// Patroni probe (its index).
+constexpr int watch_sql = -1;
+constexpr int watch_action = -2;
 struct Watch {
     Node* node;
     int probe;
@@ -837,7 +403,12 @@ struct Watch {
 }  // namespace
 
 struct Monitor::Impl {
-    Impl(Publish callback, Suspects* reports) : publish(std::move(callback)), suspects(reports) {}
+    Impl(Publish callback, const Links& links)
+        : publish(std::move(callback)),
+          suspects(links.suspects),
+          requests(links.requests != nullptr ? links.requests : &own_requests),
+          cancels(links.cancels),
+          peers(links.peers) {}
 
     void run();
     void run_loop();
@@ -846,13 +417,27 @@ struct Monitor::Impl {
     void advance_checks(int64_t now);
     void changed(bool urgent, int64_t now);
     void publish_if_due(int64_t now);
+    void restore_saved(const std::vector<bool>& fresh);
+    void save_state();
     int64_t next_wakeup() const;
     void wait(int64_t now);
     void drain_wake();
     void check_suspects(int64_t now);
+    void take_requests(int64_t now);
+    void unfence(ClusterState& cluster, Node& node, int64_t now);
+    void switchover(ClusterState& cluster, std::string_view to, int64_t now);
+    bool external_promotion(ClusterState& cluster, Node& node, int64_t now);
+    void advance_failovers(int64_t now);
+
+    std::vector<ClusterStatus> statuses() const;
+    void advance_consensus(int64_t now);
 
     Publish publish;
     Suspects* suspects;
+    Requests own_requests;  // where promote() posts when the owner gave no table
+    Requests* requests;
+    Mailbox* cancels;
+    std::atomic<bool> decide_alone_flag{true};
     std::mutex mutex;                               // guards pending
     std::shared_ptr<const config::Config> pending;  // a config the thread has not taken yet
     std::atomic<bool> stopping{false};
@@ -868,6 +453,9 @@ struct Monitor::Impl {
     int64_t published_us = 0;
     std::vector<pollfd> poll_fds;
     std::vector<Watch> watches;
+    Peers* peers;  // with [gossip]: the other appliances' part in the decisions; else null
+    std::vector<SavedCluster> saved;  // what state_file holds, as this thread last wrote it
+    bool save_failing = false;        // the last write failed (logged once until one works)
 };
 
 namespace {
@@ -896,6 +484,8 @@ ClusterState carry_over(const config::Cluster& settings, ClusterState* old) {
         cluster.epoch = old->epoch;
         cluster.last_primary = old->last_primary;
         cluster.split_warned = old->split_warned;
+        cluster.primary_lsn = old->primary_lsn;
+        cluster.failover = old->failover;
         if (old->primary >= 0) old_primary = old->nodes[size_t(old->primary)]->config.name;
     }
     for (const config::Node& node_config : settings.nodes) {
@@ -915,13 +505,145 @@ ClusterState carry_over(const config::Cluster& settings, ClusterState* old) {
 
 void Monitor::Impl::adopt(std::shared_ptr<const config::Config> fresh) {
     std::vector<ClusterState> next;
-    for (const config::Cluster& settings : fresh->clusters)
-        next.push_back(carry_over(settings, find_cluster(clusters, settings.name)));
+    std::vector<bool> unseen;  // a cluster this process had not monitored until now
+    for (const config::Cluster& settings : fresh->clusters) {
+        ClusterState* old = find_cluster(clusters, settings.name);
+        unseen.push_back(old == nullptr);
+        next.push_back(carry_over(settings, old));
+    }
     // The old clusters drop here, with the nodes no longer configured and their connections.
     clusters = std::move(next);
     config = std::move(fresh);
-    for (ClusterState& cluster : clusters) derive(cluster);
+    restore_saved(unseen);
+    for (ClusterState& cluster : clusters) derive(*cluster.config, cluster, cluster.states());
+    if (peers != nullptr) peers->adopt(*config, now_us() / 1000);
     changed(true, now_us());
+}
+
+namespace {
+
+// What a failover step may change that the topology shows: its state, the hold, fences.
+std::string failover_signature(const ClusterState& cluster) {
+    std::string text = to_string(cluster.failover.state);
+    text += cluster.failover.switchover ? "s" : "-";
+    for (const std::unique_ptr<Node>& node : cluster.nodes) text += node->status.fenced ? 'F' : '-';
+    return text;
+}
+
+}  // namespace
+
+void Monitor::Impl::advance_failovers(int64_t now) {
+    // With [gossip] the appliances decide promotions together (advance_consensus).
+    bool alone = decide_alone_flag.load(std::memory_order_acquire) && peers == nullptr;
+    for (ClusterState& cluster : clusters) {
+        std::string before = failover_signature(cluster);
+        step_failover(*config, cluster, alone, now);
+        apply_fences(*config, cluster, now);
+        hurry_checks(cluster, now);
+        if (failover_signature(cluster) == before) continue;
+        // A fence or a release changes who may carry services: derive and publish now.
+        derive(*cluster.config, cluster, cluster.states());
+        changed(true, now);
+    }
+}
+
+void Monitor::Impl::unfence(ClusterState& cluster, Node& node, int64_t now) {
+    if (!node.status.fenced) {
+        log_info("cluster %s: UNFENCE %s: it is not fenced", cluster.config->name.c_str(),
+                 node.config.name.c_str());
+        return;
+    }
+    node.status.fenced = false;
+    node.fence_applied = false;
+    log_warning("cluster %s: node %s unfenced by an operator", cluster.config->name.c_str(),
+                node.config.name.c_str());
+    if (node.failover_functions && !node.action.busy())
+        action_start(*config, *cluster.config, node, "unfence", unfence_statements(),
+                     fence_action_ms, now);
+    derive(*cluster.config, cluster, cluster.states());
+    changed(true, now);
+}
+
+// SWITCHOVER cluster [TO node]: the admin command checked what it could against its snapshot;
+// this checks again against the monitor's own state, which may be newer.
+void Monitor::Impl::switchover(ClusterState& cluster, std::string_view to, int64_t now) {
+    const char* name = cluster.config->name.c_str();
+    Failover& failover = cluster.failover;
+    if (failover.state != FailoverState::Idle) {
+        log_error("cluster %s: SWITCHOVER refused: a %s is under way", name,
+                  failover.switchover ? "switchover" : "promotion");
+        return;
+    }
+    if (cluster.primary < 0) {
+        log_error("cluster %s: SWITCHOVER refused: no primary", name);
+        return;
+    }
+    std::vector<NodeState*> states = cluster.states();
+    std::string why_not;
+    int target = -1;
+    if (to.empty()) target = choose_candidate(*cluster.config, cluster, states, why_not, false);
+    for (int i = 0; !to.empty() && i < int(cluster.nodes.size()); ++i)
+        if (cluster.nodes[size_t(i)]->config.name == to) target = i;
+    if (target >= 0 && promotion_unfit(*states[size_t(target)]) != nullptr)
+        why_not = std::string(to) + " is " + promotion_unfit(*states[size_t(target)]);
+    if (target < 0 || !why_not.empty()) {
+        log_error("cluster %s: SWITCHOVER refused: %s", name,
+                  why_not.empty() ? "no such node" : why_not.c_str());
+        return;
+    }
+    failover.switchover = true;
+    failover.target = cluster.nodes[size_t(target)]->config.name;
+    failover.old = cluster.nodes[size_t(cluster.primary)]->config.name;
+    failover.started_us = now;
+    failover.deadline_us = now + cluster.config->switchover_timeout_ms * 1000;
+    failover.next_count_us = now;
+    failover.open = -1;
+    log_warning("cluster %s: switchover from %s to %s: holding writes", name, failover.old.c_str(),
+                failover.target.c_str());
+    set_failover_state(cluster, FailoverState::Draining, now);
+    changed(true, now);
+}
+
+bool Monitor::Impl::external_promotion(ClusterState& cluster, Node& node, int64_t now) {
+    const char* name = cluster.config->name.c_str();
+    if (cluster.failover.state != FailoverState::Idle) {
+        log_warning("cluster %s: promotion of %s ignored: a %s is under way", name,
+                    node.config.name.c_str(), to_string(cluster.failover.state));
+        return true;  // not refused: what is under way decides
+    }
+    if (is_primary(cluster, node.config.name)) return true;
+    const char* unfit = promotion_unfit(node);
+    if (unfit != nullptr) {
+        log_error("cluster %s: promotion of %s refused: it is %s", name, node.config.name.c_str(),
+                  unfit);
+        return false;
+    }
+    begin_promotion(*config, cluster, node, now);
+    changed(true, now);
+    return true;
+}
+
+void Monitor::Impl::take_requests(int64_t now) {
+    for (const Request& request : requests->take()) {
+        ClusterState* cluster = find_cluster(clusters, request.cluster);
+        Node* node = cluster != nullptr ? node_named(*cluster, request.node) : nullptr;
+        if (cluster == nullptr || (node == nullptr && !request.node.empty())) {
+            log_error("monitor: %s %s %s: no such cluster or node", to_string(request.kind),
+                      request.cluster.c_str(), request.node.c_str());
+            continue;
+        }
+        switch (request.kind) {
+            case RequestKind::Unfence:
+                if (node != nullptr) unfence(*cluster, *node, now);
+                break;
+            case RequestKind::Switchover:
+                switchover(*cluster, request.node, now);
+                break;
+            case RequestKind::Promote:
+                if (node != nullptr) external_promotion(*cluster, *node, now);
+                break;
+        }
+    }
 }
 
 void Monitor::Impl::take_pending() {
@@ -939,22 +661,100 @@ void Monitor::Impl::changed(bool urgent, int64_t now) {
     publish_pending = true;
 }
 
+namespace {
+
+ClusterStatus status_of(const ClusterState& cluster) {
+    ClusterStatus status;
+    status.name = cluster.config->name;
+    status.primary = cluster.primary;
+    status.epoch = cluster.epoch;
+    status.hold_writes = cluster.failover.switchover;
+    if (cluster.failover.state != FailoverState::Idle)
+        status.failover_state =
+            std::string(cluster.failover.switchover ? "switchover" : "promotion") + " to " +
+            cluster.failover.target + ": " + to_string(cluster.failover.state);
+    for (const std::unique_ptr<Node>& node : cluster.nodes) status.nodes.push_back(node->status);
+    return status;
+}
+
+}  // namespace
+
+std::vector<ClusterStatus> Monitor::Impl::statuses() const {
+    std::vector<ClusterStatus> out;
+    for (const ClusterState& cluster : clusters) out.push_back(status_of(cluster));
+    return out;
+}
+
 void Monitor::Impl::publish_if_due(int64_t now) {
     if (!publish_pending || now < publish_at_us) return;
     auto topology = std::make_shared<Topology>();
     topology->generation = ++generation;
-    for (const ClusterState& cluster : clusters) {
-        ClusterStatus status;
-        status.name = cluster.config->name;
-        status.primary = cluster.primary;
-        status.epoch = cluster.epoch;
-        for (const std::unique_ptr<Node>& node : cluster.nodes)
-            status.nodes.push_back(node->status);
-        topology->clusters.push_back(std::move(status));
-    }
+    topology->clusters = statuses();
+    if (peers != nullptr) peers->gate(*topology, now / 1000);
+    save_state();
     publish_pending = false;
     published_us = now;
     if (publish) publish(std::move(topology));
+}
+
+// state_file: the clusters this process sees for the first time start from what a previous
+// run left (their fences above all: a fenced old primary back and writable must not be taken
+// for one more primary after a restart).
+void Monitor::Impl::restore_saved(const std::vector<bool>& unseen) {
+    if (config->state_file.empty()) return;
+    std::vector<SavedCluster> file;
+    std::string reason;
+    if (!read_saved_state(config->state_file, file, reason)) {
+        log_error("state_file %s: %s; starting without it (fences made before are lost)",
+                  config->state_file.c_str(), reason.c_str());
+        return;
+    }
+    for (size_t i = 0; i < clusters.size(); ++i) {
+        if (!unseen[i]) continue;
+        for (const SavedCluster& cluster : file)
+            if (cluster.name == clusters[i].config->name)
+                restore(cluster, clusters[i], clusters[i].states());
+    }
+}
+
+// Writes state_file when what it keeps changed (an epoch, a primary, a fence).
+void Monitor::Impl::save_state() {
+    if (config->state_file.empty()) return;
+    std::vector<SavedCluster> now;
+    for (const ClusterState& cluster : clusters)
+        now.push_back(saved_of(cluster.config->name, cluster, cluster.states()));
+    if (now == saved) return;
+    std::string reason;
+    if (!write_saved_state(config->state_file, now, reason)) {
+        if (!save_failing)
+            log_error("state_file: cannot write it: %s; fences will not outlive a restart",
+                      reason.c_str());
+        save_failing = true;
+        return;
+    }
+    if (save_failing) log_info("state_file %s: written again", config->state_file.c_str());
+    save_failing = false;
+    saved = std::move(now);
+}
+
+// With [gossip]: the engine hears what the monitors see, runs its timers and sends; a changed
+// decision (an epoch, a primary, a lease won or lost) is published at once.
+void Monitor::Impl::advance_consensus(int64_t now) {
+    if (peers == nullptr) return;
+    if (cancels != nullptr) {
+        for (uint64_t request : cancels->take())
+            peers->forward_cancel(uint32_t(request >> 32), uint32_t(request), now / 1000);
+    }
+    if (peers->advance(statuses(), now / 1000)) changed(true, now);
+    for (const Promotion& promotion : peers->take_promotions()) {
+        log_info("cluster %s: the appliances chose %s as primary in epoch %llu; promoting it",
+                 promotion.cluster.c_str(), promotion.node.c_str(),
+                 static_cast<unsigned long long>(promotion.epoch));
+        ClusterState* cluster = find_cluster(clusters, promotion.cluster);
+        Node* node = cluster != nullptr ? node_named(*cluster, promotion.node) : nullptr;
+        if (node == nullptr || !external_promotion(*cluster, *node, now))
+            peers->promotion_failed(promotion, now / 1000);
+    }
 }
 
 // Starts the checks that are due, times out the late ones, and finishes the complete ones.
@@ -967,12 +767,13 @@ void Monitor::Impl::advance_checks(int64_t now) {
                 begin_check(*config, *cluster.config, *node, now);
             if (node->checking && now >= node->check_deadline_us)
                 time_out_check(*cluster.config, *node);
+            time_out_action(*node, now);
             if (!node->checking || !check_complete(*node)) continue;
             urgent = finish_check(cluster, *node, now) || urgent;
             finished = true;
         }
         if (!finished) continue;
-        urgent = derive(cluster) || urgent;
+        urgent = derive(*cluster.config, cluster, cluster.states()) || urgent;
         changed(urgent, now);
     }
 }
@@ -980,10 +781,18 @@ void Monitor::Impl::advance_checks(int64_t now) {
 int64_t Monitor::Impl::next_wakeup() const {
     int64_t wakeup = INT64_MAX;
     if (publish_pending) wakeup = publish_at_us;
+    int64_t gossip_ms = peers != nullptr ? peers->next_wakeup_ms() : INT64_MAX;
+    if (gossip_ms != INT64_MAX) wakeup = std::min(wakeup, gossip_ms * 1000);
     for (const ClusterState& cluster : clusters) {
-        for (const std::unique_ptr<Node>& node : cluster.nodes)
+        for (const std::unique_ptr<Node>& node : cluster.nodes) {
             wakeup =
                 std::min(wakeup, node->checking ? node->check_deadline_us : node->next_check_us);
+            if (node->action.busy()) wakeup = std::min(wakeup, node->action.deadline_us);
+        }
+        // A failover steps on its own deadlines (draining counts, catching up, promoting).
+        if (cluster.failover.state != FailoverState::Idle)
+            wakeup = std::min(
+                wakeup, std::min(cluster.failover.deadline_us, cluster.failover.next_count_us));
     }
     return wakeup;
 }
@@ -997,13 +806,19 @@ void Monitor::Impl::drain_wake() {
 // Sleeps in poll(2) until the nearest deadline or an event, and hands the events out.
 void Monitor::Impl::wait(int64_t now) {
     poll_fds.assign(1, pollfd{wake.get(), POLLIN, 0});
-    watches.assign(1, Watch{nullptr, -1});
+    watches.assign(1, Watch{nullptr, watch_sql});
+    // Entry 1 is the gossip socket, or fd -1 (poll(2) skips it) without [gossip].
+    poll_fds.push_back(pollfd{peers != nullptr ? peers->fd() : -1, POLLIN, 0});
+    watches.push_back(Watch{nullptr, watch_sql});
     for (ClusterState& cluster : clusters) {
         for (std::unique_ptr<Node>& node : cluster.nodes) {
-            short events = sql_events(*node);
-            if (events != 0) {
-                poll_fds.push_back(pollfd{PQsocket(node->connection.get()), events, 0});
-                watches.push_back(Watch{node.get(), -1});
+            if (short events = node->sql.events(); events != 0) {
+                poll_fds.push_back(pollfd{node->sql.socket(), events, 0});
+                watches.push_back(Watch{node.get(), watch_sql});
+            }
+            if (short events = node->action.conn.events(); events != 0) {
+                poll_fds.push_back(pollfd{node->action.conn.socket(), events, 0});
+                watches.push_back(Watch{node.get(), watch_action});
             }
             for (int probe = 0; probe < ProbeCount; ++probe) {
                 if (node->probes[probe].idle()) continue;
@@ -1021,12 +836,15 @@ void Monitor::Impl::wait(int64_t now) {
     int ready = ::poll(poll_fds.data(), poll_fds.size(), timeout_ms);
     if (ready <= 0) return;  // a timeout, or EINTR: the caller's loop looks again
     if ((poll_fds[0].revents & POLLIN) != 0) drain_wake();
-    for (size_t i = 1; i < poll_fds.size(); ++i) {
+    if ((poll_fds[1].revents & POLLIN) != 0 && peers != nullptr) peers->readable(now_us() / 1000);
+    for (size_t i = 2; i < poll_fds.size(); ++i) {
         if (poll_fds[i].revents == 0) continue;
         Watch watch = watches[i];
-        if (watch.probe < 0) {
+        if (watch.probe == watch_sql) {
             // An earlier entry cannot have closed it: each node has one SQL entry.
             advance_sql(*watch.node, poll_fds[i].revents);
+        } else if (watch.probe == watch_action) {
+            advance_action(*watch.node, poll_fds[i].revents);
         } else {
             watch.node->probes[watch.probe].advance(poll_fds[i].revents);
         }
@@ -1059,7 +877,10 @@ void Monitor::Impl::run_loop() {
         take_pending();
         int64_t now = now_us();
         check_suspects(now);
+        take_requests(now);
         advance_checks(now);
+        advance_failovers(now);
+        advance_consensus(now);
         publish_if_due(now);
         wait(now);
     }
@@ -1078,8 +899,8 @@ void Monitor::Impl::run() {
 
 // --- the public face ------------------------------------------------------------------------
 
-Monitor::Monitor(Publish publish, Suspects* suspects)
-    : impl_(std::make_unique<Impl>(std::move(publish), suspects)) {
+Monitor::Monitor(Publish publish, Links links)
+    : impl_(std::make_unique<Impl>(std::move(publish), links)) {
     if (!impl_->wake.valid()) log_warning("monitor: eventfd failed; stop() waits up to 100 ms");
 }
 
@@ -1097,6 +918,8 @@ void Monitor::start(std::shared_ptr<const config::Config> config) {
     impl_->stopping.store(false, std::memory_order_release);
     if (impl_->suspects != nullptr && impl_->wake.valid())
         impl_->suspects->attach(impl_->wake.get());
+    if (impl_->cancels != nullptr && impl_->wake.valid()) impl_->cancels->attach(impl_->wake.get());
+    if (impl_->wake.valid()) impl_->requests->attach(impl_->wake.get());
     try {
         impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
     } catch (const std::exception& error) {
@@ -1118,11 +941,53 @@ void Monitor::reconfigure(std::shared_ptr<const config::Config> config) {
 void Monitor::stop() {
     if (!impl_->thread.joinable()) return;
     if (impl_->suspects != nullptr) impl_->suspects->attach(-1);
+    if (impl_->cancels != nullptr) impl_->cancels->attach(-1);
+    impl_->requests->attach(-1);
     impl_->stopping.store(true, std::memory_order_release);
     uint64_t one = 1;
     ssize_t wrote = ::write(impl_->wake.get(), &one, sizeof one);
     (void)wrote;
     impl_->thread.join();
 }
+
+bool Monitor::promote(std::string_view cluster, std::string_view node) {
+    return impl_->requests->post(RequestKind::Promote, cluster, node);
+}
+
+void Monitor::decide_promotions(bool alone) {
+    impl_->decide_alone_flag.store(alone, std::memory_order_release);
+}
+
+// --- shared with failover.cc (monitor_state.h) ----------------------------------------------
+
+namespace monitor_detail {
+
+// libpq's messages end in a newline and may span lines ("\n\tIs the server running...").
+ConnectParameters connect_parameters(const config::Config& config, const config::Cluster& cluster,
+                                     const Node& node) {
+    ConnectParameters parameters;
+    const config::Endpoint& endpoint = node.config.endpoint;
+    parameters.add("host", endpoint.host);
+    if (!endpoint.is_unix()) {
+        std::string address = numeric_address(endpoint);
+        if (!address.empty()) parameters.add("hostaddr", address);
+    }
+    parameters.add("port", std::to_string(endpoint.port));
+    parameters.add("user", cluster.monitor_user);
+    std::string password = password_of(config, cluster);
+    if (!password.empty()) parameters.add("password", password);
+    parameters.add("dbname", cluster.monitor_dbname);
+    parameters.add("application_name", "pgplex monitor");
+    int64_t timeout_seconds = std::max<int64_t>(1, (cluster.check_timeout_ms + 999) / 1000);
+    parameters.add("connect_timeout", std::to_string(timeout_seconds));
+    // The node's server TLS settings, as pgplex's own connections to it use them (libpq's
+    // sslmode has the same names; verify-full checks `host`, the node's name as configured).
+    const config::ServerTls& server_tls =
+        node.config.server_tls ? *node.config.server_tls : *config.server_tls;
+    if (!endpoint.is_unix()) add_tls_parameters(parameters, server_tls);
+    return parameters;
+}
+
+}  // namespace monitor_detail
 
 }  // namespace pgplex::cluster

@@ -7,6 +7,7 @@
 // value and stores it; an unknown name is an error, never silently ignored.
 #include "pgplex/config/config.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -23,6 +24,7 @@
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -42,6 +44,8 @@ constexpr std::uintmax_t config_file_bytes_max = 1 << 20;
 constexpr std::uintmax_t auth_file_bytes_max = 64 << 20;
 // PgBouncer's default unix_socket_dir for servers, where Debian's PostgreSQL listens.
 constexpr std::string_view default_server_host = "/var/run/postgresql";
+
+}  // namespace
 
 // Reads a regular file whole, refusing more than bytes_max. On failure sets reason (without
 // the path).
@@ -74,8 +78,6 @@ bool read_whole_file(const std::string& path, std::uintmax_t bytes_max, std::str
         text.append(chunk, size_t(got));
     }
 }
-
-}  // namespace
 
 bool Loader::integer(int64_t min, int64_t max, int64_t& out) {
     const toml::value<int64_t>* value = node->as_integer();
@@ -228,8 +230,64 @@ bool set_listen(Loader& loader, Config& config) {
     return true;
 }
 
+// unix_socket_mode: octal digits as PgBouncer writes them ("0777", "0770"), or a TOML integer
+// (0o777).
+bool set_unix_socket_mode(Loader& loader, Config& config) {
+    if (const toml::value<std::string>* text = loader.node->as_string()) {
+        const std::string& digits = text->get();
+        int mode = 0;
+        bool octal = !digits.empty() && digits.size() <= 4;
+        for (char c : digits) {
+            octal = octal && c >= '0' && c <= '7';
+            mode = mode * 8 + (c - '0');
+        }
+        if (!octal || mode > 0777)
+            return loader.fail("must be an octal mode from \"0000\" to \"0777\"");
+        config.unix_socket_mode = mode;
+        return true;
+    }
+    return loader.integer_as(0, 0777, config.unix_socket_mode);
+}
+
+// unix_socket_dir: one Unix socket per port of a TCP listen address, unless listen names it.
+bool add_unix_sockets(Loader& loader, const toml::table& table, Config& config) {
+    if (config.unix_socket_dir.empty()) return true;
+    const toml::node& node = *table.get("unix_socket_dir");
+    if (config.unix_socket_dir[0] != '/')
+        return loader.fail_on(node, "unix_socket_dir must be an absolute directory");
+    std::vector<uint16_t> ports;
+    for (const Listen& listen : config.listen)
+        if (!listen.endpoint.is_unix() &&
+            std::find(ports.begin(), ports.end(), listen.endpoint.port) == ports.end())
+            ports.push_back(listen.endpoint.port);
+    for (uint16_t port : ports) {
+        Listen listen;
+        std::string reason;
+        if (!resolve_endpoint(config.unix_socket_dir, port, listen.endpoint, reason))
+            return loader.fail_on(node, "unix_socket_dir: " + reason);
+        bool given = std::any_of(
+            config.listen.begin(), config.listen.end(),
+            [&](const Listen& earlier) { return same_address(earlier.endpoint, listen.endpoint); });
+        if (!given) config.listen.push_back(std::move(listen));
+    }
+    return true;
+}
+
 constexpr Setting<Config> pgplex_settings[] = {
     {"listen", set_listen},
+    {"metrics_listen",
+     [](Loader& loader, Config& config) {
+         std::string reason;
+         if (!loader.string(config.metrics_listen)) return false;
+         if (config.metrics_listen.empty()) return true;
+         if (!parse_endpoint(config.metrics_listen, config.metrics_endpoint, reason))
+             return loader.fail("\"" + config.metrics_listen + "\": " + reason);
+         if (config.metrics_endpoint.is_unix()) return loader.fail("must be a TCP host:port");
+         return true;
+     }},
+    {"unix_socket_dir",
+     [](Loader& loader, Config& config) { return loader.string(config.unix_socket_dir); }},
+    {"unix_socket_mode", set_unix_socket_mode},
     {"workers",
      [](Loader& loader, Config& config) {
          return loader.integer_as(0, limits::workers_max, config.workers);
@@ -237,6 +295,22 @@ constexpr Setting<Config> pgplex_settings[] = {
     {"max_client_conn",
      [](Loader& loader, Config& config) {
          return loader.integer_as(1, 1'000'000, config.max_client_conn);
+     }},
+    {"max_db_connections",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, 1'000'000, config.max_db_connections);
+     }},
+    {"max_user_connections",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, 1'000'000, config.max_user_connections);
+     }},
+    {"max_db_client_connections",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, 1'000'000, config.max_db_client_connections);
+     }},
+    {"max_user_client_connections",
+     [](Loader& loader, Config& config) {
+         return loader.integer_as(0, 1'000'000, config.max_user_client_connections);
      }},
     {"pool_mode",
      [](Loader& loader, Config& config) { return loader.pool_mode(config.pool_mode); }},
@@ -265,6 +339,7 @@ constexpr Setting<Config> pgplex_settings[] = {
     {"auth_type",
      [](Loader& loader, Config& config) { return loader.auth_type(config.auth_type); }},
     {"auth_file", [](Loader& loader, Config& config) { return loader.string(config.auth_file); }},
+    {"state_file", [](Loader& loader, Config& config) { return loader.string(config.state_file); }},
     {"auth_hba_file",
      [](Loader& loader, Config& config) { return loader.string(config.auth_hba_file); }},
     {"auth_user", [](Loader& loader, Config& config) { return loader.string(config.auth_user); }},
@@ -281,6 +356,10 @@ constexpr Setting<Config> pgplex_settings[] = {
      [](Loader& loader, Config& config) { return loader.duration(config.server_lifetime_ms); }},
     {"query_wait_timeout",
      [](Loader& loader, Config& config) { return loader.duration(config.query_wait_timeout_ms); }},
+    {"failover_wait_timeout",
+     [](Loader& loader, Config& config) {
+         return loader.duration(config.failover_wait_timeout_ms);
+     }},
     {"client_login_timeout",
      [](Loader& loader, Config& config) {
          return loader.duration(config.client_login_timeout_ms);
@@ -319,6 +398,8 @@ constexpr Setting<Config> pgplex_settings[] = {
      }},
     {"admin_users",
      [](Loader& loader, Config& config) { return loader.string_list(config.admin_users); }},
+    {"stats_users",
+     [](Loader& loader, Config& config) { return loader.string_list(config.stats_users); }},
     {"client_tls_sslmode",
      [](Loader& loader, Config& config) {
          std::string mode;
@@ -409,6 +490,14 @@ constexpr Setting<AliasDraft> alias_settings[] = {
     {"reserve_pool_size",
      [](Loader& loader, AliasDraft& draft) {
          return loader.integer_as(0, 10'000, draft.alias.reserve_pool_size);
+     }},
+    {"max_db_connections",
+     [](Loader& loader, AliasDraft& draft) {
+         return loader.integer_as(0, 1'000'000, draft.alias.max_db_connections);
+     }},
+    {"max_db_client_connections",
+     [](Loader& loader, AliasDraft& draft) {
+         return loader.integer_as(0, 1'000'000, draft.alias.max_db_client_connections);
      }},
     {"pool_mode",
      [](Loader& loader, AliasDraft& draft) {
@@ -594,6 +683,14 @@ constexpr Setting<UserSettings> user_settings[] = {
          user.pool_mode_set = true;
          return loader.pool_mode(user.pool_mode);
      }},
+    {"max_user_connections",
+     [](Loader& loader, UserSettings& user) {
+         return loader.integer_as(0, 1'000'000, user.max_user_connections);
+     }},
+    {"max_user_client_connections",
+     [](Loader& loader, UserSettings& user) {
+         return loader.integer_as(0, 1'000'000, user.max_user_client_connections);
+     }},
 };
 
 bool parse_user(Loader& loader, std::string_view name, const toml::node& node, Config& config) {
@@ -628,6 +725,7 @@ bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
     if (!apply_settings(loader, *table, "pgplex", pgplex_settings, config, &server_tls))
         return false;
     if (config.listen.empty()) return loader.fail_on(*table, "listen is required in [pgplex]");
+    if (!add_unix_sockets(loader, *table, config)) return false;
     if (config.workers == 0) {
         unsigned cpus = std::thread::hardware_concurrency();
         config.workers = int(std::clamp(cpus, 1u, limits::workers_max));
@@ -639,13 +737,14 @@ bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
     if (!resolve_server_tls(loader, config, ServerTls{}, server_tls, "", config.server_tls))
         return false;
     if (!load_hba(loader, *table, config)) return false;
+    config.state_file = beside_config(config, config.state_file);
     return load_auth_file(loader, *table, config);
 }
 
 bool parse_root(Loader& loader, const toml::table& root, Config& config) {
     for (auto&& [key, node] : root) {
-        static constexpr std::string_view known[] = {"pgplex",   "databases", "users",
-                                                     "clusters", "rules",     "rewrites"};
+        static constexpr std::string_view known[] = {"pgplex", "databases", "users", "clusters",
+                                                     "rules",  "rewrites",  "gossip"};
         if (std::find(std::begin(known), std::end(known), key.str()) != std::end(known)) continue;
         std::string what = node.is_table() ? "unknown section [" + std::string(key.str()) + "]"
                                            : "unknown setting \"" + std::string(key.str()) +
@@ -665,7 +764,68 @@ bool parse_root(Loader& loader, const toml::table& root, Config& config) {
     if (rules != nullptr && !parse_rules(loader, *rules, config)) return false;
     const toml::node* rewrites = root.get("rewrites");
     if (rewrites != nullptr && !parse_rewrites(loader, *rewrites, config)) return false;
+    const toml::node* gossip = root.get("gossip");
+    if (gossip != nullptr && !parse_gossip(loader, *gossip, config)) return false;
     return check_routing(loader, root, config);
+}
+
+// SET's overrides, laid over the file at each load (the control thread's reload). The
+// console writes them on a worker; the lock is never taken on the data path.
+std::mutex overrides_mutex;
+std::vector<std::pair<std::string, std::string>> overrides;
+
+// The settings SET may change: those a reload applies to running pools and clients.
+constexpr std::string_view live_settings[] = {
+    "default_pool_size",
+    "min_pool_size",
+    "reserve_pool_size",
+    "reserve_pool_timeout",
+    "max_client_conn",
+    "query_wait_timeout",
+    "server_idle_timeout",
+    "server_lifetime",
+    "server_connect_timeout",
+    "client_login_timeout",
+    "client_stall_timeout",
+    "failover_wait_timeout",
+    "log_connections",
+    "log_disconnections",
+    "server_reset_query",
+    "auth_failure_delay",
+    "auth_failure_limit",
+    "auth_cache_ttl",
+    "log_level",
+    "max_db_connections",
+    "max_user_connections",
+    "max_db_client_connections",
+    "max_user_client_connections",
+};
+
+// `key = value` as a one-line TOML table; a bare word that is not TOML (SET pool_mode =
+// transaction, as PgBouncer takes it) is read as a string.
+toml::table override_table(std::string_view key, std::string_view value) {
+    const std::string source = "SET";
+    std::string line = std::string(key) + " = " + std::string(value);
+    try {
+        return toml::parse(line, source);
+    } catch (const toml::parse_error&) {
+        std::string quoted = std::string(key) + " = '" + std::string(value) + "'";
+        return toml::parse(quoted, source);
+    }
+}
+
+void apply_overrides(toml::table& root) {
+    std::lock_guard<std::mutex> guard(overrides_mutex);
+    toml::table* pgplex = root["pgplex"].as_table();
+    for (const auto& [key, value] : overrides) {
+        if (pgplex == nullptr) break;
+        toml::table line = override_table(key, value);
+        for (auto&& [name, node] : line) {
+            // A structured binding is not captured by a lambda before C++20 in clang 14.
+            std::string_view setting = name.str();
+            node.visit([&](auto&& concrete) { pgplex->insert_or_assign(setting, concrete); });
+        }
+    }
 }
 
 LoadResult load_unguarded(const std::string& path) {
@@ -685,6 +845,7 @@ LoadResult load_unguarded(const std::string& path) {
         result.error = loader.error;
         return result;
     }
+    apply_overrides(root);
     auto config = std::make_shared<Config>();
     config->path = path;
     if (!parse_root(loader, root, *config)) {
@@ -782,6 +943,25 @@ std::string Endpoint::to_string() const {
     return host + ":" + port_text;
 }
 
+std::string numeric_address(const sockaddr_storage& address) {
+    char text[INET6_ADDRSTRLEN] = {};
+    if (address.ss_family == AF_INET) {
+        const auto& in = reinterpret_cast<const sockaddr_in&>(address);
+        inet_ntop(AF_INET, &in.sin_addr, text, sizeof text);
+        return std::string(text) + ":" + std::to_string(ntohs(in.sin_port));
+    }
+    if (address.ss_family == AF_INET6) {
+        const auto& in6 = reinterpret_cast<const sockaddr_in6&>(address);
+        inet_ntop(AF_INET6, &in6.sin6_addr, text, sizeof text);
+        return "[" + std::string(text) + "]:" + std::to_string(ntohs(in6.sin6_port));
+    }
+    return std::string();
+}
+
+std::string Endpoint::numeric() const {
+    return is_unix() ? to_string() : numeric_address(address);
+}
+
 const char* to_string(Dest dest) {
     return dest == Dest::Direct ? "direct" : "pool";
 }
@@ -810,11 +990,68 @@ const Node* Cluster::find_node(std::string_view node_name) const {
     return nullptr;
 }
 
+int Config::max_db_connections_of(std::string_view database) const {
+    const Alias* alias = find_alias(database);
+    return alias != nullptr && alias->max_db_connections >= 0 ? alias->max_db_connections
+                                                              : max_db_connections;
+}
+
+int Config::max_db_client_connections_of(std::string_view database) const {
+    const Alias* alias = find_alias(database);
+    return alias != nullptr && alias->max_db_client_connections >= 0
+               ? alias->max_db_client_connections
+               : max_db_client_connections;
+}
+
+int Config::max_user_connections_of(const std::string& user) const {
+    auto found = user_settings.find(user);
+    return found != user_settings.end() && found->second.max_user_connections >= 0
+               ? found->second.max_user_connections
+               : max_user_connections;
+}
+
+int Config::max_user_client_connections_of(const std::string& user) const {
+    auto found = user_settings.find(user);
+    return found != user_settings.end() && found->second.max_user_client_connections >= 0
+               ? found->second.max_user_client_connections
+               : max_user_client_connections;
+}
+
 const Alias* Config::find_alias(std::string_view name) const {
     for (const Alias& alias : aliases) {
         if (alias.name == name) return &alias;
     }
     return fallback.get();
+}
+
+bool check_override(std::string_view key, std::string_view value, std::string& reason) {
+    if (std::find(std::begin(live_settings), std::end(live_settings), key) ==
+        std::end(live_settings)) {
+        reason = "SET " + std::string(key) + ": not a setting pgplex changes live";
+        return false;
+    }
+    try {
+        toml::table table = override_table(key, value);
+        Loader loader{"SET", {}, {}, nullptr};
+        Config scratch;
+        if (apply_settings(loader, table, "pgplex", pgplex_settings, scratch)) return true;
+        reason = loader.error;
+    } catch (const toml::parse_error& error) {
+        reason = "SET: " + std::string(error.description());
+    }
+    return false;
+}
+
+void set_override(std::string_view key, std::string_view value) {
+    std::lock_guard<std::mutex> guard(overrides_mutex);
+    auto same = [key](const auto& override) { return override.first == key; };
+    overrides.erase(std::remove_if(overrides.begin(), overrides.end(), same), overrides.end());
+    overrides.emplace_back(std::string(key), std::string(value));
+}
+
+void clear_overrides() {
+    std::lock_guard<std::mutex> guard(overrides_mutex);
+    overrides.clear();
 }
 
 LoadResult load(const std::string& path) {

@@ -6,8 +6,8 @@
 #include <pcre2.h>
 
 #include "pgplex/base/limits.h"
-#include "pgplex/cluster/topology.h"
 #include "pgplex/config/loader.h"
+#include "pgplex/config/selector.h"
 
 namespace pgplex::config {
 
@@ -43,6 +43,28 @@ bool set_nodes(Loader& loader, ClusterDraft& draft) {
     return true;
 }
 
+bool set_failover(Loader& loader, ClusterDraft& draft) {
+    std::string mode;
+    if (!loader.one_of({"follow", "promote"}, mode)) return false;
+    draft.cluster.failover = mode == "promote" ? Failover::Promote : Failover::Follow;
+    return true;
+}
+
+// A size ("1MB", "0B") or a plain number of bytes; a duration means nothing here: the choice
+// compares WAL positions, not times.
+bool set_max_failover_lag(Loader& loader, ClusterDraft& draft) {
+    if (loader.node->is_integer())
+        return loader.integer(0, INT64_MAX, draft.cluster.max_failover_lag_bytes);
+    int64_t ms = -1;
+    int64_t bytes = -1;
+    if (!loader.lag(ms, bytes) || bytes < 0) {
+        loader.error.clear();
+        return loader.fail("must be a size in bytes (\"0B\", \"512kB\", \"1MB\")");
+    }
+    draft.cluster.max_failover_lag_bytes = bytes;
+    return true;
+}
+
 constexpr Setting<ClusterDraft> cluster_settings[] = {
     {"nodes", set_nodes},
     {"monitor_user", [](Loader& l, ClusterDraft& d) { return l.string(d.cluster.monitor_user); }},
@@ -75,6 +97,15 @@ constexpr Setting<ClusterDraft> cluster_settings[] = {
      }},
     {"patroni_port",
      [](Loader& l, ClusterDraft& d) { return l.integer_as(1, 65535, d.cluster.patroni_port); }},
+    {"failover", set_failover},
+    {"max_failover_lag", set_max_failover_lag},
+    {"switchover_timeout",
+     [](Loader& l, ClusterDraft& d) {
+         return l.duration(d.cluster.switchover_timeout_ms) &&
+                (d.cluster.switchover_timeout_ms > 0 || l.fail("must be more than zero"));
+     }},
+    {"failover_wait_timeout",
+     [](Loader& l, ClusterDraft& d) { return l.duration(d.cluster.failover_wait_timeout_ms); }},
     {"node_options",
      [](Loader& l, ClusterDraft& d) {
          d.node_options = l.node;
@@ -91,6 +122,8 @@ constexpr Setting<NodeOptions> node_settings[] = {
     {"offline", [](Loader& l, NodeOptions& o) { return l.boolean(o.offline); }},
     {"offline_query", [](Loader& l, NodeOptions& o) { return l.boolean(o.offline_query); }},
     {"weight", [](Loader& l, NodeOptions& o) { return l.integer_as(0, 256, o.weight); }},
+    {"max_db_connections",
+     [](Loader& l, NodeOptions& o) { return l.integer_as(0, 1'000'000, o.max_db_connections); }},
 };
 
 // A service while its table is read.
@@ -161,13 +194,14 @@ constexpr Setting<ServiceDraft> service_settings[] = {
 
 bool check_selector(Loader& loader, uint32_t line, const std::string& what,
                     const std::string& text) {
-    cluster::Selector selector;
+    Selector selector;
     std::string reason;
-    if (cluster::Selector::compile(text, selector, reason)) return true;
+    if (Selector::compile(text, selector, reason)) return true;
     return loader.fail_at(line, what + " \"" + text + "\": " + reason);
 }
 
-// The addresses a service binds: its host, or every TCP host of [pgplex] listen.
+// The addresses a service binds: its host, or every TCP host of [pgplex] listen and then its
+// port in unix_socket_dir.
 bool service_listen(Loader& loader, const Config& config, ServiceDraft& draft) {
     Service& service = draft.service;
     std::string what = "service " + service.cluster + "." + service.name;
@@ -190,6 +224,11 @@ bool service_listen(Loader& loader, const Config& config, ServiceDraft& draft) {
     if (service.listen.empty())
         return loader.fail_at(service.line,
                               what + " needs a host: [pgplex] listen has no TCP address");
+    if (config.unix_socket_dir.empty()) return true;
+    Endpoint local;
+    if (!resolve_endpoint(config.unix_socket_dir, port, local, reason))
+        return loader.fail_at(service.line, what + ": unix_socket_dir: " + reason);
+    service.listen.push_back(std::move(local));
     return true;
 }
 
@@ -312,6 +351,11 @@ bool parse_cluster(Loader& loader, Config& config, std::string_view name, const 
         return loader.fail_on(*table, "[" + section +
                                           "]: inter, fastinter and downinter must "
                                           "be more than zero");
+    // Patroni holds the leader lock: a promotion behind its back would give two primaries.
+    if (cluster.failover == Failover::Promote && cluster.patroni_port != 0)
+        return loader.fail_on(*table, "[" + section +
+                                          "]: failover = \"promote\" cannot be used with "
+                                          "patroni_port: Patroni promotes, pgplex follows");
     if (draft.node_options != nullptr && !parse_node_options(loader, draft)) return false;
     if (!resolve_cluster_tls(loader, config, draft)) return false;
     if (draft.services != nullptr) {
@@ -463,6 +507,16 @@ bool check_routing(Loader& loader, const toml::table&, Config& config) {
                                   "rule node \"" + rule.node + "\" is in no cluster's nodes");
     }
     return check_addresses(loader, config);
+}
+
+const char* to_string(Failover failover) {
+    switch (failover) {
+        case Failover::Follow:
+            return "follow";
+        case Failover::Promote:
+            return "promote";
+    }
+    return "follow";
 }
 
 }  // namespace pgplex::config

@@ -3,6 +3,7 @@
 
 #include "pgplex/base/assert.h"
 
+#include <sys/socket.h>
 #include <unistd.h>
 
 namespace pgplex::io {
@@ -156,11 +157,18 @@ void Loop::ask_addresses(Conn& conn, Op op, uint32_t slot) {
     ++conn.inflight;
 }
 
-bool Loop::read_addresses(int fd, sockaddr_storage& peer, sockaddr_storage& local) {
+bool Loop::read_addresses(int fd, sockaddr_storage& peer, sockaddr_storage& local,
+                          uint32_t& peer_uid) {
     socklen_t peer_size = sizeof peer;
     socklen_t local_size = sizeof local;
     bool ok = getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_size) == 0 &&
               getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_size) == 0;
+    peer_uid = uid_unknown;
+    ucred credentials{};
+    socklen_t credentials_size = sizeof credentials;
+    if (ok && peer.ss_family == AF_UNIX &&
+        getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &credentials_size) == 0)
+        peer_uid = credentials.uid;
     ::close(fd);
     return ok;
 }

@@ -15,7 +15,23 @@ void hash_field(XXH3_state_t* state, std::string_view text) {
     XXH3_64bits_update(state, text.data(), text.size());
 }
 
+std::string database_of(const Target& target) {
+    return target.database.empty() ? target.alias : target.database;
+}
+
 }  // namespace
+
+std::unique_ptr<Pool> PoolTable::make_pool(uint64_t key, const Target& target) {
+    auto pool = std::make_unique<Pool>();
+    pool->key = key;
+    pool->target = target;
+    // A full budget table leaves the pool uncounted there, never without servers.
+    pool->database_budget = budgets.find_or_create(BudgetKind::Database, database_of(target));
+    pool->user_budget = budgets.find_or_create(BudgetKind::User, target.user);
+    if (!target.endpoint.host.empty())
+        pool->node_budget = budgets.find_or_create(BudgetKind::Node, target.endpoint.to_string());
+    return pool;
+}
 
 uint64_t target_key(const Target& target) {
     XXH3_state_t* state = XXH3_createState();
@@ -24,6 +40,7 @@ uint64_t target_key(const Target& target) {
     uint16_t port = target.endpoint.port;
     XXH3_64bits_update(state, &port, sizeof port);
     hash_field(state, target.dbname);
+    hash_field(state, target.database);
     hash_field(state, target.user);
     hash_field(state, target.password);
     for (const auto& [name, value] : target.startup_parameters) {
@@ -57,11 +74,49 @@ void Pool::set_size_limit(int limit) {
     }
 }
 
+void Pool::set_budget_limits(const config::Config& config) {
+    if (database_budget != nullptr)
+        database_budget->servers.set_limit(
+            limit_of(config.max_db_connections_of(database_budget->name)));
+    if (user_budget != nullptr)
+        user_budget->servers.set_limit(limit_of(config.max_user_connections_of(target.user)));
+}
+
+bool Pool::over_budget() const {
+    for (const Budget* budget : {database_budget, user_budget, node_budget}) {
+        if (budget == nullptr) continue;
+        int limit = budget->servers.limit();
+        if (limit != no_limit && budget->servers.count() > limit) return true;
+    }
+    return false;
+}
+
+// The pool's place first, then its budgets': a place the budgets refuse is given back at
+// once, so a pool's servers never count in a budget they were not granted by.
+bool Pool::take_budgets() {
+    Budget* budgets[] = {database_budget, user_budget, node_budget};
+    for (size_t i = 0; i < std::size(budgets); ++i) {
+        if (budgets[i] == nullptr || budgets[i]->servers.try_take()) continue;
+        while (i-- > 0)
+            if (budgets[i] != nullptr) budgets[i]->servers.give_back();
+        return false;
+    }
+    return true;
+}
+
+void Pool::give_back_budgets() {
+    for (Budget* budget : {database_budget, user_budget, node_budget})
+        if (budget != nullptr) budget->servers.give_back();
+}
+
 bool Pool::try_reserve_server() {
     uint64_t word = places_.load(std::memory_order_acquire);
     // servers < size_limit <= INT_MAX, so the increment never carries into the limit.
     while (uint32_t(word) < uint32_t(word >> 32)) {
-        if (places_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) return true;
+        if (!places_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) continue;
+        if (take_budgets()) return true;
+        places_.fetch_sub(1, std::memory_order_acq_rel);
+        return false;
     }
     return false;
 }
@@ -69,7 +124,10 @@ bool Pool::try_reserve_server() {
 bool Pool::try_reserve_below(int limit) {
     uint64_t word = places_.load(std::memory_order_acquire);
     while (int64_t(uint32_t(word)) < limit && uint32_t(word) < uint32_t(word >> 32)) {
-        if (places_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) return true;
+        if (!places_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) continue;
+        if (take_budgets()) return true;
+        places_.fetch_sub(1, std::memory_order_acq_rel);
+        return false;
     }
     return false;
 }
@@ -78,7 +136,10 @@ bool Pool::try_reserve_extra() {
     uint64_t word = places_.load(std::memory_order_acquire);
     int64_t extra = reserve_limit.load(std::memory_order_acquire);
     while (int64_t(uint32_t(word)) < int64_t(word >> 32) + extra) {
-        if (places_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) return true;
+        if (!places_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) continue;
+        if (take_budgets()) return true;
+        places_.fetch_sub(1, std::memory_order_acq_rel);
+        return false;
     }
     return false;
 }
@@ -86,7 +147,9 @@ bool Pool::try_reserve_extra() {
 bool Pool::try_release_above(int floor) {
     uint64_t word = places_.load(std::memory_order_acquire);
     while (int64_t(uint32_t(word)) > int64_t(floor)) {
-        if (places_.compare_exchange_weak(word, word - 1, std::memory_order_acq_rel)) return true;
+        if (!places_.compare_exchange_weak(word, word - 1, std::memory_order_acq_rel)) continue;
+        give_back_budgets();
+        return true;
     }
     return false;
 }
@@ -94,6 +157,7 @@ bool Pool::try_release_above(int floor) {
 void Pool::release_server() {
     uint64_t before = places_.fetch_sub(1, std::memory_order_acq_rel);
     PGPLEX_ASSERT(uint32_t(before) > 0);
+    give_back_budgets();
 }
 
 void Pool::mark_waiter_worker(uint32_t worker) {
@@ -129,8 +193,9 @@ void Pool::publish_scram_keys(const tls::scram::Key& client_key,
     writing.store(false, std::memory_order_release);
 }
 
+// Each pool names at most three budgets.
 PoolTable::PoolTable(uint32_t capacity)
-    : capacity_(capacity), slots_(new std::atomic<Pool*>[capacity]) {
+    : budgets(capacity * 4), capacity_(capacity), slots_(new std::atomic<Pool*>[capacity]) {
     PGPLEX_ASSERT(capacity > 0 && (capacity & (capacity - 1)) == 0);
     for (uint32_t i = 0; i < capacity; ++i) slots_[i].store(nullptr, std::memory_order_relaxed);
 }
@@ -148,11 +213,7 @@ Pool* PoolTable::find_or_create(const Target& target) {
         std::atomic<Pool*>& slot = slots_[index];
         Pool* existing = slot.load(std::memory_order_acquire);
         if (existing == nullptr) {
-            if (!fresh) {
-                fresh = std::make_unique<Pool>();
-                fresh->key = key;
-                fresh->target = target;
-            }
+            if (!fresh) fresh = make_pool(key, target);
             // The id is the slot, set before the pool is visible: a lost race costs no id.
             fresh->id = index;
             if (slot.compare_exchange_strong(existing, fresh.get(), std::memory_order_acq_rel)) {
@@ -163,6 +224,27 @@ Pool* PoolTable::find_or_create(const Target& target) {
         if (existing->key == key) return existing;
     }
     return nullptr;
+}
+
+StatValues Pool::read(const std::array<std::atomic<uint64_t>, stat_count>& values) const {
+    StatValues out{};
+    for (size_t i = 0; i < stat_count; ++i) out[i] = values[i].load(std::memory_order_relaxed);
+    return out;
+}
+
+void PoolTable::roll_stats(int64_t now_ms) {
+    for (uint32_t id = 0; id < capacity_; ++id) {
+        Pool* pool = by_id(id);
+        if (pool == nullptr) continue;
+        for (size_t i = 0; i < stat_count; ++i) {
+            pool->stats_older[i].store(pool->stats_newer[i].load(std::memory_order_relaxed),
+                                       std::memory_order_relaxed);
+            pool->stats_newer[i].store(pool->stats[i].load(std::memory_order_relaxed),
+                                       std::memory_order_relaxed);
+        }
+    }
+    older_stamp_ms.store(newer_stamp_ms.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    newer_stamp_ms.store(now_ms, std::memory_order_relaxed);
 }
 
 }  // namespace pgplex::pool

@@ -538,4 +538,14 @@ std::vector<Setting> effective(const std::vector<Setting>& startup,
     return out;
 }
 
+const std::string& session_check_sql() {
+    static const std::string sql =
+        std::string(settings_check_sql) + " UNION ALL SELECT '" +
+        std::string(protocol_statement_row) +
+        "', name FROM pg_catalog.pg_prepared_statements WHERE NOT from_sql UNION ALL SELECT '" +
+        std::string(listen_row) + "', pg_catalog.pg_listening_channels() UNION ALL SELECT '" +
+        std::string(session_state_row) + "', (" + session_state_check_sql + ")::pg_catalog.text";
+    return sql;
+}
+
 }  // namespace pgplex::pool

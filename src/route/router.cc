@@ -33,6 +33,27 @@ cluster::ServiceRule compile_rule(std::string_view selector, std::string_view ba
     return rule;
 }
 
+// Whether every node the rule can select, members or backups, is a primary: its requests
+// have nowhere to go while the cluster has no primary (or a switchover holds writes), and
+// wait for one (failover_wait_timeout). Decided once per rule, over every set of facts a
+// node can have.
+bool selects_only_primary(const cluster::ServiceRule& rule) {
+    bool primary = false;
+    for (uint32_t bits = 0; bits < 32; ++bits) {
+        config::SelectorFacts facts;
+        facts.primary = (bits & 1) != 0;
+        facts.replica = !facts.primary;
+        facts.offline = (bits & 2) != 0;
+        facts.offline_query = (bits & 4) != 0;
+        facts.sync = !facts.primary && (bits & 8) != 0;
+        facts.delayed = !facts.primary && (bits & 16) != 0;
+        bool selected = rule.selector.matches(facts) || rule.backup.matches(facts);
+        if (selected && facts.replica) return false;
+        primary = primary || selected;
+    }
+    return primary;
+}
+
 bool is_read_target(Target target) {
     return target != Target::Primary && target != Target::Node && target != Target::None;
 }
@@ -65,11 +86,13 @@ struct ServiceEntry {
     std::string name;
     cluster::ServiceRule rule;
     const config::Service* service;  // lives as long as the config the Router was made from
+    bool only_primary = false;       // selects_only_primary(rule)
 };
 
 struct Router::Compiled {
     std::unique_ptr<Rules> rules;
     cluster::ServiceRule targets[std::size(routed_targets)];
+    bool target_only_primary[std::size(routed_targets)] = {};
     std::vector<ServiceEntry> services;
 
     const cluster::ServiceRule* target_rule(Target target) const {
@@ -95,12 +118,25 @@ Router::Router(const config::Config& config)
         const config::KnownService* known = config::known_service(to_string(routed_targets[i]));
         PGPLEX_ASSERT(known != nullptr);
         compiled_->targets[i] = compile_rule(known->selector, known->backup);
+        compiled_->target_only_primary[i] = selects_only_primary(compiled_->targets[i]);
     }
     for (const config::Cluster& cluster : config.clusters)
-        for (const config::Service& service : cluster.services)
-            compiled_->services.push_back({cluster.name, service.name,
-                                           compile_rule(service.selector, service.backup),
-                                           &service});
+        for (const config::Service& service : cluster.services) {
+            cluster::ServiceRule rule = compile_rule(service.selector, service.backup);
+            bool only_primary = selects_only_primary(rule);
+            compiled_->services.push_back(
+                {cluster.name, service.name, std::move(rule), &service, only_primary});
+        }
+}
+
+bool Router::needs_primary(const Routing& routing, const Request& request) const {
+    if (!routing.service.empty()) {
+        const ServiceEntry* entry = compiled_->service(routing.cluster, routing.service);
+        return entry != nullptr && entry->only_primary;
+    }
+    for (size_t i = 0; i < std::size(routed_targets); ++i)
+        if (routed_targets[i] == request.target) return compiled_->target_only_primary[i];
+    return false;
 }
 
 Router::~Router() = default;
@@ -170,7 +206,10 @@ Reading Router::read(const Routing& routing, const std::string& user, const std:
     if (compiled_->rules && !compiled_->rules->empty()) {
         std::string_view application = routing.application_name;
         RuleMatch match = compiled_->rules->match(text, Who{user, database, application});
-        if (match.route != Target::None && decide(match.route, !is_read_target(match.route))) {
+        // A statement the classifier proves a read writes nothing wherever a rule sends it:
+        // it leaves no commit for read your writes to wait for.
+        bool may_write = !is_read_target(match.route) && kind != StatementClass::Read;
+        if (match.route != Target::None && decide(match.route, may_write)) {
             request.node = std::string(match.node);
             return out;
         }
@@ -222,12 +261,26 @@ double load_score(const cluster::NodeStatus& node, const Candidate& candidate) {
 
 }  // namespace
 
+namespace {
+
+// With [gossip], the primary takes nothing once this appliance's lease has run out, whatever
+// the snapshot says: the request waits for a snapshot that renews the lease or names the next
+// primary.
+bool lease_allows(const cluster::ClusterStatus& cluster, int chosen, base::Milliseconds now) {
+    return chosen < 0 || chosen != cluster.primary || now < cluster.writable_until_ms;
+}
+
+}  // namespace
+
 int Router::choose(const Routing& routing, const Request& request,
                    const cluster::ClusterStatus& cluster, const config::Config& config,
                    NodeLoads& loads, base::Milliseconds now) {
+    if (!cluster.readable) return -1;  // cut off from the majority, minority_reads = false
     if (request.target == Target::Node) {
         for (size_t i = 0; i < cluster.nodes.size(); ++i)
-            if (cluster.nodes[i].name == request.node && cluster.nodes[i].healthy) return int(i);
+            if (cluster.nodes[i].name == request.node && cluster.nodes[i].healthy &&
+                !cluster.nodes[i].fenced)
+                return lease_allows(cluster, int(i), now) ? int(i) : -1;
         return -1;
     }
     const config::Cluster* settings = config.find_cluster(routing.cluster);
@@ -255,16 +308,16 @@ int Router::choose(const Routing& routing, const Request& request,
         limits.max_lag_bytes = -1;
     }
     cluster::Carriers carriers = cluster::carriers(*rule, cluster, limits);
-    int chosen = balance(routing, carriers, cluster, service, loads, now);
+    int chosen = balance(routing, carriers, cluster, service, loads, now, request.takes_turn);
     // Read your writes: when no node of the route has replayed the client's last commit
     // yet, the primary has it.
-    if (chosen < 0 && limits.min_replay_lsn > 0 && cluster.primary >= 0) return cluster.primary;
-    return chosen;
+    if (chosen < 0 && limits.min_replay_lsn > 0 && cluster.primary >= 0) chosen = cluster.primary;
+    return lease_allows(cluster, chosen, now) ? chosen : -1;
 }
 
 int Router::balance(const Routing& routing, const cluster::Carriers& carriers,
                     const cluster::ClusterStatus& cluster, const config::Service* service,
-                    NodeLoads& loads, base::Milliseconds now) {
+                    NodeLoads& loads, base::Milliseconds now, bool takes_turn) {
     Candidate list[64];
     size_t count = 0;
     bool any_slots = false;
@@ -297,7 +350,8 @@ int Router::balance(const Routing& routing, const cluster::Carriers& carriers,
     }
     bool equal = true;
     for (size_t i = 1; i < count; ++i) equal &= list[i].weight == list[0].weight;
-    if (how == config::Balance::RoundRobin && equal) return list[turn_++ % count].node;
+    if (how == config::Balance::RoundRobin && equal)
+        return list[(takes_turn ? turn_++ : turn_) % count].node;
     double total = 0;
     for (size_t i = 0; i < count; ++i) {
         if (how == config::Balance::Load)

@@ -109,6 +109,10 @@ const char* to_string(CloseReason reason) {
             return "handed over to another worker";
         case CloseReason::Direct:
             return "its client left (dest = \"direct\")";
+        case CloseReason::Killed:
+            return "KILL";
+        case CloseReason::Reconnect:
+            return "RECONNECT";
     }
     return "unknown";
 }

@@ -67,6 +67,9 @@ void settle(worker::Worker& worker, Server& server, bool ok) {
         }
         worker.statements.unref(head.statement);
     }
+    if (head.session_record && server.client != io::nil)
+        client::follow_statement(worker.client(server.client), head.expect == Expect::Parse,
+                                 head.text, ok);
     if (head.retry && server.replay_record == ReplayRecord::Complete) {
         server.replay_record = ReplayRecord::Off;  // answered: nothing to send again
         server.replay.clear();

@@ -61,11 +61,12 @@ void ask_for_handoff(worker::Worker& worker, pool::Pool& pool, uint32_t target) 
 // Whether a server a client left can be brought back to a clean state: nothing of the
 // client's is still running or half sent. An open transaction is fine: it is rolled back,
 // as PostgreSQL does when a client disconnects.
-bool reusable(const Server& server) {
-    return server.pending_syncs == 0 && !server.unsynced && server.expected.empty() &&
-           server.cancels_in_flight == 0 && !server.cancel_unsure && !server.skipping &&
-           !server.conn.eof && !server.conn.closing && server.conn.held_in.empty() &&
-           server.conn.frame.between_messages();
+// `own_query`: pgplex's own check of the session is the one reply still to come.
+bool reusable(const Server& server, bool own_query = false) {
+    return server.pending_syncs == (own_query ? 1 : 0) && !server.unsynced &&
+           server.expected.empty() && server.cancels_in_flight == 0 && !server.cancel_unsure &&
+           !server.skipping && !server.conn.eof && !server.conn.closing &&
+           server.conn.held_in.empty() && server.conn.frame.between_messages();
 }
 
 // The server's SQL-level prepared statements to drop or prepare for the client's.
@@ -97,7 +98,12 @@ bool sync_session(worker::Worker& worker, Server& server, const client::Session&
     bool prepared_differ = server.sql_prepared_unknown ||
                            session.sql_prepared.size() != server.sql_prepared.size() ||
                            !pool::prepared_sync(session.sql_prepared, server.sql_prepared).empty();
-    if (pool::in_sync(startup, settings, applied, reported) && !prepared_differ) return false;
+    // Session pooling: a server linked to the session holds none of its protocol-level
+    // statements and channels (a new session's, or the next after its server failed).
+    bool follows = session.mode == config::PoolMode::Session &&
+                   (!session.parses.empty() || !session.channels.empty());
+    if (pool::in_sync(startup, settings, applied, reported) && !prepared_differ && !follows)
+        return false;
     std::vector<pool::Setting> wanted = pool::effective(startup, settings);
     pool::SettingsSync sync = pool::settings_sync(wanted, applied, reported);
     server.sync_settings = !sync.sql.empty();
@@ -115,6 +121,11 @@ bool sync_session(worker::Worker& worker, Server& server, const client::Session&
     }
     server.applied = std::make_shared<const std::vector<pool::Setting>>(std::move(sync.applied));
     server.sql_prepared = session.sql_prepared;
+    if (follows) {
+        for (const auto& [name, body] : session.parses) send_parse(worker, server, body);
+        for (const std::string& channel : session.channels)
+            send_query(worker, server, "LISTEN " + pool::quote_identifier(channel));
+    }
     return true;
 }
 
@@ -204,6 +215,61 @@ std::string error_message(const std::vector<uint8_t>& error) {
 // this one in an aborted block: pgplex's BEGIN, then a statement that fails, their replies
 // read by pgplex. PostgreSQL then answers the client's statements 25P02 and its ROLLBACK
 // (or COMMIT) as it would have on the dead server. True: under way (Syncing).
+// Session pooling: the rows only its check has (session_check_sql) are taken out of
+// `checked`: the protocol-level statements it no longer holds are dropped from the record,
+// its channels are the ones read, and a session holding what no other server can be given
+// (or whose check failed: a statement_timeout of 1 ms, say) is no longer moved should its
+// server fail. The server stays the client's either way.
+void session_checked(const Server& server, client::Client& client,
+                     std::vector<pool::Setting>& checked, bool error) {
+    client::Session& session = *client.session;
+    session.state_unread = false;
+    session.pin_suspect = false;
+    std::vector<std::string> names;
+    std::vector<std::string> channels;
+    bool holds = error;
+    std::erase_if(checked, [&](const pool::Setting& row) {
+        if (row.name == pool::protocol_statement_row)
+            names.push_back(row.value);
+        else if (row.name == pool::listen_row)
+            channels.push_back(row.value);
+        else if (row.name == pool::session_state_row)
+            holds |= row.value != "0";
+        else
+            return false;
+        return true;
+    });
+    std::erase_if(session.parses, [&](const std::pair<std::string, std::string>& kept) {
+        bool gone = std::find(names.begin(), names.end(), kept.first) == names.end();
+        if (gone) session.parse_bytes -= kept.second.size();
+        return gone;
+    });
+    session.channels = std::move(channels);
+    bool was = session.unmovable || session.state_on_server;
+    session.unmovable = holds;
+    if (error) session.state_on_server = true;
+    if (holds && !was) {
+        log_info(
+            "server %s: client slot %u holds session state no other server can be given (%s); "
+            "it is closed should this server fail while it does",
+            server.pool->target.endpoint.to_string().c_str(), server.client,
+            error ? "the check of its session failed"
+                  : "a temporary table, an advisory lock or a WITH HOLD cursor");
+    }
+}
+
+// Reads what the client's transaction left of its session (session_state.h) before the
+// client goes on: its next messages wait meanwhile (settings_checked).
+void start_settings_check(worker::Worker& worker, Server& server, client::Client& client,
+                          std::string_view sql) {
+    set_state(worker, server, ServerState::Syncing);
+    server.reading_settings = true;
+    server.checked.clear();
+    server.pending_error.clear();
+    client::set_state(worker, client, client::ClientState::Syncing);
+    send_query(worker, server, sql);
+}
+
 bool abort_for_lost_block(worker::Worker& worker, Server& server, client::Client& client) {
     if (!client.session || client.session->lost != client::TransactionLost::Aborted) return false;
     if (server.state != ServerState::Syncing) set_state(worker, server, ServerState::Syncing);
@@ -219,7 +285,26 @@ bool abort_for_lost_block(worker::Worker& worker, Server& server, client::Client
 
 }  // namespace
 
+bool paused(const worker::Worker& worker, const pool::Pool& pool) {
+    return worker.shared.console.paused_all.load(std::memory_order_relaxed) ||
+           pool.paused.load(std::memory_order_relaxed);
+}
+
+void serve_waiters(worker::Worker& worker, pool::Pool& pool) {
+    if (paused(worker, pool)) return;
+    while (true) {
+        uint32_t waiter = waiter_front(worker, pool);
+        if (waiter == io::nil) return;
+        uint32_t idle = idle_pop(worker, pool);
+        if (idle == io::nil) break;
+        waiter_remove(worker, waiter);
+        link(worker, worker.server(idle), worker.client(waiter));
+    }
+    want_server(worker, pool);
+}
+
 void want_server(worker::Worker& worker, pool::Pool& pool) {
+    if (paused(worker, pool)) return;  // RESUME serves the waiters (serve_waiters)
     pool::PoolLocal& local = worker.pools[pool.id];
     if (local.connecting >= local.waiter_count) return;
     // An idle server on another ring costs a message to borrow; a new one costs a TCP
@@ -346,6 +431,19 @@ void handoff_failed(worker::Worker& worker, uint32_t file_index) {
     if (waiter_front(worker, pool) != io::nil) want_server(worker, pool);
 }
 
+namespace {
+
+// SHOW STATS: a server lent, and how long its client waited for one (since it began to wait).
+void count_assignment(const worker::Worker& worker, pool::Pool& pool,
+                      const client::Client& client) {
+    pool.count(pool::Stat::ServerAssignments, 1);
+    if (client.state == client::ClientState::Waiting)
+        pool.count(pool::Stat::WaitUs,
+                   uint64_t(std::max<int64_t>(0, worker.now - client.since)) * 1000);
+}
+
+}  // namespace
+
 void link(worker::Worker& worker, Server& server, client::Client& client) {
     PGPLEX_ASSERT(server.state == ServerState::Idle && server.client == io::nil);
     server.client = worker.client_slot(client);
@@ -355,6 +453,7 @@ void link(worker::Worker& worker, Server& server, client::Client& client) {
         return;
     }
     ++server.epoch;
+    count_assignment(worker, *server.pool, client);
     if (!sync_session(worker, server, *client.session)) {
         if (abort_for_lost_block(worker, server, client)) return;
         set_state(worker, server, ServerState::Active);
@@ -387,10 +486,8 @@ void synced(worker::Worker& worker, Server& server, const std::vector<uint8_t>& 
         return;
     }
     if (!error.empty()) {
-        log_info(
-            "server %s: a client's SQL-level prepared statement could not be prepared "
-            "again: %s",
-            server.pool->target.endpoint.to_string().c_str(), error_message(error).c_str());
+        log_info("server %s: a client's prepared statement or LISTEN could not be replayed: %s",
+                 server.pool->target.endpoint.to_string().c_str(), error_message(error).c_str());
         server.sql_prepared_unknown = true;  // which one failed is not known
     }
     session.replay_failures = 0;
@@ -420,10 +517,18 @@ void lost_block_entered(worker::Worker& worker, Server& server) {
 void release_if_done(worker::Worker& worker, Server& server) {
     if (server.state != ServerState::Active || server.client == io::nil) return;
     client::Client& client = worker.client(server.client);
-    if (!client.session || client.session->mode == config::PoolMode::Session) return;
+    if (!client.session) return;
     bool done = server.pending_syncs == 0 && !server.unsynced && server.expected.empty() &&
                 server.status == proto::TransactionStatus::Idle &&
                 server.conn.frame.between_messages() && client.conn.frame.between_messages();
+    if (client.session->mode == config::PoolMode::Session) {
+        // The server stays the client's; what the transaction may have left is read now,
+        // so that another server can be given it should this one fail.
+        if (done && client.session->check_settings && !client.session->state_on_server &&
+            server.cancels_in_flight == 0)
+            start_settings_check(worker, server, client, pool::session_check_sql());
+        return;
+    }
     if (!done) return;
     // A cancel of the client's on its way would hit whatever the server runs when it lands:
     // the server stays the client's until it has (cancel_done).
@@ -445,12 +550,7 @@ void release_if_done(worker::Worker& worker, Server& server) {
     if (client.session->check_settings) {
         // Read what the transaction left of the session's settings before anyone else, or
         // this client's next transaction elsewhere, relies on them.
-        set_state(worker, server, ServerState::Syncing);
-        server.reading_settings = true;
-        server.checked.clear();
-        server.pending_error.clear();
-        client::set_state(worker, client, client::ClientState::Syncing);
-        send_query(worker, server, pool::settings_check_sql);
+        start_settings_check(worker, server, client, pool::settings_check_sql);
         return;
     }
     if (client.session->pin_suspect) {
@@ -515,6 +615,17 @@ void settings_checked(worker::Worker& worker, Server& server, bool error) {
     client::Session& session = *client.session;
     std::vector<pool::Setting> checked = std::move(server.checked);
     server.checked.clear();
+    if (session.mode == config::PoolMode::Session) {
+        session_checked(server, client, checked, error);
+        if (error) {
+            session.check_settings = false;
+            session.pending.clear();
+            set_state(worker, server, ServerState::Active);
+            client::set_state(worker, client, client::ClientState::Active);
+            client::on_server_ready(worker, client);
+            return;
+        }
+    }
     if (error) {
         log_warning("server %s: reading the session's settings failed; closing it",
                     server.pool->target.endpoint.to_string().c_str());
@@ -563,11 +674,13 @@ void read_lsn_done(worker::Worker& worker, Server& server, bool error) {
         client::on_server_ready(worker, client);
 }
 
+namespace {
+
 // A transaction ended (ReadyForQuery idle). Its SETs need nothing here: the settings check
 // reads what they left (release_if_done). Its PREPAREs and DEALLOCATEs stand when it
 // committed; when it failed, some may have run all the same (they are not transactional),
 // so the check also asks which statements the server holds, and they wait for its answer.
-void settle_settings(Server& server, client::Session& session) {
+void settle_changes(Server& server, client::Session& session) {
     bool kept = !session.transaction_failed && !session.transaction_rolled_back;
     session.transaction_failed = false;
     session.transaction_rolled_back = false;
@@ -591,6 +704,15 @@ void settle_settings(Server& server, client::Session& session) {
     session.pending.clear();
 }
 
+}  // namespace
+
+void settle_settings(Server& server, client::Session& session) {
+    settle_changes(server, session);
+    // Session pooling: the transaction's changes stand unread until the check runs.
+    if (session.mode == config::PoolMode::Session && session.check_settings)
+        session.state_unread = true;
+}
+
 void give_back(worker::Worker& worker, Server& server, client::Client& client) {
     client.server = io::nil;
     server.client = io::nil;
@@ -606,9 +728,17 @@ void make_available(worker::Worker& worker, Server& server) {
         close(worker, server, CloseReason::Lifetime);
         return;
     }
+    if (server.created < pool.reconnect_before_ms.load(std::memory_order_relaxed)) {
+        close(worker, server, CloseReason::Reconnect);
+        return;
+    }
+    if (pool.over_budget()) {  // a lowered limit or share (pool/budget.h): its place goes back
+        close(worker, server, CloseReason::PoolWanted);
+        return;
+    }
     // Whoever gets it next must hear it: no flow control of its last client stays on.
     worker.resume_recv(server.conn, io::Op::ServerRecv, worker.server_slot(server));
-    uint32_t waiter = waiter_front(worker, pool);
+    uint32_t waiter = paused(worker, pool) ? io::nil : waiter_front(worker, pool);
     if (waiter != io::nil) {
         waiter_remove(worker, waiter);
         set_state(worker, server, ServerState::Idle);
@@ -643,7 +773,15 @@ void unlink(worker::Worker& worker, Server& server, bool reset_session) {
         close(worker, server, CloseReason::Direct);
         return;
     }
-    if (!reusable(server)) {
+    // Session pooling: a client that leaves while the check of its session runs (it sent
+    // Terminate right after a SET) leaves a server that is reset once the check's answer
+    // is in, like any other (its rows are dropped).
+    bool own_query = server.state == ServerState::Syncing && server.reading_settings;
+    if (own_query) {
+        server.reading_settings = false;
+        server.checked.clear();
+    }
+    if (!reusable(server, own_query)) {
         close(worker, server, CloseReason::Unusable);
         return;
     }
@@ -651,7 +789,7 @@ void unlink(worker::Worker& worker, Server& server, bool reset_session) {
     static const std::string no_reset;
     const std::string& reset = reset_session ? worker.config->server_reset_query : no_reset;
     bool in_transaction = server.status != proto::TransactionStatus::Idle;
-    if (reset.empty() && !in_transaction) {
+    if (reset.empty() && !in_transaction && !own_query) {
         make_available(worker, server);
         return;
     }

@@ -104,13 +104,7 @@ void send_startup(worker::Worker& worker, Server& server) {
 }
 
 void send_password(worker::Worker& worker, Server& server, std::string_view payload) {
-    std::vector<uint8_t> bytes(payload.size() + 16);
-    proto::Writer writer(bytes.data(), uint32_t(bytes.size()));
-    writer.begin(proto::FrontendMessage::PasswordMessage);
-    writer.bytes(payload.data(), uint32_t(payload.size()));
-    writer.end();
-    PGPLEX_ASSERT(writer.ok());
-    queue(worker, server, writer.data(), writer.size());
+    send_message(worker, server, proto::FrontendMessage::PasswordMessage, payload);
 }
 
 bool offers(std::string_view mechanisms, std::string_view wanted) {

@@ -39,6 +39,24 @@ void record_parameter(Server& server, const uint8_t* body, uint32_t size) {
                   std::string(value, strnlen(value, size - name_size - 1)));
 }
 
+// SHOW STATS: a ReadyForQuery ends a query, and one that reports idle a transaction. Both
+// began at the client's request (its last bytes, client.request), the transaction at its
+// first.
+void count_ready(const worker::Worker& worker, Server& server, const client::Client& client) {
+    if (server.pool == nullptr) return;
+    pool::Pool& pool = *server.pool;
+    constexpr int64_t us_per_ms = 1000;
+    pool.count(pool::Stat::Queries, 1);
+    pool.count(pool::Stat::QueryUs,
+               uint64_t(std::max<int64_t>(0, worker.now - client.request)) * us_per_ms);
+    if (server.transaction_started == 0) server.transaction_started = client.request;
+    if (server.status != proto::TransactionStatus::Idle) return;
+    pool.count(pool::Stat::Transactions, 1);
+    pool.count(pool::Stat::TransactionUs,
+               uint64_t(std::max<int64_t>(0, worker.now - server.transaction_started)) * us_per_ms);
+    server.transaction_started = 0;
+}
+
 // Bytes from an Active server, on their way to its client.
 struct ForwardHandler {
     worker::Worker& worker;
@@ -52,7 +70,8 @@ struct ForwardHandler {
         // A pooled client outlives its server (client_failure.h): a FATAL, the server's last
         // words, answers none of its requests, so the error is read before it settles one.
         if (type == uint8_t(BackendMessage::ErrorResponse) && client.session &&
-            client.session->mode != config::PoolMode::Session &&
+            (client.session->mode != config::PoolMode::Session ||
+             !client.session->state_on_server) &&
             length <= limits::assembled_message_bytes_max) {
             reading_error = true;
             return proto::Fate::Inspect;
@@ -108,6 +127,7 @@ struct ForwardHandler {
         worker.buffers.append_copy(client.conn.out, body, size);
     }
     void forward(const uint8_t* data, uint32_t size, bool from_stash) {
+        if (server.pool != nullptr) server.pool->count(pool::Stat::SentBytes, size);
         if (from_stash)
             worker.buffers.append_copy(client.conn.out, data, size);
         else
@@ -123,6 +143,8 @@ struct ForwardHandler {
         } else if (type == uint8_t(BackendMessage::ReadyForQuery)) {
             server.status = static_cast<proto::TransactionStatus>(body[0]);
             server.copying = false;
+            if (server.status == proto::TransactionStatus::Idle) ++worker.counters.transactions;
+            count_ready(worker, server, client);
             if (server.status == proto::TransactionStatus::Idle && client.session) {
                 // A block lost with an earlier server is over: its ROLLBACK ran here.
                 client.session->lost = client::TransactionLost::None;
@@ -239,6 +261,9 @@ struct OwnQueryHandler {
     bool ready = false;
     bool error = false;
     std::vector<uint8_t> error_body;
+    // Notifications the server sent meanwhile (a session-pooled client LISTENs on its own
+    // server): whole messages, passed on to the linked client.
+    std::vector<uint8_t> notifications;
 
     proto::Fate on_header(uint8_t type, uint32_t length) {
         switch (type) {
@@ -253,6 +278,8 @@ struct OwnQueryHandler {
             case uint8_t(BackendMessage::ParameterStatus):
             case uint8_t(BackendMessage::ErrorResponse):
                 return inspect_if_small(length);
+            case uint8_t(BackendMessage::NotificationResponse):
+                return server.client != io::nil ? inspect_if_small(length) : proto::Fate::Drop;
             default:
                 return proto::Fate::Drop;
         }
@@ -270,6 +297,13 @@ struct OwnQueryHandler {
             case uint8_t(BackendMessage::ParameterStatus):
                 record_parameter(server, body, size);
                 break;
+            case uint8_t(BackendMessage::NotificationResponse): {
+                uint8_t header[5] = {type, 0, 0, 0, 0};
+                for (int i = 0; i < 4; ++i) header[1 + i] = uint8_t((size + 4) >> (24 - 8 * i));
+                notifications.insert(notifications.end(), header, header + 5);
+                notifications.insert(notifications.end(), body, body + size);
+                break;
+            }
             case uint8_t(BackendMessage::ErrorResponse):
                 error = true;
                 if (server.sync_settings && server.sync_replies == 0)
@@ -285,9 +319,9 @@ struct OwnQueryHandler {
                     std::string_view name, value;
                     if (!two_texts(body, size, name, value)) {
                         error = true;  // not the rows asked for: nothing read is trusted
-                    } else if (name == prepared_row) {
-                        server.checked.push_back(
-                            {std::string(prepared_row), {}, std::string(value)});
+                    } else if (name == prepared_row || name == pool::protocol_statement_row ||
+                               name == pool::listen_row || name == pool::session_state_row) {
+                        server.checked.push_back({std::string(name), {}, std::string(value)});
                     } else {
                         pool::add_checked(server.checked, name, value, server.pool->target.user);
                     }
@@ -305,6 +339,9 @@ struct OwnQueryHandler {
 // The server is gone (EOF, a reset, or its FATAL last words): its client hears of it, with
 // those words when it said any.
 void lost(worker::Worker& worker, Server& server) {
+    // A FATAL (an administrator's shutdown, a terminated backend) is reported as an EOF is
+    // (on_recv_end): the node may be going down, and the monitor looks now.
+    if (!server.last_words.empty()) worker.shared.suspects.report(server.pool->target.endpoint);
     if (server.client != io::nil) {
         client::Client& client = worker.client(server.client);
         server.client = io::nil;
@@ -319,8 +356,15 @@ uint32_t consume_active(worker::Worker& worker, Server& server, uint32_t buffer,
     client::Client& client = worker.client(server.client);
     ForwardHandler handler{worker, server, client, buffer, worker.buffers.data(buffer)};
     bool refused = false;
+    // Whether all the client will have been sent is what this batch forwards.
+    bool fresh = client.session && client.session->rerun_recording && client.conn.all_sent();
     proto::FeedResult result = feed_active(server, client, handler, data, size, refused);
     emit_due(worker, server);
+    // PostgreSQL buffers what a statement says before it runs (RowDescription, ParseComplete,
+    // BindComplete) and flushes it with its FATAL: none of it has left pgplex, so a request
+    // that may run again elsewhere (client_failure.cc) takes it back, unsent.
+    if (fresh && !server.last_words.empty() && client.session->rerun_recording)
+        worker.buffers.clear(client.conn.out);
     if (client.conn.out.bytes > 0) client::on_server_output(worker, client);
     if (!server.last_words.empty()) {  // it said FATAL: it closes next
         lost(worker, server);
@@ -332,7 +376,7 @@ uint32_t consume_active(worker::Worker& worker, Server& server, uint32_t buffer,
     }
     // Shutting down: a client is let go at the ReadyForQuery that ends its transaction,
     // before it can start another.
-    if (worker.shutting_down() && result.status != proto::FeedStatus::Violation)
+    if (worker.letting_clients_go() && result.status != proto::FeedStatus::Violation)
         client::on_shutdown(worker, client, false);
     if (server.state == ServerState::Closing) return size;
     if (result.status != proto::FeedStatus::Violation) release_if_done(worker, server);
@@ -345,10 +389,23 @@ uint32_t consume_active(worker::Worker& worker, Server& server, uint32_t buffer,
     return result.consumed;
 }
 
+// Notifications that came among the replies to pgplex's own query go to the linked client
+// (not while it logs in: nothing may come before its welcome).
+void pass_notifications(worker::Worker& worker, Server& server,
+                        const std::vector<uint8_t>& notifications) {
+    if (notifications.empty() || server.client == io::nil) return;
+    client::Client& client = worker.client(server.client);
+    if (client.login) return;
+    worker.buffers.append_copy(client.conn.out, notifications.data(),
+                               uint32_t(notifications.size()));
+    client::on_server_output(worker, client);
+}
+
 uint32_t consume_own(worker::Worker& worker, Server& server, const uint8_t* data, uint32_t size) {
     OwnQueryHandler handler{server};
     proto::FeedResult result =
         proto::feed(server.conn.frame, proto::Direction::Backend, data, size, handler);
+    pass_notifications(worker, server, handler.notifications);
     if (result.status == proto::FeedStatus::Violation) {
         close(worker, server, CloseReason::ProtocolViolation);
         return size;
@@ -422,6 +479,23 @@ void send_query(worker::Worker& worker, Server& server, std::string_view sql) {
     writer.end();
     PGPLEX_ASSERT(writer.ok());
     queue(worker, server, writer.data(), writer.size());
+    ++server.pending_syncs;
+}
+
+void send_message(worker::Worker& worker, Server& server, proto::FrontendMessage type,
+                  std::string_view body) {
+    std::vector<uint8_t> bytes(body.size() + 16);
+    proto::Writer writer(bytes.data(), uint32_t(bytes.size()));
+    writer.begin(type);
+    writer.bytes(body.data(), uint32_t(body.size()));
+    writer.end();
+    PGPLEX_ASSERT(writer.ok());
+    queue(worker, server, writer.data(), writer.size());
+}
+
+void send_parse(worker::Worker& worker, Server& server, std::string_view body) {
+    send_message(worker, server, proto::FrontendMessage::Parse, body);
+    send_message(worker, server, proto::FrontendMessage::Sync, {});
     ++server.pending_syncs;
 }
 
@@ -594,6 +668,9 @@ void on_tick(worker::Worker& worker, Server& server) {
             else if (config.server_lifetime_ms > 0 &&
                      worker.now - server.created > config.server_lifetime_ms)
                 close(worker, server, CloseReason::Lifetime);
+            else if (server.created <
+                     server.pool->reconnect_before_ms.load(std::memory_order_relaxed))
+                close(worker, server, CloseReason::Reconnect);
             return;
         case ServerState::Connecting:
         case ServerState::Login:

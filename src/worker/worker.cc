@@ -12,6 +12,7 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_admin.h"
+#include "pgplex/client/client_route.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_listen.h"
@@ -191,7 +192,7 @@ uint32_t Worker::free_client_slots() const {
 // turn: a multishot accept takes every connection queued at once, more than the free slots
 // when they run short, and a connection accepted without a slot is lost.
 void Worker::arm_accepts() {
-    if (shutting_down_) return;
+    if (shutting_down_ || suspended_) return;
     constexpr uint32_t per_listener = 4;
     uint32_t room = free_client_slots();
     for (uint32_t listener = 0; listener < listeners_.size(); ++listener) {
@@ -251,7 +252,8 @@ void Worker::on_client_addresses(io_uring_cqe* cqe) {
     client::Client& client = clients[slot];
     sockaddr_storage peer{};
     sockaddr_storage local{};
-    bool known = cqe->res >= 0 && read_addresses(cqe->res, peer, local);
+    uint32_t peer_uid = uid_unknown;
+    bool known = cqe->res >= 0 && read_addresses(cqe->res, peer, local, peer_uid);
     if (cqe->res < 0 && now - address_error_logged_ms_ > 60000) {
         address_error_logged_ms_ = now;  // a kernel older than 6.8: logged now and then
         log_warning("worker %u: reading a client's address: %s", index, strerror(-cqe->res));
@@ -262,6 +264,7 @@ void Worker::on_client_addresses(io_uring_cqe* cqe) {
         continue_close(client.conn, Op::ClientClose, slot);
         return;
     }
+    client.peer_uid = peer_uid;
     client::on_addresses(*this, client, known ? &peer : nullptr, known ? &local : nullptr);
 }
 
@@ -482,6 +485,96 @@ void Worker::arm_tick() {
     io_uring_sqe_set_data64(sqe, pack(Op::Tick, 0, 0));
 }
 
+void Worker::refresh_topology() {
+    uint64_t generation = shared.topology_generation.load(std::memory_order_acquire);
+    if (generation == seen_topology_) return;
+    seen_topology_ = generation;
+    topology = shared.topology_snapshot();
+}
+
+// SHOW STATS' averages: worker 0 rolls every pool's snapshots once per stats_period.
+void Worker::roll_stats() {
+    if (index != 0) return;
+    int64_t newer = shared.pools.newer_stamp_ms.load(std::memory_order_relaxed);
+    if (newer == 0) {  // the first tick: the first period begins now
+        shared.pools.newer_stamp_ms.store(now, std::memory_order_relaxed);
+        shared.pools.older_stamp_ms.store(now, std::memory_order_relaxed);
+        return;
+    }
+    if (now - newer >= int64_t(admin::stats_period_seconds) * 1000) shared.pools.roll_stats(now);
+}
+
+// RESUME: the clients this worker kept waiting get servers; KILL and KILL_CLIENT: its
+// clients go.
+void Worker::console_tick() {
+    admin::Console& console = shared.console;
+    uint64_t resumed = console.resumed.load(std::memory_order_acquire);
+    if (resumed != seen_resumed_) {
+        seen_resumed_ = resumed;
+        for (uint32_t id = 0; id < pools.size(); ++id) {
+            pool::Pool* pool = pools[id].waiter_count > 0 ? shared.pools.by_id(id) : nullptr;
+            if (pool != nullptr) server::serve_waiters(*this, *pool);
+        }
+    }
+    uint64_t killed = console.killed.load(std::memory_order_acquire);
+    if (killed != seen_killed_) {
+        for (const admin::Console::Killed& kill : console.killed_since(seen_killed_))
+            client::kill_database(*this, kill.database, kill.at_ms);
+        seen_killed_ = killed;
+    }
+    if (console.kills_pending.load(std::memory_order_acquire) == 0) return;
+    for (uint32_t id : console.take_kills(index)) client::kill(*this, id);
+}
+
+namespace {
+
+// A client SUSPEND stops reading: logged in, not of the management database, not closing.
+// Logins under way finish (no new one is accepted while suspended).
+bool suspendable(const client::Client& client) {
+    switch (client.state) {
+        case client::ClientState::Idle:
+        case client::ClientState::Waiting:
+        case client::ClientState::Syncing:
+        case client::ClientState::Active:
+            return client.session && !client.session->admin;
+        case client::ClientState::Free:
+        case client::ClientState::Startup:
+        case client::ClientState::Auth:
+        case client::ClientState::Asking:
+        case client::ClientState::Closing:
+            return false;
+    }
+    return false;
+}
+
+}  // namespace
+
+// SUSPEND: no accept stays armed (new connections wait in the kernel's listen queue) and no
+// client of a database is read; pausing is repeated every tick, since flow control resumes
+// a client's reads when its server's queue drains. RESUME undoes both; a client whose
+// input is still over the flow-control mark is left to flow control.
+void Worker::suspend_tick() {
+    bool suspended = shared.console.suspended.load(std::memory_order_acquire);
+    if (suspended && !suspended_) {
+        suspended_ = true;
+        cancel_accepts();
+        log_info("worker %u: suspended: not accepting, not reading clients", index);
+    }
+    if (!suspended && suspended_) {
+        suspended_ = false;
+        uint32_t held_max = limits::queued_buffers_max * buffers.buffer_size() / 2;
+        for (uint32_t i = 0; i < client_high_; ++i)
+            if (suspendable(clients[i]) && clients[i].conn.held_in.bytes < held_max)
+                resume_recv(clients[i].conn, Op::ClientRecv, i);
+        arm_accepts();
+        log_info("worker %u: resumed from SUSPEND", index);
+    }
+    if (suspended_)
+        for (uint32_t i = 0; i < client_high_; ++i)
+            if (suspendable(clients[i])) pause_recv(clients[i].conn, Op::ClientRecv, i);
+    if (shared.stats) shared.stats[index].suspended.store(suspended_, std::memory_order_release);
+}
+
 void Worker::on_tick() {
     arm_tick();
     uint64_t generation = shared.config_generation.load(std::memory_order_acquire);
@@ -491,45 +584,59 @@ void Worker::on_tick() {
         scram_cache.clear();
         router = std::make_unique<route::Router>(*config);
     }
-    uint64_t topology_generation = shared.topology_generation.load(std::memory_order_acquire);
-    if (topology_generation != seen_topology_) {
-        seen_topology_ = topology_generation;
-        topology = shared.topology_snapshot();
-    }
+    refresh_topology();
+    roll_stats();
+    console_tick();
+    suspend_tick();
     bool immediate = shared.immediate.load(std::memory_order_acquire);
     if ((shared.shutdown.load(std::memory_order_acquire) || immediate) && !shutting_down_)
         begin_shutdown();
     if (shutting_down_ && now >= shared.shutdown_deadline_ms.load()) immediate = true;
+    waiting_for_clients_ = shutting_down_ && !immediate &&
+                           shared.wait_for_clients.load(std::memory_order_acquire) && has_clients();
+    bool draining = shutting_down_ && !waiting_for_clients_;
     uint32_t pinned = 0;
-    uint64_t bytes_queued = 0;
+    uint32_t primary_waiting = 0;
+    uint64_t bytes_queued = 0, bytes_unsent = 0;
     for (uint32_t i = 0; i < client_high_; ++i) {
         client::Client& c = clients[i];
         if (c.state == client::ClientState::Free) continue;
         pinned += c.session && c.session->pinned ? 1 : 0;
+        primary_waiting += client::awaits_primary(c) ? 1 : 0;
         bytes_queued += c.conn.out.bytes + c.conn.held_in.bytes;
-        if (shutting_down_)
+        bytes_unsent += c.conn.out.bytes + c.conn.sealed.bytes;
+        if (draining)
             client::on_shutdown(*this, c, immediate);
         else
             client::on_tick(*this, c);
     }
+    uint32_t close_needed = 0;
     for (uint32_t i = 0; i < server_high_; ++i) {
         server::Server& s = servers[i];
         if (s.state == server::ServerState::Free) continue;
         bytes_queued += s.conn.out.bytes + s.conn.held_in.bytes;
-        if (shutting_down_)
+        bytes_unsent += s.conn.out.bytes + s.conn.sealed.bytes;
+        if (draining)
             server::on_shutdown(*this, s, immediate);
         else
             server::on_tick(*this, s);
+        if (s.state != server::ServerState::Free && s.pool != nullptr &&
+            s.created < s.pool->reconnect_before_ms.load(std::memory_order_relaxed))
+            ++close_needed;
+    }
+    if (shared.stats) {
+        shared.stats[index].close_needed.store(close_needed, std::memory_order_relaxed);
+        shared.stats[index].bytes_unsent.store(bytes_unsent, std::memory_order_relaxed);
     }
     if (!shutting_down_) {
         server::keep_pools_warm(*this);
         arm_accepts();
     }
-    publish_stats(pinned, bytes_queued);
+    publish_stats(pinned, primary_waiting, bytes_queued);
     if (shutting_down_ && drained()) done_ = true;
 }
 
-void Worker::publish_stats(uint32_t pinned, uint64_t bytes_queued) {
+void Worker::publish_stats(uint32_t pinned, uint32_t primary_waiting, uint64_t bytes_queued) {
     if (!shared.stats) return;
     WorkerStats& stats = shared.stats[index];
     constexpr auto relaxed = std::memory_order_relaxed;
@@ -554,20 +661,35 @@ void Worker::publish_stats(uint32_t pinned, uint64_t bytes_queued) {
     stats.auth_query_failures.store(counters.auth_query_failures, relaxed);
     stats.clients_stalled.store(counters.clients_stalled, relaxed);
     stats.clients_kept.store(counters.clients_kept, relaxed);
+    stats.primary_waiting.store(primary_waiting, relaxed);
+    stats.primary_wait_timeouts.store(counters.primary_wait_timeouts, relaxed);
+    stats.requests_rerun.store(counters.requests_rerun, relaxed);
+    stats.transactions.store(counters.transactions, relaxed);
+    stats.ticks.fetch_add(1, relaxed);
     stats.published.store(true, std::memory_order_release);
 }
 
-void Worker::begin_shutdown() {
-    shutting_down_ = true;
+void Worker::cancel_accepts() {
     for (uint32_t i = 0; i < listeners_.size(); ++i) {
         if (accepts_armed_[i] == 0) continue;
         io_uring_sqe* sqe = ring.sqe();
         io_uring_prep_cancel64(sqe, pack(Op::Accept, i, 0), IORING_ASYNC_CANCEL_ALL);
         io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
     }
+}
+
+void Worker::begin_shutdown() {
+    shutting_down_ = true;
+    cancel_accepts();
     // New connections must be refused at once, not left in an accept queue nobody reads.
     for (base::UniqueFd& listener : listeners_) listener.reset();
     log_info("worker %u: shutting down: no new clients", index);
+}
+
+bool Worker::has_clients() const {
+    for (uint32_t i = 0; i < client_high_; ++i)
+        if (clients[i].state != client::ClientState::Free) return true;
+    return false;
 }
 
 bool Worker::drained() const {

@@ -4,6 +4,8 @@
 // (an exactly sized heap copy, so ASan sees any overrun); a text needs_clients says no to is
 // answered the same without the client list. The context holds a worker and clients with odd values
 // (NUL-free but long and empty strings, a zero wall clock), as SHOW CLIENTS may meet them.
+// The same text read as a client's "--!pgplex COMMAND" Query (console.h comment_command)
+// gives a command inside the text, with a first word that has no '='.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -12,6 +14,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pgplex/admin/console.h"
 #include "pgplex/admin/show.h"
 #include "pgplex/config/config.h"
 
@@ -68,6 +71,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         context.clients = nullptr;
         admin::answer(sql, context, alone);
         FUZZ_CHECK(alone == out);
+    }
+    std::string_view command;
+    bool by_itself = false;
+    if (admin::comment_command(sql, command, by_itself)) {
+        FUZZ_CHECK(command.data() >= sql.data() &&
+                   command.data() + command.size() <= sql.data() + sql.size());
+        FUZZ_CHECK(!command.empty() &&
+                   command.substr(0, command.find_first_of(" \t\n\r\f\v")).find('=') ==
+                       std::string_view::npos);
     }
     return 0;
 }

@@ -4,7 +4,7 @@ One PostgreSQL 15 primary with one streaming replica runs for the whole session
 (scripts/pgcluster.sh, in a temp dir under /tmp, on free ports from 25432 up, or from
 PGPLEX_TEST_PORT_BASE, below 32768). Each test
 then starts its own pgplex in front of it, from a config it can shape (pool sizes, auth,
-limits, timeouts), so every test begins from a known state. At teardown pgplex gets SIGTERM
+limits, timeouts), so every test begins from a known state. At teardown pgplex gets SIGINT
 and must exit 0: a crash or a hang fails the test that caused it, with pgplex's stderr.
 
 The roles and databases mirror the payam_db / payam_dw example that pgplex's aliases are
@@ -82,7 +82,10 @@ _next_port = [0]
 # on the same machine (a long `make fuzz-pool`) takes another range, e.g. 20432. Keep it
 # below the kernel's ephemeral range (ip_local_port_range, usually from 32768): there a
 # client's outgoing connection can take a port between the check and pgplex's bind.
-PORT_BASE = int(os.environ.get("PGPLEX_TEST_PORT_BASE", "25432"))
+# Under pytest-xdist (`make check` runs two workers), worker gwN takes the range 3000*N above
+# the base: its clusters and pgplex never meet another worker's.
+PORT_BASE = int(os.environ.get("PGPLEX_TEST_PORT_BASE", "25432")) + 3000 * int(
+    os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
 
 
 def port_is_free(port):
@@ -584,6 +587,7 @@ class Pgplex:
         self.clusters = {}            # name → its [clusters.NAME] table (see render_cluster)
         self.rules = []               # [[rules]] tables, in order
         self.rewrites = []            # [[rewrites]] tables, in order
+        self.sections = {}            # other top-level tables ([gossip]): name → table
         self.config_path = self.dir / "config.toml"
         self.log_path = self.dir / "pgplex.stderr"
         self.process = None
@@ -607,6 +611,9 @@ class Pgplex:
             for table in tables:
                 lines += ["", f"[[{array}]]"]
                 lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
+        for name, table in self.sections.items():
+            lines += ["", f"[{name}]"]
+            lines += [f"{key} = {toml_value(value)}" for key, value in table.items()]
         return "\n".join(lines) + "\n"
 
     def service_port(self, service, cluster=None):
@@ -683,12 +690,13 @@ class Pgplex:
         return self.process is not None and self.process.poll() is None
 
     def stop(self):
-        """SIGTERM, wait, SIGKILL after STOP_TIMEOUT_SECONDS; returns (exit code, killed)."""
+        """SIGINT (a safe shutdown: clients go once idle), wait, SIGKILL after
+        STOP_TIMEOUT_SECONDS; returns (exit code, killed)."""
         if self.process is None:
             return 0, False
         killed = False
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(signal.SIGINT)
             if self.wait_exit(STOP_TIMEOUT_SECONDS) is None:
                 self.process.kill()
                 self.process.wait()
@@ -722,7 +730,7 @@ class PgplexFactory:
               default_pool_size=20, pool_size=None, query_wait_timeout="120s",
               shutdown_timeout="10s", server_reset_query="DISCARD ALL", workers=2,
               fallback=True, databases=None, users=None, settings=None, user_settings=None,
-              clusters=None, rules=None, rewrites=None, start=True):
+              clusters=None, rules=None, rewrites=None, sections=None, start=True):
         port = next_free_port()
         all_settings = {
             "listen": [f"{HOST}:{port}"],
@@ -760,6 +768,7 @@ class PgplexFactory:
         instance.clusters = dict(clusters or {})
         instance.rules = list(rules or [])
         instance.rewrites = list(rewrites or [])
+        instance.sections = dict(sections or {})
         self.instances.append(instance)
         self.shared.append(instance)
         if start:
@@ -777,7 +786,7 @@ class PgplexFactory:
             if getattr(instance, "start_failed", False):
                 continue
             if killed:
-                problems.append(f"pgplex on {instance.port} ignored SIGTERM for "
+                problems.append(f"pgplex on {instance.port} ignored SIGINT for "
                                 f"{STOP_TIMEOUT_SECONDS}s and was killed")
             elif code != 0:
                 problems.append(f"pgplex on {instance.port} exited {code} (crash?)")
@@ -845,7 +854,7 @@ def pgplex(make_pgplex):
 # or pause nodes. In both, replicaN streams as application_name=replicaN.
 
 MONITOR_PASSWORD = "monitor-secret"
-CLUSTER_PORT_BASE = 25532
+CLUSTER_PORT_BASE = PORT_BASE + 100  # 25532 by default
 _next_cluster_port = [CLUSTER_PORT_BASE]
 # pgplex's checks in tests: every 200ms, one good or bad check flips a node.
 FAST_CHECKS = {"inter": "200ms", "fastinter": "100ms", "downinter": "200ms",

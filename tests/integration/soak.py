@@ -29,14 +29,14 @@ for a server most of the time:
 
 Served within its timeout. Each client times each step (a pooldiff action, a chaos step, a
 connect). A watchdog (the main thread) fails the run when a client spends more than
-STEP_LIMIT_SECONDS in one step, naming the step and showing pgplex's SHOW STATE and the
+STEP_LIMIT_SECONDS in one step, naming the step and showing pgplex's SHOW WORKERS and the
 server's pg_stat_activity at that moment; pgplex's query_wait_timeout (shorter, in
 test_soak) makes a client that never gets a server fail with an error instead. Every error
 a client does not expect is a failure.
 
 Quiet points. The run alternates busy periods (random lengths, up to 60 s, shorter in short
 runs) and quiet points: every client finishes its step and disconnects, then within
-QUIET_SECONDS pgplex's SHOW STATE must be back at its idle baseline (test_admin_state: no
+QUIET_SECONDS pgplex's SHOW WORKERS must be back at its idle baseline (test_admin_state: no
 client busy, no server lent, no pin, no buffer or byte held) and the server must hold no
 transaction, advisory lock or temporary table of the pool's database, and at most
 pool_size + 1 (the listener) connections of it. Then pgplex's RSS is sampled: it must stay
@@ -751,12 +751,12 @@ def server_leftovers(target):
 
 
 def snapshot(target):
-    """pgplex's SHOW STATE and the server's pg_stat_activity of the pool's database, as
+    """pgplex's SHOW WORKERS and the server's pg_stat_activity of the pool's database, as
     text for a report (or why either could not be read)."""
     def state():  # the columns that are not 0, per worker
         return [{name: value for name, value in row.items()
                  if name == "worker" or value not in ("0", "")}
-                for row in show(target.pgplex_port, "SHOW STATE")]
+                for row in show(target.pgplex_port, "SHOW WORKERS")]
 
     def activity():
         with target.direct() as conn:
@@ -767,7 +767,7 @@ def snapshot(target):
                 (pooldiff.POOL_DB,)).fetchall()
 
     parts = []
-    for title, read in (("pgplex SHOW STATE (columns not 0)", state),
+    for title, read in (("pgplex SHOW WORKERS (columns not 0)", state),
                         (f"server pg_stat_activity of {pooldiff.POOL_DB}", activity)):
         try:
             rows = "\n".join(f"    {row}" for row in read())

@@ -1,4 +1,4 @@
-"""SHOW STATE and SHOW MEM on the management database: what each worker holds (clients and
+"""SHOW WORKERS and SHOW MEM on the management database: what each worker holds (clients and
 servers by state, pins, buffers, bytes queued), live while clients work, and back to the
 idle baseline once they are gone: no buffer, no queued byte, no pin, no server lent."""
 
@@ -26,9 +26,9 @@ def clients(rows):
 
 
 def at_baseline(port):
-    """SHOW STATE once the workers published (each tick): no client but maybe this psql
+    """SHOW WORKERS once the workers published (each tick): no client but maybe this psql
     (counted only when a tick came after it connected), nothing lent, pinned or held."""
-    rows = show(port, "SHOW STATE")
+    rows = show(port, "SHOW WORKERS")
     busy = ("cl_waiting", "cl_syncing", "cl_active")
     return (rows and clients(rows) <= 1 and all(total(rows, c) == 0 for c in busy + LENT + HELD),
             rows)
@@ -68,9 +68,9 @@ def test_state_shows_a_transaction_in_flight(make_pgplex):
         conn.execute("SELECT 1")
 
         def lent():
-            rows = show(pgplex.port, "SHOW STATE")
+            rows = show(pgplex.port, "SHOW WORKERS")
             return total(rows, "cl_active") >= 1 and total(rows, "sv_active") >= 1
-        assert wait_until(lent, 5), "SHOW STATE never showed the open transaction"
+        assert wait_until(lent, 5), "SHOW WORKERS never showed the open transaction"
         conn.execute("COMMIT")
 
 
@@ -160,4 +160,4 @@ def test_queries_sent_behind_show_clients_wait_for_its_answer(make_pgplex):
         admin.send(message(b"Q", b"SHOW CLIENTS\0") + message(b"Q", b"SHOW VERSION\0"))
         listed = admin.results()
         assert [row[22] for row in listed] == ["asking"], listed  # pgplex_state
-        assert admin.results()[0][0].startswith("pgplex ")
+        assert admin.results()[0][0].startswith("PgBouncer 1.25.0 (pgplex ")

@@ -75,11 +75,11 @@ def login_error(port, user, password, dbname="payam_archive", **extra):
 
 
 def lookups(port, expected=None):
-    """(lookups, failed lookups) of SHOW STATE, which workers publish each tick: waits up to
+    """(lookups, failed lookups) of SHOW WORKERS, which workers publish each tick: waits up to
     2 s for `expected` when given."""
     deadline = time.monotonic() + 2
     while True:
-        rows = show(port, "SHOW STATE")
+        rows = show(port, "SHOW WORKERS")
         counts = (sum(int(row["auth_queries"]) for row in rows),
                   sum(int(row["auth_query_failures"]) for row in rows))
         if expected is None or counts == expected or time.monotonic() > deadline:
@@ -167,7 +167,7 @@ def test_a_client_search_path_does_not_change_the_lookup(lookup_roles, make_pgpl
 
 def test_a_failing_lookup_says_so(lookup_roles, make_pgplex):
     """auth_user with a wrong password, or an auth_query returning the wrong shape: the
-    client hears pgplex could not look it up (08001), the log says why, SHOW STATE counts it;
+    client hears pgplex could not look it up (08001), the log says why, SHOW WORKERS counts it;
     nothing logs in."""
     pgplex = auth_query_pgplex(make_pgplex,
                                users={AUTH_USER: "not-its-password", "payam": PASSWORDS["payam"]})

@@ -208,11 +208,11 @@ def test_an_address_over_auth_failure_limit_is_refused_until_the_minute_is_over(
     with pytest.raises(psycopg.OperationalError, match="too many failed logins"):
         connect(pgplex.port)
     assert "over auth_failure_limit" in pgplex.log()
-    # SHOW STATE counts them (the admin logs in from the same address: its count is over
+    # SHOW WORKERS counts them (the admin logs in from the same address: its count is over
     # the limit too, so the counters are read once the limit is lifted by a reload).
     pgplex.settings["auth_failure_limit"] = 0
     pgplex.reload()
-    rows = show(pgplex.port, "SHOW STATE", user="analyst")
+    rows = show(pgplex.port, "SHOW WORKERS", user="analyst")
     total = {name: sum(int(row[name]) for row in rows)
              for name in ("auth_failures", "logins_refused", "tls_failures")}
     assert total == {"auth_failures": 3, "logins_refused": 1, "tls_failures": 0}, total
@@ -275,7 +275,7 @@ def test_client_connect_rate_limit_bounds_new_connections_per_address(make_pgple
     time.sleep(1.1)
     with RawClient(pgplex.port) as later:
         later.login("payam", "payam_db")
-    rows = show(pgplex.port, "SHOW STATE", user="payam")
+    rows = show(pgplex.port, "SHOW WORKERS", user="payam")
     assert sum(int(row["logins_refused"]) for row in rows) >= 2
 
 
@@ -304,6 +304,6 @@ def test_a_client_that_floods_without_reading_is_closed_and_frees_its_server(mak
     assert waited < 10, f"the waiting client was served after {waited:.1f} s"
     assert pgplex.wait_log(r"read none of the \d+ bytes queued for it in \d+ ms; closing it")
     flooder.close()
-    rows = show(pgplex.port, "SHOW STATE", user="payam")
+    rows = show(pgplex.port, "SHOW WORKERS", user="payam")
     assert sum(int(row["clients_stalled"]) for row in rows) == 1
     assert still_serving(pgplex.port)

@@ -8,7 +8,9 @@ import time
 import psycopg
 import pytest
 
-from conftest import RawClient, ServerError, connect, login_error, parse_error_fields, psql
+from conftest import (RawClient, ServerError, connect, login_error, parse_error_fields, psql,
+                      wait_until)
+from test_gossip import start_appliances
 
 
 class Background:
@@ -261,3 +263,253 @@ def test_when_every_client_slot_is_taken_accepting_pauses_and_resumes(make_pgple
             client.close()
     with connect(pgplex.port, autocommit=True) as conn:
         assert conn.execute("SELECT 'after'").fetchone() == ("after",)
+
+
+# PgBouncer's max_db_connections, max_user_connections, max_db_client_connections and
+# max_user_client_connections.
+
+def pgplex_backends(cluster, dbname="payam_db", user="payam"):
+    """Server connections pgplex holds to the node for (dbname, user), as the node sees them."""
+    return int(cluster.admin_psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+        f"AND datname = '{dbname}' AND usename = '{user}'"))
+
+
+def hold_transaction(port, seconds, seen, **kwargs):
+    """A client that holds a transaction open for `seconds`; records its backend pid."""
+    with connect(port, **kwargs) as conn:
+        with conn.transaction():
+            seen.append(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+            time.sleep(seconds)
+        return conn.execute("SELECT 1").fetchone()
+
+
+def console_rows(port, command):
+    with connect(port, dbname="pgbouncer", user="payam", autocommit=True,
+                 prepare_threshold=None) as conn:
+        cursor = conn.execute(command)
+        if cursor.description is None:
+            return []
+        names = [column.name for column in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+
+def test_max_db_connections_holds_five_clients_to_two_servers_and_all_finish(make_pgplex,
+                                                                             cluster):
+    pgplex = make_pgplex(pool_size=10, settings={"max_db_connections": 2})
+    seen, peak = [], 0
+    clients = [Background(lambda: hold_transaction(pgplex.port, 0.6, seen)) for _ in range(5)]
+    deadline = time.monotonic() + 20
+    while not all(client.done() for client in clients) and time.monotonic() < deadline:
+        peak = max(peak, pgplex_backends(cluster))
+        time.sleep(0.05)
+    for client in clients:
+        assert client.join(1), "a client waiting for max_db_connections never finished"
+        assert client.error is None, client.error
+        assert client.result == (1,)
+    assert 1 <= peak <= 2, f"the node saw {peak} connections of payam_db over max_db_connections 2"
+    assert len(set(seen)) <= 2, f"clients were served by {len(set(seen))} backends: {seen}"
+
+
+def test_max_db_connections_counts_every_user_of_the_database(make_pgplex, cluster):
+    """Two aliases' users share no pool, but payam_db's limit holds over both of its pools."""
+    pgplex = make_pgplex(pool_size=10, query_wait_timeout="2s",
+                         databases={"payam_db": {"max_db_connections": 1}})
+    holder = connect(pgplex.port, autocommit=True)
+    try:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        waiter = Background(lambda: query_once(pgplex.port))
+        assert waiter.join(10)
+        assert isinstance(waiter.error, psycopg.Error), (waiter.result, waiter.error)
+        assert "query_wait_timeout" in str(waiter.error)
+        # Another alias over the same node and database name is not held by payam_db's limit.
+        assert query_once(pgplex.port, dbname="payam_dw", user="dataplatform_ro") == (1,)
+        holder.execute("COMMIT")
+        holder.close()  # session pooling: its server is free once it leaves
+        assert query_once(pgplex.port) == (1,)
+        assert pgplex_backends(cluster) <= 1
+    finally:
+        holder.close()
+
+
+def test_max_user_connections_makes_a_second_client_wait_until_the_first_commits(make_pgplex):
+    pgplex = make_pgplex(pool_size=10, user_settings={"payam": {"max_user_connections": 1}})
+    holder = connect(pgplex.port, autocommit=True)
+    try:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        waiter = Background(lambda: query_once(pgplex.port))
+        assert not waiter.join(1.5), f"served past max_user_connections: {waiter.result}"
+        holder.execute("COMMIT")
+        holder.close()
+        assert waiter.join(10) and waiter.error is None, waiter.error
+    finally:
+        holder.close()
+
+
+def test_max_db_client_connections_refuses_the_third_login_with_53300(make_pgplex):
+    pgplex = make_pgplex(settings={"max_db_client_connections": 2})
+    first, second = connect(pgplex.port), connect(pgplex.port)
+    try:
+        error = login_error(pgplex.port, "payam", "payam_db")
+        assert error is not None and error.sqlstate == "53300", error
+        assert "no more connections allowed (max_db_client_connections)" in str(error), error
+        # Another database is not counted with payam_db.
+        assert query_once(pgplex.port, dbname="payam_dw", user="dataplatform_ro") == (1,)
+        assert first.execute("SELECT 1").fetchone() == (1,)
+        first.close()
+        assert wait_until(lambda: login_error(pgplex.port, "payam", "payam_db") is None, 5), \
+            "a closed client's place was never given back"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_max_user_client_connections_per_user_table_refuses_that_user_only(make_pgplex):
+    pgplex = make_pgplex(user_settings={"payam": {"max_user_client_connections": 1}})
+    first = connect(pgplex.port)
+    try:
+        error = login_error(pgplex.port, "payam", "payam_db")
+        assert error is not None and error.sqlstate == "53300", error
+        assert "(max_user_client_connections)" in str(error), error
+        assert query_once(pgplex.port, dbname="payam_dw", user="dataplatform_ro") == (1,)
+    finally:
+        first.close()
+
+
+def test_reload_and_set_change_max_db_client_connections_and_show_reports_it(make_pgplex):
+    pgplex = make_pgplex(settings={"max_db_client_connections": 3, "admin_users": ["payam"]})
+    clients = [connect(pgplex.port) for _ in range(2)]
+    try:
+        [row] = [r for r in console_rows(pgplex.port, "SHOW DATABASES")
+                 if r["name"] == "payam_db"]
+        assert (row["max_client_connections"], row["current_client_connections"]) == (3, 2)
+        assert row["max_connections"] == 0
+        config = {r["key"]: r["value"] for r in console_rows(pgplex.port, "SHOW CONFIG")}
+        assert config["max_db_client_connections"] == "3"
+        pgplex.settings["max_db_client_connections"] = 2
+        pgplex.reload()
+        error = login_error(pgplex.port, "payam", "payam_db")
+        assert error is not None and error.sqlstate == "53300", error
+        pgplex.settings["max_db_client_connections"] = 0
+        pgplex.reload()
+        assert login_error(pgplex.port, "payam", "payam_db") is None
+        console_rows(pgplex.port, "SET max_db_client_connections = 2")
+        assert wait_until(lambda: login_error(pgplex.port, "payam", "payam_db") is not None, 5)
+        config = {r["key"]: r["value"] for r in console_rows(pgplex.port, "SHOW CONFIG")}
+        assert config["max_db_client_connections"] == "2"
+        for conn in clients:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        for conn in clients:
+            conn.close()
+
+
+def test_show_databases_and_users_report_server_limits_and_counts(make_pgplex):
+    pgplex = make_pgplex(settings={"admin_users": ["payam"], "max_db_connections": 4},
+                         user_settings={"payam": {"max_user_connections": 3}})
+    holder = connect(pgplex.port, autocommit=True)
+    try:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1")
+        [db] = [r for r in console_rows(pgplex.port, "SHOW DATABASES") if r["name"] == "payam_db"]
+        assert (db["max_connections"], db["current_connections"]) == (4, 1)
+        assert db["current_client_connections"] == 1
+        [user] = [r for r in console_rows(pgplex.port, "SHOW USERS") if r["name"] == "payam"]
+        assert (user["max_user_connections"], user["current_connections"]) == (3, 1)
+        # The console's own login is not counted (an admin login has no database).
+        assert user["current_client_connections"] == 1
+    finally:
+        holder.close()
+
+
+# A node's max_db_connections (node_options), shared by the appliances of a site through
+# gossip (issue 12 item 6).
+
+def start_budget_appliances(make_cluster_pgplex, nodes, tmp_path, budget):
+    """Three gossiping appliances over nodes, the primary's budget `budget`."""
+    options = {"services": {"primary": {}},
+               "settings": {"admin_users": ["payam"], "pool_mode": "transaction"},
+               "node_options": {"primary": {"max_db_connections": budget}}}
+    return start_appliances(make_cluster_pgplex, nodes, tmp_path, options=options)[0]
+
+
+def node_backends(nodes, port, user="payam"):
+    return int(nodes.admin_psql(port, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                f"backend_type = 'client backend' AND usename = '{user}'"))
+
+
+@pytest.mark.usefixtures("hard_timeout")
+def test_appliances_sharing_a_node_budget_never_open_more_than_it_together(
+        failover_cluster, make_cluster_pgplex, tmp_path):
+    nodes = failover_cluster
+    budget = 4
+    appliances = start_budget_appliances(make_cluster_pgplex, nodes, tmp_path, budget)
+    done = {appliance.port: 0 for appliance in appliances}
+    errors = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + 12
+
+    def load(appliance):
+        try:
+            # A login takes a server too: it may wait for its appliance's turn to grow.
+            with connect(appliance.service_port("primary"), autocommit=True,
+                         connect_timeout=30) as conn:
+                while time.monotonic() < deadline:
+                    conn.execute("SELECT pg_sleep(0.05)")
+                    with lock:
+                        done[appliance.port] += 1
+        except psycopg.Error as error:
+            with lock:
+                errors.append(error)
+
+    threads = [threading.Thread(target=load, args=(a,), daemon=True)
+               for a in appliances for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    peak = 0
+    while time.monotonic() < deadline:
+        peak = max(peak, node_backends(nodes, nodes.primary))
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(40)
+    assert not errors, errors[:3]
+    # Twelve clients in a sleep each: without the budget the node would see up to 12.
+    assert 1 <= peak <= budget, f"the node saw {peak} pgplex connections, budget {budget}"
+    assert all(count > 0 for count in done.values()), f"an appliance starved: {done}"
+
+
+@pytest.mark.usefixtures("hard_timeout")
+def test_without_gossip_one_appliance_uses_the_whole_node_budget_and_no_more(
+        failover_cluster, make_cluster_pgplex):
+    nodes = failover_cluster
+    pgplex = make_cluster_pgplex(
+        nodes, services={"primary": {}}, offline=(), query_wait_timeout="30s",
+        settings={"pool_mode": "transaction"},
+        node_options={"primary": {"max_db_connections": 2}})
+    errors, done = [], []
+    deadline = time.monotonic() + 6
+
+    def load():
+        try:
+            with connect(pgplex.service_port("primary"), autocommit=True,
+                         connect_timeout=30) as conn:
+                while time.monotonic() < deadline:
+                    conn.execute("SELECT pg_sleep(0.05)")
+                done.append(1)
+        except psycopg.Error as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    peak = 0
+    while time.monotonic() < deadline:
+        peak = max(peak, node_backends(nodes, nodes.primary))
+        time.sleep(0.05)
+    for thread in threads:
+        thread.join(40)
+    assert not errors, errors[:3]
+    assert len(done) == 5, "a client never finished"
+    assert peak == 2, f"the node saw {peak} pgplex connections, its budget is 2"

@@ -58,8 +58,8 @@ def notify_until_received(port, conn, channel, payload, attempts=20):
 
 
 def worker_of(conn):
-    """pgplex gives a client the process id worker << 22 | slot."""
-    return conn.info.backend_pid >> 22
+    """pgplex gives a client the process id appliance << 26 | worker << 20 | slot."""
+    return (conn.info.backend_pid >> 20) & 63
 
 
 def listener_pid(pgplex, count=1):

@@ -14,7 +14,7 @@ fixed two-client scripts distilled from what the seeds found. Longer runs:
 as `make fuzz-pool SEEDS=1-200 [MINUTES=M]` or `tests/integration/pooldiff.py --seeds ...`.
 
 After each seed, with its clients gone, every worker must be back to its idle baseline
-(SHOW STATE: no server lent, no pin, no buffer or byte held).
+(SHOW WORKERS: no server lent, no pin, no buffer or byte held).
 
 A failure prints the seed, the client, its sequence up to the difference, both sides'
 answers and a replay command.

@@ -76,11 +76,17 @@ def settle(pgplex, node_port, dbname="rdb"):
     assert wait_until(lands, SETTLE_SECONDS), f"reads through {dbname} never reached {node_port}"
 
 
+# Nothing here stops a node: a check that is slow on a loaded machine must not take replica1
+# out of rotation (with the tests' fall = 1 it did, and reads went to the offline backup).
+PATIENT_CHECKS = {"fall": 3, "check_timeout": "3s"}
+
+
 @pytest.fixture
 def start_routing(routing_tables, make_cluster_pgplex):
     """start_routing(alias=..., aliases=..., **options): pgplex with alias rdb over c1, once
     its reads reach replica1."""
     def start(alias=None, aliases=None, **options):
+        options["cluster_settings"] = {**PATIENT_CHECKS, **options.get("cluster_settings", {})}
         pgplex = make_cluster_pgplex(routing_tables,
                                      aliases={"rdb": {**ALIAS, **(alias or {})},
                                               **(aliases or {})},

@@ -55,7 +55,7 @@ def kill_backend(cluster, application, states=("idle in transaction",), query=No
 
 
 def kept(port):
-    return sum(int(row["clients_kept"]) for row in show(port, "SHOW STATE"))
+    return sum(int(row["clients_kept"]) for row in show(port, "SHOW WORKERS"))
 
 
 def assert_back_to_baseline(port):
@@ -286,20 +286,167 @@ def test_idle_client_never_notices_its_last_server_died(make_pgplex, cluster):
     assert kept(pgplex.port) == 0
 
 
-def test_session_pooling_still_closes_the_client(make_pgplex, cluster):
-    """Session pooling: the client's session state lived on its server; it is closed as
-    PostgreSQL would close it."""
-    pgplex = make_pgplex(settings={"pool_mode": "session", "admin_users": ["payam"]})
+SESSION = {"pool_mode": "session", "admin_users": ["payam"]}
+
+
+def test_session_pooling_client_without_session_state_is_moved(make_pgplex, cluster):
+    """Session pooling, a session that is its startup parameters alone: its server dies
+    between statements and its next one runs on another server, given the same startup
+    parameters; a block it was in is lost as in transaction pooling (08006, 25P02, then
+    ROLLBACK and it goes on)."""
+    pgplex = make_pgplex(settings=SESSION, pool_size=2)
+    with connect(pgplex.port, autocommit=True, application_name="victim_session",
+                 prepare_threshold=None) as conn:
+        dead = one(conn, "SELECT pg_backend_pid()")
+        kill_backend(cluster, "victim_session", ("idle",))
+        assert one(conn, "SELECT pg_backend_pid()") != dead
+        assert one(conn, "SHOW application_name") == "victim_session"
+        conn.execute("BEGIN")
+        dead = one(conn, "SELECT pg_backend_pid()")
+        kill_backend(cluster, "victim_session")
+        with pytest.raises(psycopg.errors.ConnectionFailure) as lost:
+            conn.execute("SELECT 2")
+        assert lost.value.sqlstate == "08006"
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            conn.execute("SELECT 3")
+        conn.execute("ROLLBACK")
+        assert one(conn, "SELECT pg_backend_pid()") not in (dead, None)
+        assert not conn.closed
+    assert wait_until(lambda: kept(pgplex.port) == 2, 5)
+    assert_back_to_baseline(pgplex.port)
+
+
+# (statement that leaves session state, query that shows it, what it shows)
+MOVABLE_STATE = [
+    ("SET work_mem = '8MB'", "SHOW work_mem", "8MB"),
+    ("SELECT set_config('search_path', 'pg_catalog, public', false)",
+     "SELECT current_setting('search_path')", "pg_catalog, public"),
+    ("SET ROLE payam", "SELECT current_user", "payam"),
+    ("PREPARE p AS SELECT 41 + 1", "EXECUTE p", 42),
+    ("LISTEN victim_channel", "SELECT pg_catalog.array_agg(c)::text FROM "
+     "pg_catalog.pg_listening_channels() c", "{victim_channel}"),
+    ("BEGIN; SET LOCAL work_mem = '9MB'; COMMIT", "SHOW work_mem", "4MB"),
+]
+
+
+@pytest.mark.parametrize("statement,show_sql,expected", MOVABLE_STATE,
+                         ids=["set", "set_config", "role", "prepare", "listen", "set_local"])
+def test_session_pooling_client_state_moves_to_the_next_server(make_pgplex, cluster, statement,
+                                                               show_sql, expected):
+    """Session pooling: settings, the role, SQL-level prepared statements and LISTENs are
+    read back when the transaction that made them ends, and given to the next server when
+    the client's dies: the client sees the same session, on another backend."""
+    pgplex = make_pgplex(settings=SESSION, pool_size=2)
+    with connect(pgplex.port, autocommit=True, application_name="victim_session",
+                 prepare_threshold=None) as conn:
+        conn.execute(statement)
+        assert one(conn, show_sql) == expected
+        dead = one(conn, "SELECT pg_backend_pid()")
+        kill_backend(cluster, "victim_session", ("idle",))
+        assert one(conn, "SELECT pg_backend_pid()") != dead
+        assert one(conn, show_sql) == expected
+        assert one(conn, "SHOW application_name") == "victim_session"
+    assert wait_until(lambda: kept(pgplex.port) == 1, 5)
+    assert_back_to_baseline(pgplex.port)
+
+
+def test_session_pooling_listen_hears_notifications_after_the_move(make_pgplex, cluster):
+    pgplex = make_pgplex(settings=SESSION, pool_size=2)
+    with connect(pgplex.port, autocommit=True, application_name="victim_listen") as conn:
+        conn.execute("LISTEN moved_channel")
+        kill_backend(cluster, "victim_listen", ("idle",))
+        assert one(conn, "SELECT 1") == 1
+        heard = []
+        conn.add_notify_handler(lambda notify: heard.append(notify.payload))
+        cluster.admin_psql("NOTIFY moved_channel, 'after the move'", dbname="payam_db")
+        assert wait_until(lambda: conn.execute("SELECT 1") and heard, 5), "nothing heard"
+        assert heard == ["after the move"]
+
+
+def test_session_pooling_notifications_arriving_during_a_check_reach_the_client(make_pgplex,
+                                                                                cluster):
+    """The check after a SET runs on the client's own server, where it LISTENs: a
+    notification that arrives meanwhile is the client's, and reaches it."""
+    pgplex = make_pgplex(settings=SESSION, pool_size=2)
+    count = 60
+    with connect(pgplex.port, autocommit=True, application_name="listen_checked") as conn:
+        heard = []
+        conn.add_notify_handler(lambda notify: heard.append(notify.payload))
+        conn.execute("LISTEN checked_channel")
+        # One transaction each: a notification is sent when its transaction commits.
+        sender = threading.Thread(target=lambda: cluster.admin_psql(
+            f"DO $$ BEGIN FOR i IN 1..{count} LOOP PERFORM pg_notify('checked_channel', "
+            "i::text); COMMIT; PERFORM pg_sleep(0.005); END LOOP; END $$", dbname="payam_db"))
+        sender.start()
+        sets = 0
+        started = time.monotonic()
+        while sender.is_alive() and time.monotonic() - started < 20:
+            conn.execute("SET work_mem = '5MB'")  # each is followed by a check
+            sets += 1
+        sender.join(20)
+        assert sets > 0
+        assert wait_until(lambda: conn.execute("SELECT 1") and len(heard) >= count, 5), \
+            f"{len(heard)} of {count} notifications heard"
+        assert sorted(heard, key=int) == [str(i) for i in range(1, count + 1)]
+
+
+def test_session_pooling_protocol_prepared_statements_move(make_pgplex, cluster):
+    """Named statements of the extended protocol (psycopg prepares after the first use with
+    prepare_threshold 0): kept as sent once the server answered ParseComplete, prepared
+    again on the next server; one closed before the failure stays closed."""
+    pgplex = make_pgplex(settings=SESSION, pool_size=2)
+    with connect(pgplex.port, autocommit=True, application_name="victim_parse",
+                 prepare_threshold=0) as conn:
+        assert one(conn, "SELECT %s::int + 1", (1,)) == 2
+        assert one(conn, "SELECT %s::text || 'b'", ("a",)) == "ab"
+        names = one(conn, "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql",
+                    prepare=False)
+        assert names >= 2
+        kill_backend(cluster, "victim_parse", ("idle",))
+        assert one(conn, "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql",
+                   prepare=False) == names
+        # The driver's names still work: it sends only Bind/Execute for them.
+        assert one(conn, "SELECT %s::int + 1", (41,)) == 42
+        assert one(conn, "SELECT %s::text || 'b'", ("b",)) == "bb"
+        conn.execute("DEALLOCATE ALL", prepare=False)
+        kill_backend(cluster, "victim_parse", ("idle",))
+        assert one(conn, "SELECT count(*) FROM pg_prepared_statements WHERE NOT from_sql",
+                   prepare=False) == 0
+    assert wait_until(lambda: kept(pgplex.port) == 2, 5)
+
+
+@pytest.mark.parametrize("statement", [
+    "CREATE TEMP TABLE t (a int)", "SELECT pg_advisory_lock(4242)",
+    "BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT 1; COMMIT"])
+def test_session_pooling_client_with_unmovable_state_is_closed(make_pgplex, cluster, statement):
+    """Session pooling, once the session holds what no other server can be given (a
+    temporary table, a session advisory lock, a WITH HOLD cursor): that died with the server
+    and pgplex cannot rebuild it, so the client is closed, as PostgreSQL would close it, with
+    the reason."""
+    pgplex = make_pgplex(settings=SESSION, pool_size=2)
     conn = connect(pgplex.port, autocommit=True, application_name="victim_session")
     try:
-        conn.execute("BEGIN")
-        kill_backend(cluster, "victim_session")
-        with pytest.raises(psycopg.OperationalError):
+        conn.execute(statement)
+        kill_backend(cluster, "victim_session", ("idle",))
+        with pytest.raises(psycopg.OperationalError) as raised:
             conn.execute("SELECT 1")
+        assert "cannot be moved to another" in str(raised.value), raised.value
         assert conn.closed or conn.broken
     finally:
         conn.close()
     assert_back_to_baseline(pgplex.port)
+    assert kept(pgplex.port) == 0
+
+
+def test_session_pooling_temp_table_dropped_again_moves(make_pgplex, cluster):
+    """The check counts what the session holds, not what it once made."""
+    pgplex = make_pgplex(settings=SESSION, pool_size=2)
+    with connect(pgplex.port, autocommit=True, application_name="victim_temp") as conn:
+        conn.execute("CREATE TEMP TABLE gone_again (a int)")
+        conn.execute("DROP TABLE gone_again")
+        conn.execute("SET work_mem = '7MB'")
+        kill_backend(cluster, "victim_temp", ("idle",))
+        assert one(conn, "SHOW work_mem") == "7MB"
 
 
 @pytest.mark.skipif(not JDBC_JAR.exists() or shutil.which("javac") is None,

@@ -87,6 +87,22 @@ def test_replica_service_lands_only_on_the_normal_replica(replicated, make_clust
         assert {where(conn) for _ in range(6)} == {(replicated.replica1, True)}
 
 
+@pytest.mark.parametrize("mode", ["session", "transaction"])
+def test_round_robin_spreads_fresh_clients_over_the_replicas(replicated, make_cluster_pgplex,
+                                                             mode):
+    """Each fresh client with one statement (psql -c, a cron job) takes the next replica; in
+    transaction pooling the login's own server does not take a turn (it did, and every
+    client's statement landed on the same replica)."""
+    pgplex = make_cluster_pgplex(replicated, offline=(), settings={"pool_mode": mode})
+    port = pgplex.service_port("replica")
+    replicas = {replicated.replica1, replicated.replica2}
+    assert wait_until(lambda: set(landing_ports(port, 4)) == replicas, FOLLOW_SECONDS,
+                      ignore=(psycopg.Error,)), f"clients land on {landing_ports(port)}"
+    ports = landing_ports(port, 12)
+    for node in replicas:
+        assert ports.count(node) >= 4, f"clients of the replica service landed on {ports}"
+
+
 def test_replica_service_moves_to_its_backups_when_the_replica_stops_and_back_when_it_starts(
         failover_cluster, make_cluster_pgplex):
     nodes = failover_cluster

@@ -10,8 +10,10 @@
 #include <utility>
 #include <vector>
 
+#include "pgplex/cluster/requests.h"
 #include "pgplex/cluster/topology.h"
 #include "pgplex/config/config.h"
+#include "pgplex/pool/pool_table.h"
 
 namespace pgplex::admin {
 
@@ -34,12 +36,20 @@ struct WorkerState {
     uint64_t tls_failures = 0, auth_failures = 0, logins_refused = 0, protocol_violations = 0;
     uint64_t auth_queries = 0, auth_query_failures = 0;  // auth_query lookups, and failed ones
     uint64_t clients_stalled = 0;                        // closed by client_stall_timeout
-    uint64_t clients_kept = 0;  // answered in place of a server that failed, not closed
+    uint64_t clients_kept = 0;           // answered in place of a server that failed, not closed
+    uint32_t primary_waiting = 0;        // routed clients waiting for a primary now
+    uint64_t primary_wait_timeouts = 0;  // requests answered 57P03 after failover_wait_timeout
+    uint64_t requests_rerun = 0;         // re-sent to another replica after one died
 };
 
 // One client connection as SHOW CLIENTS lists it, taken by its own worker (client_admin.cc).
 // Times are monotonic milliseconds, as Context::now_ms.
 struct ClientRow {
+    char type = 'C';    // 'C' a client, 'S' a server (SHOW SERVERS and SOCKETS list both kinds)
+    int64_t pool = -1;  // PoolRow::id of the pool it uses now; -1: none
+    // A server's state in PgBouncer's words (active, idle, tested, login); for a client it
+    // is derived from state.
+    std::string pgbouncer_state;
     uint32_t worker = 0;
     uint32_t id = 0;  // the process id pgplex gave it in BackendKeyData
     std::string user, database, application_name;
@@ -55,6 +65,26 @@ struct ClientRow {
     int port = -1, local_port = -1;
 };
 
+// SHOW VERSION's one row. PgBouncer's exporters and monitoring agents read a version from it
+// (Datadog's check takes the first "N.N.N", pgwatch the first "N.N") to decide which columns
+// to expect; pgplex answers the columns of PgBouncer 1.25, so it says so first, then its own.
+inline constexpr const char* version_text = "PgBouncer 1.25.0 (pgplex " PGPLEX_VERSION ")";
+
+// PgBouncer's stats_period: the avg_* columns of SHOW STATS are over the last whole period.
+inline constexpr int stats_period_seconds = 60;
+
+// One pool of the pool table (pool/pool_table.h), as SHOW POOLS, DATABASES and LISTS count it.
+struct PoolRow {
+    uint32_t id = 0;
+    std::string database;                // the alias the pool serves
+    std::string user;                    // the user its servers log in as
+    int servers = 0;                     // server connections of any state, all workers
+    int waiting = 0;                     // clients waiting for one of them
+    pool::StatValues totals{}, older{};  // pool_table.h: now, and at the older boundary
+};
+
+struct Console;
+
 struct Context {
     const config::Config& config;
     const cluster::Topology* topology;  // may be null before the first round of checks
@@ -62,6 +92,15 @@ struct Context {
     const std::vector<WorkerState>* workers = nullptr;  // null: none published yet
     const std::vector<ClientRow>* clients = nullptr;    // SHOW CLIENTS; null: not gathered
     int64_t wall_ms = 0;  // the same instant as now_ms on the wall clock, for timestamps
+    // Where UNFENCE and SWITCHOVER go (failover_commands.h); null: they are refused as busy.
+    cluster::Requests* requests = nullptr;
+    // An admin_users user; a stats_users user may only SHOW (control commands: 42501).
+    bool may_control = true;
+    const std::vector<PoolRow>* pools = nullptr;  // null: not gathered (SHOW POOLS shows none)
+    // Where PAUSE, DISABLE, KILL_CLIENT, RELOAD and SHUTDOWN go (console.h); null: refused.
+    Console* console = nullptr;
+    pool::PoolTable* pool_table = nullptr;
+    int64_t stats_since_ms = 0;  // monotonic: the older stats_period boundary (PoolRow::older)
 };
 
 // Whether answering sql needs every worker's clients (Context::clients): the caller gathers
@@ -75,10 +114,13 @@ bool needs_clients(std::string_view sql);
 // no command is answered with EmptyQueryResponse.
 //
 // Commands (case-insensitive, any whitespace, optional trailing ';'): SHOW CLUSTERS,
-// SHOW NODES, SHOW SERVICES, SHOW STATE (per worker: clients and servers by state, pins,
-// buffers, bytes queued), SHOW CLIENTS (PgBouncer's columns, then pgplex's: worker,
-// pgplex_state, wait_reason, pinned, bytes_queued), SHOW MEM (PgBouncer's columns: name, size,
-// used, free, memtotal, over all workers), SHOW VERSION, SHOW HELP. Anything else is syntax_error.
+// SHOW NODES, SHOW SERVICES, SHOW STATE (PgBouncer's active/paused/suspended), SHOW WORKERS
+// (per worker: clients and servers by state, pins, buffers, bytes queued), SHOW CLIENTS
+// (PgBouncer's columns, then pgplex's: worker, pgplex_state, wait_reason, pinned, bytes_queued),
+// SHOW MEM (PgBouncer's columns: name, size, used, free, memtotal, over all workers), SHOW VERSION,
+// SHOW HELP; UNFENCE cluster node and SWITCHOVER cluster [TO node] (failover_commands.h), which
+// post a request to the monitor and are the only answers with a side effect. Anything else is
+// syntax_error.
 void answer(std::string_view sql, const Context& context, std::vector<uint8_t>& out);
 
 }  // namespace pgplex::admin

@@ -30,6 +30,17 @@ inline constexpr uint32_t kept_statement_bytes_max = 1u << 20;
 // of a prepared statement went stale after a schema change; beyond it, no retry.
 inline constexpr uint32_t replay_bytes_max = 65536;
 
+// A request re-run after the replica running it died (client_failure.cc) is kept, as the
+// client sent it, up to this size: the usual read is far smaller, and a larger one is
+// answered 08006 as before rather than held in memory for every routed client.
+inline constexpr uint32_t rerun_bytes_max = 8192;
+// Session pooling: the named protocol-level statements pgplex keeps of a session to prepare
+// again on another server, in bytes of their Parse messages; a session past it holds state
+// pgplex cannot move (client.h, Session::parses).
+inline constexpr uint32_t session_parse_bytes_max = 1u << 20;
+// Re-runs of one request: a node that keeps dying under it gets the client an 08006.
+inline constexpr uint8_t request_reruns_max = 2;
+
 // A role name or database name: PostgreSQL's NAMEDATALEN - 1.
 inline constexpr uint32_t name_bytes_max = 63;
 // Nodes in one [clusters] table: a primary and its replicas; the monitors run them all.
@@ -62,13 +73,33 @@ inline constexpr uint32_t sealed_bytes_max = 256 * 1024;
 // Slot indexes are packed in 24 bits of io_uring user_data (see io/user_data.h).
 inline constexpr uint32_t slots_per_worker_max = 1u << 24;
 
-// Workers are packed in the upper bits of the BackendKeyData process id pgplex gives a
-// client (see client/cancel.cc): pid = worker << 22 | slot.
-inline constexpr uint32_t workers_max = 256;
-inline constexpr uint32_t cancel_slot_bits = 22;
+// The BackendKeyData process id pgplex gives a client names the appliance (its place among
+// the [gossip] appliances, 0 alone), the worker and the client slot, so a CancelRequest finds
+// its client on any worker of any appliance: pid = appliance << 26 | worker << 20 | slot.
+// It stays positive, as PostgreSQL's pids do.
+inline constexpr uint32_t appliances_max = 16;
+inline constexpr uint32_t workers_max = 64;
+inline constexpr uint32_t cancel_slot_bits = 20;
+inline constexpr uint32_t cancel_worker_bits = 6;
+inline constexpr uint32_t cancel_appliance_shift = cancel_slot_bits + cancel_worker_bits;
 inline constexpr uint32_t client_slots_per_worker_max = 1u << cancel_slot_bits;
 static_assert(client_slots_per_worker_max <= slots_per_worker_max);
-static_assert(workers_max << cancel_slot_bits <= 0x7fffffffu, "pid must stay positive");
+static_assert(workers_max == 1u << cancel_worker_bits);
+static_assert((appliances_max << cancel_appliance_shift) - 1 <= 0x7fffffffu,
+              "pid must stay positive");
+
+constexpr uint32_t cancel_pid(uint32_t appliance, uint32_t worker, uint32_t slot) {
+    return appliance << cancel_appliance_shift | worker << cancel_slot_bits | slot;
+}
+constexpr uint32_t pid_appliance(uint32_t pid) {
+    return pid >> cancel_appliance_shift;
+}
+constexpr uint32_t pid_worker(uint32_t pid) {
+    return (pid >> cancel_slot_bits) & (workers_max - 1);
+}
+constexpr uint32_t pid_slot(uint32_t pid) {
+    return pid & (client_slots_per_worker_max - 1);
+}
 
 // Buffer ids of the provided buffer ring are 16 bits in a CQE.
 inline constexpr uint32_t ring_buffers_max = 32768;
@@ -87,6 +118,10 @@ inline constexpr int64_t cancel_confirm_ms = 5000;
 // SHOW CLIENTS waits this long for every worker to list its clients; a worker that has not
 // answered by then (stuck, or shutting down) is left out of the answer and logged.
 inline constexpr int64_t admin_gather_ms = 1000;
+
+// SUSPEND answers once every send queue is empty, or after this long with what is still
+// queued logged (PgBouncer's suspend_timeout default; pgplex closes nothing for it).
+inline constexpr int64_t suspend_flush_ms = 10000;
 
 // After a server login of a pool fails, min_pool_size opens no server for it for this long
 // (PgBouncer's server_login_retry default), so a server that is down is not asked again on

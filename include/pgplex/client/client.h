@@ -15,6 +15,7 @@
 #include "pgplex/base/clock.h"
 #include "pgplex/config/config.h"
 #include "pgplex/io/conn.h"
+#include "pgplex/pool/budget.h"
 #include "pgplex/pool/notify.h"
 #include "pgplex/pool/prepared.h"
 #include "pgplex/pool/session_state.h"
@@ -67,6 +68,7 @@ enum class CloseReason : uint8_t {
     TransactionBlock,  // statement pooling: the client opened a transaction block
     TlsFailed,         // the TLS handshake or a record failed (nothing can be said to it)
     Stalled,           // it read nothing of its queued output for client_stall_timeout
+    Killed,            // the management console's KILL_CLIENT
 };
 
 const char* to_string(CloseReason reason);
@@ -116,6 +118,10 @@ enum class TransactionLost : uint8_t { None, Untold, Aborted };
 struct Session {
     std::string user;
     std::string database;
+    // Its places in max_db_client_connections and max_user_client_connections (pool/budget.h),
+    // held from its login until the session ends.
+    pool::ClientCharge database_clients;
+    pool::ClientCharge user_clients;
     config::PoolMode mode = config::PoolMode::Session;
     // Startup parameters and "-c name=value" options (name, value): what RESET goes back to.
     pool::Settings startup;
@@ -145,14 +151,45 @@ struct Session {
     bool pin_allowed = true;   // the alias's pin_on_session_state
     bool pin_suspect = false;  // a statement that may create some ran in this transaction
     bool pinned = false;       // it holds some: it keeps its server
+    // Session pooling: the session holds state on its server that pgplex cannot give another
+    // server, for the rest of the session (a named statement too long to keep, past
+    // limits::session_parse_bytes_max, or a check of the session that failed), or as the
+    // last check counted (`unmovable`: a temporary table, an advisory lock, a WITH HOLD
+    // cursor). Until then it survives its server (client_failure.cc): the next one is given
+    // its settings, SQL-level and protocol-level prepared statements and LISTENs, which
+    // pgplex follows as below.
+    bool state_on_server = false;
+    bool unmovable = false;
+    // Session pooling: a transaction that may have changed what the session holds ended
+    // (ReadyForQuery idle) and the check that reads it (server_lease.cc) has not run yet.
+    bool state_unread = false;
+    // Session pooling: its named protocol-level statements (name, Parse body), kept when
+    // the server answers ParseComplete, dropped at CloseComplete or when a check no longer
+    // finds the name (a DEALLOCATE, a DISCARD ALL); and the channels it LISTENs on, as the
+    // last check read them.
+    std::vector<std::pair<std::string, std::string>> parses;
+    size_t parse_bytes = 0;
+    std::vector<std::string> channels;
     // Transaction pooling: its named prepared statements (client/client_extended.cc).
     std::unique_ptr<pool::ClientStatements> statements;
     // Transaction pooling: the channels it LISTENs on (client/client_listen.cc).
     std::unique_ptr<pool::ClientListen> listen;
+    // A routed request outside a transaction block on a replica (client_failure.cc): the
+    // client's bytes since its lease began, kept to be sent to another node if the replica
+    // dies before any byte of the answer reached the client. Recording stops (and the bytes
+    // are dropped) at the first byte to the client or past limits::rerun_bytes_max.
+    std::string rerun;
+    bool rerun_recording = false;
+    uint8_t reruns = 0;  // re-runs of the request under way
     // A client of a cluster (route/router.h): where its transactions go. Null otherwise.
     std::shared_ptr<route::Routing> routing;
     bool admin = false;       // the management database (client/client_admin.cc)
     std::string admin_query;  // Asking: the Query it answers once every worker has
+    // Asking after PAUSE: its answer, held until no server is lent (admin_on_tick).
+    std::vector<uint8_t> admin_reply;
+    bool pausing = false;
+    bool waiting_close = false;  // WAIT_CLOSE: admin_reply goes once no marked server is open
+    bool suspending = false;     // SUSPEND: admin_reply goes once every worker is suspended
 };
 
 struct Client {
@@ -176,15 +213,19 @@ struct Client {
     // unsent (client_cancel.h).
     base::Milliseconds cancel_wanted = 0;
     bool cancel_answered = false;  // Waiting: a cancelled request was answered (consume_held)
+    // Waiting for a primary: failover_wait_timeout ran out; its request is answered 57P03
+    // unsent (client_cancel.h), as a cancelled one is answered 57014.
+    bool primary_wait_expired = false;
     // Its address and the listener's, once io::Loop::ask_addresses has read them.
     bool addresses_asked = false;  // the read is in flight or done
     bool addresses_known = false;
     sockaddr_storage peer{};
     sockaddr_storage local{};
-    uint32_t asking = 0;       // Asking: the serial of its request to the workers
-    uint32_t asking_left = 0;  // Asking: workers yet to answer it
-    bool consuming = false;    // inside consume_held(): no re-entry
-    bool wait_logged = false;  // Waiting: its long wait was logged (client_work.cc)
+    uint32_t peer_uid = 0xffffffffu;  // on a Unix socket, the client's user id (hba peer)
+    uint32_t asking = 0;              // Asking: the serial of its request to the workers
+    uint32_t asking_left = 0;         // Asking: workers yet to answer it
+    bool consuming = false;           // inside consume_held(): no re-entry
+    bool wait_logged = false;         // Waiting: its long wait was logged (client_work.cc)
     std::unique_ptr<Login> login;
     std::unique_ptr<Session> session;
     std::unique_ptr<uint8_t[]> assembly;  // an inspected Query split across buffers

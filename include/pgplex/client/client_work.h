@@ -43,6 +43,10 @@ void resume(worker::Worker& worker, Client& client);
 // Bytes from the linked server were queued to the client.
 void on_server_output(worker::Worker& worker, Client& client);
 
+// Session pooling: a named Parse (`text`: its body) or the Close of a named statement
+// (`text`: the name) was answered (`ok`) or failed: the session's record of its statements
+// follows (Session::parses).
+void follow_statement(Client& client, bool parse, std::string& text, bool ok);
 // A Parse of the client's failed or was skipped: it does not own `name` after all.
 void forget_statement(worker::Worker& worker, Client& client, std::string_view name,
                       const pool::Statement* statement);
@@ -54,8 +58,11 @@ void fail(worker::Worker& worker, Client& client, CloseReason reason, proto::Sev
 void close(worker::Worker& worker, Client& client, CloseReason reason);
 
 // A CancelRequest for a client of this worker (maybe forwarded from another worker).
-// A CancelRequest for the client of this pid and key (client_cancel.cc).
 void cancel(worker::Worker& worker, uint32_t pid, uint32_t key);
-uint32_t cancel_pid(uint32_t worker, uint32_t slot);
+// A CancelRequest for a client of another appliance: handed to the control plane, which
+// sends it to that appliance by gossip (client_cancel.cc).
+void forward_cancel(worker::Worker& worker, uint32_t pid, uint32_t key);
+// The BackendKeyData pid of a client slot of this worker (base/limits.h).
+uint32_t cancel_pid(const worker::Worker& worker, uint32_t slot);
 
 }  // namespace pgplex::client

@@ -5,6 +5,7 @@
 // exist and their flags: roles, health, LSNs and lag are always read from the nodes.
 #pragma once
 
+#include <climits>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "pgplex/config/config.h"
+#include "pgplex/config/selector.h"
 
 namespace pgplex::cluster {
 
@@ -46,6 +48,10 @@ struct NodeStatus {
     int64_t check_us = -1;           // how long the last good check took
     std::string last_error;          // why the last check failed; empty after a good one
     std::string source = "monitor";  // "monitor" or "patroni"
+    // Another node was promoted in its place (by pgplex, or seen: the epoch moved) while it
+    // was primary: it may have diverged, so it carries no service, is never chosen primary,
+    // and (with the pgplex schema) is made read-only, until an operator runs UNFENCE.
+    bool fenced = false;
 
     bool delayed() const { return role == Role::Replica && apply_delay_ms > 0; }
 };
@@ -55,30 +61,57 @@ struct ClusterStatus {
     std::vector<NodeStatus> nodes;  // in the config's order
     int primary = -1;               // index into nodes of the healthy primary; -1 none
     uint64_t epoch = 0;             // grows every time the primary changes
+    // A switchover is moving the primary: transactions that need the primary wait at their
+    // boundary (as while primary < 0), up to the cluster's failover_wait_timeout.
+    bool hold_writes = false;
+    // What a promotion or switchover under way is doing ("" when none), for SHOW CLUSTERS.
+    std::string failover_state;
+    // With [gossip]: whether this appliance holds a majority's lease on the epoch (primary is
+    // -1 while it does not: writes wait, reads go on). Always true without [gossip].
+    bool writable = true;
+    // With [gossip]: the monotonic ms (base::monotonic_ms) at which the lease ends unless a
+    // later snapshot renews it; the router sends nothing to the primary from then on, so a
+    // worker reading a stale snapshot cannot outlive the lease. INT64_MAX without [gossip].
+    int64_t writable_until_ms = INT64_MAX;
+    // With [gossip] and minority_reads = false: false while this appliance cannot reach a
+    // majority; the router then sends nothing to any node of the cluster.
+    bool readable = true;
+};
+
+// What the gossip between appliances says (gossip/engine.h), for SHOW MEMBERS. Not enabled
+// without [gossip]: the appliance then decides alone.
+struct MemberStatus {
+    std::string address;  // "ip:port"
+    bool self = false;
+    std::string state;  // alive | suspect | dead
+    uint64_t incarnation = 0;
+    int64_t heard_ms = -1;  // monotonic ms of the last message accepted from it; -1 never
+};
+
+struct Membership {
+    bool enabled = false;
+    bool quorum = true;  // this appliance reaches a majority of the configured appliances
+    std::vector<MemberStatus> members;
+    uint64_t received = 0;
+    uint64_t sent = 0;
+    uint64_t forged = 0;
+    uint64_t replayed = 0;
+    uint64_t malformed = 0;
 };
 
 struct Topology {
     uint64_t generation = 0;  // grows with every publication
     std::vector<ClusterStatus> clusters;
+    Membership membership;
 
     const ClusterStatus* find(std::string_view name) const;
 };
 
 // --- services --------------------------------------------------------------------------------
 
-// A compiled selector: "primary", "replica && !offline", "sync || (replica && offline_query)".
-// Predicates: primary, replica, sync, delayed, offline, offline_query, any. Operators: !, &&,
-// ||, parentheses. An empty text selects nothing.
-class Selector {
-  public:
-    // Returns false and sets reason on a syntax error or an unknown predicate.
-    static bool compile(std::string_view text, Selector& out, std::string& reason);
-    bool matches(const NodeStatus& node) const;
-    bool empty() const { return code_.empty(); }
-
-  private:
-    std::vector<uint8_t> code_;  // postfix
-};
+// Services select their nodes with a compiled selector (config/selector.h).
+using Selector = config::Selector;
+bool matches(const Selector& selector, const NodeStatus& node);
 
 // Which nodes carry a service now: members, or the backups when no member qualifies.
 struct Carriers {
@@ -92,6 +125,10 @@ struct ServiceRule {
     int64_t max_lag_ms = -1;     // -1: no limit
     int64_t max_lag_bytes = -1;  // -1: no limit
 };
+
+// The rule a service routes by: its selectors compiled, its lag limits or else its
+// cluster's. The loader checked the selectors; one that does not compile selects nothing.
+ServiceRule service_rule(const config::Cluster& cluster, const config::Service& service);
 
 // What a node must meet, besides the selector, to carry a request.
 struct Limits {

@@ -39,7 +39,13 @@ struct Endpoint {
 
     bool is_unix() const { return !host.empty() && host[0] == '/'; }
     std::string to_string() const;  // "host:port" or "/dir/.s.PGSQL.port"
+    // The resolved address as numbers, "10.0.0.1:5432" or "[::1]:5432"; to_string() for a
+    // Unix socket.
+    std::string numeric() const;
 };
+
+// A socket address as Endpoint::numeric() writes it; empty for other families.
+std::string numeric_address(const sockaddr_storage& address);
 
 // [clusters.NAME.node_options."host:port"]: what the config says of a node. Its role is
 // never configured: the monitor reads it from the node.
@@ -47,6 +53,9 @@ struct NodeOptions {
     bool offline = false;        // a dedicated offline instance (Pigsty's pg_role = offline)
     bool offline_query = false;  // a replica that also takes offline queries (pg_offline_query)
     int weight = 100;            // 0..256, as HAProxy's; 0 takes no new work
+    // Server connections to the node over all its pools, shared by every appliance of the
+    // site ([gossip]: each takes a share, pool/budget.h); 0: no limit.
+    int max_db_connections = 0;
 };
 
 struct Node {
@@ -107,6 +116,13 @@ inline constexpr KnownService known_services[] = {
 // The entry of that name, or null.
 const KnownService* known_service(std::string_view name);
 
+// Who promotes a replica when a cluster's primary fails.
+enum class Failover : uint8_t {
+    Follow,   // an HA manager or an operator promotes; the monitors follow
+    Promote,  // pgplex promotes the most advanced healthy replica itself
+};
+const char* to_string(Failover failover);
+
 struct Cluster {
     std::string name;
     uint32_t line = 0;
@@ -122,7 +138,18 @@ struct Cluster {
     int64_t check_timeout_ms = 2'000;  // one check: connect, log in and query
     int64_t max_lag_ms = -1;           // routed reads: replicas further behind leave rotation
     int64_t max_lag_bytes = -1;
-    uint16_t patroni_port = 0;      // 0: health from the monitor; else Patroni's REST API
+    uint16_t patroni_port = 0;  // 0: health from the monitor; else Patroni's REST API
+    // "follow": someone else (Patroni, an operator) promotes and pgplex follows; "promote":
+    // pgplex promotes a replica itself when the primary is down (cluster/derive.h).
+    Failover failover = Failover::Follow;
+    // A replica further than this behind the old primary's last known LSN is never promoted
+    // (Patroni's maximum_lag_on_failover, and its default).
+    int64_t max_failover_lag_bytes = int64_t(1) << 20;
+    // SWITCHOVER waits this long for the old primary's transactions to finish, then proceeds.
+    int64_t switchover_timeout_ms = 10'000;
+    // How long a transaction that needs the primary waits while the cluster has none (or a
+    // switchover holds writes); -1: [pgplex]'s failover_wait_timeout.
+    int64_t failover_wait_timeout_ms = -1;
     std::vector<Service> services;  // the four Pigsty defaults when none are configured
 
     const Node* find_node(std::string_view node_name) const;
@@ -166,6 +193,10 @@ struct Alias {
     int pool_size = -1;          // -1: [pgplex] default_pool_size
     int reserve_pool_size = -1;  // -1: [pgplex] reserve_pool_size
     int min_pool_size = -1;      // -1: [pgplex] min_pool_size
+    // PgBouncer's per-database limits: server connections over all the alias's pools, and
+    // clients logged in to it; -1: [pgplex]'s; 0: no limit.
+    int max_db_connections = -1;
+    int max_db_client_connections = -1;
     bool pool_mode_set = false;
     PoolMode pool_mode = PoolMode::Session;  // valid when pool_mode_set
     int pin_on_session_state = -1;           // -1: [pgplex]'s; else 0 or 1
@@ -181,6 +212,10 @@ struct UserSettings {
     uint32_t line = 0;  // where it is defined, for messages
     bool pool_mode_set = false;
     PoolMode pool_mode = PoolMode::Session;  // valid when pool_mode_set
+    // PgBouncer's per-user limits: server connections that log in as NAME, and clients that
+    // log in as NAME; -1: [pgplex]'s; 0: no limit.
+    int max_user_connections = -1;
+    int max_user_client_connections = -1;
 };
 
 // The default auth_query: the function of `pgplex --print-schema` (SECURITY DEFINER, its
@@ -192,12 +227,57 @@ struct Listen {
     Endpoint endpoint;  // host:port to bind
 };
 
+// [gossip]: the other pgplex appliances of this site and how this one talks to them
+// (gossip/engine.h, gossip/agent.h). Absent: this appliance decides alone. Addresses are kept
+// numeric ("10.0.0.11:7946", "[::1]:7946"): an appliance is known by the address it sends
+// from, so the configured names must compare equal to what recvfrom(2) reports.
+struct Gossip {
+    bool enabled = false;
+    Endpoint listen;
+    std::string self;                     // listen, numeric
+    std::vector<Endpoint> peers;          // the other configured appliances
+    std::vector<std::string> peer_names;  // numeric, in the order of peers
+    std::string key_file;                 // resolved relative to the config file
+    std::vector<uint8_t> key;  // its contents (trailing white space dropped), >= 32 bytes
+    int64_t probe_interval_ms = 500;
+    int64_t probe_timeout_ms = 200;
+    int64_t suspect_timeout_ms = 2'000;
+    int64_t lease_ms = 1'000;
+    // Whether reads go on while this appliance cannot reach a majority (writes never do).
+    bool minority_reads = true;
+    // Every configured appliance (self and peers), numeric and sorted: the same list on each.
+    // An appliance's place in it is the top bits of the BackendKeyData pid of its clients, so
+    // a CancelRequest that reaches another appliance is forwarded to it by gossip.
+    std::vector<std::string> appliances;
+    uint32_t index = 0;  // this appliance's place in appliances; 0 without [gossip]
+
+    bool same_members(const Gossip& other) const {
+        return enabled == other.enabled && self == other.self && peer_names == other.peer_names;
+    }
+};
+
 struct Config {
     std::string path;  // the file this was loaded from
 
     std::vector<Listen> listen;  // listen = ["127.0.0.1:6432", ...]
-    int workers = 0;             // 0: one per online CPU
+    // The admin HTTP port (/metrics, /health; metrics/server.h); "" (the default): none.
+    std::string metrics_listen;
+    Endpoint metrics_endpoint;  // metrics_listen resolved
+    // unix_socket_dir: a Unix socket "<dir>/.s.PGSQL.<port>" for each port of a TCP listen
+    // address and of each service listening on them (PgBouncer's unix_socket_dir); "" for none.
+    // Its sockets are already in listen and Service::listen once loaded.
+    std::string unix_socket_dir;
+    int unix_socket_mode = 0777;  // the permissions of those sockets (and of listen's own)
+    Gossip gossip;
+    int workers = 0;  // 0: one per online CPU
     int max_client_conn = 10000;
+    // PgBouncer's limits (pool/budget.h), each 0 for none: server connections per database
+    // (alias) over all its pools and per server user, and clients logged in per database
+    // and per user. [databases.X] and [users.NAME] may set their own.
+    int max_db_connections = 0;
+    int max_user_connections = 0;
+    int max_db_client_connections = 0;
+    int max_user_client_connections = 0;
     PoolMode pool_mode = PoolMode::Session;
     int default_pool_size = 20;
     // Transaction pooling: named statements each server keeps prepared (least recently
@@ -228,6 +308,12 @@ struct Config {
     int64_t server_idle_timeout_ms = 600'000;
     int64_t server_lifetime_ms = 3'600'000;
     int64_t query_wait_timeout_ms = 120'000;
+    // A transaction that needs a cluster's primary waits this long while there is none (a
+    // failover) or a switchover holds writes, then is answered 57P03; 0: answered at once.
+    int64_t failover_wait_timeout_ms = 30'000;
+    // Where the monitor keeps each cluster's epoch, last primary and fences across restarts
+    // (cluster/saved_state.h), resolved relative to the config file; empty: in memory only.
+    std::string state_file;
     int64_t client_login_timeout_ms = 60'000;
     // A wrong password (or unknown user) is answered this much later, its connection held
     // meanwhile: a password guesser gets one guess per connection per delay.
@@ -264,6 +350,7 @@ struct Config {
     std::vector<std::shared_ptr<const ServerTls>> server_tls_sets;
 
     std::vector<std::string> admin_users;          // may use the pgplex database
+    std::vector<std::string> stats_users;          // may use it for SHOW commands only
     std::vector<std::string> read_only_functions;  // besides the built-in list
     std::vector<Cluster> clusters;
     std::vector<Rule> rules;
@@ -284,6 +371,16 @@ struct Config {
         int min = alias.min_pool_size >= 0 ? alias.min_pool_size : min_pool_size;
         return min < pool_size(alias) ? min : pool_size(alias);
     }
+    int64_t failover_wait_timeout_of(const Cluster* cluster) const {
+        return cluster != nullptr && cluster->failover_wait_timeout_ms >= 0
+                   ? cluster->failover_wait_timeout_ms
+                   : failover_wait_timeout_ms;
+    }
+    // The limits in force for a database (alias) name and a user name; 0: none.
+    int max_db_connections_of(std::string_view database) const;
+    int max_db_client_connections_of(std::string_view database) const;
+    int max_user_connections_of(const std::string& user) const;
+    int max_user_client_connections_of(const std::string& user) const;
     int reserve_pool_size_of(const Alias& alias) const {
         return alias.reserve_pool_size >= 0 ? alias.reserve_pool_size : reserve_pool_size;
     }
@@ -312,6 +409,15 @@ struct LoadResult {
 
 // Reads and validates the file (and its auth file). Resolves host names. Never throws.
 LoadResult load(const std::string& path);
+
+// SET from the management console (admin/console.h): `key = value` lines for [pgplex], TOML,
+// laid over the file by every load() (each SET's reload, SIGHUP) until the console's RELOAD
+// clears them and the file alone counts again. check_override() says whether the key may
+// change live and the value would be accepted in the file (reason when not); set_override()
+// keeps it (replacing an earlier SET of the key).
+bool check_override(std::string_view key, std::string_view value, std::string& reason);
+void set_override(std::string_view key, std::string_view value);
+void clear_overrides();
 
 // Parses a duration as written in the config: "250ms", "10s", "5m", "1h", or a bare
 // integer of seconds. Returns false on anything else.

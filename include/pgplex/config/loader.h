@@ -127,5 +127,12 @@ bool parse_clusters(Loader& loader, const toml::node& node, Config& config);
 bool parse_rules(Loader& loader, const toml::node& node, Config& config);
 bool parse_rewrites(Loader& loader, const toml::node& node, Config& config);
 bool check_routing(Loader& loader, const toml::table& root, Config& config);
+// [gossip] (load_gossip.cc).
+bool parse_gossip(Loader& loader, const toml::node& node, Config& config);
+
+// Reads a regular file whole, refusing more than bytes_max. On failure sets reason (without
+// the path).
+bool read_whole_file(const std::string& path, std::uintmax_t bytes_max, std::string& text,
+                     std::string& reason);
 
 }  // namespace pgplex::config

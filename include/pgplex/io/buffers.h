@@ -77,7 +77,7 @@ class Buffers {
     void flush_recycled();
     uint32_t ring_free() const { return ring_free_; }
     uint32_t ring_count() const { return ring_count_; }
-    // For SHOW STATE / SHOW MEM: ring buffers pgplex holds (received, not yet given back),
+    // For SHOW WORKERS / SHOW MEM: ring buffers pgplex holds (received, not yet given back),
     // out buffers made and in use, chunks made and in use.
     uint32_t ring_in_use() const { return ring_count_ - ring_free_ - pending_advance_; }
     uint32_t out_count() const { return uint32_t(out_blocks_.size()); }

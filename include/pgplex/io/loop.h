@@ -51,8 +51,11 @@ class Loop {
     // table (IORING_OP_FIXED_FD_INSTALL, Linux 6.8), and the completion's fd is given to
     // read_addresses() and closed.
     void ask_addresses(Conn& conn, Op op, uint32_t slot);
-    // The peer's and our own address of a socket `fd`; closes it. False if unreadable.
-    static bool read_addresses(int fd, sockaddr_storage& peer, sockaddr_storage& local);
+    // The peer's and our own address of a socket `fd`, and on a Unix socket the peer's user
+    // id (SO_PEERCRED; else uid_unknown); closes it. False if unreadable.
+    static constexpr uint32_t uid_unknown = 0xffffffffu;
+    static bool read_addresses(int fd, sockaddr_storage& peer, sockaddr_storage& local,
+                               uint32_t& peer_uid);
 
     // TLS from now on (the server side of the handshake): bytes already received and not
     // processed must have been taken out by the caller. `raw`, if any, goes out before it in

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "pgplex/config/config.h"
+#include "pgplex/pool/budget.h"
 #include "pgplex/tls/scram.h"
 
 namespace pgplex::pool {
@@ -29,6 +30,10 @@ inline constexpr uint32_t waiter_mask_words = 4;  // 256 workers
 // How to reach and log in to the servers of one pool. Immutable once the pool exists.
 struct Target {
     std::string alias;  // for logs and errors
+    // The database its server connections count against (max_db_connections, budget.h):
+    // the alias's name, or the client's database name under [databases."*"]. Pools of two
+    // aliases are apart, as PgBouncer's are, so each alias's limit holds.
+    std::string database;
     config::Endpoint endpoint;
     std::string dbname;
     std::string user;
@@ -42,14 +47,38 @@ struct Target {
 
 uint64_t target_key(const Target& target);
 
+// PgBouncer's per-pool statistics (SHOW STATS), counted since start. Times are in
+// microseconds, as PgBouncer's, measured on the worker's clock (milliseconds).
+enum class Stat : uint8_t {
+    ServerAssignments,  // a server lent to a client (total_server_assignment_count)
+    Transactions,       // a ReadyForQuery that reports idle
+    Queries,            // every ReadyForQuery: one Query, or one extended-protocol Sync
+    ReceivedBytes,      // from clients, forwarded to servers
+    SentBytes,          // from servers, forwarded to clients
+    TransactionUs,      // from a transaction's first request to its idle ReadyForQuery
+    QueryUs,            // from a request to its ReadyForQuery
+    WaitUs,             // clients waiting for a server to be lent
+};
+inline constexpr size_t stat_count = size_t(Stat::WaitUs) + 1;
+using StatValues = std::array<uint64_t, stat_count>;
+
 struct Pool {
     uint32_t id = 0;
     uint64_t key = 0;
     Target target;
-    std::atomic<int> waiting{0};              // clients waiting for a server, all workers
+    std::atomic<int> waiting{0};  // clients waiting for a server, all workers
+    // The budgets its servers count against, set before the pool is published and never
+    // changed: a place is granted only if each of them has room too (budget.h).
+    Budget* database_budget = nullptr;
+    Budget* user_budget = nullptr;
+    Budget* node_budget = nullptr;
     std::atomic<int> reserve_limit{0};        // reserve_pool_size, as size_limit
     std::atomic<int> min_size{0};             // min_pool_size (at most size_limit), likewise
     std::atomic<int64_t> login_failed_ms{0};  // when a server login last failed; 0: never
+    std::atomic<bool> paused{false};          // PAUSE of its database (admin/console.h)
+    // RECONNECT of its database: servers opened before this (worker clock, ms) close as soon
+    // as they are released or found idle; 0: none.
+    std::atomic<int64_t> reconnect_before_ms{0};
     std::array<std::atomic<uint64_t>, waiter_mask_words> waiter_workers{};
     std::array<std::atomic<uint64_t>, waiter_mask_words> idle_workers{};  // idle servers there
     // SCRAM keys learnt from a client that proved the password of target.user; they let
@@ -57,6 +86,16 @@ struct Pool {
     std::atomic<bool> scram_keys_ready{false};
     tls::scram::Key scram_client_key{};
     tls::scram::Key scram_server_key{};
+    // Relaxed adds from every worker: a counter is never read together with another, and a
+    // SHOW that misses an add in flight shows it the next time.
+    std::array<std::atomic<uint64_t>, stat_count> stats{};
+    // The totals at the last two stats_period boundaries (PoolTable::roll_stats).
+    std::array<std::atomic<uint64_t>, stat_count> stats_newer{}, stats_older{};
+
+    void count(Stat stat, uint64_t value) {
+        stats[size_t(stat)].fetch_add(value, std::memory_order_relaxed);
+    }
+    StatValues read(const std::array<std::atomic<uint64_t>, stat_count>& values) const;
 
     // Server connections of any state, all workers.
     int servers() const { return int(uint32_t(places_.load(std::memory_order_acquire))); }
@@ -65,9 +104,16 @@ struct Pool {
     // Lowering the limit closes no server: places above it are given back as their servers
     // close, and no new one is granted until the pool is below the limit.
     void set_size_limit(int limit);
+    // max_db_connections and max_user_connections of this config on its budgets (a login
+    // brings a budget made since the last reload under the newest config).
+    void set_budget_limits(const config::Config& config);
     // Takes one server place if the pool is below its limit at that instant.
     [[nodiscard]] bool try_reserve_server();
     void release_server();
+    // Whether a budget of the pool holds more servers than its limit now (a reload lowered
+    // it, or gossip gave this appliance a smaller share of a node): a server coming back
+    // should close rather than idle, so the places go where the limit now puts them.
+    bool over_budget() const;
     // Takes one place if fewer than `limit` servers exist (and the pool is below its size).
     [[nodiscard]] bool try_reserve_below(int limit);
     // Takes one of the reserve_pool_size places past pool_size; the caller has decided that
@@ -83,6 +129,9 @@ struct Pool {
     void publish_scram_keys(const tls::scram::Key& client_key, const tls::scram::Key& server_key);
 
   private:
+    // Takes a place in each budget, or none (false).
+    [[nodiscard]] bool take_budgets();
+    void give_back_budgets();
     // size_limit in the high half, servers in the low: one word, so a reservation is checked
     // against the limit in force when it is granted. With two words, a reservation that read
     // the limit just before a reload lowered it was still granted after, above the new limit.
@@ -105,8 +154,15 @@ class PoolTable {
     }
     uint32_t capacity() const { return capacity_; }
     uint32_t count() const { return count_.load(std::memory_order_acquire); }  // pools made
+    // Every stats_period, from one thread: each pool's totals become its newest snapshot,
+    // that one its older. The avg_* columns are over [older_stamp_ms, now], as PgBouncer's.
+    void roll_stats(int64_t now_ms);
+    std::atomic<int64_t> newer_stamp_ms{0}, older_stamp_ms{0};
+    // The budgets of every database, user and node met (budget.h).
+    BudgetTable budgets;
 
   private:
+    std::unique_ptr<Pool> make_pool(uint64_t key, const Target& target);
     uint32_t capacity_;
     std::unique_ptr<std::atomic<Pool*>[]> slots_;
     std::atomic<uint32_t> count_{0};

@@ -172,6 +172,15 @@ inline constexpr const char* session_state_check_sql =
     "is_holdable) + (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = "
     "pg_catalog.pg_my_temp_schema())";
 
+// Session pooling reads more of a session than its settings (client.h, Session::parses):
+// settings_check_sql's rows, then the names of its protocol-level prepared statements
+// ("protocol statement"), the channels it listens on ("listen"), and the count of
+// session_state_check_sql ("session state"): what no other server can be given.
+const std::string& session_check_sql();
+inline constexpr std::string_view protocol_statement_row = "protocol statement";
+inline constexpr std::string_view listen_row = "listen";
+inline constexpr std::string_view session_state_row = "session state";
+
 // Applies a change to a session's SQL-level prepared statements (Setting: name, and the
 // PREPARE statement as sql); other kinds leave them alone.
 void apply_prepare_change(std::vector<Setting>& prepared, const SetChange& change);

@@ -52,6 +52,7 @@ public:
             overflowed_ = true;
             return;
         }
+        if (size == 0) return;  // data may be null then (an empty string_view's)
         memcpy(buffer_ + size_, data, size);
         size_ += size;
     }

@@ -46,6 +46,10 @@ struct Request {
     std::string node;         // target == Node
     int64_t max_lag_ms = -1;  // from a hint
     bool may_write = true;    // not known to be a read: counts for read your writes
+    // False for a login's placement in transaction pooling: its server is lent back at
+    // once, so it does not move round robin on (else every client's first transaction
+    // would land on the same node).
+    bool takes_turn = true;
 };
 
 // One client's routing state (Session::routing).
@@ -77,6 +81,9 @@ struct Routing {
     std::atomic<int>* in_flight = nullptr;                   // the node of the lease under way
     std::string node;                                        // its name
     Request pending;  // what a client waiting for a node asked for
+    // Waiting for a node: only the primary can take `pending`, and there is none or a
+    // switchover holds writes (failover_wait_timeout applies, not query_wait_timeout).
+    bool awaits_primary = false;
 };
 
 // A request pgplex answers itself instead of routing.
@@ -107,6 +114,10 @@ class Router {
     int choose(const Routing& routing, const Request& request,
                const cluster::ClusterStatus& cluster, const config::Config& config,
                NodeLoads& loads, base::Milliseconds now);
+    // Whether only the cluster's primary can take the request (a service, or a route, whose
+    // selector and backup select primaries only): while the cluster has no primary, or a
+    // switchover holds writes, it waits for one (failover_wait_timeout).
+    bool needs_primary(const Routing& routing, const Request& request) const;
     // Rewrites from [[rewrites]]; false when none applies.
     bool rewrite(std::string_view text, const Who& who, std::string& out);
     bool has_rewrites() const;
@@ -115,7 +126,7 @@ class Router {
   private:
     int balance(const Routing& routing, const cluster::Carriers& carriers,
                 const cluster::ClusterStatus& cluster, const config::Service* service,
-                NodeLoads& loads, base::Milliseconds now);
+                NodeLoads& loads, base::Milliseconds now, bool takes_turn);
 
     struct Compiled;
     std::unique_ptr<Compiled> compiled_;

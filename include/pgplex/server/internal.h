@@ -53,6 +53,12 @@ inline constexpr std::string_view prepared_row = "prepared statement";
 
 // A Query of pgplex's own (its replies read by consume_own, never forwarded).
 void send_query(worker::Worker& worker, Server& server, std::string_view sql);
+// One message of pgplex's own, `body` as its payload.
+void send_message(worker::Worker& worker, Server& server, proto::FrontendMessage type,
+                  std::string_view body);
+// A Parse of pgplex's own (`body`: the message's body, a client's as it sent it), then a
+// Sync; replies read as send_query's.
+void send_parse(worker::Worker& worker, Server& server, std::string_view body);
 
 // Lending (server_lease.cc): what the answers to pgplex's own queries lead to.
 void give_back(worker::Worker& worker, Server& server, client::Client& client);

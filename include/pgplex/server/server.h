@@ -62,6 +62,8 @@ enum class CloseReason : uint8_t {
     CancelTimeout,  // a cancel request's connection was not closed by the server in time
     HandedOver,     // given to another worker, which now owns the socket
     Direct,         // a direct service's server: its client left
+    Killed,         // the management console's KILL
+    Reconnect,      // the management console's RECONNECT
 };
 
 const char* to_string(CloseReason reason);
@@ -95,6 +97,9 @@ struct Pending {
     // A client's named Parse: its name, forgotten again if the Parse fails or is skipped.
     // Fail: the ErrorResponse body.
     std::string text;
+    // Session pooling: a named Parse (text: its body) or a Close of a named statement (text:
+    // the name) that the session's record of its statements follows once answered.
+    bool session_record = false;
 };
 
 struct ServerLogin {
@@ -124,7 +129,10 @@ struct Server {
     proto::TransactionStatus status = proto::TransactionStatus::Idle;
     base::Milliseconds created = 0;
     base::Milliseconds since = 0;  // when the current state began
-    uint32_t cancel_pid = 0;       // Cancelling: what to send
+    // When the transaction it is in began (its client's first request), for SHOW STATS'
+    // total_xact_time; 0 while it is outside one.
+    base::Milliseconds transaction_started = 0;
+    uint32_t cancel_pid = 0;  // Cancelling: what to send
     uint32_t cancel_key = 0;
     // Cancelling: the server whose statement it cancels (slot, and its generation then).
     uint32_t cancel_of = io::nil;

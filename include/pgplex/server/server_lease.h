@@ -33,6 +33,10 @@ void make_available(worker::Worker& worker, Server& server);
 // This worker has clients waiting for the pool: open a server if the pool has room, else
 // ask a worker holding an idle one to give its place up.
 void want_server(worker::Worker& worker, pool::Pool& pool);
+// PAUSE (admin/console.h): no server of the pool is lent while it holds.
+bool paused(const worker::Worker& worker, const pool::Pool& pool);
+// After RESUME: this worker's waiters of the pool get its idle servers, or ask for more.
+void serve_waiters(worker::Worker& worker, pool::Pool& pool);
 // Another worker asked for an idle server of the pool (request: requester << 24 | file
 // index): hand one over, or say there is none.
 void yield_idle(worker::Worker& worker, pool::Pool& pool, uint32_t request);

@@ -19,10 +19,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "pgplex/admin/console.h"
 #include "pgplex/admin/show.h"
 #include "pgplex/base/clock.h"
 #include "pgplex/base/unique_fd.h"
 #include "pgplex/client/client.h"
+#include "pgplex/cluster/requests.h"
 #include "pgplex/cluster/suspects.h"
 #include "pgplex/cluster/topology.h"
 #include "pgplex/config/config.h"
@@ -40,7 +42,7 @@ namespace pgplex::worker {
 
 class Worker;
 
-// What a worker last published of its resources (each tick), for SHOW STATE and SHOW MEM:
+// What a worker last published of its resources (each tick), for SHOW WORKERS and SHOW MEM:
 // written by that worker only, read by any.
 struct WorkerStats {
     std::array<std::atomic<uint32_t>, client::client_state_count> clients_in{};
@@ -54,7 +56,20 @@ struct WorkerStats {
     std::atomic<uint64_t> protocol_violations{0};
     std::atomic<uint64_t> auth_queries{0}, auth_query_failures{0}, clients_stalled{0},
         clients_kept{0};
+    // Routed clients waiting now for a primary, and requests answered 57P03 after
+    // failover_wait_timeout since start.
+    std::atomic<uint32_t> primary_waiting{0};
+    // Servers a RECONNECT marked that are still open (WAIT_CLOSE waits for none anywhere).
+    std::atomic<uint32_t> close_needed{0};
+    std::atomic<uint64_t> primary_wait_timeouts{0}, requests_rerun{0};
     std::atomic<bool> published{false};
+    // SUSPEND (admin/console.h): this worker stopped accepting and reading its clients, and
+    // the bytes its send queues still hold, clients' and servers' (SUSPEND answers at 0).
+    std::atomic<bool> suspended{false};
+    std::atomic<uint64_t> bytes_unsent{0};
+    // Bumped on every tick: the control thread pings systemd's watchdog only while every
+    // worker's count moves (src/systemd.cc). Transactions ended since start, for STATUS=.
+    std::atomic<uint64_t> ticks{0}, transactions{0};
 };
 
 // SHOW CLIENTS: one worker's list of its clients, for a request (serial) of another's client.
@@ -84,6 +99,13 @@ struct Shared {
     route::NodeLoads node_loads{1024};
     // Nodes whose connections failed on the data path, for the monitor to check at once.
     cluster::Suspects suspects;
+    // CancelRequests for clients of other appliances, pid << 32 | key, for the monitor
+    // thread to send on by gossip (client_cancel.cc).
+    cluster::Mailbox cancels;
+    // UNFENCE and SWITCHOVER from the management database, for the monitor thread.
+    cluster::Requests requests;
+    // PAUSE, DISABLE, KILL_CLIENT, RELOAD and SHUTDOWN from the management console.
+    admin::Console console;
     // Derived SCRAM secrets for plain-text auth file passwords, made with the snapshot.
     std::atomic<uint64_t> config_generation{0};
 
@@ -99,8 +121,11 @@ struct Shared {
     // (client_login_limit), client/client_limits.h.
     std::array<std::atomic<uint64_t>, address_slots> connect_rate{};
     std::array<std::atomic<uint32_t>, address_slots> logins_in_progress{};
-    std::atomic<bool> shutdown{false};   // SIGTERM: drain then exit
-    std::atomic<bool> immediate{false};  // SIGINT: exit now
+    std::atomic<bool> shutdown{false};  // SIGINT or SIGTERM: drain then exit
+    // SIGTERM: with shutdown, clients are not let go at the end of a transaction; the worker
+    // waits for them to leave (or for shutdown_deadline_ms).
+    std::atomic<bool> wait_for_clients{false};
+    std::atomic<bool> immediate{false};  // SIGQUIT, or a second signal: exit now
     std::atomic<int64_t> shutdown_deadline_ms{0};
     std::vector<int> ring_fds;                       // index: worker
     std::unique_ptr<WorkerStats[]> stats;            // index: worker
@@ -119,21 +144,25 @@ struct Shared {
 struct ListenerRole {
     std::string cluster;
     std::string service;
+    bool local = false;  // a Unix socket: hba "local" lines; TLS is never required there
 };
 
 struct Counters {
     uint64_t stale_completions = 0;
     uint64_t clients_accepted = 0;
     uint64_t servers_connected = 0;
-    uint64_t pinned_clients = 0;       // transaction-pooled clients pinned by session state
-    uint64_t tls_failures = 0;         // clients whose TLS handshake or a record failed
-    uint64_t auth_failures = 0;        // wrong passwords, unknown users, failed certificates
-    uint64_t logins_refused = 0;       // refused by auth_failure_limit, hba reject or no match
-    uint64_t protocol_violations = 0;  // clients closed with 08P01
-    uint64_t auth_queries = 0;         // auth_query lookups run on a server
-    uint64_t auth_query_failures = 0;  // ... that failed (an error, a bad row, no server)
-    uint64_t clients_stalled = 0;      // closed by client_stall_timeout
-    uint64_t clients_kept = 0;         // their server failed; answered, kept (client_failure.h)
+    uint64_t pinned_clients = 0;         // transaction-pooled clients pinned by session state
+    uint64_t tls_failures = 0;           // clients whose TLS handshake or a record failed
+    uint64_t auth_failures = 0;          // wrong passwords, unknown users, failed certificates
+    uint64_t logins_refused = 0;         // refused by auth_failure_limit, hba reject or no match
+    uint64_t protocol_violations = 0;    // clients closed with 08P01
+    uint64_t auth_queries = 0;           // auth_query lookups run on a server
+    uint64_t auth_query_failures = 0;    // ... that failed (an error, a bad row, no server)
+    uint64_t clients_stalled = 0;        // closed by client_stall_timeout
+    uint64_t clients_kept = 0;           // their server failed; answered, kept (client_failure.h)
+    uint64_t primary_wait_timeouts = 0;  // requests answered 57P03 after failover_wait_timeout
+    uint64_t requests_rerun = 0;         // re-sent after a replica died (client_failure.h)
+    uint64_t transactions = 0;           // ReadyForQuery "idle" forwarded to a client
     // How many clients and servers are in each state now (Free not counted), kept by their
     // set_state().
     std::array<uint32_t, client::client_state_count> clients_in{};
@@ -186,6 +215,9 @@ class Worker : public io::Loop {
     // Socket operations on clients and servers: io::Loop's (arm/pause/resume recv, send,
     // close).
     bool shutting_down() const { return shutting_down_; }
+    // Shutting down and not waiting for clients to leave (SIGTERM): a client is let go at
+    // the end of its transaction.
+    bool letting_clients_go() const { return shutting_down_ && !waiting_for_clients_; }
     // Submits an IORING_OP_MSG_RING to another worker.
     void message(uint32_t worker, io::MessageKind kind, uint32_t payload_high,
                  uint32_t payload_low);
@@ -193,6 +225,9 @@ class Worker : public io::Loop {
     uint32_t server_acquire();  // a free server slot, or nil
     void server_release_slot(uint32_t slot);
     uint32_t random_u32();
+    // Takes the newest published topology if it changed since this worker last looked: a
+    // routing decision never waits for the next tick to see a lost quorum or a new primary.
+    void refresh_topology();
 
   private:
     void loop_turn();
@@ -211,10 +246,15 @@ class Worker : public io::Loop {
     void on_shutdown_done(io_uring_cqe* cqe, io::Op op);
     void on_message(io_uring_cqe* cqe);
     void on_tick();
+    void roll_stats();
+    void console_tick();
+    void suspend_tick();
+    void cancel_accepts();
     io::Conn& conn_at(io::Op op, uint32_t slot);
     void begin_shutdown();
-    void publish_stats(uint32_t pinned, uint64_t bytes_queued);
+    void publish_stats(uint32_t pinned, uint32_t primary_waiting, uint64_t bytes_queued);
     bool drained() const;
+    bool has_clients() const;  // a client slot not Free
 
     std::vector<base::UniqueFd> listeners_;
     // Accepts in flight per listener, and in all: never more than free client slots, so a
@@ -230,9 +270,13 @@ class Worker : public io::Loop {
     base::Milliseconds accept_error_logged_ms_ = -100000;
     base::Milliseconds address_error_logged_ms_ = 0;
     bool shutting_down_ = false;
+    bool suspended_ = false;  // Console::suspended seen: no accept armed, client reads paused
+    bool waiting_for_clients_ = false;  // shutting down on SIGTERM, clients still connected
     bool done_ = false;
     uint64_t seen_generation_ = 0;
     uint64_t seen_topology_ = 0;
+    uint64_t seen_resumed_ = 0;  // Console::resumed
+    uint64_t seen_killed_ = 0;   // Console::killed
     uint64_t random_state_;
 };
 

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "pgplex/admin/console.h"
 #include "pgplex/admin/show.h"
 #include "pgplex/proto/message.h"
 
@@ -28,9 +29,10 @@ struct Result {
     std::vector<std::string> columns;
     std::vector<uint32_t> types;
     std::vector<std::vector<Value>> rows;
-    std::string tag;                    // CommandComplete
-    std::map<char, std::string> error;  // ErrorResponse fields by their tag byte
-    bool empty_query = false;           // EmptyQueryResponse
+    std::string tag;                     // CommandComplete
+    std::map<char, std::string> error;   // ErrorResponse fields by their tag byte
+    std::map<char, std::string> notice;  // NoticeResponse fields by their tag byte
+    bool empty_query = false;            // EmptyQueryResponse
 
     // The value in `column` of the row whose first columns match `keys`.
     Value at(std::vector<std::string> keys, std::string_view column) const;
@@ -103,6 +105,13 @@ void read_error(Cursor body, Result& result) {
     cr_assert_eq(body.end - body.at, 1);
 }
 
+void read_notice(Cursor body, Result& result) {
+    while (body.at < body.end && *body.at != 0) {
+        char field = char(*body.at++);
+        result.notice[field] = body.cstring();
+    }
+}
+
 // Splits a reply into one Result per command. Every message must be well framed; a reply
 // never holds ReadyForQuery (the caller sends that).
 std::vector<Result> read_reply(const std::vector<uint8_t>& bytes) {
@@ -125,9 +134,12 @@ std::vector<Result> read_reply(const std::vector<uint8_t>& bytes) {
             result.tag = body.cstring();
         else if (type == BackendMessage::EmptyQueryResponse)
             result.empty_query = true;
+        else if (type == BackendMessage::NoticeResponse)
+            read_notice(body, result);
         else
             cr_assert_fail("unexpected message %c", char(type));
-        if (type != BackendMessage::RowDescription && type != BackendMessage::DataRow)
+        if (type != BackendMessage::RowDescription && type != BackendMessage::DataRow &&
+            type != BackendMessage::NoticeResponse)
             results.emplace_back();
     }
     cr_assert(results.back().columns.empty(), "a reply ends with a complete result");
@@ -323,7 +335,8 @@ Test(show, nodes_types_its_columns_text_int8_and_bool) {
     Result nodes = ask_one("SHOW NODES", config, nullptr);
     std::map<std::string, uint32_t> types;
     for (size_t i = 0; i < nodes.columns.size(); ++i) types[nodes.columns[i]] = nodes.types[i];
-    cr_assert_eq(nodes.columns.size(), 22u);
+    cr_assert_eq(nodes.columns.size(), 23u);
+    cr_assert_eq(types["fenced"], 16u);
     cr_assert_eq(types["node"], 25u);
     cr_assert_eq(types["load1"], 25u);
     cr_assert_eq(types["cpus"], 20u);
@@ -423,29 +436,69 @@ Test(show, clusters_counts_nodes_healthy_nodes_and_services) {
     assert_text(*clusters.at({"pg-test"}, "primary"), primary_name);
     assert_text(*clusters.at({"pg-test"}, "epoch"), "3");
     assert_text(*clusters.at({"pg-test"}, "services"), "4");
+    assert_text(*clusters.at({"pg-test"}, "writes"), "routed");
+    topology.clusters[0].writable = false;
+    topology.clusters[0].primary = -1;
+    clusters = ask_one("SHOW CLUSTERS", config, &topology);
+    assert_text(*clusters.at({"pg-test"}, "writes"), "held: no majority lease on the epoch");
+    topology.membership.quorum = false;
+    clusters = ask_one("SHOW CLUSTERS", config, &topology);
+    assert_text(*clusters.at({"pg-test"}, "writes"), "held: no quorum");
     clusters = ask_one("SHOW CLUSTERS", config, nullptr);
     assert_text(*clusters.at({"pg-test"}, "healthy"), "0");
     assert_text(*clusters.at({"pg-test"}, "primary"), "");
 }
 
-Test(show, version_names_pgplex_and_its_version) {
+Test(show, version_says_pgbouncer_first_for_exporters_then_pgplex_and_its_version) {
     config::Config config = test_config();
     Result version = ask_one("SHOW VERSION", config, nullptr);
     cr_assert_eq(version.columns.size(), 1u);
     assert_text(version.columns[0], "version");
-    assert_text(*version.rows[0][0], "pgplex " PGPLEX_VERSION);
+    assert_text(*version.rows[0][0], "PgBouncer 1.25.0 (pgplex " PGPLEX_VERSION ")");
 }
 
 Test(show, help_lists_every_command) {
     config::Config config = test_config();
     Result help = ask_one("SHOW HELP", config, nullptr);
-    cr_assert_eq(help.rows.size(), 8u);
+    cr_assert_eq(help.rows.size(), 33u);
     assert_text(*help.rows[0][0], "SHOW CLUSTERS");
     assert_text(*help.rows[2][0], "SHOW SERVICES");
-    assert_text(*help.rows[3][0], "SHOW CLIENTS");
-    assert_text(*help.rows[4][0], "SHOW STATE");
-    assert_text(*help.rows[5][0], "SHOW MEM");
-    assert_text(*help.rows[7][0], "SHOW HELP");
+    assert_text(*help.rows[3][0], "SHOW MEMBERS");
+    assert_text(*help.rows[4][0], "SHOW CLIENTS");
+    assert_text(*help.rows[5][0], "SHOW STATE");
+    assert_text(*help.rows[6][0], "SHOW WORKERS");
+    assert_text(*help.rows[7][0], "SHOW MEM");
+    assert_text(*help.rows[9][0], "SHOW HELP");
+    assert_text(*help.rows[10][0], "SHOW DATABASES");
+    assert_text(*help.rows[21][0], "UNFENCE cluster node");
+    assert_text(*help.rows[22][0], "SWITCHOVER cluster [TO node]");
+    assert_text(*help.rows[23][0], "PAUSE [db]");
+    assert_text(*help.rows[25][0], "SUSPEND");
+}
+
+Test(show, members_lists_the_appliances_and_who_reaches_a_majority) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    Result members = ask_one("SHOW MEMBERS", config, &topology);
+    cr_assert_eq(members.rows.size(), 0u, "no [gossip]: no members");
+    topology.membership.enabled = true;
+    topology.membership.members = {{"127.0.0.1:7946", true, "alive", 3, -1},
+                                   {"127.0.0.2:7946", false, "suspect", 1, 0}};
+    members = ask_one("SHOW MEMBERS", config, &topology);
+    cr_assert_eq(members.rows.size(), 2u);
+    assert_text(*members.at({"127.0.0.1:7946"}, "state"), "alive");
+    assert_text(*members.at({"127.0.0.1:7946"}, "incarnation"), "3");
+    assert_text(*members.at({"127.0.0.1:7946"}, "quorum"), "t");
+    cr_assert_not(members.at({"127.0.0.1:7946"}, "heard_ms_ago").has_value());
+    assert_text(*members.at({"127.0.0.2:7946"}, "state"), "suspect");
+    assert_text(*members.at({"127.0.0.2:7946"}, "quorum"), "f");
+    topology.membership.forged = 7;
+    members = ask_one("SHOW MEMBERS", config, &topology);
+    assert_text(*members.at({"127.0.0.1:7946"}, "forged"), "7");
+    cr_assert_not(members.at({"127.0.0.2:7946"}, "forged").has_value());
+    topology.membership.quorum = false;
+    members = ask_one("SHOW MEMBERS", config, &topology);
+    assert_text(*members.at({"127.0.0.1:7946"}, "quorum"), "f");
 }
 
 std::vector<admin::WorkerState> two_workers() {
@@ -466,11 +519,11 @@ std::vector<admin::WorkerState> two_workers() {
     return {busy, quiet};
 }
 
-Test(show, state_has_a_row_per_worker_with_its_clients_and_servers_by_state) {
+Test(show, workers_has_a_row_per_worker_with_its_clients_and_servers_by_state) {
     config::Config config = test_config();
     std::vector<admin::WorkerState> workers = two_workers();
     std::vector<uint8_t> out;
-    admin::answer("SHOW STATE", admin::Context{config, nullptr, now_ms, &workers}, out);
+    admin::answer("SHOW WORKERS", admin::Context{config, nullptr, now_ms, &workers}, out);
     std::vector<Result> results = read_reply(out);
     cr_assert_eq(results.size(), 1u);
     const Result& state = results[0];
@@ -499,12 +552,70 @@ Test(show, mem_sums_the_workers_buffers_in_pgbouncers_columns) {
     assert_text(*mem.at({"chunks"}, "used"), "5");
 }
 
-Test(show, state_and_mem_answer_before_any_worker_published) {
+Test(show, workers_and_mem_answer_before_any_worker_published) {
     config::Config config = test_config();
-    Result state = ask_one("SHOW STATE", config, nullptr);
+    Result state = ask_one("SHOW WORKERS", config, nullptr);
     cr_assert_eq(state.rows.size(), 0u);
     Result mem = ask_one("SHOW MEM", config, nullptr);
     assert_text(*mem.at({"out_buffers"}, "used"), "0");
+}
+
+// PgBouncer's SHOW STATE: key/value, "yes"/"no", one of active, paused, suspended.
+Test(show, state_says_active_paused_or_suspended_as_pgbouncer) {
+    config::Config config = test_config();
+    config.aliases.emplace_back();
+    config.aliases.back().name = "payam_db";
+    admin::Console console;
+    pool::PoolTable pools{16};
+    admin::Context context{config, nullptr, now_ms};
+    context.may_control = true;
+    context.console = &console;
+    context.pool_table = &pools;
+    auto state = [&context]() {
+        std::vector<uint8_t> out;
+        admin::answer("SHOW STATE", context, out);
+        std::vector<Result> results = read_reply(out);
+        cr_assert_eq(results.size(), 1u);
+        cr_assert_eq(results[0].columns, (std::vector<std::string>{"key", "value"}));
+        std::string flags;
+        for (const auto& row : results[0].rows) flags += *row[0] + "=" + *row[1] + " ";
+        return flags;
+    };
+    assert_text(state(), "active=yes paused=no suspended=no ");
+    std::vector<uint8_t> out;
+    admin::answer("PAUSE", context, out);
+    assert_text(state(), "active=no paused=yes suspended=no ");
+    admin::answer("SUSPEND", context, out);  // already paused: refused, as PgBouncer
+    assert_text(read_reply(out).back().error['M'], "already suspended/paused");
+    admin::answer("RESUME", context, out);
+    admin::answer("SUSPEND", context, out);
+    assert_text(state(), "active=no paused=no suspended=yes ");
+    out.clear();
+    admin::answer("RESUME payam_db", context, out);
+    assert_text(read_reply(out).back().error['M'],
+                "pooler is suspended: RESUME without a database first");
+    admin::answer("RESUME", context, out);
+    assert_text(state(), "active=yes paused=no suspended=no ");
+}
+
+Test(show, a_console_command_in_a_comment_is_told_from_a_routing_hint) {
+    std::string_view command;
+    bool alone = false;
+    cr_assert(admin::comment_command("--!pgplex SHOW POOLS", command, alone));
+    assert_text(std::string(command), "SHOW POOLS");
+    cr_assert(alone);
+    cr_assert(admin::comment_command("  --!pgplex\tpause  mydb ;\n ; \n", command, alone));
+    assert_text(std::string(command), "pause  mydb ;");
+    cr_assert(alone);
+    cr_assert(admin::comment_command("--!pgplex SHOW POOLS\nSELECT 1", command, alone));
+    cr_assert_not(alone);
+    cr_assert_not(admin::comment_command("--!pgplex route=replica\nSELECT 1", command, alone));
+    cr_assert_not(admin::comment_command("--!pgplex max_lag=1s SHOW", command, alone));
+    cr_assert_not(admin::comment_command("--!pgplexSHOW POOLS", command, alone));
+    cr_assert_not(admin::comment_command("--!pgplex", command, alone));
+    cr_assert_not(admin::comment_command("--!pgplex   \nSHOW POOLS", command, alone));
+    cr_assert_not(admin::comment_command("SELECT 1 --!pgplex SHOW POOLS", command, alone));
+    cr_assert_not(admin::comment_command("/*!pgplex SHOW POOLS */", command, alone));
 }
 
 // --- reading commands ------------------------------------------------------------------------
@@ -527,10 +638,10 @@ Test(show, several_commands_are_answered_in_order) {
 
 Test(show, an_unknown_command_is_a_syntax_error_with_a_hint) {
     config::Config config = test_config();
-    Result error = ask_one("SHOW POOLS", config, nullptr);
+    Result error = ask_one("SHOW BOGUS", config, nullptr);
     assert_text(error.error['S'], "ERROR");
     assert_text(error.error['C'], "42601");
-    assert_text(error.error['M'], "unknown command: SHOW POOLS");
+    assert_text(error.error['M'], "unknown command: SHOW BOGUS");
     cr_assert(error.error['H'].find("SHOW NODES") != std::string::npos);
     cr_assert(error.columns.empty());
     assert_text(ask_one("SHOW NODES please", config, nullptr).error['C'], "42601");
@@ -606,11 +717,27 @@ Test(show, clients_has_pgbouncers_columns_first_then_pgplexs) {
     std::vector<Result> results = read_reply(out);
     cr_assert_eq(results.size(), 1u);
     const Result& shown = results[0];
-    const char* pgbouncer[] = {"type", "user", "database", "replication", "state", "addr",
-                               "port", "local_addr", "local_port", "connect_time",
-                               "request_time", "wait", "wait_us", "close_needed", "ptr",
-                               "link", "remote_pid", "tls", "application_name",
-                               "prepared_statements", "id"};
+    const char* pgbouncer[] = {"type",
+                               "user",
+                               "database",
+                               "replication",
+                               "state",
+                               "addr",
+                               "port",
+                               "local_addr",
+                               "local_port",
+                               "connect_time",
+                               "request_time",
+                               "wait",
+                               "wait_us",
+                               "close_needed",
+                               "ptr",
+                               "link",
+                               "remote_pid",
+                               "tls",
+                               "application_name",
+                               "prepared_statements",
+                               "id"};
     for (size_t i = 0; i < std::size(pgbouncer); ++i) assert_text(shown.columns[i], pgbouncer[i]);
     assert_text(shown.columns[std::size(pgbouncer)], "worker");
     cr_assert_eq(shown.rows.size(), 3u);
@@ -640,4 +767,174 @@ Test(show, only_show_clients_needs_the_workers_clients) {
     cr_assert(!admin::needs_clients("SHOW STATE"));
     cr_assert(!admin::needs_clients("SHOW CLIENTS extra"));  // an error, answered at once
     cr_assert(!admin::needs_clients(""));
+}
+
+// --- UNFENCE and SWITCHOVER ---------------------------------------------------------------
+
+Result act(std::string_view sql, const config::Config& config, const cluster::Topology* topology,
+           cluster::Requests* requests) {
+    std::vector<uint8_t> out;
+    admin::Context context{config, topology, now_ms};
+    context.requests = requests;
+    admin::answer(sql, context, out);
+    std::vector<Result> results = read_reply(out);
+    cr_assert_eq(results.size(), 1u);
+    return results[0];
+}
+
+Test(show, unfence_of_a_fenced_replica_reaches_the_monitor) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    topology.clusters[0].nodes[1].fenced = true;
+    cluster::Requests requests;
+    Result done =
+        act(std::string("UNFENCE pg-test '") + replica_name + "'", config, &topology, &requests);
+    cr_assert(done.error.empty(), "%s", done.error['M'].c_str());
+    cr_assert_eq(done.tag, "UNFENCE");
+    std::vector<cluster::Request> taken = requests.take();
+    cr_assert_eq(taken.size(), 1u);
+    cr_assert_eq(taken[0].kind, cluster::RequestKind::Unfence);
+    cr_assert_eq(taken[0].cluster, "pg-test");
+    cr_assert_eq(taken[0].node, replica_name);
+}
+
+Test(show, unfence_refuses_a_node_that_is_not_fenced_or_does_not_exist) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    cluster::Requests requests;
+    Result plain =
+        act(std::string("unfence pg-test ") + replica_name, config, &topology, &requests);
+    cr_assert_eq(plain.error['C'], "55000");
+    Result missing = act("UNFENCE pg-test 10.9.9.9:5432", config, &topology, &requests);
+    cr_assert_eq(missing.error['C'], "42601");
+    Result usage = act("UNFENCE pg-test", config, &topology, &requests);
+    cr_assert(usage.error['M'].find("usage") != std::string::npos);
+    cr_assert(requests.take().empty());
+}
+
+Test(show, unfence_refuses_a_fenced_node_that_still_says_it_is_primary) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    topology.clusters[0].nodes[2].fenced = true;
+    topology.clusters[0].nodes[2].role = cluster::Role::Primary;
+    cluster::Requests requests;
+    Result refused =
+        act(std::string("UNFENCE pg-test ") + offline_name, config, &topology, &requests);
+    cr_assert_eq(refused.error['C'], "55000");
+    cr_assert(refused.error['H'].find("pg_rewind") != std::string::npos);
+    cr_assert(requests.take().empty());
+}
+
+Test(show, switchover_to_a_healthy_replica_is_handed_to_the_monitor_with_a_notice) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    topology.clusters[0].primary = 0;
+    cluster::Requests requests;
+    Result done =
+        act(std::string("SWITCHOVER pg-test TO ") + replica_name, config, &topology, &requests);
+    cr_assert(done.error.empty(), "%s", done.error['M'].c_str());
+    cr_assert_eq(done.tag, "SWITCHOVER");
+    cr_assert(done.notice['M'].find("switchover of pg-test started") != std::string::npos);
+    std::vector<cluster::Request> taken = requests.take();
+    cr_assert_eq(taken.size(), 1u);
+    cr_assert_eq(taken[0].kind, cluster::RequestKind::Switchover);
+    cr_assert_eq(taken[0].node, replica_name);
+}
+
+Test(show, switchover_refuses_an_offline_target_a_missing_primary_and_bad_syntax) {
+    config::Config config = test_config();
+    cluster::Topology topology = test_topology(config);
+    topology.clusters[0].primary = 0;
+    cluster::Requests requests;
+    Result offline =
+        act(std::string("SWITCHOVER pg-test TO ") + offline_name, config, &topology, &requests);
+    cr_assert(offline.error['M'].find("offline") != std::string::npos);
+    Result syntax = act("SWITCHOVER pg-test INTO x", config, &topology, &requests);
+    cr_assert_eq(syntax.error['C'], "42601");
+    Result nowhere = act("SWITCHOVER nowhere", config, &topology, &requests);
+    cr_assert_eq(nowhere.error['C'], "42601");
+    topology.clusters[0].primary = -1;
+    Result headless = act("SWITCHOVER pg-test", config, &topology, &requests);
+    cr_assert(headless.error['M'].find("no primary") != std::string::npos);
+    cr_assert(requests.take().empty());
+}
+
+// --- PgBouncer's console: stats_users and its tables --------------------------------------
+
+Test(show, a_stats_user_may_show_but_not_control) {
+    config::Config config = test_config();
+    std::vector<uint8_t> out;
+    admin::Context context{config, nullptr, now_ms};
+    context.may_control = false;
+    admin::answer("SHOW VERSION; SWITCHOVER pg-test", context, out);
+    std::vector<Result> results = read_reply(out);
+    cr_assert_eq(results.size(), 2u);
+    assert_text(results[0].columns[0], "version");
+    assert_text(results[1].error['C'], "42501");
+}
+
+Test(show, databases_lists_each_alias_with_pgbouncer_columns) {
+    config::Config config = test_config();
+    Result databases = ask_one("SHOW DATABASES", config, nullptr);
+    cr_assert_eq(databases.columns.size(), 17u);
+    assert_text(databases.columns[0], "name");
+    assert_text(databases.columns[7], "reserve_pool_size");
+    assert_text(databases.columns[16], "disabled");
+    cr_assert_eq(databases.rows.size(), config.aliases.size());
+}
+
+Test(show, lists_and_config_are_key_value_tables) {
+    config::Config config = test_config();
+    Result lists = ask_one("SHOW LISTS", config, nullptr);
+    cr_assert_eq(lists.columns.size(), 2u);
+    assert_text(*lists.rows[0][0], "databases");
+    Result settings = ask_one("SHOW CONFIG", config, nullptr);
+    cr_assert_eq(settings.columns.size(), 4u);
+    bool found = false;
+    for (const auto& row : settings.rows)
+        if (*row[0] == "max_client_conn") found = *row[1] == std::to_string(config.max_client_conn);
+    cr_assert(found, "SHOW CONFIG has max_client_conn, as pgbouncer_exporter reads it");
+}
+
+Test(show, stats_sums_the_pools_of_a_database_and_averages_over_the_period) {
+    config::Config config = test_config();
+    std::vector<admin::PoolRow> pools(2);
+    pools[0].id = 0, pools[0].database = "payam_db", pools[0].user = "payam";
+    pools[1].id = 1, pools[1].database = "payam_db", pools[1].user = "app";
+    for (admin::PoolRow& pool : pools) {
+        pool.totals[size_t(pool::Stat::Queries)] = 70;  // 60 of them in the last 60 s
+        pool.older[size_t(pool::Stat::Queries)] = 10;
+        pool.totals[size_t(pool::Stat::QueryUs)] = 7000;
+        pool.older[size_t(pool::Stat::QueryUs)] = 1000;
+    }
+    admin::Context context{config, nullptr, now_ms};
+    context.pools = &pools;
+    context.stats_since_ms = now_ms - 60'000;
+    std::vector<uint8_t> out;
+    admin::answer("SHOW STATS", context, out);
+    Result stats = read_reply(out)[0];
+    cr_assert_eq(stats.columns.size(), 25u);
+    cr_assert_eq(stats.types[1], 1700u, "numeric, as PgBouncer's");
+    cr_assert_eq(stats.rows.size(), 1u);
+    assert_text(*stats.at({"payam_db"}, "total_query_count"), "140");
+    assert_text(*stats.at({"payam_db"}, "avg_query_count"), "2");   // 120 in 60 s
+    assert_text(*stats.at({"payam_db"}, "avg_query_time"), "100");  // 12000 us / 120
+    assert_text(*stats.at({"payam_db"}, "total_client_login_count"), "0");
+}
+
+Test(show, kill_client_takes_a_decimal_id_as_pgbouncer) {
+    uint32_t id = 0;
+    cr_assert(admin::parse_client_id(" 1048577 ", id));
+    cr_assert_eq(id, 1048577u);
+    cr_assert_not(admin::parse_client_id("", id));
+    cr_assert_not(admin::parse_client_id("12 13", id));
+    cr_assert_not(admin::parse_client_id("0x1f", id));
+    cr_assert_not(admin::parse_client_id("-1", id));
+    cr_assert_not(admin::parse_client_id("99999999999", id));
+}
+
+Test(show, control_commands_without_a_console_are_refused_and_unknown_ones_are_0a000) {
+    config::Config config = test_config();
+    assert_text(ask_one("PAUSE", config, nullptr).error['C'], "0A000");
+    assert_text(ask_one("SUSPEND", config, nullptr).error['C'], "0A000");
 }

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "pgplex/base/unique_fd.h"
+#include "pgplex/cluster/derive.h"
 #include "pgplex/cluster/monitor.h"
 
 using namespace pgplex;
@@ -128,6 +129,10 @@ class FakePatroni {
         thread_.join();
     }
     uint16_t port() const { return port_; }
+    void set_ok_paths(std::vector<std::string> ok_paths) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ok_paths_ = std::move(ok_paths);
+    }
 
   private:
     void serve() {
@@ -147,6 +152,7 @@ class FakePatroni {
             request.append(buffer, size_t(got));
         }
         bool ok = false;
+        std::lock_guard<std::mutex> lock(mutex_);
         for (const std::string& path : ok_paths_)
             ok = ok || request.starts_with("GET " + path + " ");
         std::string response =
@@ -155,6 +161,7 @@ class FakePatroni {
         (void)sent;
     }
 
+    std::mutex mutex_;  // guards ok_paths_
     std::vector<std::string> ok_paths_;
     base::UniqueFd listener_;
     uint16_t port_ = 0;
@@ -304,6 +311,31 @@ Test(monitor, patroni_decides_health_and_role_when_configured) {
     cr_assert_not(node.sync);
     assert_text(node.source, "patroni");
     cr_assert(node.last_error.empty());
+}
+
+Test(monitor, writes_are_held_while_patroni_gives_up_the_leader_and_released_after_the_timeout) {
+    FakePatroni patroni({"/primary"});
+    Published published;
+    Monitor monitor(published.callback());
+    auto config = config_of({"127.0.0.1:1"}, patroni.port());
+    config->clusters[0].switchover_timeout_ms = 1500;
+    config->clusters[0].fall = 100;  // the node stays primary while its Patroni answers 503
+    monitor.start(config);
+    auto led = published.wait_for(
+        [](const Topology& seen) {
+            return !seen.clusters.empty() && seen.clusters[0].primary == 0;
+        },
+        10000);
+    cr_assert_not_null(led.get());
+    cr_assert_not(led->clusters[0].hold_writes);
+    patroni.set_ok_paths({});  // alive, but no longer the leader: a switchover starts
+    auto held = published.wait_for(
+        [](const Topology& seen) { return seen.clusters[0].hold_writes; }, 10000);
+    cr_assert_not_null(held.get());
+    cr_assert(held->clusters[0].failover_state.find("patroni") != std::string::npos);
+    auto released = published.wait_for(
+        [](const Topology& seen) { return !seen.clusters[0].hold_writes; }, 10000);
+    cr_assert_not_null(released.get());
 }
 
 Test(monitor, patroni_names_a_sync_replica) {
@@ -456,7 +488,7 @@ Test(monitor, a_primary_and_its_streaming_replica_are_seen_with_roles_lsns_and_l
     cr_assert_geq(first.check_us, 0);
     const NodeStatus& second = cluster.nodes[1];
     assert_text(second.application_name, "replica1");  // pgcluster.sh names its replicas
-    cr_assert_not(second.sync);  // no synchronous_standby_names
+    cr_assert_not(second.sync);                        // no synchronous_standby_names
     cr_assert_not(second.delayed());
     cr_assert_geq(second.lag_ms, -1);
     uint64_t epoch = cluster.epoch;

@@ -717,3 +717,65 @@ Test(config_clusters, a_non_string_in_admin_users_or_read_only_functions_is_an_e
     assert_refused(head + "read_only_functions = 1\n",
                    "DIR/pgplex.toml:4: read_only_functions must be an array of strings");
 }
+
+Test(config_clusters, failover_defaults_to_follow_with_a_one_megabyte_lag_limit) {
+    TempDir dir;
+    LoadResult result = load_text(dir, head + cluster_c);
+    const Cluster& cluster = loaded(result).clusters.at(0);
+    cr_assert_eq(cluster.failover, pgplex::config::Failover::Follow);
+    cr_assert_eq(cluster.max_failover_lag_bytes, 1 << 20);
+    cr_assert_eq(cluster.switchover_timeout_ms, 10'000);
+}
+
+Test(config_clusters, failover_promote_takes_a_size_as_its_lag_limit) {
+    TempDir dir;
+    LoadResult result = load_text(dir, head + cluster_c +
+                                           "failover = \"promote\"\nmax_failover_lag = \"64kB\"\n"
+                                           "switchover_timeout = \"3s\"\n");
+    const Cluster& cluster = loaded(result).clusters.at(0);
+    cr_assert_eq(cluster.failover, pgplex::config::Failover::Promote);
+    cr_assert_eq(cluster.max_failover_lag_bytes, 64 << 10);
+    cr_assert_eq(cluster.switchover_timeout_ms, 3'000);
+    LoadResult plain = load_text(dir, head + cluster_c + "max_failover_lag = 0\n");
+    cr_assert_eq(loaded(plain).clusters.at(0).max_failover_lag_bytes, 0);
+}
+
+Test(config_clusters, bad_failover_settings_are_errors_with_their_line) {
+    const std::string at = "DIR/pgplex.toml:6: ";
+    assert_refused(head + cluster_c + "failover = \"elect\"\n",
+                   at + "failover must be one of \"follow\", \"promote\"");
+    assert_refused(head + cluster_c + "max_failover_lag = \"10s\"\n",
+                   at + "max_failover_lag must be a size in bytes (\"0B\", \"512kB\", \"1MB\")");
+    assert_refused(head + cluster_c + "max_failover_lag = \"lots\"\n",
+                   at + "max_failover_lag must be a size in bytes (\"0B\", \"512kB\", \"1MB\")");
+    assert_refused(head + cluster_c + "switchover_timeout = \"0s\"\n",
+                   at + "switchover_timeout must be more than zero");
+    assert_refused(head + cluster_c + "failover = \"promote\"\npatroni_port = 8008\n",
+                   "DIR/pgplex.toml:4: [clusters.c]: failover = \"promote\" cannot be used with "
+                   "patroni_port: Patroni promotes, pgplex follows");
+}
+
+Test(clusters, failover_wait_timeout_defaults_to_30s_and_a_cluster_may_override_it) {
+    TempDir dir;
+    LoadResult result = load_text(
+        dir, head + "failover_wait_timeout = \"5s\"\n" + cluster_c +
+                 "failover_wait_timeout = 0\n[clusters.d]\nnodes = [\"127.0.0.1:25434\"]\n"
+                 "[clusters.d.services.w]\nport = 7001\nselector = \"primary\"\n");
+    const Config& config = loaded(result);
+    cr_assert_eq(config.failover_wait_timeout_ms, 5000);
+    cr_assert_eq(config.failover_wait_timeout_of(config.find_cluster("c")), 0);
+    cr_assert_eq(config.failover_wait_timeout_of(config.find_cluster("d")), 5000);
+    cr_assert_eq(config.failover_wait_timeout_of(nullptr), 5000);
+    TempDir plain;
+    LoadResult plain_result = load_text(plain, head + cluster_c);
+    const Config& defaults = loaded(plain_result);
+    cr_assert_eq(defaults.failover_wait_timeout_of(defaults.find_cluster("c")), 30000);
+}
+
+Test(clusters, a_bad_failover_wait_timeout_is_refused_with_its_line) {
+    assert_refused(head + cluster_c + "failover_wait_timeout = \"soon\"\n",
+                   "DIR/pgplex.toml:6: failover_wait_timeout must be a duration such as "
+                   "\"250ms\", \"600s\", \"10m\" or \"1h\", or a whole number of seconds");
+    assert_refused(head + cluster_c + "failover_wait_timeout = -1\n",
+                   "DIR/pgplex.toml:6: failover_wait_timeout must not be negative");
+}

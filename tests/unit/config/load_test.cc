@@ -185,7 +185,7 @@ Test(config_load, workers_zero_means_one_per_cpu) {
     TempDir dir;
     LoadResult result = load_text(dir, std::string(minimal) + "workers = 0\n");
     unsigned cpus = std::thread::hardware_concurrency();
-    cr_assert_eq(loaded(result).workers, int(cpus == 0 ? 1 : cpus > 256 ? 256 : cpus));
+    cr_assert_eq(loaded(result).workers, int(cpus == 0 ? 1 : cpus > 64 ? 64 : cpus));
 }
 
 Test(config_load, listen_accepts_several_addresses_a_star_and_ipv6) {
@@ -316,7 +316,7 @@ Test(config_load, a_value_of_the_wrong_type_is_an_error) {
 
 Test(config_load, a_value_out_of_range_is_an_error) {
     assert_refused(std::string(minimal) + "workers = 257\n",
-                   "DIR/pgplex.toml:4: workers must be between 0 and 256");
+                   "DIR/pgplex.toml:4: workers must be between 0 and 64");
     assert_refused(std::string(minimal) + "max_client_conn = 0\n",
                    "DIR/pgplex.toml:4: max_client_conn must be between 1 and 1000000");
     assert_refused(std::string(minimal) + "buffer_size = 5000\n",
@@ -466,9 +466,8 @@ Test(config_load, a_users_pool_mode_wins_over_the_alias_and_pgplex_ones) {
 Test(config_load, a_bad_users_table_is_an_error) {
     assert_refused(std::string(minimal) + "[users]\nalice = \"pool_mode=session\"\n",
                    "DIR/pgplex.toml:5: [users.alice] must be a table");
-    assert_refused(std::string(minimal) + "[users.alice]\nmax_user_connections = 5\n",
-                   "DIR/pgplex.toml:5: unknown setting \"max_user_connections\" in "
-                   "[users.alice]");
+    assert_refused(std::string(minimal) + "[users.alice]\nmax_user_connections = -1\n",
+                   "DIR/pgplex.toml:5: max_user_connections must be between 0 and 1000000");
     assert_refused(std::string(minimal) + "[users.\"a b\"]\npool_size = 5\n",
                    "DIR/pgplex.toml:5: unknown setting \"pool_size\" in [users.\"a b\"]");
     assert_refused(std::string(minimal) + "[users.alice]\npool_mode = \"batch\"\n",
@@ -566,4 +565,55 @@ Test(config_load, pin_on_session_state_is_a_boolean_globally_and_per_alias) {
     cr_assert_eq(loaded(plain).max_prepared_statements, 200);
     assert_refused(std::string(minimal) + "max_prepared_statements = -1\n",
                    "DIR/pgplex.toml:4: max_prepared_statements must be between 0 and 100000");
+}
+
+Test(config_load, unix_socket_dir_adds_a_socket_per_tcp_port_after_the_listen_addresses) {
+    TempDir dir;
+    LoadResult result = load_text(dir,
+                                  "[pgplex]\nlisten = [\"127.0.0.1:6432\", \"127.0.0.2:6432\", "
+                                  "\"127.0.0.1:7432\"]\nauth_type = \"trust\"\n"
+                                  "unix_socket_dir = \"/run/pgx\"\nunix_socket_mode = \"0770\"\n");
+    const config::Config& c = loaded(result);
+    cr_assert_eq(c.listen.size(), 5u);
+    assert_text(c.listen[3].endpoint.to_string(), "/run/pgx/.s.PGSQL.6432");
+    assert_text(c.listen[4].endpoint.to_string(), "/run/pgx/.s.PGSQL.7432");
+    cr_assert_eq(c.unix_socket_mode, 0770);
+}
+
+Test(config_load, unix_socket_dir_named_in_listen_too_is_not_added_twice) {
+    TempDir dir;
+    LoadResult result = load_text(dir,
+                                  "[pgplex]\nlisten = [\"127.0.0.1:6432\", \"/run/pgx:6432\"]\n"
+                                  "auth_type = \"trust\"\nunix_socket_dir = \"/run/pgx\"\n");
+    cr_assert_eq(loaded(result).listen.size(), 2u);
+}
+
+Test(config_load, unix_socket_mode_must_be_octal_and_the_dir_absolute) {
+    std::string error = refused(std::string(minimal) + "unix_socket_mode = \"0779\"\n");
+    cr_assert(error.find("octal") != std::string::npos, "%s", error.c_str());
+    error = refused(std::string(minimal) + "unix_socket_dir = \"run\"\n");
+    cr_assert(error.find("absolute") != std::string::npos, "%s", error.c_str());
+    TempDir dir;
+    LoadResult result = load_text(dir, std::string(minimal) + "unix_socket_mode = 0o700\n");
+    cr_assert_eq(loaded(result).unix_socket_mode, 0700);
+}
+
+// --- SET from the management console ---------------------------------------------------------
+
+Test(load, set_takes_a_live_setting_checked_as_the_file_would_be) {
+    std::string reason;
+    cr_assert(pgplex::config::check_override("default_pool_size", "5", reason), "%s",
+              reason.c_str());
+    cr_assert(pgplex::config::check_override("query_wait_timeout", "'30s'", reason), "%s",
+              reason.c_str());
+    cr_assert(pgplex::config::check_override("server_reset_query", "DISCARD ALL", reason),
+              "a bare word is a string, as PgBouncer's SET takes it: %s", reason.c_str());
+    cr_assert_not(pgplex::config::check_override("default_pool_size", "many", reason));
+    cr_assert(reason.find("default_pool_size") != std::string::npos, "%s", reason.c_str());
+    cr_assert_not(pgplex::config::check_override("query_wait_timeout", "'soon'", reason));
+    cr_assert_not(pgplex::config::check_override("listen", "'127.0.0.1:1'", reason),
+                  "listen needs a restart");
+    cr_assert_not(pgplex::config::check_override("no_such_setting", "1", reason));
+    cr_assert(pgplex::config::check_override("log_level", "debug", reason), "%s", reason.c_str());
+    cr_assert_not(pgplex::config::check_override("log_level", "chatty", reason));
 }
