@@ -369,6 +369,15 @@ bool may_deallocate(std::string_view query) {
     return query.size() - at >= 10 && (query[at] == 'd' || query[at] == 'D');
 }
 
+bool discards_all(std::string_view query) {
+    bool discards = false;
+    for_each_statement(query, [&discards](std::string_view statement, const std::string& head,
+                                          size_t cursor) {
+        discards = discards || (head == "discard" && next_word(statement, cursor) == "all");
+    });
+    return discards;
+}
+
 bool drops_prepared(std::string_view query) {
     bool drops = false;
     for_each_statement(

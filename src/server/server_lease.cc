@@ -763,6 +763,24 @@ void place_freed(worker::Worker& worker, pool::Pool& pool) {
     if (pool.waiting.load(std::memory_order_acquire) > 0) wake_waiters(worker, pool);
 }
 
+namespace {
+
+// Sends a reset query (Resetting): the server's settings and prepared statements are then
+// none that pgplex knows of.
+void send_reset(worker::Worker& worker, Server& server, const std::string& reset) {
+    server.applied.reset();
+    send_query(worker, server, reset);
+    // Statements transaction-pooled clients prepared (a pool may serve both modes).
+    bool holds =
+        server.prepared.size() > 0 || !server.sql_prepared.empty() || server.sql_prepared_unknown;
+    if (holds && !pool::drops_prepared(reset)) send_query(worker, server, "DEALLOCATE ALL");
+    server.prepared.clear();
+    server.sql_prepared.clear();
+    server.sql_prepared_unknown = false;
+}
+
+}  // namespace
+
 void unlink(worker::Worker& worker, Server& server, bool reset_session) {
     server.client = io::nil;
     bool answered = server.expected.empty();
@@ -773,9 +791,9 @@ void unlink(worker::Worker& worker, Server& server, bool reset_session) {
         close(worker, server, CloseReason::Direct);
         return;
     }
-    // Session pooling: a client that leaves while the check of its session runs (it sent
-    // Terminate right after a SET) leaves a server that is reset once the check's answer
-    // is in, like any other (its rows are dropped).
+    // A client that leaves while the check of its session runs (it sent Terminate right
+    // after a DO block or a SET) leaves a server that is reset once the check's answer is
+    // in (its rows are dropped), in either pool mode.
     bool own_query = server.state == ServerState::Syncing && server.reading_settings;
     if (own_query) {
         server.reading_settings = false;
@@ -797,17 +815,11 @@ void unlink(worker::Worker& worker, Server& server, bool reset_session) {
     // Two messages: DISCARD ALL may not run inside a transaction block, nor in the implicit
     // one a multi-statement Query makes.
     if (in_transaction) send_query(worker, server, "ROLLBACK");
-    if (!reset.empty()) {
-        server.applied.reset();
-        send_query(worker, server, reset);
-        // Statements transaction-pooled clients prepared (a pool may serve both modes).
-        bool holds = server.prepared.size() > 0 || !server.sql_prepared.empty() ||
-                     server.sql_prepared_unknown;
-        if (holds && !pool::drops_prepared(reset)) send_query(worker, server, "DEALLOCATE ALL");
-        server.prepared.clear();
-        server.sql_prepared.clear();
-        server.sql_prepared_unknown = false;
-    }
+    if (!reset.empty()) send_reset(worker, server, reset);
+    // The check's answer is dropped, so what the client's last transaction left on the server
+    // is unknown (server.applied is what pgplex knew before it): it is discarded in full,
+    // whatever server_reset_query says (transaction pooling runs none).
+    if (own_query && !pool::discards_all(reset)) send_reset(worker, server, "DISCARD ALL");
 }
 
 // --- a pool's idle servers and waiting clients on this worker ---------------------------

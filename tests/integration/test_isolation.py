@@ -189,3 +189,21 @@ def test_a_failed_deallocate_stays_undone_when_the_next_query_rides_the_same_lea
         assert client.results() == [["1"]]
         assert client.query("EXECUTE p1(2)") == [["6"]]
         assert client.query("SHOW application_name") == [["start"]]
+
+
+@pytest.mark.parametrize("mode", ["transaction", "session"])
+def test_a_client_that_leaves_while_its_settings_are_read_leaves_no_setting_behind(
+        make_pgplex, mode):
+    # A client whose transaction pgplex cannot read from its text (a DO block) gets its
+    # settings read back from the server; one that closes right away leaves while that read
+    # is in flight. The server must not go to the next client as if the read had found what
+    # pgplex replayed before: b wants what a started with, and must not get what a's DO set.
+    pgplex = make_pgplex(pool_size=1, settings={"pool_mode": mode, "server_reset_query": ""})
+    startup = "-c default_transaction_isolation=serializable"
+    for attempt in range(25):
+        a = plain(pgplex.port, options=startup)
+        a.execute("DO $$BEGIN PERFORM set_config('default_transaction_isolation', "
+                  "'read committed', false); END$$")
+        a.close()  # Terminate as soon as the DO's ReadyForQuery is in
+        with plain(pgplex.port, options=startup) as b:
+            assert one(b, "SHOW default_transaction_isolation") == "serializable", attempt

@@ -88,6 +88,8 @@ bool may_deallocate(std::string_view query);
 // Whether a query drops every prepared statement of the session (DISCARD ALL, DEALLOCATE
 // ALL among its statements).
 bool drops_prepared(std::string_view query);
+// Whether a query has DISCARD ALL among its statements.
+bool discards_all(std::string_view query);
 
 // Session state a server cannot be lent on with, as a statement may create it.
 enum SessionStateKind : uint8_t {
