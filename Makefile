@@ -70,12 +70,13 @@ fuzz: deps $(FUZZ_BUILD)/build.ninja
 
 # pooldiff (tests/integration/pooldiff.py): concurrent clients through transaction pooling,
 # each compared with its own direct connection. `make fuzz-pool SEEDS=1-200` runs those seeds;
-# MINUTES=M runs seeds from the first of SEEDS on until M minutes have passed.
+# MINUTES=M runs seeds from the first of SEEDS on until M minutes have passed; MODE=session
+# runs them through session pooling, killing servers between steps.
 SEEDS       ?= 1-200
 .PHONY: fuzz-pool
 fuzz-pool: build
 	PGPLEX_BIN=$(CURDIR)/$(BUILD)/pgplex POOLDIFF_SEEDS=$(SEEDS) \
-	  $(if $(MINUTES),POOLDIFF_MINUTES=$(MINUTES)) \
+	  $(if $(MINUTES),POOLDIFF_MINUTES=$(MINUTES)) $(if $(MODE),POOLDIFF_MODE=$(MODE)) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider -s tests/integration/test_pool_differential.py
 
 # The soak (tests/integration/soak.py): about twenty clients over a small transaction pool

@@ -76,7 +76,11 @@ struct ForwardHandler {
         expect(server::Expect::Parse);
         // A named statement too long to keep (its name cannot even be read).
         if (watch && !inspectable) session.state_on_server = true;
-        if ((track_sets || watch) && inspectable) return proto::Fate::ForwardInspect;
+        // Session pooling: read for a reset of a startup parameter (follow_parsed_resets).
+        bool resets_startup = session.mode == config::PoolMode::Session &&
+                              !pool::settings_of(session.startup).empty();
+        if ((track_sets || watch || resets_startup) && inspectable)
+            return proto::Fate::ForwardInspect;
         return proto::Fate::Forward;
     }
     proto::Fate on_header(uint8_t type, uint32_t length) {
@@ -107,6 +111,8 @@ struct ForwardHandler {
                     out.server.replay_record = server::ReplayRecord::Complete;
                     return proto::Fate::Forward;  // forward() records no more
                 }
+                // pgplex's follow-up of a Parse goes after the Sync (on_message).
+                if (!session.parse_follow_up.empty()) return proto::Fate::ForwardInspect;
                 break;
             case FrontendMessage::Parse:
                 return on_parse_header(inspectable, length);
@@ -199,9 +205,17 @@ struct ForwardHandler {
             case uint8_t(FrontendMessage::Execute):
                 on_execute(out, body, size);
                 break;
+            case uint8_t(FrontendMessage::Sync): {
+                std::string sql = std::move(out.client.session->parse_follow_up);
+                out.client.session->parse_follow_up.clear();
+                if (!sql.empty()) send_follow_up(sql);
+                break;
+            }
             default:
                 break;
         }
+        if (type == uint8_t(FrontendMessage::Parse))
+            follow_parsed_resets(text.substr(0, text.find('\0')));
         if (track_sets &&
             (type == uint8_t(FrontendMessage::Query) || type == uint8_t(FrontendMessage::Parse)))
             note_sets(text.substr(0, text.find('\0')));
@@ -224,10 +238,25 @@ struct ForwardHandler {
     // own, which gives it the client's startup value back (session_state.h); its replies are
     // dropped (server_expect.cc).
     void follow_resets(std::string_view query) {
+        std::string sql = reset_follow_up(query);
+        if (!sql.empty()) send_follow_up(sql);
+    }
+    std::string reset_follow_up(std::string_view query) const {
         const std::vector<pool::Setting>& startup = pool::settings_of(out.client.session->startup);
-        if (startup.empty() || !pool::may_set(query)) return;
-        std::string sql = pool::reset_follow_up_sql(startup, pool::parse_set_statements(query));
+        if (startup.empty() || !pool::may_set(query)) return {};
+        return pool::reset_follow_up_sql(startup, pool::parse_set_statements(query));
+    }
+    // Session pooling: a statement Parsed now runs at its Execute, and pgplex's Query may
+    // only follow the batch's Sync (on_sync_sent).
+    void follow_parsed_resets(std::string_view query) {
+        Session& session = *out.client.session;
+        if (session.mode != config::PoolMode::Session) return;
+        std::string sql = reset_follow_up(query);
         if (sql.empty()) return;
+        if (!session.parse_follow_up.empty()) session.parse_follow_up += "; ";
+        session.parse_follow_up += sql;
+    }
+    void send_follow_up(const std::string& sql) {
         std::vector<uint8_t> message(sql.size() + 6);
         proto::Writer writer(message.data(), uint32_t(message.size()));
         writer.begin(FrontendMessage::Query);

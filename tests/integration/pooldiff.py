@@ -53,6 +53,14 @@ Protocol-level prepared statements are compared by what Bind/Describe of them re
 One documented limit is kept out of the grammar: in a multi-statement Query a RESET of a
 startup parameter goes last (pgplex puts the startup value back after the Query).
 
+Session pooling (make_plan's mode "session", POOLDIFF_MODE=session): the same sequences
+through pgplex in pool_mode = "session", one server per client, and after a step, at random
+(KILL_CHANCE, from its own seeded stream so it replays), the client's server is killed with
+pg_terminate_backend once pgplex has read what the step left (SHOW CLIENTS says active). The
+client must not notice: pgplex moves it to another server with its session (settings, role,
+SQL and protocol-level prepared statements) before its next step. Temporary tables live
+within one step, so every kill finds a session pgplex can move.
+
 run_script runs a fixed interleaving of a few clients instead, one action at a time, for
 minimal reproductions of what the seeds find (test_pool_differential.REPRODUCTIONS).
 
@@ -82,6 +90,8 @@ SUPERUSER_PASSWORD = "pd-secret"
 ROLES = ("pd_r1", "pd_r2", "pd_r3")  # pd_r2 is a member of pd_r1; pd_r3 of nothing
 MAX_CLIENTS = 16
 STEP_SECONDS_LIMIT = 30  # a single action slower than this is a hang (pool starvation)
+KILL_CHANCE = 0.2        # session mode: after a step, the chance its server is killed
+KILL_STREAM = 10 ** 6    # session mode: kills are drawn from their own random stream
 
 GUCS = {
     "search_path": None,  # per client: see Grammar.search_paths
@@ -142,7 +152,8 @@ def setup_sql(clients=MAX_CLIENTS):
 class Action:
     """One thing a client sends. kind: Q (simple Query, may hold several statements),
     P (extended protocol, unnamed statement), prepare / exec / describe (a named
-    protocol-level statement), observe (the state observation, mid-step)."""
+    protocol-level statement), observe (the state observation, mid-step), kill (session
+    mode: not sent; the client's server is killed)."""
     kind: str
     sql: str = ""
     name: str = ""
@@ -160,6 +171,8 @@ class Action:
             return f"[Bind/Execute {self.name}] params={list(self.params)}"
         if self.kind == "describe":
             return f"[Describe {self.name}]"
+        if self.kind == "kill":
+            return "[its server is killed]"
         return "[observe]"
 
 
@@ -170,22 +183,34 @@ class Plan:
     pool_size: int
     startup: list      # per client: dict of psycopg connection keywords
     sequences: list    # per client: list of steps, each a list of Actions
+    mode: str = "transaction"
+    kills: list = field(default_factory=list)  # session mode, per client: see make_plan
+    kills_done: int = 0  # session mode: how many servers run_plan killed
 
 
-def make_plan(seed, omit=()):
+def make_plan(seed, omit=(), mode="transaction"):
     """The plan of a seed. Steps with an action whose text contains one of omit (case
-    insensitive) are left out, the rest stay as they were: to look past a known bug."""
+    insensitive) are left out, the rest stay as they were: to look past a known bug.
+
+    mode "session": pgplex pools sessions, one server per client, and after each step the
+    client's server is killed with chance KILL_CHANCE (its kills: the step numbers after
+    which). The sequences are those of the transaction mode's plan of the same seed."""
     rng = random.Random(seed)
     clients = rng.randint(8, MAX_CLIENTS)
     pool_size = rng.randint(1, 3)
     steps = rng.randint(25, 45)
-    startup, sequences = [], []
+    startup, sequences, kills = [], [], []
     for client in range(clients):
         grammar = Grammar(random.Random(seed * 1000 + client), client)
         startup.append(grammar.startup())
         sequence = [grammar.step() for _ in range(steps)]
         sequences.append([step for step in sequence if not mentions(step, omit)])
-    return Plan(seed, clients, pool_size, startup, sequences)
+        chance = random.Random(seed * 1000 + client + KILL_STREAM)
+        kills.append({step for step in range(len(sequences[-1]))
+                      if chance.random() < KILL_CHANCE} if mode == "session" else set())
+    if mode == "session":
+        pool_size = clients
+    return Plan(seed, clients, pool_size, startup, sequences, mode, kills)
 
 
 def mentions(step, words):
@@ -593,10 +618,12 @@ def observation_rows(outcome):
 
 @dataclass
 class Endpoints:
-    """Where a seed's clients connect: pgplex's port, PostgreSQL's port, on host."""
+    """Where a seed's clients connect: pgplex's port, PostgreSQL's port, on host; console:
+    pgplex's admin console (session mode: to see a killed server gone)."""
     host: str
     pgplex_port: int
     direct_port: int
+    console: str = ""
 
     def conninfo(self, pooled, extra):
         port, dbname = (self.pgplex_port, ALIAS) if pooled else (self.direct_port, TWIN_DB)
@@ -619,6 +646,7 @@ class Client:
         self.executed = []
         self.failure = None
         self.steps_done = 0
+        self.kills_done = 0
 
     def fail(self, step, what, pooled, twin):
         messages = {side.label: side.messages for side in self.sides}
@@ -667,6 +695,51 @@ class Client:
             if not self.same(index, OBSERVE):
                 return
             self.steps_done = index + 1
+            if self.plan.kills and index in self.plan.kills[self.index]:
+                self.executed.append((index, Action("kill")))
+                self.kill_server()
+                self.kills_done += 1
+
+    def kill_server(self):
+        """Session mode: ends the pooled side's server with pg_terminate_backend once pgplex
+        is done with what it reads after a step, and waits until pgplex has seen it go. The
+        next step must find the session as it was (pgplex moves it to another server)."""
+        with psycopg.connect(self.endpoints.console, autocommit=True) as console:
+            port = local_port(self.sides[0].pgconn)
+            row = wait_for(lambda: console_row(console, "SHOW CLIENTS", "port", port,
+                                               lambda r: r["pgplex_state"] == "active"))
+            pid = int(row["remote_pid"])
+            with psycopg.connect(self.endpoints.conninfo(False, {}), autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            wait_for(lambda: console_row(console, "SHOW SERVERS", "remote_pid", pid) is None)
+
+
+def local_port(pgconn):
+    """The client side's port of a libpq connection (what SHOW CLIENTS calls port)."""
+    import socket
+    with socket.socket(fileno=os.dup(pgconn.socket)) as sock:
+        return sock.getsockname()[1]
+
+
+def console_row(console, command, column, value, accept=lambda row: True):
+    """The row of an admin SHOW whose column is value (as text), if accept takes it."""
+    result = console.pgconn.exec_(command.encode())
+    names = [result.fname(c).decode() for c in range(result.nfields)]
+    for r in range(result.ntuples):
+        row = {name: (result.get_value(r, c) or b"").decode() for c, name in enumerate(names)}
+        if row.get(column) == str(value):
+            return row if accept(row) else None
+    return None
+
+
+def wait_for(probe, seconds=10):
+    """Polls probe until it returns something true, and returns that."""
+    deadline = time.monotonic() + seconds
+    while not (found := probe()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pooldiff: still waiting after {seconds} s")
+        time.sleep(0.01)
+    return found
 
 
 def run_plan(plan, endpoints, seconds=60):
@@ -680,6 +753,7 @@ def run_plan(plan, endpoints, seconds=60):
     watchdog(clients, threads, deadline + STEP_SECONDS_LIMIT)
     failures = sorted((client.failure for client in clients if client.failure),
                       key=lambda failure: failure.at)
+    plan.kills_done = sum(client.kills_done for client in clients)
     return failures, sum(client.steps_done for client in clients)
 
 
@@ -701,7 +775,8 @@ def watchdog(clients, threads, give_up_at):
 
 
 def run_script(script, endpoints, startup=None):
-    """Runs script, a list of (client number, Action or simple Query text), in that order
+    """Runs script, a list of (client number, Action or simple Query text; Action("kill")
+    kills the client's server, in session pooling), in that order
     in this thread: one fixed interleaving, for minimal reproductions. Each action and then
     its client's observation are compared, and at the end every client's observation.
     Returns the first Failure, or None."""
@@ -717,6 +792,9 @@ def run_script(script, endpoints, startup=None):
         for number, (index, action) in enumerate(script):
             action = Action("Q", action) if isinstance(action, str) else action
             client = clients[index]
+            if action.kind == "kill":
+                client.kill_server()
+                continue
             if not (client.same(number, action) and client.same(number, OBSERVE)):
                 return client.failure
         for client in clients:  # at the end, every client once more, on whatever server

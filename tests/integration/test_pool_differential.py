@@ -11,6 +11,8 @@ fixed two-client scripts distilled from what the seeds found. Longer runs:
   POOLDIFF_SECONDS=S                              per-seed time limit
   POOLDIFF_OMIT="SET ROLE,set_config"             leave out steps mentioning these (to
                                                   look past a known bug; same sequences else)
+  POOLDIFF_MODE=session                           session pooling, servers killed between
+                                                  steps (SESSION_SEEDS run so by default)
 as `make fuzz-pool SEEDS=1-200 [MINUTES=M]` or `tests/integration/pooldiff.py --seeds ...`.
 
 After each seed, with its clients gone, every worker must be back to its idle baseline
@@ -26,6 +28,7 @@ strict xfail, turning red once fixed) and in KNOWN_DIVERGENCES.
 import os
 import time
 
+import psycopg
 import pytest
 
 import pooldiff
@@ -34,6 +37,8 @@ from test_admin_clusters import ADMIN
 from test_admin_state import at_baseline
 
 DEFAULT_SEEDS = "1-8"
+SESSION_SEEDS = (1, 2, 3)  # session pooling with servers killed between steps (make check)
+MODE = os.environ.get("POOLDIFF_MODE", "transaction")
 SEED_SECONDS = float(os.environ.get("POOLDIFF_SECONDS", "10"))
 MINUTES = float(os.environ.get("POOLDIFF_MINUTES", "0"))
 SEEDS = pooldiff.parse_seeds(os.environ.get("POOLDIFF_SEEDS", DEFAULT_SEEDS))
@@ -50,22 +55,28 @@ def pooldiff_databases(cluster):
     return cluster
 
 
-def start_pgplex(cluster, make_pgplex, pool_size):
-    """pgplex in transaction pooling, with alias pooldiff.ALIAS for POOL_DB."""
+def start_pgplex(cluster, make_pgplex, pool_size, mode="transaction"):
+    """pgplex in mode's pooling, with alias pooldiff.ALIAS for POOL_DB."""
     alias = {"host": HOST, "port": cluster.port, "dbname": pooldiff.POOL_DB,
              "pool_size": pool_size}
     return make_pgplex(users={**PASSWORDS, pooldiff.SUPERUSER: pooldiff.SUPERUSER_PASSWORD},
-                       settings={"pool_mode": "transaction", **ADMIN},
+                       settings={"pool_mode": mode, **ADMIN},
                        databases={pooldiff.ALIAS: alias}, query_wait_timeout="60s")
 
 
-def run_seed(seed, cluster, make_pgplex):
+def console(port):
+    """The conninfo of pgplex's admin console (ADMIN's user)."""
+    return psycopg.conninfo.make_conninfo(host=HOST, port=port, dbname="pgplex", user="payam",
+                                          password=PASSWORDS["payam"], connect_timeout=10)
+
+
+def run_seed(seed, cluster, make_pgplex, mode=MODE):
     """Runs one seed on a fresh pgplex and fresh schemas; returns (failures, steps, plan)."""
-    plan = pooldiff.make_plan(seed, pooldiff.omitted_from_environment())
+    plan = pooldiff.make_plan(seed, pooldiff.omitted_from_environment(), mode)
     for dbname in (pooldiff.POOL_DB, pooldiff.TWIN_DB):
         cluster.admin_psql(pooldiff.setup_sql(plan.clients), dbname=dbname)
-    pgplex = start_pgplex(cluster, make_pgplex, plan.pool_size)
-    endpoints = pooldiff.Endpoints(HOST, pgplex.port, cluster.port)
+    pgplex = start_pgplex(cluster, make_pgplex, plan.pool_size, mode)
+    endpoints = pooldiff.Endpoints(HOST, pgplex.port, cluster.port, console(pgplex.port))
     failures, steps = pooldiff.run_plan(plan, endpoints, SEED_SECONDS)
     rows = []
 
@@ -80,8 +91,10 @@ def run_seed(seed, cluster, make_pgplex):
 
 
 def summary(seed, failures, steps, plan):
-    head = (f"seed {seed}: {plan.clients} clients, pool_size {plan.pool_size}, "
-            f"{steps} steps compared, {len(failures)} client(s) diverged")
+    head = (f"seed {seed}: {plan.clients} clients, {plan.mode} pooling, pool_size "
+            f"{plan.pool_size}, {steps} steps compared"
+            + (f", {plan.kills_done} servers killed" if plan.mode == "session" else "")
+            + f", {len(failures)} client(s) diverged")
     if not failures:
         return head
     others = [f"client {f.client} step {f.step}: {f.what}" for f in failures[1:]]
@@ -99,6 +112,17 @@ def test_pooled_clients_see_what_direct_clients_see(seed, pooldiff_databases, ma
     failures, steps, plan = run_seed(seed, pooldiff_databases, make_pgplex)
     if failures:
         pytest.fail(summary(seed, failures, steps, plan), pytrace=False)
+    print(summary(seed, failures, steps, plan))
+
+
+@pytest.mark.skipif(MINUTES > 0, reason="POOLDIFF_MINUTES runs the timed test instead")
+@pytest.mark.parametrize("seed", SESSION_SEEDS)
+def test_session_pooled_clients_see_what_direct_clients_see_though_servers_die(
+        seed, pooldiff_databases, make_pgplex):
+    failures, steps, plan = run_seed(seed, pooldiff_databases, make_pgplex, "session")
+    if failures:
+        pytest.fail(summary(seed, failures, steps, plan), pytrace=False)
+    assert plan.kills_done > 0, summary(seed, failures, steps, plan)
     print(summary(seed, failures, steps, plan))
 
 

@@ -170,6 +170,10 @@ struct Session {
     std::vector<std::pair<std::string, std::string>> parses;
     size_t parse_bytes = 0;
     std::vector<std::string> channels;
+    // Session pooling: pgplex's Query that gives the client its startup values back after a
+    // Parse of the batch may have reset them (client_work.cc, follow_resets), sent after the
+    // batch's Sync. Transaction pooling needs none: each lease syncs the settings anew.
+    std::string parse_follow_up;
     // Transaction pooling: its named prepared statements (client/client_extended.cc).
     std::unique_ptr<pool::ClientStatements> statements;
     // Transaction pooling: the channels it LISTENs on (client/client_listen.cc).
