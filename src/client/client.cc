@@ -2,6 +2,11 @@
 // state, and the names of states and close reasons.
 #include "pgplex/client/client.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <string>
+
 #include "pgplex/base/assert.h"
 #include "pgplex/worker/worker.h"
 
@@ -46,6 +51,49 @@ void set_state(worker::Worker& worker, Client& client, ClientState state) {
     if (state != client.state) client.wait_logged = false;
     client.state = state;
     client.since = worker.now;
+}
+
+std::string address_text(const Client& client) {
+    char text[INET6_ADDRSTRLEN] = "unknown";
+    const sockaddr_storage& peer = client.peer;
+    if (!client.addresses_known) return text;
+    if (peer.ss_family == AF_UNIX) return "unix";
+    if (peer.ss_family == AF_INET)
+        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, text,
+                  sizeof text);
+    else if (peer.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr, text,
+                  sizeof text);
+    return text;
+}
+
+namespace {
+
+int port_of(const sockaddr_storage& address) {
+    if (address.ss_family == AF_INET)
+        return ntohs(reinterpret_cast<const sockaddr_in*>(&address)->sin_port);
+    if (address.ss_family == AF_INET6)
+        return ntohs(reinterpret_cast<const sockaddr_in6*>(&address)->sin6_port);
+    return -1;
+}
+
+}  // namespace
+
+base::LogText log_context(const worker::Worker& worker, const Client& client) {
+    base::LogText context;
+    context.add("client",
+                std::to_string(worker.index) + "." + std::to_string(worker.client_slot(client)));
+    if (client.addresses_known) {
+        std::string address = address_text(client);
+        int port = port_of(client.peer);
+        if (port >= 0) address += ":" + std::to_string(port);
+        context.add("addr", address);
+    }
+    if (client.session) {
+        context.add("user", client.session->user);
+        context.add("db", client.session->database);
+    }
+    return context;
 }
 
 const char* to_string(ClientState state) {

@@ -88,8 +88,7 @@ void begin_admin(worker::Worker& worker, Client& client) {
     queue_writer(worker, client, bytes, writer.size());
     client.login.reset();
     set_state(worker, client, ClientState::Idle);
-    log_info("admin: user=%s on the management database (worker %u slot %u)", user.c_str(),
-             worker.index, worker.client_slot(client));
+    log_info("%s: admin: on the management database", log_context(worker, client).c_str());
 }
 
 namespace {
@@ -407,7 +406,7 @@ void kill(worker::Worker& worker, uint32_t id) {
     Client& client = worker.client(slot);
     if (client.state == ClientState::Free || client.state == ClientState::Closing) return;
     if (cancel_pid(worker, slot) != id) return;  // the slot holds another client now
-    log_info("admin: KILL_CLIENT %u (worker %u slot %u)", id, worker.index, slot);
+    log_info("%s: admin: KILL_CLIENT %u", log_context(worker, client).c_str(), id);
     fail(worker, client, CloseReason::Killed, Severity::Fatal, sqlstate::protocol_violation,
          "admin forced disconnect");
 }
@@ -545,9 +544,8 @@ uint32_t answer_comment_command(worker::Worker& worker, Client& client, const ui
     if (!admin::comment_command(sql.substr(0, sql.find('\0')), command, alone)) return 0;
     const config::Config& config = *worker.config;
     const std::string& user = client.session->user;
-    log_info("client slot %u: user=%s: console command in a comment: %.*s",
-             worker.client_slot(client), user.c_str(), int(std::min<size_t>(command.size(), 200)),
-             command.data());
+    log_info("%s: console command in a comment: %.*s", log_context(worker, client).c_str(),
+             int(std::min<size_t>(command.size(), 200)), command.data());
     if (!listed(config.admin_users, user) && !listed(config.stats_users, user))
         queue_error(worker, client, sqlstate::insufficient_privilege,
                     "user \"" + user + "\" may not run pgplex console commands",

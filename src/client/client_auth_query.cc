@@ -88,8 +88,8 @@ void use_result(worker::Worker& worker, Client& client, const pool::LookupResult
     int64_t now_s = base::wall_ms() / 1000;
     bool expired = result.found && result.valid_until_s <= now_s;
     if (expired)
-        log_info("client slot %u: user \"%s\" has an expired password (VALID UNTIL passed)",
-                 worker.client_slot(client), client.session->user.c_str());
+        log_info("%s: user \"%s\" has an expired password (VALID UNTIL passed)",
+                 log_context(worker, client).c_str(), client.session->user.c_str());
     login.user_known = result.found && !expired;
     login.secret = login.user_known ? result.secret : std::string();
     continue_auth(worker, client);
@@ -148,8 +148,8 @@ void on_looked_up(worker::Worker& worker, Client& client, const std::vector<uint
     }
     if (!reason.empty()) return lookup_failed(worker, client, reason);
     if (!result.found)
-        log_info("client slot %u: auth_query found no password for user \"%s\"",
-                 worker.client_slot(client), user.c_str());
+        log_info("%s: auth_query found no password for user \"%s\"",
+                 log_context(worker, client).c_str(), user.c_str());
     if (worker.config->auth_cache_ttl_ms > 0 && pool != nullptr)
         worker.auth_cache.put(pool->id, user, result, worker.now);
     use_result(worker, client, result);
@@ -161,7 +161,7 @@ void lookup_failed(worker::Worker& worker, Client& client, const std::string& wh
         server::waiter_remove(worker, worker.client_slot(client));
     client.login->lookup = LookupStep::Done;
     client.pool = nullptr;
-    log_warning("client slot %u: auth_query for user \"%s\" failed: %s", worker.client_slot(client),
+    log_warning("%s: auth_query for user \"%s\" failed: %s", log_context(worker, client).c_str(),
                 client.session->user.c_str(), why.c_str());
     fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
          sqlstate::sqlclient_unable_to_establish_sqlconnection,

@@ -260,9 +260,9 @@ void rerun(worker::Worker& worker, Client& client, server::Server& server,
     hold_again(worker, client, bytes);
     ++worker.counters.requests_rerun;
     log_info(
-        "client slot %u: %s failed before answering; its request (%zu bytes, outside a "
+        "%s: %s failed before answering; its request (%zu bytes, outside a "
         "transaction block, on a replica) runs again elsewhere (%u of %u)",
-        worker.client_slot(client), place.c_str(), bytes.size(), unsigned(session.reruns),
+        log_context(worker, client).c_str(), place.c_str(), bytes.size(), unsigned(session.reruns),
         unsigned(limits::request_reruns_max));
     lease_ended(worker, client);
     set_state(worker, client, ClientState::Idle);
@@ -342,7 +342,7 @@ bool survive_server_failure(worker::Worker& worker, Client& client, server::Serv
     proto::ErrorFields fields;
     bool said = error != nullptr && proto::parse_error(error, error_size, fields);
     ++worker.counters.clients_kept;
-    log_info("client slot %u: %s failed%s%.*s; %s", worker.client_slot(client), place.c_str(),
+    log_info("%s: %s failed%s%.*s; %s", log_context(worker, client).c_str(), place.c_str(),
              said ? ": " : "", said ? int(fields.message.size()) : 0,
              said ? fields.message.data() : "",
              in_block ? "its transaction is lost, it goes on once it rolls back"

@@ -18,19 +18,6 @@ namespace pgplex::client {
 
 namespace {
 
-std::string address_text(const Client& client) {
-    char text[INET6_ADDRSTRLEN] = "unknown";
-    const sockaddr_storage& peer = client.peer;
-    if (peer.ss_family == AF_UNIX) return "unix";
-    if (peer.ss_family == AF_INET)
-        inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, text,
-                  sizeof text);
-    else if (peer.ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr, text,
-                  sizeof text);
-    return text;
-}
-
 // Counts a connection in the slot's current second ({second << 32 | count}); returns the
 // count of that second so far, this one included.
 uint32_t count_connection(std::atomic<uint64_t>& slot, uint64_t second) {
@@ -48,8 +35,7 @@ uint32_t count_connection(std::atomic<uint64_t>& slot, uint64_t second) {
 void refuse(worker::Worker& worker, Client& client, const std::string& message,
             const std::string& hint) {
     ++worker.counters.logins_refused;
-    log_warning("client slot %u from %s: refused: %s", worker.client_slot(client),
-                address_text(client).c_str(), message.c_str());
+    log_warning("%s: refused: %s", log_context(worker, client).c_str(), message.c_str());
     fail(worker, client, CloseReason::TooManyClients, proto::Severity::Fatal,
          sqlstate::too_many_connections, message, {}, hint);
 }

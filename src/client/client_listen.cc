@@ -168,8 +168,8 @@ void deliver(worker::Worker& worker, Client& client, std::string_view message) {
     if (unsent > limits::listen_backlog_bytes_max ||
         mine.backlog_count >= limits::listen_backlog_notifications_max) {
         if (mine.dropped++ == 0)
-            log_warning("client slot %u: %u notifications (%zu bytes) wait for it: dropping more",
-                        worker.client_slot(client), mine.backlog_count, size_t(unsent));
+            log_warning("%s: %u notifications (%zu bytes) wait for it: dropping more",
+                        log_context(worker, client).c_str(), mine.backlog_count, size_t(unsent));
         return;
     }
     if (client.state == ClientState::Idle && mine.awaiting == 0 && mine.backlog.empty()) {

@@ -341,8 +341,9 @@ void begin_auth(worker::Worker& worker, Client& client) {
     if (login.user_known) login.secret = found->second;
     if (too_many_failures(worker, client)) {
         ++worker.counters.logins_refused;
-        log_warning("client slot %u: %s: refused, over auth_failure_limit (%d a minute)",
-                    worker.client_slot(client), hba_who(client).c_str(), config.auth_failure_limit);
+        log_warning("%s: %s: refused, over auth_failure_limit (%d a minute)",
+                    log_context(worker, client).c_str(), hba_who(client).c_str(),
+                    config.auth_failure_limit);
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
              sqlstate::invalid_authorization_specification,
              "too many failed logins from this address; try again in a minute");
@@ -381,9 +382,9 @@ void start_md5_or_scram(worker::Worker& worker, Client& client, config::AuthType
         case config::AuthType::ScramSha256:
             if (login.user_known && tls::md5::is_hash(login.secret)) {
                 log_warning(
-                    "user \"%s\": auth_type is scram-sha-256 but the auth file holds "
-                    "an md5 hash; the login is refused",
-                    client.session->user.c_str());
+                    "%s: auth_type is scram-sha-256 but the auth file holds an md5 hash for "
+                    "the user; the login is refused",
+                    log_context(worker, client).c_str());
                 login.user_known = false;  // the exchange runs and fails, as for a stranger
             }
             start_scram(worker, client);
@@ -905,11 +906,10 @@ void authenticated(worker::Worker& worker, Client& client) {
         pool->publish_scram_keys(client_key, server_key);
     client.pool = pool;
     if (config.log_connections)
-        log_info("login: user=%s database=%s alias=%s server=%s%s%s (worker %u slot %u)",
-                 session.user.c_str(), session.database.c_str(), alias->name.c_str(),
-                 alias->server.to_string().c_str(), client.conn.tls ? " tls=" : "",
-                 client.conn.tls ? client.conn.tls->version().c_str() : "", worker.index,
-                 worker.client_slot(client));
+        log_info("%s: login: alias=%s server=%s%s%s", log_context(worker, client).c_str(),
+                 alias->name.c_str(), alias->server.to_string().c_str(),
+                 client.conn.tls ? " tls=" : "",
+                 client.conn.tls ? client.conn.tls->version().c_str() : "");
     request_server(worker, client);
 }
 

@@ -337,8 +337,8 @@ namespace {
 void give_up_on_primary(worker::Worker& worker, Client& client, int64_t timeout) {
     route::Routing& routing = *client.session->routing;
     ++worker.counters.primary_wait_timeouts;
-    log_warning("client slot %u: no primary of cluster %s for %lld ms (failover_wait_timeout)",
-                worker.client_slot(client), routing.cluster.c_str(), (long long)timeout);
+    log_warning("%s: no primary of cluster %s for %lld ms (failover_wait_timeout)",
+                log_context(worker, client).c_str(), routing.cluster.c_str(), (long long)timeout);
     if (client.login) {
         fail(worker, client, CloseReason::WaitTimeout, Severity::Fatal,
              sqlstate::cannot_connect_now,
@@ -402,8 +402,8 @@ bool reroute_after_failure(worker::Worker& worker, Client& client, const uint8_t
     lease_ended(worker, client);
     route::Routing& routing = *client.session->routing;
     routing.awaits_primary = worker.router->needs_primary(routing, routing.pending);
-    log_info("client slot %u: node %s cannot be reached; waiting for a node of cluster %s",
-             worker.client_slot(client), client.session->routing->node.c_str(),
+    log_info("%s: node %s cannot be reached; waiting for a node of cluster %s",
+             log_context(worker, client).c_str(), client.session->routing->node.c_str(),
              client.session->routing->cluster.c_str());
     client.pool = nullptr;  // retried each tick (retry_route)
     return true;

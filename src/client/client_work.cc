@@ -533,12 +533,10 @@ void log_long_wait(worker::Worker& worker, Client& client) {
     const pool::Pool& pool = *client.pool;
     int64_t failed = pool.login_failed_ms.load(std::memory_order_relaxed);
     log_warning(
-        "client slot %u (user=%s database=%s) has waited %lld ms for a server of %s/%s: "
+        "%s: has waited %lld ms for a server of %s/%s: "
         "%d of pool_size %d servers open, %d clients waiting on all workers%s",
-        worker.client_slot(client), client.session ? client.session->user.c_str() : "",
-        client.session ? client.session->database.c_str() : "",
-        (long long)(worker.now - client.since), pool.target.dbname.c_str(),
-        pool.target.user.c_str(), pool.servers(), pool.size_limit(),
+        log_context(worker, client).c_str(), (long long)(worker.now - client.since),
+        pool.target.dbname.c_str(), pool.target.user.c_str(), pool.servers(), pool.size_limit(),
         pool.waiting.load(std::memory_order_relaxed),
         failed > 0 && worker.now - failed < 10000 ? "; the last server login failed" : "");
 }
@@ -573,8 +571,8 @@ void on_accepted(worker::Worker& worker, uint32_t slot, uint32_t listener) {
     client.addresses_known = false;
     worker.ask_addresses(client.conn, io::Op::ClientPeer, slot);
     if (count > worker.config->max_client_conn) {
-        log_warning("refusing a client: max_client_conn (%d) reached",
-                    worker.config->max_client_conn);
+        log_warning("%s: refused: max_client_conn (%d) reached",
+                    log_context(worker, client).c_str(), worker.config->max_client_conn);
         fail(worker, client, CloseReason::TooManyClients, Severity::Fatal,
              sqlstate::too_many_connections, "no more connections allowed (max_client_conn)");
     }
@@ -609,7 +607,7 @@ void on_addresses(worker::Worker& worker, Client& client, const sockaddr_storage
 
 void on_tls_failed(worker::Worker& worker, Client& client, const std::string& reason) {
     ++worker.counters.tls_failures;
-    log_warning("client slot %u: %s%s", worker.client_slot(client),
+    log_warning("%s: %s%s", log_context(worker, client).c_str(),
                 client.login ? "TLS handshake failed: " : "TLS failed: ", reason.c_str());
     close(worker, client, CloseReason::TlsFailed);
 }
@@ -621,7 +619,7 @@ void on_recv_end(worker::Worker& worker, Client& client, int result) {
         worker.request_close(client.conn, io::Op::ClientClose, worker.client_slot(client));
         return;
     }
-    if (result < 0) log_debug("client slot %u: %s", worker.client_slot(client), strerror(-result));
+    if (result < 0) log_debug("%s: %s", log_context(worker, client).c_str(), strerror(-result));
     close(worker, client, CloseReason::ClientGone);
 }
 
@@ -738,7 +736,7 @@ void fail(worker::Worker& worker, Client& client, CloseReason reason, Severity s
     PGPLEX_ASSERT(writer.ok());
     queue(worker, client, writer.data(), writer.size());
     if (reason != CloseReason::TooManyClients)
-        log_info("client slot %u: %s: %.*s", worker.client_slot(client), to_string(reason),
+        log_info("%s: %s: %.*s", log_context(worker, client).c_str(), to_string(reason),
                  int(message.size()), message.data());
     release(worker, client);
     set_state(worker, client, ClientState::Closing);
@@ -756,8 +754,8 @@ void fail(worker::Worker& worker, Client& client, CloseReason reason, Severity s
 void close(worker::Worker& worker, Client& client, CloseReason reason) {
     if (client.state == ClientState::Closing) return;
     if (client.session && worker.config->log_disconnections && reason != CloseReason::CancelRequest)
-        log_info("closing client: user=%s database=%s: %s", client.session->user.c_str(),
-                 client.session->database.c_str(), to_string(reason));
+        log_info("%s: closing: %s (age=%llds)", log_context(worker, client).c_str(),
+                 to_string(reason), (long long)((worker.now - client.connected) / 1000));
     release(worker, client);
     set_state(worker, client, ClientState::Closing);
     client.close_reason = reason;
@@ -797,10 +795,9 @@ bool close_if_stalled(worker::Worker& worker, Client& client) {
     }
     ++worker.counters.clients_stalled;
     log_warning(
-        "client slot %u (user=%s database=%s): read none of the %llu bytes queued for it in "
-        "%lld ms; closing it (client_stall_timeout)",
-        worker.client_slot(client), client.session ? client.session->user.c_str() : "",
-        client.session ? client.session->database.c_str() : "",
+        "%s: read none of the %llu bytes queued for it in %lld ms; closing it "
+        "(client_stall_timeout)",
+        log_context(worker, client).c_str(),
         (unsigned long long)(client.conn.out.bytes + client.conn.sealed.bytes),
         (long long)(worker.now - client.sent_at));
     close(worker, client, CloseReason::Stalled);
@@ -846,11 +843,9 @@ void on_tick(worker::Worker& worker, Client& client) {
             if (!client.wait_logged && age > long_wait_ms(config)) {
                 client.wait_logged = true;
                 log_warning(
-                    "client slot %u (user=%s database=%s) has waited %lld ms for "
-                    "pgplex's own statements for its session on server backend %u "
-                    "(a lock?)",
-                    worker.client_slot(client), client.session->user.c_str(),
-                    client.session->database.c_str(), (long long)age,
+                    "%s: has waited %lld ms for pgplex's own statements for its session on "
+                    "server backend %u (a lock?)",
+                    log_context(worker, client).c_str(), (long long)age,
                     worker.server(client.server).backend_pid);
             }
             if (config.query_wait_timeout_ms > 0 && age > config.query_wait_timeout_ms) {

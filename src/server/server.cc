@@ -132,4 +132,14 @@ void set_parameter(Server& server, const std::string& name, const std::string& v
     server.parameters.emplace_back(name, value);
 }
 
+base::LogText log_context(const Server& server) {
+    base::LogText context;
+    if (server.pool == nullptr) return context;
+    const pool::Target& target = server.pool->target;
+    context.add("server", target.endpoint.to_string());
+    context.add("pool", target.dbname + "/" + target.user);
+    if (server.backend_pid != 0) context.add("backend_pid", std::to_string(server.backend_pid));
+    return context;
+}
+
 }  // namespace pgplex::server

@@ -250,9 +250,9 @@ void session_checked(const Server& server, client::Client& client,
     if (error) session.state_on_server = true;
     if (holds && !was) {
         log_info(
-            "server %s: client slot %u holds session state no other server can be given (%s); "
+            "%s client_slot=%u: holds session state no other server can be given (%s); "
             "it is closed should this server fail while it does",
-            server.pool->target.endpoint.to_string().c_str(), server.client,
+            log_context(server).c_str(), server.client,
             error ? "the check of its session failed"
                   : "a temporary table, an advisory lock or a WITH HOLD cursor");
     }
@@ -473,8 +473,8 @@ void synced(worker::Worker& worker, Server& server, const std::vector<uint8_t>& 
     client::Client& client = worker.client(server.client);
     client::Session& session = *client.session;
     if (server.sync_settings_failed) {
-        log_warning("server %s: restoring a client's session settings failed (%s); closing it",
-                    server.pool->target.endpoint.to_string().c_str(), error_message(error).c_str());
+        log_warning("%s: restoring a client's session settings failed (%s); closing it",
+                    log_context(server).c_str(), error_message(error).c_str());
         server.client = io::nil;
         client.server = io::nil;
         close(worker, server, CloseReason::Unusable);
@@ -486,8 +486,8 @@ void synced(worker::Worker& worker, Server& server, const std::vector<uint8_t>& 
         return;
     }
     if (!error.empty()) {
-        log_info("server %s: a client's prepared statement or LISTEN could not be replayed: %s",
-                 server.pool->target.endpoint.to_string().c_str(), error_message(error).c_str());
+        log_info("%s: a client's prepared statement or LISTEN could not be replayed: %s",
+                 log_context(server).c_str(), error_message(error).c_str());
         server.sql_prepared_unknown = true;  // which one failed is not known
     }
     session.replay_failures = 0;
@@ -502,8 +502,8 @@ void lost_block_entered(worker::Worker& worker, Server& server) {
     client::Client& client = worker.client(server.client);
     if (server.status != proto::TransactionStatus::Failed) {
         // Never expected: the client cannot be given a block it would not see as failed.
-        log_warning("server %s: pgplex's aborted transaction block did not abort; closing it",
-                    server.pool->target.endpoint.to_string().c_str());
+        log_warning("%s: pgplex's aborted transaction block did not abort; closing it",
+                    log_context(server).c_str());
         client.server = io::nil;
         server.client = io::nil;
         close(worker, server, CloseReason::Unusable);
@@ -584,8 +584,8 @@ void checked_session_state(worker::Worker& worker, Server& server, bool error) {
     session.pin_suspect = false;
     if (count == 0) {
         if (session.pinned)
-            log_info("client slot %u: holds no more session state; unpinned from its server",
-                     server.client);
+            log_info("%s: holds no more session state; unpinned from its server",
+                     client::log_context(worker, client).c_str());
         session.pinned = false;
         give_back(worker, server, client);
         return;
@@ -593,10 +593,11 @@ void checked_session_state(worker::Worker& worker, Server& server, bool error) {
     if (!session.pinned) {
         ++worker.counters.pinned_clients;
         log_info(
-            "client slot %u: pinned to its server: it holds %s session state "
+            "%s: pinned to its server: it holds %s session state "
             "(advisory locks, WITH HOLD cursors, temporary tables); %llu pins so far "
             "on worker %u",
-            server.client, count < 0 ? "possibly" : std::to_string(count).c_str(),
+            client::log_context(worker, client).c_str(),
+            count < 0 ? "possibly" : std::to_string(count).c_str(),
             (unsigned long long)worker.counters.pinned_clients, worker.index);
     }
     session.pinned = true;
@@ -627,8 +628,8 @@ void settings_checked(worker::Worker& worker, Server& server, bool error) {
         }
     }
     if (error) {
-        log_warning("server %s: reading the session's settings failed; closing it",
-                    server.pool->target.endpoint.to_string().c_str());
+        log_warning("%s: reading the session's settings failed; closing it",
+                    log_context(server).c_str());
         session.pending.clear();
         session.pending_unsure = false;
         client.server = io::nil;

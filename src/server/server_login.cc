@@ -291,10 +291,8 @@ void login_done(worker::Worker& worker, Server& server) {
     const tls::scram::ClientExchange* scram = server.login ? server.login->scram.get() : nullptr;
     std::string how = server.conn.tls ? server.conn.tls->version() : std::string("no TLS");
     if (scram != nullptr) how += std::string(", ") + scram->mechanism();
-    log_info("server %s/%s@%s: logged in (backend pid %u, worker %u, %s)",
-             server.pool->target.dbname.c_str(), server.pool->target.user.c_str(),
-             server.pool->target.endpoint.to_string().c_str(), server.backend_pid, worker.index,
-             how.c_str());
+    log_info("%s: logged in (backend pid %u, worker %u, %s)", log_context(server).c_str(),
+             server.backend_pid, worker.index, how.c_str());
     server.login.reset();
     make_available(worker, server);
 }
@@ -430,12 +428,10 @@ void login_failed(worker::Worker& worker, Server& server, const uint8_t* error, 
     pool::Pool& pool = *server.pool;
     proto::ErrorFields fields;
     if (error != nullptr && proto::parse_error(error, error_size, fields))
-        log_warning("server %s/%s@%s: login failed: %s: %.*s", pool.target.dbname.c_str(),
-                    pool.target.user.c_str(), pool.target.endpoint.to_string().c_str(), why,
+        log_warning("%s: login failed: %s: %.*s", log_context(server).c_str(), why,
                     int(fields.message.size()), fields.message.data());
     else
-        log_warning("server %s/%s@%s: login failed: %s", pool.target.dbname.c_str(),
-                    pool.target.user.c_str(), pool.target.endpoint.to_string().c_str(), why);
+        log_warning("%s: login failed: %s", log_context(server).c_str(), why);
     pool.login_failed_ms.store(worker.now, std::memory_order_release);
     pool::PoolLocal& local = worker.pools[pool.id];
     local.connecting--;
@@ -562,8 +558,7 @@ uint32_t cancel_consume(worker::Worker& worker, Server& server, const uint8_t* d
     } else if (data[0] == 'N' && plain_allowed) {
         send_cancel_request(worker, server);
     } else {
-        log_warning("server %s: cancel request not sent: %s",
-                    server.pool->target.endpoint.to_string().c_str(),
+        log_warning("%s: cancel request not sent: %s", log_context(server).c_str(),
                     data[0] == 'N' ? "the server does not accept TLS, and server_tls_sslmode "
                                      "requires it"
                                    : "unexpected answer to SSLRequest");
@@ -604,7 +599,7 @@ void on_tls_failed(worker::Worker& worker, Server& server, const std::string& re
         login_failed(worker, server, nullptr, 0, reason.c_str());
         return;
     }
-    log_warning("server %s: %s", server.pool->target.endpoint.to_string().c_str(), reason.c_str());
+    log_warning("%s: %s", log_context(server).c_str(), reason.c_str());
     on_recv_end(worker, server, -EPROTO);
 }
 

@@ -381,8 +381,7 @@ uint32_t consume_active(worker::Worker& worker, Server& server, uint32_t buffer,
     if (server.state == ServerState::Closing) return size;
     if (result.status != proto::FeedStatus::Violation) release_if_done(worker, server);
     if (result.status == proto::FeedStatus::Violation) {
-        log_warning("server %s: protocol violation: %s",
-                    server.pool->target.endpoint.to_string().c_str(), result.reason);
+        log_warning("%s: protocol violation: %s", log_context(server).c_str(), result.reason);
         close(worker, server, CloseReason::ProtocolViolation);
         return size;
     }
@@ -442,8 +441,8 @@ uint32_t consume_own(worker::Worker& worker, Server& server, const uint8_t* data
         }
         case ServerState::Resetting:
             if (handler.error) {
-                log_warning("server %s: server_reset_query failed; closing it",
-                            server.pool->target.endpoint.to_string().c_str());
+                log_warning("%s: server_reset_query failed; closing it",
+                            log_context(server).c_str());
                 close(worker, server, CloseReason::Unusable);
                 return size;
             }
@@ -564,9 +563,7 @@ void on_recv_end(worker::Worker& worker, Server& server, int result) {
         login_failed(worker, server, nullptr, 0, why.c_str());
         return;
     }
-    if (result < 0)
-        log_warning("server %s: %s", server.pool->target.endpoint.to_string().c_str(),
-                    strerror(-result));
+    if (result < 0) log_warning("%s: %s", log_context(server).c_str(), strerror(-result));
     lost(worker, server);
 }
 
@@ -627,9 +624,7 @@ void close_server(worker::Worker& worker, Server& server, CloseReason reason, bo
     if (server.state != ServerState::Cancelling && !server.listener) {
         if (release_place) server.pool->release_server();
         if (reason != CloseReason::LoginFailed)
-            log_info("server %s/%s@%s: closing: %s", server.pool->target.dbname.c_str(),
-                     server.pool->target.user.c_str(),
-                     server.pool->target.endpoint.to_string().c_str(), to_string(reason));
+            log_info("%s: closing: %s", log_context(server).c_str(), to_string(reason));
         // A failed login is not retried at once: login_failed() tells the waiters instead.
         if (reason != CloseReason::LoginFailed) place_freed(worker, *server.pool);
     }

@@ -125,3 +125,16 @@ def test_server_refusing_the_forwarded_password_gives_the_client_an_error(make_p
             client.login("app", "appdb", password="not-apps-server-password")
             client.query("SELECT 1")
     assert psql(pgplex.port, "SELECT 1") == "1"
+
+
+def test_log_lines_name_the_client_by_address_user_and_database_as_key_value(pgplex):
+    assert psql(pgplex.port, "SELECT 1") == "1"
+    context = r"<6>\S+ \S+ UTC LOG client=\d+\.\d+ addr=127\.0\.0\.1:(\d+) user=payam db=payam_db"
+    login = pgplex.wait_log(context + r": login: alias=payam_db server=127\.0\.0\.1:\d+\n")
+    assert login, pgplex.log()
+    closing = pgplex.wait_log(context + r": closing: client sent Terminate \(age=\d+s\)\n")
+    assert closing, pgplex.log()
+    assert login.group(1) == closing.group(1)  # the same client, by its port
+    server = pgplex.wait_log(r"LOG server=127\.0\.0\.1:\d+ pool=payam_db/payam backend_pid=\d+: "
+                             r"logged in \(backend pid \d+")
+    assert server, pgplex.log()

@@ -206,7 +206,8 @@ def test_a_client_that_falls_behind_loses_notifications_beyond_a_thousand(make_p
         assert len(wait_notifies(conn, 1000)) == 1000
         assert conn.received[0] == ("flood", "1") and conn.received[-1] == ("flood", "1000")
         assert notices and "dropped 100 notifications" in notices[0], notices
-        assert pgplex.wait_log(r"client slot \d+: 1000 notifications")
+        assert pgplex.wait_log(r"client=\d+\.\d+ addr=127\.0\.0\.1:\d+ user=\S+ db=\S+: "
+                               r"1000 notifications")
 
 
 def test_the_listener_comes_back_after_pg_terminate_backend(make_pgplex, cluster):

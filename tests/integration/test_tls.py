@@ -720,8 +720,9 @@ def test_server_tls_negotiation_direct_through_a_second_pgplex(make_pgplex, cert
                 "payam", "chained")
         assert sniffer.openings and all(opening[0] == 0x16 for opening in sniffer.openings), \
             sniffer.openings  # a TLS handshake record; an SSLRequest starts 00 00 00 08
-        assert re.search(r"server payam_db/payam@localhost:\d+: logged in \(.*TLSv1\.3, "
-                         r"SCRAM-SHA-256-PLUS\)", chained.log()), chained.log()[-2000:]
+        assert re.search(r"server=localhost:\d+ pool=payam_db/payam backend_pid=\d+: logged in "
+                         r"\(.*TLSv1\.3, SCRAM-SHA-256-PLUS\)", chained.log()), \
+            chained.log()[-2000:]
         assert " tls=TLSv1.3" in upstream.log()
     finally:
         sniffer.close()

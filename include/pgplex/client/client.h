@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "pgplex/base/clock.h"
+#include "pgplex/base/log.h"
 #include "pgplex/config/config.h"
 #include "pgplex/io/conn.h"
 #include "pgplex/pool/budget.h"
@@ -238,5 +239,12 @@ struct Client {
 // The one way a client changes state (client.cc): asserts the edge is allowed, keeps the
 // worker's count of clients per state, and notes when the state began (since).
 void set_state(worker::Worker& worker, Client& client, ClientState state);
+
+// What a log line says of a client, as key=value pairs: "client=W.S addr=IP:PORT user=U
+// db=D" (worker and slot, as SHOW CLIENTS; the address once read; user and database once
+// its login named them). A value with a blank, a quote or an equals sign is quoted.
+base::LogText log_context(const worker::Worker& worker, const Client& client);
+// The client's address without its port ("unix" on a Unix socket, "unknown" before read).
+std::string address_text(const Client& client);
 
 }  // namespace pgplex::client

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "pgplex/base/clock.h"
+#include "pgplex/base/log.h"
 #include "pgplex/io/conn.h"
 #include "pgplex/pool/prepared.h"
 #include "pgplex/pool/session_state.h"
@@ -216,6 +217,9 @@ void set_state(worker::Worker& worker, Server& server, ServerState state);
 
 // A value from parameters, or null.
 const std::string* parameter(const Server& server, const std::string& name);
+// What a log line says of a server, as key=value pairs: "server=HOST:PORT pool=DB/USER
+// backend_pid=N" (the pid once its login gave it).
+base::LogText log_context(const Server& server);
 void set_parameter(Server& server, const std::string& name, const std::string& value);
 
 }  // namespace pgplex::server
