@@ -2,11 +2,13 @@
 // family is written even when it has no sample, so a dashboard's queries find the name.
 #include "pgplex/metrics/exposition.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <map>
 #include <tuple>
 
+#include "pgplex/base/histogram.h"
 #include "pgplex/client/client.h"
 #include "pgplex/cluster/topology.h"
 #include "pgplex/config/config.h"
@@ -54,16 +56,35 @@ void Writer::sample(std::string_view name, const Labels& labels, double value) {
         }
         out_ += '}';
     }
-    char number[64];
+    // The shortest text that reads back as the same double: 62.032 s, not 62.031999999999996.
+    char number[64] = {};
     if (std::isnan(value))
         snprintf(number, sizeof number, "NaN");
     else if (std::fabs(value) < 9e15 && value == std::floor(value))
         snprintf(number, sizeof number, "%lld", static_cast<long long>(value));
     else
-        snprintf(number, sizeof number, "%.17g", value);
+        std::to_chars(number, number + sizeof number - 1, value);
     out_ += ' ';
     out_ += number;
     out_ += '\n';
+}
+
+void Writer::histogram(std::string_view name, const Labels& labels,
+                       const base::HistogramValues& values) {
+    std::string series(name);
+    Labels bucket_labels = labels;
+    bucket_labels.emplace_back("le", "");
+    uint64_t cumulative = 0;
+    for (size_t i = 0; i < values.buckets.size(); ++i) {
+        cumulative += values.buckets[i];
+        char bound[32] = "+Inf";
+        if (i < base::histogram_bounds_us.size())
+            snprintf(bound, sizeof bound, "%g", double(base::histogram_bounds_us[i]) / 1e6);
+        bucket_labels.back().second = bound;
+        sample(series + "_bucket", bucket_labels, double(cumulative));
+    }
+    sample(series + "_sum", labels, double(values.sum_us) / 1e6);
+    sample(series + "_count", labels, double(cumulative));
 }
 
 namespace {
@@ -182,6 +203,7 @@ namespace {
 struct PoolSums {
     int servers = 0, size = 0, waiting = 0;
     pool::StatValues stats{};  // SHOW STATS' counters since start (pool_table.h)
+    base::HistogramValues query_time{}, transaction_time{}, wait_time{};
 };
 using PoolKey = std::tuple<std::string, std::string, std::string>;
 
@@ -208,6 +230,9 @@ std::map<PoolKey, PoolSums> sum_pools(const pool::PoolTable* pools) {
         sum.waiting += pool->waiting.load(std::memory_order_relaxed);
         pool::StatValues stats = pool->read(pool->stats);
         for (size_t i = 0; i < pool::stat_count; ++i) sum.stats[i] += stats[i];
+        sum.query_time += pool->query_time.read();
+        sum.transaction_time += pool->transaction_time.read();
+        sum.wait_time += pool->wait_time.read();
     }
     return sums;
 }
@@ -262,6 +287,33 @@ void write_pool_stats(Writer& w, const std::map<PoolKey, PoolSums>& sums) {
     }
 }
 
+struct HistogramFamily {
+    const char* name;
+    base::HistogramValues PoolSums::*values;
+    const char* help;
+};
+constexpr HistogramFamily histogram_families[] = {
+    {"pgplex_pool_query_duration_seconds", &PoolSums::query_time,
+     "Time from a request to its ReadyForQuery (one query or extended-protocol Sync)."},
+    {"pgplex_pool_transaction_duration_seconds", &PoolSums::transaction_time,
+     "Time a transaction held a server, from its first request to its idle ReadyForQuery."},
+    {"pgplex_pool_wait_duration_seconds", &PoolSums::wait_time,
+     "Time a client waited for a server to be lent (0 when one was free)."},
+};
+
+// The same times as SHOW STATS' totals, one by one: _sum is pgplex_pool_*_seconds_total.
+void write_pool_histograms(Writer& w, const std::map<PoolKey, PoolSums>& sums) {
+    for (const HistogramFamily& family : histogram_families) {
+        w.family(family.name, "histogram", family.help);
+        for (const auto& [key, sum] : sums)
+            w.histogram(family.name,
+                        {{"database", std::get<0>(key)},
+                         {"user", std::get<1>(key)},
+                         {"node", std::get<2>(key)}},
+                        sum.*family.values);
+    }
+}
+
 void write_pools(Writer& w, const pool::PoolTable* pools) {
     std::map<PoolKey, PoolSums> sums = sum_pools(pools);
     auto each = [&](std::string_view name, int PoolSums::*field, bool node) {
@@ -287,6 +339,7 @@ void write_pools(Writer& w, const pool::PoolTable* pools) {
         w.sample("pgbouncer_pools_client_waiting_connections",
                  {{"database", key.first}, {"user", key.second}}, double(count));
     write_pool_stats(w, sums);
+    write_pool_histograms(w, sums);
 }
 
 void write_nodes(Writer& w, const cluster::Topology& topology) {

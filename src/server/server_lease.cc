@@ -434,12 +434,16 @@ void handoff_failed(worker::Worker& worker, uint32_t file_index) {
 namespace {
 
 // SHOW STATS: a server lent, and how long its client waited for one (since it began to wait).
+// /metrics' wait histogram counts every lending, a client that did not wait as 0, so its
+// quantiles are over all of them as SHOW STATS' avg_wait_time is.
 void count_assignment(const worker::Worker& worker, pool::Pool& pool,
                       const client::Client& client) {
-    pool.count(pool::Stat::ServerAssignments, 1);
+    uint64_t wait_us = 0;
     if (client.state == client::ClientState::Waiting)
-        pool.count(pool::Stat::WaitUs,
-                   uint64_t(std::max<int64_t>(0, worker.now - client.since)) * 1000);
+        wait_us = uint64_t(std::max<int64_t>(0, worker.now - client.since)) * 1000;
+    pool.count(pool::Stat::ServerAssignments, 1);
+    if (wait_us > 0) pool.count(pool::Stat::WaitUs, wait_us);
+    pool.wait_time.observe(wait_us);
 }
 
 }  // namespace

@@ -39,21 +39,24 @@ void record_parameter(Server& server, const uint8_t* body, uint32_t size) {
                   std::string(value, strnlen(value, size - name_size - 1)));
 }
 
-// SHOW STATS: a ReadyForQuery ends a query, and one that reports idle a transaction. Both
-// began at the client's request (its last bytes, client.request), the transaction at its
-// first.
+// SHOW STATS and /metrics' histograms: a ReadyForQuery ends a query, and one that reports
+// idle a transaction. Both began at the client's request (its last bytes, client.request),
+// the transaction at its first.
 void count_ready(const worker::Worker& worker, Server& server, const client::Client& client) {
     if (server.pool == nullptr) return;
     pool::Pool& pool = *server.pool;
     constexpr int64_t us_per_ms = 1000;
+    uint64_t query_us = uint64_t(std::max<int64_t>(0, worker.now - client.request)) * us_per_ms;
     pool.count(pool::Stat::Queries, 1);
-    pool.count(pool::Stat::QueryUs,
-               uint64_t(std::max<int64_t>(0, worker.now - client.request)) * us_per_ms);
+    pool.count(pool::Stat::QueryUs, query_us);
+    pool.query_time.observe(query_us);
     if (server.transaction_started == 0) server.transaction_started = client.request;
     if (server.status != proto::TransactionStatus::Idle) return;
+    uint64_t transaction_us =
+        uint64_t(std::max<int64_t>(0, worker.now - server.transaction_started)) * us_per_ms;
     pool.count(pool::Stat::Transactions, 1);
-    pool.count(pool::Stat::TransactionUs,
-               uint64_t(std::max<int64_t>(0, worker.now - server.transaction_started)) * us_per_ms);
+    pool.count(pool::Stat::TransactionUs, transaction_us);
+    pool.transaction_time.observe(transaction_us);
     server.transaction_started = 0;
 }
 

@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -20,10 +21,23 @@ LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\["\\n])*)"(,|$)')
 TYPES = {"counter", "gauge", "histogram", "summary", "untyped"}
 
 
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def family_of(name, types):
+    """The family a sample belongs to: its own name, or for a histogram's _bucket, _sum and
+    _count series the histogram's."""
+    for suffix in HISTOGRAM_SUFFIXES:
+        base = name[:-len(suffix)]
+        if name.endswith(suffix) and types.get(base) == "histogram":
+            return base
+    return name
+
+
 def parse_exposition(text):
     """{(name, ((label, value), ...)): float}, refusing anything the format does not allow:
     a sample before its family's TYPE, a family typed twice, a repeated series, a bad
-    label or value, a missing final newline."""
+    label or value, a missing final newline, a histogram bucket without `le`."""
     assert text.endswith("\n"), "the body must end with a newline"
     types, samples = {}, {}
     for line in text[:-1].split("\n"):
@@ -38,13 +52,17 @@ def parse_exposition(text):
         match = SAMPLE.match(line)
         assert match, f"not a sample: {line!r}"
         name, labels_text, value = match[1], match[3] or "", match[4]
-        assert name in types, f"{name} has no TYPE before it"
+        family = family_of(name, types)
+        assert family in types, f"{name} has no TYPE before it"
         labels, at = [], 0
         while at < len(labels_text):
             label = LABEL.match(labels_text, at)
             assert label, f"bad labels: {line!r}"
             labels.append((label[1], label[2]))
             at = label.end()
+        if types[family] == "histogram":
+            assert name.endswith(HISTOGRAM_SUFFIXES) and name != family, line
+            assert ("le" in dict(labels)) == name.endswith("_bucket"), line
         key = (name, tuple(sorted(labels)))
         assert key not in samples, f"series twice: {line!r}"
         samples[key] = float(value)
@@ -55,6 +73,40 @@ def value(samples, name, **labels):
     """Sum of the samples of `name` whose labels include `labels`."""
     return sum(v for (n, ls), v in samples.items()
                if n == name and all((k, labels[k]) in ls for k in labels))
+
+
+def histograms(samples, family, **labels):
+    """{labels without le: {"buckets": [(le, cumulative count)], "sum": s, "count": n}} of
+    one histogram family, for the series whose labels include `labels`; asserts what the
+    format promises: buckets ascend by le and never decrease, the last is +Inf, and _count
+    equals it."""
+    series = {}
+    for (name, ls), v in samples.items():
+        if not name.startswith(family + "_") or \
+                not all((k, labels[k]) in ls for k in labels):
+            continue
+        rest = tuple(kv for kv in ls if kv[0] != "le")
+        entry = series.setdefault(rest, {"buckets": [], "sum": None, "count": None})
+        if name == family + "_bucket":
+            entry["buckets"].append((float(dict(ls)["le"]), v))
+        elif name == family + "_sum":
+            entry["sum"] = v
+        elif name == family + "_count":
+            entry["count"] = v
+    for rest, entry in series.items():
+        entry["buckets"].sort()
+        les = [le for le, _ in entry["buckets"]]
+        counts = [n for _, n in entry["buckets"]]
+        assert les and les[-1] == float("inf"), (family, rest, les)
+        assert counts == sorted(counts), f"{family}{rest} is not cumulative: {counts}"
+        assert entry["count"] == counts[-1], (family, rest, entry["count"], counts[-1])
+        assert entry["sum"] is not None and entry["sum"] >= 0, (family, rest)
+    return series
+
+
+def above(entry, bound):
+    """Observations of one histogram series greater than `bound` seconds."""
+    return entry["count"] - max((n for le, n in entry["buckets"] if le <= bound), default=0)
 
 
 def http(port, request, timeout=5):
@@ -168,6 +220,71 @@ def test_pool_metrics_move_under_pgbench_while_scraped(metrics_pgplex):
         value(samples, "pgplex_pool_queries_total", database="appdb")
 
 
+def pool_histogram(samples, family):
+    """The one series of `family` for payam_db / payam, checked by histograms()."""
+    series = histograms(samples, family, database="payam_db", user="payam")
+    assert len(series) <= 1, series
+    return next(iter(series.values()), {"buckets": [], "sum": 0, "count": 0})
+
+
+def test_query_and_wait_time_histograms_follow_transactions(metrics_pgplex):
+    # One server for two clients: while one sleeps in a transaction, the other waits.
+    pgplex = metrics_pgplex(settings={"pool_mode": "transaction"}, pool_size=1)
+    port = pgplex.metrics_port
+    families = ("pgplex_pool_query_duration_seconds", "pgplex_pool_transaction_duration_seconds",
+                "pgplex_pool_wait_duration_seconds")
+    samples = scrape(port)
+    before = {family: pool_histogram(samples, family) for family in families}
+    rounds = 5
+    clients = [connect(pgplex.port, autocommit=True) for _ in range(2)]
+    try:
+        def run(conn):
+            for _ in range(rounds):
+                with conn.transaction():
+                    conn.execute("SELECT pg_sleep(0.05)")
+        threads = [threading.Thread(target=run, args=(conn,)) for conn in clients]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads)
+    finally:
+        for conn in clients:
+            conn.close()
+    transactions = 2 * rounds
+    # The histograms say what SHOW STATS' totals say, one by one (polled: the last
+    # ReadyForQuery may reach the client just before its worker counts it).
+    deadline = time.monotonic() + 5
+    while True:
+        samples = scrape(port)
+        after = {family: pool_histogram(samples, family) for family in families}
+        totals = [value(samples, name, database="payam_db", user="payam") for name in (
+            "pgplex_pool_queries_total", "pgplex_pool_transactions_total",
+            "pgplex_pool_server_assignments_total")]
+        if [after[family]["count"] for family in families] == totals:
+            break
+        assert time.monotonic() < deadline, (totals, after)
+        time.sleep(0.1)
+    grown = {family: after[family]["count"] - before[family]["count"] for family in families}
+    # BEGIN, the SELECT and COMMIT: three queries, one transaction and one lending each.
+    assert grown["pgplex_pool_query_duration_seconds"] >= 3 * transactions, grown
+    assert grown["pgplex_pool_transaction_duration_seconds"] >= transactions, grown
+    assert grown["pgplex_pool_wait_duration_seconds"] >= transactions, grown
+    # Each pg_sleep(0.05) is one query and one transaction above 25 ms, even on a clock that
+    # ticks every 10 ms; and with one server, someone waited.
+    for family in families[:2]:
+        assert above(after[family], 0.025) - above(before[family], 0.025) >= transactions, \
+            after[family]
+        assert after[family]["sum"] - before[family]["sum"] >= 0.025 * transactions, \
+            after[family]
+    wait = after["pgplex_pool_wait_duration_seconds"]
+    assert wait["sum"] > before["pgplex_pool_wait_duration_seconds"]["sum"], wait
+    assert wait["sum"] == pytest.approx(value(samples, "pgplex_pool_wait_seconds_total",
+                                              database="payam_db", user="payam"))
+    assert after["pgplex_pool_query_duration_seconds"]["sum"] == pytest.approx(
+        value(samples, "pgplex_pool_query_seconds_total", database="payam_db", user="payam"))
+
+
 def test_failed_logins_are_counted(metrics_pgplex):
     pgplex = metrics_pgplex()
     with pytest.raises(Exception):
@@ -260,8 +377,9 @@ def test_the_grafana_dashboard_uses_only_exported_metrics(metrics_pgplex):
     assert used
     # Every family is declared even with no sample (no clusters here): read the TYPE lines.
     body = get(metrics_pgplex().metrics_port, "/metrics")[2].decode()
-    exported = set(re.findall(r"^# TYPE (\S+) ", body, re.M))
-    assert used <= exported, used - exported
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", body, re.M))
+    used = {family_of(name, types) for name in used}
+    assert used <= set(types), used - set(types)
 
 
 def wait_status(port, path, status, seconds=10):

@@ -15,6 +15,9 @@
 #include <utility>
 #include <vector>
 
+namespace pgplex::base {
+struct HistogramValues;
+}
 namespace pgplex::worker {
 struct WorkerStats;
 }
@@ -42,6 +45,11 @@ class Writer {
     void family(std::string_view name, std::string_view type, std::string_view help);
     void sample(std::string_view name, const Labels& labels, double value);
     void sample(std::string_view name, double value) { sample(name, {}, value); }
+    // One series of a histogram family: `name_bucket` per bound with its `le` label after
+    // `labels`, counted cumulatively up to `le="+Inf"`, then `name_sum` in seconds and
+    // `name_count`, which equals the +Inf bucket.
+    void histogram(std::string_view name, const Labels& labels,
+                   const base::HistogramValues& values);
     const std::string& text() const { return out_; }
 
   private:

@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "pgplex/base/histogram.h"
 #include "pgplex/config/config.h"
 #include "pgplex/pool/budget.h"
 #include "pgplex/tls/scram.h"
@@ -91,6 +92,10 @@ struct Pool {
     std::array<std::atomic<uint64_t>, stat_count> stats{};
     // The totals at the last two stats_period boundaries (PoolTable::roll_stats).
     std::array<std::atomic<uint64_t>, stat_count> stats_newer{}, stats_older{};
+    // The same times one by one, for /metrics' histograms: each query (as Stat::QueryUs),
+    // each transaction (Stat::TransactionUs) and each lending (Stat::WaitUs, 0 for a client
+    // that did not wait, so its count is Stat::ServerAssignments).
+    base::Histogram query_time, transaction_time, wait_time;
 
     void count(Stat stat, uint64_t value) {
         stats[size_t(stat)].fetch_add(value, std::memory_order_relaxed);

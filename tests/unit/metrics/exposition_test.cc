@@ -9,6 +9,7 @@
 #include <regex>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "pgplex/cluster/topology.h"
 #include "pgplex/metrics/endpoints.h"
@@ -155,4 +156,68 @@ Test(exposition, a_service_path_and_its_metrics_follow_the_nodes_that_carry_it) 
               "%s", text.c_str());
     f.snapshot.topology = topology(false);
     cr_assert_eq(get("/service/main/primary", f.snapshot).status, 503);
+}
+
+namespace {
+
+// The samples of one family, in the order written, without the HELP and TYPE lines.
+std::vector<std::string> lines_of(const std::string& text, const std::string& family) {
+    std::vector<std::string> out;
+    std::istringstream lines(text);
+    std::string line;
+    while (std::getline(lines, line))
+        if (line.rfind(family + "_", 0) == 0) out.push_back(line);
+    return out;
+}
+
+}  // namespace
+
+Test(exposition, a_pool_s_query_times_are_a_cumulative_histogram_in_seconds) {
+    Fixture f;
+    pool::Target target;
+    target.alias = "appdb";
+    target.user = "app";
+    pool::Pool* pool = f.pools.find_or_create(target);
+    cr_assert_not_null(pool);
+    for (uint64_t us : {0, 1'000, 1'000, 30'000, 2'000'000, 60'000'000})
+        pool->query_time.observe(us);
+    std::string text = render(f.snapshot);
+    cr_assert(text.find("# TYPE pgplex_pool_query_duration_seconds histogram\n") !=
+              std::string::npos);
+    std::vector<std::string> lines = lines_of(text, "pgplex_pool_query_duration_seconds");
+    cr_assert_eq(lines.size(), base::histogram_bucket_count + 2, "%s", text.c_str());
+    const std::string labels =
+        "database=\"appdb\",user=\"app\",node=\"" + target.endpoint.to_string() + "\"";
+    const char* expected[] = {
+        "0.0005\"} 1", "0.001\"} 3", "0.0025\"} 3", "0.005\"} 3", "0.01\"} 3",
+        "0.025\"} 3",  "0.05\"} 4",  "0.1\"} 4",    "0.25\"} 4",  "0.5\"} 4",
+        "1\"} 4",      "2.5\"} 5",   "5\"} 5",      "10\"} 5",    "+Inf\"} 6",
+    };
+    for (size_t i = 0; i < base::histogram_bucket_count; ++i)
+        assert_text(lines[i],
+                    "pgplex_pool_query_duration_seconds_bucket{" + labels + ",le=\"" + expected[i]);
+    assert_text(lines[15], "pgplex_pool_query_duration_seconds_sum{" + labels + "} 62.032");
+    assert_text(lines[16], "pgplex_pool_query_duration_seconds_count{" + labels + "} 6");
+}
+
+Test(exposition, pools_with_the_same_labels_add_their_histograms_and_empty_ones_show_zeros) {
+    Fixture f;
+    pool::Target a;
+    a.alias = "appdb";
+    a.user = "app";
+    pool::Target b = a;
+    b.password = "other";  // another pool, the same database, user and node
+    f.pools.find_or_create(a)->wait_time.observe(0);
+    f.pools.find_or_create(b)->wait_time.observe(4'000);
+    std::string text = render(f.snapshot);
+    std::vector<std::string> wait = lines_of(text, "pgplex_pool_wait_duration_seconds");
+    cr_assert_eq(wait.size(), base::histogram_bucket_count + 2, "%s", text.c_str());
+    cr_assert(wait[0].ends_with("le=\"0.0005\"} 1"), "%s", wait[0].c_str());
+    cr_assert(wait[3].ends_with("le=\"0.005\"} 2"), "%s", wait[3].c_str());
+    cr_assert(wait[16].ends_with("} 2"), "%s", wait[16].c_str());
+    std::vector<std::string> transaction =
+        lines_of(text, "pgplex_pool_transaction_duration_seconds");
+    cr_assert_eq(transaction.size(), base::histogram_bucket_count + 2);
+    for (const std::string& line : transaction)
+        cr_assert(line.ends_with("} 0"), "%s", line.c_str());
 }
