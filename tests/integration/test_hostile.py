@@ -228,13 +228,16 @@ def test_client_login_limit_bounds_logins_in_progress_per_address(make_pgplex):
     """client_login_limit: an address with that many logins unfinished gets 53300 for the
     next one, while other addresses log in as usual; a finished login frees its place."""
     pgplex = make_pgplex(settings={"client_login_limit": 3, "admin_users": ["payam"]})
-    stalled = [RawClient(pgplex.port) for _ in range(3)]
+    # From an address of its own: the harness's readiness probe (127.0.0.1, connected and
+    # closed) is a login in progress until pgplex has read its close.
+    address = "127.0.0.3"
+    stalled = [RawClient(pgplex.port, source=address) for _ in range(3)]
     try:
         for client in stalled:  # each waits in the SASL exchange
             client.startup("payam", "payam_db")
             kind, _ = client.read_message()
             assert kind == b"R"
-        with RawClient(pgplex.port) as refused:
+        with RawClient(pgplex.port, source=address) as refused:
             error = read_error(refused)
             assert error is not None and b"53300" in error, error
             assert b"too many logins in progress from this address" in error
@@ -243,7 +246,7 @@ def test_client_login_limit_bounds_logins_in_progress_per_address(make_pgplex):
             other.login("payam", "payam_db")
         stalled.pop().close()
         time.sleep(0.3)
-        with RawClient(pgplex.port) as again:
+        with RawClient(pgplex.port, source=address) as again:
             again.login("payam", "payam_db")
         # A logged-in client holds no place: many of them, one after another.
         for _ in range(5):
