@@ -263,18 +263,9 @@ bool on_unix_socket(const worker::Worker& worker, const Client& client) {
 
 // "host "127.0.0.1", user "u", database "d", SSL encryption": PostgreSQL's words.
 std::string hba_who(const Client& client) {
-    char address[INET6_ADDRSTRLEN] = "unknown";
-    if (client.addresses_known) {
-        const sockaddr_storage& peer = client.peer;
-        if (peer.ss_family == AF_UNIX) strcpy(address, "[local]");
-        if (peer.ss_family == AF_INET)
-            inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, address,
-                      sizeof address);
-        else if (peer.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&peer)->sin6_addr, address,
-                      sizeof address);
-    }
-    return "host \"" + std::string(address) + "\", user \"" + client.session->user +
+    std::string address = address_text(client);
+    if (address == "unix") address = "[local]";
+    return "host \"" + address + "\", user \"" + client.session->user +
            "\", database \"" + client.session->database + "\", " +
            (client.conn.tls ? "SSL encryption" : "no encryption");
 }
