@@ -4,6 +4,7 @@
 
 #include <cctype>
 
+#include "pgplex/base/ascii.h"
 #include "pgplex/base/assert.h"
 
 namespace pgplex::pool {
@@ -79,7 +80,7 @@ std::string next_word(std::string_view text, size_t& at) {
     while (at < text.size()) {
         char ch = text[at];
         if (!isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '.') break;
-        word += char(tolower(static_cast<unsigned char>(ch)));
+        word += base::ascii_lower(ch);
         ++at;
     }
     return word;
@@ -189,10 +190,10 @@ Settings SettingsCache::intern(std::vector<Setting> settings) {
 bool may_set(std::string_view query) {
     // SET, RESET, DISCARD, PREPARE, DEALLOCATE: "set", "dis", "pre" or "dea" in any case.
     for (size_t i = 0; i + 3 <= query.size(); ++i) {
-        char a = char(tolower(static_cast<unsigned char>(query[i])));
+        char a = base::ascii_lower(query[i]);
         if (a != 's' && a != 'd' && a != 'p') continue;
-        char b = char(tolower(static_cast<unsigned char>(query[i + 1])));
-        char c = char(tolower(static_cast<unsigned char>(query[i + 2])));
+        char b = base::ascii_lower(query[i + 1]);
+        char c = base::ascii_lower(query[i + 2]);
         if ((a == 's' && b == 'e' && c == 't') || (a == 'd' && b == 'i' && c == 's') ||
             (a == 'p' && b == 'r' && c == 'e') || (a == 'd' && b == 'e' && c == 'a'))
             return true;
@@ -288,7 +289,7 @@ namespace {
 bool contains_word_ci(std::string_view text, std::string_view word) {
     for (size_t i = 0; i + word.size() <= text.size(); ++i) {
         size_t j = 0;
-        while (j < word.size() && tolower(static_cast<unsigned char>(text[i + j])) == word[j]) ++j;
+        while (j < word.size() && base::ascii_lower(text[i + j]) == word[j]) ++j;
         if (j == word.size()) return true;
     }
     return false;
@@ -371,10 +372,10 @@ bool may_deallocate(std::string_view query) {
 
 bool discards_all(std::string_view query) {
     bool discards = false;
-    for_each_statement(query, [&discards](std::string_view statement, const std::string& head,
-                                          size_t cursor) {
-        discards = discards || (head == "discard" && next_word(statement, cursor) == "all");
-    });
+    for_each_statement(
+        query, [&discards](std::string_view statement, const std::string& head, size_t cursor) {
+            discards = discards || (head == "discard" && next_word(statement, cursor) == "all");
+        });
     return discards;
 }
 

@@ -5,6 +5,7 @@
 #include <string>
 #include <string_view>
 
+#include "pgplex/base/ascii.h"
 #include "pgplex/base/assert.h"
 #include "pgplex/route/route.h"
 
@@ -28,9 +29,7 @@ bool is_identifier_char(char ch) {
 bool equals_ignore_case(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;
     for (size_t i = 0; i < a.size(); i++) {
-        unsigned char x = static_cast<unsigned char>(a[i]);
-        unsigned char y = static_cast<unsigned char>(b[i]);
-        if (std::tolower(x) != std::tolower(y)) return false;
+        if (base::ascii_lower(a[i]) != base::ascii_lower(b[i])) return false;
     }
     return true;
 }
