@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 
+#include <cstring>
 #include <string>
 
 #include "pgplex/base/assert.h"
@@ -53,9 +54,25 @@ void set_state(worker::Worker& worker, Client& client, ClientState state) {
     client.since = worker.now;
 }
 
+void CompactAddress::set(const sockaddr_storage& from) {
+    address = sockaddr_in6{};
+    if (from.ss_family == AF_INET)
+        memcpy(&address, &from, sizeof(sockaddr_in));
+    else if (from.ss_family == AF_INET6)
+        memcpy(&address, &from, sizeof(sockaddr_in6));
+    else
+        address.sin6_family = from.ss_family;
+}
+
+sockaddr_storage CompactAddress::full() const {
+    sockaddr_storage out{};
+    memcpy(&out, &address, sizeof address);
+    return out;
+}
+
 std::string address_text(const Client& client) {
     char text[INET6_ADDRSTRLEN] = "unknown";
-    const sockaddr_storage& peer = client.peer;
+    const sockaddr_storage peer = client.peer.full();
     if (!client.addresses_known) return text;
     if (peer.ss_family == AF_UNIX) return "unix";
     if (peer.ss_family == AF_INET)
@@ -85,7 +102,7 @@ base::LogText log_context(const worker::Worker& worker, const Client& client) {
                 std::to_string(worker.index) + "." + std::to_string(worker.client_slot(client)));
     if (client.addresses_known) {
         std::string address = address_text(client);
-        int port = port_of(client.peer);
+        int port = port_of(client.peer.full());
         if (port >= 0) address += ":" + std::to_string(port);
         context.add("addr", address);
     }

@@ -246,8 +246,8 @@ admin::ClientRow describe(const worker::Worker& worker, const Client& client) {
     row.request_ms = client.request;
     row.bytes_queued = client.conn.out.bytes + client.conn.sealed.bytes + client.conn.held_in.bytes;
     if (client.addresses_known) {
-        address_of(client.peer, row.addr, row.port);
-        address_of(client.local, row.local_addr, row.local_port);
+        address_of(client.peer.full(), row.addr, row.port);
+        address_of(client.local.full(), row.local_addr, row.local_port);
     }
     if (client.conn.tls && client.conn.tls->established())
         row.tls = client.conn.tls->version() + "/" + client.conn.tls->cipher();

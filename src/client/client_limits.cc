@@ -45,7 +45,7 @@ void refuse(worker::Worker& worker, Client& client, const std::string& message,
 // A Unix-socket client has no address to count: it is never rate-limited by address.
 bool address_slot(const Client& client, size_t& slot) {
     if (!client.addresses_known) return false;
-    const sockaddr_storage& peer = client.peer;
+    const sockaddr_storage peer = client.peer.full();
     uint64_t hash = 0;
     if (peer.ss_family == AF_INET)
         hash = XXH3_64bits(&reinterpret_cast<const sockaddr_in*>(&peer)->sin_addr, 4);

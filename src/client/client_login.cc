@@ -283,7 +283,7 @@ void begin_hba_auth(worker::Worker& worker, Client& client) {
     peer.local = on_unix_socket(worker, client);
     peer.tls = client.conn.tls != nullptr;
     peer.address =
-        client.addresses_known ? reinterpret_cast<const sockaddr*>(&client.peer) : nullptr;
+        client.addresses_known ? reinterpret_cast<const sockaddr*>(&client.peer.address) : nullptr;
     peer.database = client.session->database;
     peer.user = client.session->user;
     const config::HbaRule* rule = config.hba ? config.hba->match(peer) : nullptr;

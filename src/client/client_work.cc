@@ -594,8 +594,8 @@ void on_addresses(worker::Worker& worker, Client& client, const sockaddr_storage
                   const sockaddr_storage* local) {
     client.addresses_asked = false;
     if (peer != nullptr && local != nullptr) {
-        client.peer = *peer;
-        client.local = *local;
+        client.peer.set(*peer);
+        client.local.set(*local);
         client.addresses_known = true;
         if (!admit_address(worker, client)) return;
     }

@@ -5,6 +5,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <algorithm>
+
 #include <cerrno>
 #include <cstring>
 
@@ -33,11 +35,21 @@ using io::slot_of;
 namespace {
 
 constexpr uint32_t ring_entries = 4096;
-constexpr uint32_t server_slots = 8192;
+
+// A ring's fixed-file table may not exceed RLIMIT_NOFILE, which bounds its clients and servers
+// together. Servers get an eighth of it, between 1024 and 8192: a pool's servers may all sit
+// on one worker, yet a worker rarely needs thousands of them, while clients may be tens of
+// thousands (20000 here leaves 2500 server and 17436 client slots per worker).
+uint32_t server_slots_for() {
+    rlimit files{};
+    getrlimit(RLIMIT_NOFILE, &files);
+    return uint32_t(std::clamp<uint64_t>(files.rlim_cur / 8, 1024, 8192));
+}
 
 uint32_t client_slots_for(const config::Config& config) {
     rlimit files{};
     getrlimit(RLIMIT_NOFILE, &files);
+    uint32_t server_slots = server_slots_for();
     uint64_t wanted = uint64_t(config.max_client_conn) + 256;  // headroom to refuse politely
     uint64_t room = files.rlim_cur > server_slots + 64 ? files.rlim_cur - server_slots - 64 : 64;
     if (wanted > room) wanted = room;
@@ -49,13 +61,13 @@ uint32_t client_slots_for(const config::Config& config) {
 
 Worker::Worker(uint32_t index_, Shared& shared_, std::shared_ptr<const config::Config> config_,
                std::vector<base::UniqueFd> listeners, std::vector<ListenerRole> roles)
-    : io::Loop(ring_entries, client_slots_for(*config_) + server_slots, client_slots_for(*config_),
-               config_->buffer_count, config_->buffer_size),
+    : io::Loop(ring_entries, client_slots_for(*config_) + server_slots_for(),
+               client_slots_for(*config_), config_->buffer_count, config_->buffer_size),
       index(index_),
       shared(shared_),
       config(std::move(config_)),
       client_capacity(client_slots_for(*config)),
-      server_capacity(server_slots),
+      server_capacity(server_slots_for()),
       listeners_(std::move(listeners)),
       random_state_(0x9e3779b97f4a7c15ull ^ (uint64_t(index_) << 32) ^
                     uint64_t(base::monotonic_ms())) {

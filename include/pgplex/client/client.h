@@ -1,6 +1,7 @@
 // A client connection: the state machine of one application's session with pgplex.
 #pragma once
 
+#include <netinet/in.h>
 #include <sys/socket.h>
 
 #include <atomic>
@@ -116,6 +117,16 @@ struct Login {
 enum class TransactionLost : uint8_t { None, Untold, Aborted };
 
 // For the whole session: who the client is and the state it expects on any server.
+// A client socket's address in 28 bytes where sockaddr_storage takes 128, as every client slot
+// holds two: IPv4 and IPv6 whole, a Unix socket by its family alone (its path says nothing
+// of the client).
+struct CompactAddress {
+    sockaddr_in6 address{};
+    void set(const sockaddr_storage& from);
+    sockaddr_storage full() const;
+    sa_family_t family() const { return address.sin6_family; }
+};
+
 struct Session {
     std::string user;
     std::string database;
@@ -224,8 +235,8 @@ struct Client {
     // Its address and the listener's, once io::Loop::ask_addresses has read them.
     bool addresses_asked = false;  // the read is in flight or done
     bool addresses_known = false;
-    sockaddr_storage peer{};
-    sockaddr_storage local{};
+    CompactAddress peer;
+    CompactAddress local;
     uint32_t peer_uid = 0xffffffffu;  // on a Unix socket, the client's user id (hba peer)
     uint32_t asking = 0;              // Asking: the serial of its request to the workers
     uint32_t asking_left = 0;         // Asking: workers yet to answer it
