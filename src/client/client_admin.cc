@@ -26,6 +26,12 @@ namespace pgplex::client {
 
 namespace {
 
+// The client's AdminWait, made on first use.
+AdminWait& admin_wait(Client& client) {
+    if (!client.session->admin_wait) client.session->admin_wait = std::make_unique<AdminWait>();
+    return *client.session->admin_wait;
+}
+
 // "10.0.0.1" and its port, from a socket address.
 void address_of(const sockaddr_storage& address, std::string& text, int& port) {
     char buffer[INET6_ADDRSTRLEN] = "";
@@ -195,10 +201,11 @@ void answer_waiting(worker::Worker& worker, Client& client, std::string_view sql
         queue(worker, client, out.data(), uint32_t(out.size()));
         return;
     }
-    client.session->admin_reply = std::move(out);
-    client.session->pausing = admin::is_pause(sql);
-    client.session->waiting_close = admin::is_wait_close(sql);
-    client.session->suspending = admin::is_suspend(sql);
+    AdminWait& wait = admin_wait(client);
+    wait.reply = std::move(out);
+    wait.pausing = admin::is_pause(sql);
+    wait.waiting_close = admin::is_wait_close(sql);
+    wait.suspending = admin::is_suspend(sql);
     client.asking = 0;
     client.asking_left = 0;
     set_state(worker, client, ClientState::Asking);
@@ -351,8 +358,8 @@ void finish_asking(worker::Worker& worker, Client& client) {
             list = nullptr;
         }
     }
-    std::string sql = std::move(client.session->admin_query);
-    client.session->admin_query.clear();
+    std::string sql = std::move(admin_wait(client).query);
+    admin_wait(client).query.clear();
     set_state(worker, client, ClientState::Idle);
     answer_query(worker, client, sql, &rows);
     resume(worker, client);
@@ -363,7 +370,7 @@ void begin_asking(worker::Worker& worker, Client& client, std::string_view sql) 
     uint32_t serial = worker.shared.client_list_serial.fetch_add(1) + 1;
     client.asking = serial;
     client.asking_left = uint32_t(worker.shared.ring_fds.size()) - 1;
-    client.session->admin_query = std::string(sql);
+    admin_wait(client).query = std::string(sql);
     set_state(worker, client, ClientState::Asking);
     uint32_t pid = cancel_pid(worker, worker.client_slot(client));
     for (uint32_t other = 0; other < worker.shared.ring_fds.size(); ++other)
@@ -442,22 +449,23 @@ void clients_listed(worker::Worker& worker, uint32_t serial, uint32_t slot) {
 }
 
 void admin_on_tick(worker::Worker& worker, Client& client) {
-    Session& session = *client.session;
-    if (session.pausing || session.waiting_close || session.suspending) {
+    AdminWait* waiting = client.session->admin_wait.get();
+    if (waiting != nullptr && (waiting->pausing || waiting->waiting_close || waiting->suspending)) {
+        AdminWait& wait = *waiting;
         // Two ticks: every worker has published since the command.
-        uint32_t left = session.pausing         ? servers_lent(worker)
-                        : session.waiting_close ? servers_to_close(worker)
+        uint32_t left = wait.pausing         ? servers_lent(worker)
+                        : wait.waiting_close ? servers_to_close(worker)
                                                 : workers_unflushed(worker);
-        bool overdue = session.suspending && worker.now - client.since > limits::suspend_flush_ms;
+        bool overdue = wait.suspending && worker.now - client.since > limits::suspend_flush_ms;
         if (worker.now - client.since < 2 * limits::tick_ms || (left > 0 && !overdue)) return;
         if (left > 0)
             log_warning("admin: SUSPEND: %u worker(s) still had bytes to send after %lld ms", left,
                         (long long)limits::suspend_flush_ms);
-        session.pausing = false;
-        session.waiting_close = false;
-        session.suspending = false;
-        std::vector<uint8_t> reply = std::move(client.session->admin_reply);
-        client.session->admin_reply.clear();
+        wait.pausing = false;
+        wait.waiting_close = false;
+        wait.suspending = false;
+        std::vector<uint8_t> reply = std::move(wait.reply);
+        wait.reply.clear();
         set_state(worker, client, ClientState::Idle);
         queue(worker, client, reply.data(), uint32_t(reply.size()));
         resume(worker, client);

@@ -112,7 +112,8 @@ struct ForwardHandler {
                     return proto::Fate::Forward;  // forward() records no more
                 }
                 // pgplex's follow-up of a Parse goes after the Sync (on_message).
-                if (!session.parse_follow_up.empty()) return proto::Fate::ForwardInspect;
+                if (session.kept && !session.kept->parse_follow_up.empty())
+                    return proto::Fate::ForwardInspect;
                 break;
             case FrontendMessage::Parse:
                 return on_parse_header(inspectable, length);
@@ -206,8 +207,9 @@ struct ForwardHandler {
                 on_execute(out, body, size);
                 break;
             case uint8_t(FrontendMessage::Sync): {
-                std::string sql = std::move(out.client.session->parse_follow_up);
-                out.client.session->parse_follow_up.clear();
+                std::unique_ptr<SessionKept>& kept = out.client.session->kept;
+                std::string sql = kept ? std::move(kept->parse_follow_up) : std::string();
+                if (kept) kept->parse_follow_up.clear();
                 if (!sql.empty()) send_follow_up(sql);
                 break;
             }
@@ -253,8 +255,9 @@ struct ForwardHandler {
         if (session.mode != config::PoolMode::Session) return;
         std::string sql = reset_follow_up(query);
         if (sql.empty()) return;
-        if (!session.parse_follow_up.empty()) session.parse_follow_up += "; ";
-        session.parse_follow_up += sql;
+        std::string& follow_up = kept_of(session).parse_follow_up;
+        if (!follow_up.empty()) follow_up += "; ";
+        follow_up += sql;
     }
     void send_follow_up(const std::string& sql) {
         std::vector<uint8_t> message(sql.size() + 6);
@@ -308,7 +311,8 @@ struct ForwardHandler {
     // (server_expect.cc), to be prepared again on the next server should this one fail.
     void follow_parse(std::string_view body) {
         Session& session = *out.client.session;
-        if (session.parse_bytes + body.size() > limits::session_parse_bytes_max) {
+        size_t kept_bytes = session.kept ? session.kept->parse_bytes : 0;
+        if (kept_bytes + body.size() > limits::session_parse_bytes_max) {
             session.state_on_server = true;
             return;
         }
@@ -662,17 +666,17 @@ void on_released(worker::Worker& worker, Client& client) {
 
 void follow_statement(Client& client, bool parse, std::string& text, bool ok) {
     if (!ok || !client.session) return;
-    Session& session = *client.session;
+    SessionKept& kept = kept_of(*client.session);
     std::string_view name = parse ? std::string_view(text).substr(0, text.find('\0')) : text;
-    auto found = std::find_if(session.parses.begin(), session.parses.end(),
-                              [name](const auto& kept) { return kept.first == name; });
-    if (found != session.parses.end()) {
-        session.parse_bytes -= found->second.size();
-        session.parses.erase(found);
+    auto found = std::find_if(kept.parses.begin(), kept.parses.end(),
+                              [name](const auto& statement) { return statement.first == name; });
+    if (found != kept.parses.end()) {
+        kept.parse_bytes -= found->second.size();
+        kept.parses.erase(found);
     }
     if (!parse) return;
-    session.parse_bytes += text.size();
-    session.parses.emplace_back(std::string(name), std::move(text));
+    kept.parse_bytes += text.size();
+    kept.parses.emplace_back(std::string(name), std::move(text));
 }
 
 void resume(worker::Worker& worker, Client& client) {

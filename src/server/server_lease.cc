@@ -101,7 +101,8 @@ bool sync_session(worker::Worker& worker, Server& server, const client::Session&
     // Session pooling: a server linked to the session holds none of its protocol-level
     // statements and channels (a new session's, or the next after its server failed).
     bool follows = session.mode == config::PoolMode::Session &&
-                   (!session.parses.empty() || !session.channels.empty());
+                   session.kept &&
+                   (!session.kept->parses.empty() || !session.kept->channels.empty());
     if (pool::in_sync(startup, settings, applied, reported) && !prepared_differ && !follows)
         return false;
     std::vector<pool::Setting> wanted = pool::effective(startup, settings);
@@ -122,8 +123,8 @@ bool sync_session(worker::Worker& worker, Server& server, const client::Session&
     server.applied = std::make_shared<const std::vector<pool::Setting>>(std::move(sync.applied));
     server.sql_prepared = session.sql_prepared;
     if (follows) {
-        for (const auto& [name, body] : session.parses) send_parse(worker, server, body);
-        for (const std::string& channel : session.channels)
+        for (const auto& [name, body] : session.kept->parses) send_parse(worker, server, body);
+        for (const std::string& channel : session.kept->channels)
             send_query(worker, server, "LISTEN " + pool::quote_identifier(channel));
     }
     return true;
@@ -239,12 +240,15 @@ void session_checked(const Server& server, client::Client& client,
             return false;
         return true;
     });
-    std::erase_if(session.parses, [&](const std::pair<std::string, std::string>& kept) {
-        bool gone = std::find(names.begin(), names.end(), kept.first) == names.end();
-        if (gone) session.parse_bytes -= kept.second.size();
-        return gone;
-    });
-    session.channels = std::move(channels);
+    if (session.kept || !channels.empty()) {
+        client::SessionKept& kept = client::kept_of(session);
+        std::erase_if(kept.parses, [&](const std::pair<std::string, std::string>& parse) {
+            bool gone = std::find(names.begin(), names.end(), parse.first) == names.end();
+            if (gone) kept.parse_bytes -= parse.second.size();
+            return gone;
+        });
+        kept.channels = std::move(channels);
+    }
     bool was = session.unmovable || session.state_on_server;
     session.unmovable = holds;
     if (error) session.state_on_server = true;

@@ -117,6 +117,31 @@ struct Login {
 enum class TransactionLost : uint8_t { None, Untold, Aborted };
 
 // For the whole session: who the client is and the state it expects on any server.
+// Session pooling: what pgplex keeps of a session beyond its settings, to give it to another
+// server should its own fail (server_lease.cc, sync_session).
+struct SessionKept {
+    // Its named protocol-level statements (name, Parse body), kept when the server answers
+    // ParseComplete, dropped at CloseComplete or when a check no longer finds the name (a
+    // DEALLOCATE, a DISCARD ALL); and the channels it LISTENs on, as the last check read them.
+    std::vector<std::pair<std::string, std::string>> parses;
+    size_t parse_bytes = 0;
+    std::vector<std::string> channels;
+    // pgplex's Query that gives the client its startup values back after a Parse of the batch
+    // may have reset them (client_work.cc, follow_resets), sent after the batch's Sync.
+    // Transaction pooling needs none: each lease syncs the settings anew.
+    std::string parse_follow_up;
+};
+
+// The management database: a command that answers once the workers have (client_admin.cc).
+struct AdminWait {
+    std::string query;  // Asking: the Query it answers once every worker has
+    // Asking after PAUSE: its answer, held until no server is lent (admin_on_tick).
+    std::vector<uint8_t> reply;
+    bool pausing = false;
+    bool waiting_close = false;  // WAIT_CLOSE: reply goes once no marked server is open
+    bool suspending = false;     // SUSPEND: reply goes once every worker is suspended
+};
+
 // A client socket's address in 28 bytes where sockaddr_storage takes 128, as every client slot
 // holds two: IPv4 and IPv6 whole, a Unix socket by its family alone (its path says nothing
 // of the client).
@@ -175,17 +200,9 @@ struct Session {
     // Session pooling: a transaction that may have changed what the session holds ended
     // (ReadyForQuery idle) and the check that reads it (server_lease.cc) has not run yet.
     bool state_unread = false;
-    // Session pooling: its named protocol-level statements (name, Parse body), kept when
-    // the server answers ParseComplete, dropped at CloseComplete or when a check no longer
-    // finds the name (a DEALLOCATE, a DISCARD ALL); and the channels it LISTENs on, as the
-    // last check read them.
-    std::vector<std::pair<std::string, std::string>> parses;
-    size_t parse_bytes = 0;
-    std::vector<std::string> channels;
-    // Session pooling: pgplex's Query that gives the client its startup values back after a
-    // Parse of the batch may have reset them (client_work.cc, follow_resets), sent after the
-    // batch's Sync. Transaction pooling needs none: each lease syncs the settings anew.
-    std::string parse_follow_up;
+    // Session pooling: what moves with the session to another server (SessionKept); made
+    // when there first is any (kept_of).
+    std::unique_ptr<SessionKept> kept;
     // Transaction pooling: its named prepared statements (client/client_extended.cc).
     std::unique_ptr<pool::ClientStatements> statements;
     // Transaction pooling: the channels it LISTENs on (client/client_listen.cc).
@@ -199,13 +216,11 @@ struct Session {
     uint8_t reruns = 0;  // re-runs of the request under way
     // A client of a cluster (route/router.h): where its transactions go. Null otherwise.
     std::shared_ptr<route::Routing> routing;
-    bool admin = false;       // the management database (client/client_admin.cc)
-    std::string admin_query;  // Asking: the Query it answers once every worker has
-    // Asking after PAUSE: its answer, held until no server is lent (admin_on_tick).
-    std::vector<uint8_t> admin_reply;
-    bool pausing = false;
-    bool waiting_close = false;  // WAIT_CLOSE: admin_reply goes once no marked server is open
-    bool suspending = false;     // SUSPEND: admin_reply goes once every worker is suspended
+    bool admin = false;  // the management database (client/client_admin.cc)
+    // An admin's command that waits for the workers; made when one first does (a session
+    // carries no room for it otherwise: tens of thousands of them are idle application
+    // clients).
+    std::unique_ptr<AdminWait> admin_wait;
 };
 
 struct Client {
@@ -250,6 +265,12 @@ struct Client {
 // The one way a client changes state (client.cc): asserts the edge is allowed, keeps the
 // worker's count of clients per state, and notes when the state began (since).
 void set_state(worker::Worker& worker, Client& client, ClientState state);
+
+// The session's SessionKept, made on first use.
+inline SessionKept& kept_of(Session& session) {
+    if (!session.kept) session.kept = std::make_unique<SessionKept>();
+    return *session.kept;
+}
 
 // What a log line says of a client, as key=value pairs: "client=W.S addr=IP:PORT user=U
 // db=D" (worker and slot, as SHOW CLIENTS; the address once read; user and database once
