@@ -8,12 +8,15 @@ FUZZ_SECONDS ?= 10
 PYTHON      ?= /usr/bin/python3
 KEEP        ?= 0
 
-.PHONY: all deps build check unit sim tidy integration asan fuzz demo bench bench-deps bench-routing deb clean
+.PHONY: all deps build check unit sim tidy integration asan asan-build fuzz fuzz-build demo bench \
+        bench-deps bench-routing deb clean
 
 all: build
 
+# scripts/check.sh sets PGPLEX_DEPS_CHECKED once make check has run this, so that its stages
+# and background builds, which run at once, do not each run it (and apt-get) again.
 deps:
-	@scripts/deps.sh
+	@[ -n "$$PGPLEX_DEPS_CHECKED" ] || scripts/deps.sh
 
 $(BUILD)/build.ninja:
 	meson setup $(BUILD) --buildtype=debugoptimized
@@ -33,9 +36,13 @@ tidy:
 JOBS        ?= 1
 XDIST        = $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile)
 
+# INTEGRATION_IGNORE=FILES leaves those files of tests/integration out, INTEGRATION_FILES=PATHS
+# runs only those (make check runs test_package.py on its own, once its .deb is built).
+INTEGRATION_IGNORE ?=
+INTEGRATION_FILES  ?= tests/integration
 integration: build
 	PGPLEX_BIN=$(CURDIR)/$(BUILD)/pgplex $(PYTHON) -m pytest -q -p no:cacheprovider $(XDIST) \
-	  tests/integration
+	  $(foreach f,$(INTEGRATION_IGNORE),--ignore=tests/integration/$(f)) $(INTEGRATION_FILES)
 
 $(ASAN_BUILD)/build.ninja:
 	meson setup $(ASAN_BUILD) --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
@@ -50,8 +57,10 @@ $(ASAN_BUILD)/build.ninja:
 # quorum, promotion) runs here under the simulation and its unit tests instead.
 # `make asan SMOKE=1` runs only the integration tests marked smoke; ASAN_IGNORE= runs all.
 ASAN_IGNORE ?= test_package.py test_gossip.py test_promote.py
-asan: deps $(ASAN_BUILD)/build.ninja
+asan-build: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
+
+asan: asan-build
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  meson test -C $(ASAN_BUILD) --suite unit --suite sim --timeout-multiplier 4 --print-errorlogs
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
@@ -63,9 +72,11 @@ asan: deps $(ASAN_BUILD)/build.ninja
 $(FUZZ_BUILD)/build.ninja:
 	CXX=clang++ meson setup $(FUZZ_BUILD) -Dfuzz=true --buildtype=debug -Dwerror=false
 
-# Every fuzz target for a bounded time, starting from its seed corpus.
-fuzz: deps $(FUZZ_BUILD)/build.ninja
+fuzz-build: deps $(FUZZ_BUILD)/build.ninja
 	ninja -C $(FUZZ_BUILD)
+
+# Every fuzz target for a bounded time, starting from its seed corpus.
+fuzz: fuzz-build
 	tests/fuzz/run $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 # pooldiff (tests/integration/pooldiff.py): concurrent clients through transaction pooling,
@@ -93,7 +104,13 @@ soak: build
 sim: build
 	$(BUILD)/sim_gossip --seeds $(SEEDS)
 
-check: deps build unit tidy integration asan fuzz
+# make check: unit, tidy, integration, asan, fuzz (test_package.py after asan, once its .deb is
+# built), run by scripts/check.sh, which compiles what the later stages need (the ASan build,
+# the .deb, the fuzz build) at nice 19 in the background while the tests run; those builds
+# log to $(CHECK_DIR)/prep.log, and any that fails fails make check with that log's tail.
+CHECK_DIR   ?= build-check
+check: deps build
+	MAKE="$(MAKE)" CHECK_DIR=$(CHECK_DIR) scripts/check.sh
 
 demo: build
 	KEEP=$(KEEP) scripts/demo.sh $(BUILD)/pgplex
@@ -116,16 +133,21 @@ bench-routing: $(if $(PGPLEX),,build) bench-deps
 
 # The Debian package, left as $(DEB_DIR)/pgplex_<version>_<arch>.deb (debian/rules binary, so
 # no .buildinfo or .changes lands in the parent directory), then lintian on it. DEB_CLEAN=0
-# rebuilds only what changed since the last `make deb`.
+# rebuilds only what changed since the last `make deb`. debhelper runs ninja -j1 unless
+# DEB_BUILD_OPTIONS says parallel=N: this passes parallel=$(DEB_JOBS) (every CPU) unless the
+# caller's DEB_BUILD_OPTIONS already names one.
 DEB_DIR     ?= build-deb
 DEB_CLEAN   ?= 1
+DEB_JOBS    ?= $(shell nproc)
+deb_options  = $(strip $(DEB_BUILD_OPTIONS) \
+                 $(if $(findstring parallel=,$(DEB_BUILD_OPTIONS)),,parallel=$(DEB_JOBS)))
 deb: deps
 	dpkg-checkbuilddeps
 	mkdir -p $(DEB_DIR)
 	rm -f $(DEB_DIR)/pgplex_*.deb $(DEB_DIR)/pgplex-dbgsym_*.deb
 	$(if $(filter 1,$(DEB_CLEAN)),debian/rules clean)
-	PGPLEX_DEB_DIR=$(CURDIR)/$(DEB_DIR) nice debian/rules binary
+	PGPLEX_DEB_DIR=$(CURDIR)/$(DEB_DIR) DEB_BUILD_OPTIONS="$(deb_options)" nice debian/rules binary
 	lintian --info $(DEB_DIR)/pgplex_*.deb
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(DEB_DIR)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(DEB_DIR) $(CHECK_DIR)
