@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -401,7 +400,3 @@ def make_directory():
     directory = tempfile.mkdtemp(prefix="pgplex-it-patroni-", dir=base)
     shutil.chown(directory, "postgres", "postgres")
     return directory
-
-
-def poll_time():
-    return time.monotonic()
