@@ -11,6 +11,7 @@ packages=(
   python3 python3-psycopg python3-pytest python3-pytest-xdist
   python3-psycopg2 libpostgresql-jdbc-java default-jdk-headless nodejs
   procps psmisc iproute2 util-linux strace openssl
+  patroni python3-etcd etcd-server etcd-client
 )
 
 # node-postgres for the driver tests (tests/integration/test_drivers.py): Debian's node-pg, or,
