@@ -54,9 +54,11 @@ $(ASAN_BUILD)/build.ninja:
 # plain run (ASAN_IGNORE), to keep make check near its 30 minutes: test_package runs the
 # packaged binary, not this one; test_gossip's and test_promote's appliances spend their
 # minutes waiting out probe and failover timers, and the code they drive (membership,
-# quorum, promotion) runs here under the simulation and its unit tests instead.
+# quorum, promotion) runs here under the simulation and its unit tests instead; test_patroni
+# waits out Patroni's own timers (its leader key's ttl), over code test_failover_wait and
+# the monitor's unit tests drive here.
 # `make asan SMOKE=1` runs only the integration tests marked smoke; ASAN_IGNORE= runs all.
-ASAN_IGNORE ?= test_package.py test_gossip.py test_promote.py
+ASAN_IGNORE ?= test_package.py test_gossip.py test_promote.py test_patroni.py
 asan-build: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 
