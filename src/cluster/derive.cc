@@ -219,8 +219,10 @@ bool derive(const config::Cluster& settings, Derivation& cluster,
         if (name != cluster.last_primary) {
             ++cluster.epoch;
             // The epoch moved: whoever was primary before may come back with writes the new
-            // one never saw.
-            if (!cluster.last_primary.empty())
+            // one never saw. Not under Patroni: it holds the one leader key, rewinds the old
+            // primary and rejoins it itself, and only the key's holder is ever primary here
+            // (apply_patroni); a fence would keep pgplex from following a switchover back.
+            if (!cluster.last_primary.empty() && settings.patroni_port == 0)
                 fence(settings, nodes, cluster.last_primary, "another node became primary");
         }
         cluster.last_primary = name;

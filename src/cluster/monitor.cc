@@ -346,14 +346,19 @@ void time_out_check(const config::Cluster& cluster, Node& node) {
     for (PatroniProbe& probe : node.probes) probe.abandon(reason);
 }
 
-// Patroni decides health and role: 200 on /primary or /replica is a healthy node.
+// Patroni decides health and role: 200 on /primary or /replica is a healthy node. Patroni
+// answers 200 on /primary as soon as the node holds the leader key, before its `pg_ctl
+// promote` has finished; while this check's SQL still finds the node in recovery it is a
+// replica (writes released to it would fail with 25006), and the primary from the first
+// check that finds it out. Without an SQL answer Patroni's word stands.
 bool apply_patroni(Node& node) {
-    bool primary = node.probes[ProbePrimary].status() == 200;
+    bool leader = node.probes[ProbePrimary].status() == 200;
     bool replica = node.probes[ProbeReplica].status() == 200;
-    if (primary) node.status.role = Role::Primary;
-    if (replica && !primary) node.status.role = Role::Replica;
-    node.patroni_sync = node.probes[ProbeSync].status() == 200 && !primary;
-    return primary || replica;
+    bool promoting = leader && node.sql_ok && node.reading.recovery;
+    if (leader && !promoting) node.status.role = Role::Primary;
+    if (promoting || (replica && !leader)) node.status.role = Role::Replica;
+    node.patroni_sync = node.probes[ProbeSync].status() == 200 && !leader;
+    return leader || replica;
 }
 
 std::string patroni_error(const Node& node) {
