@@ -455,7 +455,7 @@ void admin_on_tick(worker::Worker& worker, Client& client) {
         // Two ticks: every worker has published since the command.
         uint32_t left = wait.pausing         ? servers_lent(worker)
                         : wait.waiting_close ? servers_to_close(worker)
-                                                : workers_unflushed(worker);
+                                             : workers_unflushed(worker);
         bool overdue = wait.suspending && worker.now - client.since > limits::suspend_flush_ms;
         if (worker.now - client.since < 2 * limits::tick_ms || (left > 0 && !overdue)) return;
         if (left > 0)

@@ -265,8 +265,8 @@ bool on_unix_socket(const worker::Worker& worker, const Client& client) {
 std::string hba_who(const Client& client) {
     std::string address = address_text(client);
     if (address == "unix") address = "[local]";
-    return "host \"" + address + "\", user \"" + client.session->user +
-           "\", database \"" + client.session->database + "\", " +
+    return "host \"" + address + "\", user \"" + client.session->user + "\", database \"" +
+           client.session->database + "\", " +
            (client.conn.tls ? "SSL encryption" : "no encryption");
 }
 

@@ -100,8 +100,7 @@ bool sync_session(worker::Worker& worker, Server& server, const client::Session&
                            !pool::prepared_sync(session.sql_prepared, server.sql_prepared).empty();
     // Session pooling: a server linked to the session holds none of its protocol-level
     // statements and channels (a new session's, or the next after its server failed).
-    bool follows = session.mode == config::PoolMode::Session &&
-                   session.kept &&
+    bool follows = session.mode == config::PoolMode::Session && session.kept &&
                    (!session.kept->parses.empty() || !session.kept->channels.empty());
     if (pool::in_sync(startup, settings, applied, reported) && !prepared_differ && !follows)
         return false;
