@@ -83,8 +83,8 @@ _next_port = [0]
 # below the kernel's ephemeral range (ip_local_port_range, usually from 32768): there a
 # client's outgoing connection can take a port between the check and pgplex's bind.
 # Under pytest-xdist (`make integration JOBS=2`; make check runs one worker), worker gwN
-# takes the range 3000*N above
-# the base: its clusters and pgplex never meet another worker's.
+# takes the range 3000*N above the base: its clusters and pgplex never meet another
+# worker's.
 PORT_BASE = int(os.environ.get("PGPLEX_TEST_PORT_BASE", "25432")) + 3000 * int(
     os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:] or 0)
 
