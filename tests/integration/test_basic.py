@@ -13,6 +13,16 @@ def test_select_1_through_pgplex(pgplex):
     assert psql(pgplex.port, "SELECT 1") == "1"
 
 
+def test_every_client_gets_a_nonzero_process_id(make_pgplex):
+    """libpq reads a process id of 0 as "unknown" (and pgplex's own server log leaves it out):
+    the first client of worker 0, whose slot is 0, must get a real one too."""
+    pgplex = make_pgplex(workers=1)
+    for _ in range(3):
+        with RawClient(pgplex.port) as client:
+            client.login("payam", "payam_db", PASSWORDS["payam"])
+            assert client.backend_key[0] != 0, client.backend_key
+
+
 def test_alias_connects_as_its_configured_user_and_database(pgplex):
     # analyst exists only in pgplex's auth file; payam_dw logs in to the server as
     # dataplatform_ro, to payam_db.

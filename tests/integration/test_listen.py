@@ -58,7 +58,7 @@ def notify_until_received(port, conn, channel, payload, attempts=20):
 
 
 def worker_of(conn):
-    """pgplex gives a client the process id appliance << 26 | worker << 20 | slot."""
+    """pgplex gives a client the process id 1 << 30 | appliance << 26 | worker << 20 | slot."""
     return (conn.info.backend_pid >> 20) & 63
 
 

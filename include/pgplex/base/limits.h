@@ -75,24 +75,27 @@ inline constexpr uint32_t slots_per_worker_max = 1u << 24;
 
 // The BackendKeyData process id pgplex gives a client names the appliance (its place among
 // the [gossip] appliances, 0 alone), the worker and the client slot, so a CancelRequest finds
-// its client on any worker of any appliance: pid = appliance << 26 | worker << 20 | slot.
-// It stays positive, as PostgreSQL's pids do.
+// its client on any worker of any appliance: pid = 1 << 30 | appliance << 26 | worker << 20 |
+// slot. Bit 30 keeps it from ever being 0 (libpq reads a pid of 0 as "unknown", and the first
+// client of worker 0 would get it); it stays positive, as PostgreSQL's pids do.
 inline constexpr uint32_t appliances_max = 16;
 inline constexpr uint32_t workers_max = 64;
 inline constexpr uint32_t cancel_slot_bits = 20;
 inline constexpr uint32_t cancel_worker_bits = 6;
 inline constexpr uint32_t cancel_appliance_shift = cancel_slot_bits + cancel_worker_bits;
 inline constexpr uint32_t client_slots_per_worker_max = 1u << cancel_slot_bits;
+inline constexpr uint32_t cancel_pid_mark = 1u << 30;
 static_assert(client_slots_per_worker_max <= slots_per_worker_max);
 static_assert(workers_max == 1u << cancel_worker_bits);
-static_assert((appliances_max << cancel_appliance_shift) - 1 <= 0x7fffffffu,
-              "pid must stay positive");
+static_assert(appliances_max << cancel_appliance_shift == cancel_pid_mark);
+static_assert((cancel_pid_mark | (cancel_pid_mark - 1)) <= 0x7fffffffu, "pid must stay positive");
 
 constexpr uint32_t cancel_pid(uint32_t appliance, uint32_t worker, uint32_t slot) {
-    return appliance << cancel_appliance_shift | worker << cancel_slot_bits | slot;
+    return cancel_pid_mark | appliance << cancel_appliance_shift | worker << cancel_slot_bits |
+           slot;
 }
 constexpr uint32_t pid_appliance(uint32_t pid) {
-    return pid >> cancel_appliance_shift;
+    return (pid >> cancel_appliance_shift) & (appliances_max - 1);
 }
 constexpr uint32_t pid_worker(uint32_t pid) {
     return (pid >> cancel_slot_bits) & (workers_max - 1);
