@@ -7,8 +7,10 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdio>
@@ -25,6 +27,7 @@
 #include "pgplex/metrics/server.h"
 #include "pgplex/pool/budget.h"
 #include "pgplex/systemd.h"
+#include "pgplex/takeover.h"
 #include "pgplex/worker/worker.h"
 
 namespace pgplex {
@@ -109,6 +112,84 @@ bool open_listeners(const config::Config& config, uint32_t worker, std::vector<b
                     return false;
             }
     return true;
+}
+
+// Taking over: a configured listener no socket came for (the running pgplex did not have it)
+// is opened anew.
+bool open_uncovered(const config::Config& config, uint32_t worker,
+                    const std::vector<systemd::ActivatedSocket>& taken,
+                    std::vector<base::UniqueFd>& out, std::vector<worker::ListenerRole>& roles) {
+    auto covered = [&taken](const config::Endpoint& endpoint) {
+        for (const systemd::ActivatedSocket& socket : taken)
+            if (socket.bound.same_as(endpoint)) return true;
+        return false;
+    };
+    for (const config::Listen& listen : config.listen) {
+        if ((listen.endpoint.is_unix() && worker != 0) || covered(listen.endpoint)) continue;
+        if (!open_one(config, listen.endpoint, {}, out, roles)) return false;
+    }
+    for (const config::Cluster& cluster : config.clusters)
+        for (const config::Service& service : cluster.services)
+            for (const config::Endpoint& endpoint : service.listen) {
+                if ((endpoint.is_unix() && worker != 0) || covered(endpoint)) continue;
+                if (!open_one(config, endpoint, {cluster.name, service.name}, out, roles))
+                    return false;
+            }
+    return true;
+}
+
+// What a takeover hands on: one descriptor of each listening socket (workers share some),
+// with its role.
+std::vector<systemd::ActivatedSocket> listener_copies(
+    const std::vector<std::vector<base::UniqueFd>>& listeners,
+    const std::vector<std::vector<worker::ListenerRole>>& roles) {
+    std::vector<systemd::ActivatedSocket> out;
+    std::vector<std::pair<dev_t, ino_t>> seen;
+    for (size_t w = 0; w < listeners.size(); ++w)
+        for (size_t i = 0; i < listeners[w].size(); ++i) {
+            struct stat status {};
+            if (fstat(listeners[w][i].get(), &status) != 0) continue;
+            std::pair<dev_t, ino_t> id{status.st_dev, status.st_ino};
+            if (std::find(seen.begin(), seen.end(), id) != seen.end()) continue;
+            seen.push_back(id);
+            systemd::ActivatedSocket copy;
+            copy.fd.reset(fcntl(listeners[w][i].get(), F_DUPFD_CLOEXEC, 3));
+            std::string reason;
+            if (!copy.fd.valid() || !io::adopt(copy.fd.get(), copy.bound, reason)) continue;
+            copy.role = roles[w][i];
+            out.push_back(std::move(copy));
+        }
+    return out;
+}
+
+// Where the listening sockets came from.
+enum class Sockets : uint8_t { Opened, Activated, TakenOver, Failed };
+
+// Every worker's listening sockets: taken over from a running pgplex (taker), passed by
+// systemd, or opened here. Failed is logged.
+Sockets open_sockets(const config::Config& config, takeover::Taker* taker,
+                     const std::string& takeover_path,
+                     std::vector<std::vector<base::UniqueFd>>& listeners,
+                     std::vector<std::vector<worker::ListenerRole>>& roles) {
+    std::vector<systemd::ActivatedSocket> activated;
+    if (taker != nullptr && !taker->take_listeners(takeover_path, config, activated))
+        return Sockets::Failed;
+    bool socket_activated = taker == nullptr && systemd::take_activated(config, activated);
+    if (socket_activated && activated.empty()) {
+        log_error("socket activation: no socket systemd passed serves a listener");
+        return Sockets::Failed;
+    }
+    for (uint32_t i = 0; i < listeners.size(); ++i) {
+        bool opened = taker != nullptr
+                          ? share_activated(activated, i, listeners[i], roles[i]) &&
+                                open_uncovered(config, i, activated, listeners[i], roles[i])
+                      : socket_activated ? share_activated(activated, i, listeners[i], roles[i])
+                                         : open_listeners(config, i, listeners[i], roles[i]);
+        if (!opened) return Sockets::Failed;
+    }
+    return taker != nullptr   ? Sockets::TakenOver
+           : socket_activated ? Sockets::Activated
+                              : Sockets::Opened;
 }
 
 void warn_restart_only(const config::Config& old_config, const config::Config& fresh) {
@@ -337,7 +418,7 @@ bool all_started(const std::vector<std::unique_ptr<WorkerThread>>& threads) {
 
 }  // namespace
 
-int run_control(std::shared_ptr<const config::Config> config) {
+int run_control(std::shared_ptr<const config::Config> config, bool take_over) {
     base::log_set_level(level_of(config->log_level));
     block_signals();
     uint32_t worker_count = uint32_t(config->workers > 0 ? config->workers : 1);
@@ -350,20 +431,18 @@ int run_control(std::shared_ptr<const config::Config> config) {
 
     // Every socket is opened (or taken from systemd) before any worker starts, so a failure
     // leaves no thread behind.
-    std::vector<systemd::ActivatedSocket> activated;
-    bool socket_activated = systemd::take_activated(*config, activated);
-    if (socket_activated && activated.empty()) {
-        log_error("socket activation: no socket systemd passed serves a listener");
-        return 1;
-    }
+    takeover::Taker taker;
+    std::string takeover_path = takeover::socket_path(*config);
     std::vector<std::vector<base::UniqueFd>> listeners(worker_count);
     std::vector<std::vector<worker::ListenerRole>> roles(worker_count);
-    for (uint32_t i = 0; i < worker_count; ++i) {
-        bool opened = socket_activated ? share_activated(activated, i, listeners[i], roles[i])
-                                       : open_listeners(*config, i, listeners[i], roles[i]);
-        if (!opened) return 1;
-    }
-    activated.clear();  // each worker holds its own descriptors now
+    Sockets sockets =
+        open_sockets(*config, take_over ? &taker : nullptr, takeover_path, listeners, roles);
+    if (sockets == Sockets::Failed) return 1;
+    bool socket_activated = sockets == Sockets::Activated;
+    takeover::Giver giver;
+    std::vector<systemd::ActivatedSocket> copies = listener_copies(listeners, roles);
+    shared.handed_in = std::make_unique<worker::HandoverQueue[]>(worker_count);
+    if (take_over) shared.moved_cancels = std::make_unique<pool::MovedCancels>();
     std::vector<std::unique_ptr<WorkerThread>> threads;
     for (uint32_t i = 0; i < worker_count; ++i)
         threads.push_back(
@@ -379,6 +458,8 @@ int run_control(std::shared_ptr<const config::Config> config) {
     for (auto& entry : threads) running += entry->state.load() == 1 ? 1 : 0;
     if (!failed) {
         if (!socket_activated) log_listeners(*config);
+        if (take_over) taker.receive_clients(shared, worker_count);
+        giver.start(takeover_path, shared, std::move(copies));
         systemd::notify_ready();
     }
 
@@ -400,7 +481,10 @@ int run_control(std::shared_ptr<const config::Config> config) {
     monitor.stop();
     for (auto& entry : threads)
         if (entry->thread.joinable()) entry->thread.join();
-    if (!socket_activated) remove_unix_sockets(*config);
+    giver.finish();
+    taker.stop();
+    // Taken over: the sockets are the new pgplex's now.
+    if (!socket_activated && !giver.taken()) remove_unix_sockets(*config);
     log_info("pgplex stopped");
     return failed ? 1 : 0;
 }

@@ -15,10 +15,12 @@
 namespace {
 
 const char* usage =
-    "usage: pgplex [--check] CONFIG | --print-schema\n"
+    "usage: pgplex [--check | --takeover] CONFIG | --print-schema\n"
     "  CONFIG     the TOML configuration file (see pgplex.toml(5))\n"
     "  --check    validate CONFIG and its auth file, print any error as FILE:LINE: reason,\n"
     "             and exit 0 when it is good, 1 when it is not\n"
+    "  --takeover take over from the pgplex running with CONFIG (its takeover_socket):\n"
+    "             its listening sockets, and each client as it goes idle, keep working\n"
     "  --print-schema  print the SQL of the pgplex schema (auth_query's lookup function)\n"
     "             to install on each node, and exit\n"
     "  --version  print the version and exit\n"
@@ -39,11 +41,14 @@ int main(int argc, char** argv) {
     if (argc >= 2 && std::strcmp(argv[1], "import-pgbouncer") == 0)
         return pgplex::tools::import_pgbouncer_main(argc, argv);
     bool check = false;
+    bool take_over = false;
     std::string path;
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
         if (arg == "--check" || arg == "-c") {
             check = true;
+        } else if (arg == "--takeover") {
+            take_over = true;
         } else if (arg == "--help" || arg == "-h") {
             fputs(usage, stdout);
             return 0;
@@ -77,5 +82,5 @@ int main(int argc, char** argv) {
         return 0;
     }
     raise_file_limit();
-    return pgplex::run_control(loaded.config);
+    return pgplex::run_control(loaded.config, take_over);
 }

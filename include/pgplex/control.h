@@ -8,7 +8,8 @@
 
 namespace pgplex {
 
-// Runs until shutdown completes. Returns the process exit code.
-int run_control(std::shared_ptr<const config::Config> config);
+// Runs until shutdown completes. Returns the process exit code. `take_over`: start by taking
+// the listeners and clients of the pgplex running on the same configuration (takeover.h).
+int run_control(std::shared_ptr<const config::Config> config, bool take_over = false);
 
 }  // namespace pgplex

@@ -27,9 +27,11 @@ bool allowed(ClientState from, ClientState to) {
         case ClientState::Auth:
             return from == ClientState::Startup;
         case ClientState::Idle:
-            return from == ClientState::Startup || from == ClientState::Auth ||
-                   from == ClientState::Syncing || from == ClientState::Active ||
-                   from == ClientState::Asking || from == ClientState::Waiting;
+            // Free: a client handed over by an earlier pgplex (client_handover.cc).
+            return from == ClientState::Free || from == ClientState::Startup ||
+                   from == ClientState::Auth || from == ClientState::Syncing ||
+                   from == ClientState::Active || from == ClientState::Asking ||
+                   from == ClientState::Waiting;
         case ClientState::Waiting:
         case ClientState::Syncing:
         case ClientState::Active:
@@ -167,6 +169,8 @@ const char* to_string(CloseReason reason) {
             return "TLS failed";
         case CloseReason::Killed:
             return "KILL_CLIENT";
+        case CloseReason::HandedOver:
+            return "handed over to the pgplex taking over";
     }
     return "unknown";
 }

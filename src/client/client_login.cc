@@ -19,6 +19,7 @@
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_admin.h"
 #include "pgplex/client/client_auth_query.h"
+#include "pgplex/client/client_handover.h"
 #include "pgplex/client/client_limits.h"
 #include "pgplex/client/client_login.h"
 #include "pgplex/client/client_route.h"
@@ -581,6 +582,8 @@ void on_startup_packet(worker::Worker& worker, Client& client) {
             return;
         }
         case proto::StartupKind::CancelRequest: {
+            // A client handed over by an earlier pgplex still cancels with its pid from there.
+            packet.cancel_pid = handed_cancel_pid(worker, packet.cancel_pid, packet.cancel_key);
             uint32_t target_worker = limits::pid_worker(packet.cancel_pid);
             if (limits::pid_appliance(packet.cancel_pid) != worker.config->gossip.index)
                 forward_cancel(worker, packet.cancel_pid, packet.cancel_key);
@@ -843,13 +846,15 @@ bool proven_scram_keys(const Login& login, const pool::Target& target, tls::scra
     return true;
 }
 
-void authenticated(worker::Worker& worker, Client& client) {
+}  // namespace
+
+// The part of a login after authentication that gives the client its place: the
+// database's state (DISABLE), the client limits, and its pool, or for a routed client its
+// routing's base target. Also for a client handed over by an earlier pgplex, with the
+// secret it logged in with there (client_handover.cc).
+Attached attach_session(worker::Worker& worker, Client& client, const Login& login) {
     const config::Config& config = *worker.config;
     Session& session = *client.session;
-    if (session.admin) {
-        begin_admin(worker, client);
-        return;
-    }
     const admin::Console& console = worker.shared.console;
     std::string name = session.database.substr(0, session.database.rfind('@'));
     if (console.named.load(std::memory_order_acquire) > 0 &&
@@ -858,33 +863,34 @@ void authenticated(worker::Worker& worker, Client& client) {
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
              sqlstate::protocol_violation, "database \"" + name + "\" is disabled", "",
              "The management console's DISABLE holds it until ENABLE.");
-        return;
+        return Attached::Failed;
     }
     const config::Alias* wanted =
         session.routing ? routed_alias(config, session) : config.find_alias(session.database);
-    if (!admit_to_database(worker, client, budget_database(wanted, session))) return;
+    if (!admit_to_database(worker, client, budget_database(wanted, session)))
+        return Attached::Failed;
     if (session.routing) {
-        pool::Target base =
-            target_for(config, routed_alias(config, session), session, *client.login);
+        pool::Target base = target_for(config, routed_alias(config, session), session, login);
         route::Routing& routing = *session.routing;
-        routing.scram_keys = proven_scram_keys(*client.login, base, routing.scram_client_key,
-                                               routing.scram_server_key);
-        begin_routed(worker, client, std::move(base));
-        return;
+        routing.scram_keys =
+            proven_scram_keys(login, base, routing.scram_client_key, routing.scram_server_key);
+        base.direct = routing.dest == config::Dest::Direct;
+        routing.base = std::move(base);
+        return Attached::Routed;
     }
     const config::Alias* alias = config.find_alias(session.database);
     if (alias == nullptr) {
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
              sqlstate::invalid_catalog_name, "database \"" + session.database + "\" does not exist",
              "its [databases] entry was removed by a reload during the login");
-        return;
+        return Attached::Failed;
     }
-    pool::Target target = target_for(config, alias, session, *client.login);
+    pool::Target target = target_for(config, alias, session, login);
     pool::Pool* pool = worker.shared.pools.find_or_create(target);
     if (pool == nullptr) {
         fail(worker, client, CloseReason::LoginFailed, Severity::Fatal,
              sqlstate::too_many_connections, "no more pools can be created (pool table full)");
-        return;
+        return Attached::Failed;
     }
     if (console.named.load(std::memory_order_acquire) > 0 && console.is_paused(alias->name))
         pool->paused.store(true, std::memory_order_release);  // a pool made while PAUSE db holds
@@ -893,9 +899,30 @@ void authenticated(worker::Worker& worker, Client& client) {
     pool->reserve_limit.store(config.reserve_pool_size_of(*alias), std::memory_order_release);
     pool->min_size.store(config.min_pool_size_of(*alias), std::memory_order_release);
     tls::scram::Key client_key, server_key;
-    if (proven_scram_keys(*client.login, target, client_key, server_key))
+    if (proven_scram_keys(login, target, client_key, server_key))
         pool->publish_scram_keys(client_key, server_key);
     client.pool = pool;
+    return Attached::Pooled;
+}
+
+namespace {
+
+void authenticated(worker::Worker& worker, Client& client) {
+    if (client.session->admin) {
+        begin_admin(worker, client);
+        return;
+    }
+    switch (attach_session(worker, client, *client.login)) {
+        case Attached::Failed:
+            return;
+        case Attached::Routed:
+            begin_routed(worker, client);
+            return;
+        case Attached::Pooled:
+            break;
+    }
+    const config::Config& config = *worker.config;
+    const config::Alias* alias = config.find_alias(client.session->database);
     if (config.log_connections)
         log_info("%s: login: alias=%s server=%s%s%s", log_context(worker, client).c_str(),
                  alias->name.c_str(), alias->server.to_string().c_str(),

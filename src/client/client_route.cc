@@ -265,10 +265,8 @@ std::string_view statement_text(const Client& client, const uint8_t* data, uint3
 
 }  // namespace
 
-void begin_routed(worker::Worker& worker, Client& client, pool::Target base) {
+void begin_routed(worker::Worker& worker, Client& client) {
     route::Routing& routing = *client.session->routing;
-    base.direct = routing.dest == config::Dest::Direct;
-    routing.base = std::move(base);
     route::Request request = worker.router->session_request(routing);
     request.may_write = false;  // the login's server runs nothing of the client's
     request.takes_turn = client.session->mode == config::PoolMode::Session || routing.base.direct;

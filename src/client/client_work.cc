@@ -13,6 +13,7 @@
 #include "pgplex/client/client_cancel.h"
 #include "pgplex/client/client_extended.h"
 #include "pgplex/client/client_failure.h"
+#include "pgplex/client/client_handover.h"
 #include "pgplex/client/client_limits.h"
 #include "pgplex/client/client_listen.h"
 #include "pgplex/client/client_login.h"
@@ -768,6 +769,8 @@ void close(worker::Worker& worker, Client& client, CloseReason reason) {
 
 void on_closed(worker::Worker& worker, Client& client) {
     PGPLEX_ASSERT(client.state == ClientState::Closing && client.server == io::nil);
+    if (client.close_reason == CloseReason::HandedOver) ship_handover(worker, client);
+    forget_handed(worker, client);
     uint32_t generation = client.conn.generation;
     client.conn = io::Conn{};
     client.conn.generation = generation;

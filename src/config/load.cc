@@ -287,6 +287,13 @@ constexpr Setting<Config> pgplex_settings[] = {
      }},
     {"unix_socket_dir",
      [](Loader& loader, Config& config) { return loader.string(config.unix_socket_dir); }},
+    {"takeover_socket",
+     [](Loader& loader, Config& config) {
+         if (!loader.string(config.takeover_socket)) return false;
+         if (!config.takeover_socket.empty() && config.takeover_socket[0] != '/')
+             return loader.fail("takeover_socket must be an absolute path");
+         return true;
+     }},
     {"unix_socket_mode", set_unix_socket_mode},
     {"workers",
      [](Loader& loader, Config& config) {

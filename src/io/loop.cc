@@ -199,6 +199,26 @@ void Loop::request_close(Conn& conn, Op close_op, uint32_t slot) {
     }
 }
 
+void Loop::request_handover(Conn& conn, Op install_op, Op cancel_op, uint32_t slot) {
+    PGPLEX_ASSERT(!conn.closing);
+    conn.closing = true;
+    conn.close_when_sent = false;
+    io_uring_sqe* sqe;
+    if (conn.inflight > 0) {
+        sqe = ring.sqe();
+        io_uring_prep_cancel_fd(sqe, int(conn.file),
+                                IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_FD_FIXED);
+        io_uring_sqe_set_data64(sqe, pack(cancel_op, slot, conn.generation));
+        ++conn.inflight;
+    }
+    sqe = ring.sqe();
+    io_uring_prep_rw(op_fixed_fd_install, sqe, int(conn.file), nullptr, 0, 0);
+    sqe->flags = IOSQE_FIXED_FILE;
+    sqe->rw_flags = 0;  // O_CLOEXEC
+    io_uring_sqe_set_data64(sqe, pack(install_op, slot, conn.generation));
+    ++conn.inflight;
+}
+
 void Loop::continue_close(Conn& conn, Op close_op, uint32_t slot) {
     PGPLEX_ASSERT(conn.closing);
     if (conn.inflight > 0 || conn.close_submitted) return;

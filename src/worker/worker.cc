@@ -14,6 +14,7 @@
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
 #include "pgplex/client/client_admin.h"
+#include "pgplex/client/client_handover.h"
 #include "pgplex/client/client_route.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/server/server_lease.h"
@@ -115,6 +116,9 @@ void Worker::loop_turn() {
         ++seen;
     }
     io_uring_cq_advance(&ring.raw(), seen);
+    if (shared.handing_over.load(std::memory_order_relaxed)) hand_over_idle_clients();
+    if (shared.handed_in && shared.handed_in[index].size.load(std::memory_order_acquire) > 0)
+        adopt_handed_clients();
     end_turn([this](Op op, uint32_t slot) -> Conn& { return conn_at(op, slot); });
 }
 
@@ -127,7 +131,6 @@ void Worker::dispatch(io_uring_cqe* cqe) {
     uint64_t data = cqe->user_data;
     Op op = op_of(data);
     uint32_t slot = slot_of(data);
-    uint32_t generation = generation_of(data);
     switch (op) {
         case Op::Accept:
             on_accept(cqe, slot);
@@ -148,6 +151,12 @@ void Worker::dispatch(io_uring_cqe* cqe) {
             return;
         case Op::ClientPeer:
             on_client_addresses(cqe);
+            return;
+        case Op::ClientInstalled:
+            on_client_installed(cqe);
+            return;
+        case Op::ClientAdopted:
+            on_adopted(cqe);
             return;
         case Op::ClientSend:
         case Op::ServerSend:
@@ -174,22 +183,26 @@ void Worker::dispatch(io_uring_cqe* cqe) {
         case Op::ServerYieldSent:
             on_yield_sent(cqe);
             return;
-        case Op::ServerConnect: {
-            server::Server& s = servers[slot];
-            if (s.conn.generation != generation) {
-                ++counters.stale_completions;
-                return;
-            }
-            --s.conn.inflight;
-            if (s.conn.closing) {
-                continue_close(s.conn, Op::ServerClose, slot);
-                return;
-            }
-            server::on_connected(*this, s, cqe->res);
+        case Op::ServerConnect:
+            on_server_connected(cqe);
             return;
-        }
     }
     ++counters.stale_completions;
+}
+
+void Worker::on_server_connected(io_uring_cqe* cqe) {
+    uint32_t slot = slot_of(cqe->user_data);
+    server::Server& s = servers[slot];
+    if (s.conn.generation != generation_of(cqe->user_data)) {
+        ++counters.stale_completions;
+        return;
+    }
+    --s.conn.inflight;
+    if (s.conn.closing) {
+        continue_close(s.conn, Op::ServerClose, slot);
+        return;
+    }
+    server::on_connected(*this, s, cqe->res);
 }
 
 // --- accept -------------------------------------------------------------------------------
@@ -207,6 +220,7 @@ void Worker::arm_accepts() {
     if (shutting_down_ || suspended_) return;
     constexpr uint32_t per_listener = 4;
     uint32_t room = free_client_slots();
+    room = room > adopts_in_flight_ ? room - adopts_in_flight_ : 0;
     for (uint32_t listener = 0; listener < listeners_.size(); ++listener) {
         while (accepts_armed_[listener] < per_listener && accepts_in_flight_ < room) {
             io_uring_sqe* sqe = ring.sqe();
@@ -280,6 +294,84 @@ void Worker::on_client_addresses(io_uring_cqe* cqe) {
     client::on_addresses(*this, client, known ? &peer : nullptr, known ? &local : nullptr);
 }
 
+// --- takeover (client/client_handover.h) -------------------------------------------------
+
+// Old pgplex: a client being handed over has its socket in the fd table.
+void Worker::on_client_installed(io_uring_cqe* cqe) {
+    uint32_t slot = slot_of(cqe->user_data);
+    client::Client& client = clients[slot];
+    PGPLEX_ASSERT(client.conn.generation == generation_of(cqe->user_data) && client.conn.closing);
+    --client.conn.inflight;
+    client::on_handover_installed(*this, client, cqe->res);
+    continue_close(client.conn, Op::ClientClose, slot);
+}
+
+// Old pgplex: every client idle between transactions goes, a scan per loop turn at most
+// every few milliseconds while the takeover lasts.
+void Worker::hand_over_idle_clients() {
+    if (now - handover_scanned_ < 2) return;
+    handover_scanned_ = now;
+    for (uint32_t i = 0; i < client_high_; ++i)
+        if (clients[i].state == client::ClientState::Idle &&
+            client::may_hand_over(*this, clients[i]))
+            client::hand_over(*this, clients[i]);
+}
+
+// New pgplex: a handed-over client's socket waiting to be a fixed file of this ring.
+struct Adoption {
+    int files[1] = {-1};  // the kernel reads the fd and writes back the slot it chose
+    base::UniqueFd fd;
+    std::string payload;
+};
+
+void Worker::adopt_handed_clients() {
+    if (shutting_down_) return;
+    std::vector<HandoverItem> items = shared.handed_in[index].take();
+    for (size_t i = 0; i < items.size(); ++i) {
+        uint32_t room = free_client_slots();
+        if (room <= accepts_in_flight_ + adopts_in_flight_) {
+            // No slot now: the rest wait for one (a client that leaves frees it).
+            for (size_t j = i; j < items.size(); ++j)
+                shared.handed_in[index].push(std::move(items[j]));
+            if (now - slots_full_logged_ms_ > 10000) {
+                slots_full_logged_ms_ = now;
+                log_warning("worker %u: takeover: no free client slot for a handed-over client",
+                            index);
+            }
+            return;
+        }
+        auto adoption = std::make_unique<Adoption>();
+        adoption->fd = std::move(items[i].fd);
+        adoption->payload = std::move(items[i].payload);
+        adoption->files[0] = adoption->fd.get();
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_files_update(sqe, adoption->files, 1, IORING_FILE_INDEX_ALLOC);
+        io_uring_sqe_set_data64(sqe, io::pack_pointer(Op::ClientAdopted, adoption.release()));
+        ++adopts_in_flight_;
+    }
+}
+
+void Worker::on_adopted(io_uring_cqe* cqe) {
+    std::unique_ptr<Adoption> adoption(static_cast<Adoption*>(pointer_of(cqe->user_data)));
+    --adopts_in_flight_;
+    if (cqe->res < 1) {
+        log_warning(
+            "worker %u: takeover: a handed-over client got no fixed file (%s); its "
+            "connection ends here",
+            index, strerror(cqe->res < 0 ? -cqe->res : ENFILE));
+        return;
+    }
+    adoption->fd.reset();  // the fixed file holds the socket now
+    uint32_t slot = uint32_t(adoption->files[0]);
+    PGPLEX_ASSERT(slot < client_capacity && clients[slot].state == client::ClientState::Free);
+    if (slot >= client_high_) client_high_ = slot + 1;
+    if (!client::adopt(*this, slot, adoption->payload)) {
+        io_uring_sqe* sqe = ring.sqe();
+        io_uring_prep_close_direct(sqe, slot);
+        io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));
+    }
+}
+
 // --- recv ---------------------------------------------------------------------------------
 
 void Worker::on_recv(io_uring_cqe* cqe, Op op) {
@@ -302,7 +394,11 @@ void Worker::on_recv(io_uring_cqe* cqe, Op op) {
     }
     if (cqe->res > 0 && has_buffer) {
         buffers.received(buffer);
-        if (!conn.closing && client_side && conn.tls)
+        if (conn.closing && client_side &&
+            clients[slot].close_reason == client::CloseReason::HandedOver)
+            client::on_handover_input(*this, clients[slot], buffers.data(buffer),
+                                      uint32_t(cqe->res));
+        else if (!conn.closing && client_side && conn.tls)
             on_tls_recv(clients[slot], slot, buffer, uint32_t(cqe->res));
         else if (!conn.closing && client_side)
             client::on_recv(*this, clients[slot], buffer, uint32_t(cqe->res));

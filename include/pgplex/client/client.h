@@ -71,6 +71,7 @@ enum class CloseReason : uint8_t {
     TlsFailed,         // the TLS handshake or a record failed (nothing can be said to it)
     Stalled,           // it read nothing of its queued output for client_stall_timeout
     Killed,            // the management console's KILL_CLIENT
+    HandedOver,        // given, socket and session, to the pgplex taking over (takeover.h)
 };
 
 const char* to_string(CloseReason reason);
@@ -217,6 +218,9 @@ struct Session {
     // A client of a cluster (route/router.h): where its transactions go. Null otherwise.
     std::shared_ptr<route::Routing> routing;
     bool admin = false;  // the management database (client/client_admin.cc)
+    // Handed over by an earlier pgplex: the process id its BackendKeyData named there, which
+    // its cancels still carry (Shared::moved_cancels maps it here); 0 otherwise.
+    uint32_t handed_pid = 0;
     // An admin's command that waits for the workers; made when one first does (a session
     // carries no room for it otherwise: tens of thousands of them are idle application
     // clients).

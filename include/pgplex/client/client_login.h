@@ -24,6 +24,11 @@ void resume_login(worker::Worker& worker, Client& client);
 void continue_auth(worker::Worker& worker, Client& client);
 // The alias of a routed client, found again (a reload may have come since the login began).
 const config::Alias* routed_alias(const config::Config& config, const Session& session);
+// After authentication, or for a client handed over by an earlier pgplex: the client limits
+// and its pool (Pooled: client.pool set), or its routing's base target (Routed). Failed: the
+// client was failed with the reason.
+enum class Attached : uint8_t { Failed, Routed, Pooled };
+Attached attach_session(worker::Worker& worker, Client& client, const Login& login);
 // Puts the client in line for a server of its pool.
 void request_server(worker::Worker& worker, Client& client);
 

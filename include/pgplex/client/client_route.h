@@ -27,9 +27,9 @@ struct Resolved {
 // after failing the client.
 bool resolve_login(worker::Worker& worker, Client& client, const std::string& intent,
                    Resolved& out);
-// After authentication: the routed client's first node, then a server from its pool (or a
-// wait for a node that can take it).
-void begin_routed(worker::Worker& worker, Client& client, pool::Target base);
+// After authentication (attach_session set routing.base): the routed client's first node,
+// then a server from its pool (or a wait for a node that can take it).
+void begin_routed(worker::Worker& worker, Client& client);
 // A routed client between transactions: the message at data begins one. Returns the bytes
 // pgplex answered itself (SET pgplex.intent, a bad hint); 0 when a node was chosen
 // (client.pool is set; the caller asks for a server) or none can take it yet (the client

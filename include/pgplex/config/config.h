@@ -267,6 +267,9 @@ struct Config {
     // address and of each service listening on them (PgBouncer's unix_socket_dir); "" for none.
     // Its sockets are already in listen and Service::listen once loaded.
     std::string unix_socket_dir;
+    // pgplex --takeover (takeover.h): where this pgplex offers to be taken over; "" for
+    // "<unix_socket_dir>/.s.PGPLEX.<port>" (none without unix_socket_dir).
+    std::string takeover_socket;
     int unix_socket_mode = 0777;  // the permissions of those sockets (and of listen's own)
     Gossip gossip;
     int workers = 0;  // 0: one per online CPU

@@ -44,6 +44,11 @@ class Loop {
     void resume_recv(Conn& conn, Op recv_op, uint32_t slot);
     void mark_dirty(Conn& conn, Op send_op, uint32_t slot);
     void request_close(Conn& conn, Op close_op, uint32_t slot);
+    // pgplex --takeover: the connection goes to another process, not away. No shutdown
+    // (that would end it for the other process too): its recv is cancelled and its socket is
+    // installed in the fd table (completion `install_op`, its res the fd); the fixed file
+    // is closed once nothing is in flight (continue_close).
+    void request_handover(Conn& conn, Op install_op, Op cancel_op, uint32_t slot);
     // After an op completed on a closing conn: submits the close when nothing is in flight.
     void continue_close(Conn& conn, Op close_op, uint32_t slot);
 

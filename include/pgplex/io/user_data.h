@@ -33,6 +33,10 @@ enum class Op : uint8_t {
     Ignored,          // cancels, shutdowns, messages we sent: nothing to do on completion
     ClientPeer,       // the client's socket put in the fd table for a moment, to read its
                       // addresses (Loop::ask_addresses); counted in flight
+    ClientInstalled,  // a client being handed over, its socket put in the fd table to be sent
+                      // to the pgplex taking over (Loop::request_handover); counted in flight
+    ClientAdopted,    // a handed-over client's socket made a fixed file: user_data's low 56
+                      // bits point to its worker::Adoption
 };
 
 inline uint64_t pack(Op op, uint32_t slot, uint32_t generation) {

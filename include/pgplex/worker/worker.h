@@ -24,6 +24,7 @@
 #include "pgplex/base/clock.h"
 #include "pgplex/base/unique_fd.h"
 #include "pgplex/client/client.h"
+#include "pgplex/client/handover_state.h"
 #include "pgplex/cluster/requests.h"
 #include "pgplex/cluster/suspects.h"
 #include "pgplex/cluster/topology.h"
@@ -31,6 +32,7 @@
 #include "pgplex/io/loop.h"
 #include "pgplex/io/user_data.h"
 #include "pgplex/pool/auth_lookup.h"
+#include "pgplex/pool/moved_cancels.h"
 #include "pgplex/pool/pool.h"
 #include "pgplex/pool/pool_table.h"
 #include "pgplex/pool/prepared.h"
@@ -85,6 +87,29 @@ struct ClientListSlot {
     ~ClientListSlot() { delete list.load(); }
 };
 
+// pgplex --takeover (takeover.h): clients on their way from one process to the other, each
+// its socket and its encoded state (client/handover_state.h).
+struct HandoverItem {
+    base::UniqueFd fd;
+    std::string payload;
+};
+
+struct HandoverQueue {
+    void push(HandoverItem item) {
+        std::lock_guard<std::mutex> guard(mutex);
+        items.push_back(std::move(item));
+        size.fetch_add(1, std::memory_order_release);
+    }
+    std::vector<HandoverItem> take() {
+        std::lock_guard<std::mutex> guard(mutex);
+        size.store(0, std::memory_order_release);
+        return std::exchange(items, {});
+    }
+    std::mutex mutex;
+    std::vector<HandoverItem> items;
+    std::atomic<uint32_t> size{0};  // read without the lock: anything to take?
+};
+
 // What all workers and the control thread share. Written by the control thread, read by
 // the workers on their tick.
 struct Shared {
@@ -132,6 +157,14 @@ struct Shared {
     std::unique_ptr<ClientListSlot[]> client_lists;  // index: asker * workers + lister
     std::atomic<uint32_t> client_list_serial{0};
     std::atomic<bool> started{false};  // every ring exists: workers may message
+    // The old pgplex of a takeover: every client found idle between transactions goes to
+    // the new one (client_handover.h), by handed_out, which the takeover thread sends on.
+    std::atomic<bool> handing_over{false};
+    HandoverQueue handed_out;
+    // The new pgplex of a takeover: clients for each worker to adopt (index: worker), and
+    // where the cancels of adopted clients go: (old pid << 32 | key) → (worker << 32 | slot).
+    std::unique_ptr<HandoverQueue[]> handed_in;
+    std::unique_ptr<pool::MovedCancels> moved_cancels;  // made before the workers start
     std::atomic<int> finished_workers{0};
 
   private:
@@ -197,6 +230,13 @@ class Worker : public io::Loop {
     pool::AuthCache auth_cache;
     // Named statements of this worker's clients (transaction pooling), interned.
     pool::StatementCache statements;
+    // Clients being handed over (client_handover.h), by slot: their state, and their socket
+    // once installed in the fd table.
+    struct HandingOver {
+        std::unique_ptr<client::HandedClient> state;  // its input grows until shipped
+        base::UniqueFd fd;
+    };
+    std::unordered_map<uint32_t, HandingOver> handing;
     // Startup settings shared by the clients that logged in with the same ones.
     pool::SettingsCache settings;
     // Routing: the newest topology this worker saw, and its router (rebuilt on reload).
@@ -239,6 +279,11 @@ class Worker : public io::Loop {
     void on_recv(io_uring_cqe* cqe, io::Op op);
     void on_client_addresses(io_uring_cqe* cqe);
     void on_yield_sent(io_uring_cqe* cqe);
+    void on_server_connected(io_uring_cqe* cqe);
+    void on_client_installed(io_uring_cqe* cqe);
+    void hand_over_idle_clients();
+    void adopt_handed_clients();
+    void on_adopted(io_uring_cqe* cqe);
     void on_tls_recv(client::Client& client, uint32_t slot, uint32_t buffer, uint32_t size);
     void on_tls_recv(server::Server& server, uint32_t slot, uint32_t buffer, uint32_t size);
     void on_send(io_uring_cqe* cqe, io::Op op);
@@ -262,6 +307,7 @@ class Worker : public io::Loop {
     // back: it would be closed). Past that, connections wait in the listen queue.
     std::vector<uint32_t> accepts_armed_;
     uint32_t accepts_in_flight_ = 0;
+    uint32_t adopts_in_flight_ = 0;  // handed-over clients whose fixed file is being made
     base::Milliseconds slots_full_logged_ms_ = 0;
     uint32_t server_free_ = io::nil;
     uint32_t server_high_ = 0;  // slots [0, server_high_) have been used
@@ -277,6 +323,7 @@ class Worker : public io::Loop {
     uint64_t seen_topology_ = 0;
     uint64_t seen_resumed_ = 0;  // Console::resumed
     uint64_t seen_killed_ = 0;   // Console::killed
+    base::Milliseconds handover_scanned_ = 0;
     uint64_t random_state_;
 };
 
