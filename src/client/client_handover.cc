@@ -7,12 +7,14 @@
 
 #include "pgplex/base/assert.h"
 #include "pgplex/base/log.h"
+#include "pgplex/client/client_failure.h"
 #include "pgplex/client/client_login.h"
 #include "pgplex/client/client_route.h"
 #include "pgplex/client/client_work.h"
 #include "pgplex/client/handover_state.h"
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/sqlstate.h"
+#include "pgplex/server/server.h"
 #include "pgplex/worker/worker.h"
 
 namespace pgplex::client {
@@ -79,6 +81,7 @@ HandedClient take_state(const worker::Worker& worker, const Client& client) {
     out.lost = uint8_t(session.lost);
     out.lost_where = session.lost_where;
     take_secret(client, out);
+    if (session.kept) out.parses = session.kept->parses;
     if (session.routing) {
         out.intent = uint8_t(session.routing->intent);
         out.ryw_lsn = session.routing->ryw_lsn;
@@ -116,22 +119,51 @@ void restore_statements(worker::Worker& worker, Session& session, const HandedCl
 
 // --- the old pgplex -----------------------------------------------------------------------
 
+namespace {
+
+// Session pooling: the session is between transactions on its server, which owes it nothing,
+// and pgplex knows all it holds there (client_failure.h, session_movable): its next server
+// can be given it.
+bool session_between_transactions(const worker::Worker& worker, const Client& client) {
+    const Session& session = *client.session;
+    if (client.state != ClientState::Active || client.server == io::nil) return false;
+    const server::Server& server = worker.server(client.server);
+    return session.mode == config::PoolMode::Session && session_movable(session) &&
+           !session.check_settings &&
+           (!session.kept ||
+            (session.kept->channels.empty() && session.kept->parse_follow_up.empty())) &&
+           server.pending_syncs == 0 && !server.unsynced &&
+           server.status == proto::TransactionStatus::Idle && server.expected.empty() &&
+           server.conn.all_sent() && server.conn.held_in.empty() &&
+           server.conn.frame.between_messages();
+}
+
+// Transaction pooling: between transactions, holding nothing pgplex cannot give it again.
+bool idle_between_transactions(const Client& client) {
+    const Session& session = *client.session;
+    return client.state == ClientState::Idle && session.mode != config::PoolMode::Session &&
+           client.server == io::nil && !session.pinned && !session.pin_suspect &&
+           !session.check_settings && session.pending.empty() && !holds_listens(session) &&
+           statements_movable(session) && !session.kept;
+}
+
+}  // namespace
+
 bool may_hand_over(const worker::Worker& worker, const Client& client) {
-    if (client.state != ClientState::Idle || !client.session) return false;
+    if (!client.session || !worker.shared.handing_over.load(std::memory_order_acquire))
+        return false;
     const Session& session = *client.session;
     const io::Conn& conn = client.conn;
     // Only its recv may be in flight: no send, no read of its addresses.
     uint16_t recv_only = conn.recv_armed ? 1 : 0;
-    return worker.shared.handing_over.load(std::memory_order_acquire) && !session.admin &&
-           session.mode != config::PoolMode::Session && !conn.tls && !conn.closing &&
-           conn.inflight == recv_only && conn.all_sent() && conn.held_in.empty() &&
-           conn.frame.between_messages() && !client.addresses_asked && !client.assembly &&
-           !client.consuming && client.server == io::nil && !session.pinned &&
-           !session.pin_suspect && !session.check_settings && session.pending.empty() &&
-           !session.discarding && !holds_listens(session) && statements_movable(session) &&
-           session.rerun.empty() && !session.rerun_recording && !session.kept &&
+    return !session.admin && !conn.tls && !conn.closing && conn.inflight == recv_only &&
+           conn.all_sent() && conn.held_in.empty() && conn.frame.between_messages() &&
+           !client.addresses_asked && !client.assembly && !client.consuming &&
+           !session.discarding && session.rerun.empty() && !session.rerun_recording &&
            !session.admin_wait &&
-           (!session.routing || (!session.routing->needs_lsn && !session.routing->awaits_primary));
+           (!session.routing ||
+            (!session.routing->needs_lsn && !session.routing->awaits_primary)) &&
+           (idle_between_transactions(client) || session_between_transactions(worker, client));
 }
 
 void hand_over(worker::Worker& worker, Client& client) {
@@ -140,7 +172,7 @@ void hand_over(worker::Worker& worker, Client& client) {
     worker::Worker::HandingOver& handing = worker.handing[slot];
     handing.state = std::make_unique<HandedClient>(take_state(worker, client));
     handing.fd.reset();
-    lease_ended(worker, client);
+    release(worker, client);  // a session's server is reset before anyone else has it
     set_state(worker, client, ClientState::Closing);
     client.close_reason = CloseReason::HandedOver;
     worker.request_handover(client.conn, io::Op::ClientInstalled, io::Op::ClientShutdown, slot);
@@ -223,6 +255,11 @@ void restore_session(worker::Worker& worker, Session& session, const HandedClien
     session.lost = TransactionLost(handed.lost);
     session.lost_where = handed.lost_where;
     session.handed_pid = handed.pid;
+    if (!handed.parses.empty()) {
+        SessionKept& kept = kept_of(session);
+        kept.parses = handed.parses;
+        for (const auto& [name, body] : kept.parses) kept.parse_bytes += body.size();
+    }
 }
 
 }  // namespace

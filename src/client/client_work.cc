@@ -507,24 +507,6 @@ void consume_held(worker::Worker& worker, Client& client) {
         worker.resume_recv(client.conn, io::Op::ClientRecv, worker.client_slot(client));
 }
 
-void release(worker::Worker& worker, Client& client) {
-    bool in_line = client.state == ClientState::Waiting ||
-                   (client.login && client.login->lookup == LookupStep::InLine);
-    if (in_line && client.pool != nullptr)
-        server::waiter_remove(worker, worker.client_slot(client));
-    lease_ended(worker, client);
-    if (client.server != io::nil) {
-        server::Server& server = worker.server(client.server);
-        client.server = io::nil;
-        // Part of a message went to the server and the rest never will: it cannot be reused.
-        if (!client.conn.frame.between_messages()) server.unsynced = true;
-        // A client that leaves holding session state leaves a server to clean.
-        bool session = !client.session || client.session->mode == config::PoolMode::Session ||
-                       client.session->pinned || client.session->pin_suspect;
-        server::unlink(worker, server, session);
-    }
-}
-
 // A wait worth a log line: half of query_wait_timeout, at most 5 s.
 int64_t long_wait_ms(const config::Config& config) {
     int64_t half = config.query_wait_timeout_ms > 0 ? config.query_wait_timeout_ms / 2 : 5000;
@@ -547,6 +529,24 @@ void log_long_wait(worker::Worker& worker, Client& client) {
 }
 
 }  // namespace
+
+void release(worker::Worker& worker, Client& client) {
+    bool in_line = client.state == ClientState::Waiting ||
+                   (client.login && client.login->lookup == LookupStep::InLine);
+    if (in_line && client.pool != nullptr)
+        server::waiter_remove(worker, worker.client_slot(client));
+    lease_ended(worker, client);
+    if (client.server != io::nil) {
+        server::Server& server = worker.server(client.server);
+        client.server = io::nil;
+        // Part of a message went to the server and the rest never will: it cannot be reused.
+        if (!client.conn.frame.between_messages()) server.unsynced = true;
+        // A client that leaves holding session state leaves a server to clean.
+        bool session = !client.session || client.session->mode == config::PoolMode::Session ||
+                       client.session->pinned || client.session->pin_suspect;
+        server::unlink(worker, server, session);
+    }
+}
 
 uint32_t cancel_pid(const worker::Worker& worker, uint32_t slot) {
     return limits::cancel_pid(worker.config->gossip.index, worker.index, slot);

@@ -84,6 +84,11 @@ std::string encode(const HandedClient& client) {
     }
     out.boolean(client.has_unnamed);
     out.bytes(client.unnamed);
+    out.u32(uint32_t(client.parses.size()));
+    for (const auto& [name, body] : client.parses) {
+        out.bytes(name);
+        out.bytes(body);
+    }
     out.bytes(client.input);
     return out.take();
 }
@@ -125,6 +130,12 @@ bool decode(std::string_view bytes, HandedClient& client) {
     }
     client.has_unnamed = in.boolean();
     client.unnamed = in.bytes(text_max);
+    count = in.count(items_max, 8);
+    for (uint32_t i = 0; i < count && in.ok(); ++i) {
+        std::string name = in.bytes(name_max);
+        std::string body = in.bytes(text_max);
+        client.parses.emplace_back(std::move(name), std::move(body));
+    }
     client.input = in.bytes(text_max);
     return in.at_end() && client.mode <= 2 && client.lost <= 2 && client.intent <= 2;
 }

@@ -306,15 +306,18 @@ void Worker::on_client_installed(io_uring_cqe* cqe) {
     continue_close(client.conn, Op::ClientClose, slot);
 }
 
-// Old pgplex: every client idle between transactions goes, a scan per loop turn at most
-// every few milliseconds while the takeover lasts.
+// Old pgplex: every client between transactions goes (Idle in transaction pooling, Active on
+// its idle server in session pooling), a scan per loop turn at most every few milliseconds
+// while the takeover lasts.
 void Worker::hand_over_idle_clients() {
     if (now - handover_scanned_ < 2) return;
     handover_scanned_ = now;
-    for (uint32_t i = 0; i < client_high_; ++i)
-        if (clients[i].state == client::ClientState::Idle &&
+    for (uint32_t i = 0; i < client_high_; ++i) {
+        client::ClientState state = clients[i].state;
+        if ((state == client::ClientState::Idle || state == client::ClientState::Active) &&
             client::may_hand_over(*this, clients[i]))
             client::hand_over(*this, clients[i]);
+    }
 }
 
 // New pgplex: a handed-over client's socket waiting to be a fixed file of this ring.

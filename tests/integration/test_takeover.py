@@ -200,3 +200,45 @@ def test_a_second_takeover_takes_over_from_the_first_taker(make_pgplex):
     assert conn.execute("SHOW search_path").fetchone() == ("chained, public",)
     conn.close()
     assert os.path.exists(pgplex.dir / "takeover.sock")
+
+
+def test_session_pooled_clients_move_with_their_session(make_pgplex):
+    """Session pooling: a client between transactions moves to the new pgplex, which gives
+    its next server the settings and named statements the old server had."""
+    pgplex = takeover_pgplex(make_pgplex, pool_mode="session")
+    clients = []
+    for i in range(4):
+        conn = connect(pgplex.port, autocommit=True)
+        conn.execute(f"SET search_path TO sess{i}, public")
+        conn.execute(f"SET application_name TO 'session{i}'")
+        conn.execute(f"PREPARE mine{i} AS SELECT {i} * 10 + $1::int")
+        assert conn.execute("SELECT %s::int + 1", (i,), prepare=True).fetchone() == (i + 1,)
+        clients.append((conn, i, conn.execute("SELECT pg_backend_pid()").fetchone()[0]))
+    taker = Taker(pgplex)
+    assert taker.wait_old_exit() == 0
+    taker.become()
+    for conn, i, old_backend in clients:
+        assert session_of(conn) == (f"sess{i}, public", f"session{i}")
+        assert conn.execute(f"EXECUTE mine{i}(1)").fetchone() == (i * 10 + 1,)
+        assert conn.execute("SELECT %s::int + 1", (i,), prepare=True).fetchone() == (i + 1,)
+        # Its session is on a server of the new pgplex now.
+        assert conn.execute("SELECT pg_backend_pid()").fetchone()[0] != old_backend
+        conn.close()
+
+
+def test_a_session_with_a_temporary_table_stays_on_the_old_pgplex_until_it_leaves(
+        make_pgplex):
+    """What no other server can be given (a temporary table) keeps the session where it
+    is: the old pgplex serves it until it leaves, then exits."""
+    pgplex = takeover_pgplex(make_pgplex, pool_mode="session")
+    conn = connect(pgplex.port, autocommit=True)
+    conn.execute("CREATE TEMPORARY TABLE mine (n int)")
+    conn.execute("INSERT INTO mine VALUES (7)")
+    taker = Taker(pgplex)
+    assert pgplex.wait_log(r"accepts on every listener now", timeout=10), pgplex.log()
+    time.sleep(1)
+    assert pgplex.running()
+    assert conn.execute("SELECT n FROM mine").fetchone() == (7,)
+    conn.close()
+    assert taker.wait_old_exit() == 0
+    taker.become()

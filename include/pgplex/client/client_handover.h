@@ -4,11 +4,12 @@
 // nothing but, at most, a short delay before its next transaction. The new pgplex adopts it
 // in a free client slot as if it had logged in there.
 //
-// Which clients move: transaction (and statement) pooling, between transactions, not over
-// TLS (its keys live in this process), not the management database, not pinned to a server
-// by session state, holding no LISTEN, and with no message half read. The others finish
-// on the old pgplex, which waits for them to leave (as after SIGTERM, within
-// shutdown_timeout).
+// Which clients move: between transactions (transaction pooling: Idle; session pooling:
+// Active on an idle server, with a session pgplex can give another server, as
+// client_failure.h's session_movable says), not over TLS (its keys live in this process),
+// not the management database, not pinned to a server by session state, holding no LISTEN,
+// and with no message half read. The others finish on the old pgplex, which waits for them
+// to leave (as after SIGTERM, within shutdown_timeout).
 #pragma once
 
 #include <cstdint>

@@ -56,6 +56,9 @@ void fail(worker::Worker& worker, Client& client, CloseReason reason, proto::Sev
           const char* sqlstate, std::string_view message, std::string_view detail = {},
           std::string_view hint = {});
 void close(worker::Worker& worker, Client& client, CloseReason reason);
+// Takes the client out of its pool's waiters and gives back the server it holds (reset
+// before reuse when the client's session state may be on it).
+void release(worker::Worker& worker, Client& client);
 
 // A CancelRequest for a client of this worker (maybe forwarded from another worker).
 void cancel(worker::Worker& worker, uint32_t pid, uint32_t key);

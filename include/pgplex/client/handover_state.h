@@ -48,7 +48,10 @@ struct HandedClient {
     std::vector<std::pair<std::string, std::string>> statements;  // name, Parse tail
     bool has_unnamed = false;
     std::string unnamed;  // Parse tail
-    std::string input;    // bytes read from it and not processed
+    // Session pooling: its named protocol-level statements (name, Parse body), given to its
+    // next server with its settings (SessionKept).
+    std::vector<std::pair<std::string, std::string>> parses;
+    std::string input;  // bytes read from it and not processed
 };
 
 std::string encode(const HandedClient& client);
