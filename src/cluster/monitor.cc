@@ -351,14 +351,24 @@ void time_out_check(const config::Cluster& cluster, Node& node) {
 // promote` has finished; while this check's SQL still finds the node in recovery it is a
 // replica (writes released to it would fail with 25006), and the primary from the first
 // check that finds it out. Without an SQL answer Patroni's word stands.
+// Patroni answers 503 on /primary and /replica (and /read-only, /sync) for a running replica
+// tagged noloadbalance: when it answered both, and this check's SQL finds PostgreSQL up and
+// in recovery, the node is a healthy replica that carries no service (NodeStatus::
+// noloadbalance), where HAProxy's checks would mark it down for every service.
 bool apply_patroni(Node& node) {
-    bool leader = node.probes[ProbePrimary].status() == 200;
-    bool replica = node.probes[ProbeReplica].status() == 200;
-    bool promoting = leader && node.sql_ok && node.reading.recovery;
+    int leader_status = node.probes[ProbePrimary].status();
+    int replica_status = node.probes[ProbeReplica].status();
+    bool leader = leader_status == 200;
+    bool replica = replica_status == 200;
+    bool in_recovery = node.sql_ok && node.reading.recovery;
+    bool promoting = leader && in_recovery;
+    bool unbalanced =
+        !leader && !replica && leader_status != 0 && replica_status != 0 && in_recovery;
     if (leader && !promoting) node.status.role = Role::Primary;
-    if (promoting || (replica && !leader)) node.status.role = Role::Replica;
+    if (promoting || (replica && !leader) || unbalanced) node.status.role = Role::Replica;
+    node.status.noloadbalance = unbalanced;
     node.patroni_sync = node.probes[ProbeSync].status() == 200 && !leader;
-    return leader || replica;
+    return leader || replica || unbalanced;
 }
 
 std::string patroni_error(const Node& node) {

@@ -7,12 +7,25 @@ of each node's REST API, and follows what Patroni decides:
   - a planned `patronictl switchover` under pgbench load through the primary service: no
     client connection is lost, the longest stall and the errors are measured and printed,
     writes afterwards go to the new leader;
+  - `patronictl failover` to a named candidate under pgbench load and a client writing
+    every 50 ms: no client connection lost, every write on the old leader and then on the
+    candidate, never on the other node nor the old leader again; the outage is printed;
+  - Patroni's tags: nofailover changes no routing; a noloadbalance member (503 on /replica,
+    /read-only and /sync, so HAProxy's Pigsty checks give it no service) gets no reads from
+    the replica service, yet stays a healthy replica in SHOW NODES;
+  - synchronous_mode: the standby service follows the node Patroni answers 200 on /sync
+    for, and falls back to the primary without one;
+  - maintenance mode (patronictl pause) and the leader's PostgreSQL stopped: Patroni drops
+    the leader key and promotes nobody; neither does pgplex: writes wait, fail with 57P03
+    after failover_wait_timeout, and after patronictl resume run on the node Patroni made
+    primary;
   - a crashed leader (Patroni and its postmaster SIGKILLed: the leader key expires after
     ttl and Patroni promotes a replica): idle clients keep their connections, a write
     issued during the outage waits in pgplex (failover_wait_timeout) and runs on the node
     Patroni chose, and so do every later write.
 
-One Patroni cluster serves the module, in file order (the last test crashes a node). If the
+One Patroni cluster serves the module, in file order; each test leaves it healthy, with its
+tags and DCS settings as it found them, except the last, which crashes a node. If the
 packages are missing the module tries `apt-get install patroni etcd-server etcd-client`
 (as root) and skips, saying what is missing, if that fails.
 """
@@ -66,8 +79,9 @@ def patroni():
 
 @pytest.fixture
 def pgplex(patroni, tmp_path, request):
-    """pgplex with the Patroni nodes as [clusters.c1] (patroni_port set), a primary and a
-    replica service, transaction pooling, failover_wait_timeout long enough for a failover."""
+    """pgplex with the Patroni nodes as [clusters.c1] (patroni_port set), a primary, a
+    replica and a standby service, transaction pooling, failover_wait_timeout long enough
+    for a failover (or the test's indirect parameter)."""
     factory = PgplexFactory(tmp_path, request)
     table = {"nodes": [node.addr for node in patroni.nodes],
              "monitor_user": "postgres", "monitor_password": pc.SUPERUSER_PASSWORD,
@@ -83,7 +97,8 @@ def pgplex(patroni, tmp_path, request):
         yield factory.start(anchor, fallback=False, databases={"payam_dw": None},
                             users={u: PASSWORDS[u] for u in ("payam", "app")},
                             settings={"pool_mode": "transaction", "admin_users": ["payam"],
-                                      "failover_wait_timeout": FAILOVER_WAIT},
+                                      "failover_wait_timeout": getattr(request, "param",
+                                                                       FAILOVER_WAIT)},
                             clusters={"c1": table}, query_wait_timeout="30s")
     finally:
         factory.finish()
@@ -427,6 +442,8 @@ def test_patroni_tags_noloadbalance_keeps_reads_off_a_member_and_nofailover_does
         assert all(in_recovery for _, in_recovery in landed), landed
         row = nodes_seen(pgplex)[tagged.addr]
         print(f"\nTAGS noloadbalance member in SHOW NODES: {row}")
+        # Up, a replica, and out of load balancing: not down, as HAProxy would show it.
+        assert (row["health"], row["role"], row["noloadbalance"]) == ("up", "replica", "t"), row
         with connect(pgplex.service_port("primary"), autocommit=True) as conn:
             assert write(conn) == leader.host
     finally:
@@ -434,6 +451,7 @@ def test_patroni_tags_noloadbalance_keeps_reads_off_a_member_and_nofailover_does
     assert wait_until(lambda: tagged.status("/replica") == 200, 15)
     assert wait_until(lambda: tagged.host in {host for host, _ in replica_hosts(replica_port)},
                       FOLLOW_SECONDS), show(pgplex.port, "SHOW NODES")
+    assert nodes_seen(pgplex)[tagged.addr]["noloadbalance"] == "f"
 
 
 def sync_standbys(patroni):
@@ -480,6 +498,12 @@ def test_the_standby_service_follows_patronis_sync_standby(patroni, pgplex):
     assert wait_until(lambda: read_node(standby_port) == (leader.host, False), FOLLOW_SECONDS)
 
 
+# Long enough for Patroni to pick a leader once resumed (a few loop_waits), short enough
+# that a write held while paused runs out in the test.
+PAUSE_FAILOVER_WAIT_SECONDS = 10
+
+
+@pytest.mark.parametrize("pgplex", [f"{PAUSE_FAILOVER_WAIT_SECONDS}s"], indirect=True)
 def test_in_maintenance_mode_a_stopped_leader_is_not_replaced_and_writes_wait_for_it(
         patroni, pgplex):
     leader = patroni.wait_healthy(60)
@@ -488,11 +512,13 @@ def test_in_maintenance_mode_a_stopped_leader_is_not_replaced_and_writes_wait_fo
     replicas = [node for node in patroni.nodes if node is not leader]
     idle = open_idle_clients(pgplex.service_port("primary"), 1)[0]
     reader = connect(pgplex.service_port("replica"), autocommit=True)
-    held = None
+    held = probe = None
     paused = patroni.patronictl("pause", "--wait")
     try:
         assert paused.returncode == 0, paused.stdout + paused.stderr
         assert write(idle) == leader.host  # paused, Patroni still leads: writes go on
+        probe = WriteProbe(pgplex.service_port("primary"))
+        assert wait_until(lambda: len(probe.writes) >= 3, 10), probe.errors
         stopped = leader.pg_ctl_stop()
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         stopped_at = time.monotonic()
@@ -504,32 +530,55 @@ def test_in_maintenance_mode_a_stopped_leader_is_not_replaced_and_writes_wait_fo
                                       for node in patroni.nodes), 10)
         assert wait_until(lambda: pgplex_primary(pgplex) is None, FOLLOW_SECONDS), \
             show(pgplex.port, "SHOW NODES")
+        # A write waits failover_wait_timeout for a primary, then fails with a clear error
+        # (57P03), its connection kept. Nobody promotes meanwhile: not Patroni (paused), not
+        # pgplex. Reads go on.
         held = Background(lambda: write(idle))
-        # Nobody promotes: not Patroni (paused), not pgplex. Reads go on meanwhile.
-        time.sleep(pc.TTL / 2)
-        assert not held.done(), (held.result, held.error)
+        assert held.join(PAUSE_FAILOVER_WAIT_SECONDS + 10), "the held write never ended"
+        assert isinstance(held.error, psycopg.Error), (held.result, held.error)
+        assert held.error.sqlstate == "57P03", held.error
+        assert "no primary" in str(held.error), held.error
+        assert held.elapsed() >= PAUSE_FAILOVER_WAIT_SECONDS - 1, held.elapsed()
+        assert not idle.closed
         assert pgplex_primary(pgplex) is None
+        assert all(node.status("/primary") != 200 for node in patroni.nodes)
         for node in replicas:
             assert node.sql("SELECT pg_is_in_recovery()") == "t"
         assert reader.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+        # This one waits across the resume.
+        held = Background(lambda: write(idle))
+        time.sleep(0.5)
     finally:
+        resumed_at = time.monotonic()
         resumed = patroni.patronictl("resume", "--wait")
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     try:
-        # Patroni manages again: it starts PostgreSQL on its leader (or promotes another),
-        # and the held write runs there, on the node Patroni made primary.
-        new_leader = patroni.wait_healthy(60)
-        assert held.join(30), "the held write never ran"
+        # Patroni manages again: it promotes a node (or starts PostgreSQL on the old
+        # leader), and the held write runs there, on the node Patroni made primary.
+        assert held.join(PAUSE_FAILOVER_WAIT_SECONDS + 10), "the held write never ended"
+        new_leader = patroni.leader()
         print(f"\nPAUSE leader {leader.name} stopped while paused; after resume Patroni's "
-              f"leader is {new_leader.name}; the held write ran after "
-              f"{held.finished_at - stopped_at:.2f}s: {held.result or held.error}")
+              f"leader is {new_leader and new_leader.name}; the write held across the "
+              f"resume ran {held.finished_at - resumed_at:.2f}s after patronictl resume began: "
+              f"{held.result or held.error}")
         assert held.error is None, held.error
-        assert held.result == new_leader.host
+        assert new_leader is not None and held.result == new_leader.host
         assert write(idle) == new_leader.host
         assert not idle.closed
+        assert wait_until(lambda: probe.writes[-1][1] == new_leader.host, 10), probe.errors
     finally:
+        if probe is not None:
+            probe.stop()
         idle.close()
         reader.close()
+    # Every write ran on the old leader before it stopped, or on the new one after resume;
+    # those issued meanwhile waited in pgplex, and failed only by failover_wait_timeout.
+    after = [host for at, host, _, _ in probe.writes if at >= stopped_at]
+    print(f"PAUSE write probe: {len(probe.writes)} writes, longest gap "
+          f"{probe.longest_gap(stopped_at):.2f}s, errors {probe.errors}")
+    assert set(after) == {new_leader.host}, after
+    assert all("no primary" in message for _, message in probe.errors), probe.errors
+    assert patroni.wait_healthy(60) is new_leader
 
 
 def test_a_crashed_leader_is_replaced_by_patroni_and_pgplex_follows_without_losing_clients(
