@@ -621,6 +621,13 @@ void Monitor::Impl::switchover(ClusterState& cluster, std::string_view to, int64
 
 bool Monitor::Impl::external_promotion(ClusterState& cluster, Node& node, int64_t now) {
     const char* name = cluster.config->name.c_str();
+    // Patroni holds the leader key and chooses among its members (never a nofailover one,
+    // which pgplex cannot see); a promotion behind its back would make two primaries.
+    if (cluster.config->patroni_port != 0) {
+        log_error("cluster %s: promotion of %s refused: Patroni promotes, pgplex follows", name,
+                  node.config.name.c_str());
+        return false;
+    }
     if (cluster.failover.state != FailoverState::Idle) {
         log_warning("cluster %s: promotion of %s ignored: a %s is under way", name,
                     node.config.name.c_str(), to_string(cluster.failover.state));

@@ -369,6 +369,26 @@ Test(monitor, patroni_names_a_sync_replica) {
     cr_assert_eq(cluster.epoch, 0u);
 }
 
+Test(monitor, under_patroni_a_promotion_request_is_refused) {
+    // The appliances' decider or an operator asks: Patroni promotes, pgplex never does.
+    FakePatroni patroni({"/replica"});
+    Published published;
+    Monitor monitor(published.callback());
+    monitor.start(config_of({"127.0.0.1:1"}, patroni.port()));
+    auto replica = published.wait_for(
+        [](const Topology& seen) {
+            return !seen.clusters.empty() && seen.clusters[0].nodes[0].healthy;
+        },
+        10000);
+    cr_assert(replica != nullptr && replica->clusters[0].nodes[0].role == Role::Replica);
+    cr_assert(monitor.promote("pg-test", "127.0.0.1:1"));
+    auto after = published.wait_for(
+        [](const Topology& seen) { return !seen.clusters[0].failover_state.empty(); }, 1000);
+    cr_assert(after->clusters[0].failover_state.empty(), "%s",
+              after->clusters[0].failover_state.c_str());
+    cr_assert_eq(after->clusters[0].primary, -1);
+}
+
 Test(monitor, a_patroni_that_answers_garbage_marks_its_node_down_and_says_why) {
     FakePatroni patroni({"/primary"});
     patroni.set_raw("SSH-2.0-OpenSSH_9.2\r\n");
