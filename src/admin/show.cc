@@ -291,6 +291,7 @@ Row node_row(const config::Cluster& cluster, const cluster::NodeStatus& node, in
         node.load1 >= 0 ? text(load_text(node.load1)) : Value(),
         node.cpus > 0 ? integer(node.cpus) : Value(),
         boolean(node.fenced),
+        boolean(node.noloadbalance),
     };
 }
 
@@ -306,7 +307,7 @@ Table nodes_table(const Context& context) {
                  {"checked_ms_ago", type_int8}, {"check_us", type_int8},
                  {"source", type_text},         {"last_error", type_text},
                  {"load1", type_text},          {"cpus", type_int8},
-                 {"fenced", type_bool}},
+                 {"fenced", type_bool},         {"noloadbalance", type_bool}},
                 {}};
     for (const config::Cluster& cluster : context.config.clusters) {
         const cluster::ClusterStatus* status = status_of(context, cluster);

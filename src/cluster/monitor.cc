@@ -351,14 +351,24 @@ void time_out_check(const config::Cluster& cluster, Node& node) {
 // promote` has finished; while this check's SQL still finds the node in recovery it is a
 // replica (writes released to it would fail with 25006), and the primary from the first
 // check that finds it out. Without an SQL answer Patroni's word stands.
+// Patroni answers 503 on /primary and /replica (and /read-only, /sync) for a running replica
+// tagged noloadbalance: when it answered both, and this check's SQL finds PostgreSQL up and
+// in recovery, the node is a healthy replica that carries no service (NodeStatus::
+// noloadbalance), where HAProxy's checks would mark it down for every service.
 bool apply_patroni(Node& node) {
-    bool leader = node.probes[ProbePrimary].status() == 200;
-    bool replica = node.probes[ProbeReplica].status() == 200;
-    bool promoting = leader && node.sql_ok && node.reading.recovery;
+    int leader_status = node.probes[ProbePrimary].status();
+    int replica_status = node.probes[ProbeReplica].status();
+    bool leader = leader_status == 200;
+    bool replica = replica_status == 200;
+    bool in_recovery = node.sql_ok && node.reading.recovery;
+    bool promoting = leader && in_recovery;
+    bool unbalanced =
+        !leader && !replica && leader_status != 0 && replica_status != 0 && in_recovery;
     if (leader && !promoting) node.status.role = Role::Primary;
-    if (promoting || (replica && !leader)) node.status.role = Role::Replica;
+    if (promoting || (replica && !leader) || unbalanced) node.status.role = Role::Replica;
+    node.status.noloadbalance = unbalanced;
     node.patroni_sync = node.probes[ProbeSync].status() == 200 && !leader;
-    return leader || replica;
+    return leader || replica || unbalanced;
 }
 
 std::string patroni_error(const Node& node) {
@@ -611,6 +621,13 @@ void Monitor::Impl::switchover(ClusterState& cluster, std::string_view to, int64
 
 bool Monitor::Impl::external_promotion(ClusterState& cluster, Node& node, int64_t now) {
     const char* name = cluster.config->name.c_str();
+    // Patroni holds the leader key and chooses among its members (never a nofailover one,
+    // which pgplex cannot see); a promotion behind its back would make two primaries.
+    if (cluster.config->patroni_port != 0) {
+        log_error("cluster %s: promotion of %s refused: Patroni promotes, pgplex follows", name,
+                  node.config.name.c_str());
+        return false;
+    }
     if (cluster.failover.state != FailoverState::Idle) {
         log_warning("cluster %s: promotion of %s ignored: a %s is under way", name,
                     node.config.name.c_str(), to_string(cluster.failover.state));

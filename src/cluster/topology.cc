@@ -22,6 +22,7 @@ void collect(const Selector& selector, const Limits& limits, const ClusterStatus
         // A node that says it is primary but is not the cluster's primary (a split brain, a
         // failover half way, or with gossip one the appliances did not choose) carries nothing.
         if (node.role == Role::Primary && int(i) != cluster.primary) continue;
+        if (node.noloadbalance) continue;
         if (node.healthy && !node.fenced && node.role != Role::Unknown && matches(selector, node) &&
             within(limits, node))
             out.push_back(int(i));

@@ -121,6 +121,8 @@ class Node:
         self.config_path = self.dir / "patroni.yml"
         self.log_path = self.dir / "patroni.log"
         self.process = None
+        self.tags = {"nofailover": False, "noloadbalance": False, "clonefrom": False,
+                     "nosync": False}
 
     @property
     def addr(self):
@@ -176,16 +178,18 @@ class Node:
                            "host replication replicator 127.0.0.0/8 scram-sha-256",
                            "host all all 127.0.0.0/8 scram-sha-256"],
             },
-            "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False,
-                     "nosync": False},
+            "tags": dict(self.tags),
         }
+
+    def write_config(self):
+        # JSON is YAML: no PyYAML needed on the test's side.
+        self.config_path.write_text(json.dumps(self.config(), indent=1))
+        shutil.chown(self.config_path, "postgres", "postgres")
 
     def start(self):
         self.dir.mkdir(exist_ok=True)
-        # JSON is YAML: no PyYAML needed on the test's side.
-        self.config_path.write_text(json.dumps(self.config(), indent=1))
         shutil.chown(self.dir, "postgres", "postgres")
-        shutil.chown(self.config_path, "postgres", "postgres")
+        self.write_config()
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
@@ -227,6 +231,34 @@ class Node:
             os.kill(postmaster, signal.SIGTERM)
             if not wait_until(lambda: not pid_alive(postmaster), 15):
                 os.kill(postmaster, signal.SIGKILL)
+
+    def set_tags(self, **tags):
+        """Writes tags into this member's patroni.yml and has Patroni reload it (patronictl
+        reload: Patroni re-reads its tags on a local reload)."""
+        self.tags.update(tags)
+        self.write_config()
+        reloaded = self.cluster.patronictl("reload", SCOPE, self.name, "--force")
+        assert reloaded.returncode == 0, reloaded.stdout + reloaded.stderr
+
+    def member_tags(self):
+        """The tags GET /patroni reports for this member ({} when it does not answer)."""
+        status, body = http_get(self.rest + "/patroni")
+        try:
+            return json.loads(body).get("tags", {}) if body else {}
+        except ValueError:
+            return {}
+
+    def pg_ctl_stop(self):
+        """Stops this node's PostgreSQL behind Patroni's back (pg_ctl stop -m fast), as an
+        operator would in maintenance mode."""
+        return subprocess.run([str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast",
+                               "-w", "-t", "30", "stop"], capture_output=True, text=True,
+                              timeout=60, user="postgres", group="postgres", extra_groups=[],
+                              cwd=self.dir, env=clean_env(HOME=str(self.dir)))
+
+    def status(self, path):
+        """The HTTP status of GET path on this member's REST API; 0 when nothing answered."""
+        return http_get(self.rest + path)[0]
 
     def role(self):
         """'primary', 'replica' or None from the REST API (GET /)."""

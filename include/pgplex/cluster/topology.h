@@ -48,6 +48,10 @@ struct NodeStatus {
     int64_t check_us = -1;           // how long the last good check took
     std::string last_error;          // why the last check failed; empty after a good one
     std::string source = "monitor";  // "monitor" or "patroni"
+    // Patroni runs it as a replica but answers 503 on /replica (its noloadbalance tag): it
+    // carries no service, as HAProxy with Patroni's checks (/replica, /read-only, /sync)
+    // gives it none, yet it is healthy and may still become primary.
+    bool noloadbalance = false;
     // Another node was promoted in its place (by pgplex, or seen: the epoch moved) while it
     // was primary: it may have diverged, so it carries no service, is never chosen primary,
     // and (with the pgplex schema) is made read-only, until an operator runs UNFENCE.

@@ -335,7 +335,7 @@ Test(show, nodes_types_its_columns_text_int8_and_bool) {
     Result nodes = ask_one("SHOW NODES", config, nullptr);
     std::map<std::string, uint32_t> types;
     for (size_t i = 0; i < nodes.columns.size(); ++i) types[nodes.columns[i]] = nodes.types[i];
-    cr_assert_eq(nodes.columns.size(), 23u);
+    cr_assert_eq(nodes.columns.size(), 24u);
     cr_assert_eq(types["fenced"], 16u);
     cr_assert_eq(types["node"], 25u);
     cr_assert_eq(types["load1"], 25u);

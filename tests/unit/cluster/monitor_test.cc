@@ -109,7 +109,13 @@ bool checked(const ClusterStatus& cluster, size_t node) {
     return cluster.nodes.size() > node && cluster.nodes[node].checked_ms > 0;
 }
 
-// A fake Patroni on 127.0.0.1: answers 200 on `ok_paths`, 503 on any other path.
+// A fake Patroni on 127.0.0.1: answers 200 on `ok_paths`, 503 on any other path, or
+// `raw` bytes to every request when set. Real Patroni (tests/integration/test_patroni.py)
+// covers what Patroni does; the fake stays only for what the real one cannot be made to do
+// on demand: answer while PostgreSQL's port is unreachable from pgplex (a network split
+// between the two; every test here points the SQL side at port 1), stop leading with no
+// successor for longer than switchover_timeout while staying up, answer garbage, or accept
+// a request and never answer.
 class FakePatroni {
   public:
     explicit FakePatroni(std::vector<std::string> ok_paths) : ok_paths_(std::move(ok_paths)) {
@@ -132,6 +138,10 @@ class FakePatroni {
     void set_ok_paths(std::vector<std::string> ok_paths) {
         std::lock_guard<std::mutex> lock(mutex_);
         ok_paths_ = std::move(ok_paths);
+    }
+    void set_raw(std::string raw) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        raw_ = std::move(raw);
     }
 
   private:
@@ -157,12 +167,14 @@ class FakePatroni {
             ok = ok || request.starts_with("GET " + path + " ");
         std::string response =
             ok ? "HTTP/1.0 200 OK\r\n\r\n{}" : "HTTP/1.0 503 Unavailable\r\n\r\n";
+        if (!raw_.empty()) response = raw_;
         ssize_t sent = ::send(client, response.data(), response.size(), MSG_NOSIGNAL);
         (void)sent;
     }
 
-    std::mutex mutex_;  // guards ok_paths_
+    std::mutex mutex_;  // guards ok_paths_ and raw_
     std::vector<std::string> ok_paths_;
+    std::string raw_;
     base::UniqueFd listener_;
     uint16_t port_ = 0;
     std::atomic<bool> stopping_{false};
@@ -355,6 +367,68 @@ Test(monitor, patroni_names_a_sync_replica) {
     cr_assert_eq(node.lag_bytes, -1);  // no primary to measure against
     cr_assert_eq(cluster.primary, -1);
     cr_assert_eq(cluster.epoch, 0u);
+}
+
+Test(monitor, under_patroni_a_promotion_request_is_refused) {
+    // The appliances' decider or an operator asks: Patroni promotes, pgplex never does.
+    FakePatroni patroni({"/replica"});
+    Published published;
+    Monitor monitor(published.callback());
+    monitor.start(config_of({"127.0.0.1:1"}, patroni.port()));
+    auto replica = published.wait_for(
+        [](const Topology& seen) {
+            return !seen.clusters.empty() && seen.clusters[0].nodes[0].healthy;
+        },
+        10000);
+    cr_assert(replica != nullptr && replica->clusters[0].nodes[0].role == Role::Replica);
+    cr_assert(monitor.promote("pg-test", "127.0.0.1:1"));
+    auto after = published.wait_for(
+        [](const Topology& seen) { return !seen.clusters[0].failover_state.empty(); }, 1000);
+    cr_assert(after->clusters[0].failover_state.empty(), "%s",
+              after->clusters[0].failover_state.c_str());
+    cr_assert_eq(after->clusters[0].primary, -1);
+}
+
+Test(monitor, a_patroni_that_answers_garbage_marks_its_node_down_and_says_why) {
+    FakePatroni patroni({"/primary"});
+    patroni.set_raw("SSH-2.0-OpenSSH_9.2\r\n");
+    Published published;
+    Monitor monitor(published.callback());
+    monitor.start(config_of({"127.0.0.1:1"}, patroni.port()));
+    auto topology = published.wait_for(
+        [](const Topology& seen) { return !seen.clusters.empty() && checked(seen.clusters[0], 0); },
+        10000);
+    cr_assert(topology != nullptr && checked(topology->clusters[0], 0));
+    const NodeStatus& node = topology->clusters[0].nodes[0];
+    cr_assert_not(node.healthy);
+    cr_assert(node.last_error.find("/primary not an HTTP answer") != std::string::npos, "%s",
+              node.last_error.c_str());
+    cr_assert_eq(topology->clusters[0].primary, -1);
+}
+
+Test(monitor, a_patroni_that_never_answers_fails_the_check_at_check_timeout) {
+    // A listening socket nobody accepts on: the GET is sent and no status line comes.
+    base::UniqueFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t bytes = sizeof address;
+    cr_assert_eq(::bind(listener.get(), reinterpret_cast<sockaddr*>(&address), bytes), 0);
+    cr_assert_eq(::listen(listener.get(), 16), 0);
+    ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&address), &bytes);
+    auto config = config_of({"127.0.0.1:1"}, ntohs(address.sin_port));
+    config->clusters[0].check_timeout_ms = 300;
+    Published published;
+    Monitor monitor(published.callback());
+    monitor.start(config);
+    auto topology = published.wait_for(
+        [](const Topology& seen) { return !seen.clusters.empty() && checked(seen.clusters[0], 0); },
+        10000);
+    cr_assert(topology != nullptr && checked(topology->clusters[0], 0));
+    const NodeStatus& node = topology->clusters[0].nodes[0];
+    cr_assert_not(node.healthy);
+    cr_assert(node.last_error.find("/primary check timed out after 300 ms") != std::string::npos,
+              "%s", node.last_error.c_str());
 }
 
 Test(monitor, a_node_that_accepts_and_never_answers_fails_its_check_at_check_timeout) {

@@ -288,6 +288,18 @@ Test(carriers, the_delayed_service_has_no_backup) {
     assert_text(carried(delayed_service(), cluster), "");
 }
 
+Test(carriers, a_replica_patroni_keeps_out_of_load_balancing_carries_no_service) {
+    // Patroni's noloadbalance tag: 503 on /replica, /read-only and /sync, so HAProxy's
+    // checks give it no service; nor does pgplex, though it stays a healthy replica.
+    ClusterStatus cluster = test_cluster();
+    named(cluster, "r").noloadbalance = true;
+    assert_text(carried(replica_service(), cluster), "q");
+    assert_text(carried(standby_service(), cluster), "backup:p");
+    assert_text(carried(primary_service(), cluster), "p");
+    named(cluster, "q").noloadbalance = true;
+    assert_text(carried(replica_service(), cluster), "backup:p,o");
+}
+
 // --- lag limits and health -------------------------------------------------------------------
 
 Test(carriers, a_replica_further_behind_than_max_lag_bytes_leaves_rotation) {
