@@ -1,6 +1,7 @@
 // See takeover.h.
 #include "pgplex/takeover.h"
 
+#include <liburing.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -15,6 +16,7 @@
 #include "pgplex/base/log.h"
 #include "pgplex/io/handover.h"
 #include "pgplex/io/listener.h"
+#include "pgplex/io/user_data.h"
 
 namespace pgplex::takeover {
 
@@ -22,6 +24,18 @@ namespace {
 
 // How long either side waits for the other during the exchange of listeners.
 constexpr int exchange_timeout_ms = 10000;
+
+// Sends worker ring `ring_fd` a Wake (io/user_data.h) and reaps what completed.
+void wake(io_uring& ring, int ring_fd) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+    if (sqe == nullptr) return;
+    io_uring_prep_msg_ring(sqe, ring_fd, 0,
+                           io::pack(io::Op::Message, uint32_t(io::MessageKind::Wake), 0), 0);
+    io_uring_sqe_set_data64(sqe, 0);
+    io_uring_submit_and_wait(&ring, 1);
+    io_uring_cqe* cqe = nullptr;
+    while (io_uring_peek_cqe(&ring, &cqe) == 0) io_uring_cqe_seen(&ring, cqe);
+}
 
 void set_receive_timeout(int socket, int ms) {
     timeval timeout{ms / 1000, (ms % 1000) * 1000};
@@ -256,6 +270,10 @@ void Taker::receive_clients(worker::Shared& shared, uint32_t workers) {
     }
     thread_ = std::thread([this, &shared, workers] {
         pthread_setname_np(pthread_self(), "pgplex-takeover");
+        // A ring of its own, only to wake the worker a client is for (MSG_RING): its loop
+        // then adopts the client at once rather than at its next tick.
+        io_uring waker{};
+        bool can_wake = io_uring_queue_init(8, &waker, 0) == 0;
         uint64_t count = 0;
         std::string why;
         while (true) {
@@ -269,10 +287,12 @@ void Taker::receive_clients(worker::Shared& shared, uint32_t workers) {
                 why = "an unexpected frame";
                 break;
             }
-            shared.handed_in[count % workers].push(
-                {std::move(frame.fds[0]), std::move(frame.payload)});
+            uint32_t worker = uint32_t(count % workers);
+            shared.handed_in[worker].push({std::move(frame.fds[0]), std::move(frame.payload)});
             ++count;
+            if (can_wake) wake(waker, shared.ring_fds[worker]);
         }
+        if (can_wake) io_uring_queue_exit(&waker);
         if (why.empty())
             log_info("takeover: done; %llu clients handed over", (unsigned long long)count);
         else

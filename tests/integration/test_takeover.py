@@ -100,16 +100,20 @@ def test_transactions_under_load_lose_nothing_across_a_takeover(make_pgplex):
     stop = threading.Event()
     errors = []
     committed = {}
+    longest = {}
 
     def run(index):
         count = 0
+        longest[index] = 0.0
         try:
             with connect(pgplex.port) as conn:
                 deadline = time.monotonic() + TAKEOVER_SECONDS
                 while not stop.is_set() and time.monotonic() < deadline and count < 100000:
+                    began = time.monotonic()
                     with conn.transaction():
                         conn.execute("INSERT INTO takeover_rows VALUES (%s, %s)", (index, count))
                         conn.execute("SELECT pg_sleep(0.001)")
+                    longest[index] = max(longest[index], time.monotonic() - began)
                     count += 1
         except psycopg.Error as error:
             errors.append(f"client {index} after {count}: {error!r}")
@@ -133,6 +137,8 @@ def test_transactions_under_load_lose_nothing_across_a_takeover(make_pgplex):
         rows = dict(check.execute("SELECT client, count(*) FROM takeover_rows "
                                   "GROUP BY client").fetchall())
     assert rows == committed
+    print(f"takeover under load: {sum(committed.values())} transactions, longest "
+          f"{max(longest.values()) * 1000:.1f} ms")
 
 
 def test_a_client_in_a_transaction_finishes_it_on_the_old_pgplex_then_moves(make_pgplex):
