@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from conftest import connect
+from test_admin_clusters import show
 
 TAKEOVER_SECONDS = 30
 
@@ -248,3 +249,25 @@ def test_a_session_with_a_temporary_table_stays_on_the_old_pgplex_until_it_leave
     conn.close()
     assert taker.wait_old_exit() == 0
     taker.become()
+
+
+def test_many_idle_clients_are_handed_over_and_counted(make_pgplex):
+    """Every idle client moves (TAKEOVER_CLIENTS, 300 by default): SHOW CLIENTS on the new
+    pgplex lists them all, each still answers, and the time the handover took is printed."""
+    count = int(os.environ.get("TAKEOVER_CLIENTS", "300"))
+    pgplex = takeover_pgplex(make_pgplex, admin_users=["payam"], max_client_conn=count + 50)
+    clients = [connect(pgplex.port, autocommit=True) for _ in range(count)]
+    for index, conn in enumerate(clients):
+        conn.execute(f"SET application_name TO 'many{index}'")
+    started = time.monotonic()
+    taker = Taker(pgplex)
+    assert taker.wait_old_exit() == 0
+    took = time.monotonic() - started
+    taker.become()
+    listed = [row for row in show(pgplex.port, "SHOW CLIENTS") if row["database"] == "payam_db"]
+    assert len(listed) == count, len(listed)
+    for index, conn in enumerate(clients):
+        assert conn.execute("SHOW application_name").fetchone() == (f"many{index}",)
+        conn.close()
+    print(f"takeover of {count} idle clients: {took:.2f} s from the taker's start to the old "
+          f"pgplex's exit")
