@@ -100,10 +100,11 @@ def http_get(url, timeout=2):
         return 0, ""
 
 
-def start_etcd(directory, host, client_port, peer_port, log_tail):
+def start_etcd(directory, host, client_port, peer_port, log_tail, extra_args=()):
     """One etcd member on host (client and peer ports), its data and etcd.log in directory;
-    returns its Popen once /health answers 200. log_tail() is shown if it never does. Also
-    used by test_dcs.py."""
+    returns its Popen once /health answers 200 over http on client_port. log_tail() is shown
+    if it never does; extra_args go last (a later flag overrides an earlier one). Also used
+    by test_dcs.py."""
     client = f"http://{host}:{client_port}"
     peer = f"http://{host}:{peer_port}"
     log = open(Path(directory) / "etcd.log", "ab")
@@ -114,7 +115,7 @@ def start_etcd(directory, host, client_port, peer_port, log_tail):
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
              "--initial-cluster", f"etcd1={peer}", "--initial-cluster-state", "new",
              "--initial-cluster-token", f"pgplex-it-{client_port}",
-             "--enable-v2=true"],
+             "--enable-v2=true", *extra_args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
     finally:
         log.close()

@@ -11,13 +11,17 @@ user sees:
 - an appliance cut off from etcd stops routing writes within [dcs] ttl (a write through it
   gets SQLSTATE 57P03 and a message naming etcd once failover_wait_timeout runs out), while
   the others go on; once etcd answers again it routes writes again;
-- a promotion (failover = "follow") is one new epoch in etcd that every appliance follows.
+- a promotion (failover = "follow") is one new epoch in etcd that every appliance follows;
+- with etcd's authentication on, the appliances log in with [dcs] username and
+  password_file and write under the prefix their role may write;
+- over https with client certificates ([dcs] cacert, cert, key), as Patroni's etcd3 does.
 """
 
 import base64
 import json
 import shutil
 import socket
+import subprocess
 import threading
 import time
 import urllib.request
@@ -27,6 +31,7 @@ import pytest
 
 import patroni_cluster
 from conftest import connect, next_free_port, wait_until
+from test_tls import certs  # noqa: F401 - the test PKI, a fixture
 from test_gossip import (cluster_row, prepare_table, routes_writes_to, settle_on,
                          start_appliances, write_port)
 
@@ -43,9 +48,9 @@ def etcd_missing():
     return "" if shutil.which(patroni_cluster.ETCD) else f"etcd cannot be installed: {why}"
 
 
-@pytest.fixture
-def etcd(tmp_path):
-    """The client URL of one etcd member on 127.0.0.1, stopped (by PID) afterwards."""
+def etcd_member(tmp_path, extra_args=None):
+    """Starts one etcd member on 127.0.0.1: (Popen, its http client URL). extra_args(client
+    port): more etcd flags."""
     missing = etcd_missing()
     if missing:
         pytest.skip(missing)
@@ -59,9 +64,17 @@ def etcd(tmp_path):
         except OSError:
             return ""
     process = patroni_cluster.start_etcd(directory, "127.0.0.1", client_port, peer_port,
-                                         log_tail)
+                                         log_tail,
+                                         extra_args(client_port) if extra_args else ())
+    return process, f"http://127.0.0.1:{client_port}"
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    """The client URL of one etcd member on 127.0.0.1, stopped (by PID) afterwards."""
+    process, url = etcd_member(tmp_path)
     try:
-        yield f"http://127.0.0.1:{client_port}"
+        yield url
     finally:
         patroni_cluster.stop_etcd(process)
 
@@ -154,23 +167,30 @@ def relay(etcd):
         r.close()
 
 
-def etcd_range(url, prefix):
-    """{key: value} of every key under prefix, as etcd's JSON gateway returns them."""
+def etcd_post(url, path, body, token=None):
+    request = urllib.request.Request(url + path, json.dumps(body).encode(),
+                                     {"Authorization": token} if token else {})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def etcd_range(url, prefix, token=None):
+    """{key: (value, lease)} of every key under prefix, read through etcd's JSON gateway."""
     end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    body = json.dumps({"key": base64.b64encode(prefix.encode()).decode(),
-                       "range_end": base64.b64encode(end.encode()).decode()}).encode()
-    with urllib.request.urlopen(url + "/v3/kv/range", body, timeout=5) as response:
-        answer = json.loads(response.read())
+    answer = etcd_post(url, "/v3/kv/range",
+                       {"key": base64.b64encode(prefix.encode()).decode(),
+                        "range_end": base64.b64encode(end.encode()).decode()}, token)
     return {base64.b64decode(kv["key"]).decode(): (json.loads(base64.b64decode(kv["value"])),
                                                    kv.get("lease"))
             for kv in answer.get("kvs", [])}
 
 
-def start_dcs_appliances(make_cluster_pgplex, nodes, tmp_path, etcd, relay, prefix):
-    """Three appliances with [gossip] and [dcs]; appliance 0 reaches etcd through relay."""
+def start_dcs_appliances(make_cluster_pgplex, nodes, tmp_path, etcd, relay, prefix, **more):
+    """Three appliances with [gossip] and [dcs] (more: other [dcs] keys); appliance 0
+    reaches etcd through relay, when there is one."""
     def dcs(index):
-        url = f"http://127.0.0.1:{relay.port}" if index == 0 else etcd
-        return {"dcs": {"etcd": [url], "prefix": prefix, "ttl": TTL}}
+        url = f"http://127.0.0.1:{relay.port}" if index == 0 and relay else etcd
+        return {"dcs": {"etcd": [url], "prefix": prefix, "ttl": TTL, **more}}
     return start_appliances(make_cluster_pgplex, nodes, tmp_path, sections_for=dcs,
                             cluster_settings={"failover_wait_timeout": FAILOVER_WAIT})
 
@@ -252,3 +272,63 @@ def test_an_appliance_cut_off_from_etcd_stops_routing_writes_and_resumes(
         assert conn.execute("INSERT INTO gossip_writes (via) VALUES (0) RETURNING "
                             "inet_server_port()").fetchone()[0] == nodes.primary
     print(f"dcs: writes resumed {resumed:.2f}s after etcd answered again")
+
+
+def etcdctl(url, *args, user=None):
+    command = [shutil.which("etcdctl"), f"--endpoints={url}", *args]
+    if user:
+        command.insert(2, f"--user={user}")
+    done = subprocess.run(command, capture_output=True, text=True, timeout=20,
+                          env={"ETCDCTL_API": "3", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, (command, done.stdout, done.stderr)
+
+
+def test_appliances_log_in_to_etcd_with_a_username_and_password_file(
+        failover_cluster, make_cluster_pgplex, tmp_path, etcd):
+    if not shutil.which("etcdctl"):
+        pytest.skip("etcdctl (Debian's etcd-client) is not installed")
+    nodes = failover_cluster
+    prefix = "/pgplex-auth"
+    etcdctl(etcd, "user", "add", "root:root-secret")
+    etcdctl(etcd, "user", "add", "pgplex:pgplex-secret")
+    etcdctl(etcd, "role", "add", "pgplex")
+    etcdctl(etcd, "role", "grant-permission", "pgplex", "--prefix=true", "readwrite",
+            prefix + "/")
+    etcdctl(etcd, "user", "grant-role", "pgplex", "pgplex")
+    etcdctl(etcd, "auth", "enable")
+    password = tmp_path / "etcd.pass"
+    password.write_text("pgplex-secret\n")
+    password.chmod(0o600)
+    appliances, addresses = start_dcs_appliances(
+        make_cluster_pgplex, nodes, tmp_path, etcd, None, prefix, username="pgplex",
+        password_file=str(password))
+    epochs = settle_on(appliances, nodes.addr("primary"))
+    token = etcd_post(etcd, "/v3/auth/authenticate",
+                      {"name": "root", "password": "root-secret"})["token"]
+    stored = etcd_range(etcd, prefix + "/", token)
+    decision, _ = stored[f"{prefix}/clusters/c1"]
+    assert decision["primary"] == nodes.addr("primary") and epochs == {decision["epoch"]}
+    assert all(f"{prefix}/appliances/{a}" in stored for a in addresses), stored
+
+
+def test_appliances_reach_etcd_over_https_with_a_client_certificate(
+        failover_cluster, make_cluster_pgplex, tmp_path, certs):  # noqa: F811
+    nodes = failover_cluster
+    https_port = next_free_port()
+    # Plain http on the member's client port for the health check and for reading here; the
+    # appliances use https, verifying etcd with the test CA and showing a client certificate.
+    process, plain = etcd_member(tmp_path, lambda client_port: (
+        "--listen-client-urls",
+        f"http://127.0.0.1:{client_port},https://127.0.0.1:{https_port}",
+        "--cert-file", certs["server.crt"], "--key-file", certs["server.key"],
+        "--trusted-ca-file", certs["ca.crt"], "--client-cert-auth"))
+    try:
+        prefix = "/pgplex-tls"
+        appliances, _ = start_dcs_appliances(
+            make_cluster_pgplex, nodes, tmp_path, f"https://127.0.0.1:{https_port}", None,
+            prefix, cacert=certs["ca.crt"], cert=certs["client.crt"], key=certs["client.key"])
+        epochs = settle_on(appliances, nodes.addr("primary"))
+        decision, _ = etcd_range(plain, prefix + "/")[f"{prefix}/clusters/c1"]
+        assert decision["primary"] == nodes.addr("primary") and epochs == {decision["epoch"]}
+    finally:
+        patroni_cluster.stop_etcd(process)
