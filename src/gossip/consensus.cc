@@ -246,10 +246,16 @@ void Consensus::gate(Topology& topology, int64_t now_ms) {
     if (quorum != quorum_seen_ && quorum)
         log_info("gossip: this appliance reaches a majority of the %zu configured appliances",
                  topology.membership.members.size());
-    if (quorum != quorum_seen_ && !quorum)
+    if (quorum != quorum_seen_ && !quorum && store_ == nullptr)
         log_warning(
             "gossip: this appliance cannot reach a majority of the %zu configured "
             "appliances: it routes no writes until it does (reads go on)",
+            topology.membership.members.size());
+    if (quorum != quorum_seen_ && !quorum && store_ != nullptr)
+        log_warning(
+            "gossip: this appliance cannot reach a majority of the %zu configured "
+            "appliances: etcd ([dcs]) still decides whether it routes writes, but it proposes "
+            "no change of primary until it does",
             topology.membership.members.size());
     quorum_seen_ = quorum;
 }
