@@ -203,7 +203,10 @@ bool EtcdStore::read_all(int64_t now_ms, std::string& reason) {
         !parse_range(answer, settings_.prefix, stored, skipped, reason))
         return false;
     if (!skipped.empty())
-        log_warning("dcs: etcd holds unreadable decisions at %s: ignored", skipped.c_str());
+        log_warning(
+            "dcs: etcd holds unreadable decisions at %s: they confirm nothing, and the "
+            "next decision replaces them",
+            skipped.c_str());
     std::lock_guard lock(mutex_);
     for (const std::string& cluster : clusters_) {
         auto it = stored.find(cluster);

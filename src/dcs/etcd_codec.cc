@@ -180,8 +180,10 @@ bool parse_range(std::string_view body, std::string_view prefix,
         StoredDecision decision;
         std::string cluster = key.substr(first.size());
         if (!parse_decision_value(value, decision)) {
+            // Kept as epoch 0 with its revision: it confirms nothing, and a proposal may
+            // replace it (comparing that revision) rather than fail against it for ever.
+            decision = StoredDecision{};
             skipped += skipped.empty() ? key : ", " + key;
-            continue;
         }
         decision.revision = revision;
         out[cluster] = std::move(decision);

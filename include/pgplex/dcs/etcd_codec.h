@@ -42,7 +42,7 @@ std::string authenticate_request(std::string_view name, std::string_view passwor
 // Answers. Each returns false with `reason` for an answer it cannot read, or an error answer
 // ({"error": ..., "code": N}), whose message goes into reason.
 // /v3/kv/range of range_request(prefix): every decision stored, by cluster name. A key whose
-// value cannot be read is skipped and named in `skipped`.
+// value cannot be read is named in `skipped` and given as epoch 0 with its revision.
 bool parse_range(std::string_view body, std::string_view prefix,
                  std::map<std::string, StoredDecision>& out, std::string& skipped,
                  std::string& reason);

@@ -40,7 +40,9 @@ Test(etcd_codec, a_range_answer_of_etcd_gives_each_clusters_decision) {
     std::map<std::string, StoredDecision> stored;
     std::string skipped, reason;
     cr_assert(parse_range(body, "/pgplex", stored, skipped, reason), "%s", reason.c_str());
-    cr_assert_eq(stored.size(), 1u);
+    cr_assert_eq(stored.size(), 2u);
+    cr_assert_eq(stored["junk"].epoch, 0u, "unreadable: confirms nothing");
+    cr_assert_eq(stored["junk"].revision, 4, "but its revision lets a proposal replace it");
     const StoredDecision& main = stored["main"];
     cr_assert_eq(main.epoch, 7u);
     cr_assert_eq(main.revision, 9);

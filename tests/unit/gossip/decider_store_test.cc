@@ -151,3 +151,15 @@ Test(gossip_decider_store, gossip_alone_never_moves_the_primary) {
         cr_assert_not(s.net.decision(i).writable);
     }
 }
+
+Test(gossip_decider_store, an_unreadable_decision_is_replaced_not_followed) {
+    // etcd_codec gives an unreadable value as epoch 0 with its revision.
+    StoreNet s(3, false);
+    s.shared.data["main"] = StoredDecision{0, "", "", 99};
+    s.shared.revision = 99;
+    s.run(8000);
+    const StoredDecision& stored = s.shared.data["main"];
+    cr_assert_gt(stored.epoch, 0u);
+    cr_assert_str_eq(stored.primary.c_str(), "db0:5432");
+    for (size_t i = 0; i < 3; ++i) cr_assert(s.net.decision(i).writable);
+}
