@@ -12,6 +12,8 @@ user sees:
   gets SQLSTATE 57P03 and a message naming etcd once failover_wait_timeout runs out), while
   the others go on; once etcd answers again it routes writes again;
 - a promotion (failover = "follow") is one new epoch in etcd that every appliance follows;
+- with failover = "promote", the appliances promote one replica through etcd when the
+  primary dies, under pgbench-like load on every appliance, and no client connection closes;
 - with etcd's authentication on, the appliances log in with [dcs] username and
   password_file and write under the prefix their role may write;
 - over https with client certificates ([dcs] cacert, cert, key), as Patroni's etcd3 does.
@@ -32,7 +34,7 @@ import pytest
 import patroni_cluster
 from conftest import connect, next_free_port, wait_until
 from test_tls import certs  # noqa: F401 - the test PKI, a fixture
-from test_gossip import (cluster_row, prepare_table, routes_writes_to, settle_on,
+from test_gossip import (Writers, cluster_row, prepare_table, routes_writes_to, settle_on,
                          start_appliances, write_port)
 
 pytestmark = pytest.mark.usefixtures("hard_timeout")
@@ -272,6 +274,43 @@ def test_an_appliance_cut_off_from_etcd_stops_routing_writes_and_resumes(
         assert conn.execute("INSERT INTO gossip_writes (via) VALUES (0) RETURNING "
                             "inet_server_port()").fetchone()[0] == nodes.primary
     print(f"dcs: writes resumed {resumed:.2f}s after etcd answered again")
+
+
+def test_the_appliances_promote_one_replica_through_etcd_and_keep_every_client(
+        failover_cluster, make_cluster_pgplex, tmp_path, etcd):
+    nodes = failover_cluster
+    prepare_table(nodes)
+    prefix = "/pgplex-promote"
+    appliances, _ = start_appliances(
+        make_cluster_pgplex, nodes, tmp_path,
+        cluster_settings={"failover": "promote", "failover_wait_timeout": "20s"},
+        sections_for=lambda index: {"dcs": {"etcd": [etcd], "prefix": prefix, "ttl": TTL}})
+    (before,) = settle_on(appliances, nodes.addr("primary"))
+    writers = Writers(appliances)
+    try:
+        time.sleep(2)
+        died = time.monotonic()
+        nodes.pg_ctl("primary", "stop", "-m", "immediate")
+        assert wait_until(lambda: not nodes.in_recovery("replica1")
+                          or not nodes.in_recovery("replica2"), 20,
+                          ignore=(AssertionError, subprocess.SubprocessError)), \
+            "no replica was promoted"
+        promoted = "replica1" if not nodes.in_recovery("replica1") else "replica2"
+        epochs = settle_on(appliances, nodes.addr(promoted))
+        time.sleep(1)
+    finally:
+        writers.finish()
+    other = "replica2" if promoted == "replica1" else "replica1"
+    assert nodes.in_recovery(other), "two replicas were promoted"
+    decision, _ = etcd_range(etcd, prefix + "/")[f"{prefix}/clusters/c1"]
+    assert decision["primary"] == nodes.addr(promoted) and epochs == {decision["epoch"]}
+    assert decision["epoch"] > before, (before, decision)
+    assert writers.closed == 0, f"{writers.closed} client connections closed: {writers.errors}"
+    assert set(writers.errors) <= {"08006", "25006", "57P01", "57P03"}, writers.errors
+    outage = writers.first_commit[nodes.ports[promoted]] - died
+    print(f"\ndcs promote: {promoted} promoted, epoch {before} -> {decision['epoch']}; "
+          f"committed {writers.committed}; errors {writers.errors}; first commit on it "
+          f"{outage:.2f}s after the primary died (ttl {TTL}s)")
 
 
 def etcdctl(url, *args, user=None):
