@@ -48,6 +48,10 @@
 // then it refuses every epoch up to the highest it has seen named (it may have voted in
 // those and forgotten). Residual risk, documented: if the only other witnesses of a lost
 // vote are exactly the appliances it has not heard from, that vote can be repeated.
+//
+// With a decision store ([dcs], use_store()): the Paxos, leases and restart rules above give
+// way to the store's compare-and-swap and confirmations; when to propose and what stay the
+// same. See src/gossip/decider_store.cc and dcs/store.h.
 #include "pgplex/gossip/decider.h"
 
 #include <algorithm>
