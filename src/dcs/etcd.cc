@@ -36,6 +36,12 @@ size_t collect(char* data, size_t size, size_t count, void* user) {
 
 std::once_flag curl_initialized;
 
+// curl calls it while a request runs: non-zero aborts it, so the destructor never waits out
+// a request to an etcd that does not answer.
+int progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    return static_cast<std::atomic<bool>*>(user)->load(std::memory_order_relaxed) ? 1 : 0;
+}
+
 }  // namespace
 
 EtcdStore::EtcdStore(const config::Dcs& settings, std::string self,
@@ -54,6 +60,7 @@ EtcdStore::~EtcdStore() {
         std::lock_guard lock(mutex_);
         stop_ = true;
     }
+    stopping_.store(true, std::memory_order_relaxed);
     wake_.notify_all();
     thread_.join();
     if (curl_ != nullptr) curl_easy_cleanup(static_cast<CURL*>(curl_));
@@ -106,6 +113,9 @@ bool EtcdStore::post(const std::string& url, const std::string& body, std::strin
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &answer);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, long(request_timeout_ms_));
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, long(request_timeout_ms_));
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, progress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &stopping_);
     if (!settings_.cacert.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, settings_.cacert.c_str());
     if (!settings_.cert.empty()) {
         curl_easy_setopt(curl, CURLOPT_SSLCERT, settings_.cert.c_str());

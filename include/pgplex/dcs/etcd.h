@@ -10,6 +10,7 @@
 // Each request times out after ttl/4 (at most 2 s); a failed one moves to the next endpoint.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -67,6 +68,7 @@ class EtcdStore final : public DecisionStore {
     mutable std::mutex mutex_;
     std::condition_variable wake_;
     bool stop_ = false;
+    std::atomic<bool> stopping_ = false;  // read by curl's progress callback: abort a request
     std::map<std::string, Reading> readings_;
     int64_t lease_until_ms_ = 0;
     std::vector<Proposal> proposals_;

@@ -1,6 +1,7 @@
 // The etcd client (dcs/etcd.h) without an etcd: pointed at a port nothing listens on, it
 // confirms nothing (no reading, no lease), so the decider routes no writes; a proposal is
-// queued, not waited for; and it stops at once when destroyed.
+// queued, not waited for; and it stops at once when destroyed, even in the middle of a
+// request to an etcd that never answers.
 #include <criterion/criterion.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -46,4 +47,28 @@ Test(etcd_store, an_unreachable_etcd_confirms_nothing) {
     }
     auto took = std::chrono::steady_clock::now() - started;
     cr_assert_lt(took, std::chrono::seconds(3), "the client thread did not stop promptly");
+}
+
+Test(etcd_store, a_request_to_an_etcd_that_never_answers_does_not_delay_the_stop) {
+    // A listener that accepts (the kernel completes the handshake) and never answers.
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    cr_assert_eq(listen(fd, 16), 0);
+    socklen_t length = sizeof address;
+    getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+    config::Dcs settings;
+    settings.endpoints = {"http://127.0.0.1:" + std::to_string(ntohs(address.sin_port))};
+    settings.ttl_s = 60;  // requests would time out only after 2 s
+    auto stopping = std::chrono::steady_clock::now();
+    {
+        dcs::EtcdStore store(settings, "127.0.0.1:7946", {"main"});
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        stopping = std::chrono::steady_clock::now();
+    }
+    auto took = std::chrono::steady_clock::now() - stopping;
+    close(fd);
+    cr_assert_lt(took, std::chrono::milliseconds(1500), "waited out a request to stop");
 }
