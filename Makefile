@@ -101,10 +101,12 @@ soak: build
 	PGPLEX_BIN=$(CURDIR)/$(BUILD)/pgplex SOAK_SECONDS=$(DURATION) SOAK_SEED=$(SEED) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider -s tests/integration/test_soak.py
 
-# The deterministic gossip simulation (tests/sim/sim_gossip.cc) over a range of seeds:
+# The deterministic gossip simulation (tests/sim/sim_gossip.cc) over a range of seeds, with
+# the appliances' quorum and then with a modelled decision store ([dcs]):
 # `make sim SEEDS=1-5000`. A failing seed prints the command line that replays it.
 sim: build
 	$(BUILD)/sim_gossip --seeds $(SEEDS)
+	$(BUILD)/sim_gossip --store --seeds $(SEEDS)
 
 # make check: unit, tidy, integration, asan, fuzz (test_package.py after asan, once its .deb is
 # built), run by scripts/check.sh, which compiles what the later stages need (the ASan build,

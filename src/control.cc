@@ -235,6 +235,14 @@ void reload(worker::Shared& shared, cluster::Monitor& monitor) {
         systemd::notify_reloaded(true);
         return;
     }
+    if (result.config->dcs != current->dcs) {
+        log_error(
+            "reload refused, keeping the running configuration: %s: [dcs] changes only at a "
+            "restart",
+            current->path.c_str());
+        systemd::notify_reloaded(true);
+        return;
+    }
     warn_restart_only(*current, *result.config);
     if (service_addresses(*current) != service_addresses(*result.config))
         log_warning("reload: service listeners changed; new ports take effect at restart");

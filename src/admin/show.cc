@@ -181,6 +181,7 @@ const cluster::NodeStatus* status_of(const cluster::ClusterStatus* cluster,
 // Whether this appliance routes writes to the cluster's primary now, and if not why.
 std::string writes_text(const Context& context, const cluster::ClusterStatus* status) {
     if (status == nullptr) return "unknown";
+    if (status->store_unconfirmed) return "held: not confirmed by etcd";
     if (!status->writable) {
         bool quorum = context.topology == nullptr || context.topology->membership.quorum;
         return quorum ? "held: no majority lease on the epoch" : "held: no quorum";

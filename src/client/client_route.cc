@@ -311,14 +311,18 @@ uint32_t write_no_primary(const worker::Worker& worker, const Client& client, ui
     const cluster::ClusterStatus* cluster =
         worker.topology ? worker.topology->find(routing.cluster) : nullptr;
     bool held = cluster != nullptr && cluster->primary >= 0 && cluster->hold_writes;
+    bool unconfirmed = cluster != nullptr && cluster->store_unconfirmed;
+    const char* why = held          ? "A switchover held writes"
+                      : unconfirmed ? "This pgplex appliance could not confirm the cluster's "
+                                      "primary with etcd ([dcs]: unreachable, or its lease "
+                                      "expired), so it routed no writes"
+                                    : "The cluster had no primary (a failover?)";
     proto::Writer writer(bytes, capacity);
     proto::write_error(
         writer, Severity::Error, sqlstate::cannot_connect_now,
         "cluster \"" + routing.cluster + "\" has no primary to take this transaction",
-        std::string(held ? "A switchover held writes"
-                         : "The cluster had no primary (a failover?)") +
-            " for the " + std::to_string(timeout) + " ms of failover_wait_timeout; the " +
-            "statement was not sent to any server.",
+        std::string(why) + " for the " + std::to_string(timeout) +
+            " ms of failover_wait_timeout; the statement was not sent to any server.",
         "The connection stays open: run the transaction again. SHOW NODES in the pgplex "
         "database tells which nodes are up and their roles.");
     PGPLEX_ASSERT(writer.ok());
@@ -338,10 +342,16 @@ void give_up_on_primary(worker::Worker& worker, Client& client, int64_t timeout)
     log_warning("%s: no primary of cluster %s for %lld ms (failover_wait_timeout)",
                 log_context(worker, client).c_str(), routing.cluster.c_str(), (long long)timeout);
     if (client.login) {
+        const cluster::ClusterStatus* cluster =
+            worker.topology ? worker.topology->find(routing.cluster) : nullptr;
+        bool unconfirmed = cluster != nullptr && cluster->store_unconfirmed;
         fail(worker, client, CloseReason::WaitTimeout, Severity::Fatal,
              sqlstate::cannot_connect_now,
              "cluster \"" + routing.cluster + "\" has no primary to take this session",
-             "waited " + std::to_string(timeout) + " ms (failover_wait_timeout)",
+             "waited " + std::to_string(timeout) + " ms (failover_wait_timeout)" +
+                 (unconfirmed ? ": this pgplex appliance cannot confirm the cluster's primary "
+                                "with etcd ([dcs]) and routes no writes until it can"
+                              : ""),
              "SHOW NODES in the pgplex database tells which nodes are up and their roles.");
         return;
     }

@@ -750,8 +750,8 @@ bool parse_pgplex(Loader& loader, const toml::node& node, Config& config) {
 
 bool parse_root(Loader& loader, const toml::table& root, Config& config) {
     for (auto&& [key, node] : root) {
-        static constexpr std::string_view known[] = {"pgplex", "databases", "users", "clusters",
-                                                     "rules",  "rewrites",  "gossip"};
+        static constexpr std::string_view known[] = {"pgplex", "databases", "users",  "clusters",
+                                                     "rules",  "rewrites",  "gossip", "dcs"};
         if (std::find(std::begin(known), std::end(known), key.str()) != std::end(known)) continue;
         std::string what = node.is_table() ? "unknown section [" + std::string(key.str()) + "]"
                                            : "unknown setting \"" + std::string(key.str()) +
@@ -773,6 +773,8 @@ bool parse_root(Loader& loader, const toml::table& root, Config& config) {
     if (rewrites != nullptr && !parse_rewrites(loader, *rewrites, config)) return false;
     const toml::node* gossip = root.get("gossip");
     if (gossip != nullptr && !parse_gossip(loader, *gossip, config)) return false;
+    const toml::node* dcs = root.get("dcs");
+    if (dcs != nullptr && !parse_dcs(loader, *dcs, config)) return false;
     return check_routing(loader, root, config);
 }
 

@@ -6,6 +6,7 @@
 #include <climits>
 
 #include "pgplex/base/log.h"
+#include "pgplex/dcs/etcd.h"
 #include "pgplex/gossip/budget_share.h"
 
 namespace pgplex::gossip {
@@ -72,11 +73,20 @@ void Consensus::adopt(const config::Config& config, int64_t now_ms) {
     if (agent_ != nullptr || !config.gossip.enabled) return;
     std::string reason;
     agent_ = Agent::open(config, now_ms, reason);
-    if (agent_ == nullptr)
+    if (agent_ == nullptr) {
         log_error(
             "gossip: %s; this appliance routes no writes until it can gossip "
             "(fix [gossip] and restart)",
             reason.c_str());
+        return;
+    }
+    if (!config.dcs.enabled) return;
+    std::vector<std::string> clusters;
+    for (const config::Cluster& cluster : config.clusters) clusters.push_back(cluster.name);
+    store_ = std::make_unique<dcs::EtcdStore>(config.dcs, config.gossip.self, clusters);
+    agent_->engine().use_store(store_.get());
+    log_info("dcs: the appliances' decisions live in etcd under %s (ttl %llds)",
+             config.dcs.prefix.c_str(), static_cast<long long>(config.dcs.ttl_s));
 }
 
 void Consensus::readable(int64_t now_ms) {
@@ -227,6 +237,7 @@ void Consensus::gate(Topology& topology, int64_t now_ms) {
         cluster.epoch = decision.epoch;
         cluster.writable = decision.writable;
         cluster.writable_until_ms = decision.writable ? decision.writable_until_ms : 0;
+        cluster.store_unconfirmed = store_ != nullptr && !decision.writable;
         cluster.primary = gated_primary(cluster, decision);
     }
     topology.membership = membership_of(engine, now_ms);
@@ -235,10 +246,16 @@ void Consensus::gate(Topology& topology, int64_t now_ms) {
     if (quorum != quorum_seen_ && quorum)
         log_info("gossip: this appliance reaches a majority of the %zu configured appliances",
                  topology.membership.members.size());
-    if (quorum != quorum_seen_ && !quorum)
+    if (quorum != quorum_seen_ && !quorum && store_ == nullptr)
         log_warning(
             "gossip: this appliance cannot reach a majority of the %zu configured "
             "appliances: it routes no writes until it does (reads go on)",
+            topology.membership.members.size());
+    if (quorum != quorum_seen_ && !quorum && store_ != nullptr)
+        log_warning(
+            "gossip: this appliance cannot reach a majority of the %zu configured "
+            "appliances: etcd ([dcs]) still decides whether it routes writes, but it proposes "
+            "no change of primary until it does",
             topology.membership.members.size());
     quorum_seen_ = quorum;
 }

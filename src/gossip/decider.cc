@@ -48,6 +48,10 @@
 // then it refuses every epoch up to the highest it has seen named (it may have voted in
 // those and forgotten). Residual risk, documented: if the only other witnesses of a lost
 // vote are exactly the appliances it has not heard from, that vote can be repeated.
+//
+// With a decision store ([dcs], use_store()): the Paxos, leases and restart rules above give
+// way to the store's compare-and-swap and confirmations; when to propose and what stay the
+// same. See src/gossip/decider_store.cc and dcs/store.h.
 #include "pgplex/gossip/decider.h"
 
 #include <algorithm>
@@ -162,6 +166,7 @@ void Decider::learn(ClusterDecision& c, uint64_t epoch, const std::string& prima
     c.requests.clear();
     c.next_renew_ms = 0;  // ask for a lease on the new epoch at the next tick
     c.promoted_ms = -1;
+    c.promote_at_ms = -1;  // a held promotion was for an older epoch
     c.attempts = 0;
     c.slots.erase(c.slots.begin(), c.slots.upper_bound(epoch));
     // A proposal in flight was made without knowing this epoch: its reasons are stale.
@@ -215,6 +220,7 @@ void Decider::on_record(const std::string& from, const Record& record, int64_t n
     ClusterDecision* c = find_mutable(record.cluster);
     if (c == nullptr) return;
     c->seen_epoch = std::max(c->seen_epoch, record.epoch);
+    if (store_ != nullptr) return;  // the store decides: no Paxos, no leases among us
     switch (record.kind) {
         case RecordKind::State:
             c->seen_epoch = std::max(c->seen_epoch, record.id);
@@ -388,6 +394,11 @@ void Decider::chosen(ClusterDecision& c, int64_t now_ms) {
     learn(c, epoch, value);
     PGPLEX_ASSERT(c.state == ProposerState::Idle && c.epoch == epoch);
     if (!promote) return;
+    if (store_ != nullptr) {  // after every reading of the old epoch has lapsed
+        c.promote_at_ms = now_ms + store_->confirm_ms();
+        c.promoted_ms = now_ms;
+        return;
+    }
     promotions_.push_back(Promotion{c.policy.name, value, epoch});
     c.promoted_ms = now_ms;
 }
@@ -414,7 +425,10 @@ void Decider::drive(ClusterDecision& c, int64_t now_ms, const std::vector<std::s
                 set_state(c, ProposerState::Idle);
                 return;
             }
-            start_proposal(c, *target, now_ms, outbox);
+            if (store_ != nullptr)
+                store_propose(c, *target, now_ms);
+            else
+                start_proposal(c, *target, now_ms, outbox);
             return;
         }
         case ProposerState::Preparing:
@@ -441,6 +455,7 @@ std::optional<Target> Decider::wanted(const ClusterDecision& c, int64_t now_ms) 
                                        : promote_target(c, views, now_ms);
     if (!target && c.primary.empty() && c.policy.promote && orphaned(views))
         target = promote_target(c, views, now_ms);
+    if (!target && store_ != nullptr) target = store_repair(c);
     return target ? target : reconfirm(c, views, now_ms);
 }
 
@@ -607,6 +622,10 @@ void Decider::tick(int64_t now_ms, size_t heard, const std::vector<std::string>&
     }
     for (ClusterDecision& c : clusters_) {
         std::erase_if(c.failed, [&](const auto& entry) { return entry.second <= now_ms; });
+        if (store_ != nullptr) {
+            store_tick(c, now_ms, reachable, rng);
+            continue;
+        }
         run_deferred(c, now_ms, outbox);
         renew(c, now_ms, outbox);
         drive(c, now_ms, reachable, rng, outbox);
@@ -658,29 +677,27 @@ std::vector<Promotion> Decider::take_promotions() {
     return out;
 }
 
-namespace {
-
 // A lease holds until the majority-th most recent grant is lease_ms old; 0 with fewer grants.
-int64_t lease_until(const ClusterDecision& c, size_t majority, int64_t lease_ms) {
+// With a store: until the store's confirmation lapses (store_until()).
+int64_t Decider::lease_until(const ClusterDecision& c, int64_t now_ms) const {
+    if (store_ != nullptr) return store_until(c, now_ms);
     std::vector<int64_t> sent;
     for (const auto& [appliance, sent_ms] : c.granted) sent.push_back(sent_ms);
-    if (majority == 0 || sent.size() < majority) return 0;
-    std::nth_element(sent.begin(), sent.begin() + ptrdiff_t(majority - 1), sent.end(),
+    if (majority_ == 0 || sent.size() < majority_) return 0;
+    std::nth_element(sent.begin(), sent.begin() + ptrdiff_t(majority_ - 1), sent.end(),
                      std::greater<int64_t>());
-    return sent[majority - 1] + lease_ms;
+    return sent[majority_ - 1] + settings_.lease_ms;
 }
 
-}  // namespace
-
 bool Decider::writable(const ClusterDecision& c, int64_t now_ms) const {
-    return c.epoch > 0 && now_ms < lease_until(c, majority_, settings_.lease_ms);
+    return c.epoch > 0 && now_ms < lease_until(c, now_ms);
 }
 
 Decision Decider::decision(std::string_view cluster, int64_t now_ms) const {
     const ClusterDecision* c = find(cluster);
     if (c == nullptr || c->epoch == 0) return Decision{};
     bool lease = writable(*c, now_ms);
-    int64_t until = lease ? lease_until(*c, majority_, settings_.lease_ms) : 0;
+    int64_t until = lease ? lease_until(*c, now_ms) : 0;
     return Decision{c->epoch, c->primary, lease, until};
 }
 

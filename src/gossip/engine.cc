@@ -215,6 +215,10 @@ void Engine::observe(const cluster::ClusterStatus& local, int64_t now_ms) {
     impl_->decider.observe(local, now_ms);
 }
 
+void Engine::use_store(dcs::DecisionStore* store) {
+    impl_->decider.use_store(store);
+}
+
 void Engine::tick(int64_t now_ms) {
     Impl& s = *impl_;
     s.membership.tick(now_ms, s.rng, s.outbox);

@@ -100,6 +100,44 @@ def http_get(url, timeout=2):
         return 0, ""
 
 
+def start_etcd(directory, host, client_port, peer_port, log_tail, extra_args=()):
+    """One etcd member on host (client and peer ports), its data and etcd.log in directory;
+    returns its Popen once /health answers 200 over http on client_port. log_tail() is shown
+    if it never does; extra_args go last (a later flag overrides an earlier one). Also used
+    by test_dcs.py."""
+    client = f"http://{host}:{client_port}"
+    peer = f"http://{host}:{peer_port}"
+    log = open(Path(directory) / "etcd.log", "ab")
+    try:
+        process = subprocess.Popen(
+            [ETCD, "--name", "etcd1", "--data-dir", str(Path(directory) / "etcd"),
+             "--listen-client-urls", client, "--advertise-client-urls", client,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+             "--initial-cluster", f"etcd1={peer}", "--initial-cluster-state", "new",
+             "--initial-cluster-token", f"pgplex-it-{client_port}",
+             "--enable-v2=true", *extra_args],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    finally:
+        log.close()
+    ok = wait_until(lambda: http_get(client + "/health")[0] == 200, 30, step=0.2)
+    if not ok:
+        stop_etcd(process)
+    assert ok, f"etcd did not become healthy:\n{log_tail()}"
+    return process
+
+
+def stop_etcd(process):
+    """Ends the etcd start_etcd() started (by its PID), if it still runs."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 def pid_alive(pid):
     try:
         os.kill(pid, 0)
@@ -306,22 +344,8 @@ class PatroniCluster:
         self.wait_healthy(START_SECONDS)
 
     def start_etcd(self):
-        client = f"http://127.0.0.1:{self.etcd_port}"
-        peer = f"http://127.0.0.1:{self.etcd_peer_port}"
-        log = open(self.dir / "etcd.log", "ab")
-        try:
-            self.etcd = subprocess.Popen(
-                [ETCD, "--name", "etcd1", "--data-dir", str(self.dir / "etcd"),
-                 "--listen-client-urls", client, "--advertise-client-urls", client,
-                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-                 "--initial-cluster", f"etcd1={peer}", "--initial-cluster-state", "new",
-                 "--initial-cluster-token", f"pgplex-it-{self.etcd_port}",
-                 "--enable-v2=true"],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
-        finally:
-            log.close()
-        ok = wait_until(lambda: http_get(client + "/health")[0] == 200, 30, step=0.2)
-        assert ok, f"etcd did not become healthy:\n{self.etcd_log()}"
+        self.etcd = start_etcd(self.dir, "127.0.0.1", self.etcd_port, self.etcd_peer_port,
+                               self.etcd_log)
 
     def etcd_log(self):
         try:
@@ -335,13 +359,7 @@ class PatroniCluster:
                 node.stop()
             except Exception:  # noqa: BLE001 - keep cleaning up
                 pass
-        if self.etcd is not None and self.etcd.poll() is None:
-            self.etcd.terminate()
-            try:
-                self.etcd.wait(15)
-            except subprocess.TimeoutExpired:
-                self.etcd.kill()
-                self.etcd.wait(10)
+        stop_etcd(self.etcd)
 
     def logs(self):
         parts = [f"--- {node.name} ---\n{node.log()}" for node in self.nodes]

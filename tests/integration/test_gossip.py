@@ -37,21 +37,23 @@ SETTLE_SECONDS = 15
 
 
 def start_appliances(make_cluster_pgplex, nodes, tmp_path, cluster_settings=None, options=None,
-                     **gossip):
+                     sections_for=None, **gossip):
     """Three pgplex appliances over nodes, each listing the other two as peers. options:
-    make_cluster_pgplex's, over this file's (SERVICES, ADMIN, ...)."""
+    make_cluster_pgplex's, over this file's (SERVICES, ADMIN, ...); sections_for(index):
+    more sections for appliance index ([dcs] in test_dcs.py)."""
     key = tmp_path / "gossip.key"
     key.write_text(os.urandom(32).hex() + "\n")
     key.chmod(0o600)
     addresses = [f"{host}:{next_free_port()}" for host in APPLIANCES]
     appliances = []
-    for address in addresses:
+    for index, address in enumerate(addresses):
         table = {"listen": address, "peers": [a for a in addresses if a != address],
                  "key_file": str(key), **gossip}
+        sections = {"gossip": table, **(sections_for(index) if sections_for else {})}
         chosen = {"services": SERVICES, "offline": (), "settings": ADMIN,
                   "query_wait_timeout": "30s", "cluster_settings": cluster_settings,
                   **(options or {})}
-        appliances.append(make_cluster_pgplex(nodes, sections={"gossip": table}, **chosen))
+        appliances.append(make_cluster_pgplex(nodes, sections=sections, **chosen))
     return appliances, addresses
 
 

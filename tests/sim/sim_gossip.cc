@@ -16,6 +16,14 @@
 //
 //   sim_gossip [--seeds A-B | --seed S] [--verbose]
 //
+// With --store the appliances decide through a modelled decision store (dcs/store.h, the
+// [dcs] path) instead of their own quorum: one linearizable store with revisions, reached by
+// each appliance over its own link with delays; compare-and-swap races between appliances,
+// leases that lapse or are revoked, links cut for a while, the whole store unreachable. The
+// same invariants hold, and more: epochs only grow on every appliance, the store's epoch only
+// grows, and an appliance cut off from the store for confirm_ms routes no writes. In the
+// quiet period the minority is cut off from the store as well as from the others.
+//
 // Every run is a pure function of its seed; a failing seed prints itself and the command
 // line that replays it.
 #include <algorithm>
@@ -34,6 +42,7 @@
 #include <vector>
 
 #include "pgplex/cluster/topology.h"
+#include "pgplex/dcs/store.h"
 #include "pgplex/gossip/engine.h"
 #include "pgplex/gossip/outbox.h"
 #include "pgplex/gossip/wire.h"
@@ -53,7 +62,57 @@ constexpr int64_t manager_delay_ms = 3000;  // follow mode: primary missing this
 const char* const cluster_name = "main";
 
 bool verbose = false;
+bool store_mode = false;  // --store
 const char* program = "sim_gossip";
+
+constexpr int64_t store_confirm_ms = 2000;  // [dcs] ttl = 2
+constexpr int64_t store_read_ms = store_confirm_ms / 4;
+constexpr int64_t store_keepalive_ms = store_confirm_ms / 3;
+
+using pgplex::dcs::Reading;
+using pgplex::dcs::StoredDecision;
+
+// One appliance's side of the modelled store: what its reads returned, its lease, and the
+// compare-and-swaps its decider asked for (the Sim carries them to the store).
+class SimStore final : public pgplex::dcs::DecisionStore {
+  public:
+    struct Proposal {
+        std::string cluster;
+        int64_t expected;
+        StoredDecision next;
+    };
+    std::optional<Reading> reading(std::string_view cluster) const override {
+        auto it = readings.find(std::string(cluster));
+        if (it == readings.end()) return std::nullopt;
+        return it->second;
+    }
+    int64_t lease_until_ms() const override { return lease_until; }
+    int64_t confirm_ms() const override { return store_confirm_ms; }
+    void propose(std::string_view cluster, int64_t expected, const StoredDecision& next) override {
+        proposals.push_back(Proposal{std::string(cluster), expected, next});
+    }
+
+    std::map<std::string, Reading> readings;
+    int64_t lease_until = 0;
+    bool lease_lost = false;  // the store said the lease is gone: grant a new one
+    std::vector<Proposal> proposals;
+};
+
+enum class StoreOpKind : uint8_t { Read, Cas, Keepalive };
+
+// A request on its way to the store, or its answer on its way back.
+struct StoreOp {
+    int64_t at;
+    uint64_t order;
+    size_t appliance;
+    uint64_t instance;
+    StoreOpKind kind;
+    bool answer;      // false: travelling to the store; true: back to the appliance
+    int64_t sent_ms;  // when the appliance sent it
+    SimStore::Proposal cas;
+    StoredDecision read;  // the answer of a Read
+    bool lease_ok = false;
+};
 
 struct Node {
     std::string name;
@@ -75,6 +134,13 @@ struct Appliance {
     int64_t next_observe = 0;
     uint64_t forged_injected = 0;
     uint64_t replayed_injected = 0;
+    // --store
+    std::unique_ptr<SimStore> store;
+    int64_t store_cut_until = 0;   // its link to the store is cut until then
+    int64_t store_cut_since = -1;  // -1: the link is up
+    int64_t next_read = 0;
+    int64_t next_keepalive = 0;
+    uint64_t epoch_seen = 0;  // the highest epoch its engine reported (this instance)
 };
 
 struct Packet {
@@ -102,6 +168,7 @@ class Sim {
     uint64_t promotions = 0;
     uint64_t replays_across_restarts = 0;
     int64_t settled_ms = -1;  // into the quiet period, when it first became live
+    uint64_t cas_won = 0, cas_lost = 0, leases_lost = 0;
 
   private:
     pgplex::gossip::Settings settings_for(size_t i) const;
@@ -115,6 +182,12 @@ class Sim {
     void observe(size_t i);
     void send_all(size_t i);
     void inject(size_t i);
+    void store_chaos();
+    void step_store();
+    void store_send(size_t i);
+    void store_arrive(StoreOp& op);
+    bool store_link(size_t i) const;
+    bool check_store(size_t i, const pgplex::gossip::Decision& d);
     bool check_step();
     bool check_live();
     std::string live_problem();
@@ -138,6 +211,13 @@ class Sim {
     std::deque<Packet> wire_;
     std::deque<Delivered> delivered_;
     std::map<uint64_t, std::string> chosen_;  // epoch -> primary, over all appliances
+    // --store: the store itself.
+    std::map<std::string, StoredDecision> stored_;
+    int64_t revision_ = 0;
+    std::map<size_t, int64_t> leases_;  // appliance -> when its lease expires
+    int64_t store_down_until_ = 0;      // the whole store unreachable until then
+    std::deque<StoreOp> store_wire_;
+    uint64_t store_regressions_ = 0;
 };
 
 void Sim::log(const char* format, ...) {
@@ -166,6 +246,14 @@ void Sim::start(size_t i) {
     Appliance& a = appliances_[i];
     ++a.instance;
     a.engine = std::make_unique<Engine>(settings_for(i), seed_ * 1000 + a.instance, now_);
+    a.epoch_seen = 0;
+    a.store_cut_since = -1;
+    if (store_mode) {
+        a.store = std::make_unique<SimStore>();
+        a.engine->use_store(a.store.get());
+        a.next_read = now_;
+        a.next_keepalive = now_;
+    }
     a.up_at = -1;
     a.next_observe = now_;
     a.forged_injected = 0;
@@ -186,6 +274,7 @@ bool Sim::reaches(const std::string& from, const std::string& to) const {
 
 // Random faults, each drawn once per step with a small probability.
 void Sim::chaos() {
+    if (store_mode) store_chaos();
     if (now_ >= partition_until_ && rng_.below(300) == 0) {
         for (Appliance& a : appliances_) a.group = int(rng_.below(2));
         partition_until_ = now_ + 1000 + int64_t(rng_.below(7000));
@@ -217,6 +306,159 @@ void Sim::chaos() {
     }
 }
 
+// --- the modelled store (--store) ---------------------------------------------------------
+
+// Links cut, the whole store down, leases revoked: each drawn once per step.
+void Sim::store_chaos() {
+    if (now_ >= store_down_until_ && rng_.below(8000) == 0) {
+        store_down_until_ = now_ + 1000 + int64_t(rng_.below(4000));
+        log("the store is unreachable until %" PRId64, store_down_until_);
+    }
+    for (size_t i = 0; i < appliances_.size(); ++i) {
+        Appliance& a = appliances_[i];
+        if (now_ >= a.store_cut_until && rng_.below(3000) == 0) {
+            a.store_cut_until = now_ + 1000 + int64_t(rng_.below(6000));
+            log("appliance %zu cut off from the store until %" PRId64, i, a.store_cut_until);
+        }
+        if (leases_.count(i) != 0 && rng_.below(5000) == 0) {
+            leases_.erase(i);
+            log("the store revokes appliance %zu's lease", i);
+        }
+    }
+}
+
+bool Sim::store_link(size_t i) const {
+    if (now_ < store_down_until_ || now_ < appliances_[i].store_cut_until) return false;
+    return !(quiet_ && i < minority_);
+}
+
+// An appliance's reads (every confirm/4), keepalives (every confirm/3, a grant when its lease
+// was lost) and compare-and-swaps leave for the store; over a cut link they are lost.
+void Sim::store_send(size_t i) {
+    Appliance& a = appliances_[i];
+    std::vector<StoreOp> out;
+    auto op = [&](StoreOpKind kind) {
+        return StoreOp{0, 0, i, a.instance, kind, false, now_, {}, {}, false};
+    };
+    for (SimStore::Proposal& proposal : a.store->proposals) {
+        StoreOp cas = op(StoreOpKind::Cas);
+        cas.cas = std::move(proposal);
+        out.push_back(std::move(cas));
+        a.next_read = now_;  // read back the outcome at once
+    }
+    a.store->proposals.clear();
+    if (now_ >= a.next_read) {
+        a.next_read = now_ + store_read_ms;
+        out.push_back(op(StoreOpKind::Read));
+    }
+    if (now_ >= a.next_keepalive || a.store->lease_lost) {
+        a.next_keepalive = now_ + store_keepalive_ms;
+        a.store->lease_lost = false;
+        out.push_back(op(StoreOpKind::Keepalive));
+    }
+    bool link = store_link(i);
+    if (!link && a.store_cut_since < 0) a.store_cut_since = now_;
+    if (link) a.store_cut_since = -1;
+    if (!link) return;
+    for (StoreOp& request : out) {
+        request.order = order_++;
+        request.at = now_ + 1 + int64_t(rng_.below(20)) + (rng_.below(40) == 0 ? 300 : 0);
+        store_wire_.push_back(std::move(request));
+    }
+}
+
+// A request reaches the store: applied there, linearizably, at this instant.
+void Sim::store_arrive(StoreOp& op) {
+    switch (op.kind) {
+        case StoreOpKind::Read:
+            op.read = stored_[cluster_name];
+            break;
+        case StoreOpKind::Cas: {
+            StoredDecision& current = stored_[op.cas.cluster];
+            if (current.revision != op.cas.expected) {
+                ++cas_lost;
+                break;
+            }
+            if (op.cas.next.epoch <= current.epoch) ++store_regressions_;  // check_step fails
+            current = op.cas.next;
+            current.revision = ++revision_;
+            ++cas_won;
+            log("store: epoch %" PRIu64 " -> %s (by %s)", current.epoch, current.primary.c_str(),
+                current.by.c_str());
+            break;
+        }
+        case StoreOpKind::Keepalive: {
+            auto lease = leases_.find(op.appliance);
+            // A keepalive of an expired or revoked lease is answered "expired" (the appliance
+            // then grants a new one).
+            op.lease_ok = lease != leases_.end() && lease->second > now_;
+            if (op.lease_ok) lease->second = now_ + store_confirm_ms;
+            break;
+        }
+    }
+}
+
+void Sim::step_store() {
+    std::vector<StoreOp> due;
+    for (auto it = store_wire_.begin(); it != store_wire_.end();) {
+        if (it->at <= now_) {
+            due.push_back(std::move(*it));
+            it = store_wire_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    std::sort(due.begin(), due.end(), [](const StoreOp& a, const StoreOp& b) {
+        return std::tie(a.at, a.order) < std::tie(b.at, b.order);
+    });
+    for (StoreOp& op : due) {
+        Appliance& a = appliances_[op.appliance];
+        if (!op.answer) {
+            if (now_ < store_down_until_) continue;
+            store_arrive(op);
+            op.answer = true;
+            op.at = now_ + 1 + int64_t(rng_.below(20)) + (rng_.below(40) == 0 ? 300 : 0);
+            op.order = order_++;
+            store_wire_.push_back(std::move(op));
+            continue;
+        }
+        if (!a.engine || a.instance != op.instance || !store_link(op.appliance)) continue;
+        switch (op.kind) {
+            case StoreOpKind::Read:
+                a.store->readings[cluster_name] = Reading{op.read, op.sent_ms};
+                break;
+            case StoreOpKind::Cas:
+                break;  // its outcome shows in the read that follows it
+            case StoreOpKind::Keepalive:
+                if (op.lease_ok) {
+                    a.store->lease_until =
+                        std::max(a.store->lease_until, op.sent_ms + store_confirm_ms);
+                } else {
+                    // Expired or revoked: a fresh grant, which counts from its own sending.
+                    ++leases_lost;
+                    leases_[op.appliance] = now_ + store_confirm_ms;
+                    a.store->lease_lost = true;
+                }
+                break;
+        }
+    }
+}
+
+// After every step: epochs only grow on this appliance, the store's only grow, and an
+// appliance cut off from the store for confirm_ms routes no writes.
+bool Sim::check_store(size_t i, const pgplex::gossip::Decision& d) {
+    Appliance& a = appliances_[i];
+    if (d.epoch < a.epoch_seen)
+        return fail("appliance " + std::to_string(i) + " went back from epoch " +
+                    std::to_string(a.epoch_seen) + " to " + std::to_string(d.epoch));
+    a.epoch_seen = d.epoch;
+    if (d.writable && a.store_cut_since >= 0 && now_ - a.store_cut_since >= store_confirm_ms)
+        return fail("appliance " + std::to_string(i) + " routes writes " +
+                    std::to_string(now_ - a.store_cut_since) + " ms after it lost the store");
+    if (store_regressions_ != 0) return fail("a compare-and-swap lowered the store's epoch");
+    return true;
+}
+
 void Sim::quiet_start() {
     quiet_ = true;
     loss_pct_ = 0;
@@ -231,6 +473,8 @@ void Sim::quiet_start() {
     }
     for (Node& node : nodes_)
         if (!node.up) node.up_at = now_;
+    store_down_until_ = 0;  // the store heals too, except for the minority (store_link())
+    for (Appliance& a : appliances_) a.store_cut_until = 0;
     // A third of the runs lose one node (perhaps the primary) for good: a live replica
     // remains, and a failover may have to complete within the period.
     if (rng_.below(3) == 0) {
@@ -419,13 +663,15 @@ void Sim::step_appliances() {
         if (!quiet_) inject(i);
         handle_promotions(i);
         send_all(i);
+        if (store_mode) store_send(i);
     }
 }
 
 bool Sim::fail(const std::string& why) {
     std::fprintf(stderr, "sim_gossip: seed %" PRIu64 " FAILED at t=%" PRId64 " ms: %s\n", seed_,
                  now_, why.c_str());
-    std::fprintf(stderr, "replay: %s --seed %" PRIu64 " --verbose\n", program, seed_);
+    std::fprintf(stderr, "replay: %s%s --seed %" PRIu64 " --verbose\n", program,
+                 store_mode ? " --store" : "", seed_);
     return false;
 }
 
@@ -443,6 +689,7 @@ bool Sim::check_step() {
             if (fresh) log("epoch %" PRIu64 " chose %s", d.epoch, d.primary.c_str());
         }
         if (d.writable) writable.emplace(d.primary, i);
+        if (store_mode && !check_store(i, d)) return false;
         pgplex::gossip::Counters c = a.engine->counters();
         if (c.forged != a.forged_injected)
             return fail("appliance " + std::to_string(i) + " counted " + std::to_string(c.forged) +
@@ -504,6 +751,7 @@ bool Sim::run() {
         if (now_ == chaos_ms) quiet_start();
         step_nodes();
         step_network();
+        if (store_mode) step_store();
         step_appliances();
         if (!check_step()) return false;
         if (quiet_ && settled_ms < 0 && live_problem().empty()) settled_ms = now_ - chaos_ms;
@@ -534,15 +782,19 @@ int main(int argc, char** argv) {
         bool has_value = i + 1 < argc;
         if (std::strcmp(argv[i], "--verbose") == 0 || std::strcmp(argv[i], "-v") == 0) {
             verbose = true;
+        } else if (std::strcmp(argv[i], "--store") == 0) {
+            store_mode = true;
         } else if ((std::strcmp(argv[i], "--seeds") == 0 || std::strcmp(argv[i], "--seed") == 0) &&
                    has_value && parse_range(argv[i + 1], first, last)) {
             ++i;
         } else {
-            std::fprintf(stderr, "usage: %s [--seeds A-B | --seed S] [--verbose]\n", argv[0]);
+            std::fprintf(stderr, "usage: %s [--store] [--seeds A-B | --seed S] [--verbose]\n",
+                         argv[0]);
             return 2;
         }
     }
-    uint64_t steps = 0, failed = 0, epochs = 0, promotions = 0;
+    uint64_t steps = 0, failed = 0, epochs = 0, promotions = 0, cas_won = 0, cas_lost = 0;
+    uint64_t leases_lost = 0;
     int64_t settled_max = 0;
     uint64_t replays = 0;
     for (uint64_t seed = first; seed <= last; ++seed) {
@@ -553,6 +805,9 @@ int main(int argc, char** argv) {
         promotions += sim.promotions;
         settled_max = std::max(settled_max, sim.settled_ms);
         replays += sim.replays_across_restarts;
+        cas_won += sim.cas_won;
+        cas_lost += sim.cas_lost;
+        leases_lost += sim.leases_lost;
     }
     std::printf("sim_gossip: seeds %" PRIu64 "-%" PRIu64 ": %" PRIu64 " passed, %" PRIu64
                 " failed; %" PRIu64 " steps, %" PRIu64 " epochs chosen, %" PRIu64
@@ -560,5 +815,9 @@ int main(int argc, char** argv) {
                 " ms into the quiet period\n",
                 first, last, last - first + 1 - failed, failed, steps, epochs, promotions, replays,
                 settled_max);
+    if (store_mode)
+        std::printf("sim_gossip --store: %" PRIu64 " compare-and-swaps won, %" PRIu64
+                    " lost to a race, %" PRIu64 " leases lapsed or revoked\n",
+                    cas_won, cas_lost, leases_lost);
     return failed == 0 ? 0 : 1;
 }

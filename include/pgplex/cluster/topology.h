@@ -77,6 +77,9 @@ struct ClusterStatus {
     // later snapshot renews it; the router sends nothing to the primary from then on, so a
     // worker reading a stale snapshot cannot outlive the lease. INT64_MAX without [gossip].
     int64_t writable_until_ms = INT64_MAX;
+    // With [dcs]: writes are not routed because this appliance cannot confirm the epoch with
+    // etcd (unreachable, or its lease lapsed); the client's error says so.
+    bool store_unconfirmed = false;
     // With [gossip] and minority_reads = false: false while this appliance cannot reach a
     // majority; the router then sends nothing to any node of the cluster.
     bool readable = true;

@@ -256,6 +256,23 @@ struct Gossip {
     }
 };
 
+// [dcs]: an etcd (v3, its HTTP/JSON gateway) that holds the appliances' epochs and primaries
+// (dcs/store.h, dcs/etcd.h). Absent: the appliances' own quorum decides ([gossip]). The
+// TLS and auth settings are named as Patroni's [etcd3] section names them.
+struct Dcs {
+    bool enabled = false;
+    std::vector<std::string> endpoints;  // "http://127.0.0.1:2379", "https://...": tried in turn
+    std::string cacert;                  // PEM file to verify the etcd server; "": system CAs
+    std::string cert;                    // client certificate (PEM), with key; "": none
+    std::string key;                     // its private key (PEM)
+    std::string username;                // etcd auth user; "": no authentication
+    std::string password;                // from password or password_file (read at load)
+    std::string prefix = "/pgplex";      // every key pgplex writes starts with it
+    int64_t ttl_s = 10;                  // lease seconds: how long a decision read stays confirmed
+
+    bool operator==(const Dcs&) const = default;
+};
+
 struct Config {
     std::string path;  // the file this was loaded from
 
@@ -272,6 +289,7 @@ struct Config {
     std::string takeover_socket;
     int unix_socket_mode = 0777;  // the permissions of those sockets (and of listen's own)
     Gossip gossip;
+    Dcs dcs;
     int workers = 0;  // 0: one per online CPU
     int max_client_conn = 10000;
     // PgBouncer's limits (pool/budget.h), each 0 for none: server connections per database

@@ -129,6 +129,8 @@ bool parse_rewrites(Loader& loader, const toml::node& node, Config& config);
 bool check_routing(Loader& loader, const toml::table& root, Config& config);
 // [gossip] (load_gossip.cc).
 bool parse_gossip(Loader& loader, const toml::node& node, Config& config);
+// [dcs] (load_dcs.cc); after [gossip], which it needs.
+bool parse_dcs(Loader& loader, const toml::node& node, Config& config);
 
 // Reads a regular file whole, refusing more than bytes_max. On failure sets reason (without
 // the path).

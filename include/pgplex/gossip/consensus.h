@@ -12,6 +12,7 @@
 #include "pgplex/cluster/monitor.h"
 #include "pgplex/cluster/topology.h"
 #include "pgplex/config/config.h"
+#include "pgplex/dcs/store.h"
 #include "pgplex/gossip/agent.h"
 #include "pgplex/pool/pool_table.h"
 
@@ -23,7 +24,8 @@ class Consensus final : public cluster::Peers {
     ~Consensus() override;
 
     // At start and on every reload: opens the gossip socket the first time [gossip] is
-    // configured (a reload never changes it: control.cc keeps the running [gossip]).
+    // configured (a reload never changes it: control.cc keeps the running [gossip]), and with
+    // [dcs] starts the etcd client (dcs/etcd.h), which decides from then on.
     void adopt(const config::Config& config, int64_t now_ms) override;
     int fd() const override { return agent_ ? agent_->fd() : -1; }
 
@@ -68,6 +70,7 @@ class Consensus final : public cluster::Peers {
     };
     bool differs(const std::vector<cluster::ClusterStatus>& local, int64_t now_ms) const;
 
+    std::unique_ptr<dcs::DecisionStore> store_;  // [dcs]; outlives agent_, which uses it
     std::unique_ptr<Agent> agent_;
     std::vector<std::pair<std::string, Seen>> seen_;  // by cluster name
     bool quorum_seen_ = false;

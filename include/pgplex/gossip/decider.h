@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "pgplex/dcs/store.h"
 #include "pgplex/gossip/engine.h"
 #include "pgplex/gossip/outbox.h"
 #include "pgplex/gossip/wire.h"
@@ -84,6 +85,10 @@ struct ClusterDecision {
     int64_t promoted_ms = -1;               // when we last handed out a promotion
     // Views: appliance -> its view.
     std::map<std::string, HeldView> views;
+    // With a decision store (dcs/store.h): when `epoch` was learned from it (writes wait
+    // confirm_ms from then), and a promotion held back until then.
+    int64_t store_learned_ms = 0;
+    int64_t promote_at_ms = -1;  // -1: none held back
 };
 
 class Decider {
@@ -99,6 +104,10 @@ class Decider {
     void tick(int64_t now_ms, size_t heard, const std::vector<std::string>& reachable, Rng& rng,
               Outbox& outbox);
     void promotion_failed(const Promotion& promotion, int64_t now_ms);
+    // From now on the epochs and primaries are the store's (dcs/store.h): no Paxos, no
+    // leases among the appliances; views still come by gossip and still decide when to
+    // propose. `store` outlives the decider.
+    void use_store(dcs::DecisionStore* store) { store_ = store; }
     // Appends State and View records while they fit in `room`.
     void piggyback(size_t& room, std::vector<Record>& out, int64_t now_ms);
 
@@ -148,6 +157,14 @@ class Decider {
     void broadcast(const Record& record, Outbox& outbox) const;
     bool writable(const ClusterDecision& c, int64_t now_ms) const;
     int64_t fence_wait_ms() const { return settings_.lease_ms + settings_.lease_ms / 10; }
+    int64_t lease_until(const ClusterDecision& c, int64_t now_ms) const;
+    // Store mode (src/gossip/decider_store.cc).
+    void store_tick(ClusterDecision& c, int64_t now_ms, const std::vector<std::string>& reachable,
+                    Rng& rng);
+    void store_sync(ClusterDecision& c, int64_t now_ms);
+    void store_propose(ClusterDecision& c, const Target& target, int64_t now_ms);
+    std::optional<Target> store_repair(const ClusterDecision& c) const;
+    int64_t store_until(const ClusterDecision& c, int64_t now_ms) const;
 
     const Settings& settings_;
     std::vector<std::string> appliances_;  // self + peers, sorted
@@ -158,7 +175,8 @@ class Decider {
     uint64_t next_request_ = 1;
     std::vector<ClusterDecision> clusters_;
     std::vector<Promotion> promotions_;
-    size_t view_cursor_ = 0;  // round-robin over the views piggybacked
+    size_t view_cursor_ = 0;               // round-robin over the views piggybacked
+    dcs::DecisionStore* store_ = nullptr;  // [dcs]; null: the appliances' quorum decides
 };
 
 }  // namespace pgplex::gossip

@@ -19,6 +19,10 @@
 
 #include "pgplex/cluster/topology.h"
 
+namespace pgplex::dcs {
+class DecisionStore;
+}
+
 namespace pgplex::gossip {
 
 // What an appliance may decide about a cluster.
@@ -120,6 +124,10 @@ class Engine {
     void send_demands(const std::vector<NodeDemand>& demands, int64_t now_ms);
     // A promotion handed out by take_promotions() failed (the node refused or is gone).
     void promotion_failed(const Promotion& promotion, int64_t now_ms);
+
+    // [dcs]: from now on epochs and primaries are the store's (dcs/store.h); gossip still
+    // spreads membership and the views of the nodes. `store` outlives the engine.
+    void use_store(dcs::DecisionStore* store);
 
     // --- outputs ---
     std::vector<Datagram> take_outgoing();
