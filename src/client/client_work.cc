@@ -630,6 +630,12 @@ void on_recv_end(worker::Worker& worker, Client& client, int result) {
 
 void on_sent(worker::Worker& worker, Client& client) {
     client.sent_at = worker.now;
+    // A takeover (client_handover.h): a client between transactions goes as soon as the last
+    // answer of its transaction is out, before its next request can come in.
+    if (may_hand_over(worker, client)) {
+        hand_over(worker, client);
+        return;
+    }
     // Flow control: the server may send again once the client has taken most of it.
     if (client.server == io::nil) return;
     server::Server& server = worker.server(client.server);

@@ -11,7 +11,7 @@ import time
 import psycopg
 import pytest
 
-from conftest import connect
+from conftest import assert_pgbench_clean, connect, pgbench_command, pgbench_env
 from test_admin_clusters import show
 
 TAKEOVER_SECONDS = 30
@@ -140,6 +140,33 @@ def test_transactions_under_load_lose_nothing_across_a_takeover(make_pgplex):
     assert rows == committed
     print(f"takeover under load: {sum(committed.values())} transactions, longest "
           f"{max(longest.values()) * 1000:.1f} ms")
+
+
+@pytest.mark.parametrize("protocol", ["simple", "prepared"])
+def test_pgbench_through_a_takeover_has_no_errors_and_loses_no_client(make_pgplex, protocol):
+    """TPC-B with 8 clients, the takeover in the middle: pgbench exits 0, every client ran to
+    the end (none aborted), no transaction failed; with -M prepared each client's named
+    statements came along."""
+    pgplex = takeover_pgplex(make_pgplex)
+    command = pgbench_command(pgplex.port,
+                              ["-n", "-T", "8", "-c", "8", "-j", "2", "-M", protocol])
+    bench = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=pgbench_env())
+    try:
+        time.sleep(2)
+        taker = Taker(pgplex)
+        code = taker.wait_old_exit()
+        stdout, stderr = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+    taker.become()
+    assert code == 0
+    summary = assert_pgbench_clean(subprocess.CompletedProcess(bench.args, bench.returncode,
+                                                               stdout, stderr))
+    assert "takeover: done; 8 clients handed over" in pgplex.log(), pgplex.log()
+    print(f"pgbench -M {protocol} through a takeover: {summary}")
 
 
 def test_a_client_in_a_transaction_finishes_it_on_the_old_pgplex_then_moves(make_pgplex):
