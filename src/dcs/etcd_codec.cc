@@ -7,17 +7,6 @@ namespace pgplex::dcs {
 
 namespace {
 
-constexpr char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-int sextet(char c) {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+') return 62;
-    if (c == '/') return 63;
-    return -1;
-}
-
 // The answer as JSON, or false with etcd's own message when it is an error answer.
 bool answer(std::string_view body, Json& out, std::string& reason) {
     if (!parse_json(body, out, reason)) {
@@ -43,53 +32,6 @@ std::string_view text_of(const Json* json) {
 }
 
 }  // namespace
-
-std::string base64_encode(std::string_view bytes) {
-    std::string out;
-    out.reserve((bytes.size() + 2) / 3 * 4);
-    size_t i = 0;
-    for (; i + 3 <= bytes.size(); i += 3) {
-        uint32_t v = uint32_t(uint8_t(bytes[i])) << 16 | uint32_t(uint8_t(bytes[i + 1])) << 8 |
-                     uint8_t(bytes[i + 2]);
-        for (int shift = 18; shift >= 0; shift -= 6) out.push_back(alphabet[(v >> shift) & 63]);
-    }
-    size_t rest = bytes.size() - i;
-    if (rest == 0) return out;
-    uint32_t v = uint32_t(uint8_t(bytes[i])) << 16;
-    if (rest == 2) v |= uint32_t(uint8_t(bytes[i + 1])) << 8;
-    out.push_back(alphabet[(v >> 18) & 63]);
-    out.push_back(alphabet[(v >> 12) & 63]);
-    out.push_back(rest == 2 ? alphabet[(v >> 6) & 63] : '=');
-    out.push_back('=');
-    return out;
-}
-
-bool base64_decode(std::string_view text, std::string& out) {
-    out.clear();
-    if (text.size() % 4 != 0) return false;
-    for (size_t i = 0; i < text.size(); i += 4) {
-        bool last = i + 4 == text.size();
-        int pad = 0;
-        uint32_t v = 0;
-        for (size_t j = 0; j < 4; ++j) {
-            char c = text[i + j];
-            if (c == '=' && last && j >= 2) {
-                ++pad;
-                v <<= 6;
-                continue;
-            }
-            int s = sextet(c);
-            if (s < 0 || pad > 0) return false;
-            v = v << 6 | uint32_t(s);
-        }
-        // Canonical only: the bits padding drops are zero, so one text per byte string.
-        if ((pad == 1 && (v & 0xff) != 0) || (pad == 2 && (v & 0xffff) != 0)) return false;
-        out.push_back(char(v >> 16));
-        if (pad < 2) out.push_back(char((v >> 8) & 255));
-        if (pad < 1) out.push_back(char(v & 255));
-    }
-    return true;
-}
 
 std::string cluster_key(std::string_view prefix, std::string_view cluster) {
     return std::string(prefix) + "/clusters/" + std::string(cluster);

@@ -16,13 +16,13 @@
 #include <string>
 #include <string_view>
 
+#include "pgplex/base/base64.h"
 #include "pgplex/dcs/store.h"
 
 namespace pgplex::dcs {
 
-std::string base64_encode(std::string_view bytes);
-// Standard alphabet, padding required, canonical (zero pad bits); false on anything else.
-bool base64_decode(std::string_view text, std::string& out);
+using base::base64_decode;  // etcd's keys and values travel in base64
+using base::base64_encode;
 
 std::string cluster_key(std::string_view prefix, std::string_view cluster);
 std::string appliance_key(std::string_view prefix, std::string_view appliance);

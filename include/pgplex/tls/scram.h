@@ -12,6 +12,8 @@
 #include <string>
 #include <string_view>
 
+#include "pgplex/base/base64.h"
+
 namespace pgplex::tls::scram {
 
 inline constexpr int default_iterations = 4096;  // PostgreSQL's scram_iterations default
@@ -37,8 +39,8 @@ std::string format_secret(const Secret& secret);
 // log in to a node with that secret after a client proved the password in clear.
 Key client_key_of(std::string_view password, const Secret& secret);
 
-std::string base64_encode(std::string_view bytes);
-bool base64_decode(std::string_view text, std::string& out);
+using base::base64_decode;
+using base::base64_encode;
 
 // Test only (tests/unit/tls/scram_test.cc replays RFC 7677's example exchange): while set,
 // nonces made on this thread are `nonce` instead of random ones, and a ClientExchange names
