@@ -47,24 +47,32 @@ integration: build
 $(ASAN_BUILD)/build.ninja:
 	meson setup $(ASAN_BUILD) --buildtype=debug -Db_sanitize=address,undefined -Db_lundef=false
 
-# One run under ASan + UBSan (leak checks on): the unit tests, the bounded gossip
-# simulation and the integration tests. The randomized tests run fewer seeds here (the soak
-# 15 s, pooldiff seeds 1-3, 200 fuzzed sessions): every code path they reach is reached by
-# their first seeds, and the plain run above runs them all. Three files are left to the
-# plain run (ASAN_IGNORE), to keep make check near its 30 minutes: test_package runs the
-# packaged binary, not this one; test_gossip's and test_promote's appliances spend their
-# minutes waiting out probe and failover timers, and the code they drive (membership,
-# quorum, promotion) runs here under the simulation and its unit tests instead; test_patroni
-# waits out Patroni's own timers (its leader key's ttl), over code test_failover_wait and
-# the monitor's unit tests drive here.
+# One run under ASan + UBSan (leak checks on): the unit tests, the gossip simulation (both
+# deciders) and the integration tests. The randomized tests run fewer seeds here (the
+# simulation 1-30, the soak 15 s, pooldiff seeds 1-3, 200 fuzzed sessions): every code path
+# they reach is reached by their first seeds, and the plain run above runs them all. Some
+# files are left to the plain run (ASAN_IGNORE), to keep make check near its 30 minutes:
+# test_package runs the packaged binary, not this one; test_gossip's, test_promote's and
+# test_dcs's appliances spend their minutes waiting out probe, failover and lease timers, and
+# the code they drive (membership, quorum, promotion, the etcd store) runs here under the
+# simulation, its unit tests and fuzz_etcd instead; test_patroni waits out Patroni's own
+# timers (its leader key's ttl), over code test_failover_wait and the monitor's unit tests
+# drive here; test_systemd, test_shutdown and test_reload wait out watchdog, signal and
+# shutdown timers around the control thread, whose parsers (config, sd_notify's socket
+# names) the unit tests and fuzz_config run here.
 # `make asan SMOKE=1` runs only the integration tests marked smoke; ASAN_IGNORE= runs all.
-ASAN_IGNORE ?= test_package.py test_gossip.py test_promote.py test_patroni.py
+ASAN_IGNORE ?= test_package.py test_gossip.py test_promote.py test_patroni.py test_dcs.py \
+  test_systemd.py test_shutdown.py test_reload.py
 asan-build: deps $(ASAN_BUILD)/build.ninja
 	ninja -C $(ASAN_BUILD)
 
 asan: asan-build
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-	  meson test -C $(ASAN_BUILD) --suite unit --suite sim --timeout-multiplier 4 --print-errorlogs
+	  meson test -C $(ASAN_BUILD) --suite unit --timeout-multiplier 4 --print-errorlogs
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(ASAN_BUILD)/sim_gossip --seeds 1-30
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(ASAN_BUILD)/sim_gossip --store --seeds 1-30
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  PGPLEX_BIN=$(CURDIR)/$(ASAN_BUILD)/pgplex SOAK_SECONDS=15 POOLDIFF_SEEDS=1-3 \
 	  PGPLEX_FUZZ_SESSIONS=200 \
