@@ -31,7 +31,7 @@ alive, restarts it in place), `crash` (kill -9 of the leader's Patroni and postm
 leader key expires after ttl 10 s and Patroni promotes a replica).
 
 Run as root (Patroni runs as postgres): `make bench-failover` or
-`/usr/bin/python3 bench/failover.py --pgplex build/pgplex`. Ports 17500-17529 by default
+`/usr/bin/python3 bench/failover.py --pgplex build/pgplex`. Ports 17500-17551 by default
 (--port-base). Every process it starts is stopped by PID at the end, the cluster's
 directory removed. The table is printed and written to bench/results/failover-<date>.txt.
 """
@@ -362,6 +362,18 @@ def merged_gap(writers, end):
 # ---- the bench -------------------------------------------------------------------------
 
 
+def listen_free(address, port):
+    """Nothing listens on address:port (a port in TIME_WAIT is free: pgplex and HAProxy
+    bind with SO_REUSEADDR)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -370,13 +382,15 @@ class Bench:
 
     def ports(self):
         base = self.args.port_base
-        return {"pgplex": base + 10, "pgplex_primary": base + 11, "pgplex_replica": base + 12,
-                "haproxy_primary": base + 20, "haproxy_replica": base + 21}
+        # The cluster takes 4 ports from base up (patroni_cluster skips ports still in
+        # TIME_WAIT from a previous run); pgplex and HAProxy listen from base + 40.
+        return {"pgplex": base + 40, "pgplex_primary": base + 41, "pgplex_replica": base + 42,
+                "haproxy_primary": base + 50, "haproxy_replica": base + 51}
 
     def setup(self):
         ports = self.ports()
         for port in ports.values():
-            if not conftest.port_is_free(port):
+            if not listen_free("127.0.0.1", port):
                 raise RuntimeError(f"port {port} is taken")
         self.directory = pc.make_directory()
         # patroni_cluster takes its ports from conftest's ledger: start it at our base.
@@ -386,10 +400,10 @@ class Bench:
             node.host = f"127.0.0.{self.args.address_base + node.index}"
         c = self.cluster
         taken = [port for port in (c.pg_port, c.rest_port, c.etcd_port, c.etcd_peer_port)
-                 if not self.args.port_base <= port < self.args.port_base + 10]
+                 if not self.args.port_base <= port < self.args.port_base + 40]
         if taken:
-            raise RuntimeError(f"ports {self.args.port_base}-{self.args.port_base + 3} "
-                               f"are not free")
+            raise RuntimeError(f"no 4 free ports in {self.args.port_base}-"
+                               f"{self.args.port_base + 39}")
         for node in c.nodes:
             for port in (c.pg_port, c.rest_port):
                 if not pc.address_free(node.host, port):
@@ -508,16 +522,20 @@ def haproxy_events(text, since_wall):
     """pg-primary's servers marked DOWN (with the sessions on-marked-down shutdown-sessions
     closed then) and UP, in order: [(DOWN|UP, server, seconds after since_wall, sessions)].
     HAProxy writes each event twice (a [WARNING] and a log line): the log line, which has a
-    timestamp, is the one read."""
+    timestamp, is the one read. Events before the event (the previous scenario's) are left
+    out."""
     events = []
-    for m in re.finditer(r"^(\S+) Server pg-primary/(\S+) is (DOWN|UP)\b(.*)$", text, re.M):
+    # Only check results ("reason: ..."): not the end of a slowstart ("is UP." alone).
+    for m in re.finditer(r"^(\S+) Server pg-primary/(\S+) is (DOWN|UP), reason:(.*)$", text,
+                         re.M):
         try:
             at = datetime.datetime.fromisoformat(m.group(1)).timestamp()
         except ValueError:
             continue
         sessions = re.search(r"(\d+) sessions active", m.group(4))
-        events.append((m.group(3), m.group(2), at - since_wall,
-                       int(sessions.group(1)) if sessions else 0))
+        if at >= since_wall:
+            events.append((m.group(3), m.group(2), at - since_wall,
+                           int(sessions.group(1)) if sessions else 0))
     return events
 
 
