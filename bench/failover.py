@@ -458,7 +458,7 @@ class Bench:
                 and self.lands_on(ports["haproxy_primary"]) == leader.host
                 and self.lands_on(ports["pgplex_primary"]) == leader.host)
 
-    def scenario(self, name):
+    def scenario(self, name, index=0):
         c = self.cluster
         leader = c.wait_healthy(HEALTHY_SECONDS)
         if not wait_until(lambda: self.ready(leader), READY_SECONDS, step=1):
@@ -468,10 +468,10 @@ class Bench:
         candidate = others[0]
         ports = self.ports()
         loads = {"haproxy": Load("haproxy", ports["haproxy_primary"],
-                                 Path(self.directory) / "runs" / name, self.args.seconds,
+                                 Path(self.directory) / "runs" / f"{index}-{name}", self.args.seconds,
                                  self.args.clients),
                  "pgplex": Load("pgplex", ports["pgplex_primary"],
-                                Path(self.directory) / "runs" / name, self.args.seconds,
+                                Path(self.directory) / "runs" / f"{index}-{name}", self.args.seconds,
                                 self.args.clients)}
         haproxy_log_from = len(self.haproxy.log())
         event_wall = None
@@ -496,8 +496,9 @@ class Bench:
         if done is not None and done.returncode != 0:
             log(f"{name}: patronictl failed: {done.stdout}{done.stderr}")
         if name == "postmaster":
-            # Patroni, alive, restarts it in place: wait for it to notice first.
-            wait_until(lambda: leader.status("/primary") != 200, 15, step=0.1)
+            # Patroni, alive, restarts it in place (its /primary answers 200 all along): the
+            # leader is back once a new postmaster runs.
+            wait_until(lambda: leader.postmaster_pid() not in (None, postmaster), 30, step=0.1)
         alive = [n for n in c.nodes if name != "crash" or n is not leader]
         new_leader = wait_until(lambda: c.leader(alive=alive), pc.TTL + 40, step=0.2)
         patroni_seconds = time.monotonic() - event_began
@@ -629,8 +630,8 @@ def main():
     rows = []
     try:
         bench.setup()
-        for name in scenarios:
-            rows.append(bench.scenario(name))
+        for index, name in enumerate(scenarios):
+            rows.append(bench.scenario(name, index))
     finally:
         signal.alarm(0)
         bench.cleanup()
