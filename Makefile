@@ -134,7 +134,7 @@ bench-routing: $(if $(PGPLEX),,build) bench-deps
 	bench/routing.sh $(bench_pgplex)
 
 # make bench-failover: HAProxy + Patroni next to pgplex + Patroni on one real Patroni cluster
-# (bench/failover.py: switchover, failover, killed postmaster, crashed leader; about 6
+# (bench/failover.py: switchover, failover, killed postmaster, crashed leader; about 4
 # minutes, as root). HAProxy, Patroni and etcd are installed from Debian's packages if missing.
 # FAILOVER_ARGS are passed on (e.g. --scenarios switchover --seconds 30).
 FAILOVER_ARGS ?=

@@ -379,6 +379,7 @@ class Bench:
         self.args = args
         self.directory = None
         self.cluster = self.haproxy = self.pgplex = None
+        self.loads = []  # every Load started: a pgbench still running is killed at cleanup
 
     def ports(self):
         base = self.args.port_base
@@ -426,6 +427,10 @@ class Bench:
             f":{ports['pgplex_replica']}; leader {leader.name}")
 
     def cleanup(self):
+        for load in self.loads:
+            if load.bench is not None and load.bench.poll() is None:
+                load.bench.kill()
+                load.bench.wait(10)
         if self.pgplex is not None:
             try:
                 self.pgplex.stop()
@@ -473,6 +478,7 @@ class Bench:
                  "pgplex": Load("pgplex", ports["pgplex_primary"],
                                 Path(self.directory) / "runs" / f"{index}-{name}", self.args.seconds,
                                 self.args.clients)}
+        self.loads += loads.values()
         haproxy_log_from = len(self.haproxy.log())
         event_wall = None
         log(f"{name}: leader {leader.name}; load through both for {self.args.seconds}s, "
