@@ -9,7 +9,7 @@ PYTHON      ?= /usr/bin/python3
 KEEP        ?= 0
 
 .PHONY: all deps build check unit sim tidy integration asan asan-build fuzz fuzz-build demo bench \
-        bench-deps bench-routing deb clean
+        bench-deps bench-routing bench-failover deb clean
 
 all: build
 
@@ -142,6 +142,16 @@ bench: $(if $(PGPLEX),,build) bench-deps
 
 bench-routing: $(if $(PGPLEX),,build) bench-deps
 	bench/routing.sh $(bench_pgplex)
+
+# make bench-failover: HAProxy + Patroni next to pgplex + Patroni on one real Patroni cluster
+# (bench/failover.py: switchover, failover, killed postmaster, crashed leader; about 4
+# minutes, as root). HAProxy, Patroni and etcd are installed from Debian's packages if missing.
+# FAILOVER_ARGS are passed on (e.g. --scenarios switchover --seconds 30).
+FAILOVER_ARGS ?=
+
+bench-failover: $(if $(PGPLEX),,build) bench-deps
+	@[ -x /usr/sbin/haproxy ] || { apt-get update && apt-get install -y haproxy; }
+	$(PYTHON) bench/failover.py --pgplex $(bench_pgplex) $(FAILOVER_ARGS)
 
 # The Debian package, left as $(DEB_DIR)/pgplex_<version>_<arch>.deb (debian/rules binary, so
 # no .buildinfo or .changes lands in the parent directory), then lintian on it. DEB_CLEAN=0

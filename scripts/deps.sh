@@ -7,7 +7,7 @@ packages=(
   build-essential g++ meson ninja-build pkg-config clang libclang-rt-14-dev
   liburing-dev libssl-dev libxxhash-dev libtomlplusplus-dev libsystemd-dev
   libpg-query-dev libpcre2-dev libcriterion-dev libpq-dev libcurl4-openssl-dev
-  postgresql-15 postgresql-client-15 pgbouncer debhelper dpkg-dev lintian mandoc
+  postgresql-15 postgresql-client-15 pgbouncer haproxy debhelper dpkg-dev lintian mandoc
   python3 python3-psycopg python3-pytest python3-pytest-xdist
   python3-psycopg2 libpostgresql-jdbc-java default-jdk-headless nodejs
   procps psmisc iproute2 util-linux strace openssl

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "pgplex/base/limits.h"
 #include "pgplex/base/log.h"
@@ -18,6 +19,7 @@
 #include "pgplex/proto/error.h"
 #include "pgplex/proto/sqlstate.h"
 #include "pgplex/proto/writer.h"
+#include "pgplex/route/router.h"
 #include "pgplex/server/internal.h"
 #include "pgplex/server/server_lease.h"
 #include "pgplex/server/server_listen.h"
@@ -278,10 +280,59 @@ bool on_authentication(worker::Worker& worker, Server& server, const uint8_t* bo
     return false;
 }
 
+// Whether the next client this server would serve was placed on its node as the primary
+// (a write, or the primary service): the monitor may have found the node in recovery since
+// the client was placed, so the topology alone does not say it.
+bool waiter_needs_primary(worker::Worker& worker, const pool::Pool& pool) {
+    uint32_t slot = waiter_front(worker, pool);
+    if (slot == io::nil) return false;
+    const client::Client& client = worker.client(slot);
+    if (!client.session || !client.session->routing || !worker.router) return false;
+    const route::Routing& routing = *client.session->routing;
+    return worker.router->needs_primary(routing, routing.pending);
+}
+
+// Whether the server is in recovery (in_hot_standby = on, PostgreSQL 14 and later) on the
+// node the topology calls its cluster's primary, or for a client placed there as on the
+// primary. Patroni restarts a leader whose postmaster died read-only ("starting as readonly
+// because i had the session lock") and promotes it a moment later, and its GET /primary
+// answers 200 all along: the data path can see the read-only window before the monitor.
+bool primary_in_recovery(worker::Worker& worker, const Server& server) {
+    const std::string* standby = parameter(server, "in_hot_standby");
+    if (standby == nullptr || *standby != "on") return false;
+    if (waiter_needs_primary(worker, *server.pool)) return true;
+    worker.refresh_topology();
+    if (!worker.topology) return false;
+    std::string endpoint = server.pool->target.endpoint.to_string();
+    for (const cluster::ClusterStatus& cluster : worker.topology->clusters)
+        if (cluster.primary >= 0 &&
+            cluster.nodes[size_t(cluster.primary)].endpoint.to_string() == endpoint)
+            return true;
+    return false;
+}
+
+// A login to the primary that finds it in recovery fails as a node that is starting up
+// does (57P03): writes sent over it would fail with 25006, so the clients waiting for it
+// wait for a node again (reroute_after_failure), and the monitor checks the node now; its
+// SQL then finds it in recovery and writes wait for the primary until it is promoted.
+void refuse_primary_in_recovery(worker::Worker& worker, Server& server) {
+    worker.shared.suspects.report(server.pool->target.endpoint);
+    std::string message = "node " + server.pool->target.endpoint.to_string() +
+                          " is in recovery (in_hot_standby = on) but routed as the primary";
+    std::vector<uint8_t> error(message.size() + 64);
+    proto::Writer writer(error.data(), uint32_t(error.size()));
+    proto::write_error(writer, proto::Severity::Fatal, sqlstate::cannot_connect_now, message);
+    login_failed(worker, server, error.data() + 5, writer.size() - 5, "the primary is in recovery");
+}
+
 void login_done(worker::Worker& worker, Server& server) {
     if (server.listener) {
         server.login.reset();
         listener_logged_in(worker, server);
+        return;
+    }
+    if (primary_in_recovery(worker, server)) {
+        refuse_primary_in_recovery(worker, server);
         return;
     }
     worker.pools[server.pool->id].connecting--;
