@@ -264,7 +264,7 @@ void restore_session(worker::Worker& worker, Session& session, const HandedClien
 
 }  // namespace
 
-bool adopt(worker::Worker& worker, uint32_t slot, std::string_view payload) {
+bool adopt_handed(worker::Worker& worker, uint32_t slot, std::string_view payload) {
     HandedClient handed;
     if (!decode(payload, handed)) {
         log_warning("takeover: a client's state did not decode; closing its connection");

@@ -368,7 +368,7 @@ void Worker::on_adopted(io_uring_cqe* cqe) {
     uint32_t slot = uint32_t(adoption->files[0]);
     PGPLEX_ASSERT(slot < client_capacity && clients[slot].state == client::ClientState::Free);
     if (slot >= client_high_) client_high_ = slot + 1;
-    if (!client::adopt(*this, slot, adoption->payload)) {
+    if (!client::adopt_handed(*this, slot, adoption->payload)) {
         io_uring_sqe* sqe = ring.sqe();
         io_uring_prep_close_direct(sqe, slot);
         io_uring_sqe_set_data64(sqe, pack(Op::Ignored, 0, 0));

@@ -1,9 +1,10 @@
 """The soak test (soak.py): about twenty clients over a transaction pool of three servers -
 pooldiff's grammar compared with direct twins, cancels, clients that vanish mid-transaction,
 pins, LISTEN/NOTIFY, large values and COPY - in busy periods and quiet points, for
-SOAK_SECONDS (default 60, the bounded run of `make check`; `make soak DURATION=3600` runs an
-hour). Every step must be served within soak.STEP_LIMIT_SECONDS, pgplex and the server must
-be back at their idle baseline at each quiet point, pgplex's RSS must stay flat after
+SOAK_SECONDS (default 60; `make check` runs 30 in the release build and 15 under ASan;
+`make soak DURATION=3600` runs an hour). Every step must be served within
+soak.STEP_LIMIT_SECONDS, pgplex and the server must be back at their idle baseline at each
+quiet point, pgplex's RSS must stay flat after
 warm-up, and pgplex must then stop cleanly. SOAK_SEED (default 1) picks the sequences.
 """
 

@@ -38,7 +38,7 @@ void ship_handover(worker::Worker& worker, Client& client);
 // New pgplex: the client in fixed-file `slot` (Free until now), from its encoded state.
 // False when the state does not decode or its database no longer exists here (the client
 // was told, or is closed).
-bool adopt(worker::Worker& worker, uint32_t slot, std::string_view payload);
+bool adopt_handed(worker::Worker& worker, uint32_t slot, std::string_view payload);
 // The client left: its old process id no longer names it.
 void forget_handed(worker::Worker& worker, Client& client);
 // A CancelRequest for `pid`: the pid the client has in this process if it was handed over
